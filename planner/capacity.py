@@ -1,0 +1,162 @@
+"""Per-replica capacity: the highest Poisson arrival rate one replica holds at a P99 latency budget.
+
+For each GPU type the search runs over Triton batcher configs. A cheap analytic estimate ranks every candidate;
+the discrete-event simulation (:mod:`planner.simulate`) then bisects the rate for the best few, and the best
+simulated config wins. Because the fleet's cost does not depend on the Triton config, only on how many replicas
+it needs, the config that maximizes per-replica capacity is optimal for every fleet on that GPU type.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from planner.service import ServiceTime
+from planner.simulate import BatcherConfig, SimResult, Workload
+from serving.profile import LatencyProfile
+
+QUEUE_DELAYS_US = (0, 100, 500, 1000, 2000, 5000, 10000)
+SEARCH_REQUESTS = 10_000
+BISECTION_STEPS = 11  # resolves the rate to 1/2048 of the saturation throughput
+TOP_CANDIDATES = 3
+TIE_TOLERANCE = 0.01
+# A heavy-traffic tail for the batch queue: P99 wait ~ ln(100)/2 mean service times per unit of rho/(1-rho),
+# the M/D/1 tail being about half the M/M/1 one. Used only to rank candidates before simulation.
+TAIL_FACTOR = math.log(100.0) / 2.0
+
+
+@dataclass(frozen=True)
+class ReplicaModel:
+    """Everything the simulator needs for one GPU type: the service tables and instance concurrency."""
+
+    gpu: str
+    profile: LatencyProfile
+    service: ServiceTime
+    speedup: tuple[float, ...]  # index n: aggregate throughput of n concurrent batches; index 0 unused
+
+    @classmethod
+    def from_profile(cls, profile: LatencyProfile, spread: float = 1.0) -> "ReplicaModel":
+        measured = profile.concurrency_speedup or {}
+        top = max(measured, default=1)
+        speed = [0.0, 1.0]
+        for n in range(2, top + 1):
+            speed.append(measured.get(n, speed[-1]))
+        return cls(profile.gpu, profile, ServiceTime.from_profile(profile, spread), tuple(speed))
+
+    @property
+    def max_instances(self) -> int:
+        return len(self.speedup) - 1
+
+    def candidate_configs(self) -> list[BatcherConfig]:
+        """Max batch sizes the profile measured, the usual queue delays, and the instance counts it measured."""
+        return [BatcherConfig(b, d, (), k)
+                for b in self.profile.batch_sizes for d in QUEUE_DELAYS_US
+                for k in range(1, self.max_instances + 1)]
+
+    def saturation_rate(self, cfg: BatcherConfig) -> float:
+        """Requests/s with every instance running full batches back to back."""
+        return cfg.max_batch_size * self.speedup[cfg.instance_count] / self.service.mean(cfg.max_batch_size)
+
+    def estimate_rate(self, cfg: BatcherConfig, budget_s: float) -> float:
+        """Analytic capacity estimate for ranking; 0 where the config cannot meet the budget even lightly loaded."""
+        k = cfg.instance_count
+        stretch = k / self.speedup[k]
+        delay = cfg.max_queue_delay_us * 1e-6
+        full = self.service.quantile(cfg.max_batch_size, 0.99) * stretch
+        if delay + self.service.quantile(1, 0.99) > budget_s:
+            return 0.0
+        slack = budget_s - full - delay
+        if slack <= 0:
+            return 0.0
+        mean_full = self.service.mean(cfg.max_batch_size) * stretch
+        rho = slack / (slack + TAIL_FACTOR * mean_full)
+        return rho * self.saturation_rate(cfg)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The best config for one GPU type at one P99 budget, and the rate it holds."""
+
+    gpu: str
+    config: BatcherConfig
+    max_rate: float  # req/s per replica with simulated P99 <= budget
+    budget_ms: float
+    evaluated: tuple[tuple[BatcherConfig, float], ...] = field(default=(), compare=False)
+
+
+class CapacitySearch:
+    """Finds per-replica capacity by simulation; one instance per GPU type, reused across budgets."""
+
+    def __init__(self, model: ReplicaModel, workload: Workload | None = None):
+        self.model = model
+        self.workload = workload or Workload.poisson(SEARCH_REQUESTS, seed=1)
+
+    def simulate(self, rate: float, cfg: BatcherConfig) -> SimResult:
+        return self.workload.run(rate, cfg, self.model.service, self.model.speedup)
+
+    def p99_s(self, rate: float, cfg: BatcherConfig) -> float:
+        return self.simulate(rate, cfg).quantile_ms(0.99) / 1000.0
+
+    def max_rate(self, cfg: BatcherConfig, budget_s: float, floor: float = 0.0) -> float:
+        """Largest rate with simulated P99 <= budget, to 1/2048 of saturation; 0 if the config cannot beat ``floor``.
+
+        Saturation throughput bounds the rate from above, and ``floor`` (the best rate found so far) from below:
+        a config that misses the budget at ``floor`` costs one simulation to discard.
+        """
+        hi = self.model.saturation_rate(cfg)
+        if hi <= floor or self.light_load_p99_s(cfg) > budget_s:
+            return 0.0
+        if floor > 0 and self.p99_s(floor, cfg) > budget_s:
+            return 0.0
+        lo = floor
+        step_floor = hi / 2048.0
+        while hi - lo > step_floor:
+            mid = 0.5 * (lo + hi)
+            if self.p99_s(mid, cfg) <= budget_s:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    def light_load_p99_s(self, cfg: BatcherConfig) -> float:
+        """P99 as the rate tends to zero: each request waits out the queue delay alone, then runs as batch 1.
+
+        With a queue delay, latency is worst when traffic is thin, so a config must meet the budget here too.
+        """
+        return cfg.max_queue_delay_us * 1e-6 + self.model.service.quantile(1, 0.99)
+
+    def best(self, budget_ms: float, exhaustive: bool = False) -> Capacity | None:
+        """The config with the highest simulated capacity at ``budget_ms`` (device P99, overhead excluded).
+
+        Stage one simulates every max batch size with no queue delay, best analytic estimate first, so that a
+        good floor prunes the rest. Stage two tries the queue delays on the winning batch size (every candidate
+        when ``exhaustive``). A config replaces the incumbent only if it holds ``TIE_TOLERANCE`` more rate:
+        shorter delays and smaller batches give lower latency when traffic runs below plan.
+        """
+        budget_s = budget_ms / 1000.0
+        candidates = self.model.candidate_configs()
+        if exhaustive:
+            stages = [candidates]
+        else:
+            stages = [[c for c in candidates if c.max_queue_delay_us == 0], None]
+        best: tuple[BatcherConfig, float] | None = None
+        evaluated: list[tuple[BatcherConfig, float]] = []
+        for stage in stages:
+            if stage is None:
+                if best is None:
+                    break
+                stage = [c for c in candidates if c.max_batch_size == best[0].max_batch_size
+                         and c.instance_count == best[0].instance_count and c.max_queue_delay_us > 0]
+            stage = sorted(stage, key=lambda c: (-self.model.estimate_rate(c, budget_s), c))
+            for cfg in stage:
+                floor = best[1] * (1 + TIE_TOLERANCE) if best else 0.0
+                rate = self.max_rate(cfg, budget_s, floor)
+                evaluated.append((cfg, rate))
+                if rate > 0 and (best is None or rate > floor):
+                    best = (cfg, rate)
+        if best is None:
+            return None
+        return Capacity(self.model.gpu, best[0], best[1], budget_ms, tuple(evaluated))
+
+    def lowest_p99_ms(self) -> float:
+        """The lowest device P99 this GPU reaches at all: batch 1, no delay, negligible load."""
+        return self.light_load_p99_s(BatcherConfig(1, 0)) * 1000.0

@@ -1,0 +1,222 @@
+"""The fleet optimizer: how many instances of each pool to buy, as a mixed-integer program solved by HiGHS.
+
+Decision variables: ``n[p]``, instances bought from pool ``p`` (instance type x capacity type), and ``x[g]``,
+the requests/s routed to GPU type ``g``. One Triton replica runs per GPU, so pool ``p`` adds
+``gpus[p] * n[p]`` replicas of its GPU type.
+
+Load balancing is modelled as ``infra/`` deploys it:
+
+* ``weighted``: one Deployment per GPU type behind a weighted route; weights are fixed at ``x[g] / Q``.
+  Replicas of one type share that type's traffic equally: ``x[g] <= cap[g] * replicas[g]``.
+* ``equal``: one Service over every replica, each getting ``Q / N``. Every GPU type in use must hold that
+  rate: ``Q * y[g] <= cap[g] * N`` with ``y[g]`` = 1 when the type has replicas.
+
+Spot survival: when any one spot pool is lost, what remains must still hold the traffic at ``cap_survival``
+(the per-replica rate at the degraded P99 bound) until replacements start. Under ``weighted`` routing the
+weights do not move, so the lost pool's GPU type must carry its share on its other pools; under ``equal``,
+the remaining replicas split ``Q``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+from planner.catalog import Pool
+
+Routing = Literal["weighted", "equal"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A fully specified fleet-sizing problem; :func:`solve` and the brute-force reference read the same one."""
+
+    pools: tuple[Pool, ...]
+    capacity: dict[str, float]  # per-replica req/s at the P99 target, per GPU type
+    qps: float
+    routing: Routing = "weighted"
+    max_spot_share: float = 1.0
+    spot_survival: bool = False
+    survival_capacity: dict[str, float] | None = None  # per-replica req/s at the degraded bound
+    min_replicas: int = 1
+    max_instances_per_pool: int | None = None
+    respect_pool_limits: bool = True
+
+    def gpus(self) -> list[str]:
+        return sorted({p.gpu for p in self.pools})
+
+    def surv_cap(self, gpu: str) -> float:
+        return (self.survival_capacity or self.capacity)[gpu]
+
+    def upper_bound(self, p: Pool) -> int:
+        """Instances of one pool worth considering: enough to carry all traffic twice, plus the replica floor."""
+        need = 2 * math.ceil(self.qps / (self.capacity[p.gpu] * p.gpus_per_instance))
+        need += math.ceil(self.min_replicas / p.gpus_per_instance)
+        if self.respect_pool_limits:
+            for limit in (p.max_instances, self.max_instances_per_pool):
+                if limit is not None:
+                    need = min(need, limit)
+        return need
+
+
+@dataclass(frozen=True)
+class Solution:
+    counts: dict[str, int]  # pool name -> instances
+    traffic: dict[str, float]  # GPU type -> req/s
+    usd_per_hour: float
+    status: str
+    mip_gap: float
+    dual_bound: float
+    wall_s: float
+    lp_bound: float | None = None
+    excluded: tuple[frozenset[str], ...] = field(default=(), repr=False)
+
+    def support(self) -> frozenset[str]:
+        return frozenset(k for k, v in self.counts.items() if v > 0)
+
+
+class Infeasible(Exception):
+    """No fleet satisfies the constraints."""
+
+
+def solve(problem: Problem, *, relax: bool = False, exclude: tuple[frozenset[str], ...] = (),
+          time_limit_s: float = 20.0) -> Solution:
+    """Minimize $/h. ``relax`` drops integrality (the LP bound); ``exclude`` forbids fleets with these pool sets."""
+    pools = problem.pools
+    gpus = problem.gpus()
+    n_p, n_g = len(pools), len(gpus)
+    use_support = bool(exclude)
+    # Variable layout: n[0:P] | x[P:P+G] | y[P+G:P+2G] | u[P+2G:2P+2G] when supports are excluded.
+    ix_x, ix_y, ix_u = n_p, n_p + n_g, n_p + 2 * n_g
+    n_var = ix_u + (n_p if use_support else 0)
+    gi = {g: i for i, g in enumerate(gpus)}
+    ub_n = np.array([problem.upper_bound(p) for p in pools], dtype=float)
+
+    rows: list[np.ndarray] = []
+    lo: list[float] = []
+    hi: list[float] = []
+
+    def add(coef: dict[int, float], lower: float = -np.inf, upper: float = np.inf) -> None:
+        row = np.zeros(n_var)
+        for j, c in coef.items():
+            row[j] += c
+        rows.append(row)
+        lo.append(lower)
+        hi.append(upper)
+
+    replicas = {j: float(p.gpus_per_instance) for j, p in enumerate(pools)}
+    q = problem.qps
+    # Traffic is all routed.
+    add({ix_x + i: 1.0 for i in range(n_g)}, q, q)
+    for g in gpus:
+        members = [j for j, p in enumerate(pools) if p.gpu == g]
+        # y[g] marks a GPU type in use; x[g] only flows where replicas exist.
+        big = sum(ub_n[j] * replicas[j] for j in members) or 1.0
+        add({**{j: replicas[j] for j in members}, ix_y + gi[g]: -big}, upper=0.0)
+        add({ix_x + gi[g]: 1.0, ix_y + gi[g]: -q}, upper=0.0)
+        if problem.routing == "weighted":
+            add({ix_x + gi[g]: 1.0, **{j: -problem.capacity[g] * replicas[j] for j in members}}, upper=0.0)
+        else:
+            add({ix_y + gi[g]: q, **{j: -problem.capacity[g] * replicas[j] for j in range(n_p)}}, upper=0.0)
+    if problem.max_spot_share < 1.0:
+        s = problem.max_spot_share
+        add({j: (1.0 - s if p.is_spot else -s) * replicas[j] for j, p in enumerate(pools)}, upper=0.0)
+    add({j: replicas[j] for j in range(n_p)}, lower=float(problem.min_replicas))
+    if problem.spot_survival:
+        for lost, lp in enumerate(pools):
+            if not lp.is_spot:
+                continue
+            if problem.routing == "weighted":
+                g = lp.gpu
+                coef = {ix_x + gi[g]: 1.0}
+                for j, p in enumerate(pools):
+                    if p.gpu == g and j != lost:
+                        coef[j] = -problem.surv_cap(g) * replicas[j]
+                add(coef, upper=0.0)
+            else:
+                for g in gpus:
+                    coef = {ix_y + gi[g]: q}
+                    for j in range(n_p):
+                        if j != lost:
+                            coef[j] = coef.get(j, 0.0) - problem.surv_cap(g) * replicas[j]
+                    add(coef, upper=0.0)
+    if use_support:
+        for j in range(n_p):
+            add({j: 1.0, ix_u + j: -max(ub_n[j], 1.0)}, upper=0.0)  # n > 0 => u = 1
+            add({j: 1.0, ix_u + j: -1.0}, lower=0.0)  # u = 1 => n >= 1
+        names = [p.name for p in pools]
+        for support in exclude:
+            coef = {ix_u + j: (-1.0 if names[j] in support else 1.0) for j in range(n_p)}
+            add(coef, lower=1.0 - len(support))
+
+    cost = np.zeros(n_var)
+    cost[:n_p] = [p.usd_per_hour for p in pools]
+    lower = np.zeros(n_var)
+    upper = np.concatenate([ub_n, np.full(n_g, q), np.ones(n_g), np.ones(n_var - ix_u)])
+    integrality = np.zeros(n_var)
+    if not relax:
+        integrality[:n_p] = 1
+        integrality[ix_y:] = 1
+    t0 = time.perf_counter()
+    res = milp(cost, constraints=LinearConstraint(np.array(rows), lo, hi), bounds=Bounds(lower, upper),
+               integrality=integrality, options={"time_limit": time_limit_s, "mip_rel_gap": 1e-6})
+    wall = time.perf_counter() - t0
+    if res.x is None:
+        raise Infeasible(res.message)
+    x = res.x
+    counts = {p.name: int(round(x[j])) if not relax else float(x[j]) for j, p in enumerate(pools)}
+    traffic = {g: float(x[ix_x + gi[g]]) for g in gpus}
+    usd = float(cost @ x) if relax else sum(p.usd_per_hour * counts[p.name] for p in pools)
+    gap = float(getattr(res, "mip_gap", 0.0) or 0.0)
+    bound = float(getattr(res, "mip_dual_bound", usd) or usd) if not relax else usd
+    status = "optimal" if res.status == 0 else res.message
+    return Solution(counts, traffic, usd, status, gap, bound, wall, excluded=exclude)
+
+
+def solve_with_bound(problem: Problem) -> Solution:
+    """The integer optimum, annotated with its LP-relaxation bound."""
+    best = solve(problem)
+    try:
+        lp = solve(problem, relax=True).usd_per_hour
+    except Infeasible:
+        lp = None
+    return replace(best, lp_bound=lp)
+
+
+RELAXATIONS: dict[str, dict] = {
+    "max spot share": {"max_spot_share": 1.0},
+    "spot survival": {"spot_survival": False},
+    "pool instance limits": {"respect_pool_limits": False},
+    "minimum replicas": {"min_replicas": 1},
+}
+
+
+def binding_constraint(problem: Problem, optimum: Solution) -> tuple[str, float]:
+    """Which constraint family costs the most: re-solve with each relaxed; returns (name, $/h it costs).
+
+    When relaxing none of them lowers the cost, the P99 capacity itself (replicas needed at the target) binds.
+    """
+    best_name, best_saving = "P99 capacity at the requested QPS", 0.0
+    for name, change in RELAXATIONS.items():
+        relaxed = replace(problem, **change)
+        if relaxed == problem:
+            continue
+        try:
+            saving = optimum.usd_per_hour - solve(relaxed).usd_per_hour
+        except Infeasible:
+            continue
+        if saving > best_saving + 1e-9:
+            best_name, best_saving = name, saving
+    return best_name, best_saving
+
+
+def runner_up(problem: Problem, optimum: Solution) -> Solution | None:
+    """The cheapest fleet that buys a different set of pools than the optimum."""
+    try:
+        return solve(problem, exclude=(optimum.support(),))
+    except Infeasible:
+        return None

@@ -1,0 +1,152 @@
+"""Discrete-event simulation of one Triton replica: the dynamic batcher in front of model instances on one GPU.
+
+This is the reference latency model. It follows Triton's dynamic batch scheduler:
+
+* requests wait in one FIFO queue; a batch is formed only when a model instance is free;
+* with a free instance, the oldest request starts a pending batch, which is sent at once if enough requests
+  are queued to reach the *trigger* size (the smallest preferred batch size, or ``max_batch_size`` when none
+  is set), else when the oldest request has waited ``max_queue_delay_microseconds``, else when the trigger
+  size arrives; with a delay of zero it is sent at once with whatever is queued;
+* a batch sent on the trigger takes the largest preferred size that the queue fills (at most
+  ``max_batch_size``); a batch sent on the delay takes everything queued, up to ``max_batch_size``.
+
+Model instances on one GPU share it: while ``n`` batches execute together, each progresses at
+``speedup[n] / n`` of its solo speed (processor sharing). ``speedup[n] = n`` gives independent servers;
+``speedup[n] = 1`` gives no gain from concurrency.
+"""
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from planner.service import ServiceTime
+
+WARMUP_FRACTION = 0.05
+
+
+@dataclass(frozen=True, order=True)
+class BatcherConfig:
+    """The Triton settings that shape latency: dynamic batching and the instance group."""
+
+    max_batch_size: int
+    max_queue_delay_us: int = 0
+    preferred_batch_sizes: tuple[int, ...] = ()
+    instance_count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.instance_count < 1 or self.max_queue_delay_us < 0:
+            raise ValueError(f"invalid batcher config {self}")
+        if any(p < 1 or p > self.max_batch_size for p in self.preferred_batch_sizes):
+            # Model Analyzer issues 957/805: a preferred size above max_batch_size makes Triton reject the config.
+            raise ValueError(f"preferred_batch_sizes {self.preferred_batch_sizes} must lie in 1..{self.max_batch_size}")
+
+    def describe(self) -> str:
+        pref = f" pref={list(self.preferred_batch_sizes)}" if self.preferred_batch_sizes else ""
+        return f"batch<={self.max_batch_size} delay={self.max_queue_delay_us}us x{self.instance_count}{pref}"
+
+
+@dataclass(frozen=True)
+class SimResult:
+    latency_s: np.ndarray  # per request after warm-up, queueing plus service, seconds
+    mean_batch_size: float
+    busy_fraction: float  # share of time the GPU had at least one batch executing
+
+    def quantile_ms(self, q: float) -> float:
+        return float(np.quantile(self.latency_s, q)) * 1000.0
+
+
+def simulate(arrivals_s: np.ndarray, cfg: BatcherConfig, service: ServiceTime, draws: np.ndarray,
+             speedup: Sequence[float] | None = None, warmup_fraction: float = WARMUP_FRACTION) -> SimResult:
+    """Simulate one replica serving ``arrivals_s`` (sorted, seconds); ``draws`` are uniforms, one per batch.
+
+    ``speedup[n]`` is the aggregate throughput of ``n`` concurrent batches relative to one (index 0 unused);
+    by default instances gain nothing from running together.
+    """
+    if cfg.max_batch_size > service.max_batch_size:
+        raise ValueError(f"max_batch_size {cfg.max_batch_size} exceeds the profile's {service.max_batch_size}")
+    k = cfg.instance_count
+    speed = list(speedup) if speedup is not None else [0.0] + [1.0] * k
+    if len(speed) <= k:
+        raise ValueError(f"speedup needs entries up to {k} concurrent batches")
+    a = arrivals_s.tolist()
+    n_req = len(a)
+    big_b = cfg.max_batch_size
+    preferred = sorted(cfg.preferred_batch_sizes)
+    trigger = preferred[0] if preferred else big_b
+    delay = cfg.max_queue_delay_us * 1e-6
+    u = draws.tolist()
+    inf = float("inf")
+
+    head = 0
+    t = 0.0
+    busy = 0.0
+    inflight: list[list[float]] = []  # [remaining solo work, slot]
+    sizes: list[int] = []
+    done: list[float] = []
+    while head < n_req or inflight:
+        n_fl = len(inflight)
+        if n_fl:
+            rate = speed[n_fl] / n_fl
+            j_next = min(range(n_fl), key=lambda j: inflight[j][0]) if n_fl > 1 else 0
+            t_complete = t + inflight[j_next][0] / rate
+        else:
+            t_complete = inf
+        if n_fl < k and head < n_req:
+            last = head + trigger - 1
+            t_trigger = a[last] if last < n_req else inf
+            t_dispatch = min(t_trigger, a[head] + delay)
+            if t_dispatch < t:
+                t_dispatch = t
+        else:
+            t_dispatch = inf
+
+        t_next = t_dispatch if t_dispatch <= t_complete else t_complete
+        if n_fl:
+            progressed = (t_next - t) * rate
+            for f in inflight:
+                f[0] -= progressed
+            busy += t_next - t
+        t = t_next
+        if t_dispatch <= t_complete:
+            queued = bisect_right(a, t, head) - head
+            m = queued if queued < big_b else big_b
+            if preferred and m >= trigger:
+                m = max(p for p in preferred if p <= m)
+            inflight.append([service.draw(m, u[len(sizes)]), float(len(sizes))])
+            sizes.append(m)
+            done.append(0.0)
+            head += m
+        else:
+            finished = inflight.pop(j_next)
+            done[int(finished[1])] = t
+
+    finish = np.repeat(np.array(done), sizes)
+    latency = finish - arrivals_s
+    start = int(n_req * warmup_fraction)
+    span = t - arrivals_s[0] if n_req else 0.0
+    return SimResult(latency_s=latency[start:], mean_batch_size=n_req / max(len(sizes), 1),
+                     busy_fraction=busy / span if span > 0 else 0.0)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Common random numbers for a replica: unit-rate Poisson arrivals and per-batch uniforms.
+
+    Scaling the unit-rate arrival times by ``1 / rate`` gives every rate the same sample path, so latency is a
+    smooth, repeatable function of the rate and a bisection on it is well posed.
+    """
+
+    unit_arrivals: np.ndarray
+    draws: np.ndarray
+
+    @classmethod
+    def poisson(cls, n_requests: int, seed: int = 0) -> "Workload":
+        rng = np.random.default_rng(seed)
+        return cls(np.cumsum(rng.exponential(1.0, n_requests)), rng.random(n_requests))
+
+    def run(self, rate: float, cfg: BatcherConfig, service: ServiceTime,
+            speedup: Sequence[float] | None = None) -> SimResult:
+        return simulate(self.unit_arrivals / rate, cfg, service, self.draws, speedup)

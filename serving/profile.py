@@ -1,0 +1,134 @@
+"""The latency profile: per-batch-size latency of one model on one GPU type.
+
+This module is the profile format's only reader and its schema (``LatencyProfile``). Producers (``serving
+profile``, ``serving import``, the embedded reference data) write it; ``planner`` reads it with
+:func:`read_profile`. The JSON Schema is generated from ``LatencyProfile`` into
+``docs/schemas/latency-profile.v1.schema.json``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SCHEMA_VERSION = 1
+
+
+class ProfileError(ValueError):
+    """A profile file that cannot be read; the message names the file and the field."""
+
+
+class BatchLatency(BaseModel):
+    """Latency of one inference call at one batch size, in milliseconds of wall time on the device."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(ge=1)
+    mean_ms: float = Field(gt=0)
+    p50_ms: float = Field(gt=0)
+    p90_ms: float | None = Field(default=None, gt=0)
+    p99_ms: float = Field(gt=0)
+    throughput_per_s: float | None = Field(default=None, gt=0, description="inferences (images) per second")
+
+    @model_validator(mode="after")
+    def _quantiles_ordered(self) -> "BatchLatency":
+        upper = [q for q in (self.p50_ms, self.p90_ms, self.p99_ms) if q is not None]
+        if upper != sorted(upper):
+            raise ValueError("quantiles must be non-decreasing: p50_ms <= p90_ms <= p99_ms")
+        return self
+
+
+class Origin(BaseModel):
+    """Where the numbers come from: a measurement (with its device) or a derivation from published figures."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["measured", "derived"]
+    date: str
+    derivation: str | None = None
+    sources: list[str] = Field(default_factory=list)
+    device: dict[str, str | int | float] | None = None
+    warmup_iterations: int | None = Field(default=None, ge=0)
+    iterations: int | None = Field(default=None, ge=1)
+    tool: str | None = None
+
+    @model_validator(mode="after")
+    def _derived_says_how(self) -> "Origin":
+        if self.kind == "derived" and not self.derivation:
+            raise ValueError("a derived profile must say how it was derived (origin.derivation)")
+        return self
+
+
+class LatencyProfile(BaseModel):
+    """Latency per batch size for one model, precision and backend on one GPU type.
+
+    ``concurrency_speedup`` maps a number of model instances executing at once on the GPU to the aggregate
+    throughput relative to one instance (measured; ``{"2": 1.35}`` means two concurrent batches finish in
+    2 / 1.35 of the solo time). Absent means unmeasured, and the planner then considers one instance only.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1]
+    model: str = Field(min_length=1)
+    gpu: str = Field(min_length=1)
+    precision: Literal["fp32", "fp16", "bf16", "int8", "fp8"]
+    backend: Literal["tensorrt", "onnxruntime", "pytorch", "triton"]
+    origin: Origin
+    batches: list[BatchLatency] = Field(min_length=1)
+    concurrency_speedup: dict[int, float] | None = None
+
+    @model_validator(mode="after")
+    def _batches_sorted_unique(self) -> "LatencyProfile":
+        sizes = [b.batch_size for b in self.batches]
+        if sizes != sorted(set(sizes)):
+            raise ValueError("batches must have strictly increasing batch_size")
+        if self.concurrency_speedup:
+            for n, s in self.concurrency_speedup.items():
+                if n < 1 or not 0 < s <= n:
+                    raise ValueError(f"concurrency_speedup[{n}]={s}: need n >= 1 and 0 < speedup <= n")
+        return self
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return [b.batch_size for b in self.batches]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.model, self.gpu)
+
+
+def first_error(path: Path | str, exc: ValidationError) -> str:
+    """One line naming the file and the first offending field of a pydantic error."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    return f"{path}: field {where}: {err['msg']}"
+
+
+def parse_profile(data: object, origin: str = "<profile>") -> LatencyProfile:
+    try:
+        return LatencyProfile.model_validate(data)
+    except ValidationError as exc:
+        raise ProfileError(first_error(origin, exc)) from None
+
+
+def read_profile(path: Path | str) -> LatencyProfile:
+    """Read and validate one profile JSON; raise :class:`ProfileError` with one line on any defect."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read profile: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ProfileError(f"{path}: not JSON: {exc.msg} at line {exc.lineno}") from None
+    return parse_profile(data, str(path))
+
+
+def write_profile(profile: LatencyProfile, path: Path | str) -> None:
+    """Write atomically: a reader never sees a half-written profile."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(profile.model_dump_json(indent=2, exclude_none=True) + "\n")
+    tmp.replace(path)
