@@ -51,6 +51,7 @@ class BatcherConfig:
 @dataclass(frozen=True)
 class SimResult:
     latency_s: np.ndarray  # per request after warm-up, queueing plus service, seconds
+    queue_s: np.ndarray  # per request after warm-up, arrival to its batch's start, seconds
     mean_batch_size: float
     busy_fraction: float  # share of time the GPU had at least one batch executing
 
@@ -86,6 +87,7 @@ def simulate(arrivals_s: np.ndarray, cfg: BatcherConfig, service: ServiceTime, d
     inflight: list[list[float]] = []  # [remaining solo work, slot]
     sizes: list[int] = []
     done: list[float] = []
+    started: list[float] = []
     while head < n_req or inflight:
         n_fl = len(inflight)
         if n_fl:
@@ -117,17 +119,18 @@ def simulate(arrivals_s: np.ndarray, cfg: BatcherConfig, service: ServiceTime, d
                 m = max(p for p in preferred if p <= m)
             inflight.append([service.draw(m, u[len(sizes)]), float(len(sizes))])
             sizes.append(m)
+            started.append(t)
             done.append(0.0)
             head += m
         else:
             finished = inflight.pop(j_next)
             done[int(finished[1])] = t
 
-    finish = np.repeat(np.array(done), sizes)
-    latency = finish - arrivals_s
-    start = int(n_req * warmup_fraction)
+    latency = np.repeat(np.array(done), sizes) - arrivals_s
+    queued_for = np.repeat(np.array(started), sizes) - arrivals_s
+    first = int(n_req * warmup_fraction)
     span = t - arrivals_s[0] if n_req else 0.0
-    return SimResult(latency_s=latency[start:], mean_batch_size=n_req / max(len(sizes), 1),
+    return SimResult(latency_s=latency[first:], queue_s=queued_for[first:], mean_batch_size=n_req / max(len(sizes), 1),
                      busy_fraction=busy / span if span > 0 else 0.0)
 
 

@@ -1,0 +1,321 @@
+"""``recommend``: from a QPS and P99 target to a priced, simulated plan. The planner's public entry point.
+
+Steps: per GPU type, find the Triton config with the most per-replica capacity at the device budget
+(target minus fixed overhead) by simulation; size the fleet with the MILP; then simulate the chosen fleet at
+its planned rates on fresh random numbers. If a deployment's simulated P99 misses the target there, its
+capacity is tightened and the fleet re-solved, so the reported P99 is always a simulated one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from planner.capacity import Capacity, CapacitySearch, ReplicaModel
+from planner.catalog import HOURS_PER_MONTH, CapacityType, Catalog, Pool, pools_for, read_catalog
+from planner.errors import PlannerInputError
+from planner.optimize import (Infeasible, Problem, Routing, Solution, binding_constraint, runner_up,
+                              solve_with_bound)
+from planner.plan import (Alternative, Autoscaling, Binding, Cost, Deployment, LatencyPrediction, Plan,
+                          PlanRequest, PoolPlan, SolverReport, SurvivalCheck, TritonConfig)
+from planner.profiles import load_profiles
+from planner.simulate import SimResult, Workload
+
+ALL_CAPACITY_TYPES: tuple[CapacityType, ...] = ("on-demand", "spot", "reserved-1yr", "reserved-3yr")
+VERIFY_REQUESTS = 40_000
+VERIFY_SEED = 7
+TIGHTEN = 0.97  # capacity scale applied to a deployment whose verification P99 misses the target
+MAX_ROUNDS = 5
+DEFAULT_OVERHEAD_MS = 2.0
+OVERHEAD_ASSUMED = ("assumed default for network transfer and pre/post-processing; "
+                    "calibrate it from stress runs with `planner fit`")
+
+
+@dataclass
+class RecommendRequest:
+    """What the user asks; defaults are the CLI's."""
+
+    qps: float
+    p99_ms: float = 100.0
+    model: str = "resnet50"
+    gpus: list[str] | None = None
+    catalog: Path | None = None
+    profiles: list[Path] = field(default_factory=list)
+    capacity_types: list[str] = field(default_factory=lambda: list(ALL_CAPACITY_TYPES))
+    routing: Routing = "weighted"
+    max_spot_share: float = 0.7
+    spot_survival: bool = True
+    survival_p99_ms: float | None = None
+    horizon_months: float = 12.0
+    overhead_ms: float = DEFAULT_OVERHEAD_MS
+    overhead_source: str = OVERHEAD_ASSUMED
+    min_replicas: int = 1
+    max_instances_per_pool: int | None = None
+    exhaustive: bool = False
+
+    def check(self) -> None:
+        """Reject numbers no plan can answer, each with one line."""
+        def positive(name: str, value: float) -> None:
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise PlannerInputError(f"{name} must be a positive number, got {value}")
+        positive("--qps", self.qps)
+        positive("--p99-ms", self.p99_ms)
+        positive("--horizon-months", self.horizon_months)
+        if not (0.0 <= self.max_spot_share <= 1.0):
+            raise PlannerInputError(f"--max-spot-share must lie in [0, 1], got {self.max_spot_share}")
+        if not (math.isfinite(self.overhead_ms) and self.overhead_ms >= 0):
+            raise PlannerInputError(f"--overhead-ms must be >= 0, got {self.overhead_ms}")
+        if self.overhead_ms >= self.p99_ms:
+            raise PlannerInputError(f"--overhead-ms {self.overhead_ms} leaves no latency budget under "
+                                    f"--p99-ms {self.p99_ms}")
+        if self.survival_p99_ms is not None and self.survival_p99_ms < self.p99_ms:
+            raise PlannerInputError(f"--survival-p99-ms {self.survival_p99_ms} must be >= --p99-ms {self.p99_ms}")
+        if self.min_replicas < 1:
+            raise PlannerInputError(f"--min-replicas must be >= 1, got {self.min_replicas}")
+        if self.max_instances_per_pool is not None and self.max_instances_per_pool < 1:
+            raise PlannerInputError(f"--max-instances-per-pool must be >= 1, got {self.max_instances_per_pool}")
+        unknown = set(self.capacity_types) - set(ALL_CAPACITY_TYPES)
+        if unknown or not self.capacity_types:
+            raise PlannerInputError(f"unknown capacity type {sorted(unknown)}; choose from {', '.join(ALL_CAPACITY_TYPES)}")
+        if self.routing not in ("weighted", "equal"):
+            raise PlannerInputError(f"--routing must be weighted or equal, got {self.routing}")
+
+
+def _gpus_to_plan(req: RecommendRequest, catalog: Catalog, profiles: dict) -> list[str]:
+    models = sorted({m for m, _ in profiles})
+    if req.model not in models:
+        raise PlannerInputError(f"unknown model '{req.model}'; profiles exist for: {', '.join(models)}")
+    profiled = {g for m, g in profiles if m == req.model}
+    priced = catalog.gpus()
+    if req.gpus:
+        for g in req.gpus:
+            if g not in priced:
+                raise PlannerInputError(f"unknown GPU '{g}'; the catalog has: {', '.join(sorted(priced))}")
+            if g not in profiled:
+                raise PlannerInputError(f"no latency profile for model '{req.model}' on GPU '{g}'; "
+                                        f"profiled: {', '.join(sorted(profiled))}")
+        return sorted(set(req.gpus))
+    usable = sorted(profiled & priced)
+    if not usable:
+        raise PlannerInputError(f"no GPU type has both a catalog entry and a '{req.model}' profile")
+    return usable
+
+
+def _fleet_quantiles(results: dict[str, SimResult], traffic: dict[str, float], overhead_ms: float,
+                     qs: tuple[float, ...]) -> list[float]:
+    """Quantiles of the traffic-weighted mixture of per-deployment latency samples, end to end."""
+    samples, weights = [], []
+    total = sum(traffic[g] for g in results)
+    for g, res in results.items():
+        samples.append(res.latency_s * 1000.0 + overhead_ms)
+        weights.append(np.full(len(res.latency_s), traffic[g] / total / len(res.latency_s)))
+    lat = np.concatenate(samples)
+    w = np.concatenate(weights)
+    order = np.argsort(lat)
+    cdf = np.cumsum(w[order])
+    return [float(lat[order][min(np.searchsorted(cdf, q), len(lat) - 1)]) for q in qs]
+
+
+def _routing(problem: Problem, sol: Solution) -> dict[str, float]:
+    """Traffic per GPU type as deployed: weighted routes in proportion to each type's holdable rate."""
+    reps = _replicas_by_gpu(problem.pools, sol.counts)
+    used = [g for g, n in reps.items() if n > 0]
+    if problem.routing == "equal":
+        total = sum(reps.values())
+        return {g: problem.qps * reps[g] / total for g in used}
+    holdable = {}
+    for g in used:
+        most = problem.capacity[g] * reps[g]
+        if problem.spot_survival:
+            for p in problem.pools:
+                if p.gpu == g and p.is_spot and sol.counts[p.name] > 0:
+                    most = min(most, problem.surv_cap(g) * (reps[g] - p.gpus_per_instance * sol.counts[p.name]))
+        holdable[g] = max(most, 0.0)
+    total = sum(holdable.values())
+    return {g: problem.qps * holdable[g] / total for g in used}
+
+
+def _replicas_by_gpu(pools: tuple[Pool, ...], counts: dict[str, int]) -> dict[str, int]:
+    reps: dict[str, int] = {}
+    for p in pools:
+        reps[p.gpu] = reps.get(p.gpu, 0) + p.gpus_per_instance * counts[p.name]
+    return reps
+
+
+def _describe(pools: tuple[Pool, ...], counts: dict[str, int]) -> list[str]:
+    return [f"{counts[p.name]} x {p.instance_type} {p.capacity_type}" for p in pools if counts[p.name] > 0]
+
+
+def recommend(req: RecommendRequest) -> Plan:
+    """Answer "Q req/s at P99 <= T ms: what do I buy, and how do I configure Triton?" as a :class:`Plan`."""
+    req.check()
+    catalog = read_catalog(req.catalog)
+    profiles = load_profiles(req.profiles)
+    gpus = _gpus_to_plan(req, catalog, profiles)
+    budget_ms = req.p99_ms - req.overhead_ms
+
+    searches = {g: CapacitySearch(ReplicaModel.from_profile(profiles[(req.model, g)])) for g in gpus}
+    caps: dict[str, Capacity] = {}
+    for g, search in searches.items():
+        cap = search.best(budget_ms, exhaustive=req.exhaustive)
+        if cap is not None:
+            caps[g] = cap
+    if not caps:
+        lowest = min((s.lowest_p99_ms() + req.overhead_ms, g) for g, s in searches.items())
+        raise PlannerInputError(f"infeasible: P99 <= {req.p99_ms:g} ms cannot be met; the lowest P99 reachable is "
+                                f"{lowest[0]:.2f} ms (on {lowest[1]}, batch 1, no load, overhead "
+                                f"{req.overhead_ms:g} ms)")
+
+    surv_ms = req.survival_p99_ms or req.p99_ms
+    pools = tuple(pools_for(catalog, set(caps), req.horizon_months, set(req.capacity_types)))  # type: ignore[arg-type]
+    if not pools:
+        raise PlannerInputError(f"the catalog has no {'/'.join(req.capacity_types)} pools for {', '.join(caps)}")
+    rate = {g: c.max_rate for g, c in caps.items()}
+    surv_rate = {g: (searches[g].max_rate(c.config, (surv_ms - req.overhead_ms) / 1000.0, floor=c.max_rate)
+                     or c.max_rate) for g, c in caps.items()}
+
+    verify = Workload.poisson(VERIFY_REQUESTS, seed=VERIFY_SEED)
+    for _ in range(MAX_ROUNDS):
+        problem = Problem(pools, dict(rate), req.qps, req.routing, req.max_spot_share, req.spot_survival,
+                          dict(surv_rate), req.min_replicas, req.max_instances_per_pool)
+        try:
+            sol = solve_with_bound(problem)
+        except Infeasible:
+            raise PlannerInputError(_why_no_fleet(problem)) from None
+        traffic = _routing(problem, sol)
+        reps = _replicas_by_gpu(pools, sol.counts)
+        results = {g: verify.run(traffic[g] / reps[g], caps[g].config, searches[g].model.service,
+                                 searches[g].model.speedup) for g in traffic}
+        missed = [g for g, r in results.items() if r.quantile_ms(0.99) + req.overhead_ms > req.p99_ms]
+        if not missed:
+            break
+        for g in missed:
+            rate[g] *= TIGHTEN
+            surv_rate[g] = max(surv_rate[g] * TIGHTEN, rate[g])
+    else:
+        raise PlannerInputError(f"infeasible: simulation could not confirm P99 <= {req.p99_ms:g} ms for "
+                                f"{', '.join(missed)} after {MAX_ROUNDS} rounds")
+
+    binding, saving = binding_constraint(problem, sol)
+    second = runner_up(problem, sol)
+    survival = _survival_check(problem, sol, traffic, caps, searches, verify, req) if req.spot_survival else None
+    return _build_plan(req, catalog, problem, sol, traffic, reps, results, caps, searches, rate, profiles,
+                       binding, saving, second, survival)
+
+
+def _why_no_fleet(problem: Problem) -> str:
+    limits = []
+    if problem.max_spot_share < 1:
+        limits.append(f"max spot share {problem.max_spot_share:g}")
+    if problem.max_instances_per_pool is not None or any(p.max_instances is not None for p in problem.pools):
+        most = sum(problem.capacity[p.gpu] * p.gpus_per_instance * problem.upper_bound(p) for p in problem.pools
+                   if not p.is_spot or problem.max_spot_share > 0)
+        limits.append(f"pool instance limits (at most about {most:,.0f} req/s in all)")
+    if problem.spot_survival:
+        limits.append("spot survival")
+    return ("infeasible: no fleet meets the target at this QPS under " + (", ".join(limits) or "these constraints")
+            + "; raise the limits or lower --qps")
+
+
+def _survival_check(problem: Problem, sol: Solution, traffic: dict[str, float], caps: dict[str, Capacity],
+                    searches: dict[str, CapacitySearch], verify: Workload, req: RecommendRequest) -> SurvivalCheck | None:
+    """Simulate the fleet after losing its largest spot pool, with routing as deployed."""
+    spot = [p for p in problem.pools if p.is_spot and sol.counts[p.name] > 0]
+    if not spot:
+        return None
+    lost = max(spot, key=lambda p: (p.gpus_per_instance * sol.counts[p.name], p.name))
+    lost_reps = lost.gpus_per_instance * sol.counts[lost.name]
+    reps = _replicas_by_gpu(problem.pools, sol.counts)
+    after = dict(reps)
+    after[lost.gpu] -= lost_reps
+    bound = req.survival_p99_ms or req.p99_ms
+    if problem.routing == "weighted":
+        if after[lost.gpu] == 0:
+            return SurvivalCheck(lost_pool=lost.name, replicas_lost=lost_reps, p99_ms_after_loss=math.inf,
+                                 bound_ms=bound, holds=False)
+        rates = {g: traffic[g] / after[g] for g in traffic}
+        new_traffic = traffic
+    else:
+        total = sum(after.values())
+        rates = {g: req.qps / total for g in traffic if after[g] > 0}
+        new_traffic = {g: req.qps * after[g] / total for g in rates}
+    results = {g: verify.run(r, caps[g].config, searches[g].model.service, searches[g].model.speedup)
+               for g, r in rates.items()}
+    (p99,) = _fleet_quantiles(results, new_traffic, req.overhead_ms, (0.99,))
+    return SurvivalCheck(lost_pool=lost.name, replicas_lost=lost_reps, p99_ms_after_loss=round(p99, 3),
+                         bound_ms=bound, holds=p99 <= bound)
+
+
+def _build_plan(req, catalog, problem, sol, traffic, reps, results, caps, searches, rate, profiles, binding,
+                saving, second, survival) -> Plan:
+    pool_plans = [PoolPlan(instance_type=p.instance_type, gpu=p.gpu, capacity_type=p.capacity_type,
+                           count=sol.counts[p.name], gpus_per_instance=p.gpus_per_instance,
+                           replicas=p.gpus_per_instance * sol.counts[p.name],
+                           usd_per_hour_per_instance=round(p.usd_per_hour, 4),
+                           usd_per_hour=round(p.usd_per_hour * sol.counts[p.name], 4))
+                  for p in problem.pools if sol.counts[p.name] > 0]
+    # Throughput utilization: the planned rate over what the config serves with back-to-back full batches.
+    util = {g: traffic[g] / reps[g] / searches[g].model.saturation_rate(caps[g].config) for g in traffic}
+    deployments = []
+    for g in sorted(traffic):
+        res, cfg = results[g], caps[g].config
+        p50, p90, p99 = (res.quantile_ms(q) + req.overhead_ms for q in (0.5, 0.9, 0.99))
+        per_replica = traffic[g] / reps[g]
+        floor = sum(p.replicas for p in pool_plans if p.gpu == g and p.capacity_type != "spot")
+        deployments.append(Deployment(
+            gpu=g, model=req.model, replicas=reps[g], routing_weight=round(traffic[g] / req.qps, 6),
+            rate_per_replica=round(per_replica, 3),
+            triton=TritonConfig(max_batch_size=cfg.max_batch_size, preferred_batch_sizes=list(cfg.preferred_batch_sizes),
+                                max_queue_delay_microseconds=cfg.max_queue_delay_us, instance_count=cfg.instance_count),
+            predicted=LatencyPrediction(p50_ms=round(p50, 3), p90_ms=round(p90, 3), p99_ms=round(p99, 3),
+                                        utilization=round(min(util[g], 1.0), 4),
+                                        mean_batch_size=round(res.mean_batch_size, 2)),
+            autoscaling=Autoscaling(
+                metric="rate(nv_inference_request_success[1m]) per pod",
+                target_rate_per_replica=round(per_replica, 3), max_rate_per_replica=round(rate[g], 3),
+                min_replicas=max(floor, 1), max_replicas=max(2 * reps[g], reps[g] + 1),
+                basis="target = the planned per-replica rate, so replicas scale in proportion to traffic and keep "
+                      "the planned P99 margin; max_rate is where simulated P99 meets the target. `planner fit` "
+                      "replaces the target with one that allows for GPU node start-up lag."),
+            profile_origin=f"{profiles[(req.model, g)].origin.kind} ({profiles[(req.model, g)].origin.date})"))
+    p50, p90, p99 = _fleet_quantiles(results, traffic, req.overhead_ms, (0.5, 0.9, 0.99))
+    fleet_util = sum(util[g] * reps[g] for g in traffic) / sum(reps[g] for g in traffic)
+    usd = sol.usd_per_hour
+    lp_gap = (usd - sol.lp_bound) / usd if sol.lp_bound is not None and usd > 0 else None
+    mix = ", ".join(_describe(problem.pools, sol.counts))
+    why = f"Cheapest fleet: {mix} at ${usd:,.2f}/h. Binding: {binding}"
+    why += f" (relaxing it would save ${saving:,.2f}/h)." if saving > 0 else "."
+    if second is not None:
+        extra = second.usd_per_hour - usd
+        why += (f" Runner-up: {', '.join(_describe(problem.pools, second.counts))} at ${second.usd_per_hour:,.2f}/h "
+                f"(+${extra:,.2f}/h, +{100 * extra / usd:.1f}%).")
+    try:
+        pkg_version = version("gpufleet")
+    except PackageNotFoundError:
+        pkg_version = "unknown"
+    return Plan(
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        gpufleet_version=pkg_version,
+        request=PlanRequest(qps=req.qps, p99_ms=req.p99_ms, model=req.model, region=catalog.region,
+                            gpus=sorted(caps), capacity_types=list(req.capacity_types), routing=req.routing,
+                            max_spot_share=req.max_spot_share, spot_survival=req.spot_survival,
+                            survival_p99_ms=req.survival_p99_ms, horizon_months=req.horizon_months,
+                            overhead_ms=req.overhead_ms, overhead_source=req.overhead_source,
+                            min_replicas=req.min_replicas, max_instances_per_pool=req.max_instances_per_pool,
+                            catalog_as_of=catalog.as_of),
+        pools=pool_plans, deployments=deployments,
+        predicted=LatencyPrediction(p50_ms=round(p50, 3), p90_ms=round(p90, 3), p99_ms=round(p99, 3),
+                                    utilization=round(min(fleet_util, 1.0), 4)),
+        cost=Cost(usd_per_hour=round(usd, 4), usd_per_month=round(usd * HOURS_PER_MONTH, 2),
+                  usd_per_million_inferences=round(usd / (req.qps * 3600.0) * 1e6, 6)),
+        solver=SolverReport(solver="HiGHS (scipy.optimize.milp)", status=sol.status, mip_gap=sol.mip_gap,
+                            lp_relaxation_usd_per_hour=None if sol.lp_bound is None else round(sol.lp_bound, 4),
+                            lp_gap=None if lp_gap is None else round(lp_gap, 6), wall_s=round(sol.wall_s, 4)),
+        binding_constraint=Binding(name=binding, usd_per_hour_if_relaxed=round(usd - saving, 4) if saving > 0 else None),
+        runner_up=None if second is None else Alternative(pools=_describe(problem.pools, second.counts),
+                                                          usd_per_hour=round(second.usd_per_hour, 4)),
+        survival=survival, why=why)
