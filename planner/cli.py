@@ -42,7 +42,7 @@ def recommend_cmd(
     capacity_type: Annotated[Optional[list[str]], typer.Option(help=f"Capacity types allowed (repeat): {', '.join(ALL_CAPACITY_TYPES)}.")] = None,
     routing: Annotated[RoutingMode, typer.Option(help="Load balancing as deployed: weighted per GPU type, or equal shares.")] = RoutingMode.weighted,
     max_spot_share: Annotated[float, typer.Option(help="Largest share of replicas on spot.")] = 0.7,
-    spot_survival: Annotated[bool, typer.Option(help="Require the fleet to hold after losing its largest spot pool.")] = True,
+    spot_survival: Annotated[bool, typer.Option(help="Require the fleet to hold after losing its largest spot pool.")] = False,
     survival_p99_ms: Annotated[Optional[float], typer.Option(help="Degraded P99 bound while a spot pool is lost; default the target.")] = None,
     horizon_months: Annotated[float, typer.Option(help="How long the fleet will run; reserved terms must pay over it.")] = 12.0,
     overhead_ms: Annotated[float, typer.Option(help="Fixed network and pre/post-processing time per request, ms.")] = DEFAULT_OVERHEAD_MS,

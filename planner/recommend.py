@@ -48,7 +48,7 @@ class RecommendRequest:
     capacity_types: list[str] = field(default_factory=lambda: list(ALL_CAPACITY_TYPES))
     routing: Routing = "weighted"
     max_spot_share: float = 0.7
-    spot_survival: bool = True
+    spot_survival: bool = False
     survival_p99_ms: float | None = None
     horizon_months: float = 12.0
     overhead_ms: float = DEFAULT_OVERHEAD_MS

@@ -1,0 +1,37 @@
+"""Writes the JSON Schemas of the contract files into ``docs/schemas``: ``python -m planner.schemas``.
+
+The pydantic models are the source of truth; the committed schemas are their published form, and a test keeps
+the two equal.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from planner.catalog import Catalog
+from planner.plan import Plan
+from serving.profile import LatencyProfile
+
+SCHEMAS = {
+    "latency-profile.v1.schema.json": LatencyProfile,
+    "plan.v1.schema.json": Plan,
+    "catalog.v1.schema.json": Catalog,
+}
+
+
+def rendered() -> dict[str, str]:
+    return {name: json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n"
+            for name, model in SCHEMAS.items()}
+
+
+def main(folder: str = "docs/schemas") -> int:
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in rendered().items():
+        (out / name).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))

@@ -1,0 +1,118 @@
+"""The MILP against exhaustive search, and the pricing rules it is fed."""
+import math
+import random
+
+import pytest
+
+from planner.bruteforce import brute_force
+from planner.catalog import Pool, reserved_price_over_horizon
+from planner.optimize import Infeasible, Problem, binding_constraint, runner_up, solve
+
+SEARCH_LIMIT = 200_000  # fleets brute force may enumerate per case
+
+
+def random_problem(rng: random.Random) -> Problem:
+    gpus = ["A", "B", "C"][: rng.randint(1, 3)]
+    pools = []
+    for g in gpus:
+        for size in range(rng.randint(1, 2)):
+            per = rng.choice([1, 1, 4])
+            od = round(rng.uniform(0.4, 3.0) * per, 4)
+            pools.append(Pool(f"{g}{size}.x{per}", g, "on-demand", per, od, None))
+            if rng.random() < 0.7:
+                pools.append(Pool(f"{g}{size}.x{per}", g, "spot", per, round(od * rng.uniform(0.25, 0.6), 4), None))
+            if rng.random() < 0.5:
+                pools.append(Pool(f"{g}{size}.x{per}", g, "reserved-1yr", per, round(od * 0.73, 4),
+                                  rng.choice([None, 1, 2])))
+    capacity = {g: rng.uniform(300, 3000) for g in gpus}
+    return Problem(tuple(pools), capacity, rng.uniform(50, 9000),
+                   routing=rng.choice(["weighted", "equal"]),
+                   max_spot_share=rng.choice([1.0, 0.7, 0.5, 0.0]),
+                   spot_survival=rng.random() < 0.5,
+                   survival_capacity={g: c * rng.uniform(1.0, 1.4) for g, c in capacity.items()},
+                   min_replicas=rng.choice([1, 2, 3]),
+                   max_instances_per_pool=rng.choice([None, None, 3]))
+
+
+def small_cases(n_cases: int, seed: int):
+    rng = random.Random(seed)
+    made = 0
+    while made < n_cases:
+        problem = random_problem(rng)
+        if math.prod(problem.upper_bound(p) + 1 for p in problem.pools) <= SEARCH_LIMIT:
+            made += 1
+            yield problem
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_milp_cost_equals_brute_force_on_small_random_catalogs(seed):
+    compared = 0
+    for problem in small_cases(25, seed):
+        try:
+            expected = brute_force(problem)[0]
+        except Infeasible:
+            with pytest.raises(Infeasible):
+                solve(problem)
+            continue
+        got = solve(problem)
+        assert got.usd_per_hour == pytest.approx(expected, rel=1e-9, abs=1e-9), problem
+        compared += 1
+    assert compared >= 10  # most random cases must be feasible, or this test checks little
+
+
+def pool(name, gpu, ctype, usd, per=1, limit=None):
+    return Pool(name, gpu, ctype, per, usd, limit)
+
+
+def test_spot_share_cap_forces_on_demand_floor():
+    pools = (pool("g.x", "T4", "on-demand", 1.0), pool("g.x", "T4", "spot", 0.3))
+    problem = Problem(pools, {"T4": 100.0}, qps=1000, max_spot_share=0.5)
+    sol = solve(problem)
+    assert sol.counts == {"g.x/on-demand": 5, "g.x/spot": 5}
+    assert binding_constraint(problem, sol)[0] == "max spot share"
+
+
+def test_survival_keeps_traffic_when_the_spot_pool_is_lost():
+    pools = (pool("g.x", "T4", "on-demand", 1.0), pool("g.x", "T4", "spot", 0.3))
+    problem = Problem(pools, {"T4": 100.0}, qps=1000, spot_survival=True, survival_capacity={"T4": 125.0})
+    sol = solve(problem)
+    # Without the spot pool the on-demand replicas must hold 1,000 req/s at 125 req/s each.
+    assert sol.counts["g.x/on-demand"] == 8
+    assert sol.counts["g.x/spot"] == 2
+
+
+def test_reserved_term_chosen_only_where_it_pays_over_the_horizon():
+    od, r3 = 1.0, 0.48
+    short = reserved_price_over_horizon(r3, 36, horizon_months=12)
+    long = reserved_price_over_horizon(r3, 36, horizon_months=36)
+    assert short == pytest.approx(1.44) and long == pytest.approx(0.48)
+    for price, expect in ((short, "g.x/on-demand"), (long, "g.x/reserved-3yr")):
+        pools = (pool("g.x", "T4", "on-demand", od), pool("g.x", "T4", "reserved-3yr", price))
+        sol = solve(Problem(pools, {"T4": 100.0}, qps=250))
+        assert {k for k, v in sol.counts.items() if v} == {expect}
+
+
+def test_equal_routing_makes_the_slow_type_set_the_per_replica_rate():
+    pools = (pool("fast", "L4", "on-demand", 1.0), pool("slow", "T4", "on-demand", 0.4))
+    weighted = solve(Problem(pools, {"L4": 1000.0, "T4": 300.0}, qps=2600, routing="weighted"))
+    equal = solve(Problem(pools, {"L4": 1000.0, "T4": 300.0}, qps=2600, routing="equal"))
+    assert equal.usd_per_hour >= weighted.usd_per_hour
+    reps = sum(equal.counts.values())
+    if equal.counts["slow/on-demand"]:
+        assert 2600 / reps <= 300.0 + 1e-9
+
+
+def test_pool_limits_are_respected_and_infeasible_when_too_tight():
+    pools = (pool("g.x", "T4", "on-demand", 1.0, limit=3),)
+    assert solve(Problem(pools, {"T4": 100.0}, qps=250)).counts["g.x/on-demand"] == 3
+    with pytest.raises(Infeasible):
+        solve(Problem(pools, {"T4": 100.0}, qps=350))
+
+
+def test_runner_up_buys_a_different_set_of_pools():
+    pools = (pool("a", "T4", "on-demand", 1.0), pool("b", "T4", "on-demand", 1.1))
+    problem = Problem(pools, {"T4": 100.0}, qps=250)
+    best = solve(problem)
+    second = runner_up(problem, best)
+    assert second is not None and second.support() != best.support()
+    assert second.usd_per_hour >= best.usd_per_hour

@@ -1,0 +1,69 @@
+"""Plans from the embedded data: internally consistent, within the target, and shaped by the constraints."""
+import pytest
+
+from planner.errors import PlannerInputError
+from planner.recommend import RecommendRequest, recommend
+from serving.profile import read_profile, write_profile
+from importlib import resources
+
+
+@pytest.fixture(scope="module")
+def plan_5k():
+    return recommend(RecommendRequest(qps=5000, p99_ms=100))
+
+
+@pytest.fixture(scope="module")
+def plan_50k():
+    return recommend(RecommendRequest(qps=50_000, p99_ms=30))
+
+
+@pytest.mark.parametrize("name", ["plan_5k", "plan_50k"])
+def test_plan_is_consistent_and_meets_its_target(name, request):
+    plan = request.getfixturevalue(name)
+    assert plan.predicted.p99_ms <= plan.request.p99_ms
+    assert all(d.predicted.p99_ms <= plan.request.p99_ms for d in plan.deployments)
+    assert plan.cost.usd_per_hour == pytest.approx(sum(p.usd_per_hour for p in plan.pools), rel=1e-6)
+    assert sum(d.routing_weight for d in plan.deployments) == pytest.approx(1.0, abs=1e-5)
+    for d in plan.deployments:
+        assert d.replicas == sum(p.replicas for p in plan.pools if p.gpu == d.gpu)
+        assert d.rate_per_replica <= d.autoscaling.max_rate_per_replica + 1e-6
+        assert d.rate_per_replica * d.replicas == pytest.approx(d.routing_weight * plan.request.qps, rel=1e-4)
+    spot = sum(p.replicas for p in plan.pools if p.capacity_type == "spot")
+    assert spot <= plan.request.max_spot_share * plan.replicas
+    if plan.survival is not None:
+        assert plan.survival.holds
+    assert plan.solver.mip_gap <= 1e-6
+    assert plan.cost.usd_per_million_inferences == pytest.approx(
+        plan.cost.usd_per_hour / (plan.request.qps * 3600) * 1e6, rel=1e-4)
+
+
+def test_short_horizon_buys_no_reservation():
+    plan = recommend(RecommendRequest(qps=20_000, p99_ms=50, horizon_months=3))
+    assert not [p for p in plan.pools if p.capacity_type.startswith("reserved")]
+
+
+def test_on_demand_only_when_asked():
+    plan = recommend(RecommendRequest(qps=20_000, p99_ms=50, capacity_types=["on-demand"]))
+    assert {p.capacity_type for p in plan.pools} == {"on-demand"}
+
+
+def test_equal_routing_gives_every_replica_the_same_rate():
+    plan = recommend(RecommendRequest(qps=30_000, p99_ms=50, routing="equal", gpus=["T4", "L4"]))
+    rates = {round(d.rate_per_replica, 3) for d in plan.deployments}
+    assert len(rates) == 1
+
+
+def test_a_measured_profile_replaces_the_embedded_one(tmp_path):
+    ref = read_profile(resources.files("planner.data").joinpath("profiles/resnet50-T4.json"))
+    slower = ref.model_copy(update={"batches": [b.model_copy(update={
+        "mean_ms": b.mean_ms * 2, "p50_ms": b.p50_ms * 2, "p99_ms": b.p99_ms * 2}) for b in ref.batches]})
+    path = tmp_path / "t4.json"
+    write_profile(slower, path)
+    base = recommend(RecommendRequest(qps=2000, p99_ms=50, gpus=["T4"]))
+    slow = recommend(RecommendRequest(qps=2000, p99_ms=50, gpus=["T4"], profiles=[path]))
+    assert slow.deployments[0].autoscaling.max_rate_per_replica < 0.6 * base.deployments[0].autoscaling.max_rate_per_replica
+
+
+def test_tight_pool_limit_is_infeasible_with_one_line():
+    with pytest.raises(PlannerInputError, match="infeasible"):
+        recommend(RecommendRequest(qps=500_000, p99_ms=50, gpus=["T4"], max_instances_per_pool=2))
