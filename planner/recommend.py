@@ -116,8 +116,8 @@ def _fleet_quantiles(results: dict[str, SimResult], traffic: dict[str, float], o
     lat = np.concatenate(samples)
     w = np.concatenate(weights)
     order = np.argsort(lat)
-    cdf = np.cumsum(w[order])
-    return [float(lat[order][min(np.searchsorted(cdf, q), len(lat) - 1)]) for q in qs]
+    lat, cdf = lat[order], np.cumsum(w[order])
+    return [float(lat[min(np.searchsorted(cdf, q), len(lat) - 1)]) for q in qs]
 
 
 def _routing(problem: Problem, sol: Solution) -> dict[str, float]:
@@ -175,8 +175,12 @@ def recommend(req: RecommendRequest) -> Plan:
     if not pools:
         raise PlannerInputError(f"the catalog has no {'/'.join(req.capacity_types)} pools for {', '.join(caps)}")
     rate = {g: c.max_rate for g, c in caps.items()}
-    surv_rate = {g: (searches[g].max_rate(c.config, (surv_ms - req.overhead_ms) / 1000.0, floor=c.max_rate)
-                     or c.max_rate) for g, c in caps.items()}
+    surv_rate = dict(rate)
+    if req.spot_survival and surv_ms > req.p99_ms:
+        # The deployed config stays; only the rate it may carry while a spot pool is down grows.
+        surv_budget_s = (surv_ms - req.overhead_ms) / 1000.0
+        for g, c in caps.items():
+            surv_rate[g] = searches[g].max_rate(c.config, surv_budget_s, floor=c.max_rate) or c.max_rate
 
     verify = Workload.poisson(VERIFY_REQUESTS, seed=VERIFY_SEED)
     for _ in range(MAX_ROUNDS):

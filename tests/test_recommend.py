@@ -1,4 +1,6 @@
 """Plans from the embedded data: internally consistent, within the target, and shaped by the constraints."""
+import json
+
 import pytest
 
 from planner.errors import PlannerInputError
@@ -67,3 +69,23 @@ def test_a_measured_profile_replaces_the_embedded_one(tmp_path):
 def test_tight_pool_limit_is_infeasible_with_one_line():
     with pytest.raises(PlannerInputError, match="infeasible"):
         recommend(RecommendRequest(qps=500_000, p99_ms=50, gpus=["T4"], max_instances_per_pool=2))
+
+
+def test_spot_survival_with_a_degraded_bound_is_checked_by_simulation(tmp_path):
+    # Spot priced far below half of on-demand, so that spot backed by spot pays even under survival.
+    cat = json.loads(resources.files("planner.data").joinpath("catalog-us-east-1.json").read_text())
+    for it in cat["instances"]:
+        if it["instance_type"] in ("g6.xlarge", "g6.2xlarge", "g6.12xlarge") and it["spot"] is None:
+            it["spot"] = {"usd_per_hour_range": [0.1, 0.1], "source": "skypilot-v7"}
+        if it["spot"] is not None and it["gpu"] == "L4":
+            it["spot"]["usd_per_hour_range"] = [0.05 * it["gpu_count"]] * 2
+    path = tmp_path / "cheap-spot.json"
+    path.write_text(json.dumps(cat))
+    plan = recommend(RecommendRequest(qps=60_000, p99_ms=20, spot_survival=True, survival_p99_ms=60,
+                                      max_spot_share=1.0, gpus=["L4"], catalog=path,
+                                      capacity_types=["on-demand", "spot"]))
+    assert any(p.capacity_type == "spot" for p in plan.pools)
+    assert plan.predicted.p99_ms <= 20
+    assert plan.survival is not None and plan.survival.holds and plan.survival.p99_ms_after_loss <= 60
+    lost = next(p for p in plan.pools if f"{p.instance_type}/{p.capacity_type}" == plan.survival.lost_pool)
+    assert lost.replicas == max(p.replicas for p in plan.pools if p.capacity_type == "spot")
