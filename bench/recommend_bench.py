@@ -9,13 +9,10 @@ and, on small random catalogs, how often the MILP's cost equals brute force.
 """
 from __future__ import annotations
 
-import json
 import math
-import random
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

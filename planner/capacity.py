@@ -17,7 +17,6 @@ from serving.profile import LatencyProfile
 QUEUE_DELAYS_US = (0, 100, 500, 1000, 2000, 5000, 10000)
 SEARCH_REQUESTS = 10_000
 BISECTION_STEPS = 11  # resolves the rate to 1/2048 of the saturation throughput
-TOP_CANDIDATES = 3
 TIE_TOLERANCE = 0.01
 # A heavy-traffic tail for the batch queue: P99 wait ~ ln(100)/2 mean service times per unit of rho/(1-rho),
 # the M/D/1 tail being about half the M/M/1 one. Used only to rank candidates before simulation.
