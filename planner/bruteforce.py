@@ -25,14 +25,7 @@ def feasible(problem: Problem, counts: tuple[int, ...]) -> bool:
     per_gpu = {g: sum(r for p, r in zip(pools, reps) if p.gpu == g) for g in problem.gpus()}
     lost_pools = [i for i, p in enumerate(pools) if p.is_spot] if problem.spot_survival else []
     if problem.routing == "weighted":
-        carry = 0.0
-        for g, n_g in per_gpu.items():
-            most = problem.capacity[g] * n_g
-            for i in lost_pools:
-                if pools[i].gpu == g:
-                    most = min(most, problem.surv_cap(g) * (n_g - reps[i]))
-            carry += most
-        return carry >= q * (1 - TOL)
+        return sum(problem.holdable(counts).values()) >= q * (1 - TOL)
     used = [g for g, n_g in per_gpu.items() if n_g > 0]
     if any(problem.capacity[g] * total < q * (1 - TOL) for g in used):
         return False

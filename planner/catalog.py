@@ -19,6 +19,7 @@ from planner.errors import PlannerInputError
 from serving.profile import first_error
 
 CapacityType = Literal["on-demand", "spot", "reserved-1yr", "reserved-3yr"]
+CAPACITY_TYPES: tuple[CapacityType, ...] = ("on-demand", "spot", "reserved-1yr", "reserved-3yr")
 TERM_MONTHS = {"reserved-1yr": 12, "reserved-3yr": 36}
 HOURS_PER_MONTH = 730.0  # AWS's billing convention (8,760 h / 12)
 
@@ -130,7 +131,7 @@ def reserved_price_over_horizon(usd_per_hour: float, term_months: int, horizon_m
 def pools_for(catalog: Catalog, gpus: set[str], horizon_months: float,
               allow: set[CapacityType] | None = None) -> list[Pool]:
     """Every pool in the catalog whose GPU type is in ``gpus`` and whose capacity type is allowed."""
-    allow = allow or {"on-demand", "spot", "reserved-1yr", "reserved-3yr"}
+    allow = allow or set(CAPACITY_TYPES)
     pools: list[Pool] = []
     for it in catalog.instances:
         if it.gpu not in gpus:

@@ -52,6 +52,21 @@ class Problem:
     def surv_cap(self, gpu: str) -> float:
         return (self.survival_capacity or self.capacity)[gpu]
 
+    def holdable(self, counts: tuple[int, ...]) -> dict[str, float]:
+        """Under weighted routing, the most traffic each GPU type can take with these instance counts: its
+        replicas at the target, and, with spot survival, what its other pools hold at the degraded bound when
+        any one of its spot pools is lost."""
+        out = {}
+        for g in self.gpus():
+            reps = sum(p.gpus_per_instance * n for p, n in zip(self.pools, counts) if p.gpu == g)
+            most = self.capacity[g] * reps
+            if self.spot_survival:
+                for p, n in zip(self.pools, counts):
+                    if p.gpu == g and p.is_spot and n > 0:
+                        most = min(most, self.surv_cap(g) * (reps - p.gpus_per_instance * n))
+            out[g] = max(most, 0.0)
+        return out
+
     def upper_bound(self, p: Pool) -> int:
         """Instances of one pool worth considering: enough to carry all traffic twice, plus the replica floor."""
         need = 2 * math.ceil(self.qps / (self.capacity[p.gpu] * p.gpus_per_instance))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from planner.capacity import Capacity, CapacitySearch, ReplicaModel
-from planner.catalog import HOURS_PER_MONTH, CapacityType, Catalog, Pool, pools_for, read_catalog
+from planner.catalog import CAPACITY_TYPES, HOURS_PER_MONTH, Catalog, Pool, pools_for, read_catalog
 from planner.errors import PlannerInputError
 from planner.optimize import (Infeasible, Problem, Routing, Solution, binding_constraint, runner_up,
                               solve_with_bound)
@@ -25,7 +25,7 @@ from planner.plan import (Alternative, Autoscaling, Binding, Cost, Deployment, L
 from planner.profiles import load_profiles
 from planner.simulate import SimResult, Workload
 
-ALL_CAPACITY_TYPES: tuple[CapacityType, ...] = ("on-demand", "spot", "reserved-1yr", "reserved-3yr")
+ALL_CAPACITY_TYPES = CAPACITY_TYPES
 VERIFY_REQUESTS = 40_000
 VERIFY_SEED = 7
 TIGHTEN = 0.97  # capacity scale applied to a deployment whose verification P99 misses the target
@@ -127,15 +127,8 @@ def _routing(problem: Problem, sol: Solution) -> dict[str, float]:
     if problem.routing == "equal":
         total = sum(reps.values())
         return {g: problem.qps * reps[g] / total for g in used}
-    holdable = {}
-    for g in used:
-        most = problem.capacity[g] * reps[g]
-        if problem.spot_survival:
-            for p in problem.pools:
-                if p.gpu == g and p.is_spot and sol.counts[p.name] > 0:
-                    most = min(most, problem.surv_cap(g) * (reps[g] - p.gpus_per_instance * sol.counts[p.name]))
-        holdable[g] = max(most, 0.0)
-    total = sum(holdable.values())
+    holdable = problem.holdable(tuple(sol.counts[p.name] for p in problem.pools))
+    total = sum(holdable[g] for g in used)
     return {g: problem.qps * holdable[g] / total for g in used}
 
 
