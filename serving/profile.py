@@ -13,10 +13,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from serving.errors import ServingInputError
+
 SCHEMA_VERSION = 1
 
 
-class ProfileError(ValueError):
+class ProfileError(ServingInputError):
     """A profile file that cannot be read; the message names the file and the field."""
 
 

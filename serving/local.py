@@ -1,0 +1,200 @@
+"""A real Triton Inference Server on this machine, from the ``tritonserver`` binary that nvidia-pytriton bundles.
+
+PyTriton's own API generates its configs; gpufleet instead runs the bundled binary directly on a model repository it
+wrote, so what Triton loads locally is the generated ``config.pbtxt`` itself. The bundle carries only the Python
+backend, so local models run ONNX Runtime inside a Python-backend ``model.py`` (:mod:`serving.templates`).
+
+Two environment facts make the Python-backend stub work:
+
+- the stub links ``libpython`` dynamically and finds it through the loader path, so ``LD_LIBRARY_PATH`` gets this
+  interpreter's ``sysconfig.get_config_var("LIBDIR")``; without it the model fails to load with an RLock
+  ``_recursion_count`` error;
+- the stub resolves its ``site-packages`` from the ``python`` first on ``PATH``, so this interpreter's directory goes
+  first, and the model sees the same ``numpy`` and ``onnxruntime``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+
+
+class TritonStartError(RuntimeError):
+    """Triton did not become ready; the message carries the decisive log line."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Ports:
+    http: int
+    grpc: int
+    metrics: int
+
+    @classmethod
+    def free(cls) -> "Ports":
+        return cls(_free_port(), _free_port(), _free_port())
+
+
+def _pytriton_dist() -> tuple[Path, Path, Path]:
+    """(tritonserver folder, shared-library folder, Python-backend stub for this interpreter) from nvidia-pytriton."""
+    try:
+        from pytriton.utils.distribution import (
+            get_libs_path,
+            get_root_module_path,
+            get_stub_path,
+        )
+    except ImportError as exc:
+        raise TritonStartError(f"nvidia-pytriton is not installed (pip install -e '.[serving]'): {exc}") from None
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = Path(get_stub_path(version))
+    if not stub.is_file():
+        raise TritonStartError(f"nvidia-pytriton has no Python-backend stub for Python {version}")
+    return Path(get_root_module_path()) / "tritonserver", Path(get_libs_path()), stub
+
+
+def triton_environment(libs: Path) -> dict[str, str]:
+    env = os.environ.copy()
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    env["LD_LIBRARY_PATH"] = ":".join(filter(None, [libdir, str(libs), env.get("LD_LIBRARY_PATH", "")]))
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+class LocalTriton:
+    """``tritonserver`` on loopback serving ``repository``; a context manager that always stops it.
+
+    ``start`` returns once ``/v2/health/ready`` answers 200 (every model loaded and warmed up) or raises
+    :class:`TritonStartError` with the first error line of the server log. ``stop`` sends SIGTERM, which makes
+    Triton finish in-flight requests and unload models, and SIGKILL only after ``grace_s``.
+    """
+
+    def __init__(self, repository: Path | str, ports: Ports | None = None, log_path: Path | str | None = None,
+                 extra_args: list[str] | None = None):
+        self.repository = Path(repository).resolve()
+        self.ports = ports or Ports.free()
+        self._workdir = Path(tempfile.mkdtemp(prefix="gpufleet-triton-"))
+        self.log_path = Path(log_path) if log_path else self._workdir / "tritonserver.log"
+        self._extra = extra_args or []
+        self._proc: subprocess.Popen | None = None
+        self._log = None
+
+    @property
+    def http_url(self) -> str:
+        return f"{LOOPBACK}:{self.ports.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{LOOPBACK}:{self.ports.grpc}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.metrics}/metrics"
+
+    def command(self, server_dir: Path) -> list[str]:
+        return [str(server_dir / "bin" / "tritonserver"),
+                f"--model-repository={self.repository}",
+                f"--backend-directory={server_dir / 'backends'}",
+                f"--cache-directory={server_dir / 'caches'}",
+                f"--http-address={LOOPBACK}", f"--http-port={self.ports.http}",
+                f"--grpc-address={LOOPBACK}", f"--grpc-port={self.ports.grpc}",
+                f"--metrics-address={LOOPBACK}", f"--metrics-port={self.ports.metrics}",
+                "--allow-metrics=true", "--allow-cpu-metrics=true", "--exit-on-error=true",
+                *self._extra]
+
+    def _prepare(self) -> tuple[Path, Path]:
+        dist, libs, stub = _pytriton_dist()
+        server_dir = self._workdir / "tritonserver"
+        # The stub must sit inside backends/python; copying keeps the installed package untouched.
+        shutil.copytree(dist, server_dir, ignore=shutil.ignore_patterns("python_backend_stubs", "__pycache__"))
+        target = server_dir / "backends" / "python" / "triton_python_backend_stub"
+        shutil.copy2(stub, target)
+        target.chmod(0o755)
+        return server_dir, libs
+
+    def start(self, timeout_s: float = 120.0) -> "LocalTriton":
+        if not self.repository.is_dir():
+            raise TritonStartError(f"{self.repository}: model repository not found")
+        server_dir, libs = self._prepare()
+        self._log = open(self.log_path, "wb")
+        self._proc = subprocess.Popen(self.command(server_dir), stdout=self._log, stderr=subprocess.STDOUT,
+                                      env=triton_environment(libs), start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                self._cleanup()
+                raise TritonStartError(f"tritonserver exited with {self._proc.returncode}: {self.first_error()}")
+            if self.ready():
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise TritonStartError(f"tritonserver not ready after {timeout_s:.0f} s: {self.first_error()}")
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=1) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def first_error(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "no log"
+        for line in lines:
+            if line.startswith("E") or "error:" in line.lower() or "failed to load" in line.lower():
+                return line.strip()
+        return lines[-1].strip() if lines else "empty log"
+
+    def stop(self, grace_s: float = 30.0) -> int | None:
+        """Stop the server; return its exit status (None if it was not running)."""
+        if self._proc is None:
+            return None
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
+        # The Python-backend stubs are children of tritonserver in its own session; none may outlive it.
+        try:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        code = self._proc.returncode
+        self._cleanup()
+        return code
+
+    def _cleanup(self) -> None:
+        if self._log:
+            self._log.close()
+            self._log = None
+        shutil.rmtree(self._workdir / "tritonserver", ignore_errors=True)
+
+    def wait(self) -> int:
+        assert self._proc is not None
+        return self._proc.wait()
+
+    def __enter__(self) -> "LocalTriton":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,57 @@
+"""Measure a latency profile: time a backend at each batch size and summarise it in the profile format."""
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Callable
+
+import numpy as np
+
+from serving.backends import Backend
+from serving.errors import ServingInputError
+from serving.profile import SCHEMA_VERSION, BatchLatency, LatencyProfile, Origin
+
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+
+
+def summarise(batch_size: int, times_ms: np.ndarray) -> BatchLatency:
+    """Mean, P50, P90 and P99 of per-call times, and images per second at the mean.
+
+    Quantiles use the "higher" rule (an observed sample, never an interpolation below it), so P99 of 100 calls is
+    the slowest but one, the conservative reading for a latency bound.
+    """
+    t = np.asarray(times_ms, dtype=float)
+    if t.size == 0 or not np.all(np.isfinite(t)) or np.any(t <= 0):
+        raise ServingInputError(f"batch {batch_size}: timings must be positive and finite")
+    p50, p90, p99 = (float(np.quantile(t, q, method="higher")) for q in (0.5, 0.9, 0.99))
+    mean = float(t.mean())
+    return BatchLatency(batch_size=batch_size, mean_ms=mean, p50_ms=p50, p90_ms=p90, p99_ms=p99,
+                        throughput_per_s=batch_size * 1000.0 / mean)
+
+
+def measure_profile(backend: Backend, *, model: str, gpu: str, batch_sizes=DEFAULT_BATCH_SIZES, warmup: int = 20,
+                    iterations: int = 200, tool: str = "gpufleet serving profile",
+                    on_batch: Callable[[BatchLatency], None] | None = None) -> LatencyProfile:
+    """Time ``backend`` at each batch size and return the profile.
+
+    ``gpu`` is the GPU type the profile stands for in the planner's catalog; the device that actually ran it is in
+    ``origin.device``. A profile measured on a CPU is labelled so there and is for exercising the pipeline only.
+    """
+    if warmup < 0 or iterations < 1:
+        raise ServingInputError("need warmup >= 0 and iterations >= 1")
+    sizes = sorted(set(int(b) for b in batch_sizes))
+    if not sizes or sizes[0] < 1:
+        raise ServingInputError("batch sizes must be positive integers")
+    batches = []
+    for bs in sizes:
+        row = summarise(bs, backend.time_batches(bs, warmup, iterations))
+        batches.append(row)
+        if on_batch:
+            on_batch(row)
+    device = backend.device_info()
+    return LatencyProfile(
+        schema_version=SCHEMA_VERSION, model=model, gpu=gpu, precision=backend.precision, backend=backend.name,
+        origin=Origin(kind="measured", date=_dt.date.today().isoformat(), device=device, warmup_iterations=warmup,
+                      iterations=iterations, tool=tool,
+                      derivation=None if device.get("kind") == "gpu" else
+                      f"measured on a CPU ({device.get('name')}), labelled {gpu} for pipeline testing only"),
+        batches=batches)

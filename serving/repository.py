@@ -1,0 +1,116 @@
+"""Triton model repositories: lay out ``<model>/config.pbtxt`` and ``<model>/<version>/<file>``, and upload to S3.
+
+One repository per GPU pool: the plan's Triton settings differ per GPU type, and TensorRT engines are built per GPU
+architecture, so each Deployment points at ``s3://<bucket>/<prefix>/<gpu>/``.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from serving.errors import ServingInputError
+from serving.triton_config import (
+    DEFAULT_MODEL_FILENAME,
+    ModelSpec,
+    parse_config,
+    render_config,
+)
+
+
+class RepositoryError(ServingInputError):
+    """A repository that cannot be written or uploaded; one line naming what and where."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """Where one model landed in a repository."""
+
+    config_path: Path
+    version_dir: Path
+
+
+def python_model_source() -> str:
+    """The Python-backend ``model.py`` that serves ``model.onnx`` on ONNX Runtime (for the local Triton)."""
+    return resources.files("serving.templates").joinpath("onnxruntime_python_model.py").read_text()
+
+
+def write_model(root: Path | str, spec: ModelSpec, model_file: Path | str, version: int = 1) -> ModelEntry:
+    """Write ``spec``'s config and copy ``model_file`` into ``root/<name>/<version>/``.
+
+    For ``platform == "python"`` the model file must be ONNX: it is copied as ``model.onnx`` beside the generated
+    ``model.py``. The model directory is built in a temporary sibling and renamed into place, so a Triton polling
+    the repository never sees a config without its model, and a failure leaves no half-written model behind.
+    """
+    root = Path(root)
+    model_file = Path(model_file)
+    if version < 1:
+        raise RepositoryError(f"model version {version}: must be >= 1")
+    if not model_file.is_file():
+        raise RepositoryError(f"{model_file}: model file not found")
+    text = render_config(spec)
+    parse_config(text, f"{spec.name}/config.pbtxt")
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / spec.name
+    staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=root))
+    try:
+        vdir = staging / str(version)
+        vdir.mkdir()
+        if spec.platform == "python":
+            shutil.copyfile(model_file, vdir / "model.onnx")
+            (vdir / "model.py").write_text(python_model_source())
+        else:
+            shutil.copyfile(model_file, vdir / DEFAULT_MODEL_FILENAME[spec.platform])
+        (staging / "config.pbtxt").write_text(text)
+        if final.exists():
+            # Keep the other versions already in the repository; replace this version and the config.
+            for child in final.iterdir():
+                if child.name not in (str(version), "config.pbtxt"):
+                    shutil.move(str(child), staging / child.name)
+            shutil.rmtree(final)
+        staging.rename(final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return ModelEntry(final / "config.pbtxt", final / str(version))
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    if not url.startswith("s3://") or len(url) <= 5:
+        raise RepositoryError(f"{url}: not an s3://bucket/prefix URL")
+    bucket, _, prefix = url[5:].partition("/")
+    if not bucket:
+        raise RepositoryError(f"{url}: no bucket")
+    return bucket, prefix.strip("/")
+
+
+def upload_repository(root: Path | str, url: str, client=None) -> list[str]:
+    """Upload every file under ``root`` to ``s3://bucket/prefix/`` and return the keys written, in upload order.
+
+    Model files go first and each ``config.pbtxt`` last: Triton's poll mode loads a model when its config appears,
+    so the config must not arrive before the weights it points at.
+    """
+    import boto3
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    root = Path(root)
+    if not root.is_dir():
+        raise RepositoryError(f"{root}: repository folder not found")
+    bucket, prefix = parse_s3_url(url)
+    files = sorted((p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts),
+                   key=lambda p: (p.name == "config.pbtxt", str(p)))
+    if not files:
+        raise RepositoryError(f"{root}: repository is empty")
+    s3 = client or boto3.client("s3")
+    keys = []
+    for path in files:
+        key = "/".join(filter(None, [prefix, path.relative_to(root).as_posix()]))
+        try:
+            s3.upload_file(str(path), bucket, key)
+        except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
+            raise RepositoryError(f"upload of {path} to s3://{bucket}/{key} failed: {exc}") from None
+        keys.append(key)
+    return keys

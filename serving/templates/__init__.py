@@ -1,0 +1,1 @@
+"""Files copied into generated Triton model repositories (not imported by gpufleet itself)."""
