@@ -16,8 +16,8 @@ DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 def summarise(batch_size: int, times_ms: np.ndarray) -> BatchLatency:
     """Mean, P50, P90 and P99 of per-call times, and images per second at the mean.
 
-    Quantiles use the "higher" rule (an observed sample, never an interpolation below it), so P99 of 100 calls is
-    the slowest but one, the conservative reading for a latency bound.
+    Quantiles use the "higher" rule: the observed sample at or above the interpolated position, never a value
+    interpolated below it (P99 of 100 calls is the slowest one), the conservative reading for a latency bound.
     """
     t = np.asarray(times_ms, dtype=float)
     if t.size == 0 or not np.all(np.isfinite(t)) or np.any(t <= 0):

@@ -1,0 +1,416 @@
+"""``serving``: the command line over :mod:`serving` (profile, build-engine, import, repo, upload, local, demo-model).
+
+Every input error ends as one line on stderr and exit status 2; nothing is written unless the whole step succeeded.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import tempfile
+import threading
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from serving.errors import ServingInputError
+
+app = typer.Typer(help="Engines, latency profiles, Triton model repositories and a local Triton.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+err = Console(stderr=True)
+
+
+class BackendName(str, Enum):
+    onnxruntime = "onnxruntime"
+    pytorch = "pytorch"
+    tensorrt = "tensorrt"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class ImportKind(str, Enum):
+    trtexec_times = "trtexec-times"
+    trtexec_log = "trtexec-log"
+    perf_analyzer = "perf-analyzer"
+
+
+class DemoName(str, Enum):
+    detector = "detector"
+    tiny = "tiny"
+
+
+def _int_list(text: str | None, what: str) -> list[int]:
+    if not text:
+        return []
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ServingInputError(f"{what} {text!r}: expected comma-separated integers") from None
+    if any(v < 1 for v in values):
+        raise ServingInputError(f"{what} {text!r}: values must be >= 1")
+    return values
+
+
+def _hw(height: int, width: int) -> tuple[int, int]:
+    return (height, width)
+
+
+# --- demo-model --------------------------------------------------------------------------------------------------
+
+@app.command("demo-model")
+def demo_model_cmd(
+    name: Annotated[DemoName, typer.Argument(help="detector (YOLOv8n-shaped) or tiny.")],
+    output: Annotated[Path, typer.Argument(help="Where to write the .onnx file.")],
+    height: Annotated[int, typer.Option(help="Detector input height (multiple of 32).")] = 640,
+    width: Annotated[int, typer.Option(help="Detector input width (multiple of 32).")] = 640,
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+) -> None:
+    """Write a demo ONNX model generated in code (random weights: for latency work, not for detections)."""
+    from serving.demo_models import write_onnx
+
+    spec = write_onnx(name.value, output, _hw(height, width), seed)
+    print(f"wrote {output}: input {spec.input_name} [N, {', '.join(map(str, spec.input_shape))}], "
+          f"output {spec.output_name} [N, {', '.join(map(str, spec.output_shape))}]")
+
+
+# --- profile -----------------------------------------------------------------------------------------------------
+
+def _backend(backend: BackendName, model_path: Path | None, demo: DemoName | None, device: Device, precision: str,
+             hw: tuple[int, int], cuda_graphs: bool, threads: int | None, workdir: Path):
+    from serving import backends
+
+    if (model_path is None) == (demo is None):
+        raise ServingInputError("give either a model file or --demo")
+    if model_path is not None and not model_path.is_file():
+        raise ServingInputError(f"{model_path}: model file not found")
+    if backend is BackendName.onnxruntime:
+        if demo is not None:
+            from serving.demo_models import write_onnx
+            model_path = workdir / f"{demo.value}.onnx"
+            write_onnx(demo.value, model_path, hw)
+        return backends.OnnxRuntimeBackend(model_path, device.value, precision, threads)
+    if backend is BackendName.pytorch:
+        if demo is None:
+            raise ServingInputError("the pytorch backend profiles a demo model (--demo); export yours to ONNX or "
+                                    "build a TensorRT engine to profile it")
+        from serving.demo_models import build_torch, describe
+        try:
+            module = build_torch(demo.value, hw)
+        except ImportError as exc:
+            raise ServingInputError(f"torch is not installed: {exc}") from None
+        return backends.TorchBackend(module, describe(demo.value, hw).input_shape, device.value, precision,
+                                     cuda_graphs)
+    if demo is not None:
+        raise ServingInputError("the tensorrt backend profiles an engine file; build one with build-engine")
+    from serving.engine import read_sidecar
+    side = read_sidecar(model_path)
+    return backends.TensorRTBackend(model_path, side.precision if side else precision)
+
+
+@app.command("profile")
+def profile_cmd(
+    model_path: Annotated[Optional[Path], typer.Argument(help=".onnx (onnxruntime) or .plan (tensorrt).")] = None,
+    gpu: Annotated[str, typer.Option(help="GPU type the profile stands for in the planner's catalog (e.g. L4).")] = ...,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Profile JSON to write.")] = ...,
+    backend: Annotated[BackendName, typer.Option(help="Inference backend.")] = BackendName.onnxruntime,
+    demo: Annotated[Optional[DemoName], typer.Option(help="Profile a demo model instead of a file.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model name in the profile (default: file stem or demo name).")] = None,
+    device: Annotated[Device, typer.Option(help="cpu or cuda.")] = Device.cpu,
+    precision: Annotated[str, typer.Option(help="fp32, fp16, bf16, int8 (engines: read from the sidecar).")] = "fp32",
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,2,4,8,16,32",
+    warmup: Annotated[int, typer.Option(help="Untimed calls per batch size.")] = 20,
+    iterations: Annotated[int, typer.Option(help="Timed calls per batch size.")] = 200,
+    cuda_graphs: Annotated[bool, typer.Option(help="pytorch on cuda: replay a captured CUDA graph.")] = False,
+    threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: all cores).")] = None,
+    height: Annotated[int, typer.Option(help="Demo detector input height.")] = 640,
+    width: Annotated[int, typer.Option(help="Demo detector input width.")] = 640,
+) -> None:
+    """Measure latency per batch size and write the latency profile the planner reads."""
+    from serving.measure import measure_profile
+    from serving.profile import write_profile
+
+    sizes = _int_list(batch_sizes, "--batch-sizes")
+    with tempfile.TemporaryDirectory(prefix="gpufleet-profile-") as tmp:
+        runner = _backend(backend, model_path, demo, device, precision, _hw(height, width), cuda_graphs, threads,
+                          Path(tmp))
+        name = model or (demo.value if demo else model_path.stem)
+        table = Table("batch", "mean ms", "p50 ms", "p90 ms", "p99 ms", "images/s", title=f"{name} on "
+                      f"{runner.device_info().get('name')} ({backend.value}, {runner.precision})")
+
+        def show(row):
+            table.add_row(str(row.batch_size), f"{row.mean_ms:.3f}", f"{row.p50_ms:.3f}", f"{row.p90_ms:.3f}",
+                          f"{row.p99_ms:.3f}", f"{row.throughput_per_s:,.1f}")
+            err.print(f"batch {row.batch_size}: p99 {row.p99_ms:.3f} ms", highlight=False)
+
+        prof = measure_profile(runner, model=name, gpu=gpu, batch_sizes=sizes, warmup=warmup,
+                               iterations=iterations, on_batch=show)
+    write_profile(prof, output)
+    Console().print(table)
+    if prof.origin.device and prof.origin.device.get("kind") != "gpu":
+        err.print(f"note: measured on a CPU and labelled {gpu}: fine for exercising the pipeline, not for buying GPUs")
+    print(f"wrote {output}")
+
+
+# --- build-engine ------------------------------------------------------------------------------------------------
+
+class EnginePrecision(str, Enum):
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+@app.command("build-engine")
+def build_engine_cmd(
+    onnx_path: Annotated[Path, typer.Argument(help="ONNX model with a dynamic batch dimension.")],
+    engine_path: Annotated[Path, typer.Argument(help="Engine (.plan) to write; settings go to <engine>.json.")],
+    precision: Annotated[EnginePrecision, typer.Option(help="fp16, or int8 with calibration.")] = EnginePrecision.fp16,
+    min_batch: Annotated[int, typer.Option(help="Optimization profile: smallest batch.")] = 1,
+    opt_batch: Annotated[int, typer.Option(help="Optimization profile: batch the kernels are tuned for.")] = 8,
+    max_batch: Annotated[int, typer.Option(help="Optimization profile: largest batch (Triton max_batch_size).")] = 32,
+    workspace_gib: Annotated[float, typer.Option(help="Builder workspace limit, GiB.")] = 4.0,
+    calibration_images: Annotated[Optional[Path], typer.Option(help="INT8: folder of calibration images.")] = None,
+    calibration_cache: Annotated[Optional[Path], typer.Option(help="INT8: calibration cache, read if present, "
+                                                                  "else written.")] = None,
+    calibration_batch: Annotated[int, typer.Option(help="INT8: images per calibration batch.")] = 8,
+    calibration_max_images: Annotated[int, typer.Option(help="INT8: at most this many images.")] = 512,
+) -> None:
+    """Build a TensorRT engine from ONNX (needs the gpu extra: tensorrt, pycuda; and an NVIDIA GPU)."""
+    from serving.engine import BuildSettings, build_engine, sidecar_path
+
+    side = build_engine(BuildSettings(onnx_path, engine_path, precision.value, min_batch, opt_batch, max_batch,
+                                      workspace_gib, calibration_images, calibration_cache, calibration_batch,
+                                      calibration_max_images))
+    print(f"wrote {engine_path} and {sidecar_path(engine_path)} (TensorRT {side.tensorrt_version} on {side.device})")
+
+
+# --- import ------------------------------------------------------------------------------------------------------
+
+@app.command("import")
+def import_cmd(
+    kind: Annotated[ImportKind, typer.Argument(help="trtexec-times, trtexec-log or perf-analyzer.")],
+    files: Annotated[list[Path], typer.Argument(help="One file per batch size.")],
+    gpu: Annotated[str, typer.Option(help="GPU type the measurements were made on (catalog name, e.g. L4).")] = ...,
+    model: Annotated[str, typer.Option(help="Model name in the profile.")] = ...,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Profile JSON to write.")] = ...,
+    batch_size: Annotated[Optional[list[int]], typer.Option(help="Batch size of each file, in order (trtexec logs: "
+                                                                 "read from the log when omitted).")] = None,
+    precision: Annotated[str, typer.Option(help="Precision of the engine measured.")] = "fp16",
+    backend: Annotated[Optional[str], typer.Option(help="Backend in the profile (default: tensorrt for trtexec, "
+                                                        "triton for perf_analyzer).")] = None,
+    warmup_ms: Annotated[float, typer.Option(help="trtexec-times: drop records that started computing earlier.")] = 200.0,
+    metric: Annotated[Optional[str], typer.Option(help="trtexec-times: computeMs or latencyMs; trtexec-log: "
+                                                       "'GPU Compute Time' or 'Latency'.")] = None,
+    concurrency: Annotated[int, typer.Option(help="perf-analyzer: the concurrency row to read.")] = 1,
+    date: Annotated[Optional[str], typer.Option(help="Measurement date (YYYY-MM-DD) when the files do not carry it.")] = None,
+) -> None:
+    """Convert trtexec or perf_analyzer output into a latency profile."""
+    from serving import importers
+    from serving.profile import write_profile
+
+    sizes = list(batch_size or [])
+    if sizes and len(sizes) != len(files):
+        raise ServingInputError(f"{len(files)} files but {len(sizes)} --batch-size values; give one per file")
+    if not sizes and kind is not ImportKind.trtexec_log:
+        raise ServingInputError(f"{kind.value}: give --batch-size for each file")
+    items = []
+    for i, path in enumerate(files):
+        bs = sizes[i] if sizes else None
+        if kind is ImportKind.trtexec_times:
+            items.append(importers.read_trtexec_times(path, bs, warmup_ms, metric or "computeMs"))
+        elif kind is ImportKind.trtexec_log:
+            items.append(importers.read_trtexec_log(path, bs, metric or "GPU Compute Time"))
+        else:
+            items.append(importers.read_perf_analyzer_csv(path, bs, concurrency))
+    prof = importers.profile_from_imports(
+        items, model=model, gpu=gpu, precision=precision,
+        backend=backend or ("triton" if kind is ImportKind.perf_analyzer else "tensorrt"),
+        tool=f"gpufleet serving import {kind.value}", date=date)
+    write_profile(prof, output)
+    print(f"wrote {output}: batch sizes {', '.join(str(b) for b in prof.batch_sizes)}")
+
+
+# --- repo / upload -----------------------------------------------------------------------------------------------
+
+def _batching(plan: Path | None, gpu: str | None, max_batch_size: int | None, max_queue_delay_us: int | None,
+              preferred: str | None, instances: int | None, kind: str | None):
+    from serving.triton_config import BatchingSettings
+
+    if plan is not None:
+        from planner.errors import PlannerInputError
+        from planner.plan import read_plan
+        try:
+            p = read_plan(plan)
+        except PlannerInputError as exc:
+            raise ServingInputError(str(exc)) from None
+        deps = {d.gpu: d for d in p.deployments}
+        if gpu is None and len(deps) == 1:
+            gpu = next(iter(deps))
+        if gpu not in deps:
+            raise ServingInputError(f"{plan}: no deployment for GPU {gpu!r} (plan has {', '.join(deps) or 'none'}); "
+                                    "pick one with --gpu")
+        base = BatchingSettings.from_plan(deps[gpu].triton, kind)
+        if any(v is not None for v in (max_batch_size, max_queue_delay_us, preferred, instances)):
+            raise ServingInputError("--plan sets the batching; drop --max-batch-size/--max-queue-delay-us/"
+                                    "--preferred-batch-sizes/--instances")
+        return base
+    return BatchingSettings(max_batch_size=max_batch_size or 8, max_queue_delay_microseconds=max_queue_delay_us or 0,
+                            preferred_batch_sizes=tuple(_int_list(preferred, "--preferred-batch-sizes")),
+                            instance_count=instances or 1, instance_kind=kind or "KIND_GPU")
+
+
+def _model_spec(model_file: Path, name: str, platform: str, batching, warmup: str):
+    from serving.triton_config import ModelSpec, TensorSpec, onnx_tensors
+
+    if not model_file.is_file():
+        raise ServingInputError(f"{model_file}: model file not found")
+    if model_file.suffix == ".onnx":
+        try:
+            inputs, outputs = onnx_tensors(model_file)
+        except Exception as exc:  # onnx raises its own DecodeError/ValidationError types
+            raise ServingInputError(f"{model_file}: not a readable ONNX model: {exc}") from None
+    else:
+        from serving.engine import read_sidecar
+        side = read_sidecar(model_file)
+        if side is None:
+            raise ServingInputError(f"{model_file}: no <engine>.json sidecar to read the tensors from "
+                                    "(build the engine with serving build-engine)")
+        if batching.max_batch_size > side.batch_profile["max"]:
+            raise ServingInputError(f"max_batch_size {batching.max_batch_size} exceeds the engine's optimization "
+                                    f"profile max {side.batch_profile['max']}")
+        inputs = tuple(TensorSpec(t.name, t.dtype, tuple(t.shape[1:])) for t in side.inputs)
+        outputs = tuple(TensorSpec(t.name, t.dtype, tuple(t.shape[1:])) for t in side.outputs)
+    return ModelSpec(name, platform, inputs, outputs, batching,
+                     warmup_batch_sizes=tuple(sorted({min(b, batching.max_batch_size)
+                                                      for b in _int_list(warmup, "--warmup-batch-sizes")})))
+
+
+@app.command("repo")
+def repo_cmd(
+    model_file: Annotated[Path, typer.Argument(help=".onnx (onnxruntime_onnx) or .plan (tensorrt_plan).")],
+    repository: Annotated[Path, typer.Argument(help="Model repository folder to write into.")],
+    name: Annotated[Optional[str], typer.Option(help="Model name (default: file stem).")] = None,
+    plan: Annotated[Optional[Path], typer.Option(help="Plan JSON whose Triton settings to use.")] = None,
+    gpu: Annotated[Optional[str], typer.Option(help="The plan deployment (GPU type) to take settings from.")] = None,
+    max_batch_size: Annotated[Optional[int], typer.Option(help="Without --plan: max_batch_size (default 8).")] = None,
+    max_queue_delay_us: Annotated[Optional[int], typer.Option(help="Without --plan: queue delay, µs (default 0).")] = None,
+    preferred_batch_sizes: Annotated[Optional[str], typer.Option(help="Without --plan: e.g. 4,8.")] = None,
+    instances: Annotated[Optional[int], typer.Option(help="Without --plan: instance_group count (default 1).")] = None,
+    version: Annotated[int, typer.Option(help="Model version folder.")] = 1,
+    warmup_batch_sizes: Annotated[str, typer.Option(help="Warm-up batch sizes, comma-separated.")] = "1",
+    upload: Annotated[Optional[str], typer.Option(help="Then upload the repository to s3://bucket/prefix.")] = None,
+    endpoint_url: Annotated[Optional[str], typer.Option(help="S3 endpoint (e.g. a local moto_server).")] = None,
+) -> None:
+    """Lay out <repository>/<name>/config.pbtxt and <name>/<version>/model.*, from a plan's Triton settings."""
+    from serving.repository import write_model
+    from serving.triton_config import render_config
+
+    platforms = {".onnx": "onnxruntime_onnx", ".plan": "tensorrt_plan", ".engine": "tensorrt_plan"}
+    if model_file.suffix not in platforms:
+        raise ServingInputError(f"{model_file}: expected a .onnx or .plan file")
+    spec = _model_spec(model_file, name or model_file.stem, platforms[model_file.suffix],
+                       _batching(plan, gpu, max_batch_size, max_queue_delay_us, preferred_batch_sizes, instances, None),
+                       warmup_batch_sizes)
+    entry = write_model(repository, spec, model_file, version)
+    print(render_config(spec), end="")
+    print(f"wrote {entry.config_path.parent}")
+    if upload:
+        upload_cmd(repository, upload, endpoint_url)
+
+
+@app.command("upload")
+def upload_cmd(
+    repository: Annotated[Path, typer.Argument(help="Model repository folder.")],
+    url: Annotated[str, typer.Argument(help="s3://bucket/prefix")],
+    endpoint_url: Annotated[Optional[str], typer.Option(help="S3 endpoint (e.g. a local moto_server).")] = None,
+) -> None:
+    """Upload a model repository to S3 (configs last, so a polling Triton never sees a config without its model)."""
+    import boto3
+
+    from serving.repository import upload_repository
+
+    keys = upload_repository(repository, url, boto3.client("s3", endpoint_url=endpoint_url) if endpoint_url else None)
+    print(f"uploaded {len(keys)} files to {url}")
+
+
+# --- local -------------------------------------------------------------------------------------------------------
+
+@app.command("local")
+def local_cmd(
+    model_file: Annotated[Optional[Path], typer.Argument(help="ONNX model to serve.")] = None,
+    demo: Annotated[Optional[DemoName], typer.Option(help="Serve a demo model instead of a file.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Model name (default: file stem or demo name).")] = None,
+    plan: Annotated[Optional[Path], typer.Option(help="Plan JSON whose Triton settings to use.")] = None,
+    gpu: Annotated[Optional[str], typer.Option(help="The plan deployment (GPU type) to take settings from.")] = None,
+    max_batch_size: Annotated[Optional[int], typer.Option(help="Without --plan: max_batch_size (default 8).")] = None,
+    max_queue_delay_us: Annotated[Optional[int], typer.Option(help="Without --plan: queue delay, µs (default 0).")] = None,
+    preferred_batch_sizes: Annotated[Optional[str], typer.Option(help="Without --plan: e.g. 4,8.")] = None,
+    instances: Annotated[Optional[int], typer.Option(help="Without --plan: model instances (default 1).")] = None,
+    http_port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port on 127.0.0.1.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port on 127.0.0.1.")] = 8002,
+    repository: Annotated[Optional[Path], typer.Option(help="Write the model repository here (default: a "
+                                                          "temporary folder).")] = None,
+    height: Annotated[int, typer.Option(help="Demo detector input height.")] = 640,
+    width: Annotated[int, typer.Option(help="Demo detector input width.")] = 640,
+) -> None:
+    """Run a real Triton Inference Server on loopback (CPU, ONNX Runtime) until Ctrl-C or SIGTERM."""
+    from serving.local import LocalTriton, Ports
+    from serving.repository import write_model
+
+    if (model_file is None) == (demo is None):
+        raise ServingInputError("give either an ONNX file or --demo")
+    with tempfile.TemporaryDirectory(prefix="gpufleet-local-") as tmp:
+        if demo is not None:
+            from serving.demo_models import write_onnx
+            model_file = Path(tmp) / f"{demo.value}.onnx"
+            write_onnx(demo.value, model_file, _hw(height, width))
+        elif model_file.suffix != ".onnx":
+            raise ServingInputError(f"{model_file}: the local Triton serves ONNX models")
+        spec = _model_spec(model_file, name or model_file.stem, "python",
+                           _batching(plan, gpu, max_batch_size, max_queue_delay_us, preferred_batch_sizes, instances,
+                                     "KIND_CPU"), "1")
+        repo = repository or Path(tmp) / "repository"
+        write_model(repo, spec, model_file)
+        server = LocalTriton(repo, Ports(http_port, grpc_port, metrics_port), extra_args=["--exit-timeout-secs=10"])
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        server.start()
+        err.print(f"Triton ready: model {spec.name!r}; HTTP {server.http_url}, gRPC {server.grpc_url}, "
+                  f"metrics {server.metrics_url}; log {server.log_path}. Ctrl-C stops it.", highlight=False)
+        while not stop.is_set() and server._proc.poll() is None:
+            stop.wait(0.5)
+        code = server.stop()
+        err.print(f"Triton stopped (exit status {code})", highlight=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: every input error becomes one stderr line and exit status 2."""
+    from serving.local import TritonStartError
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except (ServingInputError, TritonStartError) as exc:
+        print(f"serving: error: {exc}", file=sys.stderr)
+        return 2
+    except typer.Abort:
+        print("serving: aborted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        # Click's usage errors (Typer vendors Click in recent releases, so match by shape, not by class).
+        if hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == 2:
+            message = exc.format_message()
+            if message:
+                print(f"serving: error: {message}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
