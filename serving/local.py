@@ -154,14 +154,18 @@ class LocalTriton:
             return False
 
     def first_error(self) -> str:
+        """The log line that explains a failed start, on one line: a model's load failure first, then the server's."""
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return "no log"
-        for line in lines:
-            if line.startswith("E") or "error:" in line.lower() or "failed to load" in line.lower():
-                return line.strip()
-        return lines[-1].strip() if lines else "empty log"
+        benign = ("CudaDriverHelper", "NVML", "DCGM", "pinned memory")  # a CPU-only machine logs these at every start
+        ranked = ([ln for ln in lines if "failed to load '" in ln],
+                  [ln for ln in lines if ln.startswith("error:")],
+                  [ln for ln in lines if ln[:1] == "E" and not any(b in ln for b in benign)])
+        line = next((group[0] for group in ranked if group), lines[-1] if lines else "empty log")
+        line = line.split("] ", 1)[-1].replace("\\n", " ").strip().strip('"')
+        return line if len(line) <= 400 else line[:397] + "..."
 
     def stop(self, grace_s: float = 30.0) -> int | None:
         """Stop the server; return its exit status (None if it was not running)."""

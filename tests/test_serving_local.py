@@ -1,0 +1,172 @@
+"""A real Triton (the tritonserver bundled with nvidia-pytriton) loading gpufleet's generated config, on loopback."""
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytriton")
+ort = pytest.importorskip("onnxruntime")
+httpclient = pytest.importorskip("tritonclient.http")
+grpcclient = pytest.importorskip("tritonclient.grpc")
+
+from serving.demo_models import write_onnx  # noqa: E402
+from serving.local import LocalTriton, TritonStartError  # noqa: E402
+from serving.repository import write_model  # noqa: E402
+from serving.triton_config import BatchingSettings, ModelSpec, TensorSpec, onnx_tensors  # noqa: E402
+
+from .conftest import free_port  # noqa: E402
+
+BATCHING = BatchingSettings(max_batch_size=8, max_queue_delay_microseconds=100_000, preferred_batch_sizes=(8,),
+                            instance_count=2, instance_kind="KIND_CPU")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("local-triton")
+    model = root / "tiny.onnx"
+    write_onnx("tiny", model)
+    spec = ModelSpec("tiny", "python", *onnx_tensors(model), BATCHING, warmup_batch_sizes=(1, 8))
+    write_model(root / "repo", spec, model)
+    server = LocalTriton(root / "repo", extra_args=["--exit-timeout-secs=5"])
+    server.start(timeout_s=90)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    yield server, session
+    server.stop()
+
+
+def frames(n, seed=0):
+    return np.random.default_rng(seed).random((n, 3, 32, 32), dtype=np.float32)
+
+
+def metric(server, name, model="tiny"):
+    text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{model="{model}"'):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_kserve_v2_http_with_binary_tensor_data(served):
+    server, session = served
+    x = frames(3)
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        inp = httpclient.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=True)
+        result = client.infer("tiny", [inp], outputs=[httpclient.InferRequestedOutput("logits", binary_data=True)])
+    finally:
+        client.close()
+    out = result.get_response()["outputs"][0]
+    assert out["parameters"]["binary_data_size"] == 3 * 10 * 4  # the output came back as raw bytes, not JSON
+    np.testing.assert_allclose(result.as_numpy("logits"), session.run(None, {"input": x})[0], rtol=1e-5, atol=1e-6)
+
+
+def test_kserve_v2_grpc(served):
+    server, session = served
+    x = frames(5, seed=1)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        inp = grpcclient.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        result = client.infer("tiny", [inp])
+        assert client.is_server_ready() and client.is_model_ready("tiny")
+    finally:
+        client.close()
+    np.testing.assert_allclose(result.as_numpy("logits"), session.run(None, {"input": x})[0], rtol=1e-5, atol=1e-6)
+
+
+def test_triton_loaded_the_generated_config(served):
+    server, _ = served
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        cfg = client.get_model_config("tiny").config
+    finally:
+        client.close()
+    assert cfg.backend == "python" and cfg.max_batch_size == 8
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 100_000
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [8]
+    assert [(g.count, g.kind) for g in cfg.instance_group] == [(2, cfg.instance_group[0].KIND_CPU)]
+    assert [w.batch_size for w in cfg.model_warmup] == [1, 8]
+
+
+def test_dynamic_batcher_groups_concurrent_requests(served):
+    server, session = served
+    before = (metric(server, "nv_inference_count"), metric(server, "nv_inference_exec_count"))
+    x = frames(1, seed=2)
+
+    def one(_):
+        client = httpclient.InferenceServerClient(server.http_url)
+        try:
+            inp = httpclient.InferInput("input", [1, 3, 32, 32], "FP32")
+            inp.set_data_from_numpy(x, binary_data=True)
+            return client.infer("tiny", [inp]).as_numpy("logits")
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(16) as pool:
+        outs = list(pool.map(one, range(16)))
+    expected = session.run(None, {"input": x})[0]
+    for out in outs:
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    inferences = metric(server, "nv_inference_count") - before[0]
+    executions = metric(server, "nv_inference_exec_count") - before[1]
+    assert inferences == 16
+    assert executions < inferences  # 100 ms of queue delay let the batcher put several requests in one execution
+
+
+def test_sigterm_stops_triton_cleanly(tmp_path):
+    model = tmp_path / "tiny.onnx"
+    write_onnx("tiny", model)
+    write_model(tmp_path / "repo", ModelSpec("tiny", "python", *onnx_tensors(model), BATCHING), model)
+    server = LocalTriton(tmp_path / "repo", extra_args=["--exit-timeout-secs=5"]).start(timeout_s=90)
+    pid = server._proc.pid
+    assert server.stop() == 0
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)  # no stub or server left in its process group
+    assert not server.ready()
+
+
+def test_a_config_that_does_not_match_the_model_fails_to_start_with_one_line(tmp_path):
+    model = tmp_path / "tiny.onnx"
+    write_onnx("tiny", model)
+    wrong = ModelSpec("tiny", "python", (TensorSpec("input", "float32", (3, 64, 64)),),
+                      onnx_tensors(model)[1], BATCHING)  # warm-up feeds 64x64 frames to a 32x32 model
+    write_model(tmp_path / "repo", wrong, model)
+    with pytest.raises(TritonStartError) as info:
+        LocalTriton(tmp_path / "repo", extra_args=["--exit-timeout-secs=5"]).start(timeout_s=90)
+    assert "\n" not in str(info.value) and "tiny" in str(info.value)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serving_local_command_serves_then_stops_on_signal(sig, tmp_path):
+    ports = [free_port() for _ in range(3)]
+    cmd = [sys.executable, "-m", "serving.cli", "local", "--demo", "tiny", "--max-batch-size", "4",
+           "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{ports[0]}")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if client.is_model_ready("tiny"):
+                    break
+            except Exception:
+                pass
+            time.sleep(0.3)
+        inp = httpclient.InferInput("input", [2, 3, 32, 32], "FP32")
+        inp.set_data_from_numpy(frames(2), binary_data=True)
+        assert client.infer("tiny", [inp]).as_numpy("logits").shape == (2, 10)
+        client.close()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Triton stopped (exit status 0)" in err
