@@ -11,12 +11,14 @@ from pathlib import Path
 
 from planner.catalog import Catalog
 from planner.plan import Plan
+from serving.engine import EngineSidecar
 from serving.profile import LatencyProfile
 
 SCHEMAS = {
     "latency-profile.v1.schema.json": LatencyProfile,
     "plan.v1.schema.json": Plan,
     "catalog.v1.schema.json": Catalog,
+    "engine-sidecar.v1.schema.json": EngineSidecar,
 }
 
 

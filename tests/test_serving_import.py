@@ -14,7 +14,7 @@ DATA = Path(__file__).parent / "data"
 
 def exported_trace(compute_ms, warmup_count, period_ms=10.0):
     """Records laid out as trtexec's exportJSONTrace writes them, the first ``warmup_count`` inside the warm-up."""
-    records, t = [], 0.0
+    records = []
     for i, c in enumerate(compute_ms):
         start = (i * period_ms) if i < warmup_count else 200.0 + (i - warmup_count) * period_ms
         records.append({"startEnqMs": start, "endEnqMs": start + 0.05, "startH2dMs": start, "endH2dMs": start + 0.1,

@@ -46,7 +46,7 @@ def test_pytorch_cpu_profile(tmp_path):
 def test_torch_cuda_fp16_with_cuda_graphs():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
-        pytest.skip("no CUDA device here: the torch-CUDA path runs on a GPU machine (see bench/README.md)")
+        pytest.skip("no CUDA device here: the torch-CUDA path runs on a GPU machine (DEVELOPERS.md)")
     backend = TorchBackend(build_torch("detector"), describe("detector").input_shape, "cuda", "fp16", cuda_graphs=True)
     prof = measure_profile(backend, model="detector", gpu="H100", batch_sizes=[1, 4], warmup=5, iterations=20)
     assert prof.origin.device["kind"] == "gpu"
