@@ -12,9 +12,15 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from gpufleet.cli import run_app
 from planner.errors import PlannerInputError
 from planner.plan import write_plan
-from planner.recommend import ALL_CAPACITY_TYPES, DEFAULT_OVERHEAD_MS, RecommendRequest, recommend
+from planner.recommend import (
+    ALL_CAPACITY_TYPES,
+    DEFAULT_OVERHEAD_MS,
+    RecommendRequest,
+    recommend,
+)
 from planner.render import render_plan
 
 app = typer.Typer(help="Capacity planner for GPU inference behind Triton.", no_args_is_help=True,
@@ -77,24 +83,8 @@ def _root() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: run the app and turn every input error into one stderr line and exit status 2."""
-    try:
-        app(args=argv, standalone_mode=False)
-    except PlannerInputError as exc:
-        print(f"planner: error: {exc}", file=sys.stderr)
-        return 2
-    except typer.Abort:
-        print("planner: aborted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        # Click's usage errors (Typer vendors Click in recent releases, so match by shape, not by class).
-        if hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == 2:
-            message = exc.format_message()
-            if message:  # an empty one follows the help text printed for a bare `planner`
-                print(f"planner: error: {message}", file=sys.stderr)
-            return 2
-        raise
-    return 0
+    """Console entry point: every input error becomes one stderr line and exit status 2."""
+    return run_app(app, argv, "planner", (PlannerInputError,))
 
 
 if __name__ == "__main__":

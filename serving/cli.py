@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gpufleet.cli import run_app
 from serving.errors import ServingInputError
 
 app = typer.Typer(help="Engines, latency profiles, Triton model repositories and a local Triton.",
@@ -393,23 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: every input error becomes one stderr line and exit status 2."""
     from serving.local import TritonStartError
 
-    try:
-        app(args=argv, standalone_mode=False)
-    except (ServingInputError, TritonStartError) as exc:
-        print(f"serving: error: {exc}", file=sys.stderr)
-        return 2
-    except typer.Abort:
-        print("serving: aborted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        # Click's usage errors (Typer vendors Click in recent releases, so match by shape, not by class).
-        if hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == 2:
-            message = exc.format_message()
-            if message:
-                print(f"serving: error: {message}", file=sys.stderr)
-            return 2
-        raise
-    return 0
+    return run_app(app, argv, "serving", (ServingInputError, TritonStartError))
 
 
 if __name__ == "__main__":

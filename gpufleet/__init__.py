@@ -1,0 +1,1 @@
+"""Shared by the stage packages (planner, serving, loadtests, infra): nothing stage-specific lives here."""
