@@ -1,0 +1,136 @@
+"""Run one stress test: check the arguments, start Locust headless on :mod:`loadtests.locustfile`, return the result.
+
+Everything that can be checked before load is sent is checked here, so a bad argument costs one line and exit
+status 2 and no partial run: rates and durations, the host (reachable, ready), the model (present, with a usable
+input), and the metrics URL. The run always ends by itself: the schedule's length plus the request timeout bounds
+it, and Locust's ``--run-time`` is set past that as a backstop.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loadtests import kserve
+from loadtests.errors import LoadTestInputError
+from loadtests.result import StressResult, read_stress_result
+from loadtests.schedule import Schedule
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+
+
+@dataclass
+class StressRun:
+    """One run's settings. ``schedule`` is None in closed-loop mode (``users`` back-to-back senders)."""
+
+    host: str
+    model: str
+    out_dir: Path
+    schedule: Schedule | None = None
+    users: int = 1
+    closed_loop_s: float = 30.0
+    version: str = ""
+    protocol: str = "http"
+    grpc_url: str = ""
+    arrival: str = "poisson"
+    seed: int = 0
+    request_batch: int = 1
+    late_ms: float = 1.0
+    timeout_s: float = 30.0
+    max_in_flight: int = 10_000
+    metrics_url: str | None = None  # None: http://<host>:8002/metrics; "" for none
+    p99_bound_ms: float = 0.0
+    max_error_share: float = 1.0
+    name: str = "run"
+    extra_locust_args: list[str] = field(default_factory=list)
+
+    @property
+    def result_path(self) -> Path:
+        return self.out_dir / f"{self.name}.stress.json"
+
+    def check(self) -> kserve.Target:
+        """Validate everything; return the resolved target."""
+        if self.users < 1:
+            raise LoadTestInputError(f"users {self.users}: must be >= 1")
+        if self.schedule is None and not (math.isfinite(self.closed_loop_s) and self.closed_loop_s > 0):
+            raise LoadTestInputError(f"duration {self.closed_loop_s}: must be > 0 s")
+        for name, v in (("timeout", self.timeout_s), ("late threshold", self.late_ms)):
+            if not (math.isfinite(v) and v > 0):
+                raise LoadTestInputError(f"{name} {v}: must be > 0")
+        if self.request_batch < 1:
+            raise LoadTestInputError(f"request batch {self.request_batch}: must be >= 1")
+        if not 0 <= self.max_error_share <= 1:
+            raise LoadTestInputError(f"max error share {self.max_error_share}: must be in [0, 1]")
+        if self.protocol == "grpc" and not self.grpc_url:
+            raise LoadTestInputError("protocol grpc needs --grpc-url host:port")
+        if not self.model:
+            raise LoadTestInputError("a model name is required (--model)")
+        return kserve.resolve(self.host, self.model, self.version, timeout_s=min(5.0, self.timeout_s))
+
+    def resolved_metrics_url(self) -> str:
+        if self.metrics_url is not None:
+            return self.metrics_url
+        host = urllib.parse.urlparse(self.host).hostname
+        return f"http://{host}:8002/metrics"
+
+    def bound_s(self) -> float:
+        length = self.schedule.duration_s if self.schedule else self.closed_loop_s
+        return length + self.timeout_s + 30.0
+
+    def locust_command(self) -> list[str]:
+        user = "OpenLoopUser" if self.schedule is not None else "ClosedLoopUser"
+        prefix = self.out_dir / self.name
+        files = {"stats_csv": f"{prefix}_stats.csv", "history_csv": f"{prefix}_stats_history.csv",
+                 "failures_csv": f"{prefix}_failures.csv", "json": f"{prefix}.locust.json"}
+        cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), user, "--headless", "--only-summary",
+               "-u", str(self.users), "-r", str(self.users), "--run-time", f"{math.ceil(self.bound_s())}s",
+               "--stop-timeout", str(math.ceil(self.timeout_s)), "--host", self.host,
+               "--csv", str(prefix), "--csv-full-history", "--json-file", str(self.out_dir / f"{self.name}.locust"),
+               "--gf-model", self.model, "--gf-version", self.version, "--gf-protocol", self.protocol,
+               "--gf-grpc-url", self.grpc_url, "--gf-arrival", self.arrival, "--gf-seed", str(self.seed),
+               "--gf-duration", str(self.closed_loop_s), "--gf-request-batch", str(self.request_batch),
+               "--gf-late-ms", str(self.late_ms), "--gf-timeout-s", str(self.timeout_s),
+               "--gf-max-in-flight", str(self.max_in_flight), "--gf-metrics-url", self.resolved_metrics_url(),
+               "--gf-p99-bound-ms", str(self.p99_bound_ms), "--gf-max-error-share", str(self.max_error_share),
+               "--gf-result", str(self.result_path), "--gf-locust-files", json.dumps(files)]
+        if self.schedule is not None:
+            cmd += ["--gf-schedule", self.schedule.to_text()]
+        return cmd + self.extra_locust_args
+
+
+def run_stress(run: StressRun, echo=None) -> StressResult:
+    """Check, run Locust to completion, and return the stress result it wrote.
+
+    ``echo`` receives the Locust command line (for the record and for running it by hand).
+    """
+    run.check()
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    if run.result_path.exists():
+        run.result_path.unlink()  # a stale result must not pass for this run's
+    cmd = run.locust_command()
+    if echo:
+        echo(" ".join(shlex.quote(c) for c in cmd))
+    log_path = run.out_dir / f"{run.name}.locust.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=run.bound_s() + 30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise RuntimeError(f"locust did not finish within its bound; see {log_path}") from None
+        except KeyboardInterrupt:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=run.timeout_s + 30)
+            raise
+    if not run.result_path.exists():
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(empty log)"]
+        raise RuntimeError(f"locust exited with {proc.returncode} and wrote no result; last log line: {tail[0]}")
+    return read_stress_result(run.result_path)
