@@ -36,9 +36,10 @@ def parse(text: str, model: str) -> dict[str, float]:
     totals = {name: 0.0 for name in COUNTERS}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            # prometheus_client strips _total from counter family names but keeps the sample name as exported.
-            if sample.name in totals and sample.labels.get("model") == model:
-                totals[sample.name] += sample.value
+            # Triton exports counters without the _total suffix; prometheus_client's parser adds it to the samples.
+            name = sample.name[:-6] if family.type == "counter" and sample.name.endswith("_total") else sample.name
+            if name in totals and sample.labels.get("model") == model:
+                totals[name] += sample.value
     return totals
 
 

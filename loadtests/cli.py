@@ -1,0 +1,147 @@
+"""``loadtests``: the command line over :func:`loadtests.run.run_stress` (``run``) and the result reader (``show``).
+
+Every bad argument (a rate <= 0, a missing model, an unreachable host) ends as one line on stderr and exit status 2,
+before any load is sent.
+"""
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gpufleet.cli import run_app
+from loadtests.errors import LoadTestInputError
+
+app = typer.Typer(help="Open-loop stress runs against Triton, with Locust.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+err = Console(stderr=True)
+
+
+class Arrival(str, Enum):
+    poisson = "poisson"
+    constant = "constant"
+
+
+class Protocol(str, Enum):
+    http = "http"
+    grpc = "grpc"
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise LoadTestInputError(f"{what} {text!r}: expected comma-separated numbers") from None
+
+
+def _shape(rates, ramp, replay, closed_loop, step_duration, warmup, seconds_per_row, rate_scale):
+    from loadtests import schedule
+
+    given = [x for x in (rates, ramp, replay, closed_loop) if x is not None]
+    if len(given) != 1:
+        raise LoadTestInputError("give exactly one of --rates, --ramp, --replay, --closed-loop")
+    if rates is not None:
+        return schedule.steps(_floats(rates, "--rates"), step_duration, warmup)
+    if ramp is not None:
+        parts = ramp.split(":")
+        if len(parts) != 3:
+            raise LoadTestInputError(f"--ramp {ramp!r}: expected START:STOP:FACTOR, e.g. 50:2000:1.5")
+        start, stop, factor = _floats(",".join(parts), "--ramp")
+        return schedule.ramp(start, stop, factor, step_duration, warmup)
+    if replay is not None:
+        return schedule.replay(replay, seconds_per_row, rate_scale)
+    return None
+
+
+@app.command("run")
+def run_cmd(
+    model: Annotated[str, typer.Option(help="Model name on the server.")],
+    host: Annotated[str, typer.Option(help="KServe v2 HTTP endpoint; load goes only where you point it.")] =
+        "http://127.0.0.1:8000",
+    rates: Annotated[Optional[str], typer.Option(help="Steps: comma-separated req/s, each held --step-duration.")] = None,
+    ramp: Annotated[Optional[str], typer.Option(help="Knee search START:STOP:FACTOR, stopped by --p99-bound-ms / "
+                                                     "--max-error-share.")] = None,
+    replay: Annotated[Optional[Path], typer.Option(help="Replay a CSV with a 'qps' column, a row per interval.")] = None,
+    closed_loop: Annotated[Optional[int], typer.Option(help="Closed loop with this many back-to-back users "
+                                                            "(max-throughput search).")] = None,
+    step_duration: Annotated[float, typer.Option(help="Seconds per step (steps, ramp).")] = 30.0,
+    warmup: Annotated[float, typer.Option(help="Seconds of discarded warm-up at the first rate.")] = 10.0,
+    seconds_per_row: Annotated[float, typer.Option(help="Replay: seconds per CSV row.")] = 2.0,
+    rate_scale: Annotated[float, typer.Option(help="Replay: multiply the CSV's qps by this.")] = 1.0,
+    duration: Annotated[float, typer.Option(help="Closed loop: seconds.")] = 30.0,
+    p99_bound_ms: Annotated[float, typer.Option(help="Ramp: stop after the first step whose P99 exceeds this.")] = 0.0,
+    max_error_share: Annotated[float, typer.Option(help="Ramp: stop after a step with a larger error share.")] = 0.01,
+    arrival: Annotated[Arrival, typer.Option(help="Open-loop arrival process.")] = Arrival.poisson,
+    seed: Annotated[int, typer.Option(help="Seed of the arrival times.")] = 0,
+    users: Annotated[int, typer.Option(help="Open loop: generators sharing the rate (one per Locust worker "
+                                            "process, or more).")] = 1,
+    protocol: Annotated[Protocol, typer.Option(help="KServe v2 over HTTP or gRPC.")] = Protocol.http,
+    grpc_url: Annotated[str, typer.Option(help="gRPC endpoint host:port (protocol grpc).")] = "",
+    version: Annotated[str, typer.Option(help="Model version (default: the server's choice).")] = "",
+    request_batch: Annotated[int, typer.Option(help="Images per request.")] = 1,
+    metrics_url: Annotated[Optional[str], typer.Option(help="Triton /metrics to scrape per step (default "
+                                                            "http://<host>:8002/metrics; '' for none).")] = None,
+    late_ms: Annotated[float, typer.Option(help="A send this late or later is counted late.")] = 1.0,
+    timeout_s: Annotated[float, typer.Option(help="Request timeout, seconds.")] = 30.0,
+    out: Annotated[Path, typer.Option(help="Folder for the stress result and Locust's files.")] = Path("stress"),
+    name: Annotated[str, typer.Option(help="File name stem of this run.")] = "run",
+) -> None:
+    """Run one stress test and write <out>/<name>.stress.json (plus Locust's CSVs and JSON beside it)."""
+    from loadtests.run import StressRun, run_stress
+
+    sched = _shape(rates, ramp, replay, closed_loop, step_duration, warmup, seconds_per_row, rate_scale)
+    if sched is None and closed_loop < 1:
+        raise LoadTestInputError(f"--closed-loop {closed_loop}: need at least 1 user")
+    run = StressRun(host=host, model=model, out_dir=out, schedule=sched,
+                    users=closed_loop if sched is None else users, closed_loop_s=duration, version=version,
+                    protocol=protocol.value, grpc_url=grpc_url, arrival=arrival.value, seed=seed,
+                    request_batch=request_batch, late_ms=late_ms, timeout_s=timeout_s, metrics_url=metrics_url,
+                    p99_bound_ms=p99_bound_ms if ramp else 0.0, max_error_share=max_error_share if ramp else 1.0,
+                    name=name)
+    err.print(f"{'closed loop' if sched is None else sched.kind}, up to "
+              f"{run.bound_s():.0f} s; Locust command:", highlight=False)
+    result = run_stress(run, echo=lambda c: err.print(c, highlight=False, soft_wrap=True))
+    _show(result)
+    print(f"wrote {run.result_path}")
+
+
+@app.command("show")
+def show_cmd(path: Annotated[Path, typer.Argument(help="A stress-result JSON.")]) -> None:
+    """Print a stress result as a table."""
+    from loadtests.result import read_stress_result
+
+    _show(read_stress_result(path))
+
+
+def _fmt(x, spec=".1f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _show(result) -> None:
+    table = Table("step", "offered/s", "achieved/s", "ok", "errors", "late", "dropped", "P50 ms", "P90", "P99",
+                  "P99.9", "batch", "queue µs", "infer µs",
+                  title=f"{result.target.model} at {result.target.host} ({result.mode}, {result.schedule_kind}); "
+                        f"stopped: {result.stopped.get('reason')}")
+    for s in result.steps:
+        srv = s.server
+        table.add_row(s.name + (" (warm-up)" if s.warmup else ""), _fmt(s.offered_rate), _fmt(s.achieved_rate),
+                      str(s.ok), str(s.errors), str(s.late_sends), str(s.dropped), _fmt(s.latency_ms.p50, ".2f"),
+                      _fmt(s.latency_ms.p90, ".2f"), _fmt(s.latency_ms.p99, ".2f"), _fmt(s.latency_ms.p999, ".2f"),
+                      _fmt(srv.mean_batch_size if srv else None, ".2f"),
+                      _fmt(srv.queue_us_per_request if srv else None, ".0f"),
+                      _fmt(srv.compute_infer_us_per_request if srv else None, ".0f"))
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: every input error becomes one stderr line and exit status 2."""
+    return run_app(app, argv, "loadtests", (LoadTestInputError,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
