@@ -103,9 +103,13 @@ def run_cmd(
                     request_batch=request_batch, late_ms=late_ms, timeout_s=timeout_s, metrics_url=metrics_url,
                     p99_bound_ms=p99_bound_ms if ramp else 0.0, max_error_share=max_error_share if ramp else 1.0,
                     name=name)
-    err.print(f"{'closed loop' if sched is None else sched.kind}, up to "
-              f"{run.bound_s():.0f} s; Locust command:", highlight=False)
-    result = run_stress(run, echo=lambda c: err.print(c, highlight=False, soft_wrap=True))
+    kind = "closed loop" if sched is None else sched.kind
+
+    def echo(command: str) -> None:
+        err.print(f"{kind}, at most {run.bound_s():.0f} s; Locust command:\n{command}", highlight=False,
+                  soft_wrap=True)
+
+    result = run_stress(run, echo=echo)
     _show(result)
     print(f"wrote {run.result_path}")
 

@@ -49,3 +49,31 @@ def aws_env(monkeypatch):
     for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(key, raising=False)
     return os.environ
+
+
+def start_stub(**params):
+    """loadtests.stub_server in its own process on a free loopback port; returns (process, base URL)."""
+    port = free_port()
+    args = [sys.executable, "-m", "loadtests.stub_server", "--port", str(port)]
+    for key, value in params.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/v2/health/ready", timeout=1).close()
+            return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail("stub server did not start within 20 s")
+
+
+@pytest.fixture(scope="module")
+def stalling_server():
+    """A KServe v2 stub: 5 ms per request, and a 150 ms stall at the start of every 2 s."""
+    proc, url = start_stub(service_ms=5, stall_period_s=2, stall_ms=150, model="cam", input_shape="3,64,64")
+    yield url
+    proc.terminate()
+    proc.wait(10)

@@ -1,0 +1,87 @@
+"""Open loop against a server with known, injected latency: the measured P99 is the true P99, and closed loop's
+is not (coordinated omission)."""
+import json
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip("locust")
+
+from loadtests.cli import main as loadtests_main  # noqa: E402
+from loadtests.run import StressRun, run_stress  # noqa: E402
+from loadtests.schedule import arrivals, ramp, steps  # noqa: E402
+
+
+def true_latencies_ms(schedule, seed, start_epoch, config, step):
+    """What each scheduled request should take, from the server's rule, at its *scheduled* time."""
+    t = np.array([t for t, i in arrivals(schedule, "poisson", seed) if i == step]) + start_epoch
+    phase = (t - config["epoch0"]) % config["stall_period_s"]
+    stall = np.where(phase < config["stall_ms"] / 1000, config["stall_ms"] / 1000 - phase, 0.0)
+    return (config["service_ms"] / 1000 + stall) * 1000
+
+
+def test_open_loop_p99_matches_ground_truth_and_closed_loop_under_reports(stalling_server, tmp_path):
+    config = json.loads(urllib.request.urlopen(stalling_server + "/stub/config").read())
+    sched = steps([300], duration_s=14, warmup_s=1)
+    opened = run_stress(StressRun(host=stalling_server, model="cam", out_dir=tmp_path, schedule=sched, seed=11,
+                                  metrics_url="", name="open", timeout_s=10))
+    (step,) = opened.reported_steps()
+    truth = true_latencies_ms(sched, 11, opened.start_epoch_s, config, step.index)
+    true_p99 = float(np.quantile(truth, 0.99, method="higher"))
+    assert step.errors == 0 and step.dropped == 0 and step.ok == len(truth)
+    assert step.latency_ms.p99 == pytest.approx(true_p99, rel=0.05)
+    assert true_p99 > 100  # the stalls are in the tail: 7.5% of arrivals land in one
+
+    closed = run_stress(StressRun(host=stalling_server, model="cam", out_dir=tmp_path, schedule=None, users=2,
+                                  closed_loop_s=10, metrics_url="", name="closed", timeout_s=10))
+    (cstep,) = closed.steps
+    assert cstep.ok > 1000
+    # Two back-to-back users send one request per stall each, so stalls are ~0.25% of their samples: the tail
+    # they report is the service time, not the stall.
+    assert cstep.latency_ms.p99 < 0.5 * true_p99
+    assert closed.mode == "closed-loop" and cstep.offered_rate is None and cstep.concurrency == 2
+
+
+def test_a_ramp_stops_after_the_step_that_passes_the_p99_bound(stalling_server, tmp_path):
+    sched = ramp(50, 400, 2, duration_s=2.5, warmup_s=0.5)
+    result = run_stress(StressRun(host=stalling_server, model="cam", out_dir=tmp_path, schedule=sched,
+                                  metrics_url="", p99_bound_ms=50, timeout_s=5, name="ramp"))
+    assert result.stopped["reason"] == "p99-bound"
+    at = result.stopped["at_step"]
+    assert result.steps[-1].index == at < len(sched.steps) - 1  # later steps were not run to the end
+    assert result.steps[at].latency_ms.p99 > 50
+
+
+def test_result_files_sit_together(stalling_server, tmp_path):
+    run_stress(StressRun(host=stalling_server, model="cam", out_dir=tmp_path, schedule=steps([20], 1.5),
+                         metrics_url="", name="r"))
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"r.stress.json", "r_stats.csv", "r_stats_history.csv", "r.locust.json"} <= names
+    locust_json = json.loads((tmp_path / "r.locust.json").read_text())
+    assert sum(e["num_requests"] for e in locust_json) > 0
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--rates", "100,0"], "must be a positive"),
+    (["--rates", "-3"], "must be a positive"),
+    (["--rates", "10", "--model", "nope"], "model 'nope' not found"),
+    (["--rates", "10", "--ramp", "1:2:2"], "exactly one of"),
+    (["--ramp", "10:5:2"], "start <= stop"),
+    (["--closed-loop", "0"], "at least 1 user"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(argv, needle, stalling_server, tmp_path, capsys):
+    argv = ["run", "--host", stalling_server, "--out", str(tmp_path)] + (
+        argv if "--model" in argv else argv + ["--model", "cam"])
+    assert loadtests_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_unreachable_host_is_one_line(tmp_path, capsys):
+    from .conftest import free_port
+
+    assert loadtests_main(["run", "--host", f"http://127.0.0.1:{free_port()}", "--model", "m", "--rates", "5",
+                           "--out", str(tmp_path)]) == 2
+    assert "host unreachable" in capsys.readouterr().err
