@@ -174,6 +174,7 @@ class _Sender:
         frames = kserve.camera_frames(t, count=8, batch=RUN.opts.request_batch, seed=RUN.opts.seed)
         self.n = itertools.count()
         if RUN.opts.protocol == "grpc":
+            _grpc_cooperates_with_gevent()
             import tritonclient.grpc as grpcclient
             self.grpc = grpcclient.InferenceServerClient(RUN.opts.grpc_url)
             self.inputs = []
@@ -231,6 +232,18 @@ class _Sender:
         self.env.events.request.fire(request_type=RUN.opts.protocol.upper(), name=name,
                                      response_time=latency * 1000.0, response_length=size, exception=exc,
                                      context={})
+
+
+_GRPC_READY = False
+
+
+def _grpc_cooperates_with_gevent() -> None:
+    """Without this, a gRPC call blocks the whole gevent loop: one request in flight at a time, a closed loop."""
+    global _GRPC_READY
+    if not _GRPC_READY:
+        from grpc.experimental import gevent as grpc_gevent
+        grpc_gevent.init_gevent()
+        _GRPC_READY = True
 
 
 def _no_delay(sock) -> None:

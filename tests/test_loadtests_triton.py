@@ -1,0 +1,49 @@
+"""A short open-loop step run against the real local Triton, server metrics included, over HTTP and gRPC."""
+import pytest
+
+pytest.importorskip("locust")
+pytest.importorskip("pytriton")
+
+from loadtests.result import read_stress_result  # noqa: E402
+from loadtests.run import StressRun, run_stress  # noqa: E402
+from loadtests.schedule import steps  # noqa: E402
+from serving.demo_models import write_onnx  # noqa: E402
+from serving.local import LocalTriton  # noqa: E402
+from serving.repository import write_model  # noqa: E402
+from serving.triton_config import BatchingSettings, ModelSpec, onnx_tensors  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory):
+    root = tmp_path_factory.mktemp("triton-for-loadtests")
+    model = root / "tiny.onnx"
+    write_onnx("tiny", model)
+    batching = BatchingSettings(max_batch_size=8, max_queue_delay_microseconds=20_000, instance_count=1,
+                                instance_kind="KIND_CPU")
+    write_model(root / "repo", ModelSpec("tiny", "python", *onnx_tensors(model), batching), model)
+    server = LocalTriton(root / "repo", extra_args=["--exit-timeout-secs=5"]).start(timeout_s=90)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_step_run_against_local_triton_with_server_metrics(triton, protocol, tmp_path):
+    run = StressRun(host=f"http://{triton.http_url}", model="tiny", out_dir=tmp_path,
+                    schedule=steps([40, 80], duration_s=3, warmup_s=1), protocol=protocol,
+                    grpc_url=triton.grpc_url if protocol == "grpc" else "", metrics_url=triton.metrics_url,
+                    timeout_s=10, name=protocol)
+    result = run_stress(run)
+    assert read_stress_result(run.result_path) == result
+    assert result.target.input_shape == [3, 32, 32] and result.target.protocol == protocol
+    reported = result.reported_steps()
+    assert [s.offered_rate for s in reported] == [40, 80]
+    for s in reported:
+        assert s.errors == 0 and s.ok > 0.5 * s.offered_rate * s.duration_s
+        srv = s.server
+        assert srv is not None
+        # Triton counted what we sent in that step (boundaries are a scrape apart, so allow the edges).
+        assert srv.request_success == pytest.approx(s.ok, abs=max(5, 0.1 * s.ok))
+        assert srv.mean_batch_size >= 1 and srv.execution_count <= srv.inference_count
+        assert srv.compute_infer_us_per_request > 0
+    # 20 ms of queue delay at 80 req/s: the batcher groups requests, so executions fall behind inferences.
+    assert reported[1].server.mean_batch_size > 1.0
