@@ -78,8 +78,9 @@ def run_cmd(
     max_error_share: Annotated[float, typer.Option(help="Ramp: stop after a step with a larger error share.")] = 0.01,
     arrival: Annotated[Arrival, typer.Option(help="Open-loop arrival process.")] = Arrival.poisson,
     seed: Annotated[int, typer.Option(help="Seed of the arrival times.")] = 0,
-    users: Annotated[int, typer.Option(help="Open loop: generators sharing the rate (one per Locust worker "
-                                            "process, or more).")] = 1,
+    users: Annotated[int, typer.Option(help="Open loop: generators sharing the rate (at least one per worker).")] = 1,
+    workers: Annotated[int, typer.Option(help="Locust worker processes under a master on loopback (0: one "
+                                              "process). Beyond one machine, see README: distributed runs.")] = 0,
     protocol: Annotated[Protocol, typer.Option(help="KServe v2 over HTTP or gRPC.")] = Protocol.http,
     grpc_url: Annotated[str, typer.Option(help="gRPC endpoint host:port (protocol grpc).")] = "",
     version: Annotated[str, typer.Option(help="Model version (default: the server's choice).")] = "",
@@ -98,7 +99,8 @@ def run_cmd(
     if sched is None and closed_loop < 1:
         raise LoadTestInputError(f"--closed-loop {closed_loop}: need at least 1 user")
     run = StressRun(host=host, model=model, out_dir=out, schedule=sched,
-                    users=closed_loop if sched is None else users, closed_loop_s=duration, version=version,
+                    users=closed_loop if sched is None else max(users, workers), closed_loop_s=duration,
+                    workers=workers, version=version,
                     protocol=protocol.value, grpc_url=grpc_url, arrival=arrival.value, seed=seed,
                     request_batch=request_batch, late_ms=late_ms, timeout_s=timeout_s, metrics_url=metrics_url,
                     p99_bound_ms=p99_bound_ms if ramp else 0.0, max_error_share=max_error_share if ramp else 1.0,
@@ -144,7 +146,9 @@ def _show(result) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: every input error becomes one stderr line and exit status 2."""
-    return run_app(app, argv, "loadtests", (LoadTestInputError,))
+    from loadtests.run import LoadTestRunError
+
+    return run_app(app, argv, "loadtests", (LoadTestInputError, LoadTestRunError))
 
 
 if __name__ == "__main__":

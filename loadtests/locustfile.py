@@ -54,6 +54,9 @@ def _arguments(parser):
     g.add_argument("--gf-schedule", default="", help="Open loop: rate@seconds[w],...;kind (w marks the warm-up).")
     g.add_argument("--gf-arrival", default="poisson", choices=["poisson", "constant"], help="Arrival process.")
     g.add_argument("--gf-seed", type=int, default=0, help="Seed of the arrival times.")
+    # Workers do not receive Locust's own -u from the master, so the number of generators sharing the rate travels
+    # as a custom argument, which they do receive.
+    g.add_argument("--gf-generators", type=int, default=0, help="Users sharing the rate (default: -u).")
     g.add_argument("--gf-duration", type=float, default=30.0, help="Closed loop: seconds to run.")
     g.add_argument("--gf-request-batch", type=int, default=1, help="Images per request.")
     g.add_argument("--gf-late-ms", type=float, default=1.0, help="A send later than this is counted late.")
@@ -284,7 +287,8 @@ class OpenLoopUser(User):
         RUN.active_users += 1
         runner = self.environment.runner
         worker = getattr(runner, "worker_index", 0) if isinstance(runner, WorkerRunner) else 0
-        share = max(1, self.environment.parsed_options.num_users or 1)
+        o = self.environment.parsed_options
+        share = max(1, o.gf_generators or o.num_users or 1)
         sender = _Sender(self.environment)
         names = [s.name for s in schedule.steps]
         cap = opts.max_in_flight

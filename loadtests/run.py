@@ -49,6 +49,7 @@ class StressRun:
     p99_bound_ms: float = 0.0
     max_error_share: float = 1.0
     name: str = "run"
+    workers: int = 0  # > 0: a Locust master on loopback and this many worker processes
     extra_locust_args: list[str] = field(default_factory=list)
 
     @property
@@ -59,6 +60,8 @@ class StressRun:
         """Validate everything; return the resolved target."""
         if self.users < 1:
             raise LoadTestInputError(f"users {self.users}: must be >= 1")
+        if not 0 <= self.workers <= 64:
+            raise LoadTestInputError(f"workers {self.workers}: must be 0 (one process) to 64")
         if self.schedule is None and not (math.isfinite(self.closed_loop_s) and self.closed_loop_s > 0):
             raise LoadTestInputError(f"duration {self.closed_loop_s}: must be > 0 s")
         for name, v in (("timeout", self.timeout_s), ("late threshold", self.late_ms)):
@@ -84,8 +87,17 @@ class StressRun:
         length = self.schedule.duration_s if self.schedule else self.closed_loop_s
         return length + self.timeout_s + 30.0
 
-    def locust_command(self) -> list[str]:
-        user = "OpenLoopUser" if self.schedule is not None else "ClosedLoopUser"
+    @property
+    def user_class(self) -> str:
+        return "OpenLoopUser" if self.schedule is not None else "ClosedLoopUser"
+
+    def worker_command(self, master_port: int) -> list[str]:
+        """A worker: it takes every setting from the master when the run starts."""
+        return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), self.user_class, "--worker", "--headless",
+                "--master-host", "127.0.0.1", "--master-port", str(master_port)]
+
+    def locust_command(self, master_port: int | None = None) -> list[str]:
+        user = self.user_class
         prefix = self.out_dir / self.name
         files = {"stats_csv": f"{prefix}_stats.csv", "history_csv": f"{prefix}_stats_history.csv",
                  "failures_csv": f"{prefix}_failures.csv", "json": f"{prefix}.locust.json"}
@@ -95,6 +107,7 @@ class StressRun:
                "--csv", str(prefix), "--csv-full-history", "--json-file", str(self.out_dir / f"{self.name}.locust"),
                "--gf-model", self.model, "--gf-version", self.version, "--gf-protocol", self.protocol,
                "--gf-grpc-url", self.grpc_url, "--gf-arrival", self.arrival, "--gf-seed", str(self.seed),
+               "--gf-generators", str(self.users),
                "--gf-duration", str(self.closed_loop_s), "--gf-request-batch", str(self.request_batch),
                "--gf-late-ms", str(self.late_ms), "--gf-timeout-s", str(self.timeout_s),
                "--gf-max-in-flight", str(self.max_in_flight), "--gf-metrics-url", self.resolved_metrics_url(),
@@ -102,6 +115,9 @@ class StressRun:
                "--gf-result", str(self.result_path), "--gf-locust-files", json.dumps(files)]
         if self.schedule is not None:
             cmd += ["--gf-schedule", self.schedule.to_text()]
+        if master_port is not None:
+            cmd += ["--master", "--expect-workers", str(self.workers), "--master-bind-host", "127.0.0.1",
+                    "--master-bind-port", str(master_port)]
         return cmd + self.extra_locust_args
 
 
@@ -115,22 +131,51 @@ def run_stress(run: StressRun, echo=None) -> StressResult:
     if run.result_path.exists():
         run.result_path.unlink()  # a stale result must not pass for this run's
     cmd = run.locust_command()
+    master_port = _free_port() if run.workers else None
+    cmd = run.locust_command(master_port)
     if echo:
         echo(" ".join(shlex.quote(c) for c in cmd))
     log_path = run.out_dir / f"{run.name}.locust.log"
+    procs: list[subprocess.Popen] = []
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            proc.wait(timeout=run.bound_s() + 30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise RuntimeError(f"locust did not finish within its bound; see {log_path}") from None
-        except KeyboardInterrupt:
-            os.killpg(proc.pid, signal.SIGINT)
-            proc.wait(timeout=run.timeout_s + 30)
-            raise
+            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            for _ in range(run.workers):
+                procs.append(subprocess.Popen(run.worker_command(master_port), stdout=log, stderr=subprocess.STDOUT,
+                                              start_new_session=True))
+            try:
+                procs[0].wait(timeout=run.bound_s() + 60)
+            except subprocess.TimeoutExpired:
+                raise LoadTestRunError(f"locust did not finish within its bound; see {log_path}") from None
+            for worker in procs[1:]:
+                try:
+                    worker.wait(timeout=15)  # workers quit when the master tells them to
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGINT)
+            for p in procs:
+                try:
+                    p.wait(timeout=run.timeout_s + 10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
     if not run.result_path.exists():
         tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(empty log)"]
-        raise RuntimeError(f"locust exited with {proc.returncode} and wrote no result; last log line: {tail[0]}")
+        raise LoadTestRunError(f"locust exited with {procs[0].returncode} and wrote no result; last log line: "
+                               f"{tail[0]} (log: {log_path})")
     return read_stress_result(run.result_path)
+
+
+class LoadTestRunError(RuntimeError):
+    """The run itself failed (Locust crashed or overran its bound); one line pointing at its log."""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -85,3 +85,12 @@ def test_unreachable_host_is_one_line(tmp_path, capsys):
     assert loadtests_main(["run", "--host", f"http://127.0.0.1:{free_port()}", "--model", "m", "--rates", "5",
                            "--out", str(tmp_path)]) == 2
     assert "host unreachable" in capsys.readouterr().err
+
+
+def test_master_and_workers_on_loopback_share_the_rate(stalling_server, tmp_path):
+    result = run_stress(StressRun(host=stalling_server, model="cam", out_dir=tmp_path, schedule=steps([200], 4),
+                                  users=2, workers=2, metrics_url="", timeout_s=5, name="dist"))
+    (step,) = result.steps
+    assert result.workers == 2 and result.users == 2
+    assert abs(step.sent - 800) < 4 * 800 ** 0.5  # the two workers' halves add up to the offered rate, once
+    assert step.errors == 0 and step.ok == step.sent
