@@ -91,6 +91,10 @@ def run_cmd(
     timeout_s: Annotated[float, typer.Option(help="Request timeout, seconds.")] = 30.0,
     out: Annotated[Path, typer.Option(help="Folder for the stress result and Locust's files.")] = Path("stress"),
     name: Annotated[str, typer.Option(help="File name stem of this run.")] = "run",
+    emit_k8s: Annotated[Optional[Path], typer.Option(help="Do not run: write Kubernetes manifests (master Job, "
+                                                          "--workers worker pods, Service, results PVC) here.")] = None,
+    image: Annotated[str, typer.Option(help="With --emit-k8s: an image with gpufleet[loadtests] installed.")] = "",
+    namespace: Annotated[str, typer.Option(help="With --emit-k8s: the namespace.")] = "loadtests",
 ) -> None:
     """Run one stress test and write <out>/<name>.stress.json (plus Locust's CSVs and JSON beside it)."""
     from loadtests.run import StressRun, run_stress
@@ -105,6 +109,17 @@ def run_cmd(
                     request_batch=request_batch, late_ms=late_ms, timeout_s=timeout_s, metrics_url=metrics_url,
                     p99_bound_ms=p99_bound_ms if ramp else 0.0, max_error_share=max_error_share if ramp else 1.0,
                     name=name)
+    if emit_k8s is not None:
+        from loadtests.k8s import distributed_manifests, to_yaml
+
+        text = to_yaml(distributed_manifests(run, image=image, namespace=namespace, name=name))
+        emit_k8s.parent.mkdir(parents=True, exist_ok=True)
+        tmp = emit_k8s.with_name(emit_k8s.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(emit_k8s)
+        print(f"wrote {emit_k8s}: kubectl apply -f {emit_k8s}; the result lands in PVC {name}-results as "
+              f"{run.result_path.name}")
+        return
     kind = "closed loop" if sched is None else sched.kind
 
     def echo(command: str) -> None:

@@ -91,12 +91,13 @@ class StressRun:
     def user_class(self) -> str:
         return "OpenLoopUser" if self.schedule is not None else "ClosedLoopUser"
 
-    def worker_command(self, master_port: int) -> list[str]:
+    def worker_command(self, master_port: int, master_host: str = "127.0.0.1") -> list[str]:
         """A worker: it takes every setting from the master when the run starts."""
         return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), self.user_class, "--worker", "--headless",
-                "--master-host", "127.0.0.1", "--master-port", str(master_port)]
+                "--master-host", master_host, "--master-port", str(master_port)]
 
-    def locust_command(self, master_port: int | None = None) -> list[str]:
+    def locust_command(self, master_port: int | None = None, bind_host: str | None = "127.0.0.1") -> list[str]:
+        """The Locust command line (a master when ``master_port`` is given, bound to ``bind_host`` if not None)."""
         user = self.user_class
         prefix = self.out_dir / self.name
         files = {"stats_csv": f"{prefix}_stats.csv", "history_csv": f"{prefix}_stats_history.csv",
@@ -116,8 +117,9 @@ class StressRun:
         if self.schedule is not None:
             cmd += ["--gf-schedule", self.schedule.to_text()]
         if master_port is not None:
-            cmd += ["--master", "--expect-workers", str(self.workers), "--master-bind-host", "127.0.0.1",
-                    "--master-bind-port", str(master_port)]
+            cmd += ["--master", "--expect-workers", str(self.workers), "--master-bind-port", str(master_port)]
+            if bind_host:
+                cmd += ["--master-bind-host", bind_host]
         return cmd + self.extra_locust_args
 
 

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from loadtests.result import StressResult
 from planner.catalog import Catalog
 from planner.plan import Plan
 from serving.engine import EngineSidecar
@@ -17,6 +18,7 @@ from serving.profile import LatencyProfile
 SCHEMAS = {
     "latency-profile.v1.schema.json": LatencyProfile,
     "plan.v1.schema.json": Plan,
+    "stress-result.v1.schema.json": StressResult,
     "catalog.v1.schema.json": Catalog,
     "engine-sidecar.v1.schema.json": EngineSidecar,
 }
