@@ -25,6 +25,7 @@ step boundary, ends a ramp when a step's P99 or error share passes its bound, an
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import itertools
 import json
 import socket
@@ -140,6 +141,10 @@ def _on_test_start(environment, **_):
     if not RUN.opts.model:
         raise ValueError("--gf-model is required")
     RUN.target = kserve.resolve(environment.host, RUN.opts.model, RUN.opts.version)
+    # A full collection over Locust's and gevent's objects takes milliseconds, and every send scheduled meanwhile
+    # leaves late. Freezing what exists now and collecting young objects less often keeps pauses short.
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1000)
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
         runner.register_message("gf_stop", lambda msg, **kw: RUN.stop.set())
@@ -266,6 +271,18 @@ def _error_kind(e: BaseException) -> str:
     return type(e).__name__
 
 
+# gevent's loop sleeps in whole milliseconds (epoll's timeout), rounded up, so a sleep can end up to 1 ms past its
+# time. Aiming _EARLY_S before the send time bounds the lag to 1 ms - _EARLY_S (plus loop overhead) without spinning;
+# a send may then leave up to _EARLY_S early, and its latency is counted from the later of its schedule and the send.
+_EARLY_S = 0.0003
+
+
+def _wait_until(due: float) -> None:
+    delay = due - time.perf_counter()
+    if delay > _EARLY_S:
+        gevent.sleep(delay - _EARLY_S)
+
+
 def _drain(deadline: float) -> None:
     while RUN.in_flight > 0 and time.perf_counter() < deadline:
         gevent.sleep(0.01)
@@ -297,14 +314,13 @@ class OpenLoopUser(User):
                 if RUN.stop.is_set():
                     break
                 due = RUN.t0 + t
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    gevent.sleep(delay)
+                _wait_until(due)
                 if RUN.in_flight >= cap:
                     RUN.recorder.dropped(step)
                     continue
-                RUN.recorder.sent(step, time.perf_counter() - due)
-                gevent.spawn(sender.send, step, names[step], due)
+                now = time.perf_counter()
+                RUN.recorder.sent(step, now - due)
+                gevent.spawn(sender.send, step, names[step], max(due, now))
             _drain(time.perf_counter() + opts.timeout_s + 1)
         finally:
             RUN.active_users -= 1

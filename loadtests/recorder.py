@@ -55,6 +55,7 @@ class StepRecorder:
         return s
 
     def sent(self, step: int, lag_s: float) -> None:
+        """A send left ``lag_s`` after its schedule (negative: early, recorded as on time)."""
         s = self._get(step)
         s.sent += 1
         s.lag.record_value(_us(lag_s))
