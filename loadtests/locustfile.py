@@ -118,7 +118,8 @@ class ProcessState:
     done: Event = field(default_factory=Event)
     scrapes: list = field(default_factory=list)
     stopped: dict = field(default_factory=lambda: {"reason": "completed", "at_step": None})
-    workers_done: int = 0
+    merged: dict = field(default_factory=dict)  # worker id -> payloads merged
+    announced: dict = field(default_factory=dict)  # worker id -> payloads it sent in all (from its gf_done)
     mode: str = "open-loop"
 
 
@@ -164,11 +165,19 @@ def _on_report(client_id, data, **_):
 def _on_worker_report(client_id, data, **_):
     if "gf" in data:
         RUN.recorder.merge(data["gf"])
+        RUN.merged[client_id] = RUN.merged.get(client_id, 0) + 1
 
 
 def _on_worker_done(msg, **_):
+    # A periodic report drained before this message may still be in transit behind it (the reporter greenlet can
+    # yield between draining and sending), so completion is "every payload up to this one merged", not "done seen".
     RUN.recorder.merge(msg.data)
-    RUN.workers_done += 1
+    RUN.merged[msg.node_id] = RUN.merged.get(msg.node_id, 0) + 1
+    RUN.announced[msg.node_id] = msg.data["seq"]
+
+
+def _all_workers_reported(expected: int) -> bool:
+    return len(RUN.announced) >= expected and all(RUN.merged.get(w, 0) >= n for w, n in RUN.announced.items())
 
 
 # --- users -------------------------------------------------------------------------------------------------------
@@ -387,7 +396,7 @@ def _controller(environment) -> None:
     deadline = time.perf_counter() + RUN.opts.timeout_s + 10
     while time.perf_counter() < deadline:
         if isinstance(runner, MasterRunner):
-            if RUN.workers_done >= expected_workers:
+            if _all_workers_reported(expected_workers):
                 break
         elif RUN.done.is_set():
             break

@@ -47,6 +47,7 @@ class StepRecorder:
         self.late_threshold_s = late_threshold_s
         self.steps: dict[int, StepStats] = {}
         self.start_epoch: float | None = None
+        self.drains = 0  # payloads handed out so far; the last one says how many there were in all
 
     def _get(self, step: int) -> StepStats:
         s = self.steps.get(step)
@@ -76,8 +77,12 @@ class StepRecorder:
         s.error_kinds[kind] = s.error_kinds.get(kind, 0) + 1
 
     def drain(self) -> dict:
-        """What was recorded since the last drain, as plain data for Locust's report; then start afresh."""
-        out = {"start_epoch": self.start_epoch, "steps": {}}
+        """What was recorded since the last drain, as plain data for Locust's report; then start afresh.
+
+        Each payload carries its sequence number (``seq``, from 1), so a receiver can tell when it has them all.
+        """
+        self.drains += 1
+        out = {"start_epoch": self.start_epoch, "seq": self.drains, "steps": {}}
         for i, s in self.steps.items():
             out["steps"][str(i)] = {
                 "latency": s.latency.encode().decode() if s.latency.get_total_count() else None,

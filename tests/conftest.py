@@ -72,8 +72,8 @@ def start_stub(**params):
 
 @pytest.fixture(scope="module")
 def stalling_server():
-    """A KServe v2 stub: 5 ms per request, and a 150 ms stall at the start of every 2 s."""
-    proc, url = start_stub(service_ms=5, stall_period_s=2, stall_ms=150, model="cam", input_shape="3,64,64")
+    """A KServe v2 stub: 5 ms per request, and a 300 ms stall at the start of every 3 s."""
+    proc, url = start_stub(service_ms=5, stall_period_s=3, stall_ms=300, model="cam", input_shape="3,64,64")
     yield url
     proc.terminate()
     proc.wait(10)

@@ -31,7 +31,7 @@ def test_open_loop_p99_matches_ground_truth_and_closed_loop_under_reports(stalli
     true_p99 = float(np.quantile(truth, 0.99, method="higher"))
     assert step.errors == 0 and step.dropped == 0 and step.ok == len(truth)
     assert step.latency_ms.p99 == pytest.approx(true_p99, rel=0.05)
-    assert true_p99 > 100  # the stalls are in the tail: 7.5% of arrivals land in one
+    assert true_p99 > 200  # the stalls are in the tail: 10% of arrivals land in one
 
     closed = run_stress(StressRun(host=stalling_server, model="cam", out_dir=tmp_path, schedule=None, users=2,
                                   closed_loop_s=10, metrics_url="", name="closed", timeout_s=10))
