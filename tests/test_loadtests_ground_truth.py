@@ -37,8 +37,8 @@ def test_open_loop_p99_matches_ground_truth_and_closed_loop_under_reports(stalli
                                   closed_loop_s=10, metrics_url="", name="closed", timeout_s=10))
     (cstep,) = closed.steps
     assert cstep.ok > 1000
-    # Two back-to-back users send one request per stall each, so stalls are ~0.25% of their samples: the tail
-    # they report is the service time, not the stall.
+    # Two back-to-back users send one request per stall each, so stalls are well under 1% of their samples: the
+    # tail they report is the service time, not the stall, though 10% of the time the server is stalled.
     assert cstep.latency_ms.p99 < 0.5 * true_p99
     assert closed.mode == "closed-loop" and cstep.offered_rate is None and cstep.concurrency == 2
 
