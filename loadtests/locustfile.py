@@ -209,8 +209,11 @@ class _Sender:
             self.bodies = kserve.http_bodies(t, frames)
 
     def send(self, step: int, name: str, scheduled: float) -> None:
-        """Send, then record latency from ``scheduled`` (a perf_counter time)."""
-        RUN.in_flight += 1
+        """Send, then record latency from ``scheduled`` (a perf_counter time).
+
+        The caller counts the request in flight *before* spawning this: a greenlet spawned but not yet started must
+        already count, or a user could declare itself drained while its last request has not left.
+        """
         exc, size = None, 0
         try:
             k = next(self.n)
@@ -329,6 +332,7 @@ class OpenLoopUser(User):
                     continue
                 now = time.perf_counter()
                 RUN.recorder.sent(step, now - due)
+                RUN.in_flight += 1
                 gevent.spawn(sender.send, step, names[step], max(due, now))
             _drain(time.perf_counter() + opts.timeout_s + 1)
         finally:
@@ -351,6 +355,7 @@ class ClosedLoopUser(User):
             while time.perf_counter() < end and not RUN.stop.is_set():
                 now = time.perf_counter()
                 RUN.recorder.sent(0, 0.0)
+                RUN.in_flight += 1
                 sender.send(0, "closed-loop", now)
         finally:
             RUN.active_users -= 1
