@@ -88,6 +88,7 @@ class LocalTriton:
     def __init__(self, repository: Path | str, ports: Ports | None = None, log_path: Path | str | None = None,
                  extra_args: list[str] | None = None):
         self.repository = Path(repository).resolve()
+        self._auto_ports = ports is None
         self.ports = ports or Ports.free()
         self._workdir = Path(tempfile.mkdtemp(prefix="gpufleet-triton-"))
         self.log_path = Path(log_path) if log_path else self._workdir / "tritonserver.log"
@@ -129,6 +130,18 @@ class LocalTriton:
         return server_dir, libs
 
     def start(self, timeout_s: float = 120.0) -> "LocalTriton":
+        """Start and wait for readiness. With ports chosen here, a port taken between choosing and binding (another
+        process's connection can grab a free port in that window) means new ports and another try, up to 3."""
+        for attempt in range(3):
+            try:
+                return self._start_once(timeout_s)
+            except TritonStartError as exc:
+                if not (self._auto_ports and "already in use" in str(exc)) or attempt == 2:
+                    raise
+                self.ports = Ports.free()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout_s: float) -> "LocalTriton":
         if not self.repository.is_dir():
             raise TritonStartError(f"{self.repository}: model repository not found")
         server_dir, libs = self._prepare()

@@ -140,7 +140,7 @@ def test_a_config_that_does_not_match_the_model_fails_to_start_with_one_line(tmp
     write_model(tmp_path / "repo", wrong, model)
     with pytest.raises(TritonStartError) as info:
         LocalTriton(tmp_path / "repo", extra_args=["--exit-timeout-secs=5"]).start(timeout_s=90)
-    assert "\n" not in str(info.value) and "tiny" in str(info.value)
+    assert "\n" not in str(info.value) and "tiny" in str(info.value), str(info.value)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
