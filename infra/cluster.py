@@ -1,0 +1,82 @@
+"""EKS: the control plane (secrets encrypted with KMS, private endpoint), the OIDC provider for IRSA, core add-ons
+including the EBS CSI driver (for the gp3 StorageClass), an on-demand CPU system node group, and the Kubernetes
+provider the rest of the stack deploys through."""
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from infra.iam import assume_role_policy, irsa_trust, role
+from infra.network import Network
+from infra.settings import StackSettings
+
+
+def launch_template(name: str, volume_gib: int, opts: pulumi.ResourceOptions, **extra) -> aws.ec2.LaunchTemplate:
+    """IMDSv2 only, one hop (pods cannot reach the node's credentials), encrypted gp3 root volume."""
+    return aws.ec2.LaunchTemplate(
+        name, metadata_options={"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 1},
+        block_device_mappings=[{"device_name": "/dev/xvda", "ebs": {
+            "volume_size": volume_gib, "volume_type": "gp3", "encrypted": "true", "delete_on_termination": "true"}}],
+        opts=opts, **extra)
+
+
+class Cluster(pulumi.ComponentResource):
+    def __init__(self, name: str, settings: StackSettings, network: Network,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("gpufleet:cluster:Cluster", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        protected = pulumi.ResourceOptions(parent=self, protect=settings.protect)
+        self.settings = settings
+        self.secrets_key = aws.kms.Key(f"{name}-secrets", description=f"{settings.name} EKS secrets",
+                                       enable_key_rotation=True, deletion_window_in_days=30, opts=protected)
+        cluster_role = role(f"{name}-control-plane", assume_role_policy("eks.amazonaws.com"),
+                            ["AmazonEKSClusterPolicy"], child)
+        public = bool(settings.endpoint_public_cidrs)
+        self.eks = aws.eks.Cluster(
+            f"{name}-eks", name=settings.name, version=settings.kubernetes_version, role_arn=cluster_role.arn,
+            vpc_config={"subnet_ids": [s.id for s in network.private_subnets], "endpoint_private_access": True,
+                        "endpoint_public_access": public,
+                        **({"public_access_cidrs": settings.endpoint_public_cidrs} if public else {})},
+            encryption_config={"resources": ["secrets"], "provider": {"key_arn": self.secrets_key.arn}},
+            access_config={"authentication_mode": "API"},
+            enabled_cluster_log_types=["api", "audit", "authenticator"], opts=protected)
+        self.oidc = aws.iam.OpenIdConnectProvider(
+            f"{name}-oidc", url=self.eks.identities.apply(lambda ids: ids[0]["oidcs"][0]["issuer"]),
+            client_id_lists=["sts.amazonaws.com"], opts=child)
+
+        self.node_role = role(f"{name}-nodes", assume_role_policy("ec2.amazonaws.com"),
+                              ["AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly",
+                               "AmazonEKS_CNI_Policy", "AmazonSSMManagedInstanceCore"], child)
+        system_lt = launch_template(f"{name}-system", 50, child)
+        self.system_nodes = aws.eks.NodeGroup(
+            f"{name}-system", cluster_name=self.eks.name, node_role_arn=self.node_role.arn,
+            subnet_ids=[s.id for s in network.private_subnets], capacity_type="ON_DEMAND",
+            instance_types=[settings.system_node_type], ami_type="AL2023_x86_64_STANDARD",
+            launch_template={"id": system_lt.id, "version": system_lt.latest_version.apply(str)},
+            scaling_config={"min_size": settings.system_nodes, "desired_size": settings.system_nodes,
+                            "max_size": settings.system_nodes + 2},
+            labels={"gpufleet.io/pool": "system"}, opts=child)
+
+        ebs_role = role(f"{name}-ebs-csi", irsa_trust(self.oidc, "kube-system", "ebs-csi-controller-sa"),
+                        ["service-role/AmazonEBSCSIDriverPolicy"], child)
+        for addon in ("vpc-cni", "coredns", "kube-proxy"):
+            aws.eks.Addon(f"{name}-{addon}", cluster_name=self.eks.name, addon_name=addon,
+                          opts=pulumi.ResourceOptions(parent=self, depends_on=[self.system_nodes]))
+        aws.eks.Addon(f"{name}-ebs-csi", cluster_name=self.eks.name, addon_name="aws-ebs-csi-driver",
+                      service_account_role_arn=ebs_role.arn,
+                      opts=pulumi.ResourceOptions(parent=self, depends_on=[self.system_nodes]))
+
+        kubeconfig = pulumi.Output.all(self.eks.endpoint, self.eks.certificate_authority, self.eks.name).apply(
+            lambda a: json.dumps({
+                "apiVersion": "v1", "kind": "Config", "current-context": "gpufleet",
+                "clusters": [{"name": "eks", "cluster": {"server": a[0],
+                                                         "certificate-authority-data": a[1]["data"]}}],
+                "contexts": [{"name": "gpufleet", "context": {"cluster": "eks", "user": "aws"}}],
+                "users": [{"name": "aws", "user": {"exec": {
+                    "apiVersion": "client.authentication.k8s.io/v1beta1", "command": "aws",
+                    "args": ["eks", "get-token", "--cluster-name", a[2], "--region", settings.region]}}}]}))
+        self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=kubeconfig, enable_server_side_apply=True, opts=child)
+        self.register_outputs({"cluster_name": self.eks.name, "oidc_provider_arn": self.oidc.arn})

@@ -1,0 +1,203 @@
+"""GPU node groups from the plan: spot diversified over the instance types of one GPU class, on-demand, and reserved
+capacity as targeted on-demand capacity reservations; plus the NVIDIA device plugin and the Cluster Autoscaler.
+
+Each group is labelled ``gpufleet.io/gpu`` and ``gpufleet.io/capacity``, tainted ``nvidia.com/gpu=true:NoSchedule``
+and runs the EKS NVIDIA AMI. Sizes come from the plan: what it buys is the minimum and desired size, and the
+headroom to the HPA's maximum replicas goes on the cheapest elastic group of that GPU (spot if the plan uses spot,
+else on-demand). Spot groups are EKS managed node groups, so Capacity Rebalancing and draining on a rebalance
+recommendation or interruption notice come with them (no separate termination handler).
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from infra.cluster import Cluster, launch_template
+from infra.iam import irsa_trust, role
+from infra.network import Network
+from infra.settings import StackSettings
+
+GPU_LABEL = "gpufleet.io/gpu"
+CAPACITY_LABEL = "gpufleet.io/capacity"
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}
+DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
+AUTOSCALER_IMAGE = "registry.k8s.io/autoscaling/cluster-autoscaler:v1.33.0"
+
+
+def capacity_group(capacity_type: str) -> str:
+    return "reserved" if capacity_type.startswith("reserved") else capacity_type
+
+
+class GpuNodePools(pulumi.ComponentResource):
+    """``groups``: {(gpu, capacity group): NodeGroup}; ``labels``: the (gpu, capacity) label pairs that exist."""
+
+    def __init__(self, name: str, settings: StackSettings, cluster: Cluster, network: Network, plan, catalog,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("gpufleet:gpu:GpuNodePools", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        by_type = {i.instance_type: i for i in catalog.instances}
+        subnets = [s.id for s in network.private_subnets]
+        asg_tags = {"k8s.io/cluster-autoscaler/enabled": "true", f"k8s.io/cluster-autoscaler/{settings.name}": "owned"}
+        self.groups: dict[tuple[str, str], aws.eks.NodeGroup] = {}
+        self.labels: set[tuple[str, str]] = set()
+        self.reservations: list[aws.ec2.CapacityReservation] = []
+
+        pools = defaultdict(list)
+        for p in plan.pools:
+            if p.count > 0:
+                pools[(p.gpu, capacity_group(p.capacity_type))].append(p)
+        headroom = {}
+        for d in plan.deployments:
+            committed = sum(p.count * p.gpus_per_instance for (g, _), ps in pools.items() if g == d.gpu for p in ps)
+            gpus_per = next(p.gpus_per_instance for (g, _), ps in pools.items() if g == d.gpu for p in ps)
+            headroom[d.gpu] = max(0, math.ceil((d.autoscaling.max_replicas - committed) / gpus_per))
+
+        def group(gpu: str, cap: str, instance_types: list[str], size: int, max_size: int, subnet_ids, lt,
+                  suffix: str = ""):
+            gpus = by_type[instance_types[0]].gpu_count
+            labels = {GPU_LABEL: gpu, CAPACITY_LABEL: cap, "nvidia.com/gpu.present": "true"}
+            template_tags = {f"k8s.io/cluster-autoscaler/node-template/label/{k}": v for k, v in labels.items()}
+            template_tags["k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu"] = "true:NoSchedule"
+            template_tags["k8s.io/cluster-autoscaler/node-template/resources/nvidia.com/gpu"] = str(gpus)
+            ng = aws.eks.NodeGroup(
+                f"{name}-{gpu.lower()}-{cap}{suffix}", cluster_name=cluster.eks.name,
+                node_role_arn=cluster.node_role.arn, subnet_ids=subnet_ids,
+                capacity_type="SPOT" if cap == "spot" else "ON_DEMAND", instance_types=instance_types,
+                ami_type="AL2023_x86_64_NVIDIA", labels=labels, taints=[GPU_TAINT],
+                launch_template={"id": lt.id, "version": lt.latest_version.apply(str)},
+                scaling_config={"min_size": size, "desired_size": size, "max_size": max(max_size, 1)},
+                update_config={"max_unavailable": 1}, tags={**asg_tags, **template_tags},
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["scalingConfig.desiredSize"]))
+            self.labels.add((gpu, cap))
+            return ng
+
+        for gpu in sorted({g for g, _ in pools}):
+            elastic = "spot" if (gpu, "spot") in pools else "on-demand"
+            for cap in ("reserved", "on-demand", "spot"):
+                ps = pools.get((gpu, cap), [])
+                if not ps and (cap != elastic or headroom.get(gpu, 0) == 0):
+                    continue  # (an elastic group with nothing bought still exists, at min 0, for the headroom)
+                extra = headroom.get(gpu, 0) if cap == elastic else 0
+                if cap == "reserved":
+                    for p in ps:
+                        az = settings.availability_zones[0]
+                        cr = aws.ec2.CapacityReservation(
+                            f"{name}-{p.instance_type}-reservation", instance_type=p.instance_type,
+                            instance_platform="Linux/UNIX", availability_zone=az, instance_count=p.count,
+                            instance_match_criteria="targeted", end_date_type="unlimited",
+                            tags={"gpufleet:term": p.capacity_type}, opts=child)
+                        self.reservations.append(cr)
+                        lt = launch_template(f"{name}-{p.instance_type}-reserved", 200, child,
+                                             capacity_reservation_specification={
+                                                 "capacity_reservation_target": {"capacity_reservation_id": cr.id}})
+                        # A reservation lives in one AZ, so its node group does too.
+                        self.groups[(gpu, cap)] = group(gpu, cap, [p.instance_type], p.count, p.count,
+                                                        [network.private_subnets[0].id], lt, f"-{p.instance_type}")
+                    continue
+                planned = sorted({p.instance_type for p in ps}) or sorted(
+                    {p.instance_type for (g, _), qs in pools.items() if g == gpu for p in qs})
+                gpus = by_type[planned[0]].gpu_count
+                if cap == "spot":
+                    # Diversify over every catalog type with this GPU and GPU count: more spot pools to draw from.
+                    types = sorted({i.instance_type for i in catalog.instances if i.gpu == gpu and i.gpu_count == gpus},
+                                   key=lambda t: (by_type[t].vcpu, t))
+                else:
+                    types = planned
+                size = sum(p.count for p in ps)
+                lt = launch_template(f"{name}-{gpu.lower()}-{cap}", 200, child)
+                self.groups[(gpu, cap)] = group(gpu, cap, types, size, size + extra, subnets, lt)
+
+        self._device_plugin(name, cluster)
+        self._cluster_autoscaler(name, settings, cluster)
+        self.register_outputs({})
+
+    def _device_plugin(self, name: str, cluster: Cluster) -> None:
+        """The NVIDIA device plugin DaemonSet, on GPU nodes only."""
+        opts = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
+        labels = {"app.kubernetes.io/name": "nvidia-device-plugin"}
+        k8s.apps.v1.DaemonSet(f"{name}-nvidia-device-plugin", metadata={
+            "name": "nvidia-device-plugin", "namespace": "kube-system", "labels": labels}, spec={
+            "selector": {"matchLabels": labels},
+            "updateStrategy": {"type": "RollingUpdate"},
+            "template": {"metadata": {"labels": labels}, "spec": {
+                "priorityClassName": "system-node-critical",
+                "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                "containers": [{
+                    "name": "nvidia-device-plugin", "image": DEVICE_PLUGIN_IMAGE,
+                    "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                    "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+                    "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}]}],
+                "volumes": [{"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins"}}]}}},
+            opts=opts)
+
+    def _cluster_autoscaler(self, name: str, settings: StackSettings, cluster: Cluster) -> None:
+        """Cluster Autoscaler over the managed node groups (auto-discovered by tag), priority expander: spot first
+        for scale-out, on-demand next; reserved groups are fixed-size."""
+        opts = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
+        ns, sa = "kube-system", "cluster-autoscaler"
+        ca_role = role(f"{name}-cluster-autoscaler", irsa_trust(cluster.oidc, ns, sa), [],
+                       pulumi.ResourceOptions(parent=self))
+        aws.iam.RolePolicy(f"{name}-cluster-autoscaler", role=ca_role.id, policy=json.dumps({
+            "Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Resource": "*", "Action": [
+                    "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
+                    "autoscaling:DescribeLaunchConfigurations", "autoscaling:DescribeScalingActivities",
+                    "autoscaling:DescribeTags", "ec2:DescribeImages", "ec2:DescribeInstanceTypes",
+                    "ec2:DescribeLaunchTemplateVersions", "ec2:GetInstanceTypesFromInstanceRequirements",
+                    "eks:DescribeNodegroup"]},
+                {"Effect": "Allow", "Resource": "*",
+                 "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+                 "Condition": {"StringEquals": {f"aws:ResourceTag/k8s.io/cluster-autoscaler/{settings.name}":
+                                                "owned"}}}]}),
+            opts=pulumi.ResourceOptions(parent=self))
+        labels = {"app.kubernetes.io/name": "cluster-autoscaler"}
+        k8s.core.v1.ServiceAccount(f"{name}-ca-sa", metadata={
+            "name": sa, "namespace": ns, "labels": labels,
+            "annotations": {"eks.amazonaws.com/role-arn": ca_role.arn}}, opts=opts)
+        k8s.rbac.v1.ClusterRole(f"{name}-ca", metadata={"name": "cluster-autoscaler", "labels": labels}, rules=[
+            {"apiGroups": [""], "resources": ["events", "endpoints"], "verbs": ["create", "patch"]},
+            {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["update"]},
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["watch", "list", "get", "update"]},
+            {"apiGroups": [""], "resources": ["namespaces", "pods", "services", "replicationcontrollers",
+                                               "persistentvolumeclaims", "persistentvolumes"],
+             "verbs": ["watch", "list", "get"]},
+            {"apiGroups": ["apps"], "resources": ["daemonsets", "replicasets", "statefulsets"],
+             "verbs": ["watch", "list", "get"]},
+            {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": ["watch", "list", "get"]},
+            {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["watch", "list"]},
+            {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses", "csinodes", "csidrivers",
+                                                             "csistoragecapacities", "volumeattachments"],
+             "verbs": ["watch", "list", "get"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create", "get", "update"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["watch", "list", "get"]}], opts=opts)
+        k8s.rbac.v1.ClusterRoleBinding(f"{name}-ca", metadata={"name": "cluster-autoscaler", "labels": labels},
+                                       role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                                 "name": "cluster-autoscaler"},
+                                       subjects=[{"kind": "ServiceAccount", "name": sa, "namespace": ns}], opts=opts)
+        k8s.core.v1.ConfigMap(f"{name}-ca-priority", metadata={
+            "name": "cluster-autoscaler-priority-expander", "namespace": ns, "labels": labels}, data={
+            "priorities": "30:\n  - .*-spot.*\n20:\n  - .*-on-demand.*\n10:\n  - .*\n"}, opts=opts)
+        k8s.apps.v1.Deployment(f"{name}-cluster-autoscaler", metadata={
+            "name": "cluster-autoscaler", "namespace": ns, "labels": labels}, spec={
+            "replicas": 1, "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {
+                "serviceAccountName": sa, "priorityClassName": "system-cluster-critical",
+                "nodeSelector": {"gpufleet.io/pool": "system"},
+                "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{
+                    "name": "cluster-autoscaler", "image": AUTOSCALER_IMAGE,
+                    "command": ["./cluster-autoscaler", "--cloud-provider=aws", "--expander=priority",
+                                "--balance-similar-node-groups", "--skip-nodes-with-system-pods=false",
+                                "--node-group-auto-discovery=asg:tag=k8s.io/cluster-autoscaler/enabled,"
+                                f"k8s.io/cluster-autoscaler/{settings.name}"],
+                    "resources": {"requests": {"cpu": "100m", "memory": "300Mi"}, "limits": {"memory": "600Mi"}},
+                    "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                        "capabilities": {"drop": ["ALL"]}}}]}}}, opts=opts)

@@ -1,0 +1,78 @@
+"""kube-prometheus-stack (Prometheus, Grafana, Alertmanager), the DCGM exporter for GPU metrics, prometheus-adapter
+serving the HPA's Triton metric, and Grafana dashboards for Triton and DCGM (ConfigMaps the Grafana sidecar loads)."""
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.cluster import Cluster
+from infra.settings import StackSettings
+from infra.storage import GP3_CLASS
+from infra.triton import ADAPTER_RULES
+
+NAMESPACE = "monitoring"
+
+
+def _panel(title: str, expr: str, unit: str, y: int, x: int = 0) -> dict:
+    return {"type": "timeseries", "title": title, "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
+            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            "targets": [{"expr": expr, "legendFormat": "{{pod}}", "refId": "A"}]}
+
+
+TRITON_DASHBOARD = {"title": "Triton (gpufleet)", "uid": "gpufleet-triton", "schemaVersion": 39, "panels": [
+    _panel("Requests/s per pod", "sum(rate(nv_inference_request_success[1m])) by (pod)", "reqps", 0),
+    _panel("Mean batch size", "sum(rate(nv_inference_count[1m])) by (pod) / "
+           "sum(rate(nv_inference_exec_count[1m])) by (pod)", "none", 0, 12),
+    _panel("Queue time per request (µs)", "sum(rate(nv_inference_queue_duration_us[1m])) by (pod) / "
+           "clamp_min(sum(rate(nv_inference_request_success[1m])) by (pod), 1)", "µs", 8),
+    _panel("Compute time per request (µs)", "sum(rate(nv_inference_compute_infer_duration_us[1m])) by (pod) / "
+           "clamp_min(sum(rate(nv_inference_request_success[1m])) by (pod), 1)", "µs", 8, 12),
+    _panel("Failures/s", "sum(rate(nv_inference_request_failure[1m])) by (pod)", "reqps", 16)]}
+DCGM_DASHBOARD = {"title": "GPUs, DCGM (gpufleet)", "uid": "gpufleet-dcgm", "schemaVersion": 39, "panels": [
+    _panel("GPU utilization", "avg(DCGM_FI_DEV_GPU_UTIL) by (Hostname, gpu)", "percent", 0),
+    _panel("GPU memory used (MiB)", "avg(DCGM_FI_DEV_FB_USED) by (Hostname, gpu)", "decmbytes", 0, 12),
+    _panel("SM clock (MHz)", "avg(DCGM_FI_DEV_SM_CLOCK) by (Hostname, gpu)", "none", 8),
+    _panel("Power (W)", "avg(DCGM_FI_DEV_POWER_USAGE) by (Hostname, gpu)", "watt", 8, 12)]}
+
+
+class Observability(pulumi.ComponentResource):
+    def __init__(self, name: str, settings: StackSettings, cluster: Cluster,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("gpufleet:observability:Observability", name, None, opts)
+        kopts = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
+        k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": NAMESPACE}, opts=kopts)
+        retention = "30d" if settings.environment == "prod" else "7d"
+        k8s.helm.v3.Release(f"{name}-kube-prometheus-stack", name="monitoring", namespace=NAMESPACE,
+                            chart="kube-prometheus-stack", version="75.15.1",
+                            repository_opts={"repo": "https://prometheus-community.github.io/helm-charts"},
+                            values={
+                                "prometheus": {"prometheusSpec": {
+                                    "retention": retention,
+                                    "serviceMonitorSelectorNilUsesHelmValues": False,
+                                    "storageSpec": {"volumeClaimTemplate": {"spec": {
+                                        "storageClassName": GP3_CLASS, "accessModes": ["ReadWriteOnce"],
+                                        "resources": {"requests": {"storage": "50Gi"}}}}}}},
+                                "grafana": {"sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard",
+                                                                       "searchNamespace": "ALL"}}}},
+                            opts=kopts)
+        k8s.helm.v3.Release(f"{name}-dcgm-exporter", name="dcgm-exporter", namespace=NAMESPACE,
+                            chart="dcgm-exporter", version="4.1.1",
+                            repository_opts={"repo": "https://nvidia.github.io/dcgm-exporter/helm-charts"},
+                            values={"serviceMonitor": {"enabled": True, "additionalLabels": {"release": "monitoring"}},
+                                    "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                                     "effect": "NoSchedule"}]},
+                            opts=kopts)
+        self.adapter = k8s.helm.v3.Release(
+            f"{name}-prometheus-adapter", name="prometheus-adapter", namespace=NAMESPACE,
+            chart="prometheus-adapter", version="4.14.1",
+            repository_opts={"repo": "https://prometheus-community.github.io/helm-charts"},
+            values={"prometheus": {"url": "http://monitoring-kube-prometheus-prometheus.monitoring.svc", "port": 9090},
+                    "rules": {"default": False, "custom": ADAPTER_RULES}}, opts=kopts)
+        for key, dash in (("triton", TRITON_DASHBOARD), ("dcgm", DCGM_DASHBOARD)):
+            k8s.core.v1.ConfigMap(f"{name}-dashboard-{key}", metadata={
+                "name": f"gpufleet-dashboard-{key}", "namespace": NAMESPACE, "labels": {"grafana_dashboard": "1"}},
+                data={f"{key}.json": json.dumps(dash)}, opts=kopts)
+        self.register_outputs({})

@@ -1,0 +1,96 @@
+"""A preview without the Pulumi CLI: run the program under ``pulumi.runtime.set_mocks`` and record every resource.
+
+:class:`Recorder` is the mock provider: it keeps each resource's type, name and inputs, and answers with outputs that
+look enough like AWS's (ids, ARNs, the EKS endpoint and OIDC issuer) for the program's ``apply`` chains to run.
+:func:`preview` returns the records; :func:`manifests` turns the Kubernetes ones back into objects (numbers that
+came back as floats made integers again) for YAML and ``kubernetes-validate``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from infra.settings import StackSettings
+
+
+@dataclass(frozen=True)
+class Recorded:
+    type: str
+    name: str
+    inputs: dict
+
+
+class Recorder(pulumi.runtime.Mocks):
+    def __init__(self):
+        self.resources: list[Recorded] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.resources.append(Recorded(args.typ, args.name, dict(args.inputs)))
+        outputs = dict(args.inputs)
+        rid = f"{args.name}-id"
+        if args.typ.startswith("aws:"):
+            outputs.setdefault("arn", f"arn:aws:mock:::{args.typ.split(':')[-1].lower()}/{args.name}")
+        if args.typ == "aws:eks/cluster:Cluster":
+            outputs.update(endpoint="https://mock.eks.amazonaws.com",
+                           certificateAuthority={"data": "bW9jaw=="},
+                           identities=[{"oidcs": [{"issuer": "https://oidc.eks.mock.amazonaws.com/id/MOCK"}]}])
+        if args.typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
+            outputs.setdefault("url", "https://oidc.eks.mock.amazonaws.com/id/MOCK")
+        if args.typ == "aws:s3/bucket:Bucket":
+            outputs.setdefault("bucket", f"{args.name}-bucket")
+            rid = outputs["bucket"]
+        if args.typ == "aws:ec2/launchTemplate:LaunchTemplate":
+            outputs.setdefault("latestVersion", 1)
+        if args.typ == "aws:iam/role:Role":
+            outputs.setdefault("name", args.name)
+        return [rid, outputs]
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}
+
+
+def preview(settings: StackSettings, plan, catalog=None) -> list[Recorded]:
+    """Build the stack under mocks and return every resource it declared."""
+    from pulumi.runtime.mocks import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    from infra.program import build
+
+    recorder = Recorder()
+    pulumi.runtime.set_mocks(recorder, project="gpufleet", stack=settings.environment, preview=False)
+    _sync_await(run_pulumi_func(lambda: build(settings, plan, catalog)))
+    return recorder.resources
+
+
+def _ints(value):
+    """Pulumi's mock monitor hands numbers back as floats; Kubernetes wants integers where they are whole."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ints(v) for v in value]
+    return value
+
+
+def manifests(records: list[Recorded]) -> list[dict]:
+    """The Kubernetes objects among ``records``, as manifests (Helm releases are not objects; see :func:`releases`)."""
+    out = []
+    for r in records:
+        if not r.type.startswith("kubernetes:") or r.type.startswith("kubernetes:helm.sh/"):
+            continue
+        if r.type.startswith("pulumi:providers:"):
+            continue
+        obj = {k: v for k, v in _ints(r.inputs).items() if k not in ("__internal",)}
+        if "apiVersion" not in obj or "kind" not in obj:
+            _, group_version, kind = r.type.split(":")
+            group, _, version = group_version.rpartition("/")
+            group = "" if group == "core" else group
+            obj = {"apiVersion": f"{group}/{version}" if group else version, "kind": kind, **obj}
+        out.append(obj)
+    return out
+
+
+def releases(records: list[Recorded]) -> list[dict]:
+    return [_ints(r.inputs) for r in records if r.type == "kubernetes:helm.sh/v3:Release"]

@@ -1,0 +1,87 @@
+"""Stack settings: what differs between environments (``Pulumi.<stack>.yaml``, namespace ``gpufleet``).
+
+Inside ``pulumi up`` they come from ``pulumi.Config``; the preview and the tests read the same YAML files, so every
+environment is built from one definition.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class InfraInputError(ValueError):
+    """Stack config or plan that cannot be used; one line naming the key or file."""
+
+
+class StackSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    environment: Literal["dev", "prod"]
+    region: str
+    availability_zones: list[str] = Field(alias="availabilityZones", min_length=2)
+    vpc_cidr: str = Field(alias="vpcCidr")
+    kubernetes_version: str = Field(alias="kubernetesVersion", pattern=r"^1\.\d+$")
+    nat_gateways: Literal["single", "per-az"] = Field(alias="natGateways")
+    system_node_type: str = Field(alias="systemNodeType")
+    system_nodes: int = Field(alias="systemNodes", ge=2)
+    protect: bool
+    plan_path: str = Field(alias="planPath")
+    model_name: str = Field(alias="modelName")
+    namespace: str = "inference"
+    canary_weight: int = Field(default=0, alias="canaryWeight", ge=0, le=50)
+    canary_image: str | None = Field(default=None, alias="canaryImage")
+    triton_image: str = Field(default="nvcr.io/nvidia/tritonserver:25.01-py3", alias="tritonImage")
+    endpoint_public_cidrs: list[str] = Field(default_factory=list, alias="endpointPublicCidrs")
+    log_retention_days: int = Field(default=30, alias="logRetentionDays", ge=1)
+
+    @property
+    def name(self) -> str:
+        return f"gpufleet-{self.environment}"
+
+
+def parse_settings(values: dict, origin: str) -> StackSettings:
+    try:
+        return StackSettings.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise InfraInputError(f"{origin}: gpufleet:{where}: {err['msg']}") from None
+
+
+def stack_file_config(stack: str) -> dict[str, str]:
+    """The ``config:`` map of ``Pulumi.<stack>.yaml`` as Pulumi would pass it (``namespace:key`` → string)."""
+    import json
+
+    import yaml
+
+    path = ROOT / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        raise InfraInputError(f"no stack file {path.name}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in (raw.get("config") or {}).items()}
+
+
+def settings_from_config(config: dict[str, str], origin: str) -> StackSettings:
+    """Settings from a flat Pulumi config map (values are strings, structured ones JSON)."""
+    import json
+
+    values = {}
+    for key, value in config.items():
+        ns, _, name = key.partition(":")
+        if ns != "gpufleet":
+            continue
+        # Structured values arrive as JSON text; scalars stay strings ("1.33" is a version, not a float) and pydantic
+        # converts the numeric and boolean ones by field type.
+        if isinstance(value, str) and value[:1] in "[{":
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise InfraInputError(f"{origin}: {key}: not valid JSON") from None
+        values[name] = value
+    if "region" not in values and "aws:region" in config:
+        values["region"] = config["aws:region"]
+    return parse_settings(values, origin)

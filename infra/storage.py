@@ -1,0 +1,73 @@
+"""Storage tiers: the S3 model repository, a data-and-logs bucket, and an encrypted gp3 StorageClass for hot caches.
+
+- Models: versioned (a bad upload is one restore away), SSE-KMS with a customer key, public access blocked, TLS
+  only; noncurrent versions move to STANDARD_IA after 30 days and GLACIER after 90, and expire after 365.
+- Data and logs: SSE-KMS, public access blocked; objects move to STANDARD_IA at 30 days, GLACIER at 90, and expire
+  after the stack's retention (logs are kept, not hoarded).
+- gp3 StorageClass, encrypted, WaitForFirstConsumer (the volume is made in the pod's AZ): Triton's local model
+  cache and stress-run results.
+- Not used, and why: io2 (no latency-critical block IO; Triton reads the model once at load), EFS and FSx for Lustre
+  (models are a few hundred MB to a few GB, pulled from S3 through the gateway endpoint at start; a shared file
+  system would add cost and a failure domain for no gain at this size).
+"""
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from infra.cluster import Cluster
+from infra.settings import StackSettings
+
+GP3_CLASS = "gp3-encrypted"
+
+
+class StorageTiers(pulumi.ComponentResource):
+    def __init__(self, name: str, settings: StackSettings, cluster: Cluster,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("gpufleet:storage:StorageTiers", name, None, opts)
+        protected = pulumi.ResourceOptions(parent=self, protect=settings.protect)
+        child = pulumi.ResourceOptions(parent=self)
+        self.key = aws.kms.Key(f"{name}-data", description=f"{settings.name} models, data and logs",
+                               enable_key_rotation=True, deletion_window_in_days=30, opts=protected)
+        self.models = self._bucket(f"{name}-models", settings, versioned=True, protected=protected, child=child,
+                                   rules=[{"id": "age-out-old-model-versions", "status": "Enabled",
+                                           "filter": {},
+                                           "noncurrent_version_transitions": [
+                                               {"noncurrent_days": 30, "storage_class": "STANDARD_IA"},
+                                               {"noncurrent_days": 90, "storage_class": "GLACIER"}],
+                                           "noncurrent_version_expiration": {"noncurrent_days": 365}}])
+        self.data = self._bucket(f"{name}-data-logs", settings, versioned=False, protected=protected, child=child,
+                                 rules=[{"id": "tier-and-expire", "status": "Enabled", "filter": {},
+                                         "transitions": [{"days": 30, "storage_class": "STANDARD_IA"},
+                                                         {"days": 90, "storage_class": "GLACIER"}],
+                                         "expiration": {"days": max(settings.log_retention_days, 91)}}])
+        k8s.storage.v1.StorageClass(f"{name}-gp3", metadata={"name": GP3_CLASS}, provisioner="ebs.csi.aws.com",
+                                    parameters={"type": "gp3", "encrypted": "true"},
+                                    volume_binding_mode="WaitForFirstConsumer", reclaim_policy="Delete",
+                                    allow_volume_expansion=True,
+                                    opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider))
+        self.register_outputs({"models_bucket": self.models.bucket, "data_bucket": self.data.bucket})
+
+    def _bucket(self, name: str, settings: StackSettings, versioned: bool, protected, child, rules) -> aws.s3.Bucket:
+        bucket = aws.s3.Bucket(name, force_destroy=not settings.protect, opts=protected)
+        aws.s3.BucketServerSideEncryptionConfiguration(name, bucket=bucket.id, rules=[{
+            "apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms",
+                                                        "kms_master_key_id": self.key.arn},
+            "bucket_key_enabled": True}], opts=child)
+        aws.s3.BucketPublicAccessBlock(name, bucket=bucket.id, block_public_acls=True, block_public_policy=True,
+                                       ignore_public_acls=True, restrict_public_buckets=True, opts=child)
+        aws.s3.BucketOwnershipControls(name, bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"},
+                                       opts=child)
+        if versioned:
+            aws.s3.BucketVersioning(name, bucket=bucket.id, versioning_configuration={"status": "Enabled"},
+                                    opts=child)
+        aws.s3.BucketLifecycleConfiguration(name, bucket=bucket.id, rules=rules, opts=child)
+        aws.s3.BucketPolicy(name, bucket=bucket.id, policy=bucket.arn.apply(lambda arn: json.dumps({
+            "Version": "2012-10-17", "Statement": [{
+                "Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]})),
+            opts=child)
+        return bucket

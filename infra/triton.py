@@ -1,0 +1,157 @@
+"""Triton services for one model, shaped like the planner's load-balancing model.
+
+One Deployment per GPU pool (the plan's ``deployments``), each with its Service, HPA (autoscaling/v2 on the per-pod
+request rate that prometheus-adapter derives from Triton's ``nv_inference_request_success``, target and bounds from
+the plan) and PodDisruptionBudget. An HTTPRoute (Gateway API) splits traffic by the plan's routing weights when the
+plan routes by weight, with an optional canary Deployment taking its own share. Pods pull the model repository from
+S3 through IRSA: one service account whose role may read only this model's prefix and decrypt with the data key.
+"""
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from infra.cluster import Cluster
+from infra.gpu_pools import GPU_LABEL
+from infra.iam import irsa_trust, role
+from infra.settings import StackSettings
+from infra.storage import StorageTiers
+
+HPA_METRIC = "triton_inference_requests_per_second"
+# prometheus-adapter rule that serves HPA_METRIC per pod: the rate of successful requests Triton counts.
+ADAPTER_RULES = [{
+    "seriesQuery": 'nv_inference_request_success{namespace!="",pod!=""}',
+    "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
+    "name": {"matches": "^nv_inference_request_success$", "as": HPA_METRIC},
+    "metricsQuery": "sum(rate(<<.Series>>{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)",
+}]
+PORTS = [{"name": "http", "containerPort": 8000}, {"name": "grpc", "containerPort": 8001},
+         {"name": "metrics", "containerPort": 8002}]
+
+
+def quantity(value: float) -> str:
+    """A Kubernetes quantity in milli-units, exact for the fractional rates the planner produces."""
+    return f"{int(round(value * 1000))}m"
+
+
+class TritonService(pulumi.ComponentResource):
+    def __init__(self, name: str, settings: StackSettings, cluster: Cluster, storage: StorageTiers, plan,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("gpufleet:triton:TritonService", name, None, opts)
+        kopts = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
+        model, ns = settings.model_name, settings.namespace
+        app = f"triton-{model}"
+        prefix = f"{settings.environment}/{model}"
+        k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": ns, "labels": {
+            "pod-security.kubernetes.io/enforce": "baseline"}}, opts=kopts)
+
+        sa = f"{app}-reader"
+        reader = role(f"{name}-s3-reader", irsa_trust(cluster.oidc, ns, sa), [], pulumi.ResourceOptions(parent=self))
+        aws.iam.RolePolicy(f"{name}-s3-reader", role=reader.id, policy=pulumi.Output.all(
+            storage.models.arn, storage.key.arn).apply(lambda a: json.dumps({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"{a[0]}/{prefix}/*"]},
+                {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [a[0]],
+                 "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/*", prefix]}}},
+                {"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": [a[1]]}]})),
+            opts=pulumi.ResourceOptions(parent=self))
+        k8s.core.v1.ServiceAccount(f"{name}-sa", metadata={
+            "name": sa, "namespace": ns, "annotations": {"eks.amazonaws.com/role-arn": reader.arn}}, opts=kopts)
+
+        self.deployments = {}
+        backends = []
+        canary = settings.canary_weight if settings.canary_image else 0
+        for d in sorted(plan.deployments, key=lambda d: d.gpu):
+            pool = f"{app}-{d.gpu.lower()}"
+            repo = storage.models.bucket.apply(lambda b, g=d.gpu: f"s3://{b}/{prefix}/{g}")
+            self.deployments[d.gpu] = self._deployment(pool, app, ns, sa, d.gpu, d.replicas, settings.triton_image,
+                                                       repo, "stable", kopts)
+            self._service(pool, app, ns, {"track": "stable", GPU_LABEL: d.gpu}, kopts)
+            a = d.autoscaling
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(f"{pool}-hpa", metadata={"name": pool, "namespace": ns}, spec={
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": pool},
+                "minReplicas": a.min_replicas, "maxReplicas": a.max_replicas,
+                "metrics": [{"type": "Pods", "pods": {"metric": {"name": HPA_METRIC},
+                                                      "target": {"type": "AverageValue",
+                                                                 "averageValue": quantity(a.target_rate_per_replica)}}}],
+                # Scale up at once (GPU nodes take minutes to arrive); scale down only after 5 quiet minutes.
+                "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0,
+                                         "policies": [{"type": "Percent", "value": 100, "periodSeconds": 60}]},
+                             "scaleDown": {"stabilizationWindowSeconds": 300,
+                                           "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}]}}},
+                opts=kopts)
+            k8s.policy.v1.PodDisruptionBudget(f"{pool}-pdb", metadata={"name": pool, "namespace": ns}, spec={
+                "maxUnavailable": 1, "selector": {"matchLabels": {"app": app, GPU_LABEL: d.gpu, "track": "stable"}}},
+                opts=kopts)
+            backends.append((pool, d.routing_weight * (100 - canary)))
+        if canary:
+            gpu = max(plan.deployments, key=lambda d: d.routing_weight).gpu
+            pool = f"{app}-canary"
+            repo = storage.models.bucket.apply(lambda b, g=gpu: f"s3://{b}/{prefix}/{g}")
+            self._deployment(pool, app, ns, sa, gpu, 1, settings.canary_image, repo, "canary", kopts)
+            self._service(pool, app, ns, {"track": "canary"}, kopts)
+            k8s.policy.v1.PodDisruptionBudget(f"{pool}-pdb", metadata={"name": pool, "namespace": ns}, spec={
+                "maxUnavailable": 1, "selector": {"matchLabels": {"app": app, "track": "canary"}}}, opts=kopts)
+            backends.append((pool, float(canary)))
+        # One Service over every replica: the "equal" routing model, and the in-cluster entry point.
+        self._service(app, app, ns, {}, kopts)
+        if plan.request.routing == "weighted" or canary:
+            k8s.apiextensions.CustomResource(f"{app}-route", api_version="gateway.networking.k8s.io/v1",
+                                             kind="HTTPRoute", metadata={"name": app, "namespace": ns}, spec={
+                "parentRefs": [{"name": "inference-gateway", "namespace": ns}],
+                "rules": [{"backendRefs": [{"name": svc, "port": 8000, "weight": max(1, int(round(w * 10)))}
+                                           for svc, w in backends]}]}, opts=kopts)
+        k8s.apiextensions.CustomResource(f"{app}-monitor", api_version="monitoring.coreos.com/v1",
+                                         kind="ServiceMonitor", metadata={"name": app, "namespace": ns,
+                                                                          "labels": {"release": "monitoring"}}, spec={
+            "selector": {"matchLabels": {"app": app}},
+            "endpoints": [{"port": "metrics", "interval": "15s", "path": "/metrics"}]}, opts=kopts)
+        self.register_outputs({})
+
+    @staticmethod
+    def _service(name: str, app: str, ns: str, extra_selector: dict, kopts) -> None:
+        k8s.core.v1.Service(f"{name}-svc", metadata={"name": name, "namespace": ns, "labels": {"app": app}}, spec={
+            "selector": {"app": app, **extra_selector},
+            "ports": [{"name": p["name"], "port": p["containerPort"], "targetPort": p["name"]} for p in PORTS]},
+            opts=kopts)
+
+    @staticmethod
+    def _deployment(name: str, app: str, ns: str, sa: str, gpu: str, replicas: int, image: str, repo, track: str,
+                    kopts) -> k8s.apps.v1.Deployment:
+        labels = {"app": app, GPU_LABEL: gpu, "track": track}
+        return k8s.apps.v1.Deployment(f"{name}-deploy", metadata={"name": name, "namespace": ns, "labels": labels},
+                                      spec={
+            "replicas": replicas, "selector": {"matchLabels": labels},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {"metadata": {"labels": labels}, "spec": {
+                "serviceAccountName": sa,
+                "nodeSelector": {GPU_LABEL: gpu},
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                               "whenUnsatisfiable": "ScheduleAnyway",
+                                               "labelSelector": {"matchLabels": labels}}],
+                "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000,
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "terminationGracePeriodSeconds": 60,
+                "containers": [{
+                    "name": "tritonserver", "image": image,
+                    "args": [repo.apply(lambda r: f"--model-repository={r}"), "--model-control-mode=none",
+                             "--strict-readiness=true", "--exit-on-error=true", "--exit-timeout-secs=50",
+                             "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"],
+                    "command": ["tritonserver"],
+                    "ports": PORTS,
+                    "resources": {"requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"},
+                                  "limits": {"memory": "8Gi", "nvidia.com/gpu": "1"}},
+                    "startupProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},
+                                     "periodSeconds": 10, "failureThreshold": 60},
+                    "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},
+                                       "periodSeconds": 5, "failureThreshold": 2},
+                    "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"},
+                                      "periodSeconds": 10, "failureThreshold": 3},
+                    "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                        "capabilities": {"drop": ["ALL"]}},
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "shm", "mountPath": "/dev/shm"}]}],
+                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "20Gi"}},
+                            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}]}}}, opts=kopts)
