@@ -25,6 +25,9 @@ def load_plan(settings: StackSettings):
         plan = read_plan(path)
     except PlannerInputError as exc:
         raise InfraInputError(f"gpufleet:planPath: {exc}") from None
+    if plan.request.region != settings.region:
+        raise InfraInputError(f"gpufleet:planPath: {path.name} was planned for {plan.request.region} (its prices and "
+                              f"instance types), the stack is in {settings.region}")
     models = {d.model for d in plan.deployments}
     if models != {settings.model_name}:
         raise InfraInputError(f"gpufleet:planPath: {path.name} plans model(s) {sorted(models)}, the stack serves "

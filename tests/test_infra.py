@@ -1,0 +1,213 @@
+"""The Pulumi stacks under mocks: what each environment builds, sized by its plan, and valid Kubernetes."""
+import json
+
+import pytest
+
+pytest.importorskip("pulumi")
+pytest.importorskip("pulumi_aws")
+yaml = pytest.importorskip("yaml")
+
+from infra.cli import main as infra_main, validate_manifest  # noqa: E402
+from infra.gpu_pools import CAPACITY_LABEL, GPU_LABEL, capacity_group  # noqa: E402
+from infra.preview import manifests, preview, releases  # noqa: E402
+from infra.program import load_plan  # noqa: E402
+from infra.settings import ROOT, InfraInputError, settings_from_config, stack_file_config  # noqa: E402
+from infra.triton import HPA_METRIC, quantity  # noqa: E402
+
+
+@pytest.fixture(scope="module", params=["dev", "prod"])
+def stack(request):
+    settings = settings_from_config(stack_file_config(request.param), request.param)
+    plan = load_plan(settings)
+    return settings, plan, preview(settings, plan)
+
+
+def of(records, type_):
+    return [r for r in records if r.type == type_]
+
+
+def k8s_named(records, kind, name):
+    (obj,) = [m for m in manifests(records) if m["kind"] == kind and m["metadata"]["name"] == name]
+    return obj
+
+
+def test_network_spans_the_configured_azs_with_nat_per_environment(stack):
+    settings, _, records = stack
+    private = [r for r in of(records, "aws:ec2/subnet:Subnet") if "private" in r.name]
+    assert sorted(r.inputs["availabilityZone"] for r in private) == sorted(settings.availability_zones)
+    assert all(not r.inputs["mapPublicIpOnLaunch"] for r in of(records, "aws:ec2/subnet:Subnet"))
+    nats = of(records, "aws:ec2/natGateway:NatGateway")
+    assert len(nats) == (len(settings.availability_zones) if settings.environment == "prod" else 1)
+    (endpoint,) = of(records, "aws:ec2/vpcEndpoint:VpcEndpoint")
+    assert endpoint.inputs["serviceName"] == f"com.amazonaws.{settings.region}.s3"
+    assert endpoint.inputs["vpcEndpointType"] == "Gateway"
+
+
+def test_cluster_version_oidc_and_system_nodes(stack):
+    settings, _, records = stack
+    (eks,) = of(records, "aws:eks/cluster:Cluster")
+    assert eks.inputs["version"] == settings.kubernetes_version
+    assert eks.inputs["vpcConfig"]["endpointPublicAccess"] is False
+    assert eks.inputs["encryptionConfig"]["resources"] == ["secrets"]
+    (oidc,) = of(records, "aws:iam/openIdConnectProvider:OpenIdConnectProvider")
+    assert oidc.inputs["clientIdLists"] == ["sts.amazonaws.com"]
+    (system,) = [r for r in of(records, "aws:eks/nodeGroup:NodeGroup") if r.name.endswith("-system")]
+    assert system.inputs["capacityType"] == "ON_DEMAND"
+    assert system.inputs["scalingConfig"]["minSize"] == settings.system_nodes
+    assert {a.inputs["addonName"] for a in of(records, "aws:eks/addon:Addon")} >= {"vpc-cni", "aws-ebs-csi-driver"}
+
+
+def test_gpu_node_groups_are_the_plans_pools(stack):
+    _, plan, records = stack
+    groups = [r for r in of(records, "aws:eks/nodeGroup:NodeGroup") if GPU_LABEL in (r.inputs.get("labels") or {})]
+    for g in groups:
+        assert g.inputs["amiType"] == "AL2023_x86_64_NVIDIA"
+        assert {"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"} in g.inputs["taints"]
+    bought = {}
+    for p in plan.pools:
+        key = (p.gpu, capacity_group(p.capacity_type))
+        bought[key] = bought.get(key, 0) + p.count
+    for (gpu, cap), count in bought.items():
+        matching = [g for g in groups if g.inputs["labels"][GPU_LABEL] == gpu
+                    and g.inputs["labels"][CAPACITY_LABEL] == cap]
+        assert sum(g.inputs["scalingConfig"]["minSize"] for g in matching) == count
+        assert sum(g.inputs["scalingConfig"]["desiredSize"] for g in matching) == count
+        want = "SPOT" if cap == "spot" else "ON_DEMAND"
+        assert all(g.inputs["capacityType"] == want for g in matching)
+    for p in plan.pools:
+        if p.capacity_type == "spot":
+            (g,) = [g for g in groups if g.inputs["labels"][GPU_LABEL] == p.gpu
+                    and g.inputs["labels"][CAPACITY_LABEL] == "spot"]
+            assert p.instance_type in g.inputs["instanceTypes"] and len(g.inputs["instanceTypes"]) >= 2
+    # Headroom to the HPA's maximum sits on the elastic group of each GPU type.
+    for d in plan.deployments:
+        mine = [g for g in groups if g.inputs["labels"][GPU_LABEL] == d.gpu]
+        assert sum(g.inputs["scalingConfig"]["maxSize"] for g in mine) >= d.autoscaling.max_replicas
+
+
+def test_reserved_pools_are_targeted_capacity_reservations(stack):
+    settings, plan, records = stack
+    reserved = [p for p in plan.pools if p.capacity_type.startswith("reserved")]
+    crs = of(records, "aws:ec2/capacityReservation:CapacityReservation")
+    assert sorted((c.inputs["instanceType"], c.inputs["instanceCount"]) for c in crs) == \
+        sorted((p.instance_type, p.count) for p in reserved)
+    for c in crs:
+        assert c.inputs["instanceMatchCriteria"] == "targeted"
+        (lt,) = [r for r in of(records, "aws:ec2/launchTemplate:LaunchTemplate")
+                 if r.name.endswith(f"{c.inputs['instanceType']}-reserved")]
+        assert lt.inputs["capacityReservationSpecification"]["capacityReservationTarget"][
+            "capacityReservationId"] == f"{c.name}-id"
+
+
+def test_storage_tiers(stack):
+    settings, _, records = stack
+    buckets = {r.name: r for r in of(records, "aws:s3/bucket:Bucket")}
+    assert len(buckets) == 2
+    assert all(b.inputs["forceDestroy"] is (settings.environment == "dev") for b in buckets.values())
+    (versioning,) = of(records, "aws:s3/bucketVersioning:BucketVersioning")
+    assert versioning.name.endswith("-models") and versioning.inputs["versioningConfiguration"]["status"] == "Enabled"
+    lifecycle = {r.name: r.inputs["rules"][0] for r in of(records,
+                 "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")}
+    models_rule = next(v for k, v in lifecycle.items() if k.endswith("-models"))
+    assert [t["storageClass"] for t in models_rule["noncurrentVersionTransitions"]] == ["STANDARD_IA", "GLACIER"]
+    for sse in of(records, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"):
+        assert sse.inputs["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms"
+    sc = k8s_named(records, "StorageClass", "gp3-encrypted")
+    assert sc["parameters"] == {"type": "gp3", "encrypted": "true"} and sc["volumeBindingMode"] == "WaitForFirstConsumer"
+
+
+def test_triton_deployments_hpas_and_routing_follow_the_plan(stack):
+    settings, plan, records = stack
+    app = f"triton-{settings.model_name}"
+    for d in plan.deployments:
+        name = f"{app}-{d.gpu.lower()}"
+        dep = k8s_named(records, "Deployment", name)
+        assert dep["spec"]["replicas"] == d.replicas
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == {GPU_LABEL: d.gpu}
+        c = pod["containers"][0]
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+        assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+        assert any(a.endswith(f"/{settings.environment}/{settings.model_name}/{d.gpu}") for a in c["args"])
+        hpa = k8s_named(records, "HorizontalPodAutoscaler", name)["spec"]
+        assert (hpa["minReplicas"], hpa["maxReplicas"]) == (d.autoscaling.min_replicas, d.autoscaling.max_replicas)
+        (metric,) = hpa["metrics"]
+        assert metric["pods"]["metric"]["name"] == HPA_METRIC
+        assert metric["pods"]["target"]["averageValue"] == quantity(d.autoscaling.target_rate_per_replica)
+        assert k8s_named(records, "PodDisruptionBudget", name)["spec"]["maxUnavailable"] == 1
+    route = k8s_named(records, "HTTPRoute", app)["spec"]["rules"][0]["backendRefs"]
+    weights = {b["name"]: b["weight"] for b in route}
+    canary = settings.canary_weight if settings.canary_image else 0
+    for d in plan.deployments:
+        assert weights[f"{app}-{d.gpu.lower()}"] == pytest.approx(d.routing_weight * (100 - canary) * 10, abs=1)
+    assert (f"{app}-canary" in weights) is bool(canary)
+    if canary:
+        assert weights[f"{app}-canary"] / sum(weights.values()) == pytest.approx(canary / 100, abs=0.01)
+
+
+def test_model_bucket_access_is_least_privilege_through_irsa(stack):
+    settings, _, records = stack
+    (sa,) = [m for m in manifests(records) if m["kind"] == "ServiceAccount" and m["metadata"]["namespace"] ==
+             settings.namespace]
+    assert "eks.amazonaws.com/role-arn" in sa["metadata"]["annotations"]
+    (policy,) = [r for r in of(records, "aws:iam/rolePolicy:RolePolicy") if "s3-reader" in r.name]
+    statements = json.loads(policy.inputs["policy"])["Statement"]
+    actions = sorted(a for s in statements for a in s["Action"])
+    assert actions == ["kms:Decrypt", "s3:GetObject", "s3:ListBucket"]
+    (get,) = [s for s in statements if s["Action"] == ["s3:GetObject"]]
+    assert get["Resource"][0].endswith(f"/{settings.environment}/{settings.model_name}/*")
+    (trust_role,) = [r for r in of(records, "aws:iam/role:Role") if r.name.endswith("s3-reader")]
+    cond = json.loads(trust_role.inputs["assumeRolePolicy"])["Statement"][0]["Condition"]["StringEquals"]
+    assert f"system:serviceaccount:{settings.namespace}:{sa['metadata']['name']}" in cond.values()
+
+
+def test_observability_and_adapter_serve_the_hpa_metric(stack):
+    _, _, records = stack
+    charts = {r["chart"]: r for r in releases(records)}
+    assert {"kube-prometheus-stack", "dcgm-exporter", "prometheus-adapter"} <= set(charts)
+    served = [rule["name"]["as"] for rule in charts["prometheus-adapter"]["values"]["rules"]["custom"]]
+    assert served == [HPA_METRIC]
+    dashboards = [m for m in manifests(records) if m["kind"] == "ConfigMap"
+                  and m["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    assert len(dashboards) == 2
+
+
+def test_every_kubernetes_object_validates_strictly(stack):
+    _, _, records = stack
+    objs = manifests(records)
+    verdicts = {(m["kind"], m["metadata"]["name"]): validate_manifest(m) for m in objs}
+    assert all(v is None for (kind, _), v in verdicts.items() if kind not in ("HTTPRoute", "ServiceMonitor")), \
+        {k: v for k, v in verdicts.items() if v}
+    # Whole numbers are integers again (the mock monitor returns floats).
+    assert all(isinstance(m["spec"]["replicas"], int) for m in objs if m["kind"] == "Deployment")
+
+
+def test_a_plan_that_does_not_parse_stops_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "plan.json"
+    bad.write_text('{"schema_version": 1}')
+    assert infra_main(["render", "--stack", "dev", "--plan", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("infra: error: gpufleet:planPath:") and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_plan_for_another_region_or_model_is_refused(tmp_path):
+    settings = settings_from_config(stack_file_config("dev"), "dev")
+    plan = json.loads((ROOT / settings.plan_path).read_text())
+    plan["request"]["region"] = "eu-west-1"
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(plan))
+    with pytest.raises(InfraInputError, match="planned for eu-west-1"):
+        load_plan(settings.model_copy(update={"plan_path": str(p)}))
+
+
+def test_render_writes_valid_manifests_and_a_summary(tmp_path, capsys):
+    assert infra_main(["render", "--stack", "prod", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "policy violations: 0" in out and "CRDs not schema-checked: HTTPRoute, ServiceMonitor" in out
+    docs = list(yaml.safe_load_all((tmp_path / "prod/manifests.yaml").read_text()))
+    assert {d["kind"] for d in docs} >= {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
+                                         "DaemonSet", "StorageClass", "HTTPRoute", "ServiceMonitor"}
+    summary = (tmp_path / "prod/aws-resources.md").read_text()
+    assert "Capacity reservations" in summary and "SPOT" in summary
