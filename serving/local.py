@@ -151,6 +151,11 @@ class LocalTriton:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
+                # The Python-backend stubs it started can outlive it; they share its process group.
+                try:
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
                 self._cleanup()
                 raise TritonStartError(f"tritonserver exited with {self._proc.returncode}: {self.first_error()}")
             if self.ready():

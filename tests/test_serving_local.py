@@ -138,9 +138,12 @@ def test_a_config_that_does_not_match_the_model_fails_to_start_with_one_line(tmp
     wrong = ModelSpec("tiny", "python", (TensorSpec("input", "float32", (3, 64, 64)),),
                       onnx_tensors(model)[1], BATCHING)  # warm-up feeds 64x64 frames to a 32x32 model
     write_model(tmp_path / "repo", wrong, model)
+    server = LocalTriton(tmp_path / "repo", extra_args=["--exit-timeout-secs=5"])
     with pytest.raises(TritonStartError) as info:
-        LocalTriton(tmp_path / "repo", extra_args=["--exit-timeout-secs=5"]).start(timeout_s=90)
+        server.start(timeout_s=90)
     assert "\n" not in str(info.value) and "tiny" in str(info.value), str(info.value)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(server._proc.pid, 0)  # nothing it started (the backend stubs) is left running
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
