@@ -1,7 +1,12 @@
 """A short open-loop step run against the real local Triton, server metrics included, over HTTP and gRPC."""
+import importlib.util
+
 import pytest
 
-pytest.importorskip("locust")
+# Not imported here: importing locust monkey-patches the whole test process for gevent (sockets, subprocess, sleep),
+# which other tests' servers and subprocesses do not survive. Runs happen in Locust's own processes.
+if importlib.util.find_spec("locust") is None:
+    pytest.skip("locust is not installed (pip install -e '.[loadtests]')", allow_module_level=True)
 pytest.importorskip("pytriton")
 
 from loadtests.result import read_stress_result  # noqa: E402
