@@ -6,12 +6,12 @@ open-loop runs (so a stalled server shows up in full), and from the actual send 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from gpufleet.contracts import read_json, validate, write_atomic
 from loadtests.errors import LoadTestInputError
 
 SCHEMA_VERSION = 1
@@ -106,25 +106,9 @@ class StressResult(_Strict):
 
 def read_stress_result(path: Path | str) -> StressResult:
     """Read and validate one stress result; :class:`LoadTestInputError` with one line on any defect."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise LoadTestInputError(f"{path}: cannot read stress result: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise LoadTestInputError(f"{path}: not JSON: {exc.msg} at line {exc.lineno}") from None
-    try:
-        return StressResult.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise LoadTestInputError(f"{path}: field {where}: {err['msg']}") from None
+    return validate(StressResult, read_json(path, "stress result", LoadTestInputError), path, LoadTestInputError)
 
 
 def write_stress_result(result: StressResult, path: Path | str) -> None:
     """Write atomically: a reader never sees a half-written result."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(result.model_dump_json(indent=2) + "\n")
-    tmp.replace(path)
+    write_atomic(path, result.model_dump_json(indent=2) + "\n")

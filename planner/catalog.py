@@ -15,8 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gpufleet.contracts import first_error
 from planner.errors import PlannerInputError
-from serving.profile import first_error
 
 CapacityType = Literal["on-demand", "spot", "reserved-1yr", "reserved-3yr"]
 CAPACITY_TYPES: tuple[CapacityType, ...] = ("on-demand", "spot", "reserved-1yr", "reserved-3yr")

@@ -6,14 +6,13 @@ latencies milliseconds end to end (queue + device + the fixed overhead), money U
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from gpufleet.contracts import read_json, validate, write_atomic
 from planner.errors import PlannerInputError
-from serving.profile import first_error
 
 SCHEMA_VERSION = 1
 
@@ -158,21 +157,9 @@ class Plan(_Strict):
 
 def read_plan(path: Path | str) -> Plan:
     """Read and validate a plan file; one-line :class:`PlannerInputError` naming the field on any defect."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise PlannerInputError(f"{path}: cannot read plan: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise PlannerInputError(f"{path}: not JSON: {exc.msg} at line {exc.lineno}") from None
-    try:
-        return Plan.model_validate(data)
-    except ValidationError as exc:
-        raise PlannerInputError(first_error(path, exc)) from None
+    return validate(Plan, read_json(path, "plan", PlannerInputError), path, PlannerInputError)
 
 
 def write_plan(plan: Plan, path: Path | str) -> None:
     """Write atomically, so a stack never reads a half-written plan."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(plan.model_dump_json(indent=2) + "\n")
-    tmp.replace(path)
+    write_atomic(path, plan.model_dump_json(indent=2) + "\n")

@@ -7,12 +7,12 @@ profile``, ``serving import``, the embedded reference data) write it; ``planner`
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gpufleet.contracts import first_error, read_json, validate, write_atomic  # noqa: F401 (first_error re-exported)
 from serving.errors import ServingInputError
 
 SCHEMA_VERSION = 1
@@ -102,35 +102,15 @@ class LatencyProfile(BaseModel):
         return (self.model, self.gpu)
 
 
-def first_error(path: Path | str, exc: ValidationError) -> str:
-    """One line naming the file and the first offending field of a pydantic error."""
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    return f"{path}: field {where}: {err['msg']}"
-
-
 def parse_profile(data: object, origin: str = "<profile>") -> LatencyProfile:
-    try:
-        return LatencyProfile.model_validate(data)
-    except ValidationError as exc:
-        raise ProfileError(first_error(origin, exc)) from None
+    return validate(LatencyProfile, data, origin, ProfileError)
 
 
 def read_profile(path: Path | str) -> LatencyProfile:
     """Read and validate one profile JSON; raise :class:`ProfileError` with one line on any defect."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read profile: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise ProfileError(f"{path}: not JSON: {exc.msg} at line {exc.lineno}") from None
-    return parse_profile(data, str(path))
+    return parse_profile(read_json(path, "profile", ProfileError), str(path))
 
 
 def write_profile(profile: LatencyProfile, path: Path | str) -> None:
     """Write atomically: a reader never sees a half-written profile."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(profile.model_dump_json(indent=2, exclude_none=True) + "\n")
-    tmp.replace(path)
+    write_atomic(path, profile.model_dump_json(indent=2, exclude_none=True) + "\n")

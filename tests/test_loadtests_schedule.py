@@ -106,3 +106,17 @@ def test_triton_counters_are_read_per_model_and_differenced():
     assert fig["seconds"] == 10 and fig["mean_batch_size"] == pytest.approx(108 / 89)
     assert fig["queue_us_per_request"] == pytest.approx(v["nv_inference_queue_duration_us"] / 108)
     assert tm.step_figures(None, start) is None
+
+
+def test_stress_result_reader_names_the_file_and_field(tmp_path):
+    from loadtests.result import read_stress_result
+
+    bad = tmp_path / "r.stress.json"
+    bad.write_text('{"schema_version": 1, "mode": "sideways"}')
+    with pytest.raises(LoadTestInputError, match=r"r\.stress\.json: field .*"):
+        read_stress_result(bad)
+    bad.write_text("{not json")
+    with pytest.raises(LoadTestInputError, match="not JSON"):
+        read_stress_result(bad)
+    with pytest.raises(LoadTestInputError, match="cannot read stress result"):
+        read_stress_result(tmp_path / "missing.json")
