@@ -3,7 +3,6 @@ summary of AWS resources and the policy pack's verdict. A preview with no Pulumi
 from __future__ import annotations
 
 import sys
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,33 +10,16 @@ from typing import Annotated, Optional
 import typer
 
 from gpufleet.cli import run_app
+from gpufleet.kubernetes import K8S_VERSION, validate_manifest
 from infra.settings import InfraInputError
 
 app = typer.Typer(help="Pulumi stacks for gpufleet: render a stack without the Pulumi CLI.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-K8S_VERSION = "1.33.0"  # the Kubernetes release manifests are validated against (both stacks run <= 1.33)
 
 
 @app.callback()
 def _root() -> None:
     """Pulumi stacks for gpufleet."""
-
-
-def validate_manifest(manifest: dict) -> str | None:
-    """None if valid; a one-line reason otherwise. A CRD kind (no bundled schema) is reported, not failed."""
-    import kubernetes_validate as kv
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # kubernetes-validate's warnings count as failures
-            kv.validate(manifest, K8S_VERSION, strict=True)
-    except kv.SchemaNotFoundError:
-        return "crd"
-    except kv.ValidationError as exc:
-        return f"invalid: {str(exc).splitlines()[0]}"
-    except Warning as exc:
-        return f"invalid (warning): {exc}"
-    return None
 
 
 def _summary(records, stack: str) -> str:

@@ -15,7 +15,6 @@ from loadtests.errors import LoadTestInputError
 from loadtests.run import StressRun
 
 MASTER_PORT = 5557
-K8S_VERSION = "1.33.0"  # the version the manifests are validated against (an EKS-supported release)
 # The locustfile is addressed by the installed module's path, whatever the image's site-packages is.
 _LOCUSTFILE = '"$(python -c "import loadtests.locustfile as m; print(m.__file__)")"'
 

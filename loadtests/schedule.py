@@ -55,15 +55,6 @@ class Schedule:
         """Start time of each step, seconds from the schedule's start."""
         return list(np.cumsum([0.0] + [s.duration_s for s in self.steps[:-1]]))
 
-    def step_at(self, t: float) -> int:
-        """Index of the step that holds time ``t`` (the last one for ``t`` at or past the end)."""
-        acc = 0.0
-        for i, s in enumerate(self.steps):
-            acc += s.duration_s
-            if t < acc:
-                return i
-        return len(self.steps) - 1
-
     def to_text(self) -> str:
         """A compact form for passing the schedule on a command line (to Locust workers): ``rate@seconds[w],...``."""
         return ",".join(f"{s.rate:g}@{s.duration_s:g}{'w' if s.warmup else ''}" for s in self.steps) + f";{self.kind}"

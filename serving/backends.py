@@ -52,10 +52,6 @@ class Backend(ABC):
     def device_info(self) -> dict[str, str | int | float]:
         """What ran it: device kind and name, library versions; recorded in the profile's origin."""
 
-    @property
-    def on_gpu(self) -> bool:
-        return self.device_info().get("kind") == "gpu"
-
 
 def _random_input(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
     return np.random.default_rng(0).random(shape, dtype=np.float32).astype(dtype)
@@ -244,9 +240,6 @@ class TensorRTBackend(Backend):
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-
-    def max_batch_size(self) -> int:
-        return int(self.engine.get_tensor_profile_shape(self.inputs[0], 0)[2][0])
 
     def time_batches(self, batch_size, warmup, iterations):
         trt, cuda = self.trt, self.cuda

@@ -384,7 +384,7 @@ def local_cmd(
         server.start()
         err.print(f"Triton ready: model {spec.name!r}; HTTP {server.http_url}, gRPC {server.grpc_url}, "
                   f"metrics {server.metrics_url}; log {server.log_path}. Ctrl-C stops it.", highlight=False)
-        while not stop.is_set() and server._proc.poll() is None:
+        while not stop.is_set() and server.running:
             stop.wait(0.5)
         code = server.stop()
         err.print(f"Triton stopped (exit status {code})", highlight=False)

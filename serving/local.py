@@ -164,6 +164,10 @@ class LocalTriton:
         self.stop()
         raise TritonStartError(f"tritonserver not ready after {timeout_s:.0f} s: {self.first_error()}")
 
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=1) as r:
@@ -210,10 +214,6 @@ class LocalTriton:
             self._log.close()
             self._log = None
         shutil.rmtree(self._workdir / "tritonserver", ignore_errors=True)
-
-    def wait(self) -> int:
-        assert self._proc is not None
-        return self._proc.wait()
 
     def __enter__(self) -> "LocalTriton":
         return self.start()

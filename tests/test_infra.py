@@ -7,7 +7,8 @@ pytest.importorskip("pulumi")
 pytest.importorskip("pulumi_aws")
 yaml = pytest.importorskip("yaml")
 
-from infra.cli import main as infra_main, validate_manifest  # noqa: E402
+from gpufleet.kubernetes import validate_manifest  # noqa: E402
+from infra.cli import main as infra_main  # noqa: E402
 from infra.gpu_pools import CAPACITY_LABEL, GPU_LABEL, capacity_group  # noqa: E402
 from infra.preview import manifests, preview, releases  # noqa: E402
 from infra.program import load_plan  # noqa: E402
