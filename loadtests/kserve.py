@@ -80,6 +80,29 @@ def resolve(base_url: str, model: str, version: str = "", timeout_s: float = 5.0
     return Target(base_url, model, version, inp["name"], sample, datatype, outputs, batched)
 
 
+def batching(base_url: str, model: str, version: str = "", timeout_s: float = 5.0) -> dict | None:
+    """The model's batching and instance settings from Triton's model configuration extension, or None when the
+    server does not publish it (a plain KServe server). Keys are those of :class:`loadtests.result.TritonBatching`."""
+    path = f"/v2/models/{urllib.parse.quote(model)}" + (f"/versions/{version}" if version else "") + "/config"
+    try:
+        cfg = _get_json(base_url.rstrip("/") + path, timeout_s)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    dyn = cfg.get("dynamic_batching")
+    groups = cfg.get("instance_group") or [{}]
+    try:
+        return {
+            "max_batch_size": int(cfg.get("max_batch_size", 0)),
+            "max_queue_delay_us": int((dyn or {}).get("max_queue_delay_microseconds", 0)),
+            "preferred_batch_sizes": [int(b) for b in (dyn or {}).get("preferred_batch_size", [])],
+            "dynamic_batching": dyn is not None,
+            "instance_count": sum(max(int(g.get("count", 1)), 1) for g in groups),
+            "instance_kind": str(groups[0].get("kind", "KIND_AUTO")),
+        }
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
 def camera_frames(target: Target, count: int = 8, batch: int = 1, seed: int = 0) -> list[np.ndarray]:
     """``count`` distinct frames at the model's input size: a lit gradient scene with sensor noise, scaled as the
     model's datatype expects (0..1 floats, or 0..255 integers). Content does not change a dense model's cost; the

@@ -41,7 +41,8 @@ from locust.runners import MasterRunner, WorkerRunner
 from loadtests import kserve, triton_metrics
 from loadtests.recorder import StepRecorder
 from loadtests.result import (
-    SCHEMA_VERSION, LatencySummary, ServerFigures, StepResult, StressResult, Target, write_stress_result)
+    SCHEMA_VERSION, LatencySummary, ServerFigures, StepResult, StressResult, Target, TritonBatching,
+    write_stress_result)
 from loadtests.schedule import Schedule, arrivals
 
 
@@ -108,6 +109,7 @@ class ProcessState:
 
     opts: Options | None = None
     target: kserve.Target | None = None
+    batching: dict | None = None  # the served model's Triton batching settings, for the result
     recorder: StepRecorder = field(default_factory=StepRecorder)
     t0: float | None = None  # perf_counter() of the schedule's zero in this process
     start_epoch: float | None = None
@@ -142,6 +144,7 @@ def _on_test_start(environment, **_):
     if not RUN.opts.model:
         raise ValueError("--gf-model is required")
     RUN.target = kserve.resolve(environment.host, RUN.opts.model, RUN.opts.version)
+    RUN.batching = kserve.batching(environment.host, RUN.opts.model, RUN.opts.version)
     # A full collection over Locust's and gevent's objects takes milliseconds, and every send scheduled meanwhile
     # leaves late. Freezing what exists now and collecting young objects less often keeps pauses short.
     gc.freeze()
@@ -480,6 +483,7 @@ def _write_result(environment) -> None:
         target=Target(host=t.base_url if RUN.opts.protocol == "http" else RUN.opts.grpc_url,
                       protocol=RUN.opts.protocol, model=t.model, model_version=t.version, input_name=t.input_name,
                       input_shape=list(t.sample_shape), datatype=t.datatype, request_batch=RUN.opts.request_batch,
-                      metrics_url=RUN.opts.metrics_url or None),
+                      metrics_url=RUN.opts.metrics_url or None,
+                      triton=TritonBatching(**RUN.batching) if RUN.batching else None),
         steps=steps, stopped={k: v for k, v in RUN.stopped.items()}, locust_files=RUN.opts.locust_files)
     write_stress_result(result, RUN.opts.result)

@@ -69,6 +69,18 @@ class StepResult(_Strict):
     server: ServerFigures | None = Field(description="null when /metrics was not scraped or not reachable")
 
 
+class TritonBatching(_Strict):
+    """The served model's batching and instance settings, read from Triton (``GET /v2/models/<m>/config``) at the
+    start of the run: what ``planner fit`` simulates the run with."""
+
+    max_batch_size: int = Field(ge=0)
+    max_queue_delay_us: int = Field(ge=0, description="0 also when dynamic batching is off")
+    preferred_batch_sizes: list[int] = Field(default_factory=list)
+    dynamic_batching: bool
+    instance_count: int = Field(ge=1, description="model instances in all instance groups")
+    instance_kind: str
+
+
 class Target(_Strict):
     host: str
     protocol: Literal["http", "grpc"]
@@ -79,6 +91,8 @@ class Target(_Strict):
     datatype: str
     request_batch: int = Field(ge=1)
     metrics_url: str | None
+    triton: TritonBatching | None = Field(default=None, description="null when the server does not publish the "
+                                                                   "model configuration")
 
 
 class StressResult(_Strict):

@@ -40,6 +40,10 @@ def test_step_run_against_local_triton_with_server_metrics(triton, protocol, tmp
     result = run_stress(run)
     assert read_stress_result(run.result_path) == result
     assert result.target.input_shape == [3, 32, 32] and result.target.protocol == protocol
+    # The run records the config Triton actually loaded, which is what `planner fit` simulates.
+    assert result.target.triton is not None
+    assert (result.target.triton.max_batch_size, result.target.triton.max_queue_delay_us,
+            result.target.triton.instance_count) == (8, 20_000, 1)
     reported = result.reported_steps()
     assert [s.offered_rate for s in reported] == [40, 80]
     for s in reported:
