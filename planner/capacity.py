@@ -33,13 +33,13 @@ class ReplicaModel:
     speedup: tuple[float, ...]  # index n: aggregate throughput of n concurrent batches; index 0 unused
 
     @classmethod
-    def from_profile(cls, profile: LatencyProfile, spread: float = 1.0) -> "ReplicaModel":
+    def from_profile(cls, profile: LatencyProfile, spread: float = 1.0, scale: float = 1.0) -> "ReplicaModel":
         measured = profile.concurrency_speedup or {}
         top = max(measured, default=1)
         speed = [0.0, 1.0]
         for n in range(2, top + 1):
             speed.append(measured.get(n, speed[-1]))
-        return cls(profile.gpu, profile, ServiceTime.from_profile(profile, spread), tuple(speed))
+        return cls(profile.gpu, profile, ServiceTime.from_profile(profile, spread, scale), tuple(speed))
 
     @property
     def max_instances(self) -> int:

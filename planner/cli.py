@@ -21,7 +21,15 @@ from planner.recommend import (
     RecommendRequest,
     recommend,
 )
-from planner.render import render_plan
+from planner.calibration import write_calibration
+from planner.fit import fit
+from planner.render import render_calibration, render_plan
+from planner.scaling import ScalingLag
+from planner.simulate import BatcherConfig
+from serving.profile import ProfileError, read_profile
+
+DEFAULT_LAG_MIN = 6.0
+DEFAULT_RAMP_PCT = 2.0
 
 app = typer.Typer(help="Capacity planner for GPU inference behind Triton.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -51,7 +59,10 @@ def recommend_cmd(
     spot_survival: Annotated[bool, typer.Option(help="Require the fleet to hold after losing its largest spot pool.")] = False,
     survival_p99_ms: Annotated[Optional[float], typer.Option(help="Degraded P99 bound while a spot pool is lost; default the target.")] = None,
     horizon_months: Annotated[float, typer.Option(help="How long the fleet will run; reserved terms must pay over it.")] = 12.0,
-    overhead_ms: Annotated[float, typer.Option(help="Fixed network and pre/post-processing time per request, ms.")] = DEFAULT_OVERHEAD_MS,
+    overhead_ms: Annotated[Optional[float], typer.Option(help=f"Fixed network and pre/post-processing time per request, ms; default the calibration's, else {DEFAULT_OVERHEAD_MS:g}.")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(help="Calibration from `planner fit`: overhead, service-time fit, scale-up lag.")] = None,
+    scale_up_lag_min: Annotated[Optional[float], typer.Option(help="Minutes for a new GPU replica to serve; with --ramp-pct-per-min, sizes for lag-aware HPA targets.")] = None,
+    ramp_pct_per_min: Annotated[Optional[float], typer.Option(help="Fastest traffic growth the HPA must absorb, percent per minute.")] = None,
     min_replicas: Annotated[int, typer.Option(help="Fewest Triton replicas in the fleet.")] = 1,
     max_instances_per_pool: Annotated[Optional[int], typer.Option(help="Cap on instances from any one pool.")] = None,
     exhaustive: Annotated[bool, typer.Option(help="Simulate every Triton config instead of pruning.")] = False,
@@ -64,7 +75,9 @@ def recommend_cmd(
         capacity_types=list(capacity_type) if capacity_type else list(ALL_CAPACITY_TYPES), routing=routing.value,
         max_spot_share=max_spot_share, spot_survival=spot_survival, survival_p99_ms=survival_p99_ms,
         horizon_months=horizon_months, overhead_ms=overhead_ms, min_replicas=min_replicas,
-        max_instances_per_pool=max_instances_per_pool, exhaustive=exhaustive)
+        max_instances_per_pool=max_instances_per_pool, exhaustive=exhaustive, calibration=calibration,
+        scale_up_lag_s=None if scale_up_lag_min is None else scale_up_lag_min * 60.0,
+        ramp_per_min=None if ramp_pct_per_min is None else ramp_pct_per_min / 100.0)
     plan = recommend(req)
     if output is not None:
         try:
@@ -75,6 +88,52 @@ def recommend_cmd(
         sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
     else:
         render_plan(plan, Console() if sys.stdout.isatty() else Console(width=132))
+
+
+def _triton_config(text: str | None) -> BatcherConfig | None:
+    if text is None:
+        return None
+    try:
+        batch, delay, instances = (int(v) for v in text.split(":"))
+        return BatcherConfig(batch, delay, (), instances)
+    except ValueError:
+        raise PlannerInputError(f"--triton-config {text!r}: expected MAX_BATCH:QUEUE_DELAY_US:INSTANCES, "
+                                "e.g. 8:2000:1") from None
+
+
+@app.command("fit")
+def fit_cmd(
+    stress: Annotated[list[Path], typer.Argument(help="Stress-result JSON files (loadtests run), one Triton replica each.")],
+    profile: Annotated[Path, typer.Option(help="Latency profile of the model on the GPU the runs used.")],
+    output: Annotated[Path, typer.Option(help="Where to write the calibration JSON (for recommend --calibration).")],
+    p99_ms: Annotated[float, typer.Option(help="P99 target the HPA thresholds are fitted for, ms.")] = 100.0,
+    scale_up_lag_min: Annotated[float, typer.Option(help="Minutes from the HPA's decision to a new GPU replica serving (4-8 typical).")] = DEFAULT_LAG_MIN,
+    ramp_pct_per_min: Annotated[float, typer.Option(help="Fastest traffic growth to absorb, percent per minute.")] = DEFAULT_RAMP_PCT,
+    triton_config: Annotated[Optional[str], typer.Option(help="MAX_BATCH:QUEUE_DELAY_US:INSTANCES for runs that did not record it.")] = None,
+) -> None:
+    """Calibrate the latency model on stress runs and fit lag-aware HPA thresholds."""
+    lag = ScalingLag(scale_up_lag_min * 60.0, ramp_pct_per_min / 100.0)
+    prof = _read_profile(profile)
+    console = _console()
+    with console.status(f"fitting {len(stress)} stress result(s) by simulation"):
+        cal = fit(prof, stress, p99_ms, lag, _triton_config(triton_config))
+    try:
+        write_calibration(cal, output)
+    except OSError as exc:
+        raise PlannerInputError(f"{output}: cannot write calibration: {exc.strerror}") from None
+    render_calibration(cal, console)
+    console.print(f"Calibration written to {output}; use it with `planner recommend --calibration {output}`.")
+
+
+def _read_profile(path: Path):
+    try:
+        return read_profile(path)
+    except ProfileError as exc:
+        raise PlannerInputError(str(exc)) from None
+
+
+def _console() -> Console:
+    return Console() if sys.stdout.isatty() else Console(width=132)
 
 
 @app.callback()

@@ -40,6 +40,7 @@ class PlanRequest(_Strict):
     min_replicas: int = Field(ge=1)
     max_instances_per_pool: int | None
     catalog_as_of: str
+    calibration: str | None = Field(default=None, description="the `planner fit` calibration applied, if any")
 
 
 class PoolPlan(_Strict):
@@ -84,6 +85,8 @@ class Autoscaling(_Strict):
     min_replicas: int = Field(ge=1)
     max_replicas: int = Field(ge=1)
     basis: str
+    scale_up_lag_s: float | None = Field(default=None, description="GPU node start-up lag the target allows for")
+    ramp_per_min: float | None = Field(default=None, description="traffic growth per minute the target absorbs")
 
 
 class Deployment(_Strict):

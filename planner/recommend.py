@@ -16,13 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from planner.capacity import Capacity, CapacitySearch, ReplicaModel
+from planner.calibration import Calibration, read_calibration
 from planner.catalog import CAPACITY_TYPES, HOURS_PER_MONTH, Catalog, Pool, pools_for, read_catalog
 from planner.errors import PlannerInputError
 from planner.optimize import (Infeasible, Problem, Routing, Solution, binding_constraint, runner_up,
                               solve_with_bound)
 from planner.plan import (Alternative, Autoscaling, Binding, Cost, Deployment, LatencyPrediction, Plan,
                           PlanRequest, PoolPlan, SolverReport, SurvivalCheck, TritonConfig)
+from planner.fit import lag_of
 from planner.profiles import load_profiles
+from planner.scaling import ScalingLag
 from planner.simulate import SimResult, Workload
 
 ALL_CAPACITY_TYPES = CAPACITY_TYPES
@@ -51,8 +54,11 @@ class RecommendRequest:
     spot_survival: bool = False
     survival_p99_ms: float | None = None
     horizon_months: float = 12.0
-    overhead_ms: float = DEFAULT_OVERHEAD_MS
+    overhead_ms: float | None = None  # None: the calibration's, else DEFAULT_OVERHEAD_MS
     overhead_source: str = OVERHEAD_ASSUMED
+    calibration: Path | None = None
+    scale_up_lag_s: float | None = None  # with ramp_per_min: lag-aware HPA targets (planner.scaling)
+    ramp_per_min: float | None = None
     min_replicas: int = 1
     max_instances_per_pool: int | None = None
     exhaustive: bool = False
@@ -65,6 +71,8 @@ class RecommendRequest:
         positive("--qps", self.qps)
         positive("--p99-ms", self.p99_ms)
         positive("--horizon-months", self.horizon_months)
+        if self.overhead_ms is None:
+            self.overhead_ms = DEFAULT_OVERHEAD_MS
         if not (0.0 <= self.max_spot_share <= 1.0):
             raise PlannerInputError(f"--max-spot-share must lie in [0, 1], got {self.max_spot_share}")
         if not (math.isfinite(self.overhead_ms) and self.overhead_ms >= 0):
@@ -143,15 +151,47 @@ def _describe(pools: tuple[Pool, ...], counts: dict[str, int]) -> list[str]:
     return [f"{counts[p.name]} x {p.instance_type} {p.capacity_type}" for p in pools if counts[p.name] > 0]
 
 
+def _apply_calibration(req: RecommendRequest) -> Calibration | None:
+    """Take the overhead and the scaling inputs from the calibration where the request leaves them open."""
+    if req.calibration is None:
+        return None
+    cal = read_calibration(req.calibration)
+    if cal.model != req.model:
+        raise PlannerInputError(f"{req.calibration}: calibrated for model '{cal.model}', not '{req.model}'")
+    if req.overhead_ms is None:
+        req.overhead_ms = cal.overhead_ms
+        req.overhead_source = (f"fitted by planner fit on {cal.created_at[:10]} from {len(cal.steps)} stress steps "
+                               f"({', '.join(Path(s).name for s in cal.sources)})")
+    if req.scale_up_lag_s is None and req.ramp_per_min is None:
+        req.scale_up_lag_s, req.ramp_per_min = cal.scaling.scale_up_lag_s, cal.scaling.ramp_per_min
+    return cal
+
+
+def _scaling_lag(req: RecommendRequest, cal: Calibration | None) -> ScalingLag | None:
+    if req.scale_up_lag_s is None and req.ramp_per_min is None:
+        return None
+    if cal is not None and (req.scale_up_lag_s, req.ramp_per_min) == (cal.scaling.scale_up_lag_s,
+                                                                       cal.scaling.ramp_per_min):
+        return lag_of(cal)
+    return ScalingLag(req.scale_up_lag_s or 0.0, req.ramp_per_min or 0.0)
+
+
 def recommend(req: RecommendRequest) -> Plan:
     """Answer "Q req/s at P99 <= T ms: what do I buy, and how do I configure Triton?" as a :class:`Plan`."""
+    cal = _apply_calibration(req)
     req.check()
+    lag = _scaling_lag(req, cal)
     catalog = read_catalog(req.catalog)
     profiles = load_profiles(req.profiles)
     gpus = _gpus_to_plan(req, catalog, profiles)
     budget_ms = req.p99_ms - req.overhead_ms
 
-    searches = {g: CapacitySearch(ReplicaModel.from_profile(profiles[(req.model, g)])) for g in gpus}
+    def replica_model(g: str) -> ReplicaModel:
+        if cal is not None and cal.gpu == g:
+            return ReplicaModel.from_profile(profiles[(req.model, g)], cal.spread, cal.service_scale)
+        return ReplicaModel.from_profile(profiles[(req.model, g)])
+
+    searches = {g: CapacitySearch(replica_model(g)) for g in gpus}
     caps: dict[str, Capacity] = {}
     for g, search in searches.items():
         cap = search.best(budget_ms, exhaustive=req.exhaustive)
@@ -167,8 +207,11 @@ def recommend(req: RecommendRequest) -> Plan:
     pools = tuple(pools_for(catalog, set(caps), req.horizon_months, set(req.capacity_types)))  # type: ignore[arg-type]
     if not pools:
         raise PlannerInputError(f"the catalog has no {'/'.join(req.capacity_types)} pools for {', '.join(caps)}")
-    rate = {g: c.max_rate for g, c in caps.items()}
-    surv_rate = dict(rate)
+    # With a scale-up lag, each replica carries at most the HPA target in steady state, so that P99 holds while
+    # traffic ramps and new GPU nodes start.
+    limit = {g: c.max_rate for g, c in caps.items()}
+    rate = {g: lag.hpa_target(limit[g]) if lag else limit[g] for g in caps}
+    surv_rate = dict(limit)
     if req.spot_survival and surv_ms > req.p99_ms:
         # The deployed config stays; only the rate it may carry while a spot pool is down grows.
         surv_budget_s = (surv_ms - req.overhead_ms) / 1000.0
@@ -191,8 +234,9 @@ def recommend(req: RecommendRequest) -> Plan:
         if not missed:
             break
         for g in missed:
-            rate[g] *= TIGHTEN
-            surv_rate[g] = max(surv_rate[g] * TIGHTEN, rate[g])
+            limit[g] *= TIGHTEN
+            rate[g] = lag.hpa_target(limit[g]) if lag else limit[g]
+            surv_rate[g] = max(surv_rate[g] * TIGHTEN, limit[g])
     else:
         raise PlannerInputError(f"infeasible: simulation could not confirm P99 <= {req.p99_ms:g} ms for "
                                 f"{', '.join(missed)} after {MAX_ROUNDS} rounds")
@@ -200,8 +244,8 @@ def recommend(req: RecommendRequest) -> Plan:
     binding, saving = binding_constraint(problem, sol)
     second = runner_up(problem, sol)
     survival = _survival_check(problem, sol, traffic, caps, searches, verify, req) if req.spot_survival else None
-    return _build_plan(req, catalog, problem, sol, traffic, reps, results, caps, searches, rate, profiles,
-                       binding, saving, second, survival)
+    return _build_plan(req, catalog, problem, sol, traffic, reps, results, caps, searches, limit, profiles,
+                       binding, saving, second, survival, lag)
 
 
 def _why_no_fleet(problem: Problem) -> str:
@@ -247,8 +291,8 @@ def _survival_check(problem: Problem, sol: Solution, traffic: dict[str, float], 
                          bound_ms=bound, holds=p99 <= bound)
 
 
-def _build_plan(req, catalog, problem, sol, traffic, reps, results, caps, searches, rate, profiles, binding,
-                saving, second, survival) -> Plan:
+def _build_plan(req, catalog, problem, sol, traffic, reps, results, caps, searches, limit, profiles, binding,
+                saving, second, survival, lag) -> Plan:
     pool_plans = [PoolPlan(instance_type=p.instance_type, gpu=p.gpu, capacity_type=p.capacity_type,
                            count=sol.counts[p.name], gpus_per_instance=p.gpus_per_instance,
                            replicas=p.gpus_per_instance * sol.counts[p.name],
@@ -273,11 +317,14 @@ def _build_plan(req, catalog, problem, sol, traffic, reps, results, caps, search
                                         mean_batch_size=round(res.mean_batch_size, 2)),
             autoscaling=Autoscaling(
                 metric="rate(nv_inference_request_success[1m]) per pod",
-                target_rate_per_replica=round(per_replica, 3), max_rate_per_replica=round(rate[g], 3),
+                target_rate_per_replica=round(lag.hpa_target(limit[g]) if lag else per_replica, 3),
+                max_rate_per_replica=round(limit[g], 3),
                 min_replicas=max(floor, 1), max_replicas=max(2 * reps[g], reps[g] + 1),
-                basis="target = the planned per-replica rate, so replicas scale in proportion to traffic and keep "
-                      "the planned P99 margin; max_rate is where simulated P99 meets the target. `planner fit` "
-                      "replaces the target with one that allows for GPU node start-up lag."),
+                basis=lag.basis(limit[g]) if lag else (
+                    "target = the planned per-replica rate, so replicas scale in proportion to traffic and keep "
+                    "the planned P99 margin; max_rate is where simulated P99 meets the target. Give a scale-up "
+                    "lag and ramp (or a `planner fit` calibration) for a target that allows for GPU node start-up."),
+                scale_up_lag_s=lag.scale_up_lag_s if lag else None, ramp_per_min=lag.ramp_per_min if lag else None),
             profile_origin=f"{profiles[(req.model, g)].origin.kind} ({profiles[(req.model, g)].origin.date})"))
     p50, p90, p99 = _fleet_quantiles(results, traffic, req.overhead_ms, (0.5, 0.9, 0.99))
     fleet_util = sum(util[g] * reps[g] for g in traffic) / sum(reps[g] for g in traffic)
@@ -303,7 +350,8 @@ def _build_plan(req, catalog, problem, sol, traffic, reps, results, caps, search
                             survival_p99_ms=req.survival_p99_ms, horizon_months=req.horizon_months,
                             overhead_ms=req.overhead_ms, overhead_source=req.overhead_source,
                             min_replicas=req.min_replicas, max_instances_per_pool=req.max_instances_per_pool,
-                            catalog_as_of=catalog.as_of),
+                            catalog_as_of=catalog.as_of,
+                            calibration=None if req.calibration is None else str(req.calibration)),
         pools=pool_plans, deployments=deployments,
         predicted=LatencyPrediction(p50_ms=round(p50, 3), p90_ms=round(p90, 3), p99_ms=round(p99, 3),
                                     utilization=round(min(fleet_util, 1.0), 4)),

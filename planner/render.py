@@ -4,6 +4,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from planner.calibration import Calibration
 from planner.plan import Plan
 
 
@@ -45,3 +46,35 @@ def render_plan(plan: Plan, console: Console) -> None:
         console.print(f"Spot loss: without {sv.lost_pool} ({sv.replicas_lost} replicas) P99 is "
                       f"{sv.p99_ms_after_loss:.2f} ms against {sv.bound_ms:g} ms: {verdict}")
     console.print(f"Why: {plan.why}")
+
+
+def render_calibration(cal: Calibration, console: Console) -> None:
+    console.print(f"[bold]{cal.model}[/] on [bold]{cal.gpu}[/] ({cal.profile_origin}): overhead "
+                  f"[bold]{cal.overhead_ms:.3f} ms[/], spread [bold]{cal.spread:.3f}[/], service scale "
+                  f"[bold]{cal.service_scale:.3f}[/] ({cal.fit.evaluations} evaluations)")
+    steps = Table(title="Fit per step (latency ms, end to end)", title_justify="left")
+    for col in ("run", "step", "config", "req/s", "P50 meas", "P50 pred", "P99 meas", "P99 pred", "P99 err",
+                "batch meas", "batch pred"):
+        steps.add_column(col, justify="left" if col in ("run", "step", "config") else "right")
+    for s in cal.steps:
+        c = s.config
+        steps.add_row(s.source.rsplit("/", 1)[-1], s.step, f"{c.max_batch_size}/{c.max_queue_delay_us}us/x{c.instance_count}",
+                      f"{s.offered_rate:,.1f}", f"{s.measured_ms['p50']:.2f}", f"{s.predicted_ms['p50']:.2f}",
+                      f"{s.measured_ms['p99']:.2f}", f"{s.predicted_ms['p99']:.2f}", f"{s.p99_error:+.1%}",
+                      "-" if s.measured_mean_batch is None else f"{s.measured_mean_batch:.2f}",
+                      f"{s.predicted_mean_batch:.2f}")
+    console.print(steps)
+    console.print(f"P99 error: median {cal.fit.median_abs_p99_error:.1%}, worst {cal.fit.worst_abs_p99_error:.1%}")
+    for e in cal.fit.excluded:
+        console.print(f"  left out: {e.source.rsplit('/', 1)[-1]} {e.step}: {e.reason}")
+    sc = cal.scaling
+    th = Table(title=f"HPA thresholds (scale-up lag {sc.scale_up_lag_s / 60:g} min, ramp {sc.ramp_per_min:.0%}/min)",
+               title_justify="left")
+    for col in ("config", "P99 target ms", "max req/s per replica", "HPA target req/s", "queue us at target"):
+        th.add_column(col, justify="left" if col == "config" else "right")
+    for t in cal.thresholds:
+        c = t.config
+        th.add_row(f"{c.max_batch_size}/{c.max_queue_delay_us}us/x{c.instance_count}", f"{t.p99_ms:g}",
+                   f"{t.max_rate_per_replica:,.1f}", f"{t.hpa_target_rate_per_replica:,.1f}",
+                   "-" if t.predicted_queue_us_at_target is None else f"{t.predicted_queue_us_at_target:,.0f}")
+    console.print(th)

@@ -11,7 +11,8 @@ p99) with two end points, because no profile publishes its minimum or maximum:
   than their median;
 * ``Q(1) = p99 + 0.5 * (p99 - p50)``, a bounded right tail beyond p99.
 
-``spread`` scales every deviation from p50; ``planner fit`` calibrates it from stress runs. Batch sizes
+``spread`` scales every deviation from p50 and ``scale`` every time; ``planner fit`` calibrates both from stress
+runs (a server adds per-batch work the bare profile does not see, and its tail is rarely the profile's). Batch sizes
 between measured ones interpolate linearly in batch size, which matches the affine latency-versus-batch
 shape of GPU inference; batch sizes below the smallest measured one take its figures.
 """
@@ -53,7 +54,7 @@ class ServiceTime:
         return self._lists[b][int(u * len(self._lists[b]))]
 
     @classmethod
-    def from_profile(cls, profile: LatencyProfile, spread: float = 1.0) -> "ServiceTime":
+    def from_profile(cls, profile: LatencyProfile, spread: float = 1.0, scale: float = 1.0) -> "ServiceTime":
         sizes = np.array(profile.batch_sizes, dtype=float)
         levels = (np.arange(GRID) + 0.5) / GRID
         knots_per_size = []
@@ -64,7 +65,7 @@ class ServiceTime:
                   + ([bl.p90_ms] if bl.p90_ms is not None else []) + [bl.p99_ms, bl.p99_ms + RIGHT_TAIL * tail])
             q = np.interp(levels, us, qs)
             q = bl.p50_ms + spread * (q - bl.p50_ms)
-            knots_per_size.append(np.maximum(q, 0.0) / 1000.0)
+            knots_per_size.append(scale * np.maximum(q, 0.0) / 1000.0)
         knots = np.array(knots_per_size)  # [n_sizes, GRID], seconds
         tables: list[np.ndarray] = [np.zeros(GRID)]
         for b in range(1, int(sizes[-1]) + 1):

@@ -1,0 +1,135 @@
+"""planner fit: the calibration recovers known parameters, and recommend uses what it learned."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from planner.calibration import read_calibration
+from planner.capacity import ReplicaModel
+from planner.cli import main
+from planner.fit import fit
+from planner.recommend import RecommendRequest, recommend
+from planner.scaling import ScalingLag
+from planner.simulate import BatcherConfig
+from serving.profile import write_profile
+from tests.synthetic import affine_profile, stress_result
+
+TRUTH = {"overhead_ms": 4.0, "spread": 1.6, "scale": 1.25}
+CONFIGS = (BatcherConfig(8, 2000, (), 1), BatcherConfig(4, 0, (), 1))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two configs, steps at 30-80% of each one's true saturation, plus one overloaded step and a warm-up."""
+    root = tmp_path_factory.mktemp("fit")
+    profile = affine_profile()
+    truth = ReplicaModel.from_profile(profile, TRUTH["spread"], TRUTH["scale"])
+    paths = []
+    for i, cfg in enumerate(CONFIGS):
+        sat = truth.saturation_rate(cfg)
+        rates = [round(f * sat, 1) for f in (0.3, 0.55, 0.8)] + ([round(1.3 * sat, 1)] if i == 0 else [])
+        path = root / f"run{i}.stress.json"
+        stress_result(profile, cfg, rates, overhead_ms=TRUTH["overhead_ms"], spread=TRUTH["spread"],
+                      scale=TRUTH["scale"], duration_s=30, seed=100 + i, path=path, warmup_rate=rates[0])
+        paths.append(path)
+    prof_path = root / "profile.json"
+    write_profile(profile, prof_path)
+    return profile, prof_path, paths
+
+
+@pytest.fixture(scope="module")
+def calibration(runs):
+    profile, _, paths = runs
+    return fit(profile, paths, p99_ms=100.0, lag=ScalingLag(scale_up_lag_s=360, ramp_per_min=0.02))
+
+
+def test_fit_recovers_the_parameters_that_generated_the_runs(calibration):
+    assert calibration.overhead_ms == pytest.approx(TRUTH["overhead_ms"], abs=1.0)
+    assert calibration.service_scale == pytest.approx(TRUTH["scale"], rel=0.1)
+    assert calibration.spread == pytest.approx(TRUTH["spread"], rel=0.35)
+    assert calibration.fit.median_abs_p99_error <= 0.1
+
+
+def test_overloaded_and_warmup_steps_are_left_out_with_the_reason(calibration):
+    reasons = [e.reason for e in calibration.fit.excluded]
+    assert sum(r == "warm-up" for r in reasons) == 2
+    assert sum(r.startswith("overloaded") for r in reasons) == 1
+    assert len(calibration.steps) == 6
+
+
+def test_fit_predicts_the_batching_it_did_not_fit_on(calibration):
+    """Mean batch size is not in the objective; the server counters still agree with the calibrated model."""
+    for s in calibration.steps:
+        assert s.predicted_mean_batch == pytest.approx(s.measured_mean_batch, rel=0.15)
+
+
+def test_thresholds_allow_for_the_scale_up_lag(calibration):
+    lag = ScalingLag(scale_up_lag_s=360, ramp_per_min=0.02)
+    assert {(t.config.max_batch_size, t.config.max_queue_delay_us) for t in calibration.thresholds} == {(8, 2000), (4, 0)}
+    for t in calibration.thresholds:
+        assert 0 < t.hpa_target_rate_per_replica < t.max_rate_per_replica
+        assert t.hpa_target_rate_per_replica == pytest.approx(lag.hpa_target(t.max_rate_per_replica), rel=1e-4)
+        assert t.predicted_queue_us_at_target > 0
+
+
+def test_the_hpa_target_grown_through_the_reaction_time_lands_on_the_p99_limit():
+    lag = ScalingLag(scale_up_lag_s=300, ramp_per_min=0.05)
+    target = lag.hpa_target(1000.0)
+    # The HPA acts at target x (1 + tolerance); traffic then compounds for the reaction time.
+    at_arrival = target * (1 + lag.tolerance) * (1 + lag.ramp_per_min) ** (lag.reaction_s / 60)
+    assert at_arrival == pytest.approx(1000.0)
+    assert ScalingLag(0, 0, tolerance=0, hpa_sync_s=0, scrape_interval_s=0, rate_window_s=0).hpa_target(1000.0) == 1000.0
+    assert ScalingLag(600, 0.05).hpa_target(1000.0) < target < ScalingLag(120, 0.05).hpa_target(1000.0)
+
+
+def test_recommend_uses_the_calibration(runs, calibration, tmp_path):
+    _, prof_path, _ = runs
+    cal_path = tmp_path / "cal.json"
+    cal_path.write_text(calibration.model_dump_json())
+    req = RecommendRequest(qps=2000, p99_ms=100, model="synthetic", gpus=["T4"], profiles=[prof_path],
+                           calibration=cal_path)
+    plan = recommend(req)
+    assert plan.request.overhead_ms == calibration.overhead_ms
+    assert "planner fit" in plan.request.overhead_source and plan.request.calibration == str(cal_path)
+    (dep,) = plan.deployments
+    lag = ScalingLag(calibration.scaling.scale_up_lag_s, calibration.scaling.ramp_per_min)
+    auto = dep.autoscaling
+    assert auto.scale_up_lag_s == 360 and auto.ramp_per_min == 0.02
+    assert auto.target_rate_per_replica == pytest.approx(lag.hpa_target(auto.max_rate_per_replica), rel=1e-3)
+    # The fleet is sized so that a replica carries no more than the HPA target in steady state.
+    assert dep.rate_per_replica <= auto.target_rate_per_replica * 1.0001
+    uncalibrated = recommend(RecommendRequest(qps=2000, p99_ms=100, model="synthetic", gpus=["T4"],
+                                              profiles=[prof_path]))
+    assert uncalibrated.deployments[0].autoscaling.scale_up_lag_s is None
+    assert plan.replicas > uncalibrated.replicas  # slower service and lag headroom both cost replicas
+
+
+def test_fit_cli_writes_a_calibration_and_rejects_bad_input(runs, tmp_path, capsys):
+    _, prof_path, paths = runs
+    out = tmp_path / "cal.json"
+    assert main(["fit", str(paths[1]), "--profile", str(prof_path), "--output", str(out),
+                 "--scale-up-lag-min", "4"]) == 0
+    assert read_calibration(out).scaling.scale_up_lag_s == 240
+    capsys.readouterr()
+    missing = tmp_path / "nope.json"
+    assert main(["fit", str(missing), "--profile", str(prof_path), "--output", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.json" in err[0] and not (tmp_path / "x.json").exists()
+    assert main(["recommend", "--qps", "100", "--calibration", str(out)]) == 2
+    assert "calibrated for model 'synthetic'" in capsys.readouterr().err
+
+
+def test_runs_without_a_recorded_config_need_one_given(runs, tmp_path, capsys):
+    profile, prof_path, paths = runs
+    doc = json.loads(paths[1].read_text())
+    doc["target"]["triton"] = None
+    bare = tmp_path / "bare.stress.json"
+    bare.write_text(json.dumps(doc))
+    assert main(["fit", str(bare), "--profile", str(prof_path), "--output", str(tmp_path / "c.json")]) == 2
+    assert "--triton-config" in capsys.readouterr().err
+    assert main(["fit", str(bare), "--profile", str(prof_path), "--output", str(tmp_path / "c.json"),
+                 "--triton-config", "4:0:1"]) == 0
+    cal = read_calibration(tmp_path / "c.json")
+    assert cal.steps[0].config.max_batch_size == 4 and math.isfinite(cal.overhead_ms)
