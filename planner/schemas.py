@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from loadtests.result import StressResult
+from planner.calibration import Calibration
 from planner.catalog import Catalog
 from planner.plan import Plan
 from serving.engine import EngineSidecar
@@ -21,6 +22,7 @@ SCHEMAS = {
     "stress-result.v1.schema.json": StressResult,
     "catalog.v1.schema.json": Catalog,
     "engine-sidecar.v1.schema.json": EngineSidecar,
+    "calibration.v1.schema.json": Calibration,
 }
 
 
