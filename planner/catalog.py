@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gpufleet.contracts import first_error
+from gpufleet.contracts import first_error, write_atomic
 from planner.errors import PlannerInputError
 
 CapacityType = Literal["on-demand", "spot", "reserved-1yr", "reserved-3yr"]
@@ -116,6 +116,11 @@ def read_catalog(path: Path | str | None = None) -> Catalog:
         raise PlannerInputError(f"{origin}: not JSON: {exc.msg} at line {exc.lineno}") from None
     except ValidationError as exc:
         raise PlannerInputError(first_error(origin, exc)) from None
+
+
+def write_catalog(catalog: Catalog, path: Path | str) -> None:
+    """Write atomically: recommend never reads a half-written catalog."""
+    write_atomic(path, catalog.model_dump_json(indent=2, exclude_none=False) + "\n")
 
 
 def reserved_price_over_horizon(usd_per_hour: float, term_months: int, horizon_months: float) -> float:

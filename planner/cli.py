@@ -125,6 +125,35 @@ def fit_cmd(
     console.print(f"Calibration written to {output}; use it with `planner recommend --calibration {output}`.")
 
 
+catalog_app = typer.Typer(help="The instance catalog: GPU instance types and their prices.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("refresh")
+def catalog_refresh_cmd(
+    output: Annotated[Path, typer.Option(help="Catalog JSON to write (for recommend --catalog).")],
+    region: Annotated[str, typer.Option(help="AWS region to price.")] = "us-east-1",
+    family: Annotated[Optional[list[str]], typer.Option(help="Instance families (repeat); default g4dn g5 g6 g6e p4d p5.")] = None,
+    endpoint_url: Annotated[Optional[str], typer.Option(help="EC2 endpoint (e.g. a moto_server for tests).")] = None,
+    pricing_endpoint_url: Annotated[Optional[str], typer.Option(help="Price List endpoint.")] = None,
+) -> None:
+    """Read GPU instance facts, spot prices per AZ and list prices from the AWS APIs into a dated catalog."""
+    from planner.catalog import write_catalog
+    from planner.refresh import DEFAULT_FAMILIES, clients, refresh_catalog
+
+    ec2, pricing = clients(region, endpoint_url, pricing_endpoint_url)
+    console = _console()
+    with console.status(f"reading EC2 and the Price List for {region}"):
+        catalog, skipped = refresh_catalog(ec2, pricing, region, family or DEFAULT_FAMILIES)
+    try:
+        write_catalog(catalog, output)
+    except OSError as exc:
+        raise PlannerInputError(f"{output}: cannot write catalog: {exc.strerror}") from None
+    for line in skipped:
+        console.print(f"skipped {line}", highlight=False)
+    console.print(f"{len(catalog.instances)} instance types priced on {catalog.as_of}; wrote {output}")
+
+
 def _read_profile(path: Path):
     try:
         return read_profile(path)

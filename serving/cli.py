@@ -131,6 +131,7 @@ def profile_cmd(
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: all cores).")] = None,
     height: Annotated[int, typer.Option(help="Demo detector input height.")] = 640,
     width: Annotated[int, typer.Option(help="Demo detector input width.")] = 640,
+    instances: Annotated[int, typer.Option(help="Also measure the speedup of up to this many concurrent model instances (batch 1).")] = 1,
 ) -> None:
     """Measure latency per batch size and write the latency profile the planner reads."""
     from serving.measure import measure_profile
@@ -151,6 +152,13 @@ def profile_cmd(
 
         prof = measure_profile(runner, model=name, gpu=gpu, batch_sizes=sizes, warmup=warmup,
                                iterations=iterations, on_batch=show)
+        if instances > 1:
+            from serving.measure import measure_concurrency
+            speedup = measure_concurrency(
+                lambda: _backend(backend, model_path, demo, device, precision, _hw(height, width), cuda_graphs,
+                                 threads, Path(tmp)), instances, iterations=max(iterations // 4, 10))
+            err.print(f"concurrency speedup: {speedup}", highlight=False)
+            prof = prof.model_copy(update={"concurrency_speedup": speedup})
     write_profile(prof, output)
     Console().print(table)
     if prof.origin.device and prof.origin.device.get("kind") != "gpu":

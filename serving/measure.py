@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime as _dt
+import threading
+import time
 from typing import Callable
 
 import numpy as np
@@ -55,3 +57,33 @@ def measure_profile(backend: Backend, *, model: str, gpu: str, batch_sizes=DEFAU
                       derivation=None if device.get("kind") == "gpu" else
                       f"measured on a CPU ({device.get('name')}), labelled {gpu} for pipeline testing only"),
         batches=batches)
+
+
+def measure_concurrency(make_backend: Callable[[], Backend], instances: int, batch_size: int = 1,
+                        iterations: int = 50, warmup: int = 5) -> dict[int, float]:
+    """Aggregate throughput of ``n`` model instances running at once, relative to one, for n = 2..instances.
+
+    Each instance is its own backend (session, engine context) driven by its own thread, as Triton drives the
+    instances of an instance group; all start together and the wall time to finish ``iterations`` calls each is
+    compared with one instance doing the same. This is the profile's ``concurrency_speedup``.
+    """
+    if instances < 2:
+        return {}
+    pool = [make_backend() for _ in range(instances)]
+    for b in pool:
+        b.time_batches(batch_size, warmup, 1)
+
+    def wall(n: int) -> float:
+        start = threading.Barrier(n + 1)
+        threads = [threading.Thread(target=lambda b=b: (start.wait(), b.time_batches(batch_size, 0, iterations)))
+                   for b in pool[:n]]
+        for t in threads:
+            t.start()
+        start.wait()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - t0
+
+    solo = wall(1)
+    return {n: round(min(n * solo / wall(n), float(n)), 3) for n in range(2, instances + 1)}
