@@ -48,6 +48,7 @@ class Observation:
     requests: int
     measured_ms: dict[str, float]
     measured_mean_batch: float | None
+    measured_compute_ms: float | None  # Triton's compute input+infer+output per request
 
 
 def served_config(cfg: BatcherConfig) -> ServedConfig:
@@ -106,11 +107,22 @@ def observations(paths: list[Path], fallback: BatcherConfig | None = None) -> tu
                 continue
             obs.append(Observation(source, s.name, cfg, float(s.offered_rate), s.duration_s, s.ok,
                                    {"p50": lat.p50, "p90": lat.p90, "p99": lat.p99},
-                                   s.server.mean_batch_size if s.server else None))
+                                   s.server.mean_batch_size if s.server else None, _compute_ms(s.server)))
     if not obs:
         why = "; ".join(f"{e.source} {e.step}: {e.reason}" for e in excluded[:3])
         raise PlannerInputError(f"no usable open-loop step in the stress results{': ' + why if why else ''}")
     return obs, excluded
+
+
+def _compute_ms(server) -> float | None:
+    """Triton's execution time per request (input + infer + output), which pins the service scale directly."""
+    if server is None:
+        return None
+    parts = (server.compute_input_us_per_request, server.compute_infer_us_per_request,
+             server.compute_output_us_per_request)
+    if any(p is None for p in parts) or sum(parts) <= 0:
+        return None
+    return sum(parts) / 1000.0
 
 
 class StepModel:
@@ -140,24 +152,31 @@ class StepModel:
     def replica(self, spread: float, scale: float) -> ReplicaModel:
         return ReplicaModel.from_profile(self.profile, spread, scale)
 
-    def predict(self, overhead_ms: float, spread: float, scale: float) -> list[tuple[dict[str, float], float]]:
-        """Per observation: predicted quantiles (ms, end to end) and mean batch size."""
+    def predict(self, overhead_ms: float, spread: float, scale: float) -> list[tuple[dict[str, float], float, float]]:
+        """Per observation: predicted quantiles (ms, end to end), mean batch size, and mean execution time per
+        request (ms; a request's batch from start to finish, as Triton's compute durations count it)."""
         model = self.replica(spread, scale)
         out = []
         for o, reps in zip(self.obs, self.workloads):
-            lat, batches = [], []
+            lat, batches, compute = [], [], []
             for arrivals, draws in reps:
                 res = simulate(arrivals, o.config, model.service, draws, model.speedup, warmup_fraction=0.0)
                 lat.append(res.latency_s)
+                compute.append(res.latency_s - res.queue_s)
                 batches.append(res.mean_batch_size)
             pooled = np.concatenate(lat) * 1000.0 + overhead_ms
-            out.append(({k: float(np.quantile(pooled, q)) for k, q in QUANTILES.items()}, float(np.mean(batches))))
+            out.append(({k: float(np.quantile(pooled, q)) for k, q in QUANTILES.items()}, float(np.mean(batches)),
+                        float(np.concatenate(compute).mean() * 1000.0)))
         return out
 
     def residuals(self, x: np.ndarray) -> np.ndarray:
-        pred = self.predict(*x)
-        return np.array([(p[k] - o.measured_ms[k]) / o.measured_ms[k]
-                         for o, (p, _) in zip(self.obs, pred) for k in QUANTILES])
+        """Relative errors of P50, P90, P99, and of Triton's execution time per request where it was scraped."""
+        res = []
+        for o, (p, _, compute) in zip(self.obs, self.predict(*x)):
+            res.extend((p[k] - o.measured_ms[k]) / o.measured_ms[k] for k in QUANTILES)
+            if o.measured_compute_ms is not None:
+                res.append((compute - o.measured_compute_ms) / o.measured_compute_ms)
+        return np.array(res)
 
 
 def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: ScalingLag,
@@ -176,7 +195,7 @@ def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: S
     overhead, spread, scale = (float(v) for v in solution.x)
     pred = model.predict(overhead, spread, scale)
     steps = []
-    for o, (p, batch) in zip(obs, pred):
+    for o, (p, batch, _) in zip(obs, pred):
         steps.append(StepFit(source=o.source, step=o.step, config=served_config(o.config), offered_rate=o.rate,
                              requests=o.requests, measured_ms={k: round(v, 3) for k, v in o.measured_ms.items()},
                              predicted_ms={k: round(v, 3) for k, v in p.items()},
@@ -194,7 +213,8 @@ def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: S
         overhead_ms=round(overhead, 4), spread=round(spread, 4), service_scale=round(scale, 4),
         sources=sorted({o.source for o in obs}),
         fit=FitReport(method="scipy.optimize.least_squares (trust region reflective, bounded)",
-                      residuals="(predicted - measured) / measured for P50, P90, P99 of every step",
+                      residuals="(predicted - measured) / measured for P50, P90, P99 of every step, and for "
+                                "Triton's compute time per request where /metrics was scraped",
                       initial={"overhead_ms": round(float(x0[0]), 4), "spread": 1.0, "service_scale": 1.0},
                       cost=round(float(solution.cost), 6), evaluations=int(solution.nfev),
                       median_abs_p99_error=round(float(np.median(errors)), 4),

@@ -51,8 +51,9 @@ def stress_result(profile: LatencyProfile, cfg: BatcherConfig, rates: list[float
                       "server": {"seconds": duration_s, "request_success": n, "request_failure": 0,
                                  "inference_count": n, "execution_count": n / res.mean_batch_size,
                                  "mean_batch_size": res.mean_batch_size, "queue_us_per_request": None,
-                                 "compute_input_us_per_request": None, "compute_infer_us_per_request": None,
-                                 "compute_output_us_per_request": None, "request_us_per_request": None}})
+                                 "compute_input_us_per_request": 0.0,
+                                 "compute_infer_us_per_request": float((res.latency_s - res.queue_s).mean() * 1e6),
+                                 "compute_output_us_per_request": 0.0, "request_us_per_request": None}})
     result = StressResult.model_validate({
         "schema_version": 1, "tool": {"name": "tests/synthetic.py"}, "mode": "open-loop", "arrival": "poisson",
         "schedule_kind": "steps", "seed": seed, "started_at": "2026-11-21T00:00:00+00:00", "start_epoch_s": 0.0,
