@@ -14,13 +14,14 @@ from infra.storage import StorageTiers
 from infra.triton import TritonService
 
 
-def load_plan(settings: StackSettings):
-    """The plan the stack is sized by; :class:`InfraInputError` with one line if it cannot be used."""
+def load_plan(settings: StackSettings, project_dir: Path = ROOT):
+    """The plan the stack is sized by (``planPath``, relative to the Pulumi project); :class:`InfraInputError` with
+    one line if it cannot be used."""
     from planner.errors import PlannerInputError
     from planner.plan import read_plan
 
     path = Path(settings.plan_path)
-    path = path if path.is_absolute() else ROOT / path
+    path = path if path.is_absolute() else Path(project_dir) / path
     try:
         plan = read_plan(path)
     except PlannerInputError as exc:

@@ -52,13 +52,13 @@ def parse_settings(values: dict, origin: str) -> StackSettings:
         raise InfraInputError(f"{origin}: gpufleet:{where}: {err['msg']}") from None
 
 
-def stack_file_config(stack: str) -> dict[str, str]:
+def stack_file_config(stack: str, project_dir: Path = ROOT) -> dict[str, str]:
     """The ``config:`` map of ``Pulumi.<stack>.yaml`` as Pulumi would pass it (``namespace:key`` → string)."""
     import json
 
     import yaml
 
-    path = ROOT / f"Pulumi.{stack}.yaml"
+    path = Path(project_dir) / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         raise InfraInputError(f"no stack file {path.name}")
     raw = yaml.safe_load(path.read_text()) or {}

@@ -68,6 +68,8 @@ def recommend_cmd(
     exhaustive: Annotated[bool, typer.Option(help="Simulate every Triton config instead of pruning.")] = False,
     format: Annotated[OutputFormat, typer.Option("--format", help="table for people, json for the plan file.")] = OutputFormat.table,
     output: Annotated[Optional[Path], typer.Option(help="Also write the plan JSON here.")] = None,
+    stack: Annotated[Optional[str], typer.Option(help="Also write the plan where this Pulumi stack reads it (gpufleet:planPath).")] = None,
+    project_dir: Annotated[Optional[Path], typer.Option(help="Pulumi project folder for --stack; default the one at or above the current folder.")] = None,
 ) -> None:
     """The cheapest GPU fleet and Triton config that hold the P99 target at the requested rate."""
     req = RecommendRequest(
@@ -79,6 +81,10 @@ def recommend_cmd(
         scale_up_lag_s=None if scale_up_lag_min is None else scale_up_lag_min * 60.0,
         ramp_per_min=None if ramp_pct_per_min is None else ramp_pct_per_min / 100.0)
     plan = recommend(req)
+    if stack is not None:
+        from planner.stack import write_stack_plan
+        written = write_stack_plan(plan, stack, project_dir)
+        sys.stderr.write(f"plan written for stack {stack}: {written}\n")
     if output is not None:
         try:
             write_plan(plan, output)
@@ -123,6 +129,26 @@ def fit_cmd(
         raise PlannerInputError(f"{output}: cannot write calibration: {exc.strerror}") from None
     render_calibration(cal, console)
     console.print(f"Calibration written to {output}; use it with `planner recommend --calibration {output}`.")
+
+
+@app.command("report")
+def report_cmd(
+    plan: Annotated[Path, typer.Argument(help="Plan JSON (recommend --output).")],
+    out: Annotated[Path, typer.Option(help="Folder for report.html and its PNGs.")],
+    catalog: Annotated[Optional[Path], typer.Option(help="The catalog the plan was made with; default the embedded one.")] = None,
+    profile: Annotated[Optional[list[Path]], typer.Option(help="The latency profiles the plan was made with (repeat).")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(help="The calibration the plan used: its stress steps are plotted.")] = None,
+) -> None:
+    """HTML report with plots: cost against QPS, P99 against load, the spot-share what-if, and the plan."""
+    from planner.calibration import read_calibration
+    from planner.plan import read_plan
+    from planner.report import ReportInputs, write_report
+
+    inputs = ReportInputs(read_plan(plan), catalog, list(profile or []),
+                          read_calibration(calibration) if calibration else None)
+    with _console().status("simulating and optimizing the report's curves"):
+        path = write_report(inputs, out)
+    print(f"wrote {path}")
 
 
 catalog_app = typer.Typer(help="The instance catalog: GPU instance types and their prices.", no_args_is_help=True)

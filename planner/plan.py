@@ -129,13 +129,22 @@ class Alternative(_Strict):
 
 
 class SurvivalCheck(_Strict):
-    """Losing the largest spot pool: simulated P99 on what remains, before replacements start."""
+    """Losing the largest spot pool (:mod:`planner.survival`): simulated P99 on what remains until replacements
+    serve, and after they do; and whether the optimizer's survival constraint holds for this plan."""
 
     lost_pool: str
     replicas_lost: int
-    p99_ms_after_loss: float
+    p99_ms_after_loss: float | None = Field(description="steady-state P99 on the remaining replicas; null when none "
+                                                        "of that GPU type remain")
     bound_ms: float
-    holds: bool
+    holds: bool = Field(description="P99 through the cold-start window stays within bound_ms")
+    cold_start_s: float | None = Field(default=None, description="loss to replacement replicas serving")
+    window_simulated_s: float | None = Field(default=None, description="how much of the window was simulated")
+    p99_ms_cold_start: float | None = Field(default=None, description="requests arriving in the window; null when "
+                                                                       "no replica of that GPU type remains")
+    p99_ms_after_replacement: float | None = Field(default=None, description="the minute after replacements serve")
+    constraint_holds: bool | None = Field(default=None, description="the planner's survival inequality on this "
+                                                                    "plan: remaining capacity at the bound >= traffic")
 
 
 class Plan(_Strict):

@@ -26,6 +26,7 @@ from planner.plan import (Alternative, Autoscaling, Binding, Cost, Deployment, L
 from planner.fit import lag_of
 from planner.profiles import load_profiles
 from planner.scaling import ScalingLag
+from planner.survival import mixture_quantile, replica_through_loss
 from planner.simulate import SimResult, Workload
 
 ALL_CAPACITY_TYPES = CAPACITY_TYPES
@@ -34,6 +35,8 @@ VERIFY_SEED = 7
 TIGHTEN = 0.97  # capacity scale applied to a deployment whose verification P99 misses the target
 MAX_ROUNDS = 5
 DEFAULT_OVERHEAD_MS = 2.0
+DEFAULT_COLD_START_S = 360.0  # a GPU node from launch to a ready Triton: 4-8 minutes is typical
+AFTER_REPLACEMENT_S = 60.0
 OVERHEAD_ASSUMED = ("assumed default for network transfer and pre/post-processing; "
                     "calibrate it from stress runs with `planner fit`")
 
@@ -243,7 +246,7 @@ def recommend(req: RecommendRequest) -> Plan:
 
     binding, saving = binding_constraint(problem, sol)
     second = runner_up(problem, sol)
-    survival = _survival_check(problem, sol, traffic, caps, searches, verify, req) if req.spot_survival else None
+    survival = _survival_check(problem, sol, traffic, caps, searches, verify, req, lag)
     return _build_plan(req, catalog, problem, sol, traffic, reps, results, caps, searches, limit, profiles,
                        binding, saving, second, survival, lag)
 
@@ -263,8 +266,10 @@ def _why_no_fleet(problem: Problem) -> str:
 
 
 def _survival_check(problem: Problem, sol: Solution, traffic: dict[str, float], caps: dict[str, Capacity],
-                    searches: dict[str, CapacitySearch], verify: Workload, req: RecommendRequest) -> SurvivalCheck | None:
-    """Simulate the fleet after losing its largest spot pool, with routing as deployed."""
+                    searches: dict[str, CapacitySearch], verify: Workload, req: RecommendRequest,
+                    lag: ScalingLag | None) -> SurvivalCheck | None:
+    """Lose the largest spot pool, routing as deployed: steady state on what remains, then in time through the
+    cold-start window and after it (:mod:`planner.survival`)."""
     spot = [p for p in problem.pools if p.is_spot and sol.counts[p.name] > 0]
     if not spot:
         return None
@@ -274,21 +279,37 @@ def _survival_check(problem: Problem, sol: Solution, traffic: dict[str, float], 
     after = dict(reps)
     after[lost.gpu] -= lost_reps
     bound = req.survival_p99_ms or req.p99_ms
+    cold_start_s = lag.scale_up_lag_s if lag and lag.scale_up_lag_s > 0 else DEFAULT_COLD_START_S
     if problem.routing == "weighted":
-        if after[lost.gpu] == 0:
-            return SurvivalCheck(lost_pool=lost.name, replicas_lost=lost_reps, p99_ms_after_loss=math.inf,
-                                 bound_ms=bound, holds=False)
-        rates = {g: traffic[g] / after[g] for g in traffic}
-        new_traffic = traffic
+        during = {g: traffic[g] / after[g] if after[g] else math.inf for g in traffic}
+        constraint = all(problem.surv_cap(g) * after[g] >= traffic[g] * (1 - 1e-9) for g in traffic)
     else:
         total = sum(after.values())
-        rates = {g: req.qps / total for g in traffic if after[g] > 0}
-        new_traffic = {g: req.qps * after[g] / total for g in rates}
-    results = {g: verify.run(r, caps[g].config, searches[g].model.service, searches[g].model.speedup)
-               for g, r in rates.items()}
-    (p99,) = _fleet_quantiles(results, new_traffic, req.overhead_ms, (0.99,))
+        during = {g: req.qps / total if after[g] else 0.0 for g in traffic}
+        constraint = all(req.qps <= problem.surv_cap(g) * total * (1 + 1e-9) for g in traffic if after[g])
+    new_traffic = {g: during[g] * after[g] for g in traffic if after[g]}
+    if math.isinf(during[lost.gpu]):
+        return SurvivalCheck(lost_pool=lost.name, replicas_lost=lost_reps, p99_ms_after_loss=None,
+                             bound_ms=bound, holds=False, cold_start_s=cold_start_s, p99_ms_cold_start=None,
+                             constraint_holds=constraint)
+    steady = {g: verify.run(during[g], caps[g].config, searches[g].model.service, searches[g].model.speedup)
+              for g in new_traffic}
+    (p99,) = _fleet_quantiles(steady, new_traffic, req.overhead_ms, (0.99,))
+    window, later, simulated = [], [], cold_start_s
+    for i, g in enumerate(sorted(new_traffic)):
+        m = searches[g].model
+        loss = replica_through_loss(caps[g].config, m.service, m.speedup, traffic[g] / reps[g], during[g],
+                                    traffic[g] / reps[g], cold_start_s, AFTER_REPLACEMENT_S, seed=VERIFY_SEED + i)
+        window.append(loss.window * 1000.0 + req.overhead_ms)
+        later.append(loss.after * 1000.0 + req.overhead_ms)
+        simulated = min(simulated, loss.window_simulated_s)
+    weights = [new_traffic[g] for g in sorted(new_traffic)]
+    p99_window = mixture_quantile(window, weights, 0.99)
+    p99_later = mixture_quantile(later, [traffic[g] for g in sorted(new_traffic)], 0.99)
     return SurvivalCheck(lost_pool=lost.name, replicas_lost=lost_reps, p99_ms_after_loss=round(p99, 3),
-                         bound_ms=bound, holds=p99 <= bound)
+                         bound_ms=bound, holds=p99_window <= bound, cold_start_s=cold_start_s,
+                         window_simulated_s=round(simulated, 1), p99_ms_cold_start=round(p99_window, 3),
+                         p99_ms_after_replacement=round(p99_later, 3), constraint_holds=constraint)
 
 
 def _build_plan(req, catalog, problem, sol, traffic, reps, results, caps, searches, limit, profiles, binding,

@@ -43,8 +43,14 @@ def render_plan(plan: Plan, console: Console) -> None:
     if plan.survival is not None:
         sv = plan.survival
         verdict = "[green]holds[/]" if sv.holds else "[red]misses[/]"
-        console.print(f"Spot loss: without {sv.lost_pool} ({sv.replicas_lost} replicas) P99 is "
-                      f"{sv.p99_ms_after_loss:.2f} ms against {sv.bound_ms:g} ms: {verdict}")
+        after = "-" if sv.p99_ms_after_replacement is None else f"{sv.p99_ms_after_replacement:.2f} ms"
+        window = "no replicas left" if sv.p99_ms_cold_start is None or sv.p99_ms_cold_start == float("inf") \
+            else f"{sv.p99_ms_cold_start:.2f} ms"
+        console.print(f"Spot loss: without {sv.lost_pool} ({sv.replicas_lost} replicas), P99 is "
+                      f"{window} for the {(sv.cold_start_s or 0) / 60:g} min until replacements "
+                      f"serve, {after} after; bound {sv.bound_ms:g} ms: {verdict} "
+                      f"(survival constraint {'met' if sv.constraint_holds else 'not met'}"
+                      f"{'' if plan.request.spot_survival else ', not required: --spot-survival'})")
     console.print(f"Why: {plan.why}")
 
 

@@ -32,8 +32,8 @@ def test_plan_is_consistent_and_meets_its_target(name, request):
         assert d.rate_per_replica * d.replicas == pytest.approx(d.routing_weight * plan.request.qps, rel=1e-4)
     spot = sum(p.replicas for p in plan.pools if p.capacity_type == "spot")
     assert spot <= plan.request.max_spot_share * plan.replicas
-    if plan.survival is not None:
-        assert plan.survival.holds
+    if plan.request.spot_survival and plan.survival is not None:
+        assert plan.survival.holds and plan.survival.constraint_holds
     assert plan.solver.mip_gap <= 1e-6
     assert plan.cost.usd_per_million_inferences == pytest.approx(
         plan.cost.usd_per_hour / (plan.request.qps * 3600) * 1e6, rel=1e-4)

@@ -1,0 +1,269 @@
+"""``report``: one HTML page with PNG plots that explains a plan.
+
+* cost against QPS for each GPU type alone and for the mix the planner may choose;
+* P99 against load per deployment (the simulated curve, calibrated where a calibration is given), with the
+  measured stress steps as points;
+* a what-if of the spot share: fleet cost with and without the survival requirement, and whether the fleet
+  survives losing its largest spot pool;
+* the plan itself.
+
+The curves re-run the planner's own pieces: per-replica capacity by simulation (once per GPU type), then the
+MILP at each QPS or spot share. Curve points are not re-verified by simulation as a plan is; the report says so.
+"""
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from planner.calibration import Calibration
+from planner.capacity import CapacitySearch, ReplicaModel
+from planner.catalog import pools_for, read_catalog
+from planner.errors import PlannerInputError
+from planner.optimize import Infeasible, Problem, solve
+from planner.plan import Plan
+from planner.profiles import load_profiles
+from planner.simulate import BatcherConfig
+
+QPS_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+SPOT_SHARES = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
+LOAD_FRACTIONS = tuple(np.linspace(0.1, 0.97, 14))
+
+
+@dataclass
+class ReportInputs:
+    plan: Plan
+    catalog: Path | None = None
+    profiles: list[Path] | None = None
+    calibration: Calibration | None = None
+
+
+class FleetModel:
+    """Per-GPU capacity at the plan's target, computed once, and the MILP over it for any QPS or spot share."""
+
+    def __init__(self, inputs: ReportInputs):
+        plan = inputs.plan
+        r = plan.request
+        self.request = r
+        self.catalog = read_catalog(inputs.catalog)
+        profiles = load_profiles(inputs.profiles)
+        cal = inputs.calibration
+        self.models: dict[str, ReplicaModel] = {}
+        for g in r.gpus:
+            if (r.model, g) not in profiles:
+                raise PlannerInputError(f"no latency profile for model '{r.model}' on {g}; pass the --profile the "
+                                        "plan was made with")
+            spread, scale = (cal.spread, cal.service_scale) if cal and cal.gpu == g else (1.0, 1.0)
+            self.models[g] = ReplicaModel.from_profile(profiles[(r.model, g)], spread, scale)
+        self.capacity: dict[str, float] = {}
+        self.config: dict[str, BatcherConfig] = {}
+        for d in plan.deployments:
+            t = d.triton
+            self.config[d.gpu] = BatcherConfig(t.max_batch_size, t.max_queue_delay_microseconds,
+                                               tuple(t.preferred_batch_sizes), t.instance_count)
+        budget = r.p99_ms - r.overhead_ms
+        for g, m in self.models.items():
+            cap = CapacitySearch(m).best(budget)
+            if cap is not None:
+                self.capacity[g] = cap.max_rate
+                self.config.setdefault(g, cap.config)
+        # The plan's own deployments carry at most their HPA targets; use the same per-replica rates.
+        for d in plan.deployments:
+            self.capacity[d.gpu] = d.autoscaling.target_rate_per_replica if d.autoscaling.scale_up_lag_s else \
+                d.autoscaling.max_rate_per_replica
+
+    def cost(self, qps: float, gpus: list[str], max_spot_share: float | None = None,
+             spot_survival: bool | None = None) -> float | None:
+        r = self.request
+        usable = [g for g in gpus if g in self.capacity]
+        pools = tuple(pools_for(self.catalog, set(usable), r.horizon_months, set(r.capacity_types)))
+        if not pools:
+            return None
+        problem = Problem(pools, {g: self.capacity[g] for g in usable}, qps, r.routing,
+                          r.max_spot_share if max_spot_share is None else max_spot_share,
+                          r.spot_survival if spot_survival is None else spot_survival, None, r.min_replicas,
+                          r.max_instances_per_pool)
+        try:
+            return solve(problem).usd_per_hour
+        except Infeasible:
+            return None
+
+
+def _plot_cost(fm: FleetModel, plan: Plan, path: Path) -> list[dict]:
+    import matplotlib.pyplot as plt
+
+    grid = [plan.request.qps * f for f in QPS_FACTORS]
+    rows = []
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for g in sorted(fm.capacity):
+        costs = [fm.cost(q, [g]) for q in grid]
+        rows += [{"series": g, "qps": q, "usd_per_hour": c} for q, c in zip(grid, costs)]
+        ax.plot(grid, [np.nan if c is None else c for c in costs], "-o", ms=3, label=g)
+    mix = [fm.cost(q, sorted(fm.capacity)) for q in grid]
+    rows += [{"series": "mix", "qps": q, "usd_per_hour": c} for q, c in zip(grid, mix)]
+    ax.plot(grid, [np.nan if c is None else c for c in mix], "k--", lw=2, label="chosen mix (all types)")
+    ax.plot([plan.request.qps], [plan.cost.usd_per_hour], "r*", ms=12, label="this plan")
+    ax.set_xlabel("requests/s")
+    ax.set_ylabel("$/hour")
+    ax.set_title(f"Fleet cost at P99 <= {plan.request.p99_ms:g} ms")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return rows
+
+
+def _plot_latency(fm: FleetModel, plan: Plan, cal: Calibration | None, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    overhead = plan.request.overhead_ms
+    for d in plan.deployments:
+        m, cfg = fm.models[d.gpu], fm.config[d.gpu]
+        search = CapacitySearch(m)
+        sat = m.saturation_rate(cfg)
+        rates = [f * sat for f in LOAD_FRACTIONS]
+        p99 = [search.simulate(r, cfg).quantile_ms(0.99) + overhead for r in rates]
+        ax.plot(rates, p99, "-", label=f"{d.gpu} predicted ({cfg.describe()})")
+        ax.axvline(d.rate_per_replica, ls=":", lw=1)
+        if cal is not None and cal.gpu == d.gpu:
+            ax.plot([s.offered_rate for s in cal.steps], [s.measured_ms["p99"] for s in cal.steps], "o",
+                    label=f"{d.gpu} measured (stress steps; their own configs)")
+    ax.axhline(plan.request.p99_ms, color="r", lw=1, label="P99 target")
+    ax.set_yscale("log")
+    ax.set_xlabel("requests/s per replica (dotted: planned)")
+    ax.set_ylabel("P99 ms, end to end")
+    ax.set_title("P99 against load per replica")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _survives(fm: FleetModel, qps: float, share: float) -> tuple[float | None, bool | None]:
+    """Cost without the survival requirement, and whether that fleet still holds the traffic at the target
+    after losing its largest spot pool (the planner's survival inequality)."""
+    r = fm.request
+    gpus = sorted(fm.capacity)
+    pools = tuple(pools_for(fm.catalog, set(gpus), r.horizon_months, set(r.capacity_types)))
+    problem = Problem(pools, {g: fm.capacity[g] for g in gpus}, qps, r.routing, share, False, None,
+                      r.min_replicas, r.max_instances_per_pool)
+    try:
+        sol = solve(problem)
+    except Infeasible:
+        return None, None
+    counts = tuple(sol.counts[p.name] for p in pools)
+    check = Problem(pools, problem.capacity, qps, r.routing, share, True, None, r.min_replicas,
+                    r.max_instances_per_pool)
+    holdable = check.holdable(counts)
+    return sol.usd_per_hour, sum(holdable.values()) >= qps * (1 - 1e-9)
+
+
+def _plot_spot(fm: FleetModel, plan: Plan, path: Path) -> list[dict]:
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for share in SPOT_SHARES:
+        cost, survives = _survives(fm, plan.request.qps, share)
+        with_survival = fm.cost(plan.request.qps, sorted(fm.capacity), share, True)
+        rows.append({"max_spot_share": share, "usd_per_hour": cost, "survives_spot_loss": survives,
+                     "usd_per_hour_with_survival": with_survival})
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    xs = [r["max_spot_share"] for r in rows]
+    ax.plot(xs, [np.nan if r["usd_per_hour"] is None else r["usd_per_hour"] for r in rows], "-", color="tab:blue",
+            label="cheapest fleet")
+    for r in rows:
+        if r["usd_per_hour"] is not None:
+            ax.plot(r["max_spot_share"], r["usd_per_hour"], "o", color="tab:green" if r["survives_spot_loss"]
+                    else "tab:red")
+    ax.plot(xs, [np.nan if r["usd_per_hour_with_survival"] is None else r["usd_per_hour_with_survival"]
+                 for r in rows], "--", color="tab:purple", label="cheapest fleet that survives spot loss")
+    ax.plot([], [], "o", color="tab:green", label="survives losing its largest spot pool")
+    ax.plot([], [], "o", color="tab:red", label="does not")
+    ax.set_xlabel("largest share of replicas on spot")
+    ax.set_ylabel("$/hour")
+    ax.set_title(f"Spot share what-if at {plan.request.qps:,.0f} req/s")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return rows
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _money(v: float | None) -> str:
+    return "infeasible" if v is None or (isinstance(v, float) and math.isnan(v)) else f"${v:,.2f}/h"
+
+
+def write_report(inputs: ReportInputs, out_dir: Path) -> Path:
+    """Write ``report.html`` and its PNGs into ``out_dir``; return the HTML path."""
+    import matplotlib
+    matplotlib.use("Agg")
+
+    plan, r = inputs.plan, inputs.plan.request
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fm = FleetModel(inputs)
+    cost_rows = _plot_cost(fm, plan, out_dir / "cost_vs_qps.png")
+    _plot_latency(fm, plan, inputs.calibration, out_dir / "p99_vs_load.png")
+    spot_rows = _plot_spot(fm, plan, out_dir / "spot_share.png")
+    pools = _table(["instance type", "GPU", "capacity", "count", "replicas", "$/h"],
+                   [[p.instance_type, p.gpu, p.capacity_type, p.count, p.replicas, f"{p.usd_per_hour:.2f}"]
+                    for p in plan.pools])
+    deps = _table(["GPU", "replicas", "weight", "req/s each", "max batch", "queue delay us", "instances",
+                   "P99 ms", "HPA target req/s", "max req/s"],
+                  [[d.gpu, d.replicas, f"{d.routing_weight:.3f}", f"{d.rate_per_replica:,.1f}",
+                    d.triton.max_batch_size, d.triton.max_queue_delay_microseconds, d.triton.instance_count,
+                    f"{d.predicted.p99_ms:.2f}", f"{d.autoscaling.target_rate_per_replica:,.1f}",
+                    f"{d.autoscaling.max_rate_per_replica:,.1f}"] for d in plan.deployments])
+    spot = _table(["max spot share", "cheapest $/h", "survives spot loss", "cheapest surviving $/h"],
+                  [[f"{s['max_spot_share']:.0%}", _money(s["usd_per_hour"]),
+                    {True: "yes", False: "no", None: "-"}[s["survives_spot_loss"]],
+                    _money(s["usd_per_hour_with_survival"])] for s in spot_rows])
+    mix_rows = [c for c in cost_rows if c["series"] == "mix"]
+    cost_tab = _table(["req/s", "mix $/h"], [[f"{c['qps']:,.0f}", _money(c["usd_per_hour"])] for c in mix_rows])
+    sv = plan.survival
+    survival = "<p>No spot pools in this plan.</p>" if sv is None else (
+        f"<p>Losing {html.escape(sv.lost_pool)} ({sv.replicas_lost} replicas): P99 {sv.p99_ms_cold_start} ms over "
+        f"the {sv.cold_start_s} s until replacements serve, {sv.p99_ms_after_replacement} ms after; bound "
+        f"{sv.bound_ms:g} ms: {'holds' if sv.holds else 'misses'}. Survival constraint "
+        f"{'met' if sv.constraint_holds else 'not met'}.</p>")
+    cal = inputs.calibration
+    cal_text = "<p>No calibration: latency from the profiles as published, overhead " \
+               f"{r.overhead_ms:g} ms ({html.escape(r.overhead_source)}).</p>" if cal is None else (
+        f"<p>Calibrated on {len(cal.steps)} stress steps ({cal.gpu}): overhead {cal.overhead_ms:.2f} ms, spread "
+        f"{cal.spread:.2f}, service scale {cal.service_scale:.3f}; P99 fit error median "
+        f"{cal.fit.median_abs_p99_error:.1%}, worst {cal.fit.worst_abs_p99_error:.1%}.</p>")
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>gpufleet plan: {html.escape(r.model)} at {r.qps:,.0f} req/s</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}img{{max-width:100%}}</style></head><body>
+<h1>{html.escape(r.model)} at {r.qps:,.0f} req/s, P99 &le; {r.p99_ms:g} ms</h1>
+<p>{html.escape(r.region)}, catalog {html.escape(r.catalog_as_of)}, routing {r.routing}, plan made
+{html.escape(plan.created_at)} by gpufleet {html.escape(plan.gpufleet_version)}.
+Cost {_money(plan.cost.usd_per_hour)} (${plan.cost.usd_per_month:,.0f}/month); simulated fleet P99
+{plan.predicted.p99_ms:.2f} ms.</p>
+<p>{html.escape(plan.why)}</p>
+<h2>The plan</h2>{pools}{deps}{survival}{cal_text}
+<h2>Cost against QPS</h2><img src="cost_vs_qps.png" alt="cost against QPS">{cost_tab}
+<p>Each curve is the cheapest fleet of that GPU type alone (dashed: any mix) at the plan's P99 target, from the
+per-replica capacities the plan used; points off the plan are optimized but not re-verified by simulation.</p>
+<h2>P99 against load</h2><img src="p99_vs_load.png" alt="P99 against load">
+<h2>Spot share what-if</h2><img src="spot_share.png" alt="spot share what-if">{spot}
+</body></html>
+"""
+    path = out_dir / "report.html"
+    tmp = path.with_name(".report.html.tmp")
+    tmp.write_text(page)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,58 @@
+"""planner report: an HTML page with its PNG plots, and curves that behave as costs must."""
+from __future__ import annotations
+
+import pytest
+
+from planner.cli import main
+from planner.plan import write_plan
+from planner.recommend import RecommendRequest, recommend
+from planner.report import FleetModel, ReportInputs, _survives, write_report
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return recommend(RecommendRequest(qps=4000, p99_ms=50, gpus=["T4", "L4"]))
+
+
+def test_report_writes_html_and_pngs_that_show_the_plan(plan, tmp_path):
+    page = write_report(ReportInputs(plan), tmp_path).read_text()
+    for png in ("cost_vs_qps.png", "p99_vs_load.png", "spot_share.png"):
+        data = (tmp_path / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+        assert f'src="{png}"' in page
+    for p in plan.pools:
+        assert p.instance_type in page
+    assert f"{plan.cost.usd_per_hour:,.2f}" in page
+
+
+def test_cost_curves_rise_with_qps_and_the_mix_is_never_dearer(plan):
+    fm = FleetModel(ReportInputs(plan))
+    grid = [1000, 2000, 4000, 8000]
+    per_gpu = {g: [fm.cost(q, [g]) for q in grid] for g in fm.capacity}
+    mix = [fm.cost(q, sorted(fm.capacity)) for q in grid]
+    assert mix == sorted(mix)
+    for costs in per_gpu.values():
+        assert costs == sorted(costs)
+        assert all(m <= c + 1e-6 for m, c in zip(mix, costs))
+    assert fm.cost(4000, sorted(fm.capacity)) == pytest.approx(plan.cost.usd_per_hour, rel=1e-6)
+
+
+def test_more_spot_is_cheaper_and_survival_costs_extra(plan):
+    fm = FleetModel(ReportInputs(plan))
+    shares = (0.0, 0.5, 1.0)
+    costs = [_survives(fm, 4000, s)[0] for s in shares]
+    assert costs == sorted(costs, reverse=True)
+    for s in shares:
+        cheapest, _ = _survives(fm, 4000, s)
+        surviving = fm.cost(4000, sorted(fm.capacity), s, True)
+        assert surviving >= cheapest - 1e-6
+    assert _survives(fm, 4000, 0.0)[1] is True  # no spot, nothing to lose
+
+
+def test_report_cli_rejects_a_missing_plan_and_writes_one(plan, tmp_path, capsys):
+    assert main(["report", str(tmp_path / "none.json"), "--out", str(tmp_path / "r")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    path = tmp_path / "plan.json"
+    write_plan(plan, path)
+    assert main(["report", str(path), "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "report.html").is_file()
