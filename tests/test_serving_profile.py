@@ -107,3 +107,20 @@ def test_profile_json_is_the_documented_schema(tmp_path):
                          "--batch-sizes", "1", "--warmup", "0", "--iterations", "2"]) == 0
     data = json.loads(out.read_text())
     assert data["schema_version"] == 1 and data["model"] == "tiny" and data["backend"] == "onnxruntime"
+
+
+def test_concurrency_speedup_compares_instances_running_together_with_one(tmp_path):
+    from serving.measure import measure_concurrency
+
+    model = tmp_path / "tiny.onnx"
+    write_onnx("tiny", model)
+    made = []
+
+    def make():
+        made.append(OnnxRuntimeBackend(model, "cpu", "fp32", threads=1))
+        return made[-1]
+
+    speedup = measure_concurrency(make, 3, iterations=20)
+    assert len(made) == 3 and set(speedup) == {2, 3}
+    assert all(0 < s <= n for n, s in speedup.items())
+    assert measure_concurrency(make, 1) == {}
