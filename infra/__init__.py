@@ -1,1 +1,1 @@
-"""gpufleet infra: Pulumi programs sized by the planner's plan (issue 5). Nothing is provided here yet."""
+"""gpufleet infra: Pulumi programs sized by the planner's plan. The program is infra/__main__.py; preview.py runs it under mocks."""
