@@ -26,6 +26,7 @@ from planner.errors import PlannerInputError
 from planner.optimize import Infeasible, Problem, solve
 from planner.plan import Plan
 from planner.profiles import load_profiles
+from planner.scaling import ScalingLag
 from planner.simulate import BatcherConfig
 
 QPS_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
@@ -65,10 +66,13 @@ class FleetModel:
             self.config[d.gpu] = BatcherConfig(t.max_batch_size, t.max_queue_delay_microseconds,
                                                tuple(t.preferred_batch_sizes), t.instance_count)
         budget = r.p99_ms - r.overhead_ms
+        # Types the plan did not choose are sized the way it sized its own: at the lag-aware HPA target, if any.
+        lag = next((ScalingLag(d.autoscaling.scale_up_lag_s, d.autoscaling.ramp_per_min or 0.0)
+                    for d in plan.deployments if d.autoscaling.scale_up_lag_s is not None), None)
         for g, m in self.models.items():
             cap = CapacitySearch(m).best(budget)
             if cap is not None:
-                self.capacity[g] = cap.max_rate
+                self.capacity[g] = lag.hpa_target(cap.max_rate) if lag else cap.max_rate
                 self.config.setdefault(g, cap.config)
         # The plan's own deployments carry at most their HPA targets; use the same per-replica rates.
         for d in plan.deployments:
