@@ -33,30 +33,31 @@ from loadtests.schedule import steps  # noqa: E402
 from planner.capacity import ReplicaModel  # noqa: E402
 from planner.fit import fit  # noqa: E402
 from planner.recommend import DEFAULT_OVERHEAD_MS  # noqa: E402
-from planner.scaling import ScalingLag  # noqa: E402
-from planner.simulate import BatcherConfig, simulate  # noqa: E402
+from gpufleet.contracts.autoscaling import AutoscalingSpec  # noqa: E402
+from gpufleet.contracts.triton import BatchingConfig  # noqa: E402
+from planner.simulate import simulate  # noqa: E402
 from serving.backends import OnnxRuntimeBackend  # noqa: E402
 from serving.demo_models import write_onnx  # noqa: E402
 from serving.local import LocalTriton  # noqa: E402
 from serving.measure import measure_concurrency, measure_profile  # noqa: E402
-from serving.profile import write_profile  # noqa: E402
+from gpufleet.contracts.profile import write_profile  # noqa: E402
 from serving.repository import write_model  # noqa: E402
-from serving.triton_config import BatchingSettings, ModelSpec, onnx_tensors  # noqa: E402
+from serving.triton_config import ModelSpec, onnx_tensors  # noqa: E402
 
 CONFIGS = {
-    "A": BatcherConfig(1, 0, (), 1),
-    "B": BatcherConfig(4, 5000, (), 1),
-    "C": BatcherConfig(8, 2000, (), 1),
+    "A": BatchingConfig(max_batch_size=1, max_queue_delay_microseconds=0, preferred_batch_sizes=(), instance_count=1),
+    "B": BatchingConfig(max_batch_size=4, max_queue_delay_microseconds=5000, preferred_batch_sizes=(), instance_count=1),
+    "C": BatchingConfig(max_batch_size=8, max_queue_delay_microseconds=2000, preferred_batch_sizes=(), instance_count=1),
     # Two instances need a core each; with the load generator and Triton's frontend on the same two cores they
     # do not get them, so "D" measures the test bed more than the model. Run it with --configs ABCD to see.
-    "D": BatcherConfig(2, 2000, (), 2),
+    "D": BatchingConfig(max_batch_size=2, max_queue_delay_microseconds=2000, preferred_batch_sizes=(), instance_count=2),
 }
 LOADS = (0.30, 0.50, 0.70, 0.85)
 CALIBRATION_LOADS = (0.50, 0.80)
 REPLICATIONS = 8
 
 
-def predict(model: ReplicaModel, cfg: BatcherConfig, rate: float, duration_s: float, overhead_ms: float,
+def predict(model: ReplicaModel, cfg: BatchingConfig, rate: float, duration_s: float, overhead_ms: float,
             seed: int) -> tuple[float, float]:
     """P99 (ms, end to end) and mean batch size of a step like the measured one, pooled over replications."""
     lat, batch = [], []
@@ -70,10 +71,9 @@ def predict(model: ReplicaModel, cfg: BatcherConfig, rate: float, duration_s: fl
     return float(np.quantile(np.concatenate(lat), 0.99) * 1000.0 + overhead_ms), float(np.mean(batch))
 
 
-def stress(repo_root: Path, onnx: Path, cfg: BatcherConfig, rates: list[float], duration_s: float, seed: int,
+def stress(repo_root: Path, onnx: Path, cfg: BatchingConfig, rates: list[float], duration_s: float, seed: int,
            out: Path, name: str):
-    batching = BatchingSettings(max_batch_size=cfg.max_batch_size, max_queue_delay_microseconds=cfg.max_queue_delay_us,
-                                instance_count=cfg.instance_count, instance_kind="KIND_CPU")
+    batching = cfg.with_kind("KIND_CPU")
     repo = repo_root / name
     write_model(repo, ModelSpec("detector", "python", *onnx_tensors(onnx), batching), onnx)
     server = LocalTriton(repo, extra_args=["--exit-timeout-secs=5"]).start(timeout_s=120)
@@ -113,7 +113,7 @@ def main() -> int:
     cal_rates = [round(f * raw.saturation_rate(cal_cfg), 1) for f in CALIBRATION_LOADS]
     print(f"2. calibration run: config A at {cal_rates} req/s", flush=True)
     _, cal_path = stress(work, onnx, cal_cfg, cal_rates, args.duration, 7, out, "calibration")
-    cal = fit(profile, [cal_path], p99_ms=250.0, lag=ScalingLag(360, 0.02))
+    cal = fit(profile, [cal_path], p99_ms=250.0, lag=AutoscalingSpec(scale_up_lag_s=360, ramp_per_min=0.02))
     (out / "calibration.json").write_text(cal.model_dump_json(indent=2) + "\n")
     model = ReplicaModel.from_profile(profile, cal.spread, cal.service_scale)
     print(f"   overhead {cal.overhead_ms:.2f} ms, spread {cal.spread:.2f}, service scale {cal.service_scale:.3f}",

@@ -1,32 +1,44 @@
-"""How every gpufleet command line ends: input errors as one stderr line and exit status 2, never a traceback."""
+"""How every gpufleet command line ends (the rule is :mod:`gpufleet.errors`): bad input is one stderr line and exit
+status 2, a failure at run time one line and exit 1, a gate's finding the gate's own non-zero status; never a
+traceback."""
 from __future__ import annotations
 
 import sys
 
 import typer
 
+from gpufleet.errors import EXIT_INPUT, GpufleetError
 
-def run_app(app: typer.Typer, argv: list[str] | None, prog: str,
-            input_errors: tuple[type[BaseException], ...]) -> int:
+
+def run_app(app: typer.Typer, argv: list[str] | None, prog: str) -> int:
     """Run a Typer app without its own exit handling and return the process exit status.
 
-    ``input_errors`` are the library's bad-input exceptions; their message is printed as is. Click's usage errors
-    (unknown option, missing argument, bad value) are matched by shape, because Typer vendors Click in recent
-    releases and the class is not importable under one name.
+    Click's usage errors (unknown option, missing argument, bad value) are matched by shape, because Typer vendors
+    Click in recent releases and the class is not importable under one name. With ``standalone_mode=False`` Click
+    *returns* the code of an ``Exit`` rather than raising it; that code is the command's status.
     """
     try:
-        app(args=argv, standalone_mode=False)
-    except input_errors as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+        status = app(args=argv, standalone_mode=False)
+    except GpufleetError as exc:
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return exc.exit_status
     except typer.Abort:
         print(f"{prog}: aborted", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Exception as exc:
-        if hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == 2:
+        if hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == EXIT_INPUT:
             message = exc.format_message()
             if message:  # an empty one follows the help text printed for a bare command
-                print(f"{prog}: error: {message}", file=sys.stderr)
-            return 2
+                print(f"{prog}: error: {_one_line(message)}", file=sys.stderr)
+            return EXIT_INPUT
         raise
-    return 0
+    return status if isinstance(status, int) else 0
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())

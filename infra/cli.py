@@ -11,7 +11,6 @@ import typer
 
 from gpufleet.cli import run_app
 from gpufleet.kubernetes import K8S_VERSION, validate_manifest
-from infra.settings import InfraInputError
 
 app = typer.Typer(help="Pulumi stacks for gpufleet: render a stack without the Pulumi CLI.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -85,10 +84,8 @@ def render_cmd(
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run_app(app, argv, "infra", (InfraInputError,))
-    except SystemExit as exc:  # typer.Exit(1) from render
-        return int(exc.code or 0)
+    """Console entry point: one stderr line and exit 2 for bad input; exit 1 when render finds a problem."""
+    return run_app(app, argv, "infra")
 
 
 if __name__ == "__main__":

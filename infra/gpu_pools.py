@@ -21,10 +21,13 @@ from infra.cluster import Cluster, launch_template
 from infra.iam import irsa_trust, role
 from infra.network import Network
 from infra.settings import StackSettings
+from gpufleet.contracts.plan import Plan
 
 GPU_LABEL = "gpufleet.io/gpu"
 CAPACITY_LABEL = "gpufleet.io/capacity"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}
+# The EKS-optimized AL2023 AMI with NVIDIA drivers, per CPU architecture (EKS AMI types).
+NVIDIA_AMI = {"x86_64": "AL2023_x86_64_NVIDIA", "arm64": "AL2023_ARM_64_NVIDIA"}
 DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
 AUTOSCALER_IMAGE = "registry.k8s.io/autoscaling/cluster-autoscaler:v1.33.0"
 
@@ -36,11 +39,11 @@ def capacity_group(capacity_type: str) -> str:
 class GpuNodePools(pulumi.ComponentResource):
     """``groups``: {(gpu, capacity group): NodeGroup}; ``labels``: the (gpu, capacity) label pairs that exist."""
 
-    def __init__(self, name: str, settings: StackSettings, cluster: Cluster, network: Network, plan, catalog,
+    def __init__(self, name: str, settings: StackSettings, cluster: Cluster, network: Network, plan: Plan,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpufleet:gpu:GpuNodePools", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        by_type = {i.instance_type: i for i in catalog.instances}
+        by_type = {p.instance_type: p for p in plan.pools}
         subnets = [s.id for s in network.private_subnets]
         asg_tags = {"k8s.io/cluster-autoscaler/enabled": "true", f"k8s.io/cluster-autoscaler/{settings.name}": "owned"}
         self.groups: dict[tuple[str, str], aws.eks.NodeGroup] = {}
@@ -59,7 +62,8 @@ class GpuNodePools(pulumi.ComponentResource):
 
         def group(gpu: str, cap: str, instance_types: list[str], size: int, max_size: int, subnet_ids, lt,
                   suffix: str = ""):
-            gpus = by_type[instance_types[0]].gpu_count
+            first = by_type[instance_types[0]]
+            gpus = first.gpus_per_instance
             labels = {GPU_LABEL: gpu, CAPACITY_LABEL: cap, "nvidia.com/gpu.present": "true"}
             template_tags = {f"k8s.io/cluster-autoscaler/node-template/label/{k}": v for k, v in labels.items()}
             template_tags["k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu"] = "true:NoSchedule"
@@ -68,7 +72,7 @@ class GpuNodePools(pulumi.ComponentResource):
                 f"{name}-{gpu.lower()}-{cap}{suffix}", cluster_name=cluster.eks.name,
                 node_role_arn=cluster.node_role.arn, subnet_ids=subnet_ids,
                 capacity_type="SPOT" if cap == "spot" else "ON_DEMAND", instance_types=instance_types,
-                ami_type="AL2023_x86_64_NVIDIA", labels=labels, taints=[GPU_TAINT],
+                ami_type=NVIDIA_AMI[first.architecture], labels=labels, taints=[GPU_TAINT],
                 launch_template={"id": lt.id, "version": lt.latest_version.apply(str)},
                 scaling_config={"min_size": size, "desired_size": size, "max_size": max(max_size, 1)},
                 update_config={"max_unavailable": 1}, tags={**asg_tags, **template_tags},
@@ -101,11 +105,11 @@ class GpuNodePools(pulumi.ComponentResource):
                     continue
                 planned = sorted({p.instance_type for p in ps}) or sorted(
                     {p.instance_type for (g, _), qs in pools.items() if g == gpu for p in qs})
-                gpus = by_type[planned[0]].gpu_count
                 if cap == "spot":
-                    # Diversify over every catalog type with this GPU and GPU count: more spot pools to draw from.
-                    types = sorted({i.instance_type for i in catalog.instances if i.gpu == gpu and i.gpu_count == gpus},
-                                   key=lambda t: (by_type[t].vcpu, t))
+                    # Diversify over the catalog's types with this GPU and GPU count (the plan lists them): more
+                    # spot pools to draw from. The planned type goes first, as the template's facts come from it.
+                    others = [t for p in ps for t in p.spot_instance_types if t not in planned]
+                    types = planned + sorted(set(others), key=others.index)
                 else:
                     types = planned
                 size = sum(p.count for p in ps)

@@ -7,10 +7,11 @@ import json
 import pulumi
 import pulumi_kubernetes as k8s
 
+from gpufleet.contracts.autoscaling import AutoscalingSpec
 from infra.cluster import Cluster
 from infra.settings import StackSettings
 from infra.storage import GP3_CLASS
-from infra.triton import ADAPTER_RULES
+from infra.triton import adapter_rules
 
 NAMESPACE = "monitoring"
 
@@ -21,15 +22,21 @@ def _panel(title: str, expr: str, unit: str, y: int, x: int = 0) -> dict:
             "targets": [{"expr": expr, "legendFormat": "{{pod}}", "refId": "A"}]}
 
 
-TRITON_DASHBOARD = {"title": "Triton (gpufleet)", "uid": "gpufleet-triton", "schemaVersion": 39, "panels": [
-    _panel("Requests/s per pod", "sum(rate(nv_inference_request_success[1m])) by (pod)", "reqps", 0),
-    _panel("Mean batch size", "sum(rate(nv_inference_count[1m])) by (pod) / "
-           "sum(rate(nv_inference_exec_count[1m])) by (pod)", "none", 0, 12),
-    _panel("Queue time per request (µs)", "sum(rate(nv_inference_queue_duration_us[1m])) by (pod) / "
-           "clamp_min(sum(rate(nv_inference_request_success[1m])) by (pod), 1)", "µs", 8),
-    _panel("Compute time per request (µs)", "sum(rate(nv_inference_compute_infer_duration_us[1m])) by (pod) / "
-           "clamp_min(sum(rate(nv_inference_request_success[1m])) by (pod), 1)", "µs", 8, 12),
-    _panel("Failures/s", "sum(rate(nv_inference_request_failure[1m])) by (pod)", "reqps", 16)]}
+def triton_dashboard(spec: AutoscalingSpec) -> dict:
+    """Triton's panels over the window the HPA metric uses, so the dashboard shows what the HPA sees."""
+    w = spec.promql_window()
+    ok = f"sum(rate({spec.source_series}[{w}])) by (pod)"
+    return {"title": "Triton (gpufleet)", "uid": "gpufleet-triton", "schemaVersion": 39, "panels": [
+        _panel("Requests/s per pod (the HPA metric)", ok, "reqps", 0),
+        _panel("Mean batch size", f"sum(rate(nv_inference_count[{w}])) by (pod) / "
+               f"sum(rate(nv_inference_exec_count[{w}])) by (pod)", "none", 0, 12),
+        _panel("Queue time per request (µs)", f"sum(rate(nv_inference_queue_duration_us[{w}])) by (pod) / "
+               f"clamp_min({ok}, 1)", "µs", 8),
+        _panel("Compute time per request (µs)", f"sum(rate(nv_inference_compute_infer_duration_us[{w}])) by (pod) / "
+               f"clamp_min({ok}, 1)", "µs", 8, 12),
+        _panel("Failures/s", f"sum(rate(nv_inference_request_failure[{w}])) by (pod)", "reqps", 16)]}
+
+
 DCGM_DASHBOARD = {"title": "GPUs, DCGM (gpufleet)", "uid": "gpufleet-dcgm", "schemaVersion": 39, "panels": [
     _panel("GPU utilization", "avg(DCGM_FI_DEV_GPU_UTIL) by (Hostname, gpu)", "percent", 0),
     _panel("GPU memory used (MiB)", "avg(DCGM_FI_DEV_FB_USED) by (Hostname, gpu)", "decmbytes", 0, 12),
@@ -38,7 +45,7 @@ DCGM_DASHBOARD = {"title": "GPUs, DCGM (gpufleet)", "uid": "gpufleet-dcgm", "sch
 
 
 class Observability(pulumi.ComponentResource):
-    def __init__(self, name: str, settings: StackSettings, cluster: Cluster,
+    def __init__(self, name: str, settings: StackSettings, cluster: Cluster, autoscaling: AutoscalingSpec,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpufleet:observability:Observability", name, None, opts)
         kopts = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
@@ -70,8 +77,8 @@ class Observability(pulumi.ComponentResource):
             chart="prometheus-adapter", version="4.14.1",
             repository_opts={"repo": "https://prometheus-community.github.io/helm-charts"},
             values={"prometheus": {"url": "http://monitoring-kube-prometheus-prometheus.monitoring.svc", "port": 9090},
-                    "rules": {"default": False, "custom": ADAPTER_RULES}}, opts=kopts)
-        for key, dash in (("triton", TRITON_DASHBOARD), ("dcgm", DCGM_DASHBOARD)):
+                    "rules": {"default": False, "custom": adapter_rules(autoscaling)}}, opts=kopts)
+        for key, dash in (("triton", triton_dashboard(autoscaling)), ("dcgm", DCGM_DASHBOARD)):
             k8s.core.v1.ConfigMap(f"{name}-dashboard-{key}", metadata={
                 "name": f"gpufleet-dashboard-{key}", "namespace": NAMESPACE, "labels": {"grafana_dashboard": "1"}},
                 data={f"{key}.json": json.dumps(dash)}, opts=kopts)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pulumi
 
+from gpufleet.contracts.plan import Plan
 from infra.settings import StackSettings
 
 
@@ -50,16 +51,17 @@ class Recorder(pulumi.runtime.Mocks):
         return {}
 
 
-def preview(settings: StackSettings, plan, catalog=None) -> list[Recorded]:
-    """Build the stack under mocks and return every resource it declared."""
-    from pulumi.runtime.mocks import run_pulumi_func
-    from pulumi.runtime.sync_await import _sync_await
+def preview(settings: StackSettings, plan: Plan) -> list[Recorded]:
+    """Build the stack under mocks and return every resource it declared.
 
+    ``pulumi.runtime.test`` (Pulumi's public testing API) runs the program and waits for every registration and
+    ``apply`` it started, so the recorder holds the whole stack when it returns.
+    """
     from infra.program import build
 
     recorder = Recorder()
     pulumi.runtime.set_mocks(recorder, project="gpufleet", stack=settings.environment, preview=False)
-    _sync_await(run_pulumi_func(lambda: build(settings, plan, catalog)))
+    pulumi.runtime.test(lambda: pulumi.Output.from_input(build(settings, plan)))()
     return recorder.resources
 
 

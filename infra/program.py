@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pulumi
 
+from gpufleet.contracts.autoscaling import HPA_SYNC_S, HPA_TOLERANCE
+from gpufleet.contracts.plan import Plan, read_plan
+from gpufleet.errors import ContractError
 from infra.cluster import Cluster
 from infra.gpu_pools import GpuNodePools
 from infra.network import Network
@@ -14,18 +17,19 @@ from infra.storage import StorageTiers
 from infra.triton import TritonService
 
 
-def load_plan(settings: StackSettings, project_dir: Path = ROOT):
+def load_plan(settings: StackSettings, project_dir: Path = ROOT) -> Plan:
     """The plan the stack is sized by (``planPath``, relative to the Pulumi project); :class:`InfraInputError` with
     one line if it cannot be used."""
-    from planner.errors import PlannerInputError
-    from planner.plan import read_plan
-
     path = Path(settings.plan_path)
     path = path if path.is_absolute() else Path(project_dir) / path
     try:
         plan = read_plan(path)
-    except PlannerInputError as exc:
+    except ContractError as exc:
         raise InfraInputError(f"gpufleet:planPath: {exc}") from None
+    if plan.autoscaling.tolerance != HPA_TOLERANCE or plan.autoscaling.hpa_sync_s != HPA_SYNC_S:
+        raise InfraInputError(f"gpufleet:planPath: {path.name} assumes HPA tolerance {plan.autoscaling.tolerance:g} "
+                              f"and sync {plan.autoscaling.hpa_sync_s:g} s; EKS runs kube-controller-manager's "
+                              f"defaults ({HPA_TOLERANCE:g}, {HPA_SYNC_S:g} s), which a stack cannot change")
     if plan.request.region != settings.region:
         raise InfraInputError(f"gpufleet:planPath: {path.name} was planned for {plan.request.region} (its prices and "
                               f"instance types), the stack is in {settings.region}")
@@ -36,18 +40,15 @@ def load_plan(settings: StackSettings, project_dir: Path = ROOT):
     return plan
 
 
-def build(settings: StackSettings, plan, catalog=None) -> dict:
-    """Declare every resource; return the stack outputs."""
-    from planner.catalog import read_catalog
-
-    catalog = catalog or read_catalog(None)
+def build(settings: StackSettings, plan: Plan) -> dict:
+    """Declare every resource from the settings and the plan alone; return the stack outputs."""
     name = settings.name
     network = Network(name, settings)
     cluster = Cluster(name, settings, network)
-    pools = GpuNodePools(name, settings, cluster, network, plan, catalog)
+    pools = GpuNodePools(name, settings, cluster, network, plan)
     storage = StorageTiers(name, settings, cluster)
     TritonService(f"{name}-{settings.model_name}", settings, cluster, storage, plan)
-    Observability(name, settings, cluster)
+    Observability(name, settings, cluster, plan.autoscaling)
     outputs = {"cluster_name": cluster.eks.name, "models_bucket": storage.models.bucket,
                "gpu_node_groups": sorted(f"{g}/{c}" for g, c in pools.groups)}
     for key, value in outputs.items():

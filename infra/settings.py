@@ -10,10 +10,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-ROOT = Path(__file__).resolve().parents[1]
+from gpufleet.contracts.stack import PROJECT_ROOT
+from gpufleet.contracts.stack import stack_file_config as read_stack_file
+from gpufleet.errors import InputError
+
+ROOT = PROJECT_ROOT
 
 
-class InfraInputError(ValueError):
+class InfraInputError(InputError):
     """Stack config or plan that cannot be used; one line naming the key or file."""
 
 
@@ -53,16 +57,8 @@ def parse_settings(values: dict, origin: str) -> StackSettings:
 
 
 def stack_file_config(stack: str, project_dir: Path = ROOT) -> dict[str, str]:
-    """The ``config:`` map of ``Pulumi.<stack>.yaml`` as Pulumi would pass it (``namespace:key`` → string)."""
-    import json
-
-    import yaml
-
-    path = Path(project_dir) / f"Pulumi.{stack}.yaml"
-    if not path.is_file():
-        raise InfraInputError(f"no stack file {path.name}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in (raw.get("config") or {}).items()}
+    """The ``config:`` map of ``Pulumi.<stack>.yaml`` (:func:`gpufleet.contracts.stack.stack_file_config`)."""
+    return read_stack_file(stack, project_dir, InfraInputError)
 
 
 def settings_from_config(config: dict[str, str], origin: str) -> StackSettings:

@@ -14,20 +14,25 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from gpufleet.contracts.autoscaling import AutoscalingSpec
 from infra.cluster import Cluster
 from infra.gpu_pools import GPU_LABEL
 from infra.iam import irsa_trust, role
 from infra.settings import StackSettings
 from infra.storage import StorageTiers
 
-HPA_METRIC = "triton_inference_requests_per_second"
-# prometheus-adapter rule that serves HPA_METRIC per pod: the rate of successful requests Triton counts.
-ADAPTER_RULES = [{
-    "seriesQuery": 'nv_inference_request_success{namespace!="",pod!=""}',
-    "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
-    "name": {"matches": "^nv_inference_request_success$", "as": HPA_METRIC},
-    "metricsQuery": "sum(rate(<<.Series>>{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)",
-}]
+
+
+def adapter_rules(spec: AutoscalingSpec) -> list[dict]:
+    """The prometheus-adapter rule that serves the plan's HPA metric per pod: the rate of the Triton counter the
+    planner sized with, over the window it assumed."""
+    return [{
+        "seriesQuery": f'{spec.source_series}{{namespace!="",pod!=""}}',
+        "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
+        "name": {"matches": f"^{spec.source_series}$", "as": spec.metric},
+        "metricsQuery": f"sum(rate(<<.Series>>{{<<.LabelMatchers>>}}[{spec.promql_window()}])) by (<<.GroupBy>>)",
+    }]
+
 PORTS = [{"name": "http", "containerPort": 8000}, {"name": "grpc", "containerPort": 8001},
          {"name": "metrics", "containerPort": 8002}]
 
@@ -73,7 +78,7 @@ class TritonService(pulumi.ComponentResource):
             k8s.autoscaling.v2.HorizontalPodAutoscaler(f"{pool}-hpa", metadata={"name": pool, "namespace": ns}, spec={
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": pool},
                 "minReplicas": a.min_replicas, "maxReplicas": a.max_replicas,
-                "metrics": [{"type": "Pods", "pods": {"metric": {"name": HPA_METRIC},
+                "metrics": [{"type": "Pods", "pods": {"metric": {"name": plan.autoscaling.metric},
                                                       "target": {"type": "AverageValue",
                                                                  "averageValue": quantity(a.target_rate_per_replica)}}}],
                 # Scale up at once (GPU nodes take minutes to arrive); scale down only after 5 quiet minutes.
@@ -107,7 +112,7 @@ class TritonService(pulumi.ComponentResource):
                                          kind="ServiceMonitor", metadata={"name": app, "namespace": ns,
                                                                           "labels": {"release": "monitoring"}}, spec={
             "selector": {"matchLabels": {"app": app}},
-            "endpoints": [{"port": "metrics", "interval": "15s", "path": "/metrics"}]}, opts=kopts)
+            "endpoints": [{"port": "metrics", "interval": plan.autoscaling.scrape_interval(), "path": "/metrics"}]}, opts=kopts)
         self.register_outputs({})
 
     @staticmethod

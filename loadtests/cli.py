@@ -134,7 +134,7 @@ def run_cmd(
 @app.command("show")
 def show_cmd(path: Annotated[Path, typer.Argument(help="A stress-result JSON.")]) -> None:
     """Print a stress result as a table."""
-    from loadtests.result import read_stress_result
+    from gpufleet.contracts.stress_result import read_stress_result
 
     _show(read_stress_result(path))
 
@@ -160,10 +160,8 @@ def _show(result) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: every input error becomes one stderr line and exit status 2."""
-    from loadtests.run import LoadTestRunError
-
-    return run_app(app, argv, "loadtests", (LoadTestInputError, LoadTestRunError))
+    """Console entry point: one stderr line and exit 2 for bad input, 1 for a failure at run time."""
+    return run_app(app, argv, "loadtests")
 
 
 if __name__ == "__main__":

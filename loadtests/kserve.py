@@ -6,14 +6,14 @@ built once by tritonclient (``generate_request_body``), so sending costs no per-
 """
 from __future__ import annotations
 
-import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 
 import numpy as np
 
+from gpufleet.errors import InputError
+from gpufleet.net import check_url
+from gpufleet.triton import DEFAULT_TIMEOUT_S, model_metadata
 from loadtests.errors import LoadTestInputError
 
 _NP = {"FP32": np.float32, "FP16": np.float16, "UINT8": np.uint8, "INT8": np.int8, "INT32": np.int32}
@@ -38,32 +38,14 @@ class Target:
         return f"/v2/models/{urllib.parse.quote(self.model)}{version}/infer"
 
 
-def _get_json(url: str, timeout_s: float) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-        return json.loads(resp.read().decode())
-
-
-def resolve(base_url: str, model: str, version: str = "", timeout_s: float = 5.0) -> Target:
+def resolve(base_url: str, model: str, version: str = "", timeout_s: float = DEFAULT_TIMEOUT_S) -> Target:
     """Read the model's metadata; :class:`LoadTestInputError` with one line when the host or model is not there."""
     base_url = base_url.rstrip("/")
-    parsed = urllib.parse.urlparse(base_url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise LoadTestInputError(f"host {base_url!r}: expected http://host:port")
     try:
-        urllib.request.urlopen(f"{base_url}/v2/health/ready", timeout=timeout_s).close()
-    except urllib.error.HTTPError as exc:
-        raise LoadTestInputError(f"{base_url}: server not ready (HTTP {exc.code} on /v2/health/ready)") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise LoadTestInputError(f"{base_url}: host unreachable ({reason})") from None
-    path = f"/v2/models/{urllib.parse.quote(model)}" + (f"/versions/{version}" if version else "")
-    try:
-        meta = _get_json(base_url + path, timeout_s)
-    except urllib.error.HTTPError as exc:
-        raise LoadTestInputError(f"{base_url}: model {model!r}{' version ' + version if version else ''} not found "
-                                 f"(HTTP {exc.code})") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise LoadTestInputError(f"{base_url}: cannot read metadata of {model!r}: {exc}") from None
+        check_url(base_url, "--host")
+        meta = model_metadata(base_url, model, version, timeout_s)
+    except InputError as exc:
+        raise LoadTestInputError(str(exc)) from None
     try:
         inp = meta["inputs"][0]
         shape = [int(d) for d in inp["shape"]]
@@ -78,29 +60,6 @@ def resolve(base_url: str, model: str, version: str = "", timeout_s: float = 5.0
     if any(d < 1 for d in sample):
         raise LoadTestInputError(f"model {model!r}: input {inp['name']} has variable dims {shape}; not supported")
     return Target(base_url, model, version, inp["name"], sample, datatype, outputs, batched)
-
-
-def batching(base_url: str, model: str, version: str = "", timeout_s: float = 5.0) -> dict | None:
-    """The model's batching and instance settings from Triton's model configuration extension, or None when the
-    server does not publish it (a plain KServe server). Keys are those of :class:`loadtests.result.TritonBatching`."""
-    path = f"/v2/models/{urllib.parse.quote(model)}" + (f"/versions/{version}" if version else "") + "/config"
-    try:
-        cfg = _get_json(base_url.rstrip("/") + path, timeout_s)
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-    dyn = cfg.get("dynamic_batching")
-    groups = cfg.get("instance_group") or [{}]
-    try:
-        return {
-            "max_batch_size": int(cfg.get("max_batch_size", 0)),
-            "max_queue_delay_us": int((dyn or {}).get("max_queue_delay_microseconds", 0)),
-            "preferred_batch_sizes": [int(b) for b in (dyn or {}).get("preferred_batch_size", [])],
-            "dynamic_batching": dyn is not None,
-            "instance_count": sum(max(int(g.get("count", 1)), 1) for g in groups),
-            "instance_kind": str(groups[0].get("kind", "KIND_AUTO")),
-        }
-    except (TypeError, ValueError, AttributeError):
-        return None
 
 
 def camera_frames(target: Target, count: int = 8, batch: int = 1, seed: int = 0) -> list[np.ndarray]:

@@ -20,7 +20,7 @@ counted, as are sends dropped because ``--gf-max-in-flight`` requests were outst
 Each process records per-step HdrHistograms (:mod:`loadtests.recorder`); workers send theirs with Locust's stats
 reports and a final ``gf_done`` message. The master (or the single process) scrapes Triton's ``/metrics`` at each
 step boundary, ends a ramp when a step's P99 or error share passes its bound, and writes the stress-result JSON
-(:mod:`loadtests.result`) when the run ends. Locust's own request stats carry the same latencies, per step name.
+(:mod:`gpufleet.contracts.stress_result`) when the run ends. Locust's own request stats carry the same latencies, per step name.
 """
 from __future__ import annotations
 
@@ -38,10 +38,12 @@ from locust import User, events, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
+from gpufleet.contracts.triton import BatchingConfig
+from gpufleet.triton import loaded_batching
 from loadtests import kserve, triton_metrics
 from loadtests.recorder import StepRecorder
-from loadtests.result import (
-    SCHEMA_VERSION, LatencySummary, ServerFigures, StepResult, StressResult, Target, TritonBatching,
+from gpufleet.contracts.stress_result import (
+    SCHEMA_VERSION, LatencySummary, ServerFigures, StepResult, StressResult, Target,
     write_stress_result)
 from loadtests.schedule import Schedule, arrivals
 
@@ -109,7 +111,7 @@ class ProcessState:
 
     opts: Options | None = None
     target: kserve.Target | None = None
-    batching: dict | None = None  # the served model's Triton batching settings, for the result
+    batching: BatchingConfig | None = None  # the served model's Triton batching settings, for the result
     recorder: StepRecorder = field(default_factory=StepRecorder)
     t0: float | None = None  # perf_counter() of the schedule's zero in this process
     start_epoch: float | None = None
@@ -144,7 +146,7 @@ def _on_test_start(environment, **_):
     if not RUN.opts.model:
         raise ValueError("--gf-model is required")
     RUN.target = kserve.resolve(environment.host, RUN.opts.model, RUN.opts.version)
-    RUN.batching = kserve.batching(environment.host, RUN.opts.model, RUN.opts.version)
+    RUN.batching = loaded_batching(environment.host, RUN.opts.model, RUN.opts.version)
     # A full collection over Locust's and gevent's objects takes milliseconds, and every send scheduled meanwhile
     # leaves late. Freezing what exists now and collecting young objects less often keeps pauses short.
     gc.freeze()
@@ -484,6 +486,6 @@ def _write_result(environment) -> None:
                       protocol=RUN.opts.protocol, model=t.model, model_version=t.version, input_name=t.input_name,
                       input_shape=list(t.sample_shape), datatype=t.datatype, request_batch=RUN.opts.request_batch,
                       metrics_url=RUN.opts.metrics_url or None,
-                      triton=TritonBatching(**RUN.batching) if RUN.batching else None),
+                      triton=RUN.batching),
         steps=steps, stopped={k: v for k, v in RUN.stopped.items()}, locust_files=RUN.opts.locust_files)
     write_stress_result(result, RUN.opts.result)

@@ -18,9 +18,11 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpufleet.errors import RunFailure
+from gpufleet.net import free_port
 from loadtests import kserve
 from loadtests.errors import LoadTestInputError
-from loadtests.result import StressResult, read_stress_result
+from gpufleet.contracts.stress_result import StressResult, read_stress_result
 from loadtests.schedule import Schedule
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -133,7 +135,7 @@ def run_stress(run: StressRun, echo=None) -> StressResult:
     if run.result_path.exists():
         run.result_path.unlink()  # a stale result must not pass for this run's
     cmd = run.locust_command()
-    master_port = _free_port() if run.workers else None
+    master_port = free_port() if run.workers else None
     cmd = run.locust_command(master_port)
     if echo:
         echo(" ".join(shlex.quote(c) for c in cmd))
@@ -171,13 +173,5 @@ def run_stress(run: StressRun, echo=None) -> StressResult:
     return read_stress_result(run.result_path)
 
 
-class LoadTestRunError(RuntimeError):
+class LoadTestRunError(RunFailure):
     """The run itself failed (Locust crashed or overran its bound); one line pointing at its log."""
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

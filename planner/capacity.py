@@ -11,8 +11,9 @@ import math
 from dataclasses import dataclass, field
 
 from planner.service import ServiceTime
-from planner.simulate import BatcherConfig, SimResult, Workload
-from serving.profile import LatencyProfile
+from gpufleet.contracts.triton import BatchingConfig
+from planner.simulate import SimResult, Workload
+from gpufleet.contracts.profile import LatencyProfile
 
 QUEUE_DELAYS_US = (0, 100, 500, 1000, 2000, 5000, 10000)
 SEARCH_REQUESTS = 10_000
@@ -45,21 +46,21 @@ class ReplicaModel:
     def max_instances(self) -> int:
         return len(self.speedup) - 1
 
-    def candidate_configs(self) -> list[BatcherConfig]:
+    def candidate_configs(self) -> list[BatchingConfig]:
         """Max batch sizes the profile measured, the usual queue delays, and the instance counts it measured."""
-        return [BatcherConfig(b, d, (), k)
+        return [BatchingConfig(max_batch_size=b, max_queue_delay_microseconds=d, preferred_batch_sizes=(), instance_count=k)
                 for b in self.profile.batch_sizes for d in QUEUE_DELAYS_US
                 for k in range(1, self.max_instances + 1)]
 
-    def saturation_rate(self, cfg: BatcherConfig) -> float:
+    def saturation_rate(self, cfg: BatchingConfig) -> float:
         """Requests/s with every instance running full batches back to back."""
         return cfg.max_batch_size * self.speedup[cfg.instance_count] / self.service.mean(cfg.max_batch_size)
 
-    def estimate_rate(self, cfg: BatcherConfig, budget_s: float) -> float:
+    def estimate_rate(self, cfg: BatchingConfig, budget_s: float) -> float:
         """Analytic capacity estimate for ranking; 0 where the config cannot meet the budget even lightly loaded."""
         k = cfg.instance_count
         stretch = k / self.speedup[k]
-        delay = cfg.max_queue_delay_us * 1e-6
+        delay = cfg.max_queue_delay_microseconds * 1e-6
         full = self.service.quantile(cfg.max_batch_size, 0.99) * stretch
         if delay + self.service.quantile(1, 0.99) > budget_s:
             return 0.0
@@ -76,10 +77,10 @@ class Capacity:
     """The best config for one GPU type at one P99 budget, and the rate it holds."""
 
     gpu: str
-    config: BatcherConfig
+    config: BatchingConfig
     max_rate: float  # req/s per replica with simulated P99 <= budget
     budget_ms: float
-    evaluated: tuple[tuple[BatcherConfig, float], ...] = field(default=(), compare=False)
+    evaluated: tuple[tuple[BatchingConfig, float], ...] = field(default=(), compare=False)
 
 
 class CapacitySearch:
@@ -89,13 +90,13 @@ class CapacitySearch:
         self.model = model
         self.workload = workload or Workload.poisson(SEARCH_REQUESTS, seed=1)
 
-    def simulate(self, rate: float, cfg: BatcherConfig) -> SimResult:
+    def simulate(self, rate: float, cfg: BatchingConfig) -> SimResult:
         return self.workload.run(rate, cfg, self.model.service, self.model.speedup)
 
-    def p99_s(self, rate: float, cfg: BatcherConfig) -> float:
+    def p99_s(self, rate: float, cfg: BatchingConfig) -> float:
         return self.simulate(rate, cfg).quantile_ms(0.99) / 1000.0
 
-    def max_rate(self, cfg: BatcherConfig, budget_s: float, floor: float = 0.0) -> float:
+    def max_rate(self, cfg: BatchingConfig, budget_s: float, floor: float = 0.0) -> float:
         """Largest rate with simulated P99 <= budget, to 1/2048 of saturation; 0 if the config cannot beat ``floor``.
 
         Saturation throughput bounds the rate from above, and ``floor`` (the best rate found so far) from below:
@@ -116,12 +117,12 @@ class CapacitySearch:
                 hi = mid
         return lo
 
-    def light_load_p99_s(self, cfg: BatcherConfig) -> float:
+    def light_load_p99_s(self, cfg: BatchingConfig) -> float:
         """P99 as the rate tends to zero: each request waits out the queue delay alone, then runs as batch 1.
 
         With a queue delay, latency is worst when traffic is thin, so a config must meet the budget here too.
         """
-        return cfg.max_queue_delay_us * 1e-6 + self.model.service.quantile(1, 0.99)
+        return cfg.max_queue_delay_microseconds * 1e-6 + self.model.service.quantile(1, 0.99)
 
     def best(self, budget_ms: float, exhaustive: bool = False) -> Capacity | None:
         """The config with the highest simulated capacity at ``budget_ms`` (device P99, overhead excluded).
@@ -136,15 +137,15 @@ class CapacitySearch:
         if exhaustive:
             stages = [candidates]
         else:
-            stages = [[c for c in candidates if c.max_queue_delay_us == 0], None]
-        best: tuple[BatcherConfig, float] | None = None
-        evaluated: list[tuple[BatcherConfig, float]] = []
+            stages = [[c for c in candidates if c.max_queue_delay_microseconds == 0], None]
+        best: tuple[BatchingConfig, float] | None = None
+        evaluated: list[tuple[BatchingConfig, float]] = []
         for stage in stages:
             if stage is None:
                 if best is None:
                     break
                 stage = [c for c in candidates if c.max_batch_size == best[0].max_batch_size
-                         and c.instance_count == best[0].instance_count and c.max_queue_delay_us > 0]
+                         and c.instance_count == best[0].instance_count and c.max_queue_delay_microseconds > 0]
             stage = sorted(stage, key=lambda c: (-self.model.estimate_rate(c, budget_s), c))
             for cfg in stage:
                 floor = best[1] * (1 + TIE_TOLERANCE) if best else 0.0
@@ -158,4 +159,4 @@ class CapacitySearch:
 
     def lowest_p99_ms(self) -> float:
         """The lowest device P99 this GPU reaches at all: batch 1, no delay, negligible load."""
-        return self.light_load_p99_s(BatcherConfig(1, 0)) * 1000.0
+        return self.light_load_p99_s(BatchingConfig(max_batch_size=1, max_queue_delay_microseconds=0)) * 1000.0

@@ -6,74 +6,16 @@ commitment longer than the horizon carries its unused months and is chosen only 
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from gpufleet.contracts.catalog import CAPACITY_TYPES, Catalog, CapacityType  # noqa: F401 (re-exported for the planner)
+from gpufleet.contracts.catalog import read_catalog as read_catalog_file
 
-from gpufleet.contracts import first_error, write_atomic
-from planner.errors import PlannerInputError
-
-CapacityType = Literal["on-demand", "spot", "reserved-1yr", "reserved-3yr"]
-CAPACITY_TYPES: tuple[CapacityType, ...] = ("on-demand", "spot", "reserved-1yr", "reserved-3yr")
 TERM_MONTHS = {"reserved-1yr": 12, "reserved-3yr": 36}
 HOURS_PER_MONTH = 730.0  # AWS's billing convention (8,760 h / 12)
-
-
-class Price(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    usd_per_hour: float = Field(gt=0)
-    source: str
-
-
-class SpotPrice(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    usd_per_hour_by_az: dict[str, float] = Field(default_factory=dict)
-    usd_per_hour_range: tuple[float, float] | None = None
-    interruption_band: Literal["<5%", "5-10%", "10-15%", "15-20%", ">20%"] | None = None
-    source: str
-
-    @property
-    def planning_price(self) -> float:
-        """The highest known price: a node group diversified over AZs may land in the dearest one."""
-        known = list(self.usd_per_hour_by_az.values()) + list(self.usd_per_hour_range or ())
-        if not known:
-            raise PlannerInputError(f"spot entry from {self.source} has no price")
-        return max(known)
-
-
-class InstanceType(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    instance_type: str
-    family: str
-    vcpu: int = Field(ge=1)
-    memory_gib: float = Field(gt=0)
-    gpu: str
-    gpu_count: int = Field(ge=1)
-    gpu_memory_gib: float = Field(gt=0)
-    on_demand: Price
-    spot: SpotPrice | None = None
-    reserved: dict[Literal["1yr", "3yr"], Price] = Field(default_factory=dict)
-    max_instances: int | None = Field(default=None, ge=0)
-    note: str | None = None
-
-
-class Catalog(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    schema_version: Literal[1]
-    region: str
-    currency: Literal["USD"]
-    as_of: str
-    notes: list[str] = Field(default_factory=list)
-    sources: dict[str, dict[str, str]]
-    instances: list[InstanceType] = Field(min_length=1)
-
-    def gpus(self) -> set[str]:
-        return {i.gpu for i in self.instances}
 
 
 @dataclass(frozen=True)
@@ -100,27 +42,11 @@ DEFAULT_CATALOG = "catalog-us-east-1.json"
 
 
 def read_catalog(path: Path | str | None = None) -> Catalog:
-    """Read a catalog file, or the embedded us-east-1 default; one-line :class:`PlannerInputError` on defects."""
+    """The catalog at ``path``, or the embedded us-east-1 default."""
     if path is None:
-        text = resources.files("planner.data").joinpath(DEFAULT_CATALOG).read_text()
-        origin = f"embedded {DEFAULT_CATALOG}"
-    else:
-        origin = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise PlannerInputError(f"{path}: cannot read catalog: {exc.strerror}") from None
-    try:
-        return Catalog.model_validate(json.loads(text))
-    except json.JSONDecodeError as exc:
-        raise PlannerInputError(f"{origin}: not JSON: {exc.msg} at line {exc.lineno}") from None
-    except ValidationError as exc:
-        raise PlannerInputError(first_error(origin, exc)) from None
-
-
-def write_catalog(catalog: Catalog, path: Path | str) -> None:
-    """Write atomically: recommend never reads a half-written catalog."""
-    write_atomic(path, catalog.model_dump_json(indent=2, exclude_none=False) + "\n")
+        with resources.as_file(resources.files("planner.data").joinpath(DEFAULT_CATALOG)) as embedded:
+            return read_catalog_file(embedded)
+    return read_catalog_file(path)
 
 
 def reserved_price_over_horizon(usd_per_hour: float, term_months: int, horizon_months: float) -> float:

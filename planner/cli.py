@@ -4,6 +4,7 @@ Every input error, from Click's parsing or from the library, ends as one line on
 """
 from __future__ import annotations
 
+import math
 import sys
 from enum import Enum
 from pathlib import Path
@@ -14,22 +15,20 @@ from rich.console import Console
 
 from gpufleet.cli import run_app
 from planner.errors import PlannerInputError
-from planner.plan import write_plan
+from gpufleet.contracts.plan import write_plan
 from planner.recommend import (
     ALL_CAPACITY_TYPES,
     DEFAULT_OVERHEAD_MS,
     RecommendRequest,
     recommend,
 )
-from planner.calibration import write_calibration
+from gpufleet.contracts.calibration import write_calibration
 from planner.fit import fit
 from planner.render import render_calibration, render_plan
-from planner.scaling import ScalingLag
-from planner.simulate import BatcherConfig
-from serving.profile import ProfileError, read_profile
+from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
+from gpufleet.contracts.triton import BatchingConfig
+from gpufleet.contracts.profile import ProfileError, read_profile
 
-DEFAULT_LAG_MIN = 6.0
-DEFAULT_RAMP_PCT = 2.0
 
 app = typer.Typer(help="Capacity planner for GPU inference behind Triton.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -78,8 +77,8 @@ def recommend_cmd(
         max_spot_share=max_spot_share, spot_survival=spot_survival, survival_p99_ms=survival_p99_ms,
         horizon_months=horizon_months, overhead_ms=overhead_ms, min_replicas=min_replicas,
         max_instances_per_pool=max_instances_per_pool, exhaustive=exhaustive, calibration=calibration,
-        scale_up_lag_s=None if scale_up_lag_min is None else scale_up_lag_min * 60.0,
-        ramp_per_min=None if ramp_pct_per_min is None else ramp_pct_per_min / 100.0)
+        scale_up_lag_s=None if scale_up_lag_min is None else _non_negative("--scale-up-lag-min", scale_up_lag_min) * 60,
+        ramp_per_min=None if ramp_pct_per_min is None else _non_negative("--ramp-pct-per-min", ramp_pct_per_min) / 100)
     plan = recommend(req)
     if stack is not None:
         from planner.stack import write_stack_plan
@@ -96,12 +95,24 @@ def recommend_cmd(
         render_plan(plan, Console() if sys.stdout.isatty() else Console(width=132))
 
 
-def _triton_config(text: str | None) -> BatcherConfig | None:
+def _non_negative(option: str, value: float) -> float:
+    if not (math.isfinite(value) and value >= 0):
+        raise PlannerInputError(f"{option} must be a number >= 0, got {value:g}")
+    return value
+
+
+def scaling_spec(scale_up_lag_min: float, ramp_pct_per_min: float) -> AutoscalingSpec:
+    """The autoscaling spec from the options in their own units, each checked under its own name."""
+    return AutoscalingSpec(scale_up_lag_s=_non_negative("--scale-up-lag-min", scale_up_lag_min) * 60.0,
+                           ramp_per_min=_non_negative("--ramp-pct-per-min", ramp_pct_per_min) / 100.0)
+
+
+def _triton_config(text: str | None) -> BatchingConfig | None:
     if text is None:
         return None
     try:
         batch, delay, instances = (int(v) for v in text.split(":"))
-        return BatcherConfig(batch, delay, (), instances)
+        return BatchingConfig(max_batch_size=batch, max_queue_delay_microseconds=delay, preferred_batch_sizes=(), instance_count=instances)
     except ValueError:
         raise PlannerInputError(f"--triton-config {text!r}: expected MAX_BATCH:QUEUE_DELAY_US:INSTANCES, "
                                 "e.g. 8:2000:1") from None
@@ -113,12 +124,12 @@ def fit_cmd(
     profile: Annotated[Path, typer.Option(help="Latency profile of the model on the GPU the runs used.")],
     output: Annotated[Path, typer.Option(help="Where to write the calibration JSON (for recommend --calibration).")],
     p99_ms: Annotated[float, typer.Option(help="P99 target the HPA thresholds are fitted for, ms.")] = 100.0,
-    scale_up_lag_min: Annotated[float, typer.Option(help="Minutes from the HPA's decision to a new GPU replica serving (4-8 typical).")] = DEFAULT_LAG_MIN,
-    ramp_pct_per_min: Annotated[float, typer.Option(help="Fastest traffic growth to absorb, percent per minute.")] = DEFAULT_RAMP_PCT,
+    scale_up_lag_min: Annotated[float, typer.Option(help="Minutes from the HPA's decision to a new GPU replica serving (4-8 typical).")] = DEFAULT_SCALE_UP_LAG_S / 60.0,
+    ramp_pct_per_min: Annotated[float, typer.Option(help="Fastest traffic growth to absorb, percent per minute.")] = DEFAULT_RAMP_PER_MIN * 100.0,
     triton_config: Annotated[Optional[str], typer.Option(help="MAX_BATCH:QUEUE_DELAY_US:INSTANCES for runs that did not record it.")] = None,
 ) -> None:
     """Calibrate the latency model on stress runs and fit lag-aware HPA thresholds."""
-    lag = ScalingLag(scale_up_lag_min * 60.0, ramp_pct_per_min / 100.0)
+    lag = scaling_spec(scale_up_lag_min, ramp_pct_per_min)
     prof = _read_profile(profile)
     console = _console()
     with console.status(f"fitting {len(stress)} stress result(s) by simulation"):
@@ -140,8 +151,8 @@ def report_cmd(
     calibration: Annotated[Optional[Path], typer.Option(help="The calibration the plan used: its stress steps are plotted.")] = None,
 ) -> None:
     """HTML report with plots: cost against QPS, P99 against load, the spot-share what-if, and the plan."""
-    from planner.calibration import read_calibration
-    from planner.plan import read_plan
+    from gpufleet.contracts.calibration import read_calibration
+    from gpufleet.contracts.plan import read_plan
     from planner.report import ReportInputs, write_report
 
     inputs = ReportInputs(read_plan(plan), catalog, list(profile or []),
@@ -164,7 +175,7 @@ def catalog_refresh_cmd(
     pricing_endpoint_url: Annotated[Optional[str], typer.Option(help="Price List endpoint.")] = None,
 ) -> None:
     """Read GPU instance facts, spot prices per AZ and list prices from the AWS APIs into a dated catalog."""
-    from planner.catalog import write_catalog
+    from gpufleet.contracts.catalog import write_catalog
     from planner.refresh import DEFAULT_FAMILIES, clients, refresh_catalog
 
     ec2, pricing = clients(region, endpoint_url, pricing_endpoint_url)
@@ -197,8 +208,8 @@ def _root() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: every input error becomes one stderr line and exit status 2."""
-    return run_app(app, argv, "planner", (PlannerInputError,))
+    """Console entry point: one stderr line and exit 2 for bad input, 1 for a failure at run time."""
+    return run_app(app, argv, "planner")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The one error type the CLI turns into a single stderr line and exit status 2."""
+"""The planner's input error (exit status 2 under :mod:`gpufleet.errors`' rule)."""
+from gpufleet.errors import InputError
 
 
-class PlannerInputError(ValueError):
+class PlannerInputError(InputError):
     """Input the planner cannot act on: bad numbers, unknown names, malformed files, infeasible targets."""

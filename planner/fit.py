@@ -21,15 +21,14 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import least_squares
 
-from loadtests.errors import LoadTestInputError
-from loadtests.result import StressResult, read_stress_result
-from planner.calibration import (Calibration, Excluded, FitReport, ScalingSettings, ServedConfig, StepFit,
-                                 Threshold)
+from gpufleet.contracts.autoscaling import AutoscalingSpec
+from gpufleet.contracts.calibration import Calibration, Excluded, FitReport, StepFit, Threshold
+from gpufleet.contracts.profile import LatencyProfile
+from gpufleet.contracts.stress_result import StressResult, read_stress_result
+from gpufleet.contracts.triton import BatchingConfig
 from planner.capacity import CapacitySearch, ReplicaModel
 from planner.errors import PlannerInputError
-from planner.scaling import ScalingLag
-from planner.simulate import BatcherConfig, simulate
-from serving.profile import LatencyProfile
+from planner.simulate import simulate
 
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 REPLICATIONS = 6
@@ -42,7 +41,7 @@ OVERLOADED = 0.9  # achieved / offered below this: the queue was still growing
 class Observation:
     source: str
     step: str
-    config: BatcherConfig
+    config: BatchingConfig
     rate: float
     duration_s: float
     requests: int
@@ -51,38 +50,23 @@ class Observation:
     measured_compute_ms: float | None  # Triton's compute input+infer+output per request
 
 
-def served_config(cfg: BatcherConfig) -> ServedConfig:
-    return ServedConfig(max_batch_size=cfg.max_batch_size, max_queue_delay_us=cfg.max_queue_delay_us,
-                        preferred_batch_sizes=list(cfg.preferred_batch_sizes), instance_count=cfg.instance_count)
-
-
-def _config_of(result: StressResult, source: str, fallback: BatcherConfig | None) -> BatcherConfig:
+def _config_of(result: StressResult, source: str, fallback: BatchingConfig | None) -> BatchingConfig:
     t = result.target.triton
     if t is None:
         if fallback is None:
             raise PlannerInputError(f"{source}: the run did not record Triton's batching config; pass "
                                     "--triton-config MAX_BATCH:QUEUE_DELAY_US:INSTANCES")
         return fallback
-    if t.max_batch_size < 1:
-        raise PlannerInputError(f"{source}: the model was served without batching (max_batch_size 0); the planner "
-                                "models batching Triton models only")
-    try:
-        return BatcherConfig(t.max_batch_size, t.max_queue_delay_us if t.dynamic_batching else 0,
-                             tuple(t.preferred_batch_sizes), t.instance_count)
-    except ValueError as exc:
-        raise PlannerInputError(f"{source}: {exc}") from None
+    return t
 
 
-def observations(paths: list[Path], fallback: BatcherConfig | None = None) -> tuple[list[Observation], list[Excluded]]:
+def observations(paths: list[Path], fallback: BatchingConfig | None = None) -> tuple[list[Observation], list[Excluded]]:
     """The usable steps of the stress results, and the steps left out with the reason."""
     obs: list[Observation] = []
     excluded: list[Excluded] = []
     for path in paths:
         source = str(path)
-        try:
-            result = read_stress_result(path)
-        except LoadTestInputError as exc:
-            raise PlannerInputError(str(exc)) from None
+        result = read_stress_result(path)
         if result.target.request_batch != 1:
             raise PlannerInputError(f"{source}: requests carried {result.target.request_batch} images; fit models "
                                     "one image per request")
@@ -179,8 +163,8 @@ class StepModel:
         return np.array(res)
 
 
-def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: ScalingLag,
-        fallback_config: BatcherConfig | None = None, replications: int = REPLICATIONS) -> Calibration:
+def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: AutoscalingSpec,
+        fallback_config: BatchingConfig | None = None, replications: int = REPLICATIONS) -> Calibration:
     """Calibrate on the stress results; thresholds for each measured config at ``p99_ms``."""
     if not (math.isfinite(p99_ms) and p99_ms > 0):
         raise PlannerInputError(f"--p99-ms must be a positive number, got {p99_ms}")
@@ -196,7 +180,7 @@ def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: S
     pred = model.predict(overhead, spread, scale)
     steps = []
     for o, (p, batch, _) in zip(obs, pred):
-        steps.append(StepFit(source=o.source, step=o.step, config=served_config(o.config), offered_rate=o.rate,
+        steps.append(StepFit(source=o.source, step=o.step, config=o.config, offered_rate=o.rate,
                              requests=o.requests, measured_ms={k: round(v, 3) for k, v in o.measured_ms.items()},
                              predicted_ms={k: round(v, 3) for k, v in p.items()},
                              p99_error=round((p["p99"] - o.measured_ms["p99"]) / o.measured_ms["p99"], 4),
@@ -205,7 +189,7 @@ def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: S
     errors = sorted(abs(s.p99_error) for s in steps)
     replica = model.replica(spread, scale)
     thresholds = [threshold(replica, cfg, p99_ms, overhead, lag)
-                  for cfg in sorted({o.config for o in obs})]
+                  for cfg in sorted({o.config for o in obs}, key=BatchingConfig.sort_key)]
     return Calibration(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         model=profile.model, gpu=profile.gpu,
@@ -220,26 +204,18 @@ def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: S
                       median_abs_p99_error=round(float(np.median(errors)), 4),
                       worst_abs_p99_error=round(errors[-1], 4), excluded=excluded),
         steps=steps,
-        scaling=ScalingSettings(scale_up_lag_s=lag.scale_up_lag_s, ramp_per_min=lag.ramp_per_min,
-                                tolerance=lag.tolerance, hpa_sync_s=lag.hpa_sync_s,
-                                scrape_interval_s=lag.scrape_interval_s, rate_window_s=lag.rate_window_s),
+        scaling=lag,
         thresholds=thresholds)
 
 
-def threshold(replica: ReplicaModel, cfg: BatcherConfig, p99_ms: float, overhead_ms: float,
-              lag: ScalingLag) -> Threshold:
+def threshold(replica: ReplicaModel, cfg: BatchingConfig, p99_ms: float, overhead_ms: float,
+              lag: AutoscalingSpec) -> Threshold:
     """The rate one replica holds at ``p99_ms`` with this config, and the HPA target that keeps it there."""
     search = CapacitySearch(replica)
     budget_s = (p99_ms - overhead_ms) / 1000.0
     max_rate = search.max_rate(cfg, budget_s) if budget_s > 0 else 0.0
     target = lag.hpa_target(max_rate)
     queue_us = float(np.mean(search.simulate(target, cfg).queue_s)) * 1e6 if target > 0 else None
-    return Threshold(config=served_config(cfg), p99_ms=p99_ms, max_rate_per_replica=round(max_rate, 3),
+    return Threshold(config=cfg, p99_ms=p99_ms, max_rate_per_replica=round(max_rate, 3),
                      hpa_target_rate_per_replica=round(target, 3),
                      predicted_queue_us_at_target=None if queue_us is None else round(queue_us, 1))
-
-
-def lag_of(calibration: Calibration) -> ScalingLag:
-    s = calibration.scaling
-    return ScalingLag(s.scale_up_lag_s, s.ramp_per_min, s.tolerance, s.hpa_sync_s, s.scrape_interval_s,
-                      s.rate_window_s)

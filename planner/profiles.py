@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from planner.errors import PlannerInputError
-from serving.profile import LatencyProfile, ProfileError, parse_profile, read_profile
+from gpufleet.contracts.profile import LatencyProfile, ProfileError, parse_profile, read_profile
 
 
 def embedded_profiles() -> list[LatencyProfile]:

@@ -15,19 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from planner.capacity import Capacity, CapacitySearch, ReplicaModel
-from planner.calibration import Calibration, read_calibration
-from planner.catalog import CAPACITY_TYPES, HOURS_PER_MONTH, Catalog, Pool, pools_for, read_catalog
+from gpufleet.contracts.autoscaling import DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
+from gpufleet.contracts.calibration import Calibration, read_calibration
+from gpufleet.contracts.plan import (Alternative, Autoscaling, Binding, Cost, Deployment, LatencyPrediction, Plan,
+                                     PlanRequest, PoolPlan, SolverReport, SurvivalCheck)
+from planner.capacity import Capacity, CapacitySearch
+from planner.catalog import CAPACITY_TYPES, HOURS_PER_MONTH, Catalog, Pool, read_catalog
 from planner.errors import PlannerInputError
-from planner.optimize import (Infeasible, Problem, Routing, Solution, binding_constraint, runner_up,
-                              solve_with_bound)
-from planner.plan import (Alternative, Autoscaling, Binding, Cost, Deployment, LatencyPrediction, Plan,
-                          PlanRequest, PoolPlan, SolverReport, SurvivalCheck, TritonConfig)
-from planner.fit import lag_of
+from planner.optimize import Infeasible, Problem, Routing, Solution, binding_constraint, runner_up, solve_with_bound
 from planner.profiles import load_profiles
-from planner.scaling import ScalingLag
-from planner.survival import mixture_quantile, replica_through_loss
 from planner.simulate import SimResult, Workload
+from planner.sizing import FleetConstraints, GpuSizing, fleet_pools, fleet_problem, replica_model, size_gpu
+from planner.survival import mixture_quantile, replica_through_loss
 
 ALL_CAPACITY_TYPES = CAPACITY_TYPES
 VERIFY_REQUESTS = 40_000
@@ -35,7 +34,6 @@ VERIFY_SEED = 7
 TIGHTEN = 0.97  # capacity scale applied to a deployment whose verification P99 misses the target
 MAX_ROUNDS = 5
 DEFAULT_OVERHEAD_MS = 2.0
-DEFAULT_COLD_START_S = 360.0  # a GPU node from launch to a ready Triton: 4-8 minutes is typical
 AFTER_REPLACEMENT_S = 60.0
 OVERHEAD_ASSUMED = ("assumed default for network transfer and pre/post-processing; "
                     "calibrate it from stress runs with `planner fit`")
@@ -170,31 +168,29 @@ def _apply_calibration(req: RecommendRequest) -> Calibration | None:
     return cal
 
 
-def _scaling_lag(req: RecommendRequest, cal: Calibration | None) -> ScalingLag | None:
-    if req.scale_up_lag_s is None and req.ramp_per_min is None:
-        return None
+def _autoscaling(req: RecommendRequest, cal: Calibration | None) -> AutoscalingSpec:
+    """The plan's autoscaling spec: the calibration's where the request leaves lag and ramp open; lag-aware targets
+    when either is given."""
     if cal is not None and (req.scale_up_lag_s, req.ramp_per_min) == (cal.scaling.scale_up_lag_s,
                                                                        cal.scaling.ramp_per_min):
-        return lag_of(cal)
-    return ScalingLag(req.scale_up_lag_s or 0.0, req.ramp_per_min or 0.0)
+        return cal.scaling
+    if req.scale_up_lag_s is None and req.ramp_per_min is None:
+        return AutoscalingSpec()
+    return AutoscalingSpec(scale_up_lag_s=DEFAULT_SCALE_UP_LAG_S if req.scale_up_lag_s is None else req.scale_up_lag_s,
+                           ramp_per_min=req.ramp_per_min or 0.0)
 
 
 def recommend(req: RecommendRequest) -> Plan:
     """Answer "Q req/s at P99 <= T ms: what do I buy, and how do I configure Triton?" as a :class:`Plan`."""
     cal = _apply_calibration(req)
     req.check()
-    lag = _scaling_lag(req, cal)
+    spec = _autoscaling(req, cal)
     catalog = read_catalog(req.catalog)
     profiles = load_profiles(req.profiles)
     gpus = _gpus_to_plan(req, catalog, profiles)
     budget_ms = req.p99_ms - req.overhead_ms
 
-    def replica_model(g: str) -> ReplicaModel:
-        if cal is not None and cal.gpu == g:
-            return ReplicaModel.from_profile(profiles[(req.model, g)], cal.spread, cal.service_scale)
-        return ReplicaModel.from_profile(profiles[(req.model, g)])
-
-    searches = {g: CapacitySearch(replica_model(g)) for g in gpus}
+    searches = {g: CapacitySearch(replica_model(profiles[(req.model, g)], cal)) for g in gpus}
     caps: dict[str, Capacity] = {}
     for g, search in searches.items():
         cap = search.best(budget_ms, exhaustive=req.exhaustive)
@@ -206,25 +202,19 @@ def recommend(req: RecommendRequest) -> Plan:
                                 f"{lowest[0]:.2f} ms (on {lowest[1]}, batch 1, no load, overhead "
                                 f"{req.overhead_ms:g} ms)")
 
-    surv_ms = req.survival_p99_ms or req.p99_ms
-    pools = tuple(pools_for(catalog, set(caps), req.horizon_months, set(req.capacity_types)))  # type: ignore[arg-type]
+    constraints = FleetConstraints(req.routing, req.max_spot_share, req.spot_survival, req.min_replicas,
+                                   req.max_instances_per_pool, req.horizon_months, tuple(req.capacity_types))
+    pools = fleet_pools(catalog, set(caps), constraints)
     if not pools:
         raise PlannerInputError(f"the catalog has no {'/'.join(req.capacity_types)} pools for {', '.join(caps)}")
-    # With a scale-up lag, each replica carries at most the HPA target in steady state, so that P99 holds while
-    # traffic ramps and new GPU nodes start.
-    limit = {g: c.max_rate for g, c in caps.items()}
-    rate = {g: lag.hpa_target(limit[g]) if lag else limit[g] for g in caps}
-    surv_rate = dict(limit)
-    if req.spot_survival and surv_ms > req.p99_ms:
-        # The deployed config stays; only the rate it may carry while a spot pool is down grows.
-        surv_budget_s = (surv_ms - req.overhead_ms) / 1000.0
-        for g, c in caps.items():
-            surv_rate[g] = searches[g].max_rate(c.config, surv_budget_s, floor=c.max_rate) or c.max_rate
+    # Each replica carries at most its sizing rate in steady state: with a scale-up lag, the HPA target, so that
+    # P99 holds while traffic ramps and new GPU nodes start.
+    sizing = {g: size_gpu(searches[g], c, spec, req.p99_ms, req.survival_p99_ms, req.overhead_ms, req.spot_survival)
+              for g, c in caps.items()}
 
     verify = Workload.poisson(VERIFY_REQUESTS, seed=VERIFY_SEED)
     for _ in range(MAX_ROUNDS):
-        problem = Problem(pools, dict(rate), req.qps, req.routing, req.max_spot_share, req.spot_survival,
-                          dict(surv_rate), req.min_replicas, req.max_instances_per_pool)
+        problem = fleet_problem(pools, sizing, req.qps, constraints)
         try:
             sol = solve_with_bound(problem)
         except Infeasible:
@@ -237,18 +227,16 @@ def recommend(req: RecommendRequest) -> Plan:
         if not missed:
             break
         for g in missed:
-            limit[g] *= TIGHTEN
-            rate[g] = lag.hpa_target(limit[g]) if lag else limit[g]
-            surv_rate[g] = max(surv_rate[g] * TIGHTEN, limit[g])
+            sizing[g] = sizing[g].tightened(TIGHTEN, spec)
     else:
         raise PlannerInputError(f"infeasible: simulation could not confirm P99 <= {req.p99_ms:g} ms for "
                                 f"{', '.join(missed)} after {MAX_ROUNDS} rounds")
 
     binding, saving = binding_constraint(problem, sol)
     second = runner_up(problem, sol)
-    survival = _survival_check(problem, sol, traffic, caps, searches, verify, req, lag)
-    return _build_plan(req, catalog, problem, sol, traffic, reps, results, caps, searches, limit, profiles,
-                       binding, saving, second, survival, lag)
+    survival = _survival_check(problem, sol, traffic, caps, searches, verify, req, spec)
+    return _build_plan(req, catalog, problem, sol, traffic, reps, results, caps, searches, sizing, profiles,
+                       binding, saving, second, survival, spec)
 
 
 def _why_no_fleet(problem: Problem) -> str:
@@ -267,7 +255,7 @@ def _why_no_fleet(problem: Problem) -> str:
 
 def _survival_check(problem: Problem, sol: Solution, traffic: dict[str, float], caps: dict[str, Capacity],
                     searches: dict[str, CapacitySearch], verify: Workload, req: RecommendRequest,
-                    lag: ScalingLag | None) -> SurvivalCheck | None:
+                    spec: AutoscalingSpec) -> SurvivalCheck | None:
     """Lose the largest spot pool, routing as deployed: steady state on what remains, then in time through the
     cold-start window and after it (:mod:`planner.survival`)."""
     spot = [p for p in problem.pools if p.is_spot and sol.counts[p.name] > 0]
@@ -279,7 +267,7 @@ def _survival_check(problem: Problem, sol: Solution, traffic: dict[str, float], 
     after = dict(reps)
     after[lost.gpu] -= lost_reps
     bound = req.survival_p99_ms or req.p99_ms
-    cold_start_s = lag.scale_up_lag_s if lag and lag.scale_up_lag_s > 0 else DEFAULT_COLD_START_S
+    cold_start_s = spec.scale_up_lag_s if spec.scale_up_lag_s > 0 else DEFAULT_SCALE_UP_LAG_S
     if problem.routing == "weighted":
         during = {g: traffic[g] / after[g] if after[g] else math.inf for g in traffic}
         constraint = all(problem.surv_cap(g) * after[g] >= traffic[g] * (1 - 1e-9) for g in traffic)
@@ -312,10 +300,23 @@ def _survival_check(problem: Problem, sol: Solution, traffic: dict[str, float], 
                          p99_ms_after_replacement=round(p99_later, 3), constraint_holds=constraint)
 
 
-def _build_plan(req, catalog, problem, sol, traffic, reps, results, caps, searches, limit, profiles, binding,
-                saving, second, survival, lag) -> Plan:
+def _build_plan(req, catalog: Catalog, problem, sol, traffic, reps, results, caps, searches,
+                sizing: dict[str, GpuSizing], profiles, binding, saving, second, survival,
+                spec: AutoscalingSpec) -> Plan:
+    facts = {i.instance_type: i for i in catalog.instances}
+
+    def spot_types(p: Pool) -> list[str]:
+        if not p.is_spot:
+            return []
+        me = facts[p.instance_type]
+        same = [i for i in catalog.instances if (i.gpu, i.gpu_count, i.architecture) == (me.gpu, me.gpu_count,
+                                                                                           me.architecture)]
+        return [i.instance_type for i in sorted(same, key=lambda i: (i.vcpu, i.instance_type))]
+
     pool_plans = [PoolPlan(instance_type=p.instance_type, gpu=p.gpu, capacity_type=p.capacity_type,
                            count=sol.counts[p.name], gpus_per_instance=p.gpus_per_instance,
+                           architecture=facts[p.instance_type].architecture, vcpu=facts[p.instance_type].vcpu,
+                           spot_instance_types=spot_types(p),
                            replicas=p.gpus_per_instance * sol.counts[p.name],
                            usd_per_hour_per_instance=round(p.usd_per_hour, 4),
                            usd_per_hour=round(p.usd_per_hour * sol.counts[p.name], 4))
@@ -331,21 +332,18 @@ def _build_plan(req, catalog, problem, sol, traffic, reps, results, caps, search
         deployments.append(Deployment(
             gpu=g, model=req.model, replicas=reps[g], routing_weight=round(traffic[g] / req.qps, 6),
             rate_per_replica=round(per_replica, 3),
-            triton=TritonConfig(max_batch_size=cfg.max_batch_size, preferred_batch_sizes=list(cfg.preferred_batch_sizes),
-                                max_queue_delay_microseconds=cfg.max_queue_delay_us, instance_count=cfg.instance_count),
+            triton=cfg,
             predicted=LatencyPrediction(p50_ms=round(p50, 3), p90_ms=round(p90, 3), p99_ms=round(p99, 3),
                                         utilization=round(min(util[g], 1.0), 4),
                                         mean_batch_size=round(res.mean_batch_size, 2)),
             autoscaling=Autoscaling(
-                metric="rate(nv_inference_request_success[1m]) per pod",
-                target_rate_per_replica=round(lag.hpa_target(limit[g]) if lag else per_replica, 3),
-                max_rate_per_replica=round(limit[g], 3),
+                target_rate_per_replica=round(sizing[g].sizing_rate if spec.lag_aware else per_replica, 3),
+                max_rate_per_replica=round(sizing[g].max_rate, 3),
                 min_replicas=max(floor, 1), max_replicas=max(2 * reps[g], reps[g] + 1),
-                basis=lag.basis(limit[g]) if lag else (
+                basis=spec.basis(sizing[g].max_rate) if spec.lag_aware else (
                     "target = the planned per-replica rate, so replicas scale in proportion to traffic and keep "
                     "the planned P99 margin; max_rate is where simulated P99 meets the target. Give a scale-up "
-                    "lag and ramp (or a `planner fit` calibration) for a target that allows for GPU node start-up."),
-                scale_up_lag_s=lag.scale_up_lag_s if lag else None, ramp_per_min=lag.ramp_per_min if lag else None),
+                    "lag and ramp (or a `planner fit` calibration) for a target that allows for GPU node start-up.")),
             profile_origin=f"{profiles[(req.model, g)].origin.kind} ({profiles[(req.model, g)].origin.date})"))
     p50, p90, p99 = _fleet_quantiles(results, traffic, req.overhead_ms, (0.5, 0.9, 0.99))
     fleet_util = sum(util[g] * reps[g] for g in traffic) / sum(reps[g] for g in traffic)
@@ -384,4 +382,4 @@ def _build_plan(req, catalog, problem, sol, traffic, reps, results, caps, search
         binding_constraint=Binding(name=binding, usd_per_hour_if_relaxed=round(usd - saving, 4) if saving > 0 else None),
         runner_up=None if second is None else Alternative(pools=_describe(problem.pools, second.counts),
                                                           usd_per_hour=round(second.usd_per_hour, 4)),
-        survival=survival, why=why)
+        survival=survival, sizing=[sizing[g].record() for g in sorted(sizing)], autoscaling=spec, why=why)

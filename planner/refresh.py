@@ -16,7 +16,7 @@ import datetime as dt
 import json
 from typing import Any, Iterable
 
-from planner.catalog import Catalog, InstanceType, Price, SpotPrice
+from gpufleet.contracts.catalog import Catalog, InstanceType, Price, SpotPrice
 from planner.errors import PlannerInputError
 
 DEFAULT_FAMILIES = ("g4dn", "g5", "g6", "g6e", "p4d", "p5")
@@ -184,6 +184,8 @@ def refresh_catalog(ec2, pricing, region: str, families: Iterable[str] = DEFAULT
             instance_type=name, family=name.split(".")[0], vcpu=it["VCpuInfo"]["DefaultVCpus"],
             memory_gib=round(it["MemoryInfo"]["SizeInMiB"] / 1024, 2), gpu=gpu["Name"], gpu_count=gpu["Count"],
             gpu_memory_gib=round(gpu["MemoryInfo"]["SizeInMiB"] / 1024, 2),
+            architecture="arm64" if "arm64" in it.get("ProcessorInfo", {}).get("SupportedArchitectures", [])
+            and "x86_64" not in it.get("ProcessorInfo", {}).get("SupportedArchitectures", []) else "x86_64",
             on_demand=Price(usd_per_hour=listed["on-demand"], source="aws-pricing-api"),
             spot=SpotPrice(usd_per_hour_by_az=by_az, source="aws-ec2-spot-history") if by_az else None,
             reserved={term: Price(usd_per_hour=round(listed[term], 6), source="aws-pricing-api")

@@ -4,8 +4,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from planner.calibration import Calibration
-from planner.plan import Plan
+from gpufleet.contracts.calibration import Calibration
+from gpufleet.contracts.plan import Plan
 
 
 def render_plan(plan: Plan, console: Console) -> None:
@@ -64,7 +64,7 @@ def render_calibration(cal: Calibration, console: Console) -> None:
         steps.add_column(col, justify="left" if col in ("run", "step", "config") else "right")
     for s in cal.steps:
         c = s.config
-        steps.add_row(s.source.rsplit("/", 1)[-1], s.step, f"{c.max_batch_size}/{c.max_queue_delay_us}us/x{c.instance_count}",
+        steps.add_row(s.source.rsplit("/", 1)[-1], s.step, f"{c.max_batch_size}/{c.max_queue_delay_microseconds}us/x{c.instance_count}",
                       f"{s.offered_rate:,.1f}", f"{s.measured_ms['p50']:.2f}", f"{s.predicted_ms['p50']:.2f}",
                       f"{s.measured_ms['p99']:.2f}", f"{s.predicted_ms['p99']:.2f}", f"{s.p99_error:+.1%}",
                       "-" if s.measured_mean_batch is None else f"{s.measured_mean_batch:.2f}",
@@ -80,7 +80,7 @@ def render_calibration(cal: Calibration, console: Console) -> None:
         th.add_column(col, justify="left" if col == "config" else "right")
     for t in cal.thresholds:
         c = t.config
-        th.add_row(f"{c.max_batch_size}/{c.max_queue_delay_us}us/x{c.instance_count}", f"{t.p99_ms:g}",
+        th.add_row(f"{c.max_batch_size}/{c.max_queue_delay_microseconds}us/x{c.instance_count}", f"{t.p99_ms:g}",
                    f"{t.max_rate_per_replica:,.1f}", f"{t.hpa_target_rate_per_replica:,.1f}",
                    "-" if t.predicted_queue_us_at_target is None else f"{t.predicted_queue_us_at_target:,.0f}")
     console.print(th)

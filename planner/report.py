@@ -19,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from planner.calibration import Calibration
+from gpufleet.contracts.calibration import Calibration
+from gpufleet.contracts.io import write_atomic
+from gpufleet.contracts.plan import Plan
 from planner.capacity import CapacitySearch, ReplicaModel
-from planner.catalog import pools_for, read_catalog
+from planner.catalog import read_catalog
 from planner.errors import PlannerInputError
 from planner.optimize import Infeasible, Problem, solve
-from planner.plan import Plan
 from planner.profiles import load_profiles
-from planner.scaling import ScalingLag
-from planner.simulate import BatcherConfig
+from planner.sizing import GpuSizing, constraints_of, fleet_pools, fleet_problem, replica_model
 
 QPS_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 SPOT_SHARES = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
@@ -43,53 +43,44 @@ class ReportInputs:
 
 
 class FleetModel:
-    """Per-GPU capacity at the plan's target, computed once, and the MILP over it for any QPS or spot share."""
+    """The plan's fleet, re-solvable at any QPS or spot share: the same pools and per-replica rates the plan was
+    sized with (:mod:`planner.sizing`, the rates the plan records), so the cost at the plan's own QPS is the plan's."""
 
     def __init__(self, inputs: ReportInputs):
         plan = inputs.plan
         r = plan.request
         self.request = r
         self.catalog = read_catalog(inputs.catalog)
+        if self.catalog.region != r.region or self.catalog.as_of != r.catalog_as_of:
+            raise PlannerInputError(f"the plan was priced with the {r.region} catalog of {r.catalog_as_of}, not "
+                                    f"{self.catalog.region} of {self.catalog.as_of}; pass the --catalog it was made with")
         profiles = load_profiles(inputs.profiles)
-        cal = inputs.calibration
         self.models: dict[str, ReplicaModel] = {}
-        for g in r.gpus:
-            if (r.model, g) not in profiles:
-                raise PlannerInputError(f"no latency profile for model '{r.model}' on {g}; pass the --profile the "
-                                        "plan was made with")
-            spread, scale = (cal.spread, cal.service_scale) if cal and cal.gpu == g else (1.0, 1.0)
-            self.models[g] = ReplicaModel.from_profile(profiles[(r.model, g)], spread, scale)
-        self.capacity: dict[str, float] = {}
-        self.config: dict[str, BatcherConfig] = {}
         for d in plan.deployments:
-            t = d.triton
-            self.config[d.gpu] = BatcherConfig(t.max_batch_size, t.max_queue_delay_microseconds,
-                                               tuple(t.preferred_batch_sizes), t.instance_count)
-        budget = r.p99_ms - r.overhead_ms
-        # Types the plan did not choose are sized the way it sized its own: at the lag-aware HPA target, if any.
-        lag = next((ScalingLag(d.autoscaling.scale_up_lag_s, d.autoscaling.ramp_per_min or 0.0)
-                    for d in plan.deployments if d.autoscaling.scale_up_lag_s is not None), None)
-        for g, m in self.models.items():
-            cap = CapacitySearch(m).best(budget)
-            if cap is not None:
-                self.capacity[g] = lag.hpa_target(cap.max_rate) if lag else cap.max_rate
-                self.config.setdefault(g, cap.config)
-        # The plan's own deployments carry at most their HPA targets; use the same per-replica rates.
-        for d in plan.deployments:
-            self.capacity[d.gpu] = d.autoscaling.target_rate_per_replica if d.autoscaling.scale_up_lag_s else \
-                d.autoscaling.max_rate_per_replica
+            if (r.model, d.gpu) not in profiles:
+                raise PlannerInputError(f"no latency profile for model '{r.model}' on {d.gpu}; pass the --profile "
+                                        "the plan was made with")
+            self.models[d.gpu] = replica_model(profiles[(r.model, d.gpu)], inputs.calibration)
+        self.sizing = {s.gpu: GpuSizing.from_record(s) for s in plan.sizing}
+        self.config = {g: s.config for g, s in self.sizing.items()}
+        self.capacity = {g: s.sizing_rate for g, s in self.sizing.items()}
+        self.constraints = constraints_of(plan)
+        self.pools = fleet_pools(self.catalog, set(self.sizing), self.constraints)
+
+    def problem(self, qps: float, gpus: list[str], **override) -> Problem:
+        return fleet_problem(tuple(p for p in self.pools if p.gpu in gpus),
+                             {g: self.sizing[g] for g in gpus if g in self.sizing}, qps, self.constraints, **override)
 
     def cost(self, qps: float, gpus: list[str], max_spot_share: float | None = None,
              spot_survival: bool | None = None) -> float | None:
-        r = self.request
-        usable = [g for g in gpus if g in self.capacity]
-        pools = tuple(pools_for(self.catalog, set(usable), r.horizon_months, set(r.capacity_types)))
-        if not pools:
+        override = {}
+        if max_spot_share is not None:
+            override["max_spot_share"] = max_spot_share
+        if spot_survival is not None:
+            override["spot_survival"] = spot_survival
+        problem = self.problem(qps, gpus, **override)
+        if not problem.pools:
             return None
-        problem = Problem(pools, {g: self.capacity[g] for g in usable}, qps, r.routing,
-                          r.max_spot_share if max_spot_share is None else max_spot_share,
-                          r.spot_survival if spot_survival is None else spot_survival, None, r.min_replicas,
-                          r.max_instances_per_pool)
         try:
             return solve(problem).usd_per_hour
         except Infeasible:
@@ -152,19 +143,14 @@ def _plot_latency(fm: FleetModel, plan: Plan, cal: Calibration | None, path: Pat
 def _survives(fm: FleetModel, qps: float, share: float) -> tuple[float | None, bool | None]:
     """Cost without the survival requirement, and whether that fleet still holds the traffic at the target
     after losing its largest spot pool (the planner's survival inequality)."""
-    r = fm.request
     gpus = sorted(fm.capacity)
-    pools = tuple(pools_for(fm.catalog, set(gpus), r.horizon_months, set(r.capacity_types)))
-    problem = Problem(pools, {g: fm.capacity[g] for g in gpus}, qps, r.routing, share, False, None,
-                      r.min_replicas, r.max_instances_per_pool)
+    problem = fm.problem(qps, gpus, max_spot_share=share, spot_survival=False)
     try:
         sol = solve(problem)
     except Infeasible:
         return None, None
-    counts = tuple(sol.counts[p.name] for p in pools)
-    check = Problem(pools, problem.capacity, qps, r.routing, share, True, None, r.min_replicas,
-                    r.max_instances_per_pool)
-    holdable = check.holdable(counts)
+    counts = tuple(sol.counts[p.name] for p in problem.pools)
+    holdable = fm.problem(qps, gpus, max_spot_share=share, spot_survival=True).holdable(counts)
     return sol.usd_per_hour, sum(holdable.values()) >= qps * (1 - 1e-9)
 
 
@@ -267,7 +253,5 @@ per-replica capacities the plan used; points off the plan are optimized but not 
 </body></html>
 """
     path = out_dir / "report.html"
-    tmp = path.with_name(".report.html.tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
+    write_atomic(path, page)
     return path

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving.profile import LatencyProfile
+from gpufleet.contracts.profile import LatencyProfile
 
 GRID = 2048
 LEFT_TAIL = 0.25

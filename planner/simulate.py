@@ -22,30 +22,10 @@ from typing import Sequence
 
 import numpy as np
 
+from gpufleet.contracts.triton import BatchingConfig
 from planner.service import ServiceTime
 
 WARMUP_FRACTION = 0.05
-
-
-@dataclass(frozen=True, order=True)
-class BatcherConfig:
-    """The Triton settings that shape latency: dynamic batching and the instance group."""
-
-    max_batch_size: int
-    max_queue_delay_us: int = 0
-    preferred_batch_sizes: tuple[int, ...] = ()
-    instance_count: int = 1
-
-    def __post_init__(self) -> None:
-        if self.max_batch_size < 1 or self.instance_count < 1 or self.max_queue_delay_us < 0:
-            raise ValueError(f"invalid batcher config {self}")
-        if any(p < 1 or p > self.max_batch_size for p in self.preferred_batch_sizes):
-            # Model Analyzer issues 957/805: a preferred size above max_batch_size makes Triton reject the config.
-            raise ValueError(f"preferred_batch_sizes {self.preferred_batch_sizes} must lie in 1..{self.max_batch_size}")
-
-    def describe(self) -> str:
-        pref = f" pref={list(self.preferred_batch_sizes)}" if self.preferred_batch_sizes else ""
-        return f"batch<={self.max_batch_size} delay={self.max_queue_delay_us}us x{self.instance_count}{pref}"
 
 
 @dataclass(frozen=True)
@@ -59,25 +39,25 @@ class SimResult:
         return float(np.quantile(self.latency_s, q)) * 1000.0
 
 
-def simulate(arrivals_s: np.ndarray, cfg: BatcherConfig, service: ServiceTime, draws: np.ndarray,
+def simulate(arrivals_s: np.ndarray, cfg: BatchingConfig, service: ServiceTime, draws: np.ndarray,
              speedup: Sequence[float] | None = None, warmup_fraction: float = WARMUP_FRACTION) -> SimResult:
     """Simulate one replica serving ``arrivals_s`` (sorted, seconds); ``draws`` are uniforms, one per batch.
 
     ``speedup[n]`` is the aggregate throughput of ``n`` concurrent batches relative to one (index 0 unused);
     by default instances gain nothing from running together.
     """
-    if cfg.max_batch_size > service.max_batch_size:
-        raise ValueError(f"max_batch_size {cfg.max_batch_size} exceeds the profile's {service.max_batch_size}")
+    if cfg.effective_max_batch > service.max_batch_size:
+        raise ValueError(f"max_batch_size {cfg.effective_max_batch} exceeds the profile's {service.max_batch_size}")
     k = cfg.instance_count
     speed = list(speedup) if speedup is not None else [0.0] + [1.0] * k
     if len(speed) <= k:
         raise ValueError(f"speedup needs entries up to {k} concurrent batches")
     a = arrivals_s.tolist()
     n_req = len(a)
-    big_b = cfg.max_batch_size
-    preferred = sorted(cfg.preferred_batch_sizes)
+    big_b = cfg.effective_max_batch
+    preferred = sorted(cfg.preferred_batch_sizes) if cfg.dynamic_batching else []
     trigger = preferred[0] if preferred else big_b
-    delay = cfg.max_queue_delay_us * 1e-6
+    delay = cfg.effective_delay_us * 1e-6
     u = draws.tolist()
     inf = float("inf")
 
@@ -150,6 +130,6 @@ class Workload:
         rng = np.random.default_rng(seed)
         return cls(np.cumsum(rng.exponential(1.0, n_requests)), rng.random(n_requests))
 
-    def run(self, rate: float, cfg: BatcherConfig, service: ServiceTime,
+    def run(self, rate: float, cfg: BatchingConfig, service: ServiceTime,
             speedup: Sequence[float] | None = None) -> SimResult:
         return simulate(self.unit_arrivals / rate, cfg, service, self.draws, speedup)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.simulate import BatcherConfig, simulate
+from gpufleet.contracts.triton import BatchingConfig
+from planner.simulate import simulate
 
 MAX_REQUESTS_PER_PHASE = 120_000
 LEAD_IN_S = 5.0
@@ -33,7 +34,7 @@ class ReplicaLoss:
     window_simulated_s: float
 
 
-def replica_through_loss(cfg: BatcherConfig, service, speedup, rate_before: float, rate_during: float,
+def replica_through_loss(cfg: BatchingConfig, service, speedup, rate_before: float, rate_during: float,
                          rate_after: float, cold_start_s: float, after_s: float, seed: int) -> ReplicaLoss:
     """Simulate one replica from steady state through the loss window and back.
 

@@ -109,7 +109,7 @@ def _backend(backend: BackendName, model_path: Path | None, demo: DemoName | Non
                                      cuda_graphs)
     if demo is not None:
         raise ServingInputError("the tensorrt backend profiles an engine file; build one with build-engine")
-    from serving.engine import read_sidecar
+    from gpufleet.contracts.engine_sidecar import read_sidecar
     side = read_sidecar(model_path)
     return backends.TensorRTBackend(model_path, side.precision if side else precision)
 
@@ -135,7 +135,7 @@ def profile_cmd(
 ) -> None:
     """Measure latency per batch size and write the latency profile the planner reads."""
     from serving.measure import measure_profile
-    from serving.profile import write_profile
+    from gpufleet.contracts.profile import write_profile
 
     sizes = _int_list(batch_sizes, "--batch-sizes")
     with tempfile.TemporaryDirectory(prefix="gpufleet-profile-") as tmp:
@@ -219,7 +219,7 @@ def import_cmd(
 ) -> None:
     """Convert trtexec or perf_analyzer output into a latency profile."""
     from serving import importers
-    from serving.profile import write_profile
+    from gpufleet.contracts.profile import write_profile
 
     sizes = list(batch_size or [])
     if sizes and len(sizes) != len(files):
@@ -245,31 +245,43 @@ def import_cmd(
 
 # --- repo / upload -----------------------------------------------------------------------------------------------
 
+DEFAULT_MAX_BATCH_SIZE = 8  # without --plan: Triton configs gpufleet writes batch up to 8 unless told
+
+
 def _batching(plan: Path | None, gpu: str | None, max_batch_size: int | None, max_queue_delay_us: int | None,
               preferred: str | None, instances: int | None, kind: str | None):
-    from serving.triton_config import BatchingSettings
+    from pydantic import ValidationError
+
+    from gpufleet.contracts.io import first_error
+    from gpufleet.contracts.plan import read_plan
+    from gpufleet.contracts.triton import BatchingConfig
 
     if plan is not None:
-        from planner.errors import PlannerInputError
-        from planner.plan import read_plan
-        try:
-            p = read_plan(plan)
-        except PlannerInputError as exc:
-            raise ServingInputError(str(exc)) from None
+        p = read_plan(plan)
         deps = {d.gpu: d for d in p.deployments}
         if gpu is None and len(deps) == 1:
             gpu = next(iter(deps))
         if gpu not in deps:
             raise ServingInputError(f"{plan}: no deployment for GPU {gpu!r} (plan has {', '.join(deps) or 'none'}); "
                                     "pick one with --gpu")
-        base = BatchingSettings.from_plan(deps[gpu].triton, kind)
         if any(v is not None for v in (max_batch_size, max_queue_delay_us, preferred, instances)):
             raise ServingInputError("--plan sets the batching; drop --max-batch-size/--max-queue-delay-us/"
                                     "--preferred-batch-sizes/--instances")
-        return base
-    return BatchingSettings(max_batch_size=max_batch_size or 8, max_queue_delay_microseconds=max_queue_delay_us or 0,
-                            preferred_batch_sizes=tuple(_int_list(preferred, "--preferred-batch-sizes")),
-                            instance_count=instances or 1, instance_kind=kind or "KIND_GPU")
+        base = deps[gpu].triton
+        return base.with_kind(kind) if kind else base
+    for option, value in (("--max-batch-size", max_batch_size), ("--instances", instances)):
+        if value is not None and value < 1:
+            raise ServingInputError(f"{option} must be >= 1, got {value}")
+    if max_queue_delay_us is not None and max_queue_delay_us < 0:
+        raise ServingInputError(f"--max-queue-delay-us must be >= 0, got {max_queue_delay_us}")
+    try:
+        return BatchingConfig(
+            max_batch_size=DEFAULT_MAX_BATCH_SIZE if max_batch_size is None else max_batch_size,
+            max_queue_delay_microseconds=0 if max_queue_delay_us is None else max_queue_delay_us,
+            preferred_batch_sizes=tuple(_int_list(preferred, "--preferred-batch-sizes")),
+            instance_count=1 if instances is None else instances, instance_kind=kind or "KIND_GPU")
+    except ValidationError as exc:
+        raise ServingInputError(first_error("batching options", exc)) from None
 
 
 def _model_spec(model_file: Path, name: str, platform: str, batching, warmup: str):
@@ -283,7 +295,7 @@ def _model_spec(model_file: Path, name: str, platform: str, batching, warmup: st
         except Exception as exc:  # onnx raises its own DecodeError/ValidationError types
             raise ServingInputError(f"{model_file}: not a readable ONNX model: {exc}") from None
     else:
-        from serving.engine import read_sidecar
+        from gpufleet.contracts.engine_sidecar import read_sidecar
         side = read_sidecar(model_file)
         if side is None:
             raise ServingInputError(f"{model_file}: no <engine>.json sidecar to read the tensors from "
@@ -399,10 +411,8 @@ def local_cmd(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: every input error becomes one stderr line and exit status 2."""
-    from serving.local import TritonStartError
-
-    return run_app(app, argv, "serving", (ServingInputError, TritonStartError))
+    """Console entry point: one stderr line and exit 2 for bad input, 1 for a failure at run time."""
+    return run_app(app, argv, "serving")
 
 
 if __name__ == "__main__":

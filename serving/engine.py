@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Iterator, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
-
+from gpufleet.contracts.engine_sidecar import EngineSidecar, TensorInfo, sidecar_path
 from serving.errors import ServingInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -58,47 +57,6 @@ class BuildSettings:
                 raise ServingInputError(f"{self.calibration_images}: calibration image folder not found")
             if self.calibration_batch < 1 or self.calibration_max_images < self.calibration_batch:
                 raise ServingInputError("need calibration batch >= 1 and max images >= calibration batch")
-
-
-class TensorInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    dtype: str
-    shape: list[int] = Field(description="with the batch dimension as -1 when dynamic")
-
-
-class EngineSidecar(BaseModel):
-    """``<engine>.json``: how an engine was built, for the profile and the model repository made from it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    schema_version: Literal[1] = 1
-    engine: str
-    onnx: str
-    onnx_sha256: str
-    precision: Literal["fp16", "int8"]
-    batch_profile: dict[str, int] = Field(description="min, opt, max batch of the optimization profile")
-    workspace_bytes: int
-    calibration: dict[str, str | int] | None = None
-    inputs: list[TensorInfo]
-    outputs: list[TensorInfo]
-    tensorrt_version: str
-    device: str
-    built: str
-
-
-def sidecar_path(engine_path: Path | str) -> Path:
-    return Path(str(engine_path) + ".json")
-
-
-def read_sidecar(engine_path: Path | str) -> EngineSidecar | None:
-    path = sidecar_path(engine_path)
-    if not path.is_file():
-        return None
-    try:
-        return EngineSidecar.model_validate_json(path.read_text())
-    except ValueError as exc:
-        raise ServingInputError(f"{path}: not an engine sidecar: {str(exc).splitlines()[0]}") from None
 
 
 # --- calibration images ------------------------------------------------------------------------------------------

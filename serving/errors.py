@@ -1,5 +1,6 @@
-"""The one base class of input errors in ``serving``: the CLI turns each into one stderr line and exit status 2."""
+"""The serving stage's input error (exit status 2 under :mod:`gpufleet.errors`' rule)."""
+from gpufleet.errors import InputError
 
 
-class ServingInputError(ValueError):
+class ServingInputError(InputError):
     """Bad input (a file, a flag, a combination); the message is one line naming what and where."""

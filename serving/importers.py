@@ -27,7 +27,7 @@ import numpy as np
 
 from serving.errors import ServingInputError
 from serving.measure import summarise
-from serving.profile import SCHEMA_VERSION, BatchLatency, LatencyProfile, Origin
+from gpufleet.contracts.profile import SCHEMA_VERSION, BatchLatency, LatencyProfile, Origin
 
 TRTEXEC_DEFAULT_WARMUP_MS = 200.0  # trtexec's --warmUp default
 

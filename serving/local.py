@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -28,17 +27,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-LOOPBACK = "127.0.0.1"
+from gpufleet.errors import RunFailure
+from gpufleet.net import LOOPBACK, free_port
+from serving.errors import ServingInputError
 
 
-class TritonStartError(RuntimeError):
+class TritonStartError(RunFailure):
     """Triton did not become ready; the message carries the decisive log line."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -49,7 +44,7 @@ class Ports:
 
     @classmethod
     def free(cls) -> "Ports":
-        return cls(_free_port(), _free_port(), _free_port())
+        return cls(free_port(), free_port(), free_port())
 
 
 def _pytriton_dist() -> tuple[Path, Path, Path]:
@@ -143,7 +138,7 @@ class LocalTriton:
 
     def _start_once(self, timeout_s: float) -> "LocalTriton":
         if not self.repository.is_dir():
-            raise TritonStartError(f"{self.repository}: model repository not found")
+            raise ServingInputError(f"{self.repository}: model repository not found")
         server_dir, libs = self._prepare()
         self._log = open(self.log_path, "wb")
         self._proc = subprocess.Popen(self.command(server_dir), stdout=self._log, stderr=subprocess.STDOUT,

@@ -10,7 +10,7 @@ import numpy as np
 
 from serving.backends import Backend
 from serving.errors import ServingInputError
-from serving.profile import SCHEMA_VERSION, BatchLatency, LatencyProfile, Origin
+from gpufleet.contracts.profile import SCHEMA_VERSION, BatchLatency, LatencyProfile, Origin
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 

@@ -12,6 +12,7 @@ from typing import Literal
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from gpufleet.contracts.triton import BatchingConfig
 from serving.errors import ServingInputError
 
 Platform = Literal["tensorrt_plan", "onnxruntime_onnx", "python"]
@@ -43,36 +44,6 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
-class BatchingSettings:
-    """The dynamic batcher and instances, as the planner simulated them (``plan.deployments[].triton``)."""
-
-    max_batch_size: int
-    max_queue_delay_microseconds: int = 0
-    preferred_batch_sizes: tuple[int, ...] = ()
-    instance_count: int = 1
-    instance_kind: Literal["KIND_GPU", "KIND_CPU"] = "KIND_GPU"
-
-    @classmethod
-    def from_plan(cls, triton, instance_kind: str | None = None) -> "BatchingSettings":
-        """From a :class:`planner.plan.TritonConfig`; ``instance_kind`` overrides the plan's (KIND_CPU locally)."""
-        return cls(max_batch_size=triton.max_batch_size,
-                   max_queue_delay_microseconds=triton.max_queue_delay_microseconds,
-                   preferred_batch_sizes=tuple(triton.preferred_batch_sizes), instance_count=triton.instance_count,
-                   instance_kind=instance_kind or triton.instance_kind)
-
-    def check(self) -> None:
-        if self.max_batch_size < 1:
-            raise ConfigError("max_batch_size must be >= 1")
-        if self.max_queue_delay_microseconds < 0:
-            raise ConfigError("max_queue_delay_microseconds must be >= 0")
-        bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
-        if bad:
-            raise ConfigError(f"preferred batch sizes {bad} are outside 1..max_batch_size={self.max_batch_size}")
-        if self.instance_count < 1:
-            raise ConfigError("instance_group count must be >= 1")
-
-
-@dataclass(frozen=True)
 class ModelSpec:
     """Everything ``config.pbtxt`` says about one model."""
 
@@ -80,7 +51,7 @@ class ModelSpec:
     platform: Platform
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    batching: BatchingSettings
+    batching: BatchingConfig
     warmup_batch_sizes: tuple[int, ...] = field(default=(1,))
     warmup_count: int = 3
 
@@ -92,7 +63,6 @@ def build_config(spec: ModelSpec) -> mc.ModelConfig:
     do not pay for lazy initialisation (cuDNN/TensorRT tactic loading, ORT arena growth) and a readiness probe only
     passes once the model is fast.
     """
-    spec.batching.check()
     b = spec.batching
     cfg = mc.ModelConfig(name=spec.name, max_batch_size=b.max_batch_size)
     if spec.platform == "python":
@@ -103,8 +73,9 @@ def build_config(spec: ModelSpec) -> mc.ModelConfig:
         cfg.input.add(name=t.name, data_type=mc.DataType.Value(t.triton_type), dims=list(t.dims))
     for t in spec.outputs:
         cfg.output.add(name=t.name, data_type=mc.DataType.Value(t.triton_type), dims=list(t.dims))
-    cfg.dynamic_batching.max_queue_delay_microseconds = b.max_queue_delay_microseconds
-    cfg.dynamic_batching.preferred_batch_size.extend(sorted(set(b.preferred_batch_sizes)))
+    if b.dynamic_batching:
+        cfg.dynamic_batching.max_queue_delay_microseconds = b.max_queue_delay_microseconds
+        cfg.dynamic_batching.preferred_batch_size.extend(sorted(set(b.preferred_batch_sizes)))
     cfg.instance_group.add(count=b.instance_count, kind=mc.ModelInstanceGroup.Kind.Value(b.instance_kind))
     for bs in spec.warmup_batch_sizes:
         if not 1 <= bs <= b.max_batch_size:

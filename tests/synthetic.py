@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtests.result import StressResult, write_stress_result
+from gpufleet.contracts.stress_result import StressResult, write_stress_result
 from planner.capacity import ReplicaModel
-from planner.simulate import BatcherConfig, simulate
-from serving.profile import LatencyProfile, parse_profile
+from gpufleet.contracts.triton import BatchingConfig
+from planner.simulate import simulate
+from gpufleet.contracts.profile import LatencyProfile, parse_profile
 
 
 def affine_profile(model: str = "synthetic", gpu: str = "T4", base_ms: float = 8.0, per_image_ms: float = 2.0,
@@ -29,7 +30,7 @@ def affine_profile(model: str = "synthetic", gpu: str = "T4", base_ms: float = 8
                                      "derivation": "synthetic, for tests: affine in batch size"}})
 
 
-def stress_result(profile: LatencyProfile, cfg: BatcherConfig, rates: list[float], *, overhead_ms: float,
+def stress_result(profile: LatencyProfile, cfg: BatchingConfig, rates: list[float], *, overhead_ms: float,
                   spread: float, scale: float, duration_s: float, seed: int, path: Path,
                   warmup_rate: float | None = None) -> StressResult:
     model = ReplicaModel.from_profile(profile, spread, scale)
@@ -61,7 +62,7 @@ def stress_result(profile: LatencyProfile, cfg: BatcherConfig, rates: list[float
         "target": {"host": "http://127.0.0.1:8000", "protocol": "http", "model": profile.model, "model_version": "",
                    "input_name": "images", "input_shape": [3, 640, 640], "datatype": "FP32", "request_batch": 1,
                    "metrics_url": None,
-                   "triton": {"max_batch_size": cfg.max_batch_size, "max_queue_delay_us": cfg.max_queue_delay_us,
+                   "triton": {"max_batch_size": cfg.max_batch_size, "max_queue_delay_us": cfg.max_queue_delay_microseconds,
                               "preferred_batch_sizes": list(cfg.preferred_batch_sizes), "dynamic_batching": True,
                               "instance_count": cfg.instance_count, "instance_kind": "KIND_GPU"}},
         "steps": steps, "stopped": {"reason": "completed", "at_step": None}})

@@ -9,7 +9,8 @@ import pytest
 boto3 = pytest.importorskip("boto3")
 from botocore.stub import ANY, Stubber  # noqa: E402
 
-from planner.catalog import read_catalog, write_catalog  # noqa: E402
+from gpufleet.contracts.catalog import write_catalog  # noqa: E402
+from planner.catalog import read_catalog  # noqa: E402
 from planner.cli import main  # noqa: E402
 from planner.errors import PlannerInputError  # noqa: E402
 from planner.recommend import RecommendRequest, recommend  # noqa: E402

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from planner.plan import read_plan
+from gpufleet.contracts.plan import read_plan
 from planner.catalog import DEFAULT_CATALOG
 from importlib import resources
 

@@ -21,17 +21,18 @@ from infra.settings import ROOT, settings_from_config, stack_file_config  # noqa
 from infra.triton import quantity  # noqa: E402
 from loadtests.run import StressRun, run_stress  # noqa: E402
 from loadtests.schedule import steps  # noqa: E402
-from planner.calibration import read_calibration  # noqa: E402
+from gpufleet.contracts.calibration import read_calibration  # noqa: E402
 from planner.cli import main as planner_main  # noqa: E402
-from planner.plan import read_plan  # noqa: E402
-from planner.scaling import ScalingLag  # noqa: E402
+from gpufleet.contracts.plan import read_plan  # noqa: E402
+from gpufleet.contracts.autoscaling import AutoscalingSpec  # noqa: E402
 from serving.backends import OnnxRuntimeBackend  # noqa: E402
 from serving.demo_models import write_onnx  # noqa: E402
 from serving.local import LocalTriton  # noqa: E402
 from serving.measure import measure_profile  # noqa: E402
-from serving.profile import write_profile  # noqa: E402
+from gpufleet.contracts.profile import write_profile  # noqa: E402
 from serving.repository import write_model  # noqa: E402
-from serving.triton_config import BatchingSettings, ModelSpec, onnx_tensors  # noqa: E402
+from gpufleet.contracts.triton import BatchingConfig  # noqa: E402
+from serving.triton_config import ModelSpec, onnx_tensors  # noqa: E402
 
 MODEL = "demo-tiny"
 
@@ -57,7 +58,7 @@ def loop(tmp_path_factory, project):
                               batch_sizes=(1, 2, 4, 8), warmup=5, iterations=50)
     write_profile(profile, work / "profile.json")
     # 2. stress: open loop against a real Triton serving the model with dynamic batching
-    batching = BatchingSettings(max_batch_size=8, max_queue_delay_microseconds=1000, instance_kind="KIND_CPU")
+    batching = BatchingConfig(max_batch_size=8, max_queue_delay_microseconds=1000, instance_kind="KIND_CPU")
     write_model(work / "repo", ModelSpec(MODEL, "python", *onnx_tensors(onnx), batching), onnx)
     server = LocalTriton(work / "repo", extra_args=["--exit-timeout-secs=5"]).start(timeout_s=90)
     try:
@@ -88,7 +89,7 @@ def test_the_plan_lands_where_the_dev_stack_reads_it(loop, project):
 
 def test_the_fit_saw_the_triton_config_and_the_servers_batching(loop):
     cal, *_ = loop
-    assert {(s.config.max_batch_size, s.config.max_queue_delay_us) for s in cal.steps} == {(8, 1000)}
+    assert {(s.config.max_batch_size, s.config.max_queue_delay_microseconds) for s in cal.steps} == {(8, 1000)}
     assert len(cal.steps) == 2 and all(s.measured_mean_batch is not None for s in cal.steps)
 
 
@@ -108,7 +109,7 @@ def test_the_stacks_node_pools_are_the_plans(loop):
 
 def test_the_stacks_hpa_thresholds_are_the_plans(loop):
     cal, plan, settings, records = loop
-    lag = ScalingLag(cal.scaling.scale_up_lag_s, cal.scaling.ramp_per_min)
+    lag = AutoscalingSpec(scale_up_lag_s=cal.scaling.scale_up_lag_s, ramp_per_min=cal.scaling.ramp_per_min)
     objs = manifests(records)
     for d in plan.deployments:
         (hpa,) = [m for m in objs if m["kind"] == "HorizontalPodAutoscaler"
@@ -117,7 +118,7 @@ def test_the_stacks_hpa_thresholds_are_the_plans(loop):
         assert (spec["minReplicas"], spec["maxReplicas"]) == (d.autoscaling.min_replicas, d.autoscaling.max_replicas)
         assert spec["metrics"][0]["pods"]["target"]["averageValue"] == quantity(d.autoscaling.target_rate_per_replica)
         # ... and the plan's threshold is the fitted, lag-aware one.
-        assert d.autoscaling.scale_up_lag_s == 300 and d.autoscaling.ramp_per_min == 0.03
+        assert plan.autoscaling.scale_up_lag_s == 300 and plan.autoscaling.ramp_per_min == 0.03
         assert d.autoscaling.target_rate_per_replica == pytest.approx(
             lag.hpa_target(d.autoscaling.max_rate_per_replica), rel=1e-3)
 

@@ -6,8 +6,8 @@ import pytest
 
 from planner.catalog import read_catalog
 from planner.profiles import embedded_profiles
-from planner.schemas import rendered
-from serving.profile import ProfileError, read_profile, write_profile
+from gpufleet.contracts.schemas import rendered
+from gpufleet.contracts.profile import ProfileError, read_profile, write_profile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("name", sorted(rendered()))
 def test_published_schema_matches_the_model(name):
     published = (ROOT / "docs" / "schemas" / name).read_text()
-    assert published == rendered()[name], "run: python -m planner.schemas"
+    assert published == rendered()[name], "run: python -m gpufleet.contracts.schemas"
 
 
 def test_every_catalog_price_names_a_known_source():

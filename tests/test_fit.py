@@ -6,18 +6,18 @@ import math
 
 import pytest
 
-from planner.calibration import read_calibration
+from gpufleet.contracts.calibration import read_calibration
 from planner.capacity import ReplicaModel
 from planner.cli import main
 from planner.fit import fit
 from planner.recommend import RecommendRequest, recommend
-from planner.scaling import ScalingLag
-from planner.simulate import BatcherConfig
-from serving.profile import write_profile
+from gpufleet.contracts.autoscaling import AutoscalingSpec
+from gpufleet.contracts.triton import BatchingConfig
+from gpufleet.contracts.profile import write_profile
 from tests.synthetic import affine_profile, stress_result
 
 TRUTH = {"overhead_ms": 4.0, "spread": 1.6, "scale": 1.25}
-CONFIGS = (BatcherConfig(8, 2000, (), 1), BatcherConfig(4, 0, (), 1))
+CONFIGS = (BatchingConfig(max_batch_size=8, max_queue_delay_microseconds=2000, preferred_batch_sizes=(), instance_count=1), BatchingConfig(max_batch_size=4, max_queue_delay_microseconds=0, preferred_batch_sizes=(), instance_count=1))
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def calibration(runs):
     profile, _, paths = runs
-    return fit(profile, paths, p99_ms=100.0, lag=ScalingLag(scale_up_lag_s=360, ramp_per_min=0.02))
+    return fit(profile, paths, p99_ms=100.0, lag=AutoscalingSpec(scale_up_lag_s=360, ramp_per_min=0.02))
 
 
 def test_fit_recovers_the_parameters_that_generated_the_runs(calibration):
@@ -66,8 +66,8 @@ def test_fit_predicts_the_batching_it_did_not_fit_on(calibration):
 
 
 def test_thresholds_allow_for_the_scale_up_lag(calibration):
-    lag = ScalingLag(scale_up_lag_s=360, ramp_per_min=0.02)
-    assert {(t.config.max_batch_size, t.config.max_queue_delay_us) for t in calibration.thresholds} == {(8, 2000), (4, 0)}
+    lag = AutoscalingSpec(scale_up_lag_s=360, ramp_per_min=0.02)
+    assert {(t.config.max_batch_size, t.config.max_queue_delay_microseconds) for t in calibration.thresholds} == {(8, 2000), (4, 0)}
     for t in calibration.thresholds:
         assert 0 < t.hpa_target_rate_per_replica < t.max_rate_per_replica
         assert t.hpa_target_rate_per_replica == pytest.approx(lag.hpa_target(t.max_rate_per_replica), rel=1e-4)
@@ -75,13 +75,13 @@ def test_thresholds_allow_for_the_scale_up_lag(calibration):
 
 
 def test_the_hpa_target_grown_through_the_reaction_time_lands_on_the_p99_limit():
-    lag = ScalingLag(scale_up_lag_s=300, ramp_per_min=0.05)
+    lag = AutoscalingSpec(scale_up_lag_s=300, ramp_per_min=0.05)
     target = lag.hpa_target(1000.0)
     # The HPA acts at target x (1 + tolerance); traffic then compounds for the reaction time.
     at_arrival = target * (1 + lag.tolerance) * (1 + lag.ramp_per_min) ** (lag.reaction_s / 60)
     assert at_arrival == pytest.approx(1000.0)
-    assert ScalingLag(0, 0, tolerance=0, hpa_sync_s=0, scrape_interval_s=0, rate_window_s=0).hpa_target(1000.0) == 1000.0
-    assert ScalingLag(600, 0.05).hpa_target(1000.0) < target < ScalingLag(120, 0.05).hpa_target(1000.0)
+    assert AutoscalingSpec(scale_up_lag_s=0, ramp_per_min=0, tolerance=0).hpa_target(1000.0) == 1000.0
+    assert AutoscalingSpec(scale_up_lag_s=600, ramp_per_min=0.05).hpa_target(1000.0) < target < AutoscalingSpec(scale_up_lag_s=120, ramp_per_min=0.05).hpa_target(1000.0)
 
 
 def test_recommend_uses_the_calibration(runs, calibration, tmp_path):
@@ -94,15 +94,16 @@ def test_recommend_uses_the_calibration(runs, calibration, tmp_path):
     assert plan.request.overhead_ms == calibration.overhead_ms
     assert "planner fit" in plan.request.overhead_source and plan.request.calibration == str(cal_path)
     (dep,) = plan.deployments
-    lag = ScalingLag(calibration.scaling.scale_up_lag_s, calibration.scaling.ramp_per_min)
+    lag = AutoscalingSpec(scale_up_lag_s=calibration.scaling.scale_up_lag_s, ramp_per_min=calibration.scaling.ramp_per_min)
     auto = dep.autoscaling
-    assert auto.scale_up_lag_s == 360 and auto.ramp_per_min == 0.02
+    assert plan.autoscaling == calibration.scaling
+    assert plan.autoscaling.scale_up_lag_s == 360 and plan.autoscaling.ramp_per_min == 0.02
     assert auto.target_rate_per_replica == pytest.approx(lag.hpa_target(auto.max_rate_per_replica), rel=1e-3)
     # The fleet is sized so that a replica carries no more than the HPA target in steady state.
     assert dep.rate_per_replica <= auto.target_rate_per_replica * 1.0001
     uncalibrated = recommend(RecommendRequest(qps=2000, p99_ms=100, model="synthetic", gpus=["T4"],
                                               profiles=[prof_path]))
-    assert uncalibrated.deployments[0].autoscaling.scale_up_lag_s is None
+    assert not uncalibrated.autoscaling.lag_aware
     assert plan.replicas > uncalibrated.replicas  # slower service and lag headroom both cost replicas
 
 

@@ -109,7 +109,7 @@ def test_triton_counters_are_read_per_model_and_differenced():
 
 
 def test_stress_result_reader_names_the_file_and_field(tmp_path):
-    from loadtests.result import read_stress_result
+    from gpufleet.contracts.stress_result import read_stress_result
 
     bad = tmp_path / "r.stress.json"
     bad.write_text('{"schema_version": 1, "mode": "sideways"}')

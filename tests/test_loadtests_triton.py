@@ -9,13 +9,14 @@ if importlib.util.find_spec("locust") is None:
     pytest.skip("locust is not installed (pip install -e '.[loadtests]')", allow_module_level=True)
 pytest.importorskip("pytriton")
 
-from loadtests.result import read_stress_result  # noqa: E402
+from gpufleet.contracts.stress_result import read_stress_result  # noqa: E402
 from loadtests.run import StressRun, run_stress  # noqa: E402
 from loadtests.schedule import steps  # noqa: E402
 from serving.demo_models import write_onnx  # noqa: E402
 from serving.local import LocalTriton  # noqa: E402
 from serving.repository import write_model  # noqa: E402
-from serving.triton_config import BatchingSettings, ModelSpec, onnx_tensors  # noqa: E402
+from gpufleet.contracts.triton import BatchingConfig  # noqa: E402
+from serving.triton_config import ModelSpec, onnx_tensors  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def triton(tmp_path_factory):
     root = tmp_path_factory.mktemp("triton-for-loadtests")
     model = root / "tiny.onnx"
     write_onnx("tiny", model)
-    batching = BatchingSettings(max_batch_size=8, max_queue_delay_microseconds=20_000, instance_count=1,
+    batching = BatchingConfig(max_batch_size=8, max_queue_delay_microseconds=20_000, instance_count=1,
                                 instance_kind="KIND_CPU")
     write_model(root / "repo", ModelSpec("tiny", "python", *onnx_tensors(model), batching), model)
     server = LocalTriton(root / "repo", extra_args=["--exit-timeout-secs=5"]).start(timeout_s=90)
@@ -42,7 +43,7 @@ def test_step_run_against_local_triton_with_server_metrics(triton, protocol, tmp
     assert result.target.input_shape == [3, 32, 32] and result.target.protocol == protocol
     # The run records the config Triton actually loaded, which is what `planner fit` simulates.
     assert result.target.triton is not None
-    assert (result.target.triton.max_batch_size, result.target.triton.max_queue_delay_us,
+    assert (result.target.triton.max_batch_size, result.target.triton.max_queue_delay_microseconds,
             result.target.triton.instance_count) == (8, 20_000, 1)
     reported = result.reported_steps()
     assert [s.offered_rate for s in reported] == [40, 80]

@@ -5,7 +5,7 @@ import pytest
 
 from planner.errors import PlannerInputError
 from planner.recommend import RecommendRequest, recommend
-from serving.profile import read_profile, write_profile
+from gpufleet.contracts.profile import read_profile, write_profile
 from importlib import resources
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from planner.cli import main
-from planner.plan import write_plan
+from gpufleet.contracts.plan import write_plan
 from planner.recommend import RecommendRequest, recommend
 from planner.report import FleetModel, ReportInputs, _survives, write_report
 

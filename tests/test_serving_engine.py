@@ -5,8 +5,10 @@ import pytest
 from serving.cli import main as serving_main
 from serving.demo_models import write_onnx
 from serving.engine import (
-    LETTERBOX_FILL, BuildSettings, CalibrationBatches, EngineSidecar, letterbox, read_sidecar, sidecar_path)
+    LETTERBOX_FILL, BuildSettings, CalibrationBatches, letterbox)
+from gpufleet.contracts.engine_sidecar import EngineSidecar, read_sidecar, sidecar_path
 from serving.errors import ServingInputError
+from gpufleet.errors import ContractError
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -99,5 +101,5 @@ def test_sidecar_round_trip(tmp_path):
     sidecar_path(tmp_path / "m.plan").write_text(side.model_dump_json())
     assert read_sidecar(tmp_path / "m.plan") == side
     sidecar_path(tmp_path / "bad.plan").write_text("{}")
-    with pytest.raises(ServingInputError, match="not an engine sidecar"):
+    with pytest.raises(ContractError, match="bad.plan.json: field"):
         read_sidecar(tmp_path / "bad.plan")

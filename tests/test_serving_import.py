@@ -7,7 +7,7 @@ import pytest
 
 from serving import importers
 from serving.cli import main as serving_main
-from serving.profile import read_profile
+from gpufleet.contracts.profile import read_profile
 
 DATA = Path(__file__).parent / "data"
 

@@ -18,11 +18,12 @@ grpcclient = pytest.importorskip("tritonclient.grpc")
 from serving.demo_models import write_onnx  # noqa: E402
 from serving.local import LocalTriton, TritonStartError  # noqa: E402
 from serving.repository import write_model  # noqa: E402
-from serving.triton_config import BatchingSettings, ModelSpec, TensorSpec, onnx_tensors  # noqa: E402
+from gpufleet.contracts.triton import BatchingConfig  # noqa: E402
+from serving.triton_config import ModelSpec, TensorSpec, onnx_tensors  # noqa: E402
 
 from .conftest import free_port  # noqa: E402
 
-BATCHING = BatchingSettings(max_batch_size=8, max_queue_delay_microseconds=100_000, preferred_batch_sizes=(8,),
+BATCHING = BatchingConfig(max_batch_size=8, max_queue_delay_microseconds=100_000, preferred_batch_sizes=(8,),
                             instance_count=2, instance_kind="KIND_CPU")
 
 

@@ -4,12 +4,12 @@ import json
 import numpy as np
 import pytest
 
-from planner.plan import read_plan
+from gpufleet.contracts.plan import read_plan
 from serving.backends import BackendUnavailable, OnnxRuntimeBackend, TensorRTBackend, TorchBackend
 from serving.cli import main as serving_main
 from serving.demo_models import build_torch, describe, write_onnx
 from serving.measure import measure_profile, summarise
-from serving.profile import read_profile
+from gpufleet.contracts.profile import read_profile
 
 pytest.importorskip("onnxruntime")
 

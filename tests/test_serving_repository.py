@@ -7,8 +7,9 @@ from planner.recommend import RecommendRequest, recommend  # noqa: E402
 from serving.cli import main as serving_main  # noqa: E402
 from serving.demo_models import write_onnx  # noqa: E402
 from serving.repository import RepositoryError, upload_repository, write_model  # noqa: E402
+from gpufleet.contracts.triton import BatchingConfig  # noqa: E402
 from serving.triton_config import (  # noqa: E402
-    BatchingSettings, ConfigError, ModelSpec, TensorSpec, onnx_tensors, parse_config, render_config)
+    ConfigError, ModelSpec, TensorSpec, onnx_tensors, parse_config, render_config)
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def plan():
 def test_config_from_a_plan_carries_its_batching_and_parses_with_tritons_schema(plan):
     dep = plan.deployments[0]
     spec = ModelSpec("resnet50", "onnxruntime_onnx", (TensorSpec("input", "float32", (3, 224, 224)),),
-                     (TensorSpec("logits", "float32", (1000,)),), BatchingSettings.from_plan(dep.triton),
+                     (TensorSpec("logits", "float32", (1000,)),), dep.triton,
                      warmup_batch_sizes=(1, dep.triton.max_batch_size))
     cfg = parse_config(render_config(spec))
     assert cfg.platform == "onnxruntime_onnx" and cfg.name == "resnet50"
@@ -35,12 +36,12 @@ def test_config_from_a_plan_carries_its_batching_and_parses_with_tritons_schema(
 
 def test_tensorrt_platform_and_settings_that_contradict_each_other():
     io = ((TensorSpec("images", "float16", (3, 640, 640)),), (TensorSpec("output0", "float16", (84, 8400)),))
-    text = render_config(ModelSpec("det", "tensorrt_plan", *io, BatchingSettings(16, 500, (8, 16))))
+    text = render_config(ModelSpec("det", "tensorrt_plan", *io, BatchingConfig(max_batch_size=16, max_queue_delay_microseconds=500, preferred_batch_sizes=(8, 16))))
     assert 'platform: "tensorrt_plan"' in text and "TYPE_FP16" in text
-    with pytest.raises(ConfigError, match="outside 1..max_batch_size"):
-        render_config(ModelSpec("det", "tensorrt_plan", *io, BatchingSettings(8, 0, (16,))))
+    with pytest.raises(ValueError, match=r"must lie in 1..max_batch_size=8"):
+        BatchingConfig(max_batch_size=8, max_queue_delay_microseconds=0, preferred_batch_sizes=(16,))
     with pytest.raises(ConfigError, match="warm-up batch size"):
-        render_config(ModelSpec("det", "tensorrt_plan", *io, BatchingSettings(8), warmup_batch_sizes=(9,)))
+        render_config(ModelSpec("det", "tensorrt_plan", *io, BatchingConfig(max_batch_size=8), warmup_batch_sizes=(9,)))
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -60,7 +61,7 @@ def test_layout_and_new_version_keeps_old_ones(tmp_path):
     write_onnx("tiny", model)
     inputs, outputs = onnx_tensors(model)
     assert inputs == (TensorSpec("input", "float32", (3, 32, 32)),)
-    spec = ModelSpec("tiny", "onnxruntime_onnx", inputs, outputs, BatchingSettings(8))
+    spec = ModelSpec("tiny", "onnxruntime_onnx", inputs, outputs, BatchingConfig(max_batch_size=8))
     write_model(tmp_path / "repo", spec, model, version=1)
     write_model(tmp_path / "repo", spec, model, version=2)
     files = sorted(p.relative_to(tmp_path / "repo").as_posix() for p in (tmp_path / "repo").rglob("*") if p.is_file())
@@ -75,7 +76,7 @@ def test_upload_to_s3_puts_configs_last(tmp_path, moto_endpoint, aws_env):
 
     model = tmp_path / "tiny.onnx"
     write_onnx("tiny", model)
-    spec = ModelSpec("tiny", "onnxruntime_onnx", *onnx_tensors(model), BatchingSettings(8))
+    spec = ModelSpec("tiny", "onnxruntime_onnx", *onnx_tensors(model), BatchingConfig(max_batch_size=8))
     write_model(tmp_path / "repo", spec, model)
     s3 = boto3.client("s3", endpoint_url=moto_endpoint)
     s3.create_bucket(Bucket="models")
@@ -103,7 +104,7 @@ def test_repo_cli_from_a_plan_file_and_upload(tmp_path, moto_endpoint, aws_env, 
                          "s3://repo-cli/L4", "--endpoint-url", moto_endpoint]) == 0
     assert "uploaded 2 files" in capsys.readouterr().out
     cfg = parse_config((tmp_path / "repo/resnet50/config.pbtxt").read_text())
-    from planner.plan import read_plan
+    from gpufleet.contracts.plan import read_plan
     assert cfg.max_batch_size == read_plan(plan).deployments[0].triton.max_batch_size
 
 

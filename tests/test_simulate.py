@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from planner.service import ServiceTime
-from planner.simulate import BatcherConfig, Workload, simulate
+from gpufleet.contracts.triton import BatchingConfig
+from planner.simulate import Workload, simulate
 
 
 def constant(seconds):
@@ -20,7 +21,7 @@ def exponential(mean_s):
 def test_batch_one_deterministic_service_matches_md1_pollaczek_khinchine_mean(rho):
     service_s = 0.002
     rate = rho / service_s
-    result = Workload.poisson(200_000, seed=11).run(rate, BatcherConfig(1), constant(service_s))
+    result = Workload.poisson(200_000, seed=11).run(rate, BatchingConfig(max_batch_size=1), constant(service_s))
     expected_wait = rho * service_s / (2 * (1 - rho))
     assert result.queue_s.mean() == pytest.approx(expected_wait, rel=0.05)
     assert result.latency_s.mean() == pytest.approx(expected_wait + service_s, rel=0.03)
@@ -36,7 +37,7 @@ def test_exponential_service_on_c_instances_matches_erlang_c_tail(servers, rho):
     mean_s = 0.004
     mu = 1 / mean_s
     lam = rho * servers * mu
-    cfg = BatcherConfig(1, instance_count=servers)
+    cfg = BatchingConfig(max_batch_size=1, instance_count=servers)
     independent = [0.0] + [float(n) for n in range(1, servers + 1)]  # instances that do not share a GPU
     result = Workload.poisson(300_000, seed=5).run(lam, cfg, exponential(mean_s), independent)
     c_prob = erlang_c(servers, lam / mu)
@@ -50,22 +51,22 @@ def test_exponential_service_on_c_instances_matches_erlang_c_tail(servers, rho):
 
 def test_shared_gpu_instances_give_no_throughput_without_measured_speedup():
     service = constant(0.001)
-    one = Workload.poisson(20_000, seed=2).run(800, BatcherConfig(1), service)
-    two = Workload.poisson(20_000, seed=2).run(800, BatcherConfig(1, instance_count=2), service, [0, 1.0, 1.0])
+    one = Workload.poisson(20_000, seed=2).run(800, BatchingConfig(max_batch_size=1), service)
+    two = Workload.poisson(20_000, seed=2).run(800, BatchingConfig(max_batch_size=1, instance_count=2), service, [0, 1.0, 1.0])
     # Processor sharing with no speedup: the same work, so the same mean sojourn as one FIFO server or worse.
     assert two.latency_s.mean() >= one.latency_s.mean() * 0.98
 
 
 def test_queue_delay_holds_a_lone_request_then_sends_it_alone():
     arrivals = np.array([0.0, 1.0])
-    res = simulate(arrivals, BatcherConfig(8, max_queue_delay_us=2000), constant(0.001), np.zeros(2), warmup_fraction=0)
+    res = simulate(arrivals, BatchingConfig(max_batch_size=8, max_queue_delay_microseconds=2000), constant(0.001), np.zeros(2), warmup_fraction=0)
     assert res.queue_s.tolist() == pytest.approx([0.002, 0.002])
     assert res.mean_batch_size == 1
 
 
 def test_trigger_size_sends_before_the_delay_expires():
     arrivals = np.array([0.0, 0.0001, 0.0002, 0.0003])
-    cfg = BatcherConfig(4, max_queue_delay_us=10_000)
+    cfg = BatchingConfig(max_batch_size=4, max_queue_delay_microseconds=10_000)
     res = simulate(arrivals, cfg, constant(0.001), np.zeros(4), warmup_fraction=0)
     assert res.mean_batch_size == 4
     assert res.latency_s[0] == pytest.approx(0.0003 + 0.004)
@@ -74,7 +75,7 @@ def test_trigger_size_sends_before_the_delay_expires():
 def test_preferred_size_takes_the_largest_preferred_batch_the_queue_fills():
     # Seven requests queue while the first batch runs; with preferred {2, 4} the next batch takes 4, not 7.
     arrivals = np.array([0.0] + [0.0001 * i for i in range(1, 8)])
-    cfg = BatcherConfig(8, max_queue_delay_us=0, preferred_batch_sizes=(2, 4))
+    cfg = BatchingConfig(max_batch_size=8, max_queue_delay_microseconds=0, preferred_batch_sizes=(2, 4))
     res = simulate(arrivals, cfg, constant(0.001), np.zeros(8), warmup_fraction=0)
     # batches: [1] at t=0, then 4 at t=1 ms, then 2 at t=5 ms, then 1 at t=7 ms
     assert res.mean_batch_size == pytest.approx(8 / 4)
@@ -82,4 +83,4 @@ def test_preferred_size_takes_the_largest_preferred_batch_the_queue_fills():
 
 def test_preferred_size_above_max_batch_is_rejected():
     with pytest.raises(ValueError, match="preferred_batch_sizes"):
-        BatcherConfig(4, preferred_batch_sizes=(8,))
+        BatchingConfig(max_batch_size=4, preferred_batch_sizes=(8,))

@@ -9,7 +9,7 @@ import pytest
 from planner.capacity import CapacitySearch, ReplicaModel
 from planner.profiles import load_profiles
 from planner.recommend import RecommendRequest, recommend
-from planner.simulate import BatcherConfig
+from gpufleet.contracts.triton import BatchingConfig
 from planner.survival import replica_through_loss
 
 
@@ -44,13 +44,13 @@ def test_loss_simulation_agrees_with_the_survival_constraint(cheap_spot_catalog,
 
 
 def read_plan_back(plan):
-    from planner.plan import Plan
+    from gpufleet.contracts.plan import Plan
     return Plan.model_validate_json(plan.model_dump_json())
 
 
 def test_the_window_carries_the_raised_rate_and_the_backlog_drains_after():
     model = ReplicaModel.from_profile(load_profiles()[("resnet50", "T4")])
-    cfg = BatcherConfig(8, 0, (), 1)
+    cfg = BatchingConfig(max_batch_size=8, max_queue_delay_microseconds=0, preferred_batch_sizes=(), instance_count=1)
     sat = model.saturation_rate(cfg)
     steady = CapacitySearch(model).simulate(0.6 * sat, cfg).quantile_ms(0.99)
     calm = replica_through_loss(cfg, model.service, model.speedup, 0.4 * sat, 0.6 * sat, 0.4 * sat, 30, 30, seed=1)

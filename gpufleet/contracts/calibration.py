@@ -13,31 +13,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from gpufleet.contracts import read_json, validate, write_atomic
-from planner.errors import PlannerInputError
+from gpufleet.contracts.autoscaling import AutoscalingSpec
+from gpufleet.contracts.io import read_model, write_atomic
+from gpufleet.contracts.model import Strict
+from gpufleet.contracts.triton import BatchingConfig
 
 SCHEMA_VERSION = 1
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ServedConfig(_Strict):
-    max_batch_size: int = Field(ge=1)
-    max_queue_delay_us: int = Field(ge=0)
-    preferred_batch_sizes: list[int] = Field(default_factory=list)
-    instance_count: int = Field(ge=1)
-
-
-class StepFit(_Strict):
+class StepFit(Strict):
     """One stress step: what was measured and what the calibrated model predicts for it."""
 
     source: str
     step: str
-    config: ServedConfig
+    config: BatchingConfig
     offered_rate: float = Field(gt=0)
     requests: int = Field(ge=1)
     measured_ms: dict[Literal["p50", "p90", "p99"], float]
@@ -47,13 +38,13 @@ class StepFit(_Strict):
     predicted_mean_batch: float
 
 
-class Excluded(_Strict):
+class Excluded(Strict):
     source: str
     step: str
     reason: str
 
 
-class FitReport(_Strict):
+class FitReport(Strict):
     method: str
     residuals: str
     initial: dict[str, float]
@@ -64,21 +55,10 @@ class FitReport(_Strict):
     excluded: list[Excluded] = Field(default_factory=list)
 
 
-class ScalingSettings(_Strict):
-    """Inputs of the lag-aware HPA rule (:mod:`planner.scaling`)."""
-
-    scale_up_lag_s: float = Field(ge=0)
-    ramp_per_min: float = Field(ge=0)
-    tolerance: float = Field(ge=0)
-    hpa_sync_s: float = Field(ge=0)
-    scrape_interval_s: float = Field(ge=0)
-    rate_window_s: float = Field(ge=0)
-
-
-class Threshold(_Strict):
+class Threshold(Strict):
     """For one measured config: the rate a replica holds at the P99 target and the HPA target for it."""
 
-    config: ServedConfig
+    config: BatchingConfig
     p99_ms: float = Field(gt=0)
     max_rate_per_replica: float = Field(ge=0)
     hpa_target_rate_per_replica: float = Field(ge=0)
@@ -87,7 +67,7 @@ class Threshold(_Strict):
                     "nv_inference_request_success): the alternative HPA metric")
 
 
-class Calibration(_Strict):
+class Calibration(Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     created_at: str
     model: str
@@ -99,13 +79,14 @@ class Calibration(_Strict):
     sources: list[str]
     fit: FitReport
     steps: list[StepFit]
-    scaling: ScalingSettings
+    scaling: AutoscalingSpec = Field(description="the HPA metric chain and the lag and ramp the thresholds "
+                                                  "allow for")
     thresholds: list[Threshold]
 
 
 def read_calibration(path: Path | str) -> Calibration:
-    """Read and validate a calibration; one-line :class:`PlannerInputError` naming the field on any defect."""
-    return validate(Calibration, read_json(path, "calibration", PlannerInputError), path, PlannerInputError)
+    """Read and validate a calibration; one-line :class:`gpufleet.errors.ContractError` naming the field on any defect."""
+    return read_model(Calibration, path, "calibration")
 
 
 def write_calibration(calibration: Calibration, path: Path | str) -> None:

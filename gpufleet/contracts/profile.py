@@ -10,22 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from gpufleet.contracts import first_error, read_json, validate, write_atomic  # noqa: F401 (first_error re-exported)
-from serving.errors import ServingInputError
+from gpufleet.contracts.io import read_json, validate, write_atomic
+from gpufleet.contracts.model import Strict
+from gpufleet.errors import ContractError
 
 SCHEMA_VERSION = 1
 
 
-class ProfileError(ServingInputError):
+class ProfileError(ContractError):
     """A profile file that cannot be read; the message names the file and the field."""
 
 
-class BatchLatency(BaseModel):
+class BatchLatency(Strict):
     """Latency of one inference call at one batch size, in milliseconds of wall time on the device."""
-
-    model_config = ConfigDict(extra="forbid")
 
     batch_size: int = Field(ge=1)
     mean_ms: float = Field(gt=0)
@@ -42,10 +41,8 @@ class BatchLatency(BaseModel):
         return self
 
 
-class Origin(BaseModel):
+class Origin(Strict):
     """Where the numbers come from: a measurement (with its device) or a derivation from published figures."""
-
-    model_config = ConfigDict(extra="forbid")
 
     kind: Literal["measured", "derived"]
     date: str
@@ -63,15 +60,13 @@ class Origin(BaseModel):
         return self
 
 
-class LatencyProfile(BaseModel):
+class LatencyProfile(Strict):
     """Latency per batch size for one model, precision and backend on one GPU type.
 
     ``concurrency_speedup`` maps a number of model instances executing at once on the GPU to the aggregate
     throughput relative to one instance (measured; ``{"2": 1.35}`` means two concurrent batches finish in
     2 / 1.35 of the solo time). Absent means unmeasured, and the planner then considers one instance only.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     schema_version: Literal[1]
     model: str = Field(min_length=1)

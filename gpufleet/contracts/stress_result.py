@@ -9,19 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from gpufleet.contracts import read_json, validate, write_atomic
-from loadtests.errors import LoadTestInputError
+from gpufleet.contracts.io import read_model, write_atomic
+from gpufleet.contracts.model import Strict
+from gpufleet.contracts.triton import BatchingConfig
 
 SCHEMA_VERSION = 1
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LatencySummary(_Strict):
+class LatencySummary(Strict):
     """Milliseconds over successful requests; null when the step had none."""
 
     p50: float | None
@@ -33,7 +30,7 @@ class LatencySummary(_Strict):
     max: float | None
 
 
-class ServerFigures(_Strict):
+class ServerFigures(Strict):
     """Triton's ``/metrics`` counters, differenced over the step (see :mod:`loadtests.triton_metrics`)."""
 
     seconds: float
@@ -49,7 +46,7 @@ class ServerFigures(_Strict):
     request_us_per_request: float | None
 
 
-class StepResult(_Strict):
+class StepResult(Strict):
     index: int = Field(ge=0)
     name: str
     warmup: bool = Field(description="a warm-up step: run, recorded, and to be ignored by readers")
@@ -69,19 +66,7 @@ class StepResult(_Strict):
     server: ServerFigures | None = Field(description="null when /metrics was not scraped or not reachable")
 
 
-class TritonBatching(_Strict):
-    """The served model's batching and instance settings, read from Triton (``GET /v2/models/<m>/config``) at the
-    start of the run: what ``planner fit`` simulates the run with."""
-
-    max_batch_size: int = Field(ge=0)
-    max_queue_delay_us: int = Field(ge=0, description="0 also when dynamic batching is off")
-    preferred_batch_sizes: list[int] = Field(default_factory=list)
-    dynamic_batching: bool
-    instance_count: int = Field(ge=1, description="model instances in all instance groups")
-    instance_kind: str
-
-
-class Target(_Strict):
+class Target(Strict):
     host: str
     protocol: Literal["http", "grpc"]
     model: str
@@ -91,11 +76,12 @@ class Target(_Strict):
     datatype: str
     request_batch: int = Field(ge=1)
     metrics_url: str | None
-    triton: TritonBatching | None = Field(default=None, description="null when the server does not publish the "
-                                                                   "model configuration")
+    triton: BatchingConfig | None = Field(default=None, description="the batching and instances Triton loaded (GET "
+                                          "/v2/models/<m>/config at the start of the run); null when the server does "
+                                          "not publish the model configuration")
 
 
-class StressResult(_Strict):
+class StressResult(Strict):
     schema_version: Literal[1]
     tool: dict[str, str]
     mode: Literal["open-loop", "closed-loop"]
@@ -119,8 +105,8 @@ class StressResult(_Strict):
 
 
 def read_stress_result(path: Path | str) -> StressResult:
-    """Read and validate one stress result; :class:`LoadTestInputError` with one line on any defect."""
-    return validate(StressResult, read_json(path, "stress result", LoadTestInputError), path, LoadTestInputError)
+    """Read and validate one stress result; :class:`gpufleet.errors.ContractError` with one line on any defect."""
+    return read_model(StressResult, path, "stress result")
 
 
 def write_stress_result(result: StressResult, path: Path | str) -> None:

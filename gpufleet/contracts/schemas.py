@@ -1,4 +1,4 @@
-"""Writes the JSON Schemas of the contract files into ``docs/schemas``: ``python -m planner.schemas``.
+"""Writes the JSON Schemas of the contract files into ``docs/schemas``: ``python -m gpufleet.contracts.schemas``.
 
 The pydantic models are the source of truth; the committed schemas are their published form, and a test keeps
 the two equal.
@@ -9,16 +9,17 @@ import json
 import sys
 from pathlib import Path
 
-from loadtests.result import StressResult
-from planner.calibration import Calibration
-from planner.catalog import Catalog
-from planner.plan import Plan
-from serving.engine import EngineSidecar
-from serving.profile import LatencyProfile
+from gpufleet.contracts.calibration import Calibration
+from gpufleet.contracts.catalog import Catalog
+from gpufleet.contracts.engine_sidecar import EngineSidecar
+from gpufleet.contracts.plan import SCHEMA_VERSION as PLAN_VERSION
+from gpufleet.contracts.plan import Plan
+from gpufleet.contracts.profile import LatencyProfile
+from gpufleet.contracts.stress_result import StressResult
 
 SCHEMAS = {
     "latency-profile.v1.schema.json": LatencyProfile,
-    "plan.v1.schema.json": Plan,
+    f"plan.v{PLAN_VERSION}.schema.json": Plan,
     "stress-result.v1.schema.json": StressResult,
     "catalog.v1.schema.json": Catalog,
     "engine-sidecar.v1.schema.json": EngineSidecar,

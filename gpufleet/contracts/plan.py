@@ -1,7 +1,7 @@
 """The plan: what to buy, how to configure Triton, and how to scale. ``infra/`` provisions from it.
 
-This module is the plan file's schema (``Plan``, version 1) and its only reader (:func:`read_plan`). The JSON
-Schema is generated from ``Plan`` into ``docs/schemas/plan.v1.schema.json``. Rates are requests per second,
+This module is the plan file's schema (``Plan``, version 2) and its only reader (:func:`read_plan`). The JSON
+Schema is generated from ``Plan`` into ``docs/schemas/plan.v2.schema.json``. Rates are requests per second,
 latencies milliseconds end to end (queue + device + the fixed overhead), money US dollars.
 """
 from __future__ import annotations
@@ -9,19 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
 
-from gpufleet.contracts import read_json, validate, write_atomic
-from planner.errors import PlannerInputError
+from gpufleet.contracts.autoscaling import AutoscalingSpec
+from gpufleet.contracts.io import read_json, validate, write_atomic
+from gpufleet.contracts.model import Strict
+from gpufleet.contracts.triton import BatchingConfig
+from gpufleet.errors import ContractError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+CapacityType = Literal["on-demand", "spot", "reserved-1yr", "reserved-3yr"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PlanRequest(_Strict):
+class PlanRequest(Strict):
     """The question the plan answers, with every knob that shaped it."""
 
     qps: float = Field(gt=0)
@@ -43,30 +43,26 @@ class PlanRequest(_Strict):
     calibration: str | None = Field(default=None, description="the `planner fit` calibration applied, if any")
 
 
-class PoolPlan(_Strict):
-    """Instances to buy from one pool; one Triton replica runs per GPU."""
+class PoolPlan(Strict):
+    """Instances to buy from one pool; one Triton replica runs per GPU. Carries every instance fact ``infra`` needs,
+    so the stack is built from the plan alone (never from a catalog that may differ from the one planned with)."""
 
-    instance_type: str
+    instance_type: str = Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
     gpu: str
-    capacity_type: Literal["on-demand", "spot", "reserved-1yr", "reserved-3yr"]
+    capacity_type: CapacityType
     count: int = Field(ge=0)
     gpus_per_instance: int = Field(ge=1)
+    architecture: Literal["x86_64", "arm64"] = Field(description="selects the EKS NVIDIA AMI")
+    vcpu: int = Field(ge=1)
+    spot_instance_types: list[str] = Field(
+        default_factory=list, description="spot pools only: this type and the catalog's other types with the same GPU "
+        "and GPU count and architecture, fewest vCPUs first; the node group draws on all of them (more spot pools)")
     replicas: int = Field(ge=0)
     usd_per_hour_per_instance: float = Field(ge=0)
     usd_per_hour: float = Field(ge=0)
 
 
-class TritonConfig(_Strict):
-    """The ``config.pbtxt`` settings the plan was simulated with."""
-
-    max_batch_size: int = Field(ge=1)
-    preferred_batch_sizes: list[int]
-    max_queue_delay_microseconds: int = Field(ge=0)
-    instance_count: int = Field(ge=1)
-    instance_kind: Literal["KIND_GPU"] = "KIND_GPU"
-
-
-class LatencyPrediction(_Strict):
+class LatencyPrediction(Strict):
     """Simulated end-to-end latency at the planned rate."""
 
     p50_ms: float
@@ -76,20 +72,18 @@ class LatencyPrediction(_Strict):
     mean_batch_size: float | None = None
 
 
-class Autoscaling(_Strict):
-    """HPA settings for one Deployment: scale out when the per-replica request rate passes the target."""
+class Autoscaling(Strict):
+    """HPA thresholds for one Deployment: scale out when the per-replica rate of the plan's HPA metric (the
+    plan's ``autoscaling`` spec) passes the target."""
 
-    metric: str
     target_rate_per_replica: float = Field(gt=0)
     max_rate_per_replica: float = Field(gt=0, description="the rate at which simulated P99 reaches the target")
     min_replicas: int = Field(ge=1)
     max_replicas: int = Field(ge=1)
     basis: str
-    scale_up_lag_s: float | None = Field(default=None, description="GPU node start-up lag the target allows for")
-    ramp_per_min: float | None = Field(default=None, description="traffic growth per minute the target absorbs")
 
 
-class Deployment(_Strict):
+class Deployment(Strict):
     """One Triton Deployment per GPU type; its replicas share its routed traffic equally."""
 
     gpu: str
@@ -97,19 +91,32 @@ class Deployment(_Strict):
     replicas: int = Field(ge=1)
     routing_weight: float = Field(ge=0, le=1)
     rate_per_replica: float = Field(ge=0)
-    triton: TritonConfig
+    triton: BatchingConfig
     predicted: LatencyPrediction
     autoscaling: Autoscaling
     profile_origin: str
 
 
-class Cost(_Strict):
+class SizingRecord(Strict):
+    """The per-replica rates the optimizer sized one GPU type with (after verification tightened them): what
+    ``planner report`` re-solves the fleet with, so its cost at the plan's rate is the plan's."""
+
+    gpu: str
+    triton: BatchingConfig
+    max_rate_per_replica: float = Field(gt=0, description="simulated P99 meets the target here")
+    sizing_rate_per_replica: float = Field(gt=0, description="the most a replica carries in the plan: the HPA "
+                                                             "target when lag-aware, else max_rate")
+    survival_rate_per_replica: float = Field(gt=0, description="the most a replica carries while a spot pool is "
+                                                               "lost (at the survival bound)")
+
+
+class Cost(Strict):
     usd_per_hour: float
     usd_per_month: float
     usd_per_million_inferences: float
 
 
-class SolverReport(_Strict):
+class SolverReport(Strict):
     solver: str
     status: str
     mip_gap: float
@@ -118,17 +125,17 @@ class SolverReport(_Strict):
     wall_s: float
 
 
-class Binding(_Strict):
+class Binding(Strict):
     name: str
     usd_per_hour_if_relaxed: float | None
 
 
-class Alternative(_Strict):
+class Alternative(Strict):
     pools: list[str]
     usd_per_hour: float
 
 
-class SurvivalCheck(_Strict):
+class SurvivalCheck(Strict):
     """Losing the largest spot pool (:mod:`planner.survival`): simulated P99 on what remains until replacements
     serve, and after they do; and whether the optimizer's survival constraint holds for this plan."""
 
@@ -147,8 +154,8 @@ class SurvivalCheck(_Strict):
                                                                     "plan: remaining capacity at the bound >= traffic")
 
 
-class Plan(_Strict):
-    schema_version: Literal[1] = SCHEMA_VERSION
+class Plan(Strict):
+    schema_version: Literal[2] = SCHEMA_VERSION
     created_at: str
     gpufleet_version: str
     request: PlanRequest
@@ -160,7 +167,22 @@ class Plan(_Strict):
     binding_constraint: Binding
     runner_up: Alternative | None
     survival: SurvivalCheck | None
+    sizing: list[SizingRecord] = Field(description="every GPU type considered, with the rates it was sized at")
+    autoscaling: AutoscalingSpec = Field(description="the HPA metric every deployment scales on, how it is measured, "
+                                                     "and the scale-up lag and ramp its targets allow for")
     why: str
+
+    @model_validator(mode="after")
+    def _deployments_have_pools(self) -> "Plan":
+        pooled = {p.gpu for p in self.pools if p.count > 0}
+        missing = sorted({d.gpu for d in self.deployments} - pooled)
+        if missing:
+            raise ValueError(f"deployments on {missing} have no pool with instances")
+        for d in self.deployments:
+            if d.triton.instance_kind != "KIND_GPU":
+                raise ValueError(f"deployment {d.gpu}: a plan's Triton instances run on the GPU (KIND_GPU), "
+                                 f"not {d.triton.instance_kind}")
+        return self
 
     @property
     def replicas(self) -> int:
@@ -168,8 +190,14 @@ class Plan(_Strict):
 
 
 def read_plan(path: Path | str) -> Plan:
-    """Read and validate a plan file; one-line :class:`PlannerInputError` naming the field on any defect."""
-    return validate(Plan, read_json(path, "plan", PlannerInputError), path, PlannerInputError)
+    """Read and validate a plan file; one-line :class:`ContractError` naming the field on any defect."""
+    data = read_json(path, "plan")
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if isinstance(version, int) and version < SCHEMA_VERSION:
+        raise ContractError(f"{path}: plan schema {version} was written by an older gpufleet; this one reads schema "
+                            f"{SCHEMA_VERSION} (the plan now carries instance facts and the autoscaling spec): "
+                            "re-run planner recommend")
+    return validate(Plan, data, path)
 
 
 def write_plan(plan: Plan, path: Path | str) -> None:

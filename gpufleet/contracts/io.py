@@ -1,0 +1,114 @@
+"""Reading and writing the contract files: the same rules for each.
+
+A reader turns every defect into one line naming the file and the first offending field, raised as
+:class:`gpufleet.errors.ContractError` (or the error given); a writer replaces the file atomically, so a reader
+never sees half of one, and a failed write leaves the old file as it was.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from gpufleet.errors import ContractError, InputError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def first_error(path: Path | str, exc: ValidationError) -> str:
+    """One line naming the file and the first offending field of a pydantic error."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    return f"{path}: field {where}: {err['msg']}"
+
+
+def validate(model: type[M], data: object, origin: Path | str, error: type[Exception] = ContractError) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise error(first_error(origin, exc)) from None
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_json(path: Path | str, what: str, error: type[Exception] = ContractError) -> object:
+    """The parsed JSON of ``path``; ``error`` with one line if it cannot be read or is not JSON.
+
+    ``NaN`` and ``Infinity`` (which Python's json accepts and strict JSON does not) are refused, so an impossible
+    value never reaches the numerics downstream.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path}: is a folder, expected a {what} file")
+    try:
+        return json.loads(path.read_text(), parse_constant=_no_constant)
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a {what}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: not JSON: {exc.msg} at line {exc.lineno}") from None
+    except ValueError as exc:
+        raise error(f"{path}: {exc}") from None
+
+
+def read_model(model: type[M], path: Path | str, what: str, error: type[Exception] = ContractError) -> M:
+    """Read and validate one contract file."""
+    return validate(model, read_json(path, what, error), path, error)
+
+
+def check_output_file(path: Path | str, what: str, error: type[Exception] = InputError) -> Path:
+    """``path`` can be written as a file: its folder exists (or can be made under an existing one) and is writable,
+    and ``path`` is not a folder. Checked before long work starts, so nothing runs only to fail at the end."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path}: is a folder; give a file name for the {what}")
+    parent = _nearest_existing(path.parent)
+    if not parent.is_dir():
+        raise error(f"{path}: cannot write the {what}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise error(f"{path}: cannot write the {what}: {parent} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise error(f"{path}: cannot write the {what}: the file is read-only")
+    return path
+
+
+def check_output_dir(path: Path | str, what: str, error: type[Exception] = InputError) -> Path:
+    """``path`` can be used as an output folder: it is one, or can be made under an existing writable folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise error(f"{path}: is a file; give a folder for the {what}")
+    existing = _nearest_existing(path)
+    if not existing.is_dir():
+        raise error(f"{path}: cannot make the {what} folder: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise error(f"{path}: cannot write the {what}: {existing} is not writable")
+    return path
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path if str(path) else Path(".")
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def write_atomic(path: Path | str, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``; on failure nothing changes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+

@@ -1,0 +1,50 @@
+"""Addresses: free loopback ports, and the checks every command applies to a host, URL or port it is given."""
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlsplit
+
+from gpufleet.errors import InputError
+
+LOOPBACK = "127.0.0.1"
+PORT_RANGE = (1, 65535)
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port nothing listens on now (the caller must still handle losing it before it binds)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def check_port(value: int, option: str) -> int:
+    if not PORT_RANGE[0] <= value <= PORT_RANGE[1]:
+        raise InputError(f"{option} {value}: a port must lie in {PORT_RANGE[0]}..{PORT_RANGE[1]}")
+    return value
+
+
+def check_url(url: str, option: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    """``url`` has one of ``schemes``, a host, and a numeric port in range if it names one; returned without a
+    trailing slash. A host given without a scheme (``127.0.0.1:8000``) is refused with the fix in the message."""
+    parts = urlsplit(url)
+    if parts.scheme not in schemes or not parts.netloc:
+        raise InputError(f"{option} {url!r}: expected a URL like {schemes[0]}://127.0.0.1:8000 "
+                         f"(scheme {'/'.join(schemes)}, then a host)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise InputError(f"{option} {url!r}: the port must be a number in 1..65535") from None
+    if not parts.hostname:
+        raise InputError(f"{option} {url!r}: no host")
+    if port is not None:
+        check_port(port, option)
+    return url.rstrip("/")
+
+
+def check_host_port(address: str, option: str) -> str:
+    """``host:port`` (a gRPC target): a host and a numeric port in range."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or "/" in address or not port.isdigit():
+        raise InputError(f"{option} {address!r}: expected HOST:PORT, e.g. 127.0.0.1:8001")
+    check_port(int(port), option)
+    return address

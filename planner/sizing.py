@@ -1,0 +1,102 @@
+"""Fleet sizing, one way for every caller: ``recommend`` sizes the plan with it, ``report`` re-solves the plan's
+fleet at other rates and spot shares with it, so a report's cost at the plan's QPS is the plan's.
+
+The pieces: the replica model of each GPU type (the profile, with the calibration applied to the GPU it was fitted
+on); the best Triton config and the rate one replica holds at the P99 budget; the rate a replica may carry while a
+spot pool is lost; and the MILP :class:`~planner.optimize.Problem` over the catalog's pools at those rates.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpufleet.contracts.autoscaling import AutoscalingSpec
+from gpufleet.contracts.calibration import Calibration
+from gpufleet.contracts.catalog import Catalog, CapacityType
+from gpufleet.contracts.plan import Plan, SizingRecord
+from gpufleet.contracts.profile import LatencyProfile
+from gpufleet.contracts.triton import BatchingConfig
+from planner.capacity import Capacity, CapacitySearch, ReplicaModel
+from planner.catalog import Pool, pools_for
+from planner.optimize import Problem, Routing
+
+
+def replica_model(profile: LatencyProfile, calibration: Calibration | None) -> ReplicaModel:
+    """The simulator's model of one replica; the calibration's spread and scale apply to the GPU it was fitted on."""
+    if calibration is not None and calibration.gpu == profile.gpu:
+        return ReplicaModel.from_profile(profile, calibration.spread, calibration.service_scale)
+    return ReplicaModel.from_profile(profile)
+
+
+def survival_rate(search: CapacitySearch, cap: Capacity, p99_ms: float, survival_p99_ms: float | None,
+                  overhead_ms: float, spot_survival: bool) -> float:
+    """The rate one replica may carry while a spot pool is lost: at the degraded bound, with the deployed config."""
+    if not spot_survival or survival_p99_ms is None or survival_p99_ms <= p99_ms:
+        return cap.max_rate
+    budget_s = (survival_p99_ms - overhead_ms) / 1000.0
+    return search.max_rate(cap.config, budget_s, floor=cap.max_rate) or cap.max_rate
+
+
+@dataclass(frozen=True)
+class GpuSizing:
+    """What the optimizer needs of one GPU type: its config, the rate one replica is sized for (the HPA target when
+    lag-aware), the rate it holds at the target, and the rate it may carry while a spot pool is lost."""
+
+    gpu: str
+    config: BatchingConfig
+    max_rate: float
+    sizing_rate: float
+    survival_rate: float
+
+    def tightened(self, factor: float, spec: AutoscalingSpec) -> "GpuSizing":
+        """Capacity scaled by ``factor`` (a deployment whose verification P99 missed the target)."""
+        limit = self.max_rate * factor
+        return GpuSizing(self.gpu, self.config, limit, spec.sizing_rate(limit),
+                         max(self.survival_rate * factor, limit))
+
+    def record(self) -> SizingRecord:
+        return SizingRecord(gpu=self.gpu, triton=self.config, max_rate_per_replica=self.max_rate,
+                            sizing_rate_per_replica=self.sizing_rate, survival_rate_per_replica=self.survival_rate)
+
+    @classmethod
+    def from_record(cls, r: SizingRecord) -> "GpuSizing":
+        return cls(r.gpu, r.triton, r.max_rate_per_replica, r.sizing_rate_per_replica, r.survival_rate_per_replica)
+
+
+@dataclass(frozen=True)
+class FleetConstraints:
+    """The request's constraints that shape the fleet, apart from the rate."""
+
+    routing: Routing
+    max_spot_share: float
+    spot_survival: bool
+    min_replicas: int
+    max_instances_per_pool: int | None
+    horizon_months: float
+    capacity_types: tuple[CapacityType, ...]
+
+
+def size_gpu(search: CapacitySearch, cap: Capacity, spec: AutoscalingSpec, p99_ms: float,
+             survival_p99_ms: float | None, overhead_ms: float, spot_survival: bool) -> GpuSizing:
+    return GpuSizing(cap.gpu, cap.config, cap.max_rate, spec.sizing_rate(cap.max_rate),
+                     survival_rate(search, cap, p99_ms, survival_p99_ms, overhead_ms, spot_survival))
+
+
+def fleet_pools(catalog: Catalog, gpus: set[str], c: FleetConstraints) -> tuple[Pool, ...]:
+    return tuple(pools_for(catalog, gpus, c.horizon_months, set(c.capacity_types)))
+
+
+def fleet_problem(pools: tuple[Pool, ...], sizing: dict[str, GpuSizing], qps: float, c: FleetConstraints,
+                  **override) -> Problem:
+    """The MILP over ``pools`` at the sized rates; ``override`` replaces a constraint (max_spot_share,
+    spot_survival) for what-ifs."""
+    usable = tuple(p for p in pools if p.gpu in sizing)
+    return Problem(usable, {g: s.sizing_rate for g, s in sizing.items()}, qps,
+                   override.get("routing", c.routing), override.get("max_spot_share", c.max_spot_share),
+                   override.get("spot_survival", c.spot_survival),
+                   {g: s.survival_rate for g, s in sizing.items()}, c.min_replicas, c.max_instances_per_pool)
+
+
+def constraints_of(plan: Plan) -> FleetConstraints:
+    r = plan.request
+    return FleetConstraints(r.routing, r.max_spot_share, r.spot_survival, r.min_replicas, r.max_instances_per_pool,
+                            r.horizon_months, tuple(r.capacity_types))
