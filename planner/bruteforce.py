@@ -1,7 +1,8 @@
 """Exhaustive reference for the optimizer: every fleet up to each pool's bound, checked constraint by constraint.
 
-It shares nothing with the MILP but the :class:`~planner.optimize.Problem` it reads, so agreement between
-the two checks the formulation. Exponential in the number of pools: for small catalogs only.
+It shares nothing with the MILP but the :class:`~planner.optimize.Problem`'s data, so agreement between the two checks
+the formulation; in particular it bounds its own search (by the cheapest feasible one-pool fleet it finds itself),
+not with the optimizer's instance bound. Exponential in the number of pools: for small catalogs only.
 """
 from __future__ import annotations
 
@@ -35,9 +36,43 @@ def feasible(problem: Problem, counts: tuple[int, ...]) -> bool:
     return True
 
 
+ONE_POOL_SCAN = 10_000  # instances tried per pool when looking for a first feasible fleet
+
+
+def _limit(problem: Problem, i: int) -> int | None:
+    p = problem.pools[i]
+    limits = [x for x in (p.max_instances, problem.max_instances_per_pool) if x is not None]
+    return min(limits) if limits and problem.respect_pool_limits else None
+
+
+def search_bounds(problem: Problem) -> list[int] | None:
+    """Per pool, the most instances a fleet no dearer than the cheapest feasible one-pool fleet can hold; None when
+    no one-pool fleet is feasible (then this reference cannot bound its search)."""
+    k = len(problem.pools)
+    cheapest = None
+    for i, p in enumerate(problem.pools):
+        top = _limit(problem, i)
+        for n in range(1, (ONE_POOL_SCAN if top is None else top) + 1):
+            if feasible(problem, tuple(n if j == i else 0 for j in range(k))):
+                cost = n * p.usd_per_hour
+                cheapest = cost if cheapest is None else min(cheapest, cost)
+                break
+    if cheapest is None:
+        return None
+    bounds = []
+    for i, p in enumerate(problem.pools):
+        n = int(cheapest / p.usd_per_hour * (1 + 1e-9)) if p.usd_per_hour > 0 else ONE_POOL_SCAN
+        top = _limit(problem, i)
+        bounds.append(n if top is None else min(n, top))
+    return bounds
+
+
 def brute_force(problem: Problem) -> tuple[float, dict[str, int]]:
     """The cheapest feasible fleet's $/h and counts; raises :class:`Infeasible` if none exists."""
-    ranges = [range(problem.upper_bound(p) + 1) for p in problem.pools]
+    bounds = search_bounds(problem)
+    if bounds is None:
+        raise ValueError("no feasible one-pool fleet: the brute force cannot bound this search")
+    ranges = [range(b + 1) for b in bounds]
     best: tuple[float, tuple[int, ...]] | None = None
     for counts in itertools.product(*ranges):
         cost = sum(p.usd_per_hour * n for p, n in zip(problem.pools, counts))

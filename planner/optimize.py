@@ -67,15 +67,48 @@ class Problem:
             out[g] = max(most, 0.0)
         return out
 
-    def upper_bound(self, p: Pool) -> int:
-        """Instances of one pool worth considering: enough to carry all traffic twice, plus the replica floor."""
-        need = 2 * math.ceil(self.qps / (self.capacity[p.gpu] * p.gpus_per_instance))
-        need += math.ceil(self.min_replicas / p.gpus_per_instance)
-        if self.respect_pool_limits:
-            for limit in (p.max_instances, self.max_instances_per_pool):
-                if limit is not None:
-                    need = min(need, limit)
-        return need
+    def pool_limit(self, p: Pool) -> int | None:
+        """The most instances of ``p`` the constraints allow (None: no limit)."""
+        if not self.respect_pool_limits:
+            return None
+        limits = [x for x in (p.max_instances, self.max_instances_per_pool) if x is not None]
+        return min(limits) if limits else None
+
+    def incumbent_cost(self) -> float | None:
+        """$/h of a fleet feasible by construction: one pool's instances, enough for the rate and the replica floor;
+        from a non-spot pool (then the spot share and survival hold trivially) or, where spot is unrestricted and
+        survival not asked, a spot pool. The cheapest such; None when no single pool can carry the load."""
+        best = None
+        for p in self.pools:
+            if p.is_spot and (self.max_spot_share < 1.0 or self.spot_survival):
+                continue
+            per_replica = min(self.capacity[p.gpu], self.surv_cap(p.gpu)) if self.spot_survival else \
+                self.capacity[p.gpu]
+            if per_replica <= 0:
+                continue
+            n = max(math.ceil(self.qps / (per_replica * p.gpus_per_instance) * (1 + 1e-12)),
+                    math.ceil(self.min_replicas / p.gpus_per_instance), 1)
+            limit = self.pool_limit(p)
+            if limit is not None and n > limit:
+                continue
+            cost = n * p.usd_per_hour
+            best = cost if best is None else min(best, cost)
+        return best
+
+    def upper_bound(self, p: Pool, incumbent: float | None = None) -> int:
+        """Instances of one pool an optimal fleet can hold. With the cost of any feasible fleet known, an optimum
+        spends no more than that on one pool (prices are non-negative), so ``floor(incumbent / price)`` provably
+        contains it. Without one (no single pool carries the load), a generous heuristic that :func:`solve` then
+        replaces by the bound from the fleet it finds."""
+        limit = self.pool_limit(p)
+        if incumbent is None:
+            incumbent = self.incumbent_cost()
+        if incumbent is not None and p.usd_per_hour > 0:
+            need = math.floor(incumbent / p.usd_per_hour * (1 + 1e-9))
+        else:
+            need = 4 * math.ceil(self.qps / (self.capacity[p.gpu] * p.gpus_per_instance))
+            need += math.ceil(self.min_replicas / p.gpus_per_instance)
+        return need if limit is None else min(need, limit)
 
 
 @dataclass(frozen=True)
@@ -100,7 +133,24 @@ class Infeasible(Exception):
 
 def solve(problem: Problem, *, relax: bool = False, exclude: tuple[frozenset[str], ...] = (),
           time_limit_s: float = 20.0) -> Solution:
-    """Minimize $/h. ``relax`` drops integrality (the LP bound); ``exclude`` forbids fleets with these pool sets."""
+    """Minimize $/h. ``relax`` drops integrality (the LP bound); ``exclude`` forbids fleets with these pool sets.
+
+    Instance counts are bounded by what an optimum can buy (:meth:`Problem.upper_bound`). Where no fleet was known
+    in advance, the first solution's cost gives that bound, and the problem is solved again within it when the
+    heuristic bound was tighter anywhere, so the optimum is never cut off."""
+    incumbent = problem.incumbent_cost()
+    first = _solve(problem, relax, exclude, time_limit_s, incumbent)
+    if incumbent is not None or relax:
+        return first
+    proven = [problem.upper_bound(p, first.usd_per_hour) for p in problem.pools]
+    heuristic = [problem.upper_bound(p, None) for p in problem.pools]
+    if all(b <= h for b, h in zip(proven, heuristic)):
+        return first
+    return _solve(problem, relax, exclude, time_limit_s, first.usd_per_hour)
+
+
+def _solve(problem: Problem, relax: bool, exclude: tuple[frozenset[str], ...], time_limit_s: float,
+           incumbent: float | None) -> Solution:
     pools = problem.pools
     gpus = problem.gpus()
     n_p, n_g = len(pools), len(gpus)
@@ -109,7 +159,7 @@ def solve(problem: Problem, *, relax: bool = False, exclude: tuple[frozenset[str
     ix_x, ix_y, ix_u = n_p, n_p + n_g, n_p + 2 * n_g
     n_var = ix_u + (n_p if use_support else 0)
     gi = {g: i for i, g in enumerate(gpus)}
-    ub_n = np.array([problem.upper_bound(p) for p in pools], dtype=float)
+    ub_n = np.array([problem.upper_bound(p, incumbent) for p in pools], dtype=float)
 
     rows: list[np.ndarray] = []
     lo: list[float] = []

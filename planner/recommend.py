@@ -34,6 +34,8 @@ VERIFY_SEED = 7
 TIGHTEN = 0.97  # capacity scale applied to a deployment whose verification P99 misses the target
 MAX_ROUNDS = 5
 DEFAULT_OVERHEAD_MS = 2.0
+# Far beyond any AWS account's GPU quota; past it the MILP's numbers lose the precision that makes it exact.
+MAX_FLEET_REPLICAS = 1_000_000
 AFTER_REPLACEMENT_S = 60.0
 OVERHEAD_ASSUMED = ("assumed default for network transfer and pre/post-processing; "
                     "calibrate it from stress runs with `planner fit`")
@@ -212,6 +214,12 @@ def recommend(req: RecommendRequest) -> Plan:
     sizing = {g: size_gpu(searches[g], c, spec, req.p99_ms, req.survival_p99_ms, req.overhead_ms, req.spot_survival)
               for g, c in caps.items()}
 
+    fastest = max(sizing.values(), key=lambda z: z.sizing_rate)
+    fewest = req.qps / fastest.sizing_rate
+    if fewest > MAX_FLEET_REPLICAS:
+        raise PlannerInputError(f"--qps {req.qps:g} needs at least {fewest:,.0f} GPU replicas at P99 <= {req.p99_ms:g} "
+                                f"ms (the fastest, {fastest.gpu}, holds {fastest.sizing_rate:,.0f} req/s each); the "
+                                f"planner sizes fleets of up to {MAX_FLEET_REPLICAS:,} replicas")
     verify = Workload.poisson(VERIFY_REQUESTS, seed=VERIFY_SEED)
     for _ in range(MAX_ROUNDS):
         problem = fleet_problem(pools, sizing, req.qps, constraints)
@@ -274,9 +282,10 @@ def _survival_check(problem: Problem, sol: Solution, traffic: dict[str, float], 
     else:
         total = sum(after.values())
         during = {g: req.qps / total if after[g] else 0.0 for g in traffic}
-        constraint = all(req.qps <= problem.surv_cap(g) * total * (1 + 1e-9) for g in traffic if after[g])
+        constraint = total > 0 and all(req.qps <= problem.surv_cap(g) * total * (1 + 1e-9)
+                                       for g in traffic if after[g])
     new_traffic = {g: during[g] * after[g] for g in traffic if after[g]}
-    if math.isinf(during[lost.gpu]):
+    if not new_traffic or math.isinf(during[lost.gpu]):  # no replica of the lost type, or none at all, remains
         return SurvivalCheck(lost_pool=lost.name, replicas_lost=lost_reps, p99_ms_after_loss=None,
                              bound_ms=bound, holds=False, cold_start_s=cold_start_s, p99_ms_cold_start=None,
                              constraint_holds=constraint)

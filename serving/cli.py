@@ -4,6 +4,7 @@ Every input error ends as one line on stderr and exit status 2; nothing is writt
 """
 from __future__ import annotations
 
+import datetime as _dt
 import signal
 import sys
 import tempfile
@@ -17,6 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from gpufleet.cli import run_app
+from gpufleet.contracts.io import check_output_dir, check_output_file
+from gpufleet.net import check_url
 from serving.errors import ServingInputError
 
 app = typer.Typer(help="Engines, latency profiles, Triton model repositories and a local Triton.",
@@ -59,7 +62,39 @@ def _int_list(text: str | None, what: str) -> list[int]:
 
 
 def _hw(height: int, width: int) -> tuple[int, int]:
+    for option, value in (("--height", height), ("--width", width)):
+        if value % 32:
+            raise ServingInputError(f"{option} {value}: the detector's strides need a multiple of 32")
     return (height, width)
+
+
+def _iso_date(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        return _dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise ServingInputError(f"--date {text!r}: expected an ISO date, YYYY-MM-DD") from None
+
+
+def _model_file(path: Path, suffixes: tuple[str, ...]) -> Path:
+    """An existing, non-empty model file of a kind this command takes."""
+    if not path.is_file():
+        raise ServingInputError(f"{path}: model file not found")
+    if path.suffix not in suffixes:
+        raise ServingInputError(f"{path}: expected a {' or '.join(suffixes)} file")
+    if path.stat().st_size == 0:
+        raise ServingInputError(f"{path}: the file is empty")
+    if path.suffix == ".onnx":
+        import onnx
+
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # onnx raises protobuf's DecodeError and its own types
+            raise ServingInputError(f"{path}: not an ONNX model ({type(exc).__name__})") from None
+        if not model.graph.node:
+            raise ServingInputError(f"{path}: not an ONNX model (no graph)")
+    return path
 
 
 # --- demo-model --------------------------------------------------------------------------------------------------
@@ -68,13 +103,14 @@ def _hw(height: int, width: int) -> tuple[int, int]:
 def demo_model_cmd(
     name: Annotated[DemoName, typer.Argument(help="detector (YOLOv8n-shaped) or tiny.")],
     output: Annotated[Path, typer.Argument(help="Where to write the .onnx file.")],
-    height: Annotated[int, typer.Option(help="Detector input height (multiple of 32).")] = 640,
-    width: Annotated[int, typer.Option(help="Detector input width (multiple of 32).")] = 640,
+    height: Annotated[int, typer.Option(min=32, max=8192, help="Detector input height (multiple of 32).")] = 640,
+    width: Annotated[int, typer.Option(min=32, max=8192, help="Detector input width (multiple of 32).")] = 640,
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
 ) -> None:
     """Write a demo ONNX model generated in code (random weights: for latency work, not for detections)."""
     from serving.demo_models import write_onnx
 
+    check_output_file(output, "ONNX model")
     spec = write_onnx(name.value, output, _hw(height, width), seed)
     print(f"wrote {output}: input {spec.input_name} [N, {', '.join(map(str, spec.input_shape))}], "
           f"output {spec.output_name} [N, {', '.join(map(str, spec.output_shape))}]")
@@ -125,19 +161,24 @@ def profile_cmd(
     device: Annotated[Device, typer.Option(help="cpu or cuda.")] = Device.cpu,
     precision: Annotated[str, typer.Option(help="fp32, fp16, bf16, int8 (engines: read from the sidecar).")] = "fp32",
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,2,4,8,16,32",
-    warmup: Annotated[int, typer.Option(help="Untimed calls per batch size.")] = 20,
-    iterations: Annotated[int, typer.Option(help="Timed calls per batch size.")] = 200,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per batch size.")] = 20,
+    iterations: Annotated[int, typer.Option(min=1, help="Timed calls per batch size.")] = 200,
     cuda_graphs: Annotated[bool, typer.Option(help="pytorch on cuda: replay a captured CUDA graph.")] = False,
-    threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: all cores).")] = None,
-    height: Annotated[int, typer.Option(help="Demo detector input height.")] = 640,
-    width: Annotated[int, typer.Option(help="Demo detector input width.")] = 640,
-    instances: Annotated[int, typer.Option(help="Also measure the speedup of up to this many concurrent model instances (batch 1).")] = 1,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="onnxruntime intra-op threads (default: all cores).")] = None,
+    height: Annotated[int, typer.Option(min=32, max=8192, help="Demo detector input height (multiple of 32).")] = 640,
+    width: Annotated[int, typer.Option(min=32, max=8192, help="Demo detector input width (multiple of 32).")] = 640,
+    instances: Annotated[int, typer.Option(min=1, help="Also measure the speedup of up to this many concurrent model instances (batch 1).")] = 1,
 ) -> None:
     """Measure latency per batch size and write the latency profile the planner reads."""
     from serving.measure import measure_profile
     from gpufleet.contracts.profile import write_profile
 
     sizes = _int_list(batch_sizes, "--batch-sizes")
+    if not sizes:
+        raise ServingInputError("--batch-sizes: give at least one batch size")
+    check_output_file(output, "profile")
+    if model_path is not None:
+        _model_file(model_path, (".plan", ".engine") if backend is BackendName.tensorrt else (".onnx",))
     with tempfile.TemporaryDirectory(prefix="gpufleet-profile-") as tmp:
         runner = _backend(backend, model_path, demo, device, precision, _hw(height, width), cuda_graphs, threads,
                           Path(tmp))
@@ -178,15 +219,15 @@ def build_engine_cmd(
     onnx_path: Annotated[Path, typer.Argument(help="ONNX model with a dynamic batch dimension.")],
     engine_path: Annotated[Path, typer.Argument(help="Engine (.plan) to write; settings go to <engine>.json.")],
     precision: Annotated[EnginePrecision, typer.Option(help="fp16, or int8 with calibration.")] = EnginePrecision.fp16,
-    min_batch: Annotated[int, typer.Option(help="Optimization profile: smallest batch.")] = 1,
-    opt_batch: Annotated[int, typer.Option(help="Optimization profile: batch the kernels are tuned for.")] = 8,
-    max_batch: Annotated[int, typer.Option(help="Optimization profile: largest batch (Triton max_batch_size).")] = 32,
+    min_batch: Annotated[int, typer.Option(min=1, help="Optimization profile: smallest batch.")] = 1,
+    opt_batch: Annotated[int, typer.Option(min=1, help="Optimization profile: batch the kernels are tuned for.")] = 8,
+    max_batch: Annotated[int, typer.Option(min=1, help="Optimization profile: largest batch (Triton max_batch_size).")] = 32,
     workspace_gib: Annotated[float, typer.Option(help="Builder workspace limit, GiB.")] = 4.0,
     calibration_images: Annotated[Optional[Path], typer.Option(help="INT8: folder of calibration images.")] = None,
     calibration_cache: Annotated[Optional[Path], typer.Option(help="INT8: calibration cache, read if present, "
                                                                   "else written.")] = None,
-    calibration_batch: Annotated[int, typer.Option(help="INT8: images per calibration batch.")] = 8,
-    calibration_max_images: Annotated[int, typer.Option(help="INT8: at most this many images.")] = 512,
+    calibration_batch: Annotated[int, typer.Option(min=1, help="INT8: images per calibration batch.")] = 8,
+    calibration_max_images: Annotated[int, typer.Option(min=1, help="INT8: at most this many images.")] = 512,
 ) -> None:
     """Build a TensorRT engine from ONNX (needs the gpu extra: tensorrt, pycuda; and an NVIDIA GPU)."""
     from serving.engine import BuildSettings, build_engine, sidecar_path
@@ -211,10 +252,10 @@ def import_cmd(
     precision: Annotated[str, typer.Option(help="Precision of the engine measured.")] = "fp16",
     backend: Annotated[Optional[str], typer.Option(help="Backend in the profile (default: tensorrt for trtexec, "
                                                         "triton for perf_analyzer).")] = None,
-    warmup_ms: Annotated[float, typer.Option(help="trtexec-times: drop records that started computing earlier.")] = 200.0,
+    warmup_ms: Annotated[float, typer.Option(min=0, help="trtexec-times: drop records that started computing earlier.")] = 200.0,
     metric: Annotated[Optional[str], typer.Option(help="trtexec-times: computeMs or latencyMs; trtexec-log: "
                                                        "'GPU Compute Time' or 'Latency'.")] = None,
-    concurrency: Annotated[int, typer.Option(help="perf-analyzer: the concurrency row to read.")] = 1,
+    concurrency: Annotated[int, typer.Option(min=1, help="perf-analyzer: the concurrency row to read.")] = 1,
     date: Annotated[Optional[str], typer.Option(help="Measurement date (YYYY-MM-DD) when the files do not carry it.")] = None,
 ) -> None:
     """Convert trtexec or perf_analyzer output into a latency profile."""
@@ -222,6 +263,10 @@ def import_cmd(
     from gpufleet.contracts.profile import write_profile
 
     sizes = list(batch_size or [])
+    date = _iso_date(date)
+    check_output_file(output, "profile")
+    if any(b < 1 for b in sizes):
+        raise ServingInputError(f"--batch-size {min(sizes)}: must be >= 1")
     if sizes and len(sizes) != len(files):
         raise ServingInputError(f"{len(files)} files but {len(sizes)} --batch-size values; give one per file")
     if not sizes and kind is not ImportKind.trtexec_log:
@@ -317,11 +362,11 @@ def repo_cmd(
     name: Annotated[Optional[str], typer.Option(help="Model name (default: file stem).")] = None,
     plan: Annotated[Optional[Path], typer.Option(help="Plan JSON whose Triton settings to use.")] = None,
     gpu: Annotated[Optional[str], typer.Option(help="The plan deployment (GPU type) to take settings from.")] = None,
-    max_batch_size: Annotated[Optional[int], typer.Option(help="Without --plan: max_batch_size (default 8).")] = None,
-    max_queue_delay_us: Annotated[Optional[int], typer.Option(help="Without --plan: queue delay, µs (default 0).")] = None,
+    max_batch_size: Annotated[Optional[int], typer.Option(min=1, help="Without --plan: max_batch_size (default 8).")] = None,
+    max_queue_delay_us: Annotated[Optional[int], typer.Option(min=0, help="Without --plan: queue delay, µs (default 0).")] = None,
     preferred_batch_sizes: Annotated[Optional[str], typer.Option(help="Without --plan: e.g. 4,8.")] = None,
-    instances: Annotated[Optional[int], typer.Option(help="Without --plan: instance_group count (default 1).")] = None,
-    version: Annotated[int, typer.Option(help="Model version folder.")] = 1,
+    instances: Annotated[Optional[int], typer.Option(min=1, help="Without --plan: instance_group count (default 1).")] = None,
+    version: Annotated[int, typer.Option(min=1, help="Model version folder.")] = 1,
     warmup_batch_sizes: Annotated[str, typer.Option(help="Warm-up batch sizes, comma-separated.")] = "1",
     upload: Annotated[Optional[str], typer.Option(help="Then upload the repository to s3://bucket/prefix.")] = None,
     endpoint_url: Annotated[Optional[str], typer.Option(help="S3 endpoint (e.g. a local moto_server).")] = None,
@@ -331,8 +376,10 @@ def repo_cmd(
     from serving.triton_config import render_config
 
     platforms = {".onnx": "onnxruntime_onnx", ".plan": "tensorrt_plan", ".engine": "tensorrt_plan"}
-    if model_file.suffix not in platforms:
-        raise ServingInputError(f"{model_file}: expected a .onnx or .plan file")
+    _model_file(model_file, tuple(platforms))
+    check_output_dir(repository, "model repository")
+    if upload:
+        _check_s3(upload, endpoint_url)
     spec = _model_spec(model_file, name or model_file.stem, platforms[model_file.suffix],
                        _batching(plan, gpu, max_batch_size, max_queue_delay_us, preferred_batch_sizes, instances, None),
                        warmup_batch_sizes)
@@ -354,8 +401,17 @@ def upload_cmd(
 
     from serving.repository import upload_repository
 
+    _check_s3(url, endpoint_url)
+
     keys = upload_repository(repository, url, boto3.client("s3", endpoint_url=endpoint_url) if endpoint_url else None)
     print(f"uploaded {len(keys)} files to {url}")
+
+
+def _check_s3(url: str, endpoint_url: str | None) -> None:
+    if not url.startswith("s3://") or not url[5:].split("/", 1)[0]:
+        raise ServingInputError(f"{url!r}: expected s3://bucket/prefix")
+    if endpoint_url is not None:
+        check_url(endpoint_url, "--endpoint-url")
 
 
 # --- local -------------------------------------------------------------------------------------------------------
@@ -367,17 +423,17 @@ def local_cmd(
     name: Annotated[Optional[str], typer.Option(help="Model name (default: file stem or demo name).")] = None,
     plan: Annotated[Optional[Path], typer.Option(help="Plan JSON whose Triton settings to use.")] = None,
     gpu: Annotated[Optional[str], typer.Option(help="The plan deployment (GPU type) to take settings from.")] = None,
-    max_batch_size: Annotated[Optional[int], typer.Option(help="Without --plan: max_batch_size (default 8).")] = None,
-    max_queue_delay_us: Annotated[Optional[int], typer.Option(help="Without --plan: queue delay, µs (default 0).")] = None,
+    max_batch_size: Annotated[Optional[int], typer.Option(min=1, help="Without --plan: max_batch_size (default 8).")] = None,
+    max_queue_delay_us: Annotated[Optional[int], typer.Option(min=0, help="Without --plan: queue delay, µs (default 0).")] = None,
     preferred_batch_sizes: Annotated[Optional[str], typer.Option(help="Without --plan: e.g. 4,8.")] = None,
-    instances: Annotated[Optional[int], typer.Option(help="Without --plan: model instances (default 1).")] = None,
-    http_port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1.")] = 8000,
-    grpc_port: Annotated[int, typer.Option(help="gRPC port on 127.0.0.1.")] = 8001,
-    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port on 127.0.0.1.")] = 8002,
+    instances: Annotated[Optional[int], typer.Option(min=1, help="Without --plan: model instances (default 1).")] = None,
+    http_port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port on 127.0.0.1.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(min=1, max=65535, help="gRPC port on 127.0.0.1.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(min=1, max=65535, help="Prometheus metrics port on 127.0.0.1.")] = 8002,
     repository: Annotated[Optional[Path], typer.Option(help="Write the model repository here (default: a "
                                                           "temporary folder).")] = None,
-    height: Annotated[int, typer.Option(help="Demo detector input height.")] = 640,
-    width: Annotated[int, typer.Option(help="Demo detector input width.")] = 640,
+    height: Annotated[int, typer.Option(min=32, max=8192, help="Demo detector input height (multiple of 32).")] = 640,
+    width: Annotated[int, typer.Option(min=32, max=8192, help="Demo detector input width (multiple of 32).")] = 640,
 ) -> None:
     """Run a real Triton Inference Server on loopback (CPU, ONNX Runtime) until Ctrl-C or SIGTERM."""
     from serving.local import LocalTriton, Ports
@@ -385,13 +441,18 @@ def local_cmd(
 
     if (model_file is None) == (demo is None):
         raise ServingInputError("give either an ONNX file or --demo")
+    if len({http_port, grpc_port, metrics_port}) < 3:
+        raise ServingInputError(f"--http-port {http_port}, --grpc-port {grpc_port} and --metrics-port {metrics_port} "
+                                "must differ: each endpoint needs its own port")
+    if model_file is not None:
+        _model_file(model_file, (".onnx",))
+    if repository is not None:
+        check_output_dir(repository, "model repository")
     with tempfile.TemporaryDirectory(prefix="gpufleet-local-") as tmp:
         if demo is not None:
             from serving.demo_models import write_onnx
             model_file = Path(tmp) / f"{demo.value}.onnx"
             write_onnx(demo.value, model_file, _hw(height, width))
-        elif model_file.suffix != ".onnx":
-            raise ServingInputError(f"{model_file}: the local Triton serves ONNX models")
         spec = _model_spec(model_file, name or model_file.stem, "python",
                            _batching(plan, gpu, max_batch_size, max_queue_delay_us, preferred_batch_sizes, instances,
                                      "KIND_CPU"), "1")

@@ -13,7 +13,7 @@ from infra.gpu_pools import CAPACITY_LABEL, GPU_LABEL, capacity_group  # noqa: E
 from infra.preview import manifests, preview, releases  # noqa: E402
 from infra.program import load_plan  # noqa: E402
 from infra.settings import ROOT, InfraInputError, settings_from_config, stack_file_config  # noqa: E402
-from infra.triton import HPA_METRIC, quantity  # noqa: E402
+from infra.triton import quantity  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=["dev", "prod"])
@@ -134,7 +134,7 @@ def test_triton_deployments_hpas_and_routing_follow_the_plan(stack):
         hpa = k8s_named(records, "HorizontalPodAutoscaler", name)["spec"]
         assert (hpa["minReplicas"], hpa["maxReplicas"]) == (d.autoscaling.min_replicas, d.autoscaling.max_replicas)
         (metric,) = hpa["metrics"]
-        assert metric["pods"]["metric"]["name"] == HPA_METRIC
+        assert metric["pods"]["metric"]["name"] == plan.autoscaling.metric
         assert metric["pods"]["target"]["averageValue"] == quantity(d.autoscaling.target_rate_per_replica)
         assert k8s_named(records, "PodDisruptionBudget", name)["spec"]["maxUnavailable"] == 1
     route = k8s_named(records, "HTTPRoute", app)["spec"]["rules"][0]["backendRefs"]
@@ -164,11 +164,16 @@ def test_model_bucket_access_is_least_privilege_through_irsa(stack):
 
 
 def test_observability_and_adapter_serve_the_hpa_metric(stack):
-    _, _, records = stack
+    _, plan, records = stack
     charts = {r["chart"]: r for r in releases(records)}
     assert {"kube-prometheus-stack", "dcgm-exporter", "prometheus-adapter"} <= set(charts)
-    served = [rule["name"]["as"] for rule in charts["prometheus-adapter"]["values"]["rules"]["custom"]]
-    assert served == [HPA_METRIC]
+    (rule,) = charts["prometheus-adapter"]["values"]["rules"]["custom"]
+    spec = plan.autoscaling
+    assert rule["name"] == {"matches": f"^{spec.source_series}$", "as": spec.metric}
+    # The window and scrape interval the planner's lag model assumed are the ones deployed.
+    assert f"[{spec.promql_window()}]" in rule["metricsQuery"]
+    (monitor,) = [m for m in manifests(records) if m["kind"] == "ServiceMonitor"]
+    assert monitor["spec"]["endpoints"][0]["interval"] == spec.scrape_interval() == f"{spec.scrape_interval_s:g}s"
     dashboards = [m for m in manifests(records) if m["kind"] == "ConfigMap"
                   and m["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
     assert len(dashboards) == 2

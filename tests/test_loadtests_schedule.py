@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from loadtests import schedule as sch
+from gpufleet.errors import ContractError
 from loadtests.errors import LoadTestInputError
 
 DATA = Path(__file__).parent / "data"
@@ -113,10 +114,10 @@ def test_stress_result_reader_names_the_file_and_field(tmp_path):
 
     bad = tmp_path / "r.stress.json"
     bad.write_text('{"schema_version": 1, "mode": "sideways"}')
-    with pytest.raises(LoadTestInputError, match=r"r\.stress\.json: field .*"):
+    with pytest.raises(ContractError, match=r"r\.stress\.json: field .*"):
         read_stress_result(bad)
     bad.write_text("{not json")
-    with pytest.raises(LoadTestInputError, match="not JSON"):
+    with pytest.raises(ContractError, match="not JSON"):
         read_stress_result(bad)
-    with pytest.raises(LoadTestInputError, match="cannot read stress result"):
+    with pytest.raises(ContractError, match="cannot read stress result"):
         read_stress_result(tmp_path / "missing.json")

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from planner.bruteforce import brute_force
+from planner.bruteforce import brute_force, search_bounds
 from planner.catalog import Pool, reserved_price_over_horizon
 from planner.optimize import Infeasible, Problem, binding_constraint, runner_up, solve
 
@@ -39,7 +39,8 @@ def small_cases(n_cases: int, seed: int):
     made = 0
     while made < n_cases:
         problem = random_problem(rng)
-        if math.prod(problem.upper_bound(p) + 1 for p in problem.pools) <= SEARCH_LIMIT:
+        bounds = search_bounds(problem)
+        if bounds is not None and math.prod(b + 1 for b in bounds) <= SEARCH_LIMIT:
             made += 1
             yield problem
 
@@ -116,3 +117,29 @@ def test_runner_up_buys_a_different_set_of_pools():
     second = runner_up(problem, best)
     assert second is not None and second.support() != best.support()
     assert second.usd_per_hour >= best.usd_per_hour
+
+
+def test_equal_routing_with_cheap_spot_is_not_cut_off_by_the_instance_bound():
+    """Under equal routing every type in use must hold Q/N, so a slow on-demand type (needed for the on-demand floor)
+    makes the fleet buy far more fast spot replicas than carrying Q alone needs: 7 where Q/capacity is 1. The old
+    bound (twice what carries Q, plus the floor: 3) cut that optimum off and reported 7 slow + 3 fast at $3.80/h as
+    optimal. The bound from prices contains it; the brute force, bounded on its own, agrees."""
+    pools = (pool("slow.x", "S", "on-demand", 0.5), pool("fast.x", "X", "on-demand", 5.0),
+             pool("fast.x", "X", "spot", 0.1))
+    problem = Problem(pools, {"S": 100.0, "X": 2000.0}, qps=1000, routing="equal", max_spot_share=0.7)
+    sol = solve(problem)
+    assert sol.counts == {"slow.x/on-demand": 3, "fast.x/on-demand": 0, "fast.x/spot": 7}
+    assert sol.usd_per_hour == pytest.approx(2.2)
+    assert brute_force(problem)[0] == pytest.approx(sol.usd_per_hour)
+    assert all(problem.upper_bound(p) >= sol.counts[p.name] for p in pools)
+
+
+def test_without_a_one_pool_fleet_the_first_solution_bounds_the_second_solve():
+    """All-spot, survival required: no single pool is feasible, so the bound comes from the first solution."""
+    pools = (pool("a.x", "A", "spot", 0.1), pool("b.x", "A", "spot", 0.12))
+    problem = Problem(pools, {"A": 100.0}, qps=1000, max_spot_share=1.0, spot_survival=True)
+    assert problem.incumbent_cost() is None
+    sol = solve(problem)
+    reps = sol.counts["a.x/spot"] + sol.counts["b.x/spot"]
+    # losing either pool leaves >= 10 replicas
+    assert min(sol.counts.values()) >= 10 and reps >= 20

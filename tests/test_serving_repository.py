@@ -111,7 +111,7 @@ def test_repo_cli_from_a_plan_file_and_upload(tmp_path, moto_endpoint, aws_env, 
 @pytest.mark.parametrize("extra,needle", [
     (["--plan", "PLAN", "--gpu", "H100"], "no deployment for GPU 'H100'"),
     (["--plan", "PLAN", "--max-batch-size", "4"], "--plan sets the batching"),
-    (["--max-batch-size", "4", "--preferred-batch-sizes", "8"], "outside 1..max_batch_size"),
+    (["--max-batch-size", "4", "--preferred-batch-sizes", "8"], "must lie in 1..max_batch_size=4"),
 ])
 def test_repo_cli_bad_input(extra, needle, tmp_path, capsys):
     from planner.cli import main as planner_main

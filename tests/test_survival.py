@@ -62,3 +62,23 @@ def test_the_window_carries_the_raised_rate_and_the_backlog_drains_after():
     assert np.quantile(flooded.window, 0.99) > 2.0
     # ... and requests arriving after the replacements still wait out the backlog at first.
     assert np.max(flooded.after) > np.quantile(calm.after, 0.99)
+
+
+@pytest.mark.parametrize("routing", ["weighted", "equal"])
+def test_an_all_spot_fleet_of_one_pool_reports_that_nothing_survives(routing, tmp_path):
+    """Losing the only pool leaves no replica at all: the check says so (it crashed under equal routing)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from gpufleet.contracts.plan import read_plan
+
+    planner = Path(sys.executable).parent / "planner"
+    out = tmp_path / "plan.json"
+    run = subprocess.run([str(planner), "recommend", "--qps", "3000", "--p99-ms", "100", "--max-spot-share", "1.0",
+                          "--capacity-type", "spot", "--routing", routing, "--output", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    check = read_plan(out).survival
+    assert check is not None and not check.holds and check.constraint_holds is False
+    assert check.p99_ms_cold_start is None and check.p99_ms_after_loss is None

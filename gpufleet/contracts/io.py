@@ -22,8 +22,9 @@ M = TypeVar("M", bound=BaseModel)
 def first_error(path: Path | str, exc: ValidationError) -> str:
     """One line naming the file and the first offending field of a pydantic error."""
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    return f"{path}: field {where}: {err['msg']}"
+    message = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{path}: field {where}: {message}" if where else f"{path}: {message}"
 
 
 def validate(model: type[M], data: object, origin: Path | str, error: type[Exception] = ContractError) -> M:

@@ -63,4 +63,8 @@ class BatchingConfig(Strict):
 
     def sort_key(self) -> tuple:
         return (self.max_batch_size, self.max_queue_delay_microseconds, self.preferred_batch_sizes,
-                self.instance_count)
+                self.instance_count, self.instance_kind, self.dynamic_batching)
+
+    def __lt__(self, other: "BatchingConfig") -> bool:
+        # Ordered, so (score, config) pairs sort and min() breaks ties the same way every run.
+        return self.sort_key() < other.sort_key()

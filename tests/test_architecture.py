@@ -1,0 +1,70 @@
+"""The codebase's shape: stages share only gpufleet (import-linter), and each concept has one type."""
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("gpufleet", "planner", "serving", "loadtests", "infra")
+
+
+def _lint_imports(config: Path | None = None) -> subprocess.CompletedProcess:
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
+    assert exe, "import-linter is a test dependency: pip install -e '.[test]'"
+    args = [exe] + (["--config", str(config)] if config else [])
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_import_linter_contracts_are_kept():
+    run = _lint_imports()
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "0 broken" in run.stdout
+
+
+def test_import_linter_sees_the_imports_it_checks(tmp_path):
+    """The same tool fails a contract the code breaks on purpose: planner does import gpufleet."""
+    config = tmp_path / "broken.toml"
+    config.write_text('[tool.importlinter]\nroot_packages = ["gpufleet", "planner"]\n\n'
+                      '[[tool.importlinter.contracts]]\nname = "deliberately broken"\ntype = "forbidden"\n'
+                      'source_modules = ["planner"]\nforbidden_modules = ["gpufleet"]\n')
+    run = _lint_imports(config)
+    assert run.returncode != 0 and "BROKEN" in run.stdout
+
+
+def _classes_with_fields(fields: set[str]):
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ClassDef):
+                    declared = {t.target.id for t in node.body
+                                if isinstance(t, ast.AnnAssign) and isinstance(t.target, ast.Name)}
+                    if declared & fields:
+                        yield f"{path.relative_to(ROOT)}:{node.name}", declared & fields
+
+
+def test_one_type_holds_the_triton_batching_config():
+    found = dict(_classes_with_fields({"max_batch_size", "max_queue_delay_microseconds", "max_queue_delay_us",
+                                       "preferred_batch_sizes"}))
+    assert list(found) == ["gpufleet/contracts/triton.py:BatchingConfig"], found
+
+
+def test_one_type_holds_the_autoscaling_spec():
+    found = dict(_classes_with_fields({"scrape_interval_s", "rate_window_s", "hpa_sync_s"}))
+    assert list(found) == ["gpufleet/contracts/autoscaling.py:AutoscalingSpec"], found
+
+
+def test_one_strict_base():
+    stricts = [f"{p.relative_to(ROOT)}" for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
+               if "class _Strict" in p.read_text()]
+    assert not stricts, stricts
+
+
+def test_infra_never_reads_a_catalog():
+    """The stack is built from the plan alone: a plan made from a refreshed catalog needs no catalog file."""
+    for path in (ROOT / "infra").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert "catalog" not in (node.module or ""), f"{path}: imports {node.module}"

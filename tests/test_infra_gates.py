@@ -1,0 +1,92 @@
+"""`infra render` is a gate: through its console entry, it exits non-zero on a policy violation and on an invalid
+manifest; and the stack is built from the plan alone."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+from gpufleet.contracts.plan import read_plan, write_plan
+from infra.preview import manifests, preview
+from infra.program import load_plan
+from infra.settings import ROOT, settings_from_config, stack_file_config
+
+BIN = Path(sys.executable).parent
+
+
+def _console(name: str) -> str:
+    exe = shutil.which(name, path=str(BIN))
+    assert exe, f"console entry {name} not installed: pip install -e '.[test]'"
+    return exe
+
+
+def test_render_exits_1_on_a_policy_violation(tmp_path):
+    plan = tmp_path / "allspot.json"
+    made = subprocess.run([_console("planner"), "recommend", "--qps", "20000", "--p99-ms", "100",
+                           "--max-spot-share", "1.0", "--format", "json", "--output", str(plan)],
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    assert {p.capacity_type for p in read_plan(plan).pools} == {"spot"}
+    run = subprocess.run([_console("infra"), "render", "--stack", "dev", "--plan", str(plan), "--out",
+                          str(tmp_path / "r")], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 1, (run.stdout, run.stderr)
+    assert "policy on-demand-floor" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_render_exits_1_on_an_invalid_manifest(tmp_path):
+    # Fault injection in a real process: a container port that is not an integer, which Kubernetes' schema refuses.
+    code = ("import sys, infra.triton as t; t.PORTS[0] = {'name': 'http', 'containerPort': 'eight-thousand'}; "
+            "from infra.cli import main; sys.exit(main(sys.argv[1:]))")
+    run = subprocess.run([sys.executable, "-c", code, "render", "--stack", "dev", "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 1, (run.stdout, run.stderr)
+    assert "Deployment" in run.stderr and "invalid" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_render_exits_0_on_a_good_stack(tmp_path):
+    run = subprocess.run([_console("infra"), "render", "--stack", "dev", "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "r" / "dev" / "manifests.yaml").is_file()
+
+
+def test_the_stack_needs_no_catalog_entry_for_a_planned_type(tmp_path):
+    """A plan made from a refreshed catalog may name a type the embedded catalog lacks (here a renamed g6): the
+    stack takes every instance fact from the plan."""
+    settings = settings_from_config(stack_file_config("dev"), "dev")
+    plan = load_plan(settings)
+    data = json.loads(plan.model_dump_json())
+    for p in data["pools"]:
+        p["instance_type"] = p["instance_type"].replace("g", "gx", 1)
+        p["spot_instance_types"] = [t.replace("g", "gx", 1) for t in p["spot_instance_types"]]
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(data))
+    moved = read_plan(path)
+    records = preview(settings, moved)
+    groups = [r for r in records if r.type == "aws:eks/nodeGroup:NodeGroup" and "gx" in str(r.inputs["instanceTypes"])]
+    assert groups and all(t.startswith("gx") for g in groups for t in g.inputs["instanceTypes"])
+    assert manifests(records)
+
+
+def test_arm64_pools_get_the_arm_nvidia_ami(tmp_path):
+    settings = settings_from_config(stack_file_config("dev"), "dev")
+    data = json.loads(load_plan(settings).model_dump_json())
+    for p in data["pools"]:
+        p["architecture"] = "arm64"
+    path = tmp_path / "arm.json"
+    path.write_text(json.dumps(data))
+    records = preview(settings, read_plan(path))
+    amis = {r.inputs["amiType"] for r in records if r.type == "aws:eks/nodeGroup:NodeGroup"
+            and "gpufleet.io/gpu" in (r.inputs.get("labels") or {})}
+    assert amis == {"AL2023_ARM_64_NVIDIA"}
+
+
+def test_a_plan_assuming_another_hpa_tolerance_is_refused(tmp_path, capsys):
+    settings = settings_from_config(stack_file_config("dev"), "dev")
+    plan = load_plan(settings)
+    changed = plan.model_copy(update={"autoscaling": plan.autoscaling.model_copy(update={"tolerance": 0.05})})
+    write_plan(changed, tmp_path / "p.json")
+    from infra.cli import main
+    assert main(["render", "--stack", "dev", "--plan", str(tmp_path / "p.json"), "--out", str(tmp_path / "o")]) == 2
+    assert "HPA tolerance 0.05" in capsys.readouterr().err
