@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gpufleet.cli import run_app
+from gpufleet.contracts.io import check_output_file, write_atomic
 from loadtests.errors import LoadTestInputError
 
 app = typer.Typer(help="Open-loop stress runs against Triton, with Locust.", no_args_is_help=True,
@@ -112,11 +113,8 @@ def run_cmd(
     if emit_k8s is not None:
         from loadtests.k8s import distributed_manifests, to_yaml
 
-        text = to_yaml(distributed_manifests(run, image=image, namespace=namespace, name=name))
-        emit_k8s.parent.mkdir(parents=True, exist_ok=True)
-        tmp = emit_k8s.with_name(emit_k8s.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(emit_k8s)
+        check_output_file(emit_k8s, "Kubernetes manifests", LoadTestInputError)
+        write_atomic(emit_k8s, to_yaml(distributed_manifests(run, image=image, namespace=namespace, name=name)))
         print(f"wrote {emit_k8s}: kubectl apply -f {emit_k8s}; the result lands in PVC {name}-results as "
               f"{run.result_path.name}")
         return

@@ -18,8 +18,9 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpufleet.errors import RunFailure
-from gpufleet.net import free_port
+from gpufleet.contracts.io import check_output_dir
+from gpufleet.errors import InputError, RunFailure
+from gpufleet.net import check_host_port, check_url, free_port
 from loadtests import kserve
 from loadtests.errors import LoadTestInputError
 from gpufleet.contracts.stress_result import StressResult, read_stress_result
@@ -77,6 +78,19 @@ class StressRun:
             raise LoadTestInputError("protocol grpc needs --grpc-url host:port")
         if not self.model:
             raise LoadTestInputError("a model name is required (--model)")
+        if not (math.isfinite(self.p99_bound_ms) and self.p99_bound_ms >= 0):
+            raise LoadTestInputError(f"--p99-bound-ms {self.p99_bound_ms}: must be >= 0")
+        if not self.name or not all(c.isalnum() or c in "-_." for c in self.name) or self.name.startswith("."):
+            raise LoadTestInputError(f"--name {self.name!r}: use letters, digits, '-', '_' and '.' (a file name stem)")
+        try:
+            check_url(self.host, "--host")
+            if self.protocol == "grpc":
+                check_host_port(self.grpc_url, "--grpc-url")
+            if self.metrics_url:
+                check_url(self.metrics_url, "--metrics-url")
+            check_output_dir(self.out_dir, "stress results")
+        except InputError as exc:
+            raise LoadTestInputError(str(exc)) from None
         return kserve.resolve(self.host, self.model, self.version, timeout_s=min(5.0, self.timeout_s))
 
     def resolved_metrics_url(self) -> str:

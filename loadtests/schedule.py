@@ -20,6 +20,9 @@ import numpy as np
 
 from loadtests.errors import LoadTestInputError
 
+# Send times are computed up front (every generator's whole schedule in memory): this bounds a run's size.
+MAX_SCHEDULED_REQUESTS = 20_000_000
+
 Process = Literal["poisson", "constant"]
 
 
@@ -46,6 +49,10 @@ class Schedule:
                 raise LoadTestInputError(f"step {s.name}: rate {s.rate} must be a positive number of requests/s")
             if not (math.isfinite(s.duration_s) and s.duration_s > 0):
                 raise LoadTestInputError(f"step {s.name}: duration {s.duration_s} must be > 0 s")
+        total = sum(s.rate * s.duration_s for s in self.steps)
+        if total > MAX_SCHEDULED_REQUESTS:
+            raise LoadTestInputError(f"the schedule sends {total:,.0f} requests; one run sends at most "
+                                     f"{MAX_SCHEDULED_REQUESTS:,} (shorten the steps or lower the rates)")
 
     @property
     def duration_s(self) -> float:
@@ -95,7 +102,7 @@ def steps(rates: list[float], duration_s: float, warmup_s: float = 0.0) -> Sched
 
 def ramp(start: float, stop: float, factor: float, duration_s: float, warmup_s: float = 0.0) -> Schedule:
     """Rates ``start, start*factor, ...`` up to ``stop``, each for ``duration_s``: the knee search."""
-    if not (start > 0 and stop >= start and factor > 1):
+    if not (all(math.isfinite(v) for v in (start, stop, factor)) and start > 0 and stop >= start and factor > 1):
         raise LoadTestInputError(f"ramp {start}..{stop} x{factor}: need 0 < start <= stop and factor > 1")
     rates, r = [], float(start)
     while r <= stop * (1 + 1e-9):

@@ -27,7 +27,9 @@ from planner.fit import fit
 from planner.render import render_calibration, render_plan
 from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
 from gpufleet.contracts.triton import BatchingConfig
-from gpufleet.contracts.profile import ProfileError, read_profile
+from gpufleet.contracts.io import check_output_dir, check_output_file
+from gpufleet.contracts.profile import read_profile
+from gpufleet.net import check_url
 
 
 app = typer.Typer(help="Capacity planner for GPU inference behind Triton.", no_args_is_help=True,
@@ -62,8 +64,8 @@ def recommend_cmd(
     calibration: Annotated[Optional[Path], typer.Option(help="Calibration from `planner fit`: overhead, service-time fit, scale-up lag.")] = None,
     scale_up_lag_min: Annotated[Optional[float], typer.Option(help="Minutes for a new GPU replica to serve; with --ramp-pct-per-min, sizes for lag-aware HPA targets.")] = None,
     ramp_pct_per_min: Annotated[Optional[float], typer.Option(help="Fastest traffic growth the HPA must absorb, percent per minute.")] = None,
-    min_replicas: Annotated[int, typer.Option(help="Fewest Triton replicas in the fleet.")] = 1,
-    max_instances_per_pool: Annotated[Optional[int], typer.Option(help="Cap on instances from any one pool.")] = None,
+    min_replicas: Annotated[int, typer.Option(min=1, help="Fewest Triton replicas in the fleet.")] = 1,
+    max_instances_per_pool: Annotated[Optional[int], typer.Option(min=1, help="Cap on instances from any one pool.")] = None,
     exhaustive: Annotated[bool, typer.Option(help="Simulate every Triton config instead of pruning.")] = False,
     format: Annotated[OutputFormat, typer.Option("--format", help="table for people, json for the plan file.")] = OutputFormat.table,
     output: Annotated[Optional[Path], typer.Option(help="Also write the plan JSON here.")] = None,
@@ -71,6 +73,8 @@ def recommend_cmd(
     project_dir: Annotated[Optional[Path], typer.Option(help="Pulumi project folder for --stack; default the one at or above the current folder.")] = None,
 ) -> None:
     """The cheapest GPU fleet and Triton config that hold the P99 target at the requested rate."""
+    if output is not None:
+        check_output_file(output, "plan", PlannerInputError)
     req = RecommendRequest(
         qps=qps, p99_ms=p99_ms, model=model, gpus=gpu or None, catalog=catalog, profiles=list(profile or []),
         capacity_types=list(capacity_type) if capacity_type else list(ALL_CAPACITY_TYPES), routing=routing.value,
@@ -79,6 +83,11 @@ def recommend_cmd(
         max_instances_per_pool=max_instances_per_pool, exhaustive=exhaustive, calibration=calibration,
         scale_up_lag_s=None if scale_up_lag_min is None else _non_negative("--scale-up-lag-min", scale_up_lag_min) * 60,
         ramp_per_min=None if ramp_pct_per_min is None else _non_negative("--ramp-pct-per-min", ramp_pct_per_min) / 100)
+    target = None
+    if stack is not None:
+        from planner.stack import stack_target
+        target = stack_target(stack, project_dir)  # an unusable stack is refused before the planning work
+        check_output_file(target.plan_path, "plan", PlannerInputError)
     plan = recommend(req)
     if stack is not None:
         from planner.stack import write_stack_plan
@@ -130,7 +139,11 @@ def fit_cmd(
 ) -> None:
     """Calibrate the latency model on stress runs and fit lag-aware HPA thresholds."""
     lag = scaling_spec(scale_up_lag_min, ramp_pct_per_min)
-    prof = _read_profile(profile)
+    check_output_file(output, "calibration", PlannerInputError)
+    for path in stress:
+        if not path.is_file():
+            raise PlannerInputError(f"{path}: stress result not found")
+    prof = read_profile(profile)
     console = _console()
     with console.status(f"fitting {len(stress)} stress result(s) by simulation"):
         cal = fit(prof, stress, p99_ms, lag, _triton_config(triton_config))
@@ -155,6 +168,7 @@ def report_cmd(
     from gpufleet.contracts.plan import read_plan
     from planner.report import ReportInputs, write_report
 
+    check_output_dir(out, "report", PlannerInputError)
     inputs = ReportInputs(read_plan(plan), catalog, list(profile or []),
                           read_calibration(calibration) if calibration else None)
     with _console().status("simulating and optimizing the report's curves"):
@@ -178,6 +192,10 @@ def catalog_refresh_cmd(
     from gpufleet.contracts.catalog import write_catalog
     from planner.refresh import DEFAULT_FAMILIES, clients, refresh_catalog
 
+    check_output_file(output, "catalog", PlannerInputError)
+    for option, url in (("--endpoint-url", endpoint_url), ("--pricing-endpoint-url", pricing_endpoint_url)):
+        if url is not None:
+            check_url(url, option)
     ec2, pricing = clients(region, endpoint_url, pricing_endpoint_url)
     console = _console()
     with console.status(f"reading EC2 and the Price List for {region}"):
@@ -189,13 +207,6 @@ def catalog_refresh_cmd(
     for line in skipped:
         console.print(f"skipped {line}", highlight=False)
     console.print(f"{len(catalog.instances)} instance types priced on {catalog.as_of}; wrote {output}")
-
-
-def _read_profile(path: Path):
-    try:
-        return read_profile(path)
-    except ProfileError as exc:
-        raise PlannerInputError(str(exc)) from None
 
 
 def _console() -> Console:

@@ -83,6 +83,8 @@ class RecommendRequest:
         if self.overhead_ms >= self.p99_ms:
             raise PlannerInputError(f"--overhead-ms {self.overhead_ms} leaves no latency budget under "
                                     f"--p99-ms {self.p99_ms}")
+        if self.survival_p99_ms is not None and not math.isfinite(self.survival_p99_ms):
+            raise PlannerInputError(f"--survival-p99-ms must be a finite number, got {self.survival_p99_ms}")
         if self.survival_p99_ms is not None and self.survival_p99_ms < self.p99_ms:
             raise PlannerInputError(f"--survival-p99-ms {self.survival_p99_ms} must be >= --p99-ms {self.p99_ms}")
         if self.min_replicas < 1:

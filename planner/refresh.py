@@ -17,6 +17,7 @@ import json
 from typing import Any, Iterable
 
 from gpufleet.contracts.catalog import Catalog, InstanceType, Price, SpotPrice
+from gpufleet.errors import RunFailure
 from planner.errors import PlannerInputError
 
 DEFAULT_FAMILIES = ("g4dn", "g5", "g6", "g6e", "p4d", "p5")
@@ -61,14 +62,14 @@ def _call(what: str, fn, **kwargs) -> Any:
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in THROTTLED:
-            raise PlannerInputError(f"{what}: AWS is throttling requests ({code}) and retries ran out; try again in "
-                                    "a minute") from None
+            raise RunFailure(f"{what}: AWS is throttling requests ({code}) and retries ran out; try again in "
+                             "a minute") from None
         if code in ("UnauthorizedOperation", "AccessDeniedException", "AuthFailure", "InvalidClientTokenId"):
             raise PlannerInputError(f"{what}: access denied ({code}); the credentials need ec2:Describe* and "
                                     "pricing:GetProducts") from None
         raise PlannerInputError(f"{what}: {code or 'error'}: {exc.response.get('Error', {}).get('Message', exc)}") from None
     except EndpointConnectionError as exc:
-        raise PlannerInputError(f"{what}: cannot reach AWS ({exc})") from None
+        raise RunFailure(f"{what}: cannot reach AWS ({exc})") from None
 
 
 def _pages(what: str, client, operation: str, key: str, **kwargs) -> Iterable[dict]:

@@ -10,6 +10,7 @@ boto3 = pytest.importorskip("boto3")
 from botocore.stub import ANY, Stubber  # noqa: E402
 
 from gpufleet.contracts.catalog import write_catalog  # noqa: E402
+from gpufleet.errors import RunFailure  # noqa: E402
 from planner.catalog import read_catalog  # noqa: E402
 from planner.cli import main  # noqa: E402
 from planner.errors import PlannerInputError  # noqa: E402
@@ -113,7 +114,7 @@ def test_throttling_is_one_clear_error(ec2):
     stub = Stubber(pricing)
     for _ in range(10):
         stub.add_client_error("get_products", service_error_code="ThrottlingException", http_status_code=400)
-    with stub, pytest.raises(PlannerInputError, match="GetProducts: AWS is throttling requests"):
+    with stub, pytest.raises(RunFailure, match="GetProducts: AWS is throttling requests"):
         refresh_catalog(ec2, pricing, "us-east-1", ["g5"], now=NOW)
 
 
