@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from gpufleet.cli import run_app
+from gpufleet.contracts.io import check_output_dir
 from gpufleet.kubernetes import K8S_VERSION, validate_manifest
 
 app = typer.Typer(help="Pulumi stacks for gpufleet: render a stack without the Pulumi CLI.", no_args_is_help=True,
@@ -54,8 +55,9 @@ def render_cmd(
     from infra.policy.rules import Resource, check
     from infra.preview import manifests, preview, releases
     from infra.program import load_plan
-    from infra.settings import settings_from_config, stack_file_config
+    from infra.settings import InfraInputError, settings_from_config, stack_file_config
 
+    check_output_dir(out / stack, "rendered stack", InfraInputError)
     config = stack_file_config(stack)
     if plan is not None:
         config["gpufleet:planPath"] = str(plan.resolve())

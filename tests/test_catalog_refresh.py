@@ -13,7 +13,6 @@ from gpufleet.contracts.catalog import write_catalog  # noqa: E402
 from gpufleet.errors import RunFailure  # noqa: E402
 from planner.catalog import read_catalog  # noqa: E402
 from planner.cli import main  # noqa: E402
-from planner.errors import PlannerInputError  # noqa: E402
 from planner.recommend import RecommendRequest, recommend  # noqa: E402
 from planner.refresh import clients, gpu_instance_types, refresh_catalog, spot_prices  # noqa: E402
 

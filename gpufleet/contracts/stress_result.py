@@ -21,13 +21,13 @@ SCHEMA_VERSION = 1
 class LatencySummary(Strict):
     """Milliseconds over successful requests; null when the step had none."""
 
-    p50: float | None
-    p90: float | None
-    p95: float | None
-    p99: float | None
-    p999: float | None
-    mean: float | None
-    max: float | None
+    p50: float | None = Field(ge=0)
+    p90: float | None = Field(ge=0)
+    p95: float | None = Field(ge=0)
+    p99: float | None = Field(ge=0)
+    p999: float | None = Field(ge=0)
+    mean: float | None = Field(ge=0)
+    max: float | None = Field(ge=0)
 
 
 class ServerFigures(Strict):
@@ -52,7 +52,7 @@ class StepResult(Strict):
     warmup: bool = Field(description="a warm-up step: run, recorded, and to be ignored by readers")
     start_s: float = Field(ge=0, description="seconds from the run's start")
     duration_s: float = Field(gt=0)
-    offered_rate: float | None = Field(description="scheduled requests/s (open loop); null in closed loop")
+    offered_rate: float | None = Field(gt=0, description="scheduled requests/s (open loop); null in closed loop")
     concurrency: int | None = Field(default=None, description="users (closed loop)")
     achieved_rate: float = Field(ge=0, description="successful requests/s over the step")
     sent: int = Field(ge=0)
@@ -61,7 +61,7 @@ class StepResult(Strict):
     error_kinds: dict[str, int] = Field(default_factory=dict)
     late_sends: int = Field(ge=0, description="sends that left later than late_threshold_ms after their schedule")
     dropped: int = Field(ge=0, description="scheduled sends never made: the in-flight cap was reached")
-    lag_p99_ms: float | None = Field(description="P99 of (actual send - scheduled send)")
+    lag_p99_ms: float | None = Field(ge=0, description="P99 of (actual send - scheduled send)")
     latency_ms: LatencySummary
     server: ServerFigures | None = Field(description="null when /metrics was not scraped or not reachable")
 
