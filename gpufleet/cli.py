@@ -42,3 +42,15 @@ def run_app(app: typer.Typer, argv: list[str] | None, prog: str) -> int:
 
 def _one_line(message: object) -> str:
     return " ".join(str(message).split())
+
+
+# Wide enough that no table is cut or folded when stdout is a file or a pipe (rich would otherwise assume 80).
+PIPE_WIDTH = 1000
+
+
+def stdout_console():
+    """Rich console for a command's results: the terminal's width on a terminal; in a pipe or file, wide enough that
+    no column is truncated, so `planner recommend ... > plan.txt` keeps every figure."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH, soft_wrap=False)

@@ -34,7 +34,9 @@ def load_plan(settings: StackSettings, project_dir: Path = ROOT) -> Plan:
         raise InfraInputError(f"gpufleet:planPath: {path.name} was planned for {plan.request.region} (its prices and "
                               f"instance types), the stack is in {settings.region}")
     models = {d.model for d in plan.deployments}
-    if models != {settings.model_name}:
+    if len(models) != 1:
+        raise InfraInputError(f"gpufleet:planPath: {path.name} plans models {sorted(models)}; a stack serves one")
+    if settings.model_name is not None and models != {settings.model_name}:
         raise InfraInputError(f"gpufleet:planPath: {path.name} plans model(s) {sorted(models)}, the stack serves "
                               f"{settings.model_name!r}")
     return plan
@@ -42,6 +44,8 @@ def load_plan(settings: StackSettings, project_dir: Path = ROOT) -> Plan:
 
 def build(settings: StackSettings, plan: Plan) -> dict:
     """Declare every resource from the settings and the plan alone; return the stack outputs."""
+    if settings.model_name is None:
+        settings = settings.model_copy(update={"model_name": plan.deployments[0].model})
     name = settings.name
     network = Network(name, settings)
     cluster = Cluster(name, settings, network)

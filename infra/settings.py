@@ -34,7 +34,9 @@ class StackSettings(BaseModel):
     system_nodes: int = Field(alias="systemNodes", ge=2)
     protect: bool
     plan_path: str = Field(alias="planPath")
-    model_name: str = Field(alias="modelName")
+    # None: the stack serves the model its plan is for (dev: try any model); set it to pin the stack to one model,
+    # so that a plan for another model is refused (prod).
+    model_name: str | None = Field(default=None, alias="modelName")
     namespace: str = "inference"
     canary_weight: int = Field(default=0, alias="canaryWeight", ge=0, le=50)
     canary_image: str | None = Field(default=None, alias="canaryImage")

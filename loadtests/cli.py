@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gpufleet.cli import run_app
+from gpufleet.cli import run_app, stdout_console
 from gpufleet.contracts.io import check_output_file, write_atomic
 from loadtests.errors import LoadTestInputError
 
@@ -154,7 +154,7 @@ def _show(result) -> None:
                       _fmt(srv.mean_batch_size if srv else None, ".2f"),
                       _fmt(srv.queue_us_per_request if srv else None, ".0f"),
                       _fmt(srv.compute_infer_us_per_request if srv else None, ".0f"))
-    Console().print(table)
+    stdout_console().print(table)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from gpufleet.cli import run_app
+from gpufleet.cli import run_app, stdout_console
 from planner.errors import PlannerInputError
 from gpufleet.contracts.plan import write_plan
 from planner.recommend import (
@@ -101,7 +101,7 @@ def recommend_cmd(
     if format is OutputFormat.json:
         sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
     else:
-        render_plan(plan, Console() if sys.stdout.isatty() else Console(width=132))
+        render_plan(plan, stdout_console())
 
 
 def _non_negative(option: str, value: float) -> float:
@@ -210,7 +210,7 @@ def catalog_refresh_cmd(
 
 
 def _console() -> Console:
-    return Console() if sys.stdout.isatty() else Console(width=132)
+    return stdout_console()
 
 
 @app.callback()

@@ -37,7 +37,7 @@ def check_stack_target(target: StackPlanTarget, stack: str, region: str, model: 
     if region != target.region:
         raise PlannerInputError(f"--stack {stack}: the stack is in {target.region}, the plan is priced for "
                                 f"{region}; pass --catalog for {target.region}")
-    if model != target.model:
+    if target.model is not None and model != target.model:
         raise PlannerInputError(f"--stack {stack}: the stack serves model '{target.model}' "
                                 f"(gpufleet:modelName), the plan is for '{model}'")
 

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gpufleet.cli import run_app
+from gpufleet.cli import run_app, stdout_console
 from gpufleet.contracts.io import check_output_dir, check_output_file
 from gpufleet.net import check_url
 from serving.errors import ServingInputError
@@ -201,7 +201,7 @@ def profile_cmd(
             err.print(f"concurrency speedup: {speedup}", highlight=False)
             prof = prof.model_copy(update={"concurrency_speedup": speedup})
     write_profile(prof, output)
-    Console().print(table)
+    stdout_console().print(table)
     if prof.origin.device and prof.origin.device.get("kind") != "gpu":
         err.print(f"note: measured on a CPU and labelled {gpu}: fine for exercising the pipeline, not for buying GPUs")
     print(f"wrote {output}")
@@ -434,6 +434,7 @@ def local_cmd(
                                                           "temporary folder).")] = None,
     height: Annotated[int, typer.Option(min=32, max=8192, help="Demo detector input height (multiple of 32).")] = 640,
     width: Annotated[int, typer.Option(min=32, max=8192, help="Demo detector input width (multiple of 32).")] = 640,
+    log: Annotated[Optional[Path], typer.Option(help="Keep tritonserver's log in this file (default: none kept).")] = None,
 ) -> None:
     """Run a real Triton Inference Server on loopback (CPU, ONNX Runtime) until Ctrl-C or SIGTERM."""
     from serving.local import LocalTriton, Ports
@@ -448,6 +449,8 @@ def local_cmd(
         _model_file(model_file, (".onnx",))
     if repository is not None:
         check_output_dir(repository, "model repository")
+    if log is not None:
+        check_output_file(log, "Triton log")
     with tempfile.TemporaryDirectory(prefix="gpufleet-local-") as tmp:
         if demo is not None:
             from serving.demo_models import write_onnx
@@ -458,13 +461,14 @@ def local_cmd(
                                      "KIND_CPU"), "1")
         repo = repository or Path(tmp) / "repository"
         write_model(repo, spec, model_file)
-        server = LocalTriton(repo, Ports(http_port, grpc_port, metrics_port), extra_args=["--exit-timeout-secs=10"])
+        server = LocalTriton(repo, Ports(http_port, grpc_port, metrics_port), log_path=log,
+                             extra_args=["--exit-timeout-secs=10"])
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         server.start()
         err.print(f"Triton ready: model {spec.name!r}; HTTP {server.http_url}, gRPC {server.grpc_url}, "
-                  f"metrics {server.metrics_url}; log {server.log_path}. Ctrl-C stops it.", highlight=False)
+                  f"metrics {server.metrics_url}{f'; log {log}' if log else ''}. Ctrl-C stops it.", highlight=False)
         while not stop.is_set() and server.running:
             stop.wait(0.5)
         code = server.stop()

@@ -139,6 +139,7 @@ class LocalTriton:
     def _start_once(self, timeout_s: float) -> "LocalTriton":
         if not self.repository.is_dir():
             raise ServingInputError(f"{self.repository}: model repository not found")
+        self._workdir.mkdir(parents=True, exist_ok=True)
         server_dir, libs = self._prepare()
         self._log = open(self.log_path, "wb")
         self._proc = subprocess.Popen(self.command(server_dir), stdout=self._log, stderr=subprocess.STDOUT,
@@ -151,13 +152,15 @@ class LocalTriton:
                     os.killpg(self._proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+                message = f"tritonserver exited with {self._proc.returncode}: {self.first_error()}"
                 self._cleanup()
-                raise TritonStartError(f"tritonserver exited with {self._proc.returncode}: {self.first_error()}")
+                raise TritonStartError(message)
             if self.ready():
                 return self
             time.sleep(0.2)
+        message = f"tritonserver not ready after {timeout_s:.0f} s: {self.first_error()}"
         self.stop()
-        raise TritonStartError(f"tritonserver not ready after {timeout_s:.0f} s: {self.first_error()}")
+        raise TritonStartError(message)
 
     @property
     def running(self) -> bool:
@@ -208,7 +211,8 @@ class LocalTriton:
         if self._log:
             self._log.close()
             self._log = None
-        shutil.rmtree(self._workdir / "tritonserver", ignore_errors=True)
+        # The working folder (the server's log included, unless the caller named a log file) goes with the server.
+        shutil.rmtree(self._workdir, ignore_errors=True)
 
     def __enter__(self) -> "LocalTriton":
         return self.start()

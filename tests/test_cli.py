@@ -98,3 +98,19 @@ def test_table_output_names_the_binding_constraint():
     proc = run("recommend", "--qps", "5000", "--p99-ms", "100")
     assert proc.returncode == 0, proc.stderr
     assert "Binding:" in proc.stdout and "$" in proc.stdout
+
+
+def test_tables_are_not_cut_when_stdout_is_a_pipe():
+    """A plan printed into a file keeps every figure: no ellipsis, no folded cell (rich assumes 80 columns)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    planner = shutil.which("planner", path=str(Path(sys.executable).parent))
+    proc = subprocess.run([planner, "recommend", "--qps", "60000", "--p99-ms", "50", "--max-spot-share", "0.5"],
+                          capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "COLUMNS": "40"})
+    assert proc.returncode == 0, proc.stderr
+    assert "…" not in proc.stdout
+    why = [line for line in proc.stdout.splitlines() if line.startswith("Why:")]
+    assert len(why) == 1 and why[0].rstrip().endswith("%)."), why

@@ -119,7 +119,8 @@ def test_storage_tiers(stack):
 
 def test_triton_deployments_hpas_and_routing_follow_the_plan(stack):
     settings, plan, records = stack
-    app = f"triton-{settings.model_name}"
+    model = settings.model_name or plan.deployments[0].model
+    app = f"triton-{model}"
     for d in plan.deployments:
         name = f"{app}-{d.gpu.lower()}"
         dep = k8s_named(records, "Deployment", name)
@@ -130,7 +131,7 @@ def test_triton_deployments_hpas_and_routing_follow_the_plan(stack):
         assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
         assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
         assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
-        assert any(a.endswith(f"/{settings.environment}/{settings.model_name}/{d.gpu}") for a in c["args"])
+        assert any(a.endswith(f"/{settings.environment}/{model}/{d.gpu}") for a in c["args"])
         hpa = k8s_named(records, "HorizontalPodAutoscaler", name)["spec"]
         assert (hpa["minReplicas"], hpa["maxReplicas"]) == (d.autoscaling.min_replicas, d.autoscaling.max_replicas)
         (metric,) = hpa["metrics"]
@@ -148,7 +149,7 @@ def test_triton_deployments_hpas_and_routing_follow_the_plan(stack):
 
 
 def test_model_bucket_access_is_least_privilege_through_irsa(stack):
-    settings, _, records = stack
+    settings, plan, records = stack
     (sa,) = [m for m in manifests(records) if m["kind"] == "ServiceAccount" and m["metadata"]["namespace"] ==
              settings.namespace]
     assert "eks.amazonaws.com/role-arn" in sa["metadata"]["annotations"]
@@ -157,7 +158,7 @@ def test_model_bucket_access_is_least_privilege_through_irsa(stack):
     actions = sorted(a for s in statements for a in s["Action"])
     assert actions == ["kms:Decrypt", "s3:GetObject", "s3:ListBucket"]
     (get,) = [s for s in statements if s["Action"] == ["s3:GetObject"]]
-    assert get["Resource"][0].endswith(f"/{settings.environment}/{settings.model_name}/*")
+    assert get["Resource"][0].endswith(f"/{settings.environment}/{plan.deployments[0].model}/*")
     (trust_role,) = [r for r in of(records, "aws:iam/role:Role") if r.name.endswith("s3-reader")]
     cond = json.loads(trust_role.inputs["assumeRolePolicy"])["Statement"][0]["Condition"]["StringEquals"]
     assert f"system:serviceaccount:{settings.namespace}:{sa['metadata']['name']}" in cond.values()

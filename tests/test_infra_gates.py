@@ -90,3 +90,30 @@ def test_a_plan_assuming_another_hpa_tolerance_is_refused(tmp_path, capsys):
     from infra.cli import main
     assert main(["render", "--stack", "dev", "--plan", str(tmp_path / "p.json"), "--out", str(tmp_path / "o")]) == 2
     assert "HPA tolerance 0.05" in capsys.readouterr().err
+
+
+def test_the_dev_stack_serves_the_model_its_plan_is_for_and_prod_pins_one(tmp_path):
+    """The README's closed loop (`recommend --model detector ... --stack dev`): dev takes the plan's model; prod, with
+    gpufleet:modelName, refuses a plan for another model before writing it."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for f in ("Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml"):
+        shutil.copy(ROOT / f, project / f)
+    (project / "infra" / "plans").mkdir(parents=True)
+    profile = ROOT / "planner" / "data" / "profiles" / "resnet50-L4.json"
+    other = json.loads(profile.read_text())
+    other["model"] = "detector"
+    prof = tmp_path / "detector-L4.json"
+    prof.write_text(json.dumps(other))
+    base = [_console("planner"), "recommend", "--qps", "500", "--p99-ms", "100", "--model", "detector",
+            "--profile", str(prof), "--gpu", "L4", "--project-dir", str(project)]
+    ok = subprocess.run(base + ["--stack", "dev"], capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    settings = settings_from_config(stack_file_config("dev", project), "dev")
+    plan = load_plan(settings, project)
+    assert {d.model for d in plan.deployments} == {"detector"}
+    names = {r.name for r in preview(settings, plan) if r.type == "kubernetes:apps/v1:Deployment"}
+    assert any(n.startswith("gpufleet-dev-detector") or "triton-detector" in n for n in names), names
+    refused = subprocess.run(base + ["--stack", "prod"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "serves model 'resnet50'" in refused.stderr
+    assert not (project / "infra" / "plans" / "prod.plan.json").exists()

@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -134,6 +135,12 @@ def test_dynamic_batcher_groups_concurrent_requests(served):
 
 
 def test_sigterm_stops_triton_cleanly(tmp_path):
+    import tempfile
+
+    def leftovers() -> set[str]:
+        return {p.name for p in Path(tempfile.gettempdir()).glob("gpufleet-triton-*")}
+
+    before = leftovers()
     model = tmp_path / "tiny.onnx"
     write_onnx("tiny", model)
     write_model(tmp_path / "repo", ModelSpec("tiny", "python", *onnx_tensors(model), BATCHING), model)
@@ -142,6 +149,7 @@ def test_sigterm_stops_triton_cleanly(tmp_path):
     assert server.stop() == 0
     assert group_gone(pid)  # no stub or server left in its process group
     assert not server.ready()
+    assert leftovers() <= before  # no server copy and no log left under /tmp (a log is kept only when asked)
 
 
 def test_a_config_that_does_not_match_the_model_fails_to_start_with_one_line(tmp_path):

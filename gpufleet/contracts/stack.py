@@ -39,15 +39,15 @@ class StackPlanTarget:
 
     plan_path: Path
     region: str
-    model: str
+    model: str | None  # None: the stack serves whichever model its plan is for
 
 
 def stack_plan_target(stack: str, project_dir: Path = PROJECT_ROOT) -> StackPlanTarget:
     config = stack_file_config(stack, project_dir)
-    missing = [k for k in ("planPath", "modelName") if f"{NAMESPACE}:{k}" not in config]
+    missing = [k for k in ("planPath",) if f"{NAMESPACE}:{k}" not in config]
     region = config.get(f"{NAMESPACE}:region") or config.get("aws:region")
     if missing or not region:
         raise InputError(f"Pulumi.{stack}.yaml: missing {', '.join(f'{NAMESPACE}:{k}' for k in missing) or 'region'}")
     path = Path(config[f"{NAMESPACE}:planPath"])
     return StackPlanTarget(path if path.is_absolute() else Path(project_dir) / path, region,
-                           config[f"{NAMESPACE}:modelName"])
+                           config.get(f"{NAMESPACE}:modelName"))
