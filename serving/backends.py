@@ -232,6 +232,8 @@ class TensorRTBackend(Backend):
         except ImportError as exc:
             raise BackendUnavailable(f"TensorRT backend needs the [gpu] extra (tensorrt, pycuda): {exc}") from None
         self.trt, self.cuda, self.precision = trt, cuda, precision
+        if not Path(engine_path).is_file():
+            raise ServingInputError(f"{engine_path}: engine file not found")
         logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self.engine is None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-boto3 = pytest.importorskip("boto3")
+import boto3  # noqa: E402
 from botocore.stub import ANY, Stubber  # noqa: E402
 
 from gpufleet.contracts.catalog import write_catalog  # noqa: E402

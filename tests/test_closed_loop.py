@@ -10,9 +10,9 @@ import shutil
 
 import pytest
 
-pytest.importorskip("pytriton")
-pytest.importorskip("pulumi_aws")
-yaml = pytest.importorskip("yaml")
+import pytriton  # noqa: E402,F401 (a [test] dependency: a broken install fails here, never skips)
+import pulumi_aws  # noqa: E402,F401 (a [test] dependency: a broken install fails here, never skips)
+import yaml  # noqa: E402
 
 from infra.gpu_pools import CAPACITY_LABEL, GPU_LABEL, capacity_group  # noqa: E402
 from infra.preview import manifests, preview  # noqa: E402

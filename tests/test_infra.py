@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-pytest.importorskip("pulumi")
-pytest.importorskip("pulumi_aws")
-yaml = pytest.importorskip("yaml")
+import pulumi  # noqa: E402,F401 (a [test] dependency: a broken install fails here, never skips)
+import pulumi_aws  # noqa: E402,F401 (a [test] dependency: a broken install fails here, never skips)
+import yaml  # noqa: E402
 
 from gpufleet.kubernetes import validate_manifest  # noqa: E402
 from infra.cli import main as infra_main  # noqa: E402

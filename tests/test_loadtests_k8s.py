@@ -1,8 +1,6 @@
 """Distributed stress runs in a cluster: the manifests are valid Kubernetes objects, bounded and unprivileged."""
-import pytest
 import yaml
 
-kv = pytest.importorskip("kubernetes_validate")
 
 from loadtests.cli import main as loadtests_main  # noqa: E402
 from gpufleet.kubernetes import validate_manifest  # noqa: E402

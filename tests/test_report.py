@@ -56,3 +56,33 @@ def test_report_cli_rejects_a_missing_plan_and_writes_one(plan, tmp_path, capsys
     write_plan(plan, path)
     assert main(["report", str(path), "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "report.html").is_file()
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+VALIDATION = ROOT / "docs" / "validation"
+
+
+@pytest.mark.parametrize("kind", ["spot-survival", "calibration"])
+def test_the_reports_cost_at_the_plans_qps_is_the_plans(kind, tmp_path):
+    """The report re-solves the plan's own problem (planner.sizing, with the rates the plan records), so at the
+    plan's rate it must find the plan's cost: with survival at a degraded bound (its own per-replica rates) and
+    with a calibration (fitted overhead and service model, lag-aware targets). Both drifted before."""
+    from gpufleet.contracts.calibration import read_calibration
+
+    if kind == "spot-survival":
+        req = RecommendRequest(qps=30000, p99_ms=50, gpus=["T4", "L4", "L40S"], max_spot_share=0.8,
+                               spot_survival=True, survival_p99_ms=80, scale_up_lag_s=300, ramp_per_min=0.05)
+        profiles, cal = [], None
+    else:
+        cal_path = VALIDATION / "calibration.json"
+        profiles, cal = [VALIDATION / "profile.json"], read_calibration(cal_path)
+        req = RecommendRequest(qps=60, p99_ms=400, model=cal.model, gpus=[cal.gpu], profiles=profiles,
+                               calibration=cal_path)
+    plan = recommend(req)
+    if kind == "spot-survival":
+        assert plan.request.spot_survival and plan.autoscaling.lag_aware
+        assert any(s.survival_rate_per_replica > s.sizing_rate_per_replica for s in plan.sizing)
+    else:
+        assert plan.request.calibration and plan.autoscaling == cal.scaling
+    fm = FleetModel(ReportInputs(plan, profiles=profiles, calibration=cal))
+    assert fm.cost(plan.request.qps, sorted(fm.capacity)) == pytest.approx(plan.cost.usd_per_hour, rel=1e-9)

@@ -10,7 +10,7 @@ from gpufleet.contracts.engine_sidecar import EngineSidecar, read_sidecar, sidec
 from serving.errors import ServingInputError
 from gpufleet.errors import ContractError
 
-Image = pytest.importorskip("PIL.Image")
+from PIL import Image  # noqa: E402
 
 
 def test_letterbox_keeps_aspect_and_pads_with_grey():

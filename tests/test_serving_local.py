@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-pytest.importorskip("pytriton")
-ort = pytest.importorskip("onnxruntime")
-httpclient = pytest.importorskip("tritonclient.http")
-grpcclient = pytest.importorskip("tritonclient.grpc")
+import pytriton  # noqa: E402,F401 (a [test] dependency: a broken install fails here, never skips)
+import onnxruntime as ort  # noqa: E402
+from tritonclient import http as httpclient  # noqa: E402
+from tritonclient import grpc as grpcclient  # noqa: E402
 
 from serving.demo_models import write_onnx  # noqa: E402
 from serving.local import LocalTriton, TritonStartError  # noqa: E402

@@ -5,7 +5,7 @@ import pytest
 from serving import demo_models as dm
 from serving.errors import ServingInputError
 
-ort = pytest.importorskip("onnxruntime")
+import onnxruntime as ort  # noqa: E402
 
 
 def run_onnx(model, x):
@@ -39,7 +39,7 @@ def test_camera_frame_size_is_supported_and_changes_anchor_count():
 
 @pytest.mark.parametrize("name,hw", [("tiny", (640, 640)), ("detector", (128, 160))])
 def test_torch_module_computes_what_the_onnx_graph_computes(name, hw):
-    torch = pytest.importorskip("torch")
+    import torch
     spec = dm.describe(name, hw)
     x = np.random.default_rng(1).random((2, *spec.input_shape), dtype=np.float32)
     expected = run_onnx(dm.build_onnx(name, hw, seed=3), x)

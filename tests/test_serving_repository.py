@@ -1,7 +1,7 @@
 """Triton model repositories: config.pbtxt from a plan, parsed by Triton's protobuf schema, uploaded to S3."""
 import pytest
 
-pytest.importorskip("tritonclient")
+import tritonclient  # noqa: E402,F401 (a [test] dependency: a broken install fails here, never skips)
 
 from planner.recommend import RecommendRequest, recommend  # noqa: E402
 from serving.cli import main as serving_main  # noqa: E402
