@@ -40,6 +40,12 @@ def render_plan(plan: Plan, console: Console) -> None:
                   f"${c.usd_per_million_inferences:.4f} per million inferences")
     lp = "n/a" if s.lp_gap is None else f"{s.lp_gap:.2%}"
     console.print(f"Solver: {s.solver}, {s.status}, MIP gap {s.mip_gap:.2%}, LP-relaxation gap {lp}")
+    a = plan.autoscaling
+    basis = (f"lag-aware targets: scale-up lag {a.scale_up_lag_s / 60:g} min, ramp {a.ramp_per_min:.0%}/min"
+             if a.lag_aware else "targets at the planned rates (give --scale-up-lag-min/--ramp-pct-per-min for "
+             "lag-aware ones)")
+    console.print(f"Autoscaling: HPA on {a.metric} (rate of {a.source_series} over {a.promql_window()}, scraped "
+                  f"every {a.scrape_interval()}); {basis}")
     if plan.survival is not None:
         sv = plan.survival
         verdict = "[green]holds[/]" if sv.holds else "[red]misses[/]"
@@ -74,7 +80,7 @@ def render_calibration(cal: Calibration, console: Console) -> None:
     for e in cal.fit.excluded:
         console.print(f"  left out: {e.source.rsplit('/', 1)[-1]} {e.step}: {e.reason}")
     sc = cal.scaling
-    th = Table(title=f"HPA thresholds (scale-up lag {sc.scale_up_lag_s / 60:g} min, ramp {sc.ramp_per_min:.0%}/min)",
+    th = Table(title=f"HPA thresholds (scale-up lag {sc.scale_up_lag_s / 60:g} min, ramp {(sc.ramp_per_min or 0.0):.0%}/min)",
                title_justify="left")
     for col in ("config", "P99 target ms", "max req/s per replica", "HPA target req/s", "queue us at target"):
         th.add_column(col, justify="left" if col == "config" else "right")
