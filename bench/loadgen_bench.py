@@ -21,8 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loadtests.run import StressRun, run_stress  # noqa: E402
-from loadtests.schedule import steps  # noqa: E402
+from loadtests.run import run_stress  # noqa: E402
+from loadtests.settings import StressSettings  # noqa: E402
+from loadtests.shapes import Steps  # noqa: E402
 
 
 def main() -> int:
@@ -43,9 +44,9 @@ def main() -> int:
             except OSError:
                 time.sleep(0.1)
         with tempfile.TemporaryDirectory() as tmp:
-            result = run_stress(StressRun(host=f"http://127.0.0.1:{a.port}", model="b", out_dir=Path(tmp),
-                                          schedule=steps(rates, a.seconds, warmup_s=2), metrics_url="",
-                                          timeout_s=10, name="bench"))
+            result = run_stress(StressSettings(host=f"http://127.0.0.1:{a.port}", model="b", out=Path(tmp),
+                                               shape=Steps(rates=rates, step_duration=a.seconds, warmup=2),
+                                               metrics_url="", timeout_s=10, name="bench"))
     finally:
         server.terminate()
         server.wait(10)

@@ -28,8 +28,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from loadtests.run import StressRun, run_stress  # noqa: E402
-from loadtests.schedule import steps  # noqa: E402
+from loadtests.run import run_stress  # noqa: E402
+from loadtests.settings import StressSettings  # noqa: E402
+from loadtests.shapes import Steps  # noqa: E402
 from planner.capacity import ReplicaModel  # noqa: E402
 from planner.fit import fit  # noqa: E402
 from planner.recommend import DEFAULT_OVERHEAD_MS  # noqa: E402
@@ -78,9 +79,9 @@ def stress(repo_root: Path, onnx: Path, cfg: BatchingConfig, rates: list[float],
     write_model(repo, ModelSpec("detector", "python", *onnx_tensors(onnx), batching), onnx)
     server = LocalTriton(repo, extra_args=["--exit-timeout-secs=5"]).start(timeout_s=120)
     try:
-        run = StressRun(host=f"http://{server.http_url}", model="detector", out_dir=out, metrics_url=server.metrics_url,
-                        schedule=steps(rates, duration_s=duration_s, warmup_s=5), seed=seed, timeout_s=30,
-                        name=name)
+        run = StressSettings(host=f"http://{server.http_url}", model="detector", out=out,
+                             metrics_url=server.metrics_url, shape=Steps(rates=rates, step_duration=duration_s, warmup=5),
+                             seed=seed, timeout_s=30, name=name)
         return run_stress(run), run.result_path
     finally:
         server.stop()

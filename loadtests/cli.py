@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from gpufleet.cli import run_app, stdout_console
 from gpufleet.contracts.io import check_output_file, write_atomic
+from loadtests import shapes
 from loadtests.errors import LoadTestInputError
+from loadtests.settings import StressSettings, build, default_of, settings_error
 
 app = typer.Typer(help="Open-loop stress runs against Triton, with Locust.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -40,93 +43,111 @@ def _floats(text: str, what: str) -> list[float]:
         raise LoadTestInputError(f"{what} {text!r}: expected comma-separated numbers") from None
 
 
-def _shape(rates, ramp, replay, closed_loop, step_duration, warmup, seconds_per_row, rate_scale):
-    from loadtests import schedule
-
+def _shape(rates, ramp, replay, closed_loop, *, step_duration, warmup, seconds_per_row, rate_scale, duration,
+           p99_bound_ms, max_error_share):
+    """The load shape the options name (exactly one of them), as plain values the settings validate."""
     given = [x for x in (rates, ramp, replay, closed_loop) if x is not None]
     if len(given) != 1:
         raise LoadTestInputError("give exactly one of --rates, --ramp, --replay, --closed-loop")
     if rates is not None:
-        return schedule.steps(_floats(rates, "--rates"), step_duration, warmup)
+        return {"kind": "steps", "rates": _floats(rates, "--rates"), "step_duration": step_duration,
+                "warmup": warmup}
     if ramp is not None:
         parts = ramp.split(":")
         if len(parts) != 3:
             raise LoadTestInputError(f"--ramp {ramp!r}: expected START:STOP:FACTOR, e.g. 50:2000:1.5")
         start, stop, factor = _floats(",".join(parts), "--ramp")
-        return schedule.ramp(start, stop, factor, step_duration, warmup)
+        return {"kind": "ramp", "start": start, "stop": stop, "factor": factor, "step_duration": step_duration,
+                "warmup": warmup, "p99_bound_ms": p99_bound_ms, "max_error_share": max_error_share}
     if replay is not None:
-        return schedule.replay(replay, seconds_per_row, rate_scale)
-    return None
+        try:
+            return shapes.Replay.from_csv(replay, seconds_per_row, rate_scale).model_dump()
+        except ValidationError as exc:
+            raise settings_error(exc) from None
+    return {"kind": "closed-loop", "users": closed_loop, "duration": duration}
+
+
+_S, _STEPS, _RAMP, _REPLAY, _CLOSED = (StressSettings, shapes.Steps, shapes.Ramp, shapes.Replay, shapes.ClosedLoop)
 
 
 @app.command("run")
 def run_cmd(
     model: Annotated[str, typer.Option(help="Model name on the server.")],
     host: Annotated[str, typer.Option(help="KServe v2 HTTP endpoint; load goes only where you point it.")] =
-        "http://127.0.0.1:8000",
+        default_of(_S, "host"),
     rates: Annotated[Optional[str], typer.Option(help="Steps: comma-separated req/s, each held --step-duration.")] = None,
     ramp: Annotated[Optional[str], typer.Option(help="Knee search START:STOP:FACTOR, stopped by --p99-bound-ms / "
                                                      "--max-error-share.")] = None,
     replay: Annotated[Optional[Path], typer.Option(help="Replay a CSV with a 'qps' column, a row per interval.")] = None,
     closed_loop: Annotated[Optional[int], typer.Option(help="Closed loop with this many back-to-back users "
                                                             "(max-throughput search).")] = None,
-    step_duration: Annotated[float, typer.Option(help="Seconds per step (steps, ramp).")] = 30.0,
-    warmup: Annotated[float, typer.Option(help="Seconds of discarded warm-up at the first rate.")] = 10.0,
-    seconds_per_row: Annotated[float, typer.Option(help="Replay: seconds per CSV row.")] = 2.0,
+    step_duration: Annotated[float, typer.Option(help="Seconds per step (steps, ramp).")] =
+        default_of(_STEPS, "step_duration"),
+    warmup: Annotated[float, typer.Option(help="Seconds of discarded warm-up at the first rate.")] =
+        default_of(_STEPS, "warmup"),
+    seconds_per_row: Annotated[float, typer.Option(help="Replay: seconds per CSV row.")] =
+        default_of(_REPLAY, "seconds_per_row"),
     rate_scale: Annotated[float, typer.Option(help="Replay: multiply the CSV's qps by this.")] = 1.0,
-    duration: Annotated[float, typer.Option(help="Closed loop: seconds.")] = 30.0,
-    p99_bound_ms: Annotated[float, typer.Option(help="Ramp: stop after the first step whose P99 exceeds this.")] = 0.0,
-    max_error_share: Annotated[float, typer.Option(help="Ramp: stop after a step with a larger error share.")] = 0.01,
-    arrival: Annotated[Arrival, typer.Option(help="Open-loop arrival process.")] = Arrival.poisson,
-    seed: Annotated[int, typer.Option(help="Seed of the arrival times.")] = 0,
-    users: Annotated[int, typer.Option(help="Open loop: generators sharing the rate (at least one per worker).")] = 1,
+    duration: Annotated[float, typer.Option(help="Closed loop: seconds.")] = default_of(_CLOSED, "duration"),
+    p99_bound_ms: Annotated[float, typer.Option(help="Ramp: stop after the first step whose P99 exceeds this.")] =
+        default_of(_RAMP, "p99_bound_ms"),
+    max_error_share: Annotated[float, typer.Option(help="Ramp: stop after a step with a larger error share.")] =
+        default_of(_RAMP, "max_error_share"),
+    arrival: Annotated[Arrival, typer.Option(help="Open-loop arrival process.")] = Arrival(default_of(_S, "arrival")),
+    seed: Annotated[int, typer.Option(help="Seed of the arrival times.")] = default_of(_S, "seed"),
+    users: Annotated[int, typer.Option(help="Open loop: generators sharing the rate (at least one per worker).")] =
+        default_of(_S, "users"),
     workers: Annotated[int, typer.Option(help="Locust worker processes under a master on loopback (0: one "
-                                              "process). Beyond one machine, see README: distributed runs.")] = 0,
-    protocol: Annotated[Protocol, typer.Option(help="KServe v2 over HTTP or gRPC.")] = Protocol.http,
-    grpc_url: Annotated[str, typer.Option(help="gRPC endpoint host:port (protocol grpc).")] = "",
-    version: Annotated[str, typer.Option(help="Model version (default: the server's choice).")] = "",
-    request_batch: Annotated[int, typer.Option(help="Images per request.")] = 1,
+                                              "process). Beyond one machine, see README: distributed runs.")] =
+        default_of(_S, "workers"),
+    protocol: Annotated[Protocol, typer.Option(help="KServe v2 over HTTP or gRPC.")] =
+        Protocol(default_of(_S, "protocol")),
+    grpc_url: Annotated[str, typer.Option(help="gRPC endpoint host:port (protocol grpc).")] = default_of(_S, "grpc_url"),
+    version: Annotated[str, typer.Option(help="Model version (default: the server's choice).")] =
+        default_of(_S, "version"),
+    request_batch: Annotated[int, typer.Option(help="Images per request.")] = default_of(_S, "request_batch"),
     metrics_url: Annotated[Optional[str], typer.Option(help="Triton /metrics to scrape per step (default "
-                                                            "http://<host>:8002/metrics; '' for none).")] = None,
-    late_ms: Annotated[float, typer.Option(help="A send this late or later is counted late.")] = 1.0,
-    timeout_s: Annotated[float, typer.Option(help="Request timeout, seconds.")] = 30.0,
-    out: Annotated[Path, typer.Option(help="Folder for the stress result and Locust's files.")] = Path("stress"),
-    name: Annotated[str, typer.Option(help="File name stem of this run.")] = "run",
+                                                            "http://<host>:8002/metrics; '' for none).")] =
+        default_of(_S, "metrics_url"),
+    late_ms: Annotated[float, typer.Option(help="A send this late or later is counted late.")] =
+        default_of(_S, "late_ms"),
+    timeout_s: Annotated[float, typer.Option(help="Request timeout, seconds.")] = default_of(_S, "timeout_s"),
+    max_in_flight: Annotated[int, typer.Option(help="Per process; beyond it sends are dropped and counted.")] =
+        default_of(_S, "max_in_flight"),
+    connections: Annotated[int, typer.Option(help="HTTP connections per user.")] = default_of(_S, "connections"),
+    out: Annotated[Path, typer.Option(help="Folder for the stress result and Locust's files.")] = default_of(_S, "out"),
+    name: Annotated[str, typer.Option(help="File name stem of this run.")] = default_of(_S, "name"),
     emit_k8s: Annotated[Optional[Path], typer.Option(help="Do not run: write Kubernetes manifests (master Job, "
                                                           "--workers worker pods, Service, results PVC) here.")] = None,
     image: Annotated[str, typer.Option(help="With --emit-k8s: an image with gpufleet[loadtests] installed.")] = "",
     namespace: Annotated[str, typer.Option(help="With --emit-k8s: the namespace.")] = "loadtests",
 ) -> None:
     """Run one stress test and write <out>/<name>.stress.json (plus Locust's CSVs and JSON beside it)."""
-    from loadtests.run import StressRun, run_stress
+    from loadtests.run import run_stress
 
-    sched = _shape(rates, ramp, replay, closed_loop, step_duration, warmup, seconds_per_row, rate_scale)
-    if sched is None and closed_loop < 1:
-        raise LoadTestInputError(f"--closed-loop {closed_loop}: need at least 1 user")
-    run = StressRun(host=host, model=model, out_dir=out, schedule=sched,
-                    users=closed_loop if sched is None else max(users, workers), closed_loop_s=duration,
-                    workers=workers, version=version,
-                    protocol=protocol.value, grpc_url=grpc_url, arrival=arrival.value, seed=seed,
-                    request_batch=request_batch, late_ms=late_ms, timeout_s=timeout_s, metrics_url=metrics_url,
-                    p99_bound_ms=p99_bound_ms if ramp else 0.0, max_error_share=max_error_share if ramp else 1.0,
-                    name=name)
+    shape = _shape(rates, ramp, replay, closed_loop, step_duration=step_duration, warmup=warmup,
+                   seconds_per_row=seconds_per_row, rate_scale=rate_scale, duration=duration,
+                   p99_bound_ms=p99_bound_ms, max_error_share=max_error_share)
+    settings = build(model=model, shape=shape, host=host, version=version, protocol=protocol.value,
+                     grpc_url=grpc_url, arrival=arrival.value, seed=seed, users=users, workers=workers,
+                     request_batch=request_batch, late_ms=late_ms, timeout_s=timeout_s, max_in_flight=max_in_flight,
+                     connections=connections, metrics_url=metrics_url, out=out, name=name)
     if emit_k8s is not None:
         from loadtests.k8s import distributed_manifests, to_yaml
 
         check_output_file(emit_k8s, "Kubernetes manifests", LoadTestInputError)
-        write_atomic(emit_k8s, to_yaml(distributed_manifests(run, image=image, namespace=namespace, name=name)))
+        write_atomic(emit_k8s, to_yaml(distributed_manifests(settings, image=image, namespace=namespace)))
         print(f"wrote {emit_k8s}: kubectl apply -f {emit_k8s}; the result lands in PVC {name}-results as "
-              f"{run.result_path.name}")
+              f"{settings.result_path.name}")
         return
-    kind = "closed loop" if sched is None else sched.kind
 
     def echo(command: str) -> None:
-        err.print(f"{kind}, at most {run.bound_s():.0f} s; Locust command:\n{command}", highlight=False,
-                  soft_wrap=True)
+        err.print(f"{settings.shape.kind}, at most {settings.bound_s():.0f} s; Locust command:\n{command}",
+                  highlight=False, soft_wrap=True)
 
-    result = run_stress(run, echo=echo)
+    result = run_stress(settings, echo=echo)
     _show(result)
-    print(f"wrote {run.result_path}")
+    print(f"wrote {settings.result_path}")
 
 
 @app.command("show")

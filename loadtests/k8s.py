@@ -9,12 +9,21 @@ cleaned up after an hour (``ttlSecondsAfterFinished``).
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from loadtests.errors import LoadTestInputError
-from loadtests.run import StressRun
+from loadtests.run import locust_command, worker_command
+from loadtests.settings import StressSettings
 
 MASTER_PORT = 5557
+# A Service's name is a DNS-1035 label (at most 63 characters); the longest suffix added to the run's name is
+# "-workers".
+_DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+MAX_NAME_LENGTH = 63 - len("-workers")
+RESULTS_MOUNT = "/results"
+# Pods are given this long beyond the run's own bound to be scheduled, pull the image and start.
+POD_START_SLACK_S = 120
 # The locustfile is addressed by the installed module's path, whatever the image's site-packages is.
 _LOCUSTFILE = '"$(python -c "import loadtests.locustfile as m; print(m.__file__)")"'
 
@@ -49,15 +58,20 @@ def _pod(name: str, role: str, image: str, script: str, deadline_s: int, volumes
     }
 
 
-def distributed_manifests(run: StressRun, image: str, namespace: str = "loadtests", name: str = "stress",
+def distributed_manifests(settings: StressSettings, image: str, namespace: str = "loadtests",
                           cpu: str = "1", memory: str = "1Gi", results_storage: str = "1Gi",
                           storage_class: str | None = None) -> list[dict]:
-    """PVC, Service, master Job and worker Job for ``run`` (its ``workers`` must be >= 1)."""
-    if run.workers < 1:
+    """PVC, Service, master Job and worker Job for ``settings`` (its ``workers`` must be >= 1), named after the run."""
+    if settings.workers < 1:
         raise LoadTestInputError("a distributed run needs --workers >= 1")
     if not image:
         raise LoadTestInputError("give the container image that has gpufleet[loadtests] installed (--image)")
-    deadline = int(math.ceil(run.bound_s() + 120))
+    name = settings.name
+    if not _DNS_LABEL.fullmatch(name) or len(name) > MAX_NAME_LENGTH:
+        raise LoadTestInputError(f"--name {name!r}: in a cluster the run's name prefixes Kubernetes objects; use "
+                                 f"lower-case letters, digits and '-', starting with a letter, at most "
+                                 f"{MAX_NAME_LENGTH} characters")
+    deadline = int(math.ceil(settings.bound_s() + POD_START_SLACK_S))
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "gpufleet"}
 
     def meta(object_name: str, component: str) -> dict:
@@ -72,9 +86,9 @@ def distributed_manifests(run: StressRun, image: str, namespace: str = "loadtest
         # drop "<python> -m locust -f <path>": the path is the image's, found at start
         return "exec python -m locust -f " + _LOCUSTFILE + " " + " ".join(_quote(a) for a in command[5:])
 
-    in_pod = StressRun(**{**run.__dict__, "out_dir": Path("/results")})
-    master_script = script(in_pod.locust_command(MASTER_PORT, bind_host=None))
-    worker_script = script(in_pod.worker_command(MASTER_PORT, f"{name}-master.{namespace}.svc"))
+    in_pod = settings.model_copy(update={"out": Path(RESULTS_MOUNT)})
+    master_script = script(locust_command(in_pod, MASTER_PORT, bind_host=None))
+    worker_script = script(worker_command(in_pod, MASTER_PORT, f"{name}-master.{namespace}.svc"))
     results = [{"name": "results", "persistentVolumeClaim": {"claimName": f"{name}-results"}}]
     pvc_spec = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": results_storage}}}
     if storage_class:
@@ -87,9 +101,9 @@ def distributed_manifests(run: StressRun, image: str, namespace: str = "loadtest
                   "ports": [{"name": "locust-master", "port": MASTER_PORT, "targetPort": MASTER_PORT}]}},
         {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta(f"{name}-master", "master"),
          "spec": job(_pod(name, "master", image, master_script, deadline, results,
-                          [{"name": "results", "mountPath": "/results"}], cpu, memory), 1)},
+                          [{"name": "results", "mountPath": RESULTS_MOUNT}], cpu, memory), 1)},
         {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta(f"{name}-workers", "worker"),
-         "spec": job(_pod(name, "worker", image, worker_script, deadline, [], [], cpu, memory), run.workers)},
+         "spec": job(_pod(name, "worker", image, worker_script, deadline, [], [], cpu, memory), settings.workers)},
     ]
 
 

@@ -19,8 +19,9 @@ from infra.preview import manifests, preview  # noqa: E402
 from infra.program import load_plan  # noqa: E402
 from infra.settings import ROOT, settings_from_config, stack_file_config  # noqa: E402
 from infra.triton import quantity  # noqa: E402
-from loadtests.run import StressRun, run_stress  # noqa: E402
-from loadtests.schedule import steps  # noqa: E402
+from loadtests.run import run_stress  # noqa: E402
+from loadtests.settings import StressSettings  # noqa: E402
+from loadtests.shapes import Steps  # noqa: E402
 from gpufleet.contracts.calibration import read_calibration  # noqa: E402
 from planner.cli import main as planner_main  # noqa: E402
 from gpufleet.contracts.plan import read_plan  # noqa: E402
@@ -62,8 +63,8 @@ def loop(tmp_path_factory, project):
     write_model(work / "repo", ModelSpec(MODEL, "python", *onnx_tensors(onnx), batching), onnx)
     server = LocalTriton(work / "repo", extra_args=["--exit-timeout-secs=5"]).start(timeout_s=90)
     try:
-        run = StressRun(host=f"http://{server.http_url}", model=MODEL, out_dir=work, metrics_url=server.metrics_url,
-                        schedule=steps([80, 160], duration_s=4, warmup_s=1), timeout_s=10, name="stress")
+        run = StressSettings(host=f"http://{server.http_url}", model=MODEL, out=work, metrics_url=server.metrics_url,
+                             shape=Steps(rates=[80, 160], step_duration=4, warmup=1), timeout_s=10, name="stress")
         run_stress(run)
     finally:
         server.stop()

@@ -13,8 +13,10 @@ if importlib.util.find_spec("locust") is None:
     pytest.skip("locust is not installed (pip install -e '.[loadtests]')", allow_module_level=True)
 
 from loadtests.cli import main as loadtests_main  # noqa: E402
-from loadtests.run import StressRun, run_stress  # noqa: E402
-from loadtests.schedule import arrivals, ramp, steps  # noqa: E402
+from loadtests.run import run_stress  # noqa: E402
+from loadtests.schedule import arrivals  # noqa: E402
+from loadtests.settings import StressSettings  # noqa: E402
+from loadtests.shapes import ClosedLoop, Ramp, Steps  # noqa: E402
 
 
 def true_latencies_ms(schedule, seed, start_epoch, config, step):
@@ -27,9 +29,10 @@ def true_latencies_ms(schedule, seed, start_epoch, config, step):
 
 def test_open_loop_p99_matches_ground_truth_and_closed_loop_under_reports(stalling_server, tmp_path):
     config = json.loads(urllib.request.urlopen(stalling_server + "/stub/config").read())
-    sched = steps([300], duration_s=14, warmup_s=1)
-    opened = run_stress(StressRun(host=stalling_server, model="cam", out_dir=tmp_path, schedule=sched, seed=11,
-                                  metrics_url="", name="open", timeout_s=10))
+    shape = Steps(rates=[300], step_duration=14, warmup=1)
+    sched = shape.schedule()
+    opened = run_stress(StressSettings(host=stalling_server, model="cam", out=tmp_path, shape=shape, seed=11,
+                                       metrics_url="", name="open", timeout_s=10))
     (step,) = opened.reported_steps()
     truth = true_latencies_ms(sched, 11, opened.start_epoch_s, config, step.index)
     true_p99 = float(np.quantile(truth, 0.99, method="higher"))
@@ -37,8 +40,9 @@ def test_open_loop_p99_matches_ground_truth_and_closed_loop_under_reports(stalli
     assert step.latency_ms.p99 == pytest.approx(true_p99, rel=0.05)
     assert true_p99 > 200  # the stalls are in the tail: 10% of arrivals land in one
 
-    closed = run_stress(StressRun(host=stalling_server, model="cam", out_dir=tmp_path, schedule=None, users=2,
-                                  closed_loop_s=10, metrics_url="", name="closed", timeout_s=10))
+    closed = run_stress(StressSettings(host=stalling_server, model="cam", out=tmp_path,
+                                       shape=ClosedLoop(users=2, duration=10), metrics_url="", name="closed",
+                                       timeout_s=10))
     (cstep,) = closed.steps
     assert cstep.ok > 1000
     # Two back-to-back users send one request per stall each, so stalls are well under 1% of their samples: the
@@ -48,9 +52,10 @@ def test_open_loop_p99_matches_ground_truth_and_closed_loop_under_reports(stalli
 
 
 def test_a_ramp_stops_after_the_step_that_passes_the_p99_bound(stalling_server, tmp_path):
-    sched = ramp(50, 400, 2, duration_s=2.5, warmup_s=0.5)
-    result = run_stress(StressRun(host=stalling_server, model="cam", out_dir=tmp_path, schedule=sched,
-                                  metrics_url="", p99_bound_ms=50, timeout_s=5, name="ramp"))
+    shape = Ramp(start=50, stop=400, factor=2, step_duration=2.5, warmup=0.5, p99_bound_ms=50)
+    sched = shape.schedule()
+    result = run_stress(StressSettings(host=stalling_server, model="cam", out=tmp_path, shape=shape,
+                                       metrics_url="", timeout_s=5, name="ramp"))
     assert result.stopped["reason"] == "p99-bound"
     at = result.stopped["at_step"]
     assert result.steps[-1].index == at < len(sched.steps) - 1  # later steps were not run to the end
@@ -58,8 +63,8 @@ def test_a_ramp_stops_after_the_step_that_passes_the_p99_bound(stalling_server, 
 
 
 def test_result_files_sit_together(stalling_server, tmp_path):
-    run_stress(StressRun(host=stalling_server, model="cam", out_dir=tmp_path, schedule=steps([20], 1.5),
-                         metrics_url="", name="r"))
+    run_stress(StressSettings(host=stalling_server, model="cam", out=tmp_path,
+                              shape=Steps(rates=[20], step_duration=1.5, warmup=0), metrics_url="", name="r"))
     names = {p.name for p in tmp_path.iterdir()}
     assert {"r.stress.json", "r_stats.csv", "r_stats_history.csv", "r.locust.json"} <= names
     locust_json = json.loads((tmp_path / "r.locust.json").read_text())
@@ -72,7 +77,7 @@ def test_result_files_sit_together(stalling_server, tmp_path):
     (["--rates", "10", "--model", "nope"], "model 'nope' not found"),
     (["--rates", "10", "--ramp", "1:2:2"], "exactly one of"),
     (["--ramp", "10:5:2"], "start <= stop"),
-    (["--closed-loop", "0"], "at least 1 user"),
+    (["--closed-loop", "0"], "--closed-loop 0: Input should be greater than or equal to 1"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(argv, needle, stalling_server, tmp_path, capsys):
     argv = ["run", "--host", stalling_server, "--out", str(tmp_path)] + (
@@ -92,8 +97,9 @@ def test_unreachable_host_is_one_line(tmp_path, capsys):
 
 
 def test_master_and_workers_on_loopback_share_the_rate(stalling_server, tmp_path):
-    result = run_stress(StressRun(host=stalling_server, model="cam", out_dir=tmp_path, schedule=steps([200], 4),
-                                  users=2, workers=2, metrics_url="", timeout_s=5, name="dist"))
+    result = run_stress(StressSettings(host=stalling_server, model="cam", out=tmp_path,
+                                       shape=Steps(rates=[200], step_duration=4, warmup=0), users=2, workers=2,
+                                       metrics_url="", timeout_s=5, name="dist"))
     (step,) = result.steps
     assert result.workers == 2 and result.users == 2
     assert abs(step.sent - 800) < 4 * 800 ** 0.5  # the two workers' halves add up to the offered rate, once

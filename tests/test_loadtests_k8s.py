@@ -1,9 +1,12 @@
 """Distributed stress runs in a cluster: the manifests are valid Kubernetes objects, bounded and unprivileged."""
+import shlex
+
 import yaml
 
 
 from loadtests.cli import main as loadtests_main  # noqa: E402
 from gpufleet.kubernetes import validate_manifest  # noqa: E402
+from loadtests.settings import SETTINGS_ARG, StressSettings  # noqa: E402
 
 
 def emit(tmp_path, *extra):
@@ -29,8 +32,13 @@ def test_master_and_workers_are_wired_and_bounded(tmp_path):
     m_cmd = master["spec"]["template"]["spec"]["containers"][0]["command"][2]
     w_cmd = workers["spec"]["template"]["spec"]["containers"][0]["command"][2]
     assert "'--master'" in m_cmd and "'--expect-workers' '6'" in m_cmd
-    assert "'--gf-schedule' '1000@30w,1000@60,2000@60,4000@60;steps'" in m_cmd
-    assert "'--gf-result' '/results/run.stress.json'" in m_cmd
+    # The master carries the whole settings object, the one the CLI built, with its output in the results volume.
+    args = shlex.split(m_cmd)
+    settings = StressSettings.model_validate_json(args[args.index(SETTINGS_ARG) + 1])
+    assert [(p.rate, p.duration_s, p.warmup) for p in settings.shape.plan()] == [
+        (1000, 30, True), (1000, 60, False), (2000, 60, False), (4000, 60, False)]
+    assert settings.workers == 6 and str(settings.result_path) == "/results/run.stress.json"
+    assert SETTINGS_ARG not in w_cmd  # workers take the settings from the master
     assert f"'--master-host' '{svc['metadata']['name']}.loadtests.svc'" in w_cmd
     assert svc["spec"]["selector"] == master["spec"]["template"]["metadata"]["labels"]
     # bounded: the schedule (210 s) + request timeout + slack, never open-ended
@@ -49,3 +57,9 @@ def test_emit_needs_an_image_and_workers(tmp_path, capsys):
     assert loadtests_main(["run", "--model", "m", "--rates", "10", "--image", "i", "--emit-k8s", str(out)]) == 2
     assert "--workers >= 1" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_run_name_that_cannot_name_kubernetes_objects_is_refused(tmp_path, capsys):
+    code, out = emit(tmp_path, "--name", "Run_1")
+    assert code == 2 and not out.exists()
+    assert "--name 'Run_1'" in capsys.readouterr().err

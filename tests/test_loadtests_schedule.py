@@ -4,7 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pydantic import ValidationError
+
 from loadtests import schedule as sch
+from loadtests.shapes import ClosedLoop, Ramp, Replay, Steps
 from gpufleet.errors import ContractError
 from loadtests.errors import LoadTestInputError
 
@@ -12,7 +15,7 @@ DATA = Path(__file__).parent / "data"
 
 
 def test_poisson_arrivals_offer_the_scheduled_rate_per_step():
-    s = sch.steps([200, 800], duration_s=20, warmup_s=5)
+    s = Steps(rates=[200, 800], step_duration=20, warmup=5).schedule()
     times = list(sch.arrivals(s, "poisson", seed=1))
     per_step = np.bincount([i for _, i in times], minlength=3)
     expected = np.array([200 * 5, 200 * 20, 800 * 20])
@@ -24,7 +27,7 @@ def test_poisson_arrivals_offer_the_scheduled_rate_per_step():
 
 
 def test_generators_sharing_a_rate_add_up_to_it_and_draw_different_times():
-    s = sch.steps([300], duration_s=30)
+    s = Steps(rates=[300], step_duration=30, warmup=0).schedule()
     parts = [list(sch.arrivals(s, "poisson", seed=7, share=3, index=i)) for i in range(3)]
     total = sum(len(p) for p in parts)
     assert abs(total - 9000) < 4 * np.sqrt(9000)
@@ -33,7 +36,7 @@ def test_generators_sharing_a_rate_add_up_to_it_and_draw_different_times():
 
 
 def test_constant_arrivals_are_evenly_spaced_and_interleaved():
-    s = sch.steps([100], duration_s=1)
+    s = Steps(rates=[100], step_duration=1, warmup=0).schedule()
     a = [t for t, _ in sch.arrivals(s, "constant", share=2, index=0)]
     b = [t for t, _ in sch.arrivals(s, "constant", share=2, index=1)]
     assert len(a) == len(b) == 50
@@ -42,26 +45,62 @@ def test_constant_arrivals_are_evenly_spaced_and_interleaved():
 
 
 def test_ramp_and_replay_shapes(tmp_path):
-    r = sch.ramp(50, 400, 2, duration_s=3, warmup_s=1)
+    r = Ramp(start=50, stop=400, factor=2, step_duration=3, warmup=1).schedule()
     assert [s.rate for s in r.steps] == [50, 50, 100, 200, 400] and r.steps[0].warmup and r.kind == "ramp"
     curve = tmp_path / "day.csv"
     curve.write_text("minute,qps\n0,100\n1,250\n2,0\n")
-    rp = sch.replay(curve, seconds_per_row=2, rate_scale=0.5)
-    assert [s.rate for s in rp.steps] == [50, 125, 0.1] and rp.duration_s == 6
-    assert sch.Schedule.from_text(r.to_text()) == r
+    replay = Replay.from_csv(curve, seconds_per_row=2, rate_scale=0.5)
+    rp = replay.schedule()
+    assert [s.rate for s in rp.steps] == [50, 125, 0.1] and rp.duration_s == 6 == replay.duration_s
+    assert replay.source == str(curve)
+
+
+def test_shapes_plan_the_steps_the_result_reports():
+    steps = Steps(rates=[10, 20], step_duration=5, warmup=2)
+    assert [(p.name, p.start_s, p.duration_s, p.rate, p.warmup) for p in steps.plan()] == [
+        ("warmup", 0, 2, 10, True), ("step00@10rps", 2, 5, 10, False), ("step01@20rps", 7, 5, 20, False)]
+    closed = ClosedLoop(users=3, duration=12)
+    assert closed.schedule() is None and not closed.open_loop and closed.duration_s == 12
+    assert closed.locust_users(generators=1, workers=2) == 3 and steps.locust_users(generators=1, workers=2) == 2
+
+
+def _stats(latencies_ms, errors=0):
+    from loadtests.recorder import StepRecorder
+
+    rec = StepRecorder()
+    for ms in latencies_ms:
+        rec.success(0, ms / 1000)
+    for _ in range(errors):
+        rec.failure(0, "timeout")
+    return rec.steps[0]
+
+
+def test_only_a_ramp_with_a_bound_stops_early_and_it_names_the_bound_passed():
+    assert not Steps(rates=[10]).stops_early and not ClosedLoop(users=1).stops_early
+    assert Steps(rates=[10]).verdict(_stats([500] * 100)) is None
+    ramp = Ramp(start=10, stop=40, factor=2, p99_bound_ms=50)
+    assert ramp.stops_early
+    assert ramp.verdict(_stats([10] * 100)) is None
+    assert ramp.verdict(_stats([10] * 98 + [80] * 2)).startswith("p99-bound: 80.")
+    assert ramp.verdict(_stats([10] * 97, errors=3)).startswith("error-share: 0.030 > 0.01")
+    assert not Ramp(start=10, stop=40, factor=2, max_error_share=1.0).stops_early
 
 
 @pytest.mark.parametrize("build,needle", [
-    (lambda: sch.steps([100, 0], 10), "rate 0.0 must be a positive"),
-    (lambda: sch.steps([100, -5], 10), "must be a positive"),
-    (lambda: sch.steps([float("nan")], 10), "must be a positive"),
-    (lambda: sch.steps([100], 0), "duration"),
-    (lambda: sch.ramp(100, 50, 2, 10), "start <= stop"),
-    (lambda: sch.ramp(1, 1e9, 1.01, 10), "larger factor"),
-    (lambda: sch.Schedule.from_text("a@b"), "rate@seconds"),
+    (lambda: Steps(rates=[100, 0], step_duration=10), "rate 0.0 must be a positive"),
+    (lambda: Steps(rates=[100, -5], step_duration=10), "must be a positive"),
+    (lambda: Steps(rates=[float("nan")], step_duration=10), "finite number"),
+    (lambda: Steps(rates=[], step_duration=10), "at least 1 item"),
+    (lambda: Steps(rates=[100], step_duration=0), "duration"),
+    (lambda: Steps(rates=[1e6], step_duration=60), "at most 20,000,000"),
+    (lambda: Ramp(start=100, stop=50, factor=2), "start <= stop"),
+    (lambda: Ramp(start=1, stop=1e9, factor=1.01), "larger factor"),
+    (lambda: Ramp(start=1, stop=10, factor=2, max_error_share=1.5), "less than or equal to 1"),
+    (lambda: ClosedLoop(users=0), "greater than or equal to 1"),
+    (lambda: Steps(rates=[1], step_duration=1, sped_up=True), "Extra inputs"),
 ])
-def test_bad_schedules_name_the_problem(build, needle):
-    with pytest.raises(LoadTestInputError, match=needle):
+def test_bad_shapes_name_the_problem(build, needle):
+    with pytest.raises(ValidationError, match=needle):
         build()
 
 
@@ -69,10 +108,10 @@ def test_replay_rejects_a_bad_curve(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("minute,qps\n0,100\n1,lots\n")
     with pytest.raises(LoadTestInputError, match="line 3"):
-        sch.replay(bad, 1)
+        Replay.from_csv(bad, 1)
     (tmp_path / "nocol.csv").write_text("minute,rate\n0,1\n")
     with pytest.raises(LoadTestInputError, match="'qps' column"):
-        sch.replay(tmp_path / "nocol.csv", 1)
+        Replay.from_csv(tmp_path / "nocol.csv", 1)
 
 
 def test_recorders_merged_across_workers_give_the_percentiles_of_all_requests():

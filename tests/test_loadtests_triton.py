@@ -10,8 +10,9 @@ if importlib.util.find_spec("locust") is None:
 import pytriton  # noqa: E402,F401 (a [test] dependency: a broken install fails here, never skips)
 
 from gpufleet.contracts.stress_result import read_stress_result  # noqa: E402
-from loadtests.run import StressRun, run_stress  # noqa: E402
-from loadtests.schedule import steps  # noqa: E402
+from loadtests.run import run_stress  # noqa: E402
+from loadtests.settings import StressSettings  # noqa: E402
+from loadtests.shapes import Steps  # noqa: E402
 from serving.demo_models import write_onnx  # noqa: E402
 from serving.local import LocalTriton  # noqa: E402
 from serving.repository import write_model  # noqa: E402
@@ -34,8 +35,8 @@ def triton(tmp_path_factory):
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_step_run_against_local_triton_with_server_metrics(triton, protocol, tmp_path):
-    run = StressRun(host=f"http://{triton.http_url}", model="tiny", out_dir=tmp_path,
-                    schedule=steps([40, 80], duration_s=3, warmup_s=1), protocol=protocol,
+    run = StressSettings(host=f"http://{triton.http_url}", model="tiny", out=tmp_path,
+                         shape=Steps(rates=[40, 80], step_duration=3, warmup=1), protocol=protocol,
                     grpc_url=triton.grpc_url if protocol == "grpc" else "", metrics_url=triton.metrics_url,
                     timeout_s=10, name=protocol)
     result = run_stress(run)

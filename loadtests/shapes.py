@@ -1,0 +1,204 @@
+"""Load shapes: what a stress run offers, and when it may stop early. One class per shape.
+
+Each shape holds its own parameters (validated where it is built, so a bad one is refused before any load), turns
+them into the steps the run reports (:meth:`LoadShape.plan`), names the Locust user that runs it, and, for a ramp,
+judges each finished step against its bounds. Adding a shape is a class here and its member in :data:`Shape`; the
+settings, the locustfile and the result writer only call the methods below.
+
+- :class:`Steps`: fixed rates, each held for ``step_duration`` s, after a discarded warm-up at the first rate.
+- :class:`Ramp`: rates ``start, start*factor, ...`` up to ``stop``: the knee search, stopped after the first step
+  whose P99 or error share passes its bound.
+- :class:`Replay`: a QPS curve (a day from a CSV) compressed in time, a row per ``seconds_per_row``.
+- :class:`ClosedLoop`: ``users`` back-to-back senders for ``duration`` s, for the maximum throughput.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal, NamedTuple, Union
+
+from pydantic import ConfigDict, Field, model_validator
+
+from gpufleet.contracts.model import Strict
+from loadtests.errors import LoadTestInputError
+from loadtests.recorder import StepStats
+from loadtests.schedule import Schedule, Step
+
+OPEN_LOOP_USER = "OpenLoopUser"
+CLOSED_LOOP_USER = "ClosedLoopUser"
+MAX_RAMP_STEPS = 200
+MAX_REPLAY_ROWS = 10_000
+# A replayed row at zero QPS is held at this rate, so the curve's shape survives without an idle generator.
+REPLAY_FLOOR_RATE = 0.1
+WARMUP_STEP = "warmup"
+
+
+class PlannedStep(NamedTuple):
+    """One step as the result reports it; ``rate`` is None in closed loop (the offered rate is the users')."""
+
+    name: str
+    start_s: float
+    duration_s: float
+    rate: float | None
+    warmup: bool
+
+
+def _schedule(rates: list[float], duration_s: float, warmup_s: float, kind: str) -> Schedule:
+    """Each rate for ``duration_s``, after a warm-up at the first rate when ``warmup_s`` > 0."""
+    if not rates:
+        raise ValueError("give at least one rate")
+    items = [Step(rates[0], warmup_s, WARMUP_STEP, True)] if warmup_s > 0 else []
+    items += [Step(float(r), duration_s, f"step{n:02d}@{r:g}rps", False) for n, r in enumerate(rates)]
+    try:
+        return Schedule(tuple(items), kind)
+    except LoadTestInputError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class LoadShape(Strict):
+    model_config = ConfigDict(frozen=True)
+
+    user_class: ClassVar[str] = OPEN_LOOP_USER
+
+    @property
+    def open_loop(self) -> bool:
+        return self.user_class == OPEN_LOOP_USER
+
+    def schedule(self) -> Schedule | None:
+        """The open-loop arrival schedule (None for a closed loop)."""
+        raise NotImplementedError
+
+    def plan(self) -> list[PlannedStep]:
+        sched = self.schedule()
+        return [PlannedStep(s.name, start, s.duration_s, s.rate, s.warmup)
+                for s, start in zip(sched.steps, sched.starts())]
+
+    @property
+    def duration_s(self) -> float:
+        return sum(p.duration_s for p in self.plan())
+
+    def locust_users(self, generators: int, workers: int) -> int:
+        """Locust's ``-u``: open loop, the generators sharing the rate, at least one per worker."""
+        return max(generators, workers)
+
+    @property
+    def stops_early(self) -> bool:
+        return False
+
+    def verdict(self, stats: StepStats) -> str | None:
+        """Why the run stops after a finished step with these figures (``"<reason>: <detail>"``), or None."""
+        return None
+
+    @model_validator(mode="after")
+    def _schedule_is_valid(self):
+        if self.open_loop:
+            self.schedule()  # a bad rate or duration, or a run too large, is refused here, before any load
+        return self
+
+
+class Steps(LoadShape):
+    kind: Literal["steps"] = "steps"
+    rates: list[float] = Field(min_length=1, description="Requests/s, each held for step_duration.")
+    step_duration: float = Field(30.0, description="Seconds per step.")
+    warmup: float = Field(10.0, ge=0, description="Seconds of discarded warm-up at the first rate.")
+
+    def schedule(self) -> Schedule:
+        return _schedule(self.rates, self.step_duration, self.warmup, self.kind)
+
+
+class Ramp(LoadShape):
+    kind: Literal["ramp"] = "ramp"
+    start: float
+    stop: float
+    factor: float
+    step_duration: float = Field(30.0, description="Seconds per step.")
+    warmup: float = Field(10.0, ge=0, description="Seconds of discarded warm-up at the first rate.")
+    p99_bound_ms: float = Field(0.0, ge=0, description="Stop after the first step whose P99 exceeds this (0: none).")
+    max_error_share: float = Field(0.01, ge=0, le=1, description="Stop after a step with a larger error share.")
+
+    def rates(self) -> list[float]:
+        if not (self.start > 0 and self.stop >= self.start and self.factor > 1):
+            raise ValueError(f"ramp {self.start:g}..{self.stop:g} x{self.factor:g}: need 0 < start <= stop and "
+                             f"factor > 1")
+        rates, r = [], float(self.start)
+        while r <= self.stop * (1 + 1e-9):
+            rates.append(r)
+            r *= self.factor
+            if len(rates) > MAX_RAMP_STEPS:
+                raise ValueError(f"ramp {self.start:g}..{self.stop:g} x{self.factor:g} has more than "
+                                 f"{MAX_RAMP_STEPS} steps; use a larger factor")
+        return rates
+
+    def schedule(self) -> Schedule:
+        return _schedule(self.rates(), self.step_duration, self.warmup, self.kind)
+
+    @property
+    def stops_early(self) -> bool:
+        return self.p99_bound_ms > 0 or self.max_error_share < 1.0
+
+    def verdict(self, stats: StepStats) -> str | None:
+        p99 = stats.quantile_ms(0.99)
+        done = stats.ok + stats.errors + stats.dropped
+        share = (stats.errors + stats.dropped) / done if done else 0.0
+        if self.p99_bound_ms > 0 and p99 is not None and p99 > self.p99_bound_ms:
+            return f"p99-bound: {p99:.1f} ms > {self.p99_bound_ms:g} ms"
+        if share > self.max_error_share:
+            return f"error-share: {share:.3f} > {self.max_error_share:g}"
+        return None
+
+
+class Replay(LoadShape):
+    kind: Literal["replay"] = "replay"
+    rates: list[float] = Field(min_length=1, max_length=MAX_REPLAY_ROWS, description="Requests/s per row, scaled.")
+    seconds_per_row: float = 2.0
+    source: str = Field("", description="The CSV the curve came from, for the record.")
+
+    def schedule(self) -> Schedule:
+        return _schedule(self.rates, self.seconds_per_row, 0.0, self.kind)
+
+    @classmethod
+    def from_csv(cls, path: Path | str, seconds_per_row: float = 2.0, rate_scale: float = 1.0) -> "Replay":
+        """A CSV with a ``qps`` column, a row per interval (say, per minute of a day), each replayed for
+        ``seconds_per_row`` at ``qps * rate_scale``; :class:`LoadTestInputError` naming the line that is wrong."""
+        path = Path(path)
+        try:
+            rows = list(csv.DictReader(io.StringIO(path.read_text())))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LoadTestInputError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        if not rows or "qps" not in rows[0]:
+            raise LoadTestInputError(f"{path}: expected a CSV with a 'qps' column")
+        if len(rows) > MAX_REPLAY_ROWS:
+            raise LoadTestInputError(f"{path}: {len(rows)} rows, more than {MAX_REPLAY_ROWS}")
+        if not (math.isfinite(rate_scale) and rate_scale > 0):
+            raise LoadTestInputError(f"--rate-scale {rate_scale}: must be > 0")
+        rates = []
+        for i, row in enumerate(rows, start=2):
+            try:
+                q = float(row["qps"])
+            except (TypeError, ValueError):
+                raise LoadTestInputError(f"{path}: line {i}: qps {row['qps']!r} is not a number") from None
+            if not math.isfinite(q) or q < 0:
+                raise LoadTestInputError(f"{path}: line {i}: qps {q} must be >= 0")
+            rates.append(max(q * rate_scale, REPLAY_FLOOR_RATE))
+        return cls(rates=rates, seconds_per_row=seconds_per_row, source=str(path))
+
+
+class ClosedLoop(LoadShape):
+    kind: Literal["closed-loop"] = "closed-loop"
+    user_class: ClassVar[str] = CLOSED_LOOP_USER
+    users: int = Field(ge=1, description="Back-to-back senders.")
+    duration: float = Field(30.0, gt=0, description="Seconds to run.")
+
+    def schedule(self) -> None:
+        return None
+
+    def plan(self) -> list[PlannedStep]:
+        return [PlannedStep(self.kind, 0.0, self.duration, None, False)]
+
+    def locust_users(self, generators: int, workers: int) -> int:
+        return self.users
+
+
+Shape = Annotated[Union[Steps, Ramp, Replay, ClosedLoop], Field(discriminator="kind")]
