@@ -3,7 +3,9 @@ including the EBS CSI driver (for the gp3 StorageClass), an on-demand CPU system
 provider the rest of the stack deploys through."""
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 
 import pulumi
 import pulumi_aws as aws
@@ -12,6 +14,22 @@ import pulumi_kubernetes as k8s
 from infra.iam import assume_role_policy, irsa_trust, role
 from infra.network import Network
 from infra.settings import StackSettings
+
+
+# EKS node-group names: at most 63 characters, a letter or digit first, then letters, digits, '-' and '_'
+# (the aws.eks.NodeGroup provider schema; EKS CreateNodegroup).
+_NODEGROUP_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+NODEGROUP_NAME_MAX = 63
+
+
+def nodegroup_name(logical: str) -> str:
+    """The node group's EKS name from its logical name: '.' (as in an instance type) and other characters EKS
+    refuses become '-'; an over-long name keeps its start and a hash of the whole, so names stay distinct."""
+    name = _NODEGROUP_CHARS.sub("-", logical)
+    if len(name) > NODEGROUP_NAME_MAX:
+        digest = hashlib.sha256(logical.encode()).hexdigest()[:8]
+        name = f"{name[:NODEGROUP_NAME_MAX - 9]}-{digest}"
+    return name
 
 
 def launch_template(name: str, volume_gib: int, opts: pulumi.ResourceOptions, **extra) -> aws.ec2.LaunchTemplate:
@@ -34,14 +52,15 @@ class Cluster(pulumi.ComponentResource):
                                        enable_key_rotation=True, deletion_window_in_days=30, opts=protected)
         cluster_role = role(f"{name}-control-plane", assume_role_policy("eks.amazonaws.com"),
                             ["AmazonEKSClusterPolicy"], child)
-        public = bool(settings.endpoint_public_cidrs)
+        # Public as well as private: `pulumi up` runs outside the VPC this stack creates and must reach the API to
+        # apply any Kubernetes object; nodes use the private endpoint.
         self.eks = aws.eks.Cluster(
             f"{name}-eks", name=settings.name, version=settings.kubernetes_version, role_arn=cluster_role.arn,
             vpc_config={"subnet_ids": [s.id for s in network.private_subnets], "endpoint_private_access": True,
-                        "endpoint_public_access": public,
-                        **({"public_access_cidrs": settings.endpoint_public_cidrs} if public else {})},
+                        "endpoint_public_access": True, "public_access_cidrs": settings.endpoint_public_cidrs},
             encryption_config={"resources": ["secrets"], "provider": {"key_arn": self.secrets_key.arn}},
-            access_config={"authentication_mode": "API"},
+            # Access entries only; the identity that creates the cluster becomes its admin, or nothing can apply.
+            access_config={"authentication_mode": "API", "bootstrap_cluster_creator_admin_permissions": True},
             enabled_cluster_log_types=["api", "audit", "authenticator"], opts=protected)
         self.oidc = aws.iam.OpenIdConnectProvider(
             f"{name}-oidc", url=self.eks.identities.apply(lambda ids: ids[0]["oidcs"][0]["issuer"]),
@@ -52,7 +71,8 @@ class Cluster(pulumi.ComponentResource):
                                "AmazonEKS_CNI_Policy", "AmazonSSMManagedInstanceCore"], child)
         system_lt = launch_template(f"{name}-system", 50, child)
         self.system_nodes = aws.eks.NodeGroup(
-            f"{name}-system", cluster_name=self.eks.name, node_role_arn=self.node_role.arn,
+            f"{name}-system", node_group_name=nodegroup_name(f"{name}-system"), cluster_name=self.eks.name,
+            node_role_arn=self.node_role.arn,
             subnet_ids=[s.id for s in network.private_subnets], capacity_type="ON_DEMAND",
             instance_types=[settings.system_node_type], ami_type="AL2023_x86_64_STANDARD",
             launch_template={"id": system_lt.id, "version": system_lt.latest_version.apply(str)},
@@ -62,12 +82,13 @@ class Cluster(pulumi.ComponentResource):
 
         ebs_role = role(f"{name}-ebs-csi", irsa_trust(self.oidc, "kube-system", "ebs-csi-controller-sa"),
                         ["service-role/AmazonEBSCSIDriverPolicy"], child)
-        for addon in ("vpc-cni", "coredns", "kube-proxy"):
-            aws.eks.Addon(f"{name}-{addon}", cluster_name=self.eks.name, addon_name=addon,
-                          opts=pulumi.ResourceOptions(parent=self, depends_on=[self.system_nodes]))
-        aws.eks.Addon(f"{name}-ebs-csi", cluster_name=self.eks.name, addon_name="aws-ebs-csi-driver",
-                      service_account_role_arn=ebs_role.arn,
-                      opts=pulumi.ResourceOptions(parent=self, depends_on=[self.system_nodes]))
+        after_nodes = pulumi.ResourceOptions(parent=self, depends_on=[self.system_nodes])
+        addons = [aws.eks.Addon(f"{name}-{addon}", cluster_name=self.eks.name, addon_name=addon, opts=after_nodes)
+                  for addon in ("vpc-cni", "coredns", "kube-proxy")]
+        addons.append(aws.eks.Addon(f"{name}-ebs-csi", cluster_name=self.eks.name, addon_name="aws-ebs-csi-driver",
+                                    service_account_role_arn=ebs_role.arn, opts=after_nodes))
+        # What cluster software waits for: nodes to run on, networking, DNS, and volumes (Prometheus' PVC).
+        self.ready: list[pulumi.Resource] = [self.system_nodes, *addons]
 
         kubeconfig = pulumi.Output.all(self.eks.endpoint, self.eks.certificate_authority, self.eks.name).apply(
             lambda a: json.dumps({

@@ -17,7 +17,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra.cluster import Cluster, launch_template
+from infra.cluster import Cluster, launch_template, nodegroup_name
 from infra.iam import irsa_trust, role
 from infra.network import Network
 from infra.settings import StackSettings
@@ -37,7 +37,8 @@ def capacity_group(capacity_type: str) -> str:
 
 
 class GpuNodePools(pulumi.ComponentResource):
-    """``groups``: {(gpu, capacity group): NodeGroup}; ``labels``: the (gpu, capacity) label pairs that exist."""
+    """``groups``: {(gpu, capacity group, pool): NodeGroup}, pool being the instance type and term of a reserved
+    group and '' otherwise; ``labels``: the (gpu, capacity) label pairs that exist."""
 
     def __init__(self, name: str, settings: StackSettings, cluster: Cluster, network: Network, plan: Plan,
                  opts: pulumi.ResourceOptions | None = None):
@@ -46,7 +47,7 @@ class GpuNodePools(pulumi.ComponentResource):
         by_type = {p.instance_type: p for p in plan.pools}
         subnets = [s.id for s in network.private_subnets]
         asg_tags = {"k8s.io/cluster-autoscaler/enabled": "true", f"k8s.io/cluster-autoscaler/{settings.name}": "owned"}
-        self.groups: dict[tuple[str, str], aws.eks.NodeGroup] = {}
+        self.groups: dict[tuple[str, str, str], aws.eks.NodeGroup] = {}
         self.labels: set[tuple[str, str]] = set()
         self.reservations: list[aws.ec2.CapacityReservation] = []
 
@@ -68,8 +69,9 @@ class GpuNodePools(pulumi.ComponentResource):
             template_tags = {f"k8s.io/cluster-autoscaler/node-template/label/{k}": v for k, v in labels.items()}
             template_tags["k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu"] = "true:NoSchedule"
             template_tags["k8s.io/cluster-autoscaler/node-template/resources/nvidia.com/gpu"] = str(gpus)
+            logical = f"{name}-{gpu.lower()}-{cap}{suffix}"
             ng = aws.eks.NodeGroup(
-                f"{name}-{gpu.lower()}-{cap}{suffix}", cluster_name=cluster.eks.name,
+                logical, node_group_name=nodegroup_name(logical), cluster_name=cluster.eks.name,
                 node_role_arn=cluster.node_role.arn, subnet_ids=subnet_ids,
                 capacity_type="SPOT" if cap == "spot" else "ON_DEMAND", instance_types=instance_types,
                 ami_type=NVIDIA_AMI[first.architecture], labels=labels, taints=[GPU_TAINT],
@@ -90,18 +92,22 @@ class GpuNodePools(pulumi.ComponentResource):
                 if cap == "reserved":
                     for p in ps:
                         az = settings.availability_zones[0]
+                        # One reservation per type and term: a plan may hold 1-yr and 3-yr of one type.
+                        pool = f"{p.instance_type}-{p.capacity_type}"
                         cr = aws.ec2.CapacityReservation(
-                            f"{name}-{p.instance_type}-reservation", instance_type=p.instance_type,
+                            f"{name}-{pool}-reservation", instance_type=p.instance_type,
                             instance_platform="Linux/UNIX", availability_zone=az, instance_count=p.count,
                             instance_match_criteria="targeted", end_date_type="unlimited",
                             tags={"gpufleet:term": p.capacity_type}, opts=child)
                         self.reservations.append(cr)
-                        lt = launch_template(f"{name}-{p.instance_type}-reserved", 200, child,
+                        lt = launch_template(f"{name}-{pool}", 200, child,
                                              capacity_reservation_specification={
                                                  "capacity_reservation_target": {"capacity_reservation_id": cr.id}})
                         # A reservation lives in one AZ, so its node group does too.
-                        self.groups[(gpu, cap)] = group(gpu, cap, [p.instance_type], p.count, p.count,
-                                                        [network.private_subnets[0].id], lt, f"-{p.instance_type}")
+                        self.groups[(gpu, cap, pool)] = group(gpu, cap, [p.instance_type], p.count, p.count,
+                                                              [network.private_subnets[0].id], lt,
+                                                              f"-{pool.removeprefix(p.instance_type + '-reserved-')}"
+                                                              f"-{p.instance_type}")
                     continue
                 planned = sorted({p.instance_type for p in ps}) or sorted(
                     {p.instance_type for (g, _), qs in pools.items() if g == gpu for p in qs})
@@ -114,7 +120,7 @@ class GpuNodePools(pulumi.ComponentResource):
                     types = planned
                 size = sum(p.count for p in ps)
                 lt = launch_template(f"{name}-{gpu.lower()}-{cap}", 200, child)
-                self.groups[(gpu, cap)] = group(gpu, cap, types, size, size + extra, subnets, lt)
+                self.groups[(gpu, cap, "")] = group(gpu, cap, types, size, size + extra, subnets, lt)
 
         self._device_plugin(name, cluster)
         self._cluster_autoscaler(name, settings, cluster)

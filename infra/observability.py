@@ -11,9 +11,19 @@ from gpufleet.contracts.autoscaling import AutoscalingSpec
 from infra.cluster import Cluster
 from infra.settings import StackSettings
 from infra.storage import GP3_CLASS
-from infra.triton import adapter_rules
 
 NAMESPACE = "monitoring"
+
+
+def adapter_rules(spec: AutoscalingSpec) -> list[dict]:
+    """The prometheus-adapter rule that serves the plan's HPA metric per pod: the rate of the Triton counter the
+    planner sized with, over the window it assumed."""
+    return [{
+        "seriesQuery": f'{spec.source_series}{{namespace!="",pod!=""}}',
+        "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
+        "name": {"matches": f"^{spec.source_series}$", "as": spec.metric},
+        "metricsQuery": f"sum(rate(<<.Series>>{{<<.LabelMatchers>>}}[{spec.promql_window()}])) by (<<.GroupBy>>)",
+    }]
 
 
 def _panel(title: str, expr: str, unit: str, y: int, x: int = 0) -> dict:
@@ -49,9 +59,11 @@ class Observability(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpufleet:observability:Observability", name, None, opts)
         kopts = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
+        # Charts run pods (nodes, CNI, DNS) and Prometheus claims a volume (the EBS CSI driver).
+        after_cluster = pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=cluster.ready)
         k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": NAMESPACE}, opts=kopts)
         retention = "30d" if settings.environment == "prod" else "7d"
-        k8s.helm.v3.Release(f"{name}-kube-prometheus-stack", name="monitoring", namespace=NAMESPACE,
+        self.prometheus = k8s.helm.v3.Release(f"{name}-kube-prometheus-stack", name="monitoring", namespace=NAMESPACE,
                             chart="kube-prometheus-stack", version="75.15.1",
                             repository_opts={"repo": "https://prometheus-community.github.io/helm-charts"},
                             values={
@@ -63,7 +75,10 @@ class Observability(pulumi.ComponentResource):
                                         "resources": {"requests": {"storage": "50Gi"}}}}}}},
                                 "grafana": {"sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard",
                                                                        "searchNamespace": "ALL"}}}},
-                            opts=kopts)
+                            opts=after_cluster)
+        # Charts below render monitoring.coreos.com objects, whose CRDs come with kube-prometheus-stack.
+        after_crds = pulumi.ResourceOptions(parent=self, provider=cluster.provider,
+                                            depends_on=[*cluster.ready, self.prometheus])
         k8s.helm.v3.Release(f"{name}-dcgm-exporter", name="dcgm-exporter", namespace=NAMESPACE,
                             chart="dcgm-exporter", version="4.1.1",
                             repository_opts={"repo": "https://nvidia.github.io/dcgm-exporter/helm-charts"},
@@ -71,13 +86,13 @@ class Observability(pulumi.ComponentResource):
                                     "nodeSelector": {"nvidia.com/gpu.present": "true"},
                                     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
                                                      "effect": "NoSchedule"}]},
-                            opts=kopts)
+                            opts=after_crds)
         self.adapter = k8s.helm.v3.Release(
             f"{name}-prometheus-adapter", name="prometheus-adapter", namespace=NAMESPACE,
             chart="prometheus-adapter", version="4.14.1",
             repository_opts={"repo": "https://prometheus-community.github.io/helm-charts"},
             values={"prometheus": {"url": "http://monitoring-kube-prometheus-prometheus.monitoring.svc", "port": 9090},
-                    "rules": {"default": False, "custom": adapter_rules(autoscaling)}}, opts=kopts)
+                    "rules": {"default": False, "custom": adapter_rules(autoscaling)}}, opts=after_crds)
         for key, dash in (("triton", triton_dashboard(autoscaling)), ("dcgm", DCGM_DASHBOARD)):
             k8s.core.v1.ConfigMap(f"{name}-dashboard-{key}", metadata={
                 "name": f"gpufleet-dashboard-{key}", "namespace": NAMESPACE, "labels": {"grafana_dashboard": "1"}},

@@ -15,11 +15,46 @@ from gpufleet.contracts.plan import Plan
 from infra.settings import StackSettings
 
 
+Key = tuple[str, str]  # (type, name): a resource's identity in the stack, as in its URN
+
+
 @dataclass(frozen=True)
 class Recorded:
     type: str
     name: str
     inputs: dict
+
+
+@dataclass
+class Graph:
+    """The explicit creation order the program declares: each resource's parent and ``depends_on``, components
+    included. Pulumi creates a resource after everything it depends on, and a dependency on a component waits for
+    all of the component's descendants."""
+
+    parent: dict[Key, Key | None]
+    depends_on: dict[Key, tuple[Key, ...]]
+
+    def descendants(self, key: Key) -> set[Key]:
+        out, frontier = set(), {key}
+        while frontier:
+            frontier = {k for k, p in self.parent.items() if p in frontier} - out
+            out |= frontier
+        return out
+
+    def waits_for(self, later: Key, earlier: Key) -> bool:
+        """True when ``later`` is created only after ``earlier`` exists, through declared dependencies."""
+        seen, stack = set(), [later]
+        while stack:
+            key = stack.pop()
+            for dep in self.depends_on.get(key, ()):
+                if dep in seen:
+                    continue
+                seen.add(dep)
+                if dep == earlier or earlier in self.descendants(dep):
+                    return True
+                stack.append(dep)
+                stack.extend(self.descendants(dep))
+        return False
 
 
 class Recorder(pulumi.runtime.Mocks):
@@ -52,17 +87,41 @@ class Recorder(pulumi.runtime.Mocks):
 
 
 def preview(settings: StackSettings, plan: Plan) -> list[Recorded]:
-    """Build the stack under mocks and return every resource it declared.
+    """Build the stack under mocks and return every resource it declared."""
+    return preview_graph(settings, plan)[0]
+
+
+def preview_graph(settings: StackSettings, plan: Plan) -> tuple[list[Recorded], Graph]:
+    """Build the stack under mocks; every resource it declared, and the declared creation order.
 
     ``pulumi.runtime.test`` (Pulumi's public testing API) runs the program and waits for every registration and
-    ``apply`` it started, so the recorder holds the whole stack when it returns.
+    ``apply`` it started, so the recorder holds the whole stack when it returns. A stack transformation (public API)
+    sees each resource's options before it registers, which is where ``parent`` and ``depends_on`` live.
     """
     from infra.program import build
 
     recorder = Recorder()
+    graph = Graph(parent={}, depends_on={})
+
+    def record_options(args: pulumi.ResourceTransformationArgs):
+        key = (args.type_, args.name)
+        parent = args.opts.parent if args.opts else None
+        graph.parent[key] = _key(parent) if parent is not None else None
+        deps = args.opts.depends_on if args.opts and args.opts.depends_on is not None else []
+        graph.depends_on[key] = tuple(_key(d) for d in (deps if isinstance(deps, (list, tuple)) else [deps]))
+        return None
+
+    def program():
+        pulumi.runtime.register_stack_transformation(record_options)
+        return pulumi.Output.from_input(build(settings, plan))
+
     pulumi.runtime.set_mocks(recorder, project="gpufleet", stack=settings.environment, preview=False)
-    pulumi.runtime.test(lambda: pulumi.Output.from_input(build(settings, plan)))()
-    return recorder.resources
+    pulumi.runtime.test(program)()
+    return recorder.resources, graph
+
+
+def _key(resource: pulumi.Resource) -> Key:
+    return (resource.pulumi_resource_type, resource.pulumi_resource_name)
 
 
 def _ints(value):

@@ -51,10 +51,10 @@ def build(settings: StackSettings, plan: Plan) -> dict:
     cluster = Cluster(name, settings, network)
     pools = GpuNodePools(name, settings, cluster, network, plan)
     storage = StorageTiers(name, settings, cluster)
-    TritonService(f"{name}-{settings.model_name}", settings, cluster, storage, plan)
-    Observability(name, settings, cluster, plan.autoscaling)
+    observability = Observability(name, settings, cluster, plan.autoscaling)
+    TritonService(f"{name}-{settings.model_name}", settings, cluster, storage, plan, pools, observability)
     outputs = {"cluster_name": cluster.eks.name, "models_bucket": storage.models.bucket,
-               "gpu_node_groups": sorted(f"{g}/{c}" for g, c in pools.groups)}
+               "gpu_node_groups": sorted(f"{g}/{c}" + (f"/{p}" if p else "") for g, c, p in pools.groups)}
     for key, value in outputs.items():
         pulumi.export(key, value)
     return outputs

@@ -41,7 +41,10 @@ class StackSettings(BaseModel):
     canary_weight: int = Field(default=0, alias="canaryWeight", ge=0, le=50)
     canary_image: str | None = Field(default=None, alias="canaryImage")
     triton_image: str = Field(default="nvcr.io/nvidia/tritonserver:25.01-py3", alias="tritonImage")
-    endpoint_public_cidrs: list[str] = Field(default_factory=list, alias="endpointPublicCidrs")
+    # Where the cluster's API answers from outside the VPC: the machine running `pulumi up` must be among them (EKS's
+    # own default is 0.0.0.0/0; the API still needs IAM credentials mapped by an access entry). Narrow it per stack.
+    endpoint_public_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], alias="endpointPublicCidrs",
+                                             min_length=1)
     log_retention_days: int = Field(default=30, alias="logRetentionDays", ge=1)
 
     @property

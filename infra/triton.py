@@ -14,25 +14,16 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from gpufleet.contracts.autoscaling import AutoscalingSpec
 from infra.cluster import Cluster
-from infra.gpu_pools import GPU_LABEL
+from infra.gpu_pools import GPU_LABEL, GpuNodePools
 from infra.iam import irsa_trust, role
+from infra.observability import Observability
 from infra.settings import StackSettings
 from infra.storage import StorageTiers
 
 
 
-def adapter_rules(spec: AutoscalingSpec) -> list[dict]:
-    """The prometheus-adapter rule that serves the plan's HPA metric per pod: the rate of the Triton counter the
-    planner sized with, over the window it assumed."""
-    return [{
-        "seriesQuery": f'{spec.source_series}{{namespace!="",pod!=""}}',
-        "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
-        "name": {"matches": f"^{spec.source_series}$", "as": spec.metric},
-        "metricsQuery": f"sum(rate(<<.Series>>{{<<.LabelMatchers>>}}[{spec.promql_window()}])) by (<<.GroupBy>>)",
-    }]
-
+REPOSITORY_POLL_S = 30
 PORTS = [{"name": "http", "containerPort": 8000}, {"name": "grpc", "containerPort": 8001},
          {"name": "metrics", "containerPort": 8002}]
 
@@ -44,9 +35,11 @@ def quantity(value: float) -> str:
 
 class TritonService(pulumi.ComponentResource):
     def __init__(self, name: str, settings: StackSettings, cluster: Cluster, storage: StorageTiers, plan,
-                 opts: pulumi.ResourceOptions | None = None):
+                 pools: GpuNodePools, observability: Observability, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpufleet:triton:TritonService", name, None, opts)
         kopts = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
+        # Pods need GPU nodes and the device plugin that advertises nvidia.com/gpu (both in the pools component).
+        on_gpus = pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=[pools])
         model, ns = settings.model_name, settings.namespace
         app = f"triton-{model}"
         prefix = f"{settings.environment}/{model}"
@@ -72,7 +65,7 @@ class TritonService(pulumi.ComponentResource):
             pool = f"{app}-{d.gpu.lower()}"
             repo = storage.models.bucket.apply(lambda b, g=d.gpu: f"s3://{b}/{prefix}/{g}")
             self.deployments[d.gpu] = self._deployment(pool, app, ns, sa, d.gpu, d.replicas, settings.triton_image,
-                                                       repo, "stable", kopts)
+                                                       repo, "stable", on_gpus)
             self._service(pool, app, ns, {"track": "stable", GPU_LABEL: d.gpu}, kopts)
             a = d.autoscaling
             k8s.autoscaling.v2.HorizontalPodAutoscaler(f"{pool}-hpa", metadata={"name": pool, "namespace": ns}, spec={
@@ -95,7 +88,7 @@ class TritonService(pulumi.ComponentResource):
             gpu = max(plan.deployments, key=lambda d: d.routing_weight).gpu
             pool = f"{app}-canary"
             repo = storage.models.bucket.apply(lambda b, g=gpu: f"s3://{b}/{prefix}/{g}")
-            self._deployment(pool, app, ns, sa, gpu, 1, settings.canary_image, repo, "canary", kopts)
+            self._deployment(pool, app, ns, sa, gpu, 1, settings.canary_image, repo, "canary", on_gpus)
             self._service(pool, app, ns, {"track": "canary"}, kopts)
             k8s.policy.v1.PodDisruptionBudget(f"{pool}-pdb", metadata={"name": pool, "namespace": ns}, spec={
                 "maxUnavailable": 1, "selector": {"matchLabels": {"app": app, "track": "canary"}}}, opts=kopts)
@@ -112,7 +105,9 @@ class TritonService(pulumi.ComponentResource):
                                          kind="ServiceMonitor", metadata={"name": app, "namespace": ns,
                                                                           "labels": {"release": "monitoring"}}, spec={
             "selector": {"matchLabels": {"app": app}},
-            "endpoints": [{"port": "metrics", "interval": plan.autoscaling.scrape_interval(), "path": "/metrics"}]}, opts=kopts)
+            "endpoints": [{"port": "metrics", "interval": plan.autoscaling.scrape_interval(), "path": "/metrics"}]},
+            opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider,
+                                        depends_on=[observability.prometheus]))
         self.register_outputs({})
 
     @staticmethod
@@ -142,8 +137,12 @@ class TritonService(pulumi.ComponentResource):
                 "terminationGracePeriodSeconds": 60,
                 "containers": [{
                     "name": "tritonserver", "image": image,
-                    "args": [repo.apply(lambda r: f"--model-repository={r}"), "--model-control-mode=none",
-                             "--strict-readiness=true", "--exit-on-error=true", "--exit-timeout-secs=50",
+                    # Poll the repository and never exit on a model error: the bucket may still be empty (made in
+                    # the same run) or hold a bad version; the pod stays unready (strict readiness) until the
+                    # model loads, instead of crash-looping. Polling also picks up new versions (hot reload).
+                    "args": [repo.apply(lambda r: f"--model-repository={r}"), "--model-control-mode=poll",
+                             f"--repository-poll-secs={REPOSITORY_POLL_S}", "--strict-readiness=true",
+                             "--exit-on-error=false", "--exit-timeout-secs=50",
                              "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"],
                     "command": ["tritonserver"],
                     "ports": PORTS,

@@ -48,7 +48,7 @@ def test_cluster_version_oidc_and_system_nodes(stack):
     settings, _, records = stack
     (eks,) = of(records, "aws:eks/cluster:Cluster")
     assert eks.inputs["version"] == settings.kubernetes_version
-    assert eks.inputs["vpcConfig"]["endpointPublicAccess"] is False
+    assert eks.inputs["vpcConfig"]["publicAccessCidrs"] == settings.endpoint_public_cidrs
     assert eks.inputs["encryptionConfig"]["resources"] == ["secrets"]
     (oidc,) = of(records, "aws:iam/openIdConnectProvider:OpenIdConnectProvider")
     assert oidc.inputs["clientIdLists"] == ["sts.amazonaws.com"]
@@ -95,7 +95,7 @@ def test_reserved_pools_are_targeted_capacity_reservations(stack):
     for c in crs:
         assert c.inputs["instanceMatchCriteria"] == "targeted"
         (lt,) = [r for r in of(records, "aws:ec2/launchTemplate:LaunchTemplate")
-                 if r.name.endswith(f"{c.inputs['instanceType']}-reserved")]
+                 if r.name == c.name.removesuffix("-reservation")]
         assert lt.inputs["capacityReservationSpecification"]["capacityReservationTarget"][
             "capacityReservationId"] == f"{c.name}-id"
 

@@ -1,0 +1,167 @@
+"""What would make the first `pulumi up` fail, each found by a check that can say no (issue 12).
+
+The mocks accept any value, so these tests check the recorded inputs against the rules AWS and Kubernetes apply,
+and the creation order against the resource graph the program declares.
+"""
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from infra.preview import preview, preview_graph
+from infra.program import load_plan
+from infra.settings import ROOT, settings_from_config, stack_file_config
+
+NODEGROUP = "aws:eks/nodeGroup:NodeGroup"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+
+
+@pytest.fixture(scope="module", params=["dev", "prod"])
+def built(request):
+    settings = settings_from_config(stack_file_config(request.param), request.param)
+    plan = load_plan(settings)
+    records, graph = preview_graph(settings, plan)
+    return settings, plan, records, graph
+
+
+def of(records, type_):
+    return [r for r in records if r.type == type_]
+
+
+def test_the_cluster_api_is_reachable_from_where_pulumi_runs(built):
+    # Pulumi runs outside the VPC the stack creates: with a private-only endpoint no Kubernetes resource applies.
+    _, _, records, _ = built
+    (eks,) = of(records, "aws:eks/cluster:Cluster")
+    vpc = eks.inputs["vpcConfig"]
+    assert vpc["endpointPublicAccess"] is True and vpc["publicAccessCidrs"]
+    assert vpc["endpointPrivateAccess"] is True  # nodes still reach it inside the VPC
+    # With access entries only (authentication mode API), whoever creates the cluster must be made its admin.
+    assert eks.inputs["accessConfig"]["bootstrapClusterCreatorAdminPermissions"] is True
+
+
+# EKS node-group names: "can't be longer than 63 characters. It must start with a letter or digit, but can also
+# include hyphens and underscores for the remaining characters" (aws.eks.NodeGroup node_group_name, the provider
+# schema's text of the EKS CreateNodegroup rule, which neither botocore's model nor CloudFormation's schema encodes).
+NODEGROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+
+
+def test_node_group_names_are_names_eks_accepts(built):
+    _, _, records, _ = built
+    groups = of(records, NODEGROUP)
+    assert groups
+    for g in groups:
+        name = g.inputs.get("nodeGroupName")
+        assert name is not None, f"{g.name}: no explicit name (autonaming would derive one from {g.name!r})"
+        assert NODEGROUP_NAME.fullmatch(name), f"{g.name}: EKS refuses node-group name {name!r}"
+
+
+def test_resource_names_are_unique_with_two_reserved_terms_of_one_type(tmp_path):
+    settings = settings_from_config(stack_file_config("prod"), "prod")
+    plan = load_plan(settings)
+    reserved = next(p for p in plan.pools if p.capacity_type.startswith("reserved"))
+    other = "reserved-3yr" if reserved.capacity_type == "reserved-1yr" else "reserved-1yr"
+    plan = plan.model_copy(update={"pools": [*plan.pools, reserved.model_copy(update={"capacity_type": other})]})
+    records = preview(settings, plan)
+    keys = [(r.type, r.name) for r in records]
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
+    reservations = of(records, "aws:ec2/capacityReservation:CapacityReservation")
+    assert {r.inputs["tags"]["gpufleet:term"] for r in reservations if
+            r.inputs["instanceType"] == reserved.instance_type} == {reserved.capacity_type, other}
+    names = [g.inputs["nodeGroupName"] for g in of(records, NODEGROUP)]
+    assert len(names) == len(set(names))
+
+
+def _key(records, type_, contains):
+    (r,) = [r for r in records if r.type == type_ and contains in r.name]
+    return (r.type, r.name)
+
+
+def test_creation_order_follows_what_each_resource_needs(built):
+    _, plan, records, graph = built
+    prometheus = _key(records, RELEASE, "kube-prometheus-stack")
+    system_nodes = _key(records, NODEGROUP, "-system")
+    ebs = _key(records, "aws:eks/addon:Addon", "ebs-csi")
+    # Helm releases need nodes to run on, and Prometheus' volume needs the EBS CSI driver.
+    for release in of(records, RELEASE):
+        assert graph.waits_for((release.type, release.name), system_nodes), release.name
+        assert graph.waits_for((release.type, release.name), ebs), release.name
+    # The ServiceMonitor CRD comes with kube-prometheus-stack: its objects wait for it.
+    for monitor in [r for r in records if r.type.endswith(":CustomResource") and
+                    r.inputs.get("kind") == "ServiceMonitor"]:
+        assert graph.waits_for((monitor.type, monitor.name), prometheus), monitor.name
+    dcgm = _key(records, RELEASE, "dcgm-exporter")
+    assert graph.waits_for(dcgm, prometheus)  # its chart renders a ServiceMonitor
+    # Triton's pods need GPU nodes and the device plugin that advertises nvidia.com/gpu.
+    plugin = _key(records, "kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin")
+    gpu_groups = [(g.type, g.name) for g in of(records, NODEGROUP) if "-system" not in g.name]
+    tritons = [r for r in of(records, DEPLOYMENT) if r.inputs["metadata"]["name"].startswith("triton-")]
+    assert tritons
+    for d in tritons:
+        key = (d.type, d.name)
+        assert graph.waits_for(key, plugin), d.name
+        assert all(graph.waits_for(key, g) for g in gpu_groups), d.name
+
+
+def test_the_graph_check_can_say_no(built):
+    _, _, records, graph = built
+    plugin = _key(records, "kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin")
+    system_nodes = _key(records, NODEGROUP, "-system")
+    assert not graph.waits_for(system_nodes, plugin)  # the other way round holds nothing up
+
+
+def test_triton_waits_for_its_repository_instead_of_crash_looping(built):
+    # The bucket is created empty in the same run; with --exit-on-error and no models, Triton exits, and the pod
+    # crash-loops until someone uploads. Polling the repository, it stays unready until the model appears.
+    _, _, records, _ = built
+    for d in [r for r in of(records, DEPLOYMENT) if r.inputs["metadata"]["name"].startswith("triton-")]:
+        (container,) = d.inputs["spec"]["template"]["spec"]["containers"]
+        args = container["args"]
+        assert "--exit-on-error=true" not in args and "--exit-on-error=false" in args
+        assert "--model-control-mode=poll" in args
+        assert any(a.startswith("--repository-poll-secs=") for a in args)
+        assert "--strict-readiness=true" in args  # unready, so no traffic, until the model is loaded
+
+
+STUB_POLICY = '''
+class EnforcementLevel:
+    MANDATORY = "mandatory"
+class _Policy:
+    def __init__(self, name, description, enforcement_level, validate):
+        self.name, self.validate = name, validate
+class ResourceValidationPolicy(_Policy): pass
+class StackValidationPolicy(_Policy): pass
+class PolicyPack:
+    packs = []
+    def __init__(self, name, enforcement_level, policies):
+        PolicyPack.packs.append((name, [p.name for p in policies]))
+'''
+
+
+def test_the_policy_pack_loads_with_only_its_own_requirements(tmp_path):
+    # The Pulumi CLI runs infra/policy/__main__.py in the pack's own virtual environment (requirements.txt:
+    # pulumi-policy only): neither gpufleet nor infra is importable there. -S drops this environment's packages;
+    # a stand-in pulumi_policy with the same constructors records the pack.
+    (tmp_path / "pulumi_policy.py").write_text(STUB_POLICY)
+    pack_dir = ROOT / "infra" / "policy"
+    code = textwrap.dedent(f"""
+        import runpy, sys
+        sys.path[:0] = [{str(tmp_path)!r}, {str(pack_dir)!r}]
+        runpy.run_path({str(pack_dir / "__main__.py")!r}, run_name="__main__")
+        import pulumi_policy
+        print(pulumi_policy.PolicyPack.packs)
+    """)
+    run = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=pack_dir)
+    assert run.returncode == 0, run.stderr
+    from infra.policy.rules import RULES
+
+    assert f"('gpufleet', {[r.name for r in RULES]!r})" in run.stdout
+
+
+def test_policy_rules_import_nothing_beyond_the_standard_library():
+    source = (ROOT / "infra" / "policy" / "rules.py").read_text()
+    imports = re.findall(r"^\s*(?:from|import)\s+([\w.]+)", source, flags=re.M)
+    assert all(i.split(".")[0] in sys.stdlib_module_names or i == "__future__" for i in imports), imports
