@@ -15,6 +15,8 @@ from gpufleet.contracts.plan import Plan
 from infra.settings import StackSettings
 
 
+MOCK_ACCOUNT = "123456789012"
+MOCK_REGION = "us-east-1"
 Key = tuple[str, str]  # (type, name): a resource's identity in the stack, as in its URN
 
 
@@ -76,6 +78,9 @@ class Recorder(pulumi.runtime.Mocks):
         if args.typ == "aws:s3/bucket:Bucket":
             outputs.setdefault("bucket", f"{args.name}-bucket")
             rid = outputs["bucket"]
+            outputs["arn"] = f"arn:aws:s3:::{rid}"  # the form IAM policies match against
+        if args.typ == "aws:kms/key:Key":
+            outputs["arn"] = f"arn:aws:kms:{MOCK_REGION}:{MOCK_ACCOUNT}:key/{args.name}"
         if args.typ == "aws:ec2/launchTemplate:LaunchTemplate":
             outputs.setdefault("latestVersion", 1)
         if args.typ == "aws:iam/role:Role":

@@ -53,6 +53,10 @@ class TritonService(pulumi.ComponentResource):
                 {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"{a[0]}/{prefix}/*"]},
                 {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [a[0]],
                  "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/*", prefix]}}},
+                # Triton checks the bucket with HeadBucket before listing, which S3 authorises as s3:ListBucket
+                # with no prefix: without this the first check is a 403. It shows key names, never contents.
+                {"Sid": "HeadBucket", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [a[0]],
+                 "Condition": {"Null": {"s3:prefix": "true"}}},
                 {"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": [a[1]]}]})),
             opts=pulumi.ResourceOptions(parent=self))
         k8s.core.v1.ServiceAccount(f"{name}-sa", metadata={

@@ -3,6 +3,7 @@
 The mocks accept any value, so these tests check the recorded inputs against the rules AWS and Kubernetes apply,
 and the creation order against the resource graph the program declares.
 """
+import json
 import re
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import textwrap
 import pytest
 
 from infra.preview import preview, preview_graph
+
+from .iam_eval import allowed
 from infra.program import load_plan
 from infra.settings import ROOT, settings_from_config, stack_file_config
 
@@ -165,3 +168,56 @@ def test_policy_rules_import_nothing_beyond_the_standard_library():
     source = (ROOT / "infra" / "policy" / "rules.py").read_text()
     imports = re.findall(r"^\s*(?:from|import)\s+([\w.]+)", source, flags=re.M)
     assert all(i.split(".")[0] in sys.stdlib_module_names or i == "__future__" for i in imports), imports
+
+
+# Triton's S3 filesystem (triton-inference-server/core, src/filesystem/implementations/s3.h): IsDirectory calls
+# HeadBucket, then ListObjectsV2 with the path plus "/" as prefix; FileExists calls HeadObject; ReadTextFile and
+# LocalizePath call GetObject. S3 authorises HeadBucket as s3:ListBucket with no s3:prefix, ListObjectsV2 as
+# s3:ListBucket with s3:prefix, HeadObject and GetObject as s3:GetObject; an SSE-KMS object also needs kms:Decrypt.
+def _reader(records, settings):
+    (policy,) = [r for r in records if r.type == "aws:iam/rolePolicy:RolePolicy" and r.name.endswith("-s3-reader")]
+    (bucket,) = [r for r in records if r.type == "aws:s3/bucket:Bucket" and r.name.endswith("-models")]
+    (key,) = [r for r in records if r.type == "aws:kms/key:Key" and r.name.endswith("-data")]
+    return (json.loads(policy.inputs["policy"]), f"arn:aws:s3:::{bucket.name}-bucket",
+            f"arn:aws:kms:us-east-1:123456789012:key/{key.name}")
+
+
+def triton_loads_a_repository(bucket_arn: str, key_arn: str, repo: str, model: str) -> list[tuple]:
+    return [("s3:ListBucket", bucket_arn, {}),                                     # HeadBucket
+            ("s3:ListBucket", bucket_arn, {"s3:prefix": f"{repo}/"}),              # the repository's models
+            ("s3:ListBucket", bucket_arn, {"s3:prefix": f"{repo}/{model}/"}),      # a model's versions
+            ("s3:ListBucket", bucket_arn, {"s3:prefix": f"{repo}/{model}/1/"}),    # a version's files
+            ("s3:GetObject", f"{bucket_arn}/{repo}/{model}/config.pbtxt", {}),     # HeadObject, GetObject
+            ("s3:GetObject", f"{bucket_arn}/{repo}/{model}/1/model.plan", {}),
+            ("kms:Decrypt", key_arn, {})]
+
+
+def test_the_model_reader_policy_allows_exactly_what_triton_does(built):
+    settings, plan, records, _ = built
+    policy, bucket, key = _reader(records, settings)
+    model = plan.deployments[0].model
+    for d in plan.deployments:
+        repo = f"{settings.environment}/{model}/{d.gpu}"
+        for action, resource, context in triton_loads_a_repository(bucket, key, repo, model):
+            assert allowed(policy, action, resource, context), (action, resource, context)
+    other = "prod" if settings.environment == "dev" else "dev"
+    for action, resource, context in [
+            ("s3:GetObject", f"{bucket}/{other}/{model}/L4/{model}/config.pbtxt", {}),
+            ("s3:GetObject", f"{bucket}/{settings.environment}/another-model/L4/x/config.pbtxt", {}),
+            ("s3:ListBucket", bucket, {"s3:prefix": f"{other}/"}),
+            ("s3:PutObject", f"{bucket}/{settings.environment}/{model}/L4/{model}/config.pbtxt", {}),
+            ("s3:DeleteObject", f"{bucket}/{settings.environment}/{model}/L4/{model}/config.pbtxt", {}),
+            ("kms:Encrypt", key, {})]:
+        assert not allowed(policy, action, resource, context), (action, resource, context)
+
+
+def test_the_evaluator_refuses_head_bucket_under_a_prefix_condition():
+    # The policy as it was: ListBucket only with s3:prefix under the model's folder. HeadBucket sends no prefix.
+    old = {"Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": ["arn:aws:s3:::b"],
+                          "Condition": {"StringLike": {"s3:prefix": ["dev/m/*", "dev/m"]}}}]}
+    assert allowed(old, "s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "dev/m/L4/"})
+    assert not allowed(old, "s3:ListBucket", "arn:aws:s3:::b", {})
+    with pytest.raises(ValueError, match="not handled"):
+        allowed({"Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*",
+                                "Condition": {"DateGreaterThan": {"aws:CurrentTime": "2020"}}}]},
+                "s3:GetObject", "arn:aws:s3:::b/k", {"aws:CurrentTime": "2026"})
