@@ -52,6 +52,10 @@ class Cluster(pulumi.ComponentResource):
                                        enable_key_rotation=True, deletion_window_in_days=30, opts=protected)
         cluster_role = role(f"{name}-control-plane", assume_role_policy("eks.amazonaws.com"),
                             ["AmazonEKSClusterPolicy"], child)
+        # EKS would create this group itself on the first log line, never expiring; made first, it keeps the stack's
+        # retention.
+        log_group = aws.cloudwatch.LogGroup(f"{name}-control-plane-logs", name=f"/aws/eks/{settings.name}/cluster",
+                                            retention_in_days=settings.log_retention_days, opts=protected)
         # Public as well as private: `pulumi up` runs outside the VPC this stack creates and must reach the API to
         # apply any Kubernetes object; nodes use the private endpoint.
         self.eks = aws.eks.Cluster(
@@ -61,7 +65,8 @@ class Cluster(pulumi.ComponentResource):
             encryption_config={"resources": ["secrets"], "provider": {"key_arn": self.secrets_key.arn}},
             # Access entries only; the identity that creates the cluster becomes its admin, or nothing can apply.
             access_config={"authentication_mode": "API", "bootstrap_cluster_creator_admin_permissions": True},
-            enabled_cluster_log_types=["api", "audit", "authenticator"], opts=protected)
+            enabled_cluster_log_types=["api", "audit", "authenticator"],
+            opts=pulumi.ResourceOptions(parent=self, protect=settings.protect, depends_on=[log_group]))
         self.oidc = aws.iam.OpenIdConnectProvider(
             f"{name}-oidc", url=self.eks.identities.apply(lambda ids: ids[0]["oidcs"][0]["issuer"]),
             client_id_lists=["sts.amazonaws.com"], opts=child)

@@ -25,6 +25,11 @@ from gpufleet.contracts.plan import Plan
 
 GPU_LABEL = "gpufleet.io/gpu"
 CAPACITY_LABEL = "gpufleet.io/capacity"
+# Cluster Autoscaler's AWS provider knows a GPU node by this label (its GPULabel): without it, a node still waiting
+# for the device plugin looks like one without GPUs, and the autoscaler adds more.
+ACCELERATOR_LABEL = "k8s.amazonaws.com/accelerator"
+# A spot group that cannot get capacity is given up for the next priority after this (the default is 15 min).
+MAX_NODE_PROVISION_TIME = "5m"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}
 # The EKS-optimized AL2023 AMI with NVIDIA drivers, per CPU architecture (EKS AMI types).
 NVIDIA_AMI = {"x86_64": "AL2023_x86_64_NVIDIA", "arm64": "AL2023_ARM_64_NVIDIA"}
@@ -65,7 +70,8 @@ class GpuNodePools(pulumi.ComponentResource):
                   suffix: str = ""):
             first = by_type[instance_types[0]]
             gpus = first.gpus_per_instance
-            labels = {GPU_LABEL: gpu, CAPACITY_LABEL: cap, "nvidia.com/gpu.present": "true"}
+            labels = {GPU_LABEL: gpu, CAPACITY_LABEL: cap, "nvidia.com/gpu.present": "true",
+                      ACCELERATOR_LABEL: f"nvidia-{gpu.lower()}"}
             template_tags = {f"k8s.io/cluster-autoscaler/node-template/label/{k}": v for k, v in labels.items()}
             template_tags["k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu"] = "true:NoSchedule"
             template_tags["k8s.io/cluster-autoscaler/node-template/resources/nvidia.com/gpu"] = str(gpus)
@@ -187,7 +193,10 @@ class GpuNodePools(pulumi.ComponentResource):
                                                              "csistoragecapacities", "volumeattachments"],
              "verbs": ["watch", "list", "get"]},
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create", "get", "update"]},
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["watch", "list", "get"]}], opts=opts)
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["watch", "list", "get", "create"]},
+            # its status report, cluster-autoscaler-status, rewritten every loop
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["cluster-autoscaler-status"],
+             "verbs": ["update", "patch", "delete"]}], opts=opts)
         k8s.rbac.v1.ClusterRoleBinding(f"{name}-ca", metadata={"name": "cluster-autoscaler", "labels": labels},
                                        role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                                  "name": "cluster-autoscaler"},
@@ -206,6 +215,7 @@ class GpuNodePools(pulumi.ComponentResource):
                     "name": "cluster-autoscaler", "image": AUTOSCALER_IMAGE,
                     "command": ["./cluster-autoscaler", "--cloud-provider=aws", "--expander=priority",
                                 "--balance-similar-node-groups", "--skip-nodes-with-system-pods=false",
+                                f"--max-node-provision-time={MAX_NODE_PROVISION_TIME}",
                                 "--node-group-auto-discovery=asg:tag=k8s.io/cluster-autoscaler/enabled,"
                                 f"k8s.io/cluster-autoscaler/{settings.name}"],
                     "resources": {"requests": {"cpu": "100m", "memory": "300Mi"}, "limits": {"memory": "600Mi"}},

@@ -8,13 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gpufleet.contracts.stack import PROJECT_ROOT
 from gpufleet.contracts.stack import stack_file_config as read_stack_file
 from gpufleet.errors import InputError
 
 ROOT = PROJECT_ROOT
+# The retention periods CloudWatch Logs accepts (PutRetentionPolicy; AWS::Logs::LogGroup RetentionInDays). A test
+# compares this with CloudFormation's published schema.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+                      3288, 3653)
 
 
 class InfraInputError(InputError):
@@ -45,7 +49,14 @@ class StackSettings(BaseModel):
     # own default is 0.0.0.0/0; the API still needs IAM credentials mapped by an access entry). Narrow it per stack.
     endpoint_public_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], alias="endpointPublicCidrs",
                                              min_length=1)
-    log_retention_days: int = Field(default=30, alias="logRetentionDays", ge=1)
+    log_retention_days: int = Field(default=30, alias="logRetentionDays")
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention(cls, v: int) -> int:
+        if v not in LOG_RETENTION_DAYS:
+            raise ValueError(f"{v} days: CloudWatch Logs keeps one of {', '.join(map(str, LOG_RETENTION_DAYS))}")
+        return v
 
     @property
     def name(self) -> str:

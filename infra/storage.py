@@ -24,6 +24,18 @@ from infra.settings import StackSettings
 GP3_CLASS = "gp3-encrypted"
 
 
+# Days after creation an object moves to a class, and the least days that class bills (S3 pricing: Standard-IA
+# 30 days, Glacier Flexible Retrieval 90 days minimum storage duration).
+TIERS = (("STANDARD_IA", 30, 30), ("GLACIER", 90, 90))
+
+
+def data_tiers(keep_days: int) -> dict:
+    """Expire at the stack's retention; move to a cheaper class only where the object stays there at least as long
+    as that class bills, so no move costs more than keeping the object where it was."""
+    moves = [{"days": at, "storage_class": cls} for cls, at, minimum in TIERS if at + minimum <= keep_days]
+    return {**({"transitions": moves} if moves else {}), "expiration": {"days": keep_days}}
+
+
 class StorageTiers(pulumi.ComponentResource):
     def __init__(self, name: str, settings: StackSettings, cluster: Cluster,
                  opts: pulumi.ResourceOptions | None = None):
@@ -41,9 +53,7 @@ class StorageTiers(pulumi.ComponentResource):
                                            "noncurrent_version_expiration": {"noncurrent_days": 365}}])
         self.data = self._bucket(f"{name}-data-logs", settings, versioned=False, protected=protected, child=child,
                                  rules=[{"id": "tier-and-expire", "status": "Enabled", "filter": {},
-                                         "transitions": [{"days": 30, "storage_class": "STANDARD_IA"},
-                                                         {"days": 90, "storage_class": "GLACIER"}],
-                                         "expiration": {"days": max(settings.log_retention_days, 91)}}])
+                                         **data_tiers(settings.log_retention_days)}])
         k8s.storage.v1.StorageClass(f"{name}-gp3", metadata={"name": GP3_CLASS}, provisioner="ebs.csi.aws.com",
                                     parameters={"type": "gp3", "encrypted": "true"},
                                     volume_binding_mode="WaitForFirstConsumer", reclaim_policy="Delete",

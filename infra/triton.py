@@ -24,6 +24,8 @@ from infra.storage import StorageTiers
 
 
 REPOSITORY_POLL_S = 30
+# The ServiceMonitor scrapes Services with this label: each pod's pool Service, never the Service over all pods.
+SCRAPE_LABEL = "gpufleet.io/scrape"
 PORTS = [{"name": "http", "containerPort": 8000}, {"name": "grpc", "containerPort": 8001},
          {"name": "metrics", "containerPort": 8002}]
 
@@ -68,9 +70,9 @@ class TritonService(pulumi.ComponentResource):
         for d in sorted(plan.deployments, key=lambda d: d.gpu):
             pool = f"{app}-{d.gpu.lower()}"
             repo = storage.models.bucket.apply(lambda b, g=d.gpu: f"s3://{b}/{prefix}/{g}")
-            self.deployments[d.gpu] = self._deployment(pool, app, ns, sa, d.gpu, d.replicas, settings.triton_image,
+            self.deployments[d.gpu] = self._deployment(pool, app, ns, sa, d.gpu, None, settings.triton_image,
                                                        repo, "stable", on_gpus)
-            self._service(pool, app, ns, {"track": "stable", GPU_LABEL: d.gpu}, kopts)
+            self._service(pool, app, ns, {"track": "stable", GPU_LABEL: d.gpu}, kopts, scraped=True)
             a = d.autoscaling
             k8s.autoscaling.v2.HorizontalPodAutoscaler(f"{pool}-hpa", metadata={"name": pool, "namespace": ns}, spec={
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": pool},
@@ -93,12 +95,13 @@ class TritonService(pulumi.ComponentResource):
             pool = f"{app}-canary"
             repo = storage.models.bucket.apply(lambda b, g=gpu: f"s3://{b}/{prefix}/{g}")
             self._deployment(pool, app, ns, sa, gpu, 1, settings.canary_image, repo, "canary", on_gpus)
-            self._service(pool, app, ns, {"track": "canary"}, kopts)
+            self._service(pool, app, ns, {"track": "canary"}, kopts, scraped=True)
             k8s.policy.v1.PodDisruptionBudget(f"{pool}-pdb", metadata={"name": pool, "namespace": ns}, spec={
                 "maxUnavailable": 1, "selector": {"matchLabels": {"app": app, "track": "canary"}}}, opts=kopts)
             backends.append((pool, float(canary)))
-        # One Service over every replica: the "equal" routing model, and the in-cluster entry point.
-        self._service(app, app, ns, {}, kopts)
+        # One Service over every replica: the "equal" routing model, and the in-cluster entry point. Not scraped:
+        # its pods are scraped through their pool's Service, once.
+        self._service(app, app, ns, {}, kopts, scraped=False)
         if plan.request.routing == "weighted" or canary:
             k8s.apiextensions.CustomResource(f"{app}-route", api_version="gateway.networking.k8s.io/v1",
                                              kind="HTTPRoute", metadata={"name": app, "namespace": ns}, spec={
@@ -108,26 +111,29 @@ class TritonService(pulumi.ComponentResource):
         k8s.apiextensions.CustomResource(f"{app}-monitor", api_version="monitoring.coreos.com/v1",
                                          kind="ServiceMonitor", metadata={"name": app, "namespace": ns,
                                                                           "labels": {"release": "monitoring"}}, spec={
-            "selector": {"matchLabels": {"app": app}},
+            "selector": {"matchLabels": {"app": app, SCRAPE_LABEL: "true"}},
             "endpoints": [{"port": "metrics", "interval": plan.autoscaling.scrape_interval(), "path": "/metrics"}]},
             opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider,
                                         depends_on=[observability.prometheus]))
         self.register_outputs({})
 
     @staticmethod
-    def _service(name: str, app: str, ns: str, extra_selector: dict, kopts) -> None:
-        k8s.core.v1.Service(f"{name}-svc", metadata={"name": name, "namespace": ns, "labels": {"app": app}}, spec={
+    def _service(name: str, app: str, ns: str, extra_selector: dict, kopts, scraped: bool) -> None:
+        labels = {"app": app, SCRAPE_LABEL: "true" if scraped else "false"}
+        k8s.core.v1.Service(f"{name}-svc", metadata={"name": name, "namespace": ns, "labels": labels}, spec={
             "selector": {"app": app, **extra_selector},
             "ports": [{"name": p["name"], "port": p["containerPort"], "targetPort": p["name"]} for p in PORTS]},
             opts=kopts)
 
     @staticmethod
-    def _deployment(name: str, app: str, ns: str, sa: str, gpu: str, replicas: int, image: str, repo, track: str,
+    def _deployment(name: str, app: str, ns: str, sa: str, gpu: str, replicas: int | None, image: str, repo, track: str,
                     kopts) -> k8s.apps.v1.Deployment:
         labels = {"app": app, GPU_LABEL: gpu, "track": track}
+        # An HPA owns the stable pools' replica count (None here): a Deployment that also set it would take it back
+        # from the HPA at every server-side apply. It starts at one pod and the HPA raises it to its minimum.
         return k8s.apps.v1.Deployment(f"{name}-deploy", metadata={"name": name, "namespace": ns, "labels": labels},
                                       spec={
-            "replicas": replicas, "selector": {"matchLabels": labels},
+            **({"replicas": replicas} if replicas is not None else {}), "selector": {"matchLabels": labels},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {"metadata": {"labels": labels}, "spec": {
                 "serviceAccountName": sa,

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from infra.preview import preview, preview_graph
+from infra.preview import manifests, preview, preview_graph
 
 from .iam_eval import allowed
 from infra.program import load_plan
@@ -221,3 +221,98 @@ def test_the_evaluator_refuses_head_bucket_under_a_prefix_condition():
         allowed({"Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*",
                                 "Condition": {"DateGreaterThan": {"aws:CurrentTime": "2020"}}}]},
                 "s3:GetObject", "arn:aws:s3:::b/k", {"aws:CurrentTime": "2026"})
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_each_triton_pod_is_scraped_through_one_service(built):
+    # Two Services over one pod, both matched by the ServiceMonitor, and Prometheus scrapes the pod twice: the
+    # adapter's sum doubles the HPA metric and the HPA scales at half the planned rate.
+    _, _, records, _ = built
+    objs = manifests(records)
+    monitors = [m for m in objs if m["kind"] == "ServiceMonitor"]
+    services = [m for m in objs if m["kind"] == "Service"]
+    pods = [m["spec"]["template"]["metadata"]["labels"] for m in objs
+            if m["kind"] == "Deployment" and m["metadata"]["name"].startswith("triton-")]
+    assert monitors and pods
+    for pod in pods:
+        scraped = [s["metadata"]["name"] for s in services for mon in monitors
+                   if s["metadata"].get("namespace") == mon["metadata"]["namespace"]
+                   and _selects(mon["spec"]["selector"]["matchLabels"], s["metadata"].get("labels") or {})
+                   and _selects(s["spec"]["selector"], pod)]
+        assert len(scraped) == 1, (pod, scraped)
+
+
+def test_the_hpa_owns_the_replica_count(built):
+    # With server-side apply, a Deployment that sets spec.replicas takes the field back from the HPA at every
+    # update: the fleet drops to the planned count mid-surge.
+    _, _, records, _ = built
+    objs = manifests(records)
+    scaled = {(h["metadata"]["namespace"], h["spec"]["scaleTargetRef"]["name"]) for h in objs
+              if h["kind"] == "HorizontalPodAutoscaler"}
+    assert scaled
+    for d in [m for m in objs if m["kind"] == "Deployment"]:
+        if (d["metadata"]["namespace"], d["metadata"]["name"]) in scaled:
+            assert "replicas" not in d["spec"], d["metadata"]["name"]
+
+
+def test_data_lives_as_long_as_the_stack_keeps_it_and_no_class_charges_past_it(built):
+    # Glacier Flexible Retrieval bills 90 days at least and Standard-IA 30: an object moved there and deleted
+    # sooner pays for days it is not kept. Dev keeps 7 days, prod 90 (logRetentionDays).
+    settings, _, records, _ = built
+    (rule,) = [r.inputs["rules"][0] for r in records if r.type.endswith("BucketLifecycleConfiguration")
+               and r.name.endswith("-data-logs")]
+    keep = settings.log_retention_days
+    assert rule["expiration"]["days"] == keep
+    minimum = {"STANDARD_IA": 30, "GLACIER": 90}
+    for t in rule.get("transitions") or []:
+        assert t["days"] + minimum[t["storageClass"]] <= keep, t
+
+
+def test_the_control_plane_log_group_expires_and_exists_before_the_cluster(built):
+    settings, _, records, graph = built
+    (eks,) = of(records, "aws:eks/cluster:Cluster")
+    groups = [r for r in of(records, "aws:cloudwatch/logGroup:LogGroup")
+              if r.inputs.get("name") == f"/aws/eks/{eks.inputs['name']}/cluster"]
+    assert len(groups) == 1, "EKS creates this group itself, never expiring, unless the stack made it first"
+    (group,) = groups
+    assert graph.waits_for(("aws:eks/cluster:Cluster", eks.name), (group.type, group.name))
+    # CloudWatch Logs accepts only certain retention periods (AWS::Logs::LogGroup RetentionInDays, CloudFormation's
+    # published resource schema, as cfn-lint ships it).
+    from cfnlint.schema.manager import PROVIDER_SCHEMA_MANAGER
+
+    schema = PROVIDER_SCHEMA_MANAGER.get_resource_schema("us-east-1", "AWS::Logs::LogGroup").schema
+    assert group.inputs["retentionInDays"] in schema["properties"]["RetentionInDays"]["enum"]
+    assert group.inputs["retentionInDays"] == settings.log_retention_days
+
+
+def test_cluster_autoscaler_sees_gpus_and_can_write_its_status(built):
+    _, _, records, _ = built
+    for g in [g for g in of(records, NODEGROUP) if "-system" not in g.name]:
+        # Cluster Autoscaler's AWS provider treats a node as a GPU node by this label (its GPULabel).
+        assert g.inputs["labels"].get("k8s.amazonaws.com/accelerator"), g.name
+        tags = g.inputs["tags"]
+        assert tags.get("k8s.io/cluster-autoscaler/node-template/label/k8s.amazonaws.com/accelerator"), g.name
+    objs = manifests(records)
+    (role,) = [m for m in objs if m["kind"] == "ClusterRole" and m["metadata"]["name"] == "cluster-autoscaler"]
+    writes = {v for r in role["rules"] if "configmaps" in r["resources"] for v in r["verbs"]}
+    assert {"create", "update"} <= writes  # its status ConfigMap, cluster-autoscaler-status
+    (ca,) = [m for m in objs if m["kind"] == "Deployment" and m["metadata"]["name"] == "cluster-autoscaler"]
+    command = ca["spec"]["template"]["spec"]["containers"][0]["command"]
+    # A spot shortfall falls back to the next group only after max-node-provision-time (default 15 min).
+    (provision,) = [a for a in command if a.startswith("--max-node-provision-time=")]
+    assert provision.split("=")[1] in ("5m", "5m0s")
+
+
+def test_retention_periods_are_cloudwatchs_own_and_others_are_refused():
+    from cfnlint.schema.manager import PROVIDER_SCHEMA_MANAGER
+
+    from infra.settings import LOG_RETENTION_DAYS, InfraInputError
+
+    schema = PROVIDER_SCHEMA_MANAGER.get_resource_schema("us-east-1", "AWS::Logs::LogGroup").schema
+    assert set(LOG_RETENTION_DAYS) == set(schema["properties"]["RetentionInDays"]["enum"])
+    config = {**stack_file_config("dev"), "gpufleet:logRetentionDays": "10"}
+    with pytest.raises(InfraInputError, match="logRetentionDays.*10 days: CloudWatch Logs keeps one of"):
+        settings_from_config(config, "dev")
