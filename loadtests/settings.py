@@ -132,8 +132,19 @@ def settings_error(exc: ValidationError) -> LoadTestInputError:
     loc = [str(p) for p in err["loc"]]
     if err["type"] == "value_error" or not loc:
         return LoadTestInputError(message)  # our own validators' messages already name the option
-    option = "--closed-loop" if loc[-2:] == ["closed-loop", "users"] else "--" + loc[-1].replace("_", "-")
-    return LoadTestInputError(f"{option} {err.get('input')!r}: {message}")
+    return LoadTestInputError(f"{_option(loc)} {err.get('input')!r}: {message}")
+
+
+# A shape field whose command-line option has another name.
+_SHAPE_OPTIONS = {("ramp", "start"): "--ramp", ("ramp", "stop"): "--ramp", ("ramp", "factor"): "--ramp",
+                  ("replay", "rates"): "--replay", ("closed-loop", "users"): "--closed-loop"}
+
+
+def _option(loc: list[str]) -> str:
+    names = [p for p in loc if not p.isdigit()]  # list positions (the n-th rate) are not options
+    if len(names) >= 3 and names[0] == "shape" and (names[1], names[2]) in _SHAPE_OPTIONS:
+        return _SHAPE_OPTIONS[(names[1], names[2])]
+    return "--" + names[-1].replace("_", "-")
 
 
 def build(**values) -> StressSettings:

@@ -72,6 +72,9 @@ def test_the_settings_json_is_the_documented_shape():
     ({"late_ms": float("nan")}, "--late-ms nan: Input should be a finite number"),
     ({"shape": {"kind": "closed-loop", "users": 0}}, "--closed-loop 0:"),
     ({"shape": {"kind": "ramp", "start": 10, "stop": 5, "factor": 2}}, "need 0 < start <= stop"),
+    ({"shape": {"kind": "steps", "rates": [10, float("nan")]}}, "--rates nan: Input should be a finite number"),
+    ({"shape": {"kind": "ramp", "start": 10, "stop": float("inf"), "factor": 2}}, "--ramp inf:"),
+    ({"shape": {"kind": "steps", "rates": [10], "warmup": -1}}, "--warmup -1:"),
 ])
 def test_a_bad_setting_is_one_line_naming_the_option(values, needle):
     with pytest.raises(LoadTestInputError) as info:
