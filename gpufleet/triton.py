@@ -8,6 +8,16 @@ from gpufleet.contracts.triton import BatchingConfig
 from gpufleet.errors import InputError
 
 DEFAULT_TIMEOUT_S = 5.0
+# What Triton answers (HTTP 503 / gRPC UNAVAILABLE) when its queue policy turns a request away: at a full queue
+# (max_queue_size) or after waiting past the queue timeout. Load shed on purpose, told apart from failures by the text
+# (Triton's dynamic batch scheduler; both read from the bundled tritonserver's answers).
+SHED_MESSAGES = ("Exceeds maximum queue size", "Request timeout expired")
+
+
+def is_load_shed(message: str | bytes) -> bool:
+    """Whether a failed inference's error text is Triton's queue policy turning the request away."""
+    text = message.decode(errors="replace") if isinstance(message, bytes) else message
+    return any(m in text for m in SHED_MESSAGES)
 
 
 def _client(base_url: str, timeout_s: float):
@@ -69,6 +79,7 @@ def batching_of(cfg: dict) -> BatchingConfig | None:
     not hold one. ``max_batch_size: 0`` (no batch dimension) is one request per execution, the batcher off."""
     dyn = cfg.get("dynamic_batching")
     groups = cfg.get("instance_group") or [{}]
+    policy = ((dyn or {}).get("default_queue_policy") or {}) if dyn else {}
     try:
         max_batch = int(cfg.get("max_batch_size", 0))
         return BatchingConfig(
@@ -77,6 +88,8 @@ def batching_of(cfg: dict) -> BatchingConfig | None:
             preferred_batch_sizes=tuple(int(b) for b in (dyn or {}).get("preferred_batch_size", [])),
             dynamic_batching=dyn is not None and max_batch > 0,
             instance_count=sum(max(int(g.get("count", 1)), 1) for g in groups),
-            instance_kind=str(groups[0].get("kind", "KIND_AUTO")))
+            instance_kind=str(groups[0].get("kind", "KIND_AUTO")),
+            max_queue_size=int(policy.get("max_queue_size", 0)),
+            queue_timeout_microseconds=int(policy.get("default_timeout_microseconds", 0)))
     except (TypeError, ValueError, AttributeError):
         return None

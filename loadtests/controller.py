@@ -99,7 +99,7 @@ def write_result(environment) -> None:
             index=i, name=planned.name, warmup=planned.warmup, start_s=planned.start_s,
             duration_s=planned.duration_s, offered_rate=planned.rate, concurrency=None if open_loop else users,
             achieved_rate=stats.ok / planned.duration_s, sent=stats.sent, ok=stats.ok, errors=stats.errors,
-            error_kinds=stats.error_kinds, late_sends=stats.late if open_loop else 0, dropped=stats.dropped,
+            rejected=stats.rejected, error_kinds=stats.error_kinds, late_sends=stats.late if open_loop else 0, dropped=stats.dropped,
             lag_p99_ms=lag99 if open_loop else None, latency_ms=_summary(stats),
             server=ServerFigures(**server) if server else None))
     result = StressResult(

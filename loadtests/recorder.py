@@ -28,6 +28,7 @@ class StepStats:
     errors: int = 0
     late: int = 0
     dropped: int = 0  # never sent: the in-flight cap was reached
+    rejected: int = 0  # refused by the server at its queue bound: shed on purpose, not an error
     error_kinds: dict[str, int] = field(default_factory=dict)
 
     def quantile_ms(self, q: float) -> float | None:
@@ -71,6 +72,9 @@ class StepRecorder:
         s.ok += 1
         s.latency.record_value(_us(latency_s))
 
+    def rejected(self, step: int) -> None:
+        self._get(step).rejected += 1
+
     def failure(self, step: int, kind: str) -> None:
         s = self._get(step)
         s.errors += 1
@@ -88,7 +92,7 @@ class StepRecorder:
                 "latency": s.latency.encode().decode() if s.latency.get_total_count() else None,
                 "lag": s.lag.encode().decode() if s.lag.get_total_count() else None,
                 "sent": s.sent, "ok": s.ok, "errors": s.errors, "late": s.late, "dropped": s.dropped,
-                "error_kinds": dict(s.error_kinds)}
+                "rejected": s.rejected, "error_kinds": dict(s.error_kinds)}
         self.steps = {}
         return out
 
@@ -105,5 +109,6 @@ class StepRecorder:
             s.errors += d["errors"]
             s.late += d["late"]
             s.dropped += d["dropped"]
+            s.rejected += d["rejected"]
             for k, v in d["error_kinds"].items():
                 s.error_kinds[k] = s.error_kinds.get(k, 0) + v

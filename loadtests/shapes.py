@@ -140,8 +140,10 @@ class Ramp(LoadShape):
 
     def verdict(self, stats: StepStats) -> str | None:
         p99 = stats.quantile_ms(0.99)
-        done = stats.ok + stats.errors + stats.dropped
-        share = (stats.errors + stats.dropped) / done if done else 0.0
+        # A request turned away at the server's queue bound was not served either: past the knee a bounded queue
+        # sheds load instead of letting P99 grow, so the ramp stops on the shed share.
+        done = stats.ok + stats.errors + stats.dropped + stats.rejected
+        share = (stats.errors + stats.dropped + stats.rejected) / done if done else 0.0
         if self.p99_bound_ms > 0 and p99 is not None and p99 > self.p99_bound_ms:
             return f"p99-bound: {p99:.1f} ms > {self.p99_bound_ms:g} ms"
         if share > self.max_error_share:

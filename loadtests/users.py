@@ -18,6 +18,7 @@ from locust import User, task
 from locust.exception import StopUser
 from locust.runners import WorkerRunner
 
+from gpufleet.triton import is_load_shed
 from loadtests import kserve
 from loadtests.process import MSG_DONE, RUN
 from loadtests.schedule import arrivals
@@ -35,6 +36,8 @@ DRAIN_SLACK_S = 1.0
 # Generators on different workers draw distinct arrival streams: index = worker * this + local user.
 USERS_PER_WORKER_STRIDE = 1000
 CLOSED_LOOP_STEP = 0
+# The kind of a request the server's queue policy turned away (counted apart from errors).
+REJECTED = "rejected"
 
 
 class RequestSender:
@@ -91,6 +94,8 @@ class RequestSender:
         latency = time.perf_counter() - scheduled
         if exc is None:
             RUN.recorder.success(step, latency)
+        elif exc.kind == REJECTED:
+            RUN.recorder.rejected(step)
         else:
             RUN.recorder.failure(step, exc.kind)
         self.env.events.request.fire(request_type=s.protocol.upper(), name=name, response_time=latency * 1000.0,
@@ -106,7 +111,7 @@ class RequestSender:
         finally:
             resp.release()
         if resp.status_code != 200:
-            raise RequestError(f"http-{resp.status_code}")
+            raise RequestError(REJECTED if is_load_shed(data) else f"http-{resp.status_code}")
         header = json.loads(data[:int(header_len)] if header_len else data)
         if "outputs" not in header:
             raise RequestError("bad-response")
@@ -120,6 +125,8 @@ class RequestError(Exception):
 
 
 def _error_kind(e: BaseException) -> str:
+    if is_load_shed(str(e)):
+        return REJECTED
     text = str(e).lower()
     if "timed out" in text or "timeout" in text or "deadline" in text:
         return "timeout"

@@ -57,7 +57,8 @@ def _config_of(result: StressResult, source: str, fallback: BatchingConfig | Non
             raise PlannerInputError(f"{source}: the run did not record Triton's batching config; pass "
                                     "--triton-config MAX_BATCH:QUEUE_DELAY_US:INSTANCES")
         return fallback
-    return t
+    # A queue bound changes which requests are refused, not the latency of those served.
+    return t.latency_shape
 
 
 def observations(paths: list[Path], fallback: BatchingConfig | None = None) -> tuple[list[Observation], list[Excluded]]:
@@ -82,6 +83,9 @@ def observations(paths: list[Path], fallback: BatchingConfig | None = None) -> t
                 reason = "warm-up"
             elif s.errors or s.dropped:
                 reason = f"{s.errors} errors, {s.dropped} dropped"
+            elif s.rejected:
+                # The queue bound cut the tail off: the served requests' quantiles are not the model's.
+                reason = f"{s.rejected} rejected by the queue policy"
             elif s.ok < MIN_OK or lat.p99 is None or lat.p50 is None or lat.p90 is None:
                 reason = f"{s.ok} successful requests; need {MIN_OK} for a P99"
             elif s.achieved_rate < OVERLOADED * (s.offered_rate or 0):

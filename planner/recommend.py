@@ -19,7 +19,7 @@ from gpufleet.contracts.autoscaling import DEFAULT_SCALE_UP_LAG_S, AutoscalingSp
 from gpufleet.contracts.calibration import Calibration, read_calibration
 from gpufleet.contracts.plan import (Alternative, Autoscaling, Binding, Cost, Deployment, LatencyPrediction, Plan,
                                      PlanRequest, PoolPlan, SolverReport, SurvivalCheck)
-from planner.capacity import Capacity, CapacitySearch
+from planner.capacity import Capacity, CapacitySearch, queue_bound
 from planner.catalog import CAPACITY_TYPES, HOURS_PER_MONTH, Catalog, Pool, read_catalog
 from planner.errors import PlannerInputError
 from planner.optimize import Infeasible, Problem, Routing, Solution, binding_constraint, runner_up, solve_with_bound
@@ -343,7 +343,7 @@ def _build_plan(req, catalog: Catalog, problem, sol, traffic, reps, results, cap
         deployments.append(Deployment(
             gpu=g, model=req.model, replicas=reps[g], routing_weight=round(traffic[g] / req.qps, 6),
             rate_per_replica=round(per_replica, 3),
-            triton=cfg,
+            triton=queue_bound(searches[g].model, cfg, (req.p99_ms - req.overhead_ms) / 1000.0),
             predicted=LatencyPrediction(p50_ms=round(p50, 3), p90_ms=round(p90, 3), p99_ms=round(p99, 3),
                                         utilization=round(min(util[g], 1.0), 4),
                                         mean_batch_size=round(res.mean_batch_size, 2)),

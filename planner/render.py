@@ -23,13 +23,13 @@ def render_plan(plan: Plan, console: Console) -> None:
 
     deps = Table(title="Triton deployments", title_justify="left")
     for col in ("GPU", "replicas", "weight", "req/s each", "max batch", "queue delay", "instances",
-                "P50 ms", "P99 ms", "util", "HPA target req/s"):
+                "queue bound", "P50 ms", "P99 ms", "util", "HPA target req/s"):
         deps.add_column(col, justify="left" if col == "GPU" else "right")
     for d in plan.deployments:
         t = d.triton
         deps.add_row(d.gpu, str(d.replicas), f"{d.routing_weight:.3f}", f"{d.rate_per_replica:,.0f}",
                      str(t.max_batch_size), f"{t.max_queue_delay_microseconds} us", str(t.instance_count),
-                     f"{d.predicted.p50_ms:.2f}", f"{d.predicted.p99_ms:.2f}", f"{d.predicted.utilization:.0%}",
+                     f"{t.max_queue_size or '-'} / {t.queue_timeout_microseconds / 1000:g} ms", f"{d.predicted.p50_ms:.2f}", f"{d.predicted.p99_ms:.2f}", f"{d.predicted.utilization:.0%}",
                      f"{d.autoscaling.target_rate_per_replica:,.0f}")
     console.print(deps)
 

@@ -5,6 +5,7 @@ architecture, so each Deployment points at ``s3://<bucket>/<prefix>/<gpu>/``.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -38,42 +39,70 @@ def python_model_source() -> str:
 
 
 def write_model(root: Path | str, spec: ModelSpec, model_file: Path | str, version: int = 1) -> ModelEntry:
-    """Write ``spec``'s config and copy ``model_file`` into ``root/<name>/<version>/``.
+    """Write ``spec``'s config and copy ``model_file`` into ``root/<name>/<version>/`` (:func:`publish_version`).
 
     For ``platform == "python"`` the model file must be ONNX: it is copied as ``model.onnx`` beside the generated
-    ``model.py``. The model directory is built in a temporary sibling and renamed into place, so a Triton polling
-    the repository never sees a config without its model, and a failure leaves no half-written model behind.
+    ``model.py``.
     """
-    root = Path(root)
     model_file = Path(model_file)
-    if version < 1:
-        raise RepositoryError(f"model version {version}: must be >= 1")
     if not model_file.is_file():
         raise RepositoryError(f"{model_file}: model file not found")
     text = render_config(spec)
     parse_config(text, f"{spec.name}/config.pbtxt")
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / spec.name
-    staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=root))
+    staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.files."))
     try:
-        vdir = staging / str(version)
-        vdir.mkdir()
         if spec.platform == "python":
-            shutil.copyfile(model_file, vdir / "model.onnx")
-            (vdir / "model.py").write_text(python_model_source())
+            shutil.copyfile(model_file, staging / "model.onnx")
+            (staging / "model.py").write_text(python_model_source())
         else:
-            shutil.copyfile(model_file, vdir / DEFAULT_MODEL_FILENAME[spec.platform])
-        (staging / "config.pbtxt").write_text(text)
-        if final.exists():
-            # Keep the other versions already in the repository; replace this version and the config.
-            for child in final.iterdir():
-                if child.name not in (str(version), "config.pbtxt"):
-                    shutil.move(str(child), staging / child.name)
-            shutil.rmtree(final)
-        staging.rename(final)
+            shutil.copyfile(model_file, staging / DEFAULT_MODEL_FILENAME[spec.platform])
+        return publish_version(root, spec.name, text, staging, version)
     finally:
-        if staging.exists():
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_version(root: Path | str, name: str, config_text: str, files: Path, version: int) -> ModelEntry:
+    """Make the files in ``files`` version ``version`` of model ``name`` in the repository at ``root``, and
+    ``config_text`` its ``config.pbtxt``, so that a Triton polling the repository never sees a half-written model.
+
+    A new model is built in a hidden sibling and renamed into place. For a model already served, the version is
+    staged in a hidden folder inside the model (Triton reads only numeric version folders) and renamed to its number,
+    and the config is replaced atomically, after the version and only if it changed (a config change reloads every
+    version). The versions already there stay; with the config's ``latest { num_versions: 1 }`` policy, Triton loads
+    the new version while the old one serves and unloads the old one once the new one is ready. Re-publishing an
+    existing number replaces it, which is a reload of that version, not a switch: publish a new number to roll out.
+    """
+    root = Path(root)
+    if version < 1:
+        raise RepositoryError(f"model version {version}: must be >= 1")
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / name
+    if not final.exists():
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+        try:
+            shutil.copytree(files, staging / str(version))
+            (staging / "config.pbtxt").write_text(config_text)
+            staging.rename(final)
+        finally:
             shutil.rmtree(staging, ignore_errors=True)
+        return ModelEntry(final / "config.pbtxt", final / str(version))
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=final))
+    replaced = final / f".{version}.replaced"
+    try:
+        shutil.copytree(files, staging, dirs_exist_ok=True)
+        target = final / str(version)
+        if target.exists():
+            target.rename(replaced)
+        staging.rename(target)
+        config = final / "config.pbtxt"
+        if not config.is_file() or config.read_text() != config_text:
+            fd, tmp = tempfile.mkstemp(prefix=".config.", dir=final)
+            with os.fdopen(fd, "w") as f:
+                f.write(config_text)
+            os.replace(tmp, config)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(replaced, ignore_errors=True)
     return ModelEntry(final / "config.pbtxt", final / str(version))
 
 

@@ -54,6 +54,9 @@ class ModelSpec:
     batching: BatchingConfig
     warmup_batch_sizes: tuple[int, ...] = field(default=(1,))
     warmup_count: int = 3
+    # Triton's default too, written out because hot reload depends on it: with one version served, a new version
+    # directory is loaded while the old version keeps serving, and the old one is unloaded only once the new is ready.
+    latest_versions: int = 1
 
 
 def build_config(spec: ModelSpec) -> mc.ModelConfig:
@@ -76,6 +79,17 @@ def build_config(spec: ModelSpec) -> mc.ModelConfig:
     if b.dynamic_batching:
         cfg.dynamic_batching.max_queue_delay_microseconds = b.max_queue_delay_microseconds
         cfg.dynamic_batching.preferred_batch_size.extend(sorted(set(b.preferred_batch_sizes)))
+        if b.max_queue_size or b.queue_timeout_microseconds:
+            # Circuit breaking: a request that could no longer meet the latency target is refused, at once beyond
+            # the depth, or once it has waited out the timeout; a client may not ask for a longer wait.
+            policy = cfg.dynamic_batching.default_queue_policy
+            policy.max_queue_size = b.max_queue_size
+            policy.timeout_action = mc.ModelQueuePolicy.TimeoutAction.Value("REJECT")
+            policy.default_timeout_microseconds = b.queue_timeout_microseconds
+            policy.allow_timeout_override = False
+    elif b.max_queue_size or b.queue_timeout_microseconds:
+        raise ConfigError("a queue bound needs the dynamic batcher, which holds the queue")
+    cfg.version_policy.latest.num_versions = spec.latest_versions
     cfg.instance_group.add(count=b.instance_count, kind=mc.ModelInstanceGroup.Kind.Value(b.instance_kind))
     for bs in spec.warmup_batch_sizes:
         if not 1 <= bs <= b.max_batch_size:

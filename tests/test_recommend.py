@@ -89,3 +89,40 @@ def test_spot_survival_with_a_degraded_bound_is_checked_by_simulation(tmp_path):
     assert plan.survival is not None and plan.survival.holds and plan.survival.p99_ms_after_loss <= 60
     lost = next(p for p in plan.pools if f"{p.instance_type}/{p.capacity_type}" == plan.survival.lost_pool)
     assert lost.replicas == max(p.replicas for p in plan.pools if p.capacity_type == "spot")
+
+
+def _queue_depth_at_arrival(arrivals_s, queue_s):
+    """Requests waiting (arrived, batch not started) when each request arrives, from a simulated FIFO replica."""
+    import numpy as np
+
+    started = arrivals_s + queue_s
+    order = np.sort(started)
+    # Earlier arrivals whose batch has not started by this arrival; FIFO, so all of them are ahead of it.
+    started_by = np.searchsorted(order, arrivals_s, side="right")
+    index = np.arange(len(arrivals_s))
+    return index - np.minimum(started_by, index)
+
+
+@pytest.mark.parametrize("name", ["plan_5k", "plan_50k"])
+def test_each_deployment_sheds_only_what_would_miss_the_target(name, request):
+    """The queue policy is set per deployment; at the planned rate it turns away (almost) nobody, and an admitted
+    request at the depth bound, or at the wait bound, still fits the device budget."""
+    from planner.capacity import CapacitySearch
+    from planner.profiles import load_profiles
+    from planner.sizing import replica_model
+    from planner.simulate import Workload
+
+    plan = request.getfixturevalue(name)
+    budget_ms = plan.request.p99_ms - plan.request.overhead_ms
+    profiles = load_profiles()
+    for d in plan.deployments:
+        t = d.triton
+        assert t.max_queue_size >= t.effective_max_batch * t.instance_count - 1 >= 1
+        assert 0 < t.queue_timeout_microseconds < budget_ms * 1000
+        model = replica_model(profiles[(plan.request.model, d.gpu)], None)
+        workload = Workload.poisson(20_000, seed=5)
+        res = CapacitySearch(model, workload).simulate(d.rate_per_replica, t.latency_shape)
+        arrivals = workload.unit_arrivals[-len(res.queue_s):] / d.rate_per_replica
+        depth = _queue_depth_at_arrival(arrivals, res.queue_s)
+        assert (depth >= t.max_queue_size).mean() < 0.001
+        assert (res.queue_s * 1e6 > t.queue_timeout_microseconds).mean() < 0.01

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import Field, model_validator
 
 from gpufleet.contracts.io import read_json, validate, write_atomic
@@ -95,6 +96,50 @@ class LatencyProfile(Strict):
     @property
     def key(self) -> tuple[str, str]:
         return (self.model, self.gpu)
+
+
+# How a profile's published quantiles become a distribution of service times (see service_quantiles_s).
+LEFT_TAIL = 0.25
+RIGHT_TAIL = 0.5
+
+
+def service_quantiles_s(profile: LatencyProfile, grid: int, spread: float = 1.0, scale: float = 1.0) -> np.ndarray:
+    """The profile read as a distribution: ``table[b, i]`` is the service time (seconds) of a batch of ``b`` at
+    probability level ``(i + 0.5) / grid``, for ``b`` in 1..the largest measured size (row 0 is zeros).
+
+    The quantile function is piecewise linear through the published points (p50, p90 when given, p99) with two end
+    points, because no profile publishes its minimum or maximum:
+
+    * ``Q(0) = p50 - 0.25 * (p99 - p50)`` (clamped at 0), a short left tail, as GPU kernels rarely run faster
+      than their median;
+    * ``Q(1) = p99 + 0.5 * (p99 - p50)``, a bounded right tail beyond p99.
+
+    ``spread`` scales every deviation from p50 and ``scale`` every time. Batch sizes between measured ones interpolate
+    linearly in batch size (the affine latency-versus-batch shape of GPU inference); sizes below the smallest
+    measured one take its figures. The planner simulates with this table and ``serving``'s stand-in model sleeps
+    from it, so both read a profile the same way.
+    """
+    sizes = np.array(profile.batch_sizes, dtype=float)
+    levels = (np.arange(grid) + 0.5) / grid
+    knots_per_size = []
+    for bl in profile.batches:
+        tail = bl.p99_ms - bl.p50_ms
+        us = [0.0, 0.5] + ([0.9] if bl.p90_ms is not None else []) + [0.99, 1.0]
+        qs = ([max(0.0, bl.p50_ms - LEFT_TAIL * tail), bl.p50_ms]
+              + ([bl.p90_ms] if bl.p90_ms is not None else []) + [bl.p99_ms, bl.p99_ms + RIGHT_TAIL * tail])
+        q = np.interp(levels, us, qs)
+        q = bl.p50_ms + spread * (q - bl.p50_ms)
+        knots_per_size.append(scale * np.maximum(q, 0.0) / 1000.0)
+    knots = np.array(knots_per_size)  # [n_sizes, grid], seconds
+    table = np.zeros((int(sizes[-1]) + 1, grid))
+    for b in range(1, int(sizes[-1]) + 1):
+        j = int(np.searchsorted(sizes, b))  # first measured size >= b
+        if j == 0 or sizes[j] == b:
+            table[b] = knots[j]
+        else:
+            w = (b - sizes[j - 1]) / (sizes[j] - sizes[j - 1])
+            table[b] = (1 - w) * knots[j - 1] + w * knots[j]
+    return table
 
 
 def parse_profile(data: object, origin: str = "<profile>") -> LatencyProfile:

@@ -57,7 +57,9 @@ class StepResult(Strict):
     achieved_rate: float = Field(ge=0, description="successful requests/s over the step")
     sent: int = Field(ge=0)
     ok: int = Field(ge=0)
-    errors: int = Field(ge=0)
+    errors: int = Field(ge=0, description="failed requests, rejections not included")
+    rejected: int = Field(default=0, ge=0, description="requests the server turned away at once because its queue "
+                          "was at max_queue_size (circuit breaking): load shed by design, not failures")
     error_kinds: dict[str, int] = Field(default_factory=dict)
     late_sends: int = Field(ge=0, description="sends that left later than late_threshold_ms after their schedule")
     dropped: int = Field(ge=0, description="scheduled sends never made: the in-flight cap was reached")

@@ -31,6 +31,14 @@ class BatchingConfig(Strict):
     instance_count: int = Field(default=1, ge=1, description="model instances on one GPU (all instance groups)")
     instance_kind: InstanceKind = "KIND_GPU"
     dynamic_batching: bool = True
+    max_queue_size: int = Field(
+        default=0, ge=0, description="dynamic_batching.default_queue_policy.max_queue_size: a request that finds this "
+        "many already waiting is rejected at once (Triton answers 'Exceeds maximum queue size', HTTP 503) instead of "
+        "queueing past the latency target; 0 is Triton's unbounded queue. The planner sets it per deployment.")
+    queue_timeout_microseconds: int = Field(
+        default=0, ge=0, description="dynamic_batching.default_queue_policy.default_timeout_microseconds with "
+        "timeout_action REJECT: a request still queued this long is rejected ('Request timeout expired', HTTP 503), "
+        "as it could no longer meet the latency target; 0 is no timeout. The planner sets it with max_queue_size.")
 
     @model_validator(mode="after")
     def _preferred_within_max(self) -> "BatchingConfig":
@@ -52,18 +60,31 @@ class BatchingConfig(Strict):
     def with_kind(self, kind: InstanceKind) -> "BatchingConfig":
         return self.model_copy(update={"instance_kind": kind})
 
+    def with_queue_bound(self, max_queue_size: int, queue_timeout_microseconds: int = 0) -> "BatchingConfig":
+        return self.model_copy(update={"max_queue_size": max_queue_size,
+                                       "queue_timeout_microseconds": queue_timeout_microseconds})
+
+    @property
+    def latency_shape(self) -> "BatchingConfig":
+        """The config without its queue bounds: what sets latency below them (the simulator, calibrations and
+        capacities are keyed by it; the bounds only decide which requests are turned away in overload)."""
+        return self.with_queue_bound(0, 0)
+
     def describe(self) -> str:
         pref = f" pref={list(self.preferred_batch_sizes)}" if self.preferred_batch_sizes else ""
         off = "" if self.dynamic_batching else " (no dynamic batching)"
+        bound = f" queue<={self.max_queue_size}" if self.max_queue_size else ""
+        bound += f" wait<={self.queue_timeout_microseconds}us" if self.queue_timeout_microseconds else ""
         return (f"batch<={self.max_batch_size} delay={self.max_queue_delay_microseconds}us "
-                f"x{self.instance_count}{pref}{off}")
+                f"x{self.instance_count}{pref}{bound}{off}")
 
     def short(self) -> str:
         return f"{self.max_batch_size}/{self.max_queue_delay_microseconds}us/x{self.instance_count}"
 
     def sort_key(self) -> tuple:
         return (self.max_batch_size, self.max_queue_delay_microseconds, self.preferred_batch_sizes,
-                self.instance_count, self.instance_kind, self.dynamic_batching)
+                self.instance_count, self.instance_kind, self.dynamic_batching, self.max_queue_size,
+                self.queue_timeout_microseconds)
 
     def __lt__(self, other: "BatchingConfig") -> bool:
         # Ordered, so (score, config) pairs sort and min() breaks ties the same way every run.
