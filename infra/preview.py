@@ -85,6 +85,17 @@ class Recorder(pulumi.runtime.Mocks):
             outputs.setdefault("latestVersion", 1)
         if args.typ == "aws:iam/role:Role":
             outputs.setdefault("name", args.name)
+        if args.typ == "aws:ec2/vpc:Vpc":
+            outputs["arn"] = f"arn:aws:ec2:{MOCK_REGION}:{MOCK_ACCOUNT}:vpc/{rid}"
+        if args.typ == "aws:acm/certificate:Certificate":
+            # What ACM answers for DNS validation: one CNAME per name (its documented form).
+            outputs["arn"] = f"arn:aws:acm:{MOCK_REGION}:{MOCK_ACCOUNT}:certificate/{args.name}"
+            outputs["domainValidationOptions"] = [{
+                "domainName": args.inputs["domainName"], "resourceRecordType": "CNAME",
+                "resourceRecordName": f"_0123456789abcdef.{args.inputs['domainName']}.",
+                "resourceRecordValue": "_fedcba9876543210.mock.acm-validations.aws."}]
+        if args.typ == "aws:route53/record:Record":
+            outputs["fqdn"] = str(args.inputs.get("name", "")).rstrip(".")
         return [rid, outputs]
 
     def call(self, args: pulumi.runtime.MockCallArgs):

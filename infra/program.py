@@ -9,6 +9,7 @@ from gpufleet.contracts.autoscaling import HPA_SYNC_S, HPA_TOLERANCE
 from gpufleet.contracts.plan import Plan, read_plan
 from gpufleet.errors import ContractError
 from infra.cluster import Cluster
+from infra.edge import Edge
 from infra.gpu_pools import GpuNodePools
 from infra.network import Network
 from infra.observability import Observability
@@ -52,8 +53,10 @@ def build(settings: StackSettings, plan: Plan) -> dict:
     pools = GpuNodePools(name, settings, cluster, network, plan)
     storage = StorageTiers(name, settings, cluster)
     observability = Observability(name, settings, cluster, plan.autoscaling)
-    TritonService(f"{name}-{settings.model_name}", settings, cluster, storage, plan, pools, observability)
-    outputs = {"cluster_name": cluster.eks.name, "models_bucket": storage.models.bucket,
+    edge = Edge(name, settings, cluster, network)
+    triton = TritonService(f"{name}-{settings.model_name}", settings, cluster, storage, plan, pools, observability,
+                           edge)
+    outputs = {"cluster_name": cluster.eks.name, "models_bucket": storage.models.bucket, "endpoint": triton.endpoint,
                "gpu_node_groups": sorted(f"{g}/{c}" + (f"/{p}" if p else "") for g, c, p in pools.groups)}
     for key, value in outputs.items():
         pulumi.export(key, value)

@@ -50,6 +50,11 @@ class StackSettings(BaseModel):
     endpoint_public_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], alias="endpointPublicCidrs",
                                              min_length=1)
     log_retention_days: int = Field(default=30, alias="logRetentionDays")
+    # The public name of the inference endpoint and the Route 53 hosted zone it lives in: the stack issues its TLS
+    # certificate (ACM, DNS-validated in that zone) and points the name at the load balancer.
+    tls_domain: str = Field(alias="tlsDomain", max_length=253,
+                            pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+    hosted_zone_id: str = Field(alias="hostedZoneId", pattern=r"^Z[A-Z0-9]{1,31}$")
 
     @field_validator("log_retention_days")
     @classmethod

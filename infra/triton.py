@@ -2,8 +2,9 @@
 
 One Deployment per GPU pool (the plan's ``deployments``), each with its Service, HPA (autoscaling/v2 on the per-pod
 request rate that prometheus-adapter derives from Triton's ``nv_inference_request_success``, target and bounds from
-the plan) and PodDisruptionBudget. An HTTPRoute (Gateway API) splits traffic by the plan's routing weights when the
-plan routes by weight, with an optional canary Deployment taking its own share. Pods pull the model repository from
+the plan) and PodDisruptionBudget. An ALB Ingress (the AWS Load Balancer Controller, :mod:`infra.edge`) ends TLS and
+forwards to pod IPs: one target group per pool Service, weighted as the plan routes, with an optional canary
+Deployment taking its own share; each pod sits behind exactly one target group. Pods pull the model repository from
 S3 through IRSA: one service account whose role may read only this model's prefix and decrypt with the data key.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra.cluster import Cluster
+from infra.edge import Edge
 from infra.gpu_pools import GPU_LABEL, GpuNodePools
 from infra.iam import irsa_trust, role
 from infra.observability import Observability
@@ -24,6 +26,17 @@ from infra.storage import StorageTiers
 
 
 REPOSITORY_POLL_S = 30
+# A stopping pod keeps serving this long before Triton gets SIGTERM: the ALB deregisters it (DEREGISTRATION_S, with
+# the readiness change propagating meanwhile) while requests still arrive. Triton then drains in flight within its
+# exit timeout, and the grace period covers both.
+PRE_STOP_S = 20
+DEREGISTRATION_S = 15
+TRITON_EXIT_S = 50
+GRACE_S = PRE_STOP_S + TRITON_EXIT_S + 5
+# ALB forward actions take integer weights 0..999 and at most 5 target groups.
+ALB_MAX_WEIGHT = 999
+ALB_MAX_TARGET_GROUPS = 5
+WEIGHTED_ACTION = "weighted"
 # The ServiceMonitor scrapes Services with this label: each pod's pool Service, never the Service over all pods.
 SCRAPE_LABEL = "gpufleet.io/scrape"
 PORTS = [{"name": "http", "containerPort": 8000}, {"name": "grpc", "containerPort": 8001},
@@ -37,7 +50,8 @@ def quantity(value: float) -> str:
 
 class TritonService(pulumi.ComponentResource):
     def __init__(self, name: str, settings: StackSettings, cluster: Cluster, storage: StorageTiers, plan,
-                 pools: GpuNodePools, observability: Observability, opts: pulumi.ResourceOptions | None = None):
+                 pools: GpuNodePools, observability: Observability, edge: Edge,
+                 opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpufleet:triton:TritonService", name, None, opts)
         kopts = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         # Pods need GPU nodes and the device plugin that advertises nvidia.com/gpu (both in the pools component).
@@ -86,9 +100,12 @@ class TritonService(pulumi.ComponentResource):
                              "scaleDown": {"stabilizationWindowSeconds": 300,
                                            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}]}}},
                 opts=kopts)
-            k8s.policy.v1.PodDisruptionBudget(f"{pool}-pdb", metadata={"name": pool, "namespace": ns}, spec={
-                "maxUnavailable": 1, "selector": {"matchLabels": {"app": app, GPU_LABEL: d.gpu, "track": "stable"}}},
-                opts=kopts)
+            if a.min_replicas >= 2:
+                # With one replica there is nothing to keep: a PDB would either block every node drain or allow the
+                # outage anyway (a production plan keeps two per GPU type; see infra.program).
+                k8s.policy.v1.PodDisruptionBudget(f"{pool}-pdb", metadata={"name": pool, "namespace": ns}, spec={
+                    "maxUnavailable": 1,
+                    "selector": {"matchLabels": {"app": app, GPU_LABEL: d.gpu, "track": "stable"}}}, opts=kopts)
             backends.append((pool, d.routing_weight * (100 - canary)))
         if canary:
             gpu = max(plan.deployments, key=lambda d: d.routing_weight).gpu
@@ -96,18 +113,17 @@ class TritonService(pulumi.ComponentResource):
             repo = storage.models.bucket.apply(lambda b, g=gpu: f"s3://{b}/{prefix}/{g}")
             self._deployment(pool, app, ns, sa, gpu, 1, settings.canary_image, repo, "canary", on_gpus)
             self._service(pool, app, ns, {"track": "canary"}, kopts, scraped=True)
-            k8s.policy.v1.PodDisruptionBudget(f"{pool}-pdb", metadata={"name": pool, "namespace": ns}, spec={
-                "maxUnavailable": 1, "selector": {"matchLabels": {"app": app, "track": "canary"}}}, opts=kopts)
             backends.append((pool, float(canary)))
         # One Service over every replica: the "equal" routing model, and the in-cluster entry point. Not scraped:
         # its pods are scraped through their pool's Service, once.
         self._service(app, app, ns, {}, kopts, scraped=False)
-        if plan.request.routing == "weighted" or canary:
-            k8s.apiextensions.CustomResource(f"{app}-route", api_version="gateway.networking.k8s.io/v1",
-                                             kind="HTTPRoute", metadata={"name": app, "namespace": ns}, spec={
-                "parentRefs": [{"name": "inference-gateway", "namespace": ns}],
-                "rules": [{"backendRefs": [{"name": svc, "port": 8000, "weight": max(1, int(round(w * 10)))}
-                                           for svc, w in backends]}]}, opts=kopts)
+        self.ingress = self._ingress(app, ns, edge, backends if plan.request.routing == "weighted" or canary else [],
+                                     pulumi.ResourceOptions(parent=self, provider=cluster.provider,
+                                                            depends_on=[edge.controller, edge.validation]))
+        hostname = self.ingress.status.apply(
+            lambda s: ((s or {}).get("load_balancer") or {}).get("ingress", [{}])[0].get("hostname") or "pending")
+        self.dns = edge.dns_name(f"{name}-dns", hostname, pulumi.ResourceOptions(parent=self))
+        self.endpoint = f"https://{edge.domain}"
         k8s.apiextensions.CustomResource(f"{app}-monitor", api_version="monitoring.coreos.com/v1",
                                          kind="ServiceMonitor", metadata={"name": app, "namespace": ns,
                                                                           "labels": {"release": "monitoring"}}, spec={
@@ -116,6 +132,39 @@ class TritonService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider,
                                         depends_on=[observability.prometheus]))
         self.register_outputs({})
+
+    @staticmethod
+    def _ingress(app: str, ns: str, edge: Edge, backends: list[tuple[str, float]], opts) -> k8s.networking.v1.Ingress:
+        """HTTPS only (TLS 1.3/1.2 policy), IP targets, readiness as the health check. With ``backends`` (weighted
+        routing or a canary), one forward action over their Services with the plan's weights; else the Service over
+        every replica."""
+        annotations = {
+            "alb.ingress.kubernetes.io/scheme": "internet-facing",
+            "alb.ingress.kubernetes.io/target-type": "ip",
+            "alb.ingress.kubernetes.io/listen-ports": json.dumps([{"HTTPS": 443}]),
+            "alb.ingress.kubernetes.io/certificate-arn": edge.certificate_arn,
+            "alb.ingress.kubernetes.io/ssl-policy": "ELBSecurityPolicy-TLS13-1-2-2021-06",
+            "alb.ingress.kubernetes.io/healthcheck-path": "/v2/health/ready",
+            "alb.ingress.kubernetes.io/target-group-attributes":
+                f"deregistration_delay.timeout_seconds={DEREGISTRATION_S}",
+        }
+        backend = {"service": {"name": app, "port": {"number": 8000}}}
+        if backends:
+            if len(backends) > ALB_MAX_TARGET_GROUPS:
+                raise ValueError(f"{len(backends)} weighted backends; an ALB forward action takes at most "
+                                 f"{ALB_MAX_TARGET_GROUPS}")
+            total = sum(w for _, w in backends)
+            groups = [{"serviceName": svc, "servicePort": "8000",
+                       "weight": max(1, int(round(ALB_MAX_WEIGHT * w / total)))} for svc, w in backends]
+            annotations[f"alb.ingress.kubernetes.io/actions.{WEIGHTED_ACTION}"] = json.dumps(
+                {"type": "forward", "forwardConfig": {"targetGroups": groups}})
+            backend = {"service": {"name": WEIGHTED_ACTION, "port": {"name": "use-annotation"}}}
+        return k8s.networking.v1.Ingress(f"{app}-ingress", metadata={
+            "name": app, "namespace": ns, "annotations": annotations}, spec={
+            "ingressClassName": "alb",
+            "tls": [{"hosts": [edge.domain]}],
+            "rules": [{"host": edge.domain, "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": backend}]}}]}, opts=opts)
 
     @staticmethod
     def _service(name: str, app: str, ns: str, extra_selector: dict, kopts, scraped: bool) -> None:
@@ -144,7 +193,7 @@ class TritonService(pulumi.ComponentResource):
                                                "labelSelector": {"matchLabels": labels}}],
                 "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000,
                                     "seccompProfile": {"type": "RuntimeDefault"}},
-                "terminationGracePeriodSeconds": 60,
+                "terminationGracePeriodSeconds": GRACE_S,
                 "containers": [{
                     "name": "tritonserver", "image": image,
                     # Poll the repository and never exit on a model error: the bucket may still be empty (made in
@@ -152,10 +201,12 @@ class TritonService(pulumi.ComponentResource):
                     # model loads, instead of crash-looping. Polling also picks up new versions (hot reload).
                     "args": [repo.apply(lambda r: f"--model-repository={r}"), "--model-control-mode=poll",
                              f"--repository-poll-secs={REPOSITORY_POLL_S}", "--strict-readiness=true",
-                             "--exit-on-error=false", "--exit-timeout-secs=50",
+                             "--exit-on-error=false", f"--exit-timeout-secs={TRITON_EXIT_S}",
                              "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"],
                     "command": ["tritonserver"],
                     "ports": PORTS,
+                    # Keep serving while the load balancer stops sending here; Triton's SIGTERM comes after.
+                    "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_S}}},
                     "resources": {"requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"},
                                   "limits": {"memory": "8Gi", "nvidia.com/gpu": "1"}},
                     "startupProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},

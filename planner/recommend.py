@@ -352,8 +352,9 @@ def _build_plan(req, catalog: Catalog, problem, sol, traffic, reps, results, cap
                 max_rate_per_replica=round(sizing[g].max_rate, 3),
                 min_replicas=max(floor, 1), max_replicas=max(2 * reps[g], reps[g] + 1),
                 basis=spec.basis(sizing[g].max_rate) if spec.lag_aware else (
-                    "target = the planned per-replica rate, so replicas scale in proportion to traffic and keep "
-                    "the planned P99 margin; max_rate is where simulated P99 meets the target. Give a scale-up "
+                    f"target = the planned per-replica rate, at most max_rate / (1 + HPA tolerance "
+                    f"{spec.tolerance:g}) so that scale-up starts before P99 passes the target; replicas scale in "
+                    "proportion to traffic. max_rate is where simulated P99 meets the target. Give a scale-up "
                     "lag and ramp (or a `planner fit` calibration) for a target that allows for GPU node start-up.")),
             profile_origin=f"{profiles[(req.model, g)].origin.kind} ({profiles[(req.model, g)].origin.date})"))
     p50, p90, p99 = _fleet_quantiles(results, traffic, req.overhead_ms, (0.5, 0.9, 0.99))

@@ -23,7 +23,7 @@ def _listed(value) -> list:
 def _string_op(op: str, want: str, got: str) -> bool:
     if op == "StringEquals":
         return got == want
-    if op == "StringLike" or op == "ArnLike":
+    if op in ("StringLike", "ArnLike", "ArnEquals"):  # ArnEquals matches wildcards like ArnLike (IAM docs)
         return _glob(want, got)
     if op == "StringNotEquals":
         return got != want

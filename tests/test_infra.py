@@ -137,15 +137,12 @@ def test_triton_deployments_hpas_and_routing_follow_the_plan(stack):
         (metric,) = hpa["metrics"]
         assert metric["pods"]["metric"]["name"] == plan.autoscaling.metric
         assert metric["pods"]["target"]["averageValue"] == quantity(d.autoscaling.target_rate_per_replica)
-        assert k8s_named(records, "PodDisruptionBudget", name)["spec"]["maxUnavailable"] == 1
-    route = k8s_named(records, "HTTPRoute", app)["spec"]["rules"][0]["backendRefs"]
-    weights = {b["name"]: b["weight"] for b in route}
-    canary = settings.canary_weight if settings.canary_image else 0
-    for d in plan.deployments:
-        assert weights[f"{app}-{d.gpu.lower()}"] == pytest.approx(d.routing_weight * (100 - canary) * 10, abs=1)
-    assert (f"{app}-canary" in weights) is bool(canary)
-    if canary:
-        assert weights[f"{app}-canary"] / sum(weights.values()) == pytest.approx(canary / 100, abs=0.01)
+        pdbs = [m for m in manifests(records) if m["kind"] == "PodDisruptionBudget" and m["metadata"]["name"] == name]
+        if d.autoscaling.min_replicas >= 2:
+            assert pdbs[0]["spec"]["maxUnavailable"] == 1
+        else:
+            assert not pdbs  # nothing to keep with one replica (the policy pack's pdb-exists rule)
+    # The routing weights on the Ingress: test_infra_rollout (one weighted target group per pool).
 
 
 def test_model_bucket_access_is_least_privilege_through_irsa(stack):
@@ -213,9 +210,9 @@ def test_a_plan_for_another_region_or_model_is_refused(tmp_path):
 def test_render_writes_valid_manifests_and_a_summary(tmp_path, capsys):
     assert infra_main(["render", "--stack", "prod", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "policy violations: 0" in out and "CRDs not schema-checked: HTTPRoute, ServiceMonitor" in out
+    assert "policy violations: 0" in out and "CRDs not schema-checked: ServiceMonitor" in out
     docs = list(yaml.safe_load_all((tmp_path / "prod/manifests.yaml").read_text()))
-    assert {d["kind"] for d in docs} >= {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-                                         "DaemonSet", "StorageClass", "HTTPRoute", "ServiceMonitor"}
+    assert {d["kind"] for d in docs} >= {"Deployment", "Service", "HorizontalPodAutoscaler",
+                                         "DaemonSet", "StorageClass", "Ingress", "ServiceMonitor"}
     summary = (tmp_path / "prod/aws-resources.md").read_text()
     assert "Capacity reservations" in summary and "SPOT" in summary

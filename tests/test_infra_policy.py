@@ -98,10 +98,17 @@ def test_hpa_metric_is_served_by_the_adapter():
     assert run("hpa-metric-served", hpa)
 
 
-def test_pdb_exists_for_gpu_deployments():
-    assert run("pdb-exists", GPU_DEPLOYMENT, PDB) == []
-    assert run("pdb-exists", GPU_DEPLOYMENT)
-    assert run("pdb-exists", GPU_DEPLOYMENT, changed(PDB, ["metadata", "namespace"], "other"))
+def test_pdb_exists_for_gpu_deployments_that_keep_two_and_not_over_one():
+    two = changed(GPU_DEPLOYMENT, ["spec", "replicas"], 2)
+    assert run("pdb-exists", two, PDB) == []
+    assert run("pdb-exists", two)
+    assert run("pdb-exists", two, changed(PDB, ["metadata", "namespace"], "other"))
+    # One replica: a PDB either blocks every drain or lets the only pod go; none is right.
+    assert run("pdb-exists", GPU_DEPLOYMENT) == []
+    assert run("pdb-exists", GPU_DEPLOYMENT, PDB)
+    hpa = Resource("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", "hpa", {
+        "metadata": {"namespace": "inference"}, "spec": {"scaleTargetRef": {"name": "triton"}, "minReplicas": 3}})
+    assert run("pdb-exists", GPU_DEPLOYMENT, hpa)  # the HPA's floor is what the Deployment keeps
 
 
 def test_on_demand_floor_when_spot_is_used():
@@ -142,8 +149,19 @@ def test_both_stacks_pass_the_pack(stack_name):
     settings = settings_from_config(stack_file_config(stack_name), stack_name)
     records = preview(settings, load_plan(settings))
     assert check([Resource(r.type, r.name, r.inputs) for r in records]) == []
-    # ...and the pack is not vacuous on them: dropping the PDBs is caught.
-    without_pdbs = [Resource(r.type, r.name, r.inputs) for r in records
-                    if r.type != "kubernetes:policy/v1:PodDisruptionBudget"]
-    assert any(rule == "pdb-exists" for rule, _ in check(without_pdbs))
+    # ...and the pack is not vacuous on them: dropping the PDBs, or putting one over a single replica, is caught.
+    resources = [Resource(r.type, r.name, r.inputs) for r in records]
+    pdbs = [r for r in resources if r.resource_type == "kubernetes:policy/v1:PodDisruptionBudget"]
+    if pdbs:
+        assert any(rule == "pdb-exists" for rule, _ in check([r for r in resources if r not in pdbs]))
+    single = [r for r in resources if r.resource_type == "kubernetes:apps/v1:Deployment"
+              and r.props["metadata"]["name"].startswith("triton-")
+              and not any(p.props["metadata"]["name"] == r.props["metadata"]["name"] for p in pdbs)]
+    if single:
+        labels = single[0].props["spec"]["template"]["metadata"]["labels"]
+        extra = Resource("kubernetes:policy/v1:PodDisruptionBudget", "extra", {
+            "metadata": {"namespace": single[0].props["metadata"]["namespace"]},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}}})
+        assert any(rule == "pdb-exists" for rule, _ in check(resources + [extra]))
+    assert pdbs or single
 

@@ -316,3 +316,112 @@ def test_retention_periods_are_cloudwatchs_own_and_others_are_refused():
     config = {**stack_file_config("dev"), "gpufleet:logRetentionDays": "10"}
     with pytest.raises(InfraInputError, match="logRetentionDays.*10 days: CloudWatch Logs keeps one of"):
         settings_from_config(config, "dev")
+
+
+def test_the_stacks_plans_scale_up_before_p99_passes_the_target(built):
+    _, plan, _, _ = built
+    for d in plan.deployments:
+        assert (d.autoscaling.target_rate_per_replica * (1 + plan.autoscaling.tolerance)
+                <= d.autoscaling.max_rate_per_replica * (1 + 1e-6)), d.gpu
+
+
+def _ingress(records):
+    (ing,) = [m for m in manifests(records) if m["kind"] == "Ingress"]
+    return ing
+
+
+def test_traffic_enters_through_tls_and_reaches_each_pod_through_one_weighted_target_group(built):
+    settings, plan, records, graph = built
+    ing = _ingress(records)
+    ann = ing["metadata"]["annotations"]
+    assert ing["spec"]["ingressClassName"] == "alb"
+    assert json.loads(ann["alb.ingress.kubernetes.io/listen-ports"]) == [{"HTTPS": 443}]
+    assert ann["alb.ingress.kubernetes.io/certificate-arn"].startswith("arn:aws:acm:")
+    assert ann["alb.ingress.kubernetes.io/target-type"] == "ip"
+    assert ing["spec"]["rules"][0]["host"] == settings.tls_domain
+    # The controller (and its webhook) exist before the Ingress, and the certificate is validated before it is used.
+    ingress_key = _key(records, "kubernetes:networking.k8s.io/v1:Ingress", "-ingress")
+    assert graph.waits_for(ingress_key, _key(records, RELEASE, "aws-load-balancer-controller"))
+    assert graph.waits_for(ingress_key, _key(records, "aws:acm/certificateValidation:CertificateValidation", "-tls"))
+    objs = manifests(records)
+    services = {s["metadata"]["name"]: s for s in objs if s["kind"] == "Service"}
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in objs
+            if d["kind"] == "Deployment" and d["metadata"]["name"].startswith("triton-")}
+    action = ann.get("alb.ingress.kubernetes.io/actions.weighted")
+    canary = settings.canary_weight if settings.canary_image else 0
+    if plan.request.routing != "weighted" and not canary:
+        assert action is None
+        return
+    groups = json.loads(action)["forwardConfig"]["targetGroups"]
+    assert 1 <= len(groups) <= 5 and all(0 <= g["weight"] <= 999 for g in groups)
+    total = sum(g["weight"] for g in groups)
+    reached = {}
+    for g in groups:
+        selector = services[g["serviceName"]]["spec"]["selector"]
+        behind = [name for name, labels in pods.items() if _selects(selector, labels)]
+        assert len(behind) == 1, (g["serviceName"], behind)  # one Deployment per target group
+        reached[behind[0]] = g["weight"] / total
+    assert set(reached) == set(pods)  # every Deployment is reached, each through one target group
+    for d in plan.deployments:
+        want = d.routing_weight * (100 - canary) / 100
+        assert reached[f"triton-{d.model}-{d.gpu.lower()}"] == pytest.approx(want, abs=0.002)
+    if canary:
+        assert reached[f"triton-{plan.deployments[0].model}-canary"] == pytest.approx(canary / 100, abs=0.002)
+
+
+def test_the_load_balancer_controller_may_build_its_alb_and_touch_nothing_else(built):
+    settings, _, records, _ = built
+    (policy_record,) = [r for r in records if r.type == "aws:iam/rolePolicy:RolePolicy"
+                        and "lb-controller" in r.name]
+    policy = json.loads(policy_record.inputs["policy"])
+    cluster = settings.name
+    (vpc,) = [r for r in records if r.type == "aws:ec2/vpc:Vpc"]
+    vpc_arn = f"arn:aws:ec2:us-east-1:123456789012:vpc/{vpc.name}-id"
+    other_vpc = "arn:aws:ec2:us-east-1:123456789012:vpc/vpc-0other"
+    tag = "elbv2.k8s.aws/cluster"
+    lb = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/k8s-inference-triton/abc"
+    tg = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/k8s-inference-t4/abc"
+    sg = "arn:aws:ec2:us-east-1:123456789012:security-group/sg-0abc"
+    # What the controller calls to reconcile an Ingress (its ALB model builder and deployer), with the tags it sets.
+    calls = [
+        ("ec2:DescribeSubnets", "*", {}), ("ec2:DescribeSecurityGroups", "*", {}),
+        ("elasticloadbalancing:DescribeLoadBalancers", "*", {}), ("acm:DescribeCertificate", "*", {}),
+        ("ec2:CreateSecurityGroup", sg, {f"aws:RequestTag/{tag}": cluster}),
+        ("ec2:CreateTags", sg, {f"aws:RequestTag/{tag}": cluster, "ec2:CreateAction": "CreateSecurityGroup"}),
+        ("elasticloadbalancing:CreateLoadBalancer", lb, {f"aws:RequestTag/{tag}": cluster}),
+        ("elasticloadbalancing:CreateTargetGroup", tg, {f"aws:RequestTag/{tag}": cluster}),
+        ("elasticloadbalancing:AddTags", lb, {f"aws:RequestTag/{tag}": cluster}),
+        ("elasticloadbalancing:CreateListener", lb, {f"aws:ResourceTag/{tag}": cluster}),
+        ("elasticloadbalancing:ModifyRule", lb, {f"aws:ResourceTag/{tag}": cluster}),
+        ("elasticloadbalancing:RegisterTargets", tg, {f"aws:ResourceTag/{tag}": cluster}),
+        ("elasticloadbalancing:DeregisterTargets", tg, {f"aws:ResourceTag/{tag}": cluster}),
+        ("ec2:AuthorizeSecurityGroupIngress", sg, {"ec2:Vpc": vpc_arn}),
+        ("iam:CreateServiceLinkedRole", "*", {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"})]
+    for action, resource, context in calls:
+        assert allowed(policy, action, resource, context), (action, context)
+    for action, resource, context in [
+            ("elasticloadbalancing:DeleteLoadBalancer", lb, {f"aws:ResourceTag/{tag}": "another-cluster"}),
+            ("elasticloadbalancing:RegisterTargets", tg, {}),
+            ("elasticloadbalancing:CreateLoadBalancer", lb, {}),
+            ("ec2:AuthorizeSecurityGroupIngress", sg, {"ec2:Vpc": other_vpc}),
+            ("ec2:TerminateInstances", "*", {}),
+            ("iam:CreateServiceLinkedRole", "*", {"iam:AWSServiceName": "autoscaling.amazonaws.com"}),
+            ("iam:CreateRole", "*", {})]:
+        assert not allowed(policy, action, resource, context), (action, context)
+
+
+def test_a_stopping_triton_pod_drains_before_it_exits(built):
+    _, _, records, _ = built
+    from infra.triton import DEREGISTRATION_S, PRE_STOP_S, TRITON_EXIT_S
+
+    ing = _ingress(records)
+    assert f"deregistration_delay.timeout_seconds={DEREGISTRATION_S}" in \
+        ing["metadata"]["annotations"]["alb.ingress.kubernetes.io/target-group-attributes"]
+    for d in [m for m in manifests(records) if m["kind"] == "Deployment"
+              and m["metadata"]["name"].startswith("triton-")]:
+        pod = d["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+        assert pre_stop >= DEREGISTRATION_S == 15 and pre_stop == PRE_STOP_S
+        assert f"--exit-timeout-secs={TRITON_EXIT_S}" in c["args"]
+        assert pod["terminationGracePeriodSeconds"] > pre_stop + TRITON_EXIT_S

@@ -29,6 +29,10 @@ def test_plan_is_consistent_and_meets_its_target(name, request):
     for d in plan.deployments:
         assert d.replicas == sum(p.replicas for p in plan.pools if p.gpu == d.gpu)
         assert d.rate_per_replica <= d.autoscaling.max_rate_per_replica + 1e-6
+        # The HPA acts once the metric passes its target by more than its tolerance: that must happen below the
+        # rate at which P99 reaches the target.
+        assert (d.autoscaling.target_rate_per_replica * (1 + plan.autoscaling.tolerance)
+                <= d.autoscaling.max_rate_per_replica * (1 + 1e-6))
         assert d.rate_per_replica * d.replicas == pytest.approx(d.routing_weight * plan.request.qps, rel=1e-4)
     spot = sum(p.replicas for p in plan.pools if p.capacity_type == "spot")
     assert spot <= plan.request.max_spot_share * plan.replicas

@@ -74,8 +74,10 @@ class AutoscalingSpec(Strict):
         return max_rate / ((1.0 + self.tolerance) * self.growth())
 
     def sizing_rate(self, max_rate: float) -> float:
-        """The per-replica rate the fleet is sized for: the HPA target when lag-aware, else ``max_rate``."""
-        return self.hpa_target(max_rate) if self.lag_aware else max_rate
+        """The per-replica rate the fleet is sized for: the HPA target. Without a ramp it is still below
+        ``max_rate`` by the HPA's tolerance: the HPA acts only once the metric passes its target by more than the
+        tolerance, so a target at ``max_rate`` would start scaling after P99 had passed the latency target."""
+        return self.hpa_target(max_rate)
 
     def basis(self, max_rate: float) -> str:
         return (f"target = max_rate {max_rate:,.3f} / ((1 + HPA tolerance {self.tolerance:g}) x (1 + ramp "

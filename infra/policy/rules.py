@@ -122,17 +122,30 @@ def hpa_metric_is_served(args, report) -> None:
 
 
 def pdb_exists(args, report) -> None:
+    """A GPU Deployment that keeps two or more replicas has a PDB letting at most one go at a time; one that may run a
+    single replica has none (a PDB there either blocks every node drain or allows the outage anyway)."""
     pdbs = [((p.props.get("metadata") or {}).get("namespace"),
-             ((p.props.get("spec") or {}).get("selector") or {}).get("matchLabels") or {})
+             ((p.props.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}, p.props.get("spec") or {})
             for p in _of(args.resources, "kubernetes:policy/v1:PodDisruptionBudget")]
+    floors = {((h.props.get("metadata") or {}).get("namespace"),
+               ((h.props.get("spec") or {}).get("scaleTargetRef") or {}).get("name")):
+              int((h.props.get("spec") or {}).get("minReplicas") or 1)
+              for h in _of(args.resources, "kubernetes:autoscaling/v2:HorizontalPodAutoscaler")}
     for d in _of(args.resources, "kubernetes:apps/v1:Deployment"):
         pod = _pod_spec(d.props)
         if not _wants_gpu(pod):
             continue  # serving workloads are on GPUs; cluster add-ons tolerate disruption
-        ns = (d.props.get("metadata") or {}).get("namespace")
+        meta = d.props.get("metadata") or {}
+        ns = meta.get("namespace")
+        floor = floors.get((ns, meta.get("name")), int((d.props.get("spec") or {}).get("replicas") or 1))
         labels = (((d.props.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {}
-        if not any(pns == ns and sel and all(labels.get(k) == v for k, v in sel.items()) for pns, sel in pdbs):
-            report(f"{d.name}: no PodDisruptionBudget selects this Deployment's pods")
+        mine = [spec for pns, sel, spec in pdbs if pns == ns and sel and all(labels.get(k) == v
+                                                                              for k, v in sel.items())]
+        if floor >= 2 and not mine:
+            report(f"{d.name}: keeps {floor} replicas but no PodDisruptionBudget selects its pods")
+        if floor < 2 and mine:
+            report(f"{d.name}: may run one replica, and a PodDisruptionBudget over it blocks node drains or allows "
+                   "the outage")
 
 
 def on_demand_floor_with_spot(args, report) -> None:
@@ -180,7 +193,8 @@ RULES = [
          gpu_pods_have_limits_and_tolerations),
     Rule("hpa-metric-served", "Every HPA metric is served by a prometheus-adapter rule.", hpa_metric_is_served,
          stack=True),
-    Rule("pdb-exists", "Every GPU Deployment has a PodDisruptionBudget.", pdb_exists, stack=True),
+    Rule("pdb-exists", "A GPU Deployment keeping two or more replicas has a PodDisruptionBudget; one that may run a "
+                       "single replica has none.", pdb_exists, stack=True),
     Rule("on-demand-floor", "Spot GPU capacity comes with an on-demand or reserved floor.",
          on_demand_floor_with_spot, stack=True),
     Rule("node-selectors-match", "Node selectors match an existing node group's labels.",
