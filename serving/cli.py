@@ -435,6 +435,9 @@ def local_cmd(
     height: Annotated[int, typer.Option(min=32, max=8192, help="Demo detector input height (multiple of 32).")] = 640,
     width: Annotated[int, typer.Option(min=32, max=8192, help="Demo detector input width (multiple of 32).")] = 640,
     log: Annotated[Optional[Path], typer.Option(help="Keep tritonserver's log in this file (default: none kept).")] = None,
+    poll_s: Annotated[Optional[int], typer.Option("--poll-s", min=1, help="Poll the repository every N seconds and "
+                                                  "load new versions as they appear (hot reload; with --repository)."
+                                                  )] = None,
 ) -> None:
     """Run a real Triton Inference Server on loopback (CPU, ONNX Runtime) until Ctrl-C or SIGTERM."""
     from serving.local import LocalTriton, Ports
@@ -449,6 +452,8 @@ def local_cmd(
         _model_file(model_file, (".onnx",))
     if repository is not None:
         check_output_dir(repository, "model repository")
+    if poll_s is not None and repository is None:
+        raise ServingInputError("--poll-s watches a repository you publish into: give --repository")
     if log is not None:
         check_output_file(log, "Triton log")
     with tempfile.TemporaryDirectory(prefix="gpufleet-local-") as tmp:
@@ -461,8 +466,11 @@ def local_cmd(
                                      "KIND_CPU"), "1")
         repo = repository or Path(tmp) / "repository"
         write_model(repo, spec, model_file)
+        # Polling, a model error (a bad new version) must leave the served one in place, not stop the server.
+        polling = [] if poll_s is None else ["--model-control-mode=poll", f"--repository-poll-secs={poll_s}",
+                                             "--exit-on-error=false"]
         server = LocalTriton(repo, Ports(http_port, grpc_port, metrics_port), log_path=log,
-                             extra_args=["--exit-timeout-secs=10"])
+                             extra_args=["--exit-timeout-secs=10", *polling])
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
