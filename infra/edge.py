@@ -46,13 +46,16 @@ def controller_policy(cluster_name: str, vpc_arn: str) -> dict:
         {"Sid": "CreateTagged", "Effect": "Allow", "Resource": "*", "Condition": tagged_at_creation, "Action": [
             "ec2:CreateSecurityGroup", "elasticloadbalancing:CreateLoadBalancer",
             "elasticloadbalancing:CreateTargetGroup"]},
-        {"Sid": "TagOnCreate", "Effect": "Allow", "Resource": "*", "Action": ["ec2:CreateTags",
-                                                                               "elasticloadbalancing:AddTags"],
-         "Condition": {"StringEquals": {f"aws:RequestTag/{CLUSTER_TAG}": cluster_name}}},
+        # Tags in the creating call only: adding this cluster's tag to someone else's resource would make it "mine".
+        {"Sid": "TagSecurityGroupOnCreate", "Effect": "Allow", "Resource": "*", "Action": "ec2:CreateTags",
+         "Condition": {"StringEquals": {f"aws:RequestTag/{CLUSTER_TAG}": cluster_name,
+                                        "ec2:CreateAction": "CreateSecurityGroup"}}},
+        {"Sid": "TagElbOnCreate", "Effect": "Allow", "Resource": "*", "Action": "elasticloadbalancing:AddTags",
+         "Condition": {"StringEquals": {f"aws:RequestTag/{CLUSTER_TAG}": cluster_name,
+                                        "elasticloadbalancing:CreateAction": ["CreateTargetGroup",
+                                                                              "CreateLoadBalancer"]}}},
         {"Sid": "ManageOwn", "Effect": "Allow", "Resource": "*", "Condition": mine, "Action": [
-            "ec2:CreateTags", "ec2:DeleteTags", "ec2:AuthorizeSecurityGroupIngress",
-            "ec2:RevokeSecurityGroupIngress", "ec2:DeleteSecurityGroup",
-            "elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags",
+            "ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress", "ec2:DeleteSecurityGroup",
             "elasticloadbalancing:ModifyLoadBalancerAttributes", "elasticloadbalancing:SetIpAddressType",
             "elasticloadbalancing:SetSecurityGroups", "elasticloadbalancing:SetSubnets",
             "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:ModifyTargetGroup",

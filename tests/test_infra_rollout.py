@@ -390,7 +390,8 @@ def test_the_load_balancer_controller_may_build_its_alb_and_touch_nothing_else(b
         ("ec2:CreateTags", sg, {f"aws:RequestTag/{tag}": cluster, "ec2:CreateAction": "CreateSecurityGroup"}),
         ("elasticloadbalancing:CreateLoadBalancer", lb, {f"aws:RequestTag/{tag}": cluster}),
         ("elasticloadbalancing:CreateTargetGroup", tg, {f"aws:RequestTag/{tag}": cluster}),
-        ("elasticloadbalancing:AddTags", lb, {f"aws:RequestTag/{tag}": cluster}),
+        ("elasticloadbalancing:AddTags", lb, {f"aws:RequestTag/{tag}": cluster,
+                                              "elasticloadbalancing:CreateAction": "CreateLoadBalancer"}),
         ("elasticloadbalancing:CreateListener", lb, {f"aws:ResourceTag/{tag}": cluster}),
         ("elasticloadbalancing:ModifyRule", lb, {f"aws:ResourceTag/{tag}": cluster}),
         ("elasticloadbalancing:RegisterTargets", tg, {f"aws:ResourceTag/{tag}": cluster}),
@@ -404,6 +405,10 @@ def test_the_load_balancer_controller_may_build_its_alb_and_touch_nothing_else(b
             ("elasticloadbalancing:RegisterTargets", tg, {}),
             ("elasticloadbalancing:CreateLoadBalancer", lb, {}),
             ("ec2:AuthorizeSecurityGroupIngress", sg, {"ec2:Vpc": other_vpc}),
+            # Claiming another cluster's load balancer or security group by adding this cluster's tag to it.
+            ("elasticloadbalancing:AddTags", lb, {f"aws:RequestTag/{tag}": cluster,
+                                                  f"aws:ResourceTag/{tag}": "another-cluster"}),
+            ("ec2:CreateTags", sg, {f"aws:RequestTag/{tag}": cluster}),
             ("ec2:TerminateInstances", "*", {}),
             ("iam:CreateServiceLinkedRole", "*", {"iam:AWSServiceName": "autoscaling.amazonaws.com"}),
             ("iam:CreateRole", "*", {})]:
