@@ -94,6 +94,10 @@ class Recorder(pulumi.runtime.Mocks):
                 "domainName": args.inputs["domainName"], "resourceRecordType": "CNAME",
                 "resourceRecordName": f"_0123456789abcdef.{args.inputs['domainName']}.",
                 "resourceRecordValue": "_fedcba9876543210.mock.acm-validations.aws."}]
+        if args.typ == "kubernetes:networking.k8s.io/v1:Ingress":
+            # What the load balancer controller writes once the ALB exists (its DNS name's documented form).
+            outputs["status"] = {"loadBalancer": {"ingress": [
+                {"hostname": f"k8s-{args.name[:20]}-0123456789.{MOCK_REGION}.elb.amazonaws.com"}]}}
         if args.typ == "aws:route53/record:Record":
             outputs["fqdn"] = str(args.inputs.get("name", "")).rstrip(".")
         return [rid, outputs]

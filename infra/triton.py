@@ -120,8 +120,8 @@ class TritonService(pulumi.ComponentResource):
         self.ingress = self._ingress(app, ns, edge, backends if plan.request.routing == "weighted" or canary else [],
                                      pulumi.ResourceOptions(parent=self, provider=cluster.provider,
                                                             depends_on=[edge.controller, edge.validation]))
-        hostname = self.ingress.status.apply(
-            lambda s: ((s or {}).get("load_balancer") or {}).get("ingress", [{}])[0].get("hostname") or "pending")
+        # pulumi-kubernetes waits for the controller to publish the ALB's name in the Ingress status.
+        hostname = self.ingress.status.apply(lambda s: s.load_balancer.ingress[0].hostname)
         self.dns = edge.dns_name(f"{name}-dns", hostname, pulumi.ResourceOptions(parent=self))
         self.endpoint = f"https://{edge.domain}"
         k8s.apiextensions.CustomResource(f"{app}-monitor", api_version="monitoring.coreos.com/v1",

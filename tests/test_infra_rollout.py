@@ -430,3 +430,12 @@ def test_a_stopping_triton_pod_drains_before_it_exits(built):
         assert pre_stop >= DEREGISTRATION_S == 15 and pre_stop == PRE_STOP_S
         assert f"--exit-timeout-secs={TRITON_EXIT_S}" in c["args"]
         assert pod["terminationGracePeriodSeconds"] > pre_stop + TRITON_EXIT_S
+
+
+def test_the_domain_points_at_the_load_balancer_the_controller_made(built):
+    settings, _, records, _ = built
+    (cname,) = [r for r in records if r.type == "aws:route53/record:Record" and r.inputs.get("type") == "CNAME"
+                and r.inputs["name"] == settings.tls_domain]
+    assert cname.inputs["zoneId"] == settings.hosted_zone_id
+    (target,) = cname.inputs["records"]
+    assert target.endswith(".elb.amazonaws.com")
