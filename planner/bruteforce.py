@@ -19,9 +19,10 @@ def feasible(problem: Problem, counts: tuple[int, ...]) -> bool:
     total = sum(reps)
     if total < problem.min_replicas:
         return False
-    spot = sum(r for p, r in zip(pools, reps) if p.is_spot)
-    if spot > problem.max_spot_share * total + TOL:
-        return False
+    for g in problem.gpus():
+        spot = sum(r for p, r in zip(pools, reps) if p.is_spot and p.gpu == g)
+        if spot > problem.max_spot_share * sum(r for p, r in zip(pools, reps) if p.gpu == g) + TOL:
+            return False
     q = problem.qps
     per_gpu = {g: sum(r for p, r in zip(pools, reps) if p.gpu == g) for g in problem.gpus()}
     lost_pools = [i for i, p in enumerate(pools) if p.is_spot] if problem.spot_survival else []

@@ -56,7 +56,8 @@ def recommend_cmd(
     profile: Annotated[Optional[list[Path]], typer.Option(help="Latency profile JSON (repeat); overrides the embedded one for its model and GPU.")] = None,
     capacity_type: Annotated[Optional[list[str]], typer.Option(help=f"Capacity types allowed (repeat): {', '.join(ALL_CAPACITY_TYPES)}.")] = None,
     routing: Annotated[RoutingMode, typer.Option(help="Load balancing as deployed: weighted per GPU type, or equal shares.")] = RoutingMode.weighted,
-    max_spot_share: Annotated[float, typer.Option(help="Largest share of replicas on spot.")] = 0.7,
+    max_spot_share: Annotated[float, typer.Option(
+        help="Largest share of each GPU type's replicas on spot (each type on spot keeps its own floor).")] = 0.7,
     spot_survival: Annotated[bool, typer.Option(help="Require the fleet to hold after losing its largest spot pool.")] = False,
     survival_p99_ms: Annotated[Optional[float], typer.Option(help="Degraded P99 bound while a spot pool is lost; default the target.")] = None,
     horizon_months: Annotated[float, typer.Option(help="How long the fleet will run; reserved terms must pay over it.")] = 12.0,

@@ -11,6 +11,10 @@ Load balancing is modelled as ``infra/`` deploys it:
 * ``equal``: one Service over every replica, each getting ``Q / N``. Every GPU type in use must hold that
   rate: ``Q * y[g] <= cap[g] * N`` with ``y[g]`` = 1 when the type has replicas.
 
+Spot share: at most ``max_spot_share`` of each GPU type's replicas run on spot, so every type that uses spot keeps
+its own on-demand or reserved floor (a fleet-wide share would let one type run spot-only while its weighted share of
+traffic depends on it). The fleet's share is then at most the same.
+
 Spot survival: when any one spot pool is lost, what remains must still hold the traffic at ``cap_survival``
 (the per-replica rate at the degraded P99 bound) until replacements start. Under ``weighted`` routing the
 weights do not move, so the lost pool's GPU type must carry its share on its other pools; under ``equal``,
@@ -39,7 +43,7 @@ class Problem:
     capacity: dict[str, float]  # per-replica req/s at the P99 target, per GPU type
     qps: float
     routing: Routing = "weighted"
-    max_spot_share: float = 1.0
+    max_spot_share: float = 1.0  # of each GPU type's replicas
     spot_survival: bool = False
     survival_capacity: dict[str, float] | None = None  # per-replica req/s at the degraded bound
     min_replicas: int = 1
@@ -189,7 +193,9 @@ def _solve(problem: Problem, relax: bool, exclude: tuple[frozenset[str], ...], t
             add({ix_y + gi[g]: q, **{j: -problem.capacity[g] * replicas[j] for j in range(n_p)}}, upper=0.0)
     if problem.max_spot_share < 1.0:
         s = problem.max_spot_share
-        add({j: (1.0 - s if p.is_spot else -s) * replicas[j] for j, p in enumerate(pools)}, upper=0.0)
+        for g in gpus:
+            add({j: (1.0 - s if p.is_spot else -s) * replicas[j] for j, p in enumerate(pools) if p.gpu == g},
+                upper=0.0)
     add({j: replicas[j] for j in range(n_p)}, lower=float(problem.min_replicas))
     if problem.spot_survival:
         for lost, lp in enumerate(pools):

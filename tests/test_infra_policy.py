@@ -116,6 +116,11 @@ def test_on_demand_floor_when_spot_is_used():
     assert run("on-demand-floor", node_group("spot", "SPOT", 2))
     assert run("on-demand-floor", node_group("spot", "SPOT", 2), node_group("od", "ON_DEMAND", 0))
     assert run("on-demand-floor", node_group("od", "ON_DEMAND", 0)) == []  # no spot, no floor needed
+    # The floor is per GPU type: an L4 on-demand node does not keep an L40S spot-only pool's traffic served.
+    assert run("on-demand-floor", node_group("l4-od", "ON_DEMAND", 1, gpu="L4"),
+               node_group("l40s-spot", "SPOT", 2, gpu="L40S"))
+    assert run("on-demand-floor", node_group("l4-od", "ON_DEMAND", 1, gpu="L4"),
+               node_group("l40s-spot", "SPOT", 2, gpu="L40S"), node_group("l40s-od", "ON_DEMAND", 1, gpu="L40S")) == []
 
 
 def test_node_selectors_match_a_node_group():

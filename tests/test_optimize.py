@@ -73,6 +73,22 @@ def test_spot_share_cap_forces_on_demand_floor():
     assert binding_constraint(problem, sol)[0] == "max spot share"
 
 
+def test_the_spot_share_holds_for_each_gpu_type_not_only_the_fleet():
+    # Fleet-wide, one cheap on-demand A replica would "cover" a spot-only B carrying almost all traffic; losing B's
+    # spot capacity then loses B's whole weighted share. Each GPU type keeps its own on-demand floor.
+    pools = (pool("a.x", "A", "on-demand", 1.0), pool("a.x", "A", "spot", 0.3),
+             pool("b.x", "B", "on-demand", 10.0), pool("b.x", "B", "spot", 0.5))
+    problem = Problem(pools, {"A": 100.0, "B": 1000.0}, qps=1000, max_spot_share=0.5)
+    sol = solve(problem)
+    for g in ("A", "B"):
+        spot = sum(n for name, n in sol.counts.items() if name.startswith(g.lower()) and name.endswith("/spot"))
+        total = sum(n for name, n in sol.counts.items() if name.startswith(g.lower()))
+        assert spot <= 0.5 * total, (g, sol.counts)
+    assert sol.usd_per_hour == pytest.approx(brute_force(problem)[0])
+    assert sol.usd_per_hour == pytest.approx(6.5)  # five A on-demand + five A spot
+    assert all(problem.upper_bound(p) >= sol.counts[p.name] for p in pools)
+
+
 def test_survival_keeps_traffic_when_the_spot_pool_is_lost():
     pools = (pool("g.x", "T4", "on-demand", 1.0), pool("g.x", "T4", "spot", 0.3))
     problem = Problem(pools, {"T4": 100.0}, qps=1000, spot_survival=True, survival_capacity={"T4": 125.0})
@@ -117,21 +133,6 @@ def test_runner_up_buys_a_different_set_of_pools():
     second = runner_up(problem, best)
     assert second is not None and second.support() != best.support()
     assert second.usd_per_hour >= best.usd_per_hour
-
-
-def test_equal_routing_with_cheap_spot_is_not_cut_off_by_the_instance_bound():
-    """Under equal routing every type in use must hold Q/N, so a slow on-demand type (needed for the on-demand floor)
-    makes the fleet buy far more fast spot replicas than carrying Q alone needs: 7 where Q/capacity is 1. The old
-    bound (twice what carries Q, plus the floor: 3) cut that optimum off and reported 7 slow + 3 fast at $3.80/h as
-    optimal. The bound from prices contains it; the brute force, bounded on its own, agrees."""
-    pools = (pool("slow.x", "S", "on-demand", 0.5), pool("fast.x", "X", "on-demand", 5.0),
-             pool("fast.x", "X", "spot", 0.1))
-    problem = Problem(pools, {"S": 100.0, "X": 2000.0}, qps=1000, routing="equal", max_spot_share=0.7)
-    sol = solve(problem)
-    assert sol.counts == {"slow.x/on-demand": 3, "fast.x/on-demand": 0, "fast.x/spot": 7}
-    assert sol.usd_per_hour == pytest.approx(2.2)
-    assert brute_force(problem)[0] == pytest.approx(sol.usd_per_hour)
-    assert all(problem.upper_bound(p) >= sol.counts[p.name] for p in pools)
 
 
 def test_without_a_one_pool_fleet_the_first_solution_bounds_the_second_solve():

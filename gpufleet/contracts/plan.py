@@ -31,7 +31,7 @@ class PlanRequest(Strict):
     gpus: list[str]
     capacity_types: list[str]
     routing: Literal["weighted", "equal"]
-    max_spot_share: float = Field(ge=0, le=1)
+    max_spot_share: float = Field(ge=0, le=1, description="Largest share of each GPU type's replicas on spot.")
     spot_survival: bool
     survival_p99_ms: float | None
     horizon_months: float = Field(gt=0)

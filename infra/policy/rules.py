@@ -149,14 +149,18 @@ def pdb_exists(args, report) -> None:
 
 
 def on_demand_floor_with_spot(args, report) -> None:
-    groups = _of(args.resources, "aws:eks/nodeGroup:NodeGroup")
-    gpu = [g for g in groups if "gpufleet.io/gpu" in (g.props.get("labels") or {})]
-    if not any(g.props.get("capacityType") == "SPOT" for g in gpu):
-        return
-    floor = sum(int((g.props.get("scalingConfig") or {}).get("minSize") or 0)
-                for g in gpu if g.props.get("capacityType") != "SPOT")
-    if floor < 1:
-        report("spot GPU node groups exist but no on-demand or reserved GPU group keeps a minimum size >= 1")
+    """Per GPU type: weighted routing pins each type's share of traffic to that type, so losing its spot capacity
+    loses the share unless an on-demand or reserved group of the same type keeps nodes."""
+    groups = [g for g in _of(args.resources, "aws:eks/nodeGroup:NodeGroup")
+              if "gpufleet.io/gpu" in (g.props.get("labels") or {})]
+    for gpu in sorted({g.props["labels"]["gpufleet.io/gpu"] for g in groups}):
+        mine = [g for g in groups if g.props["labels"]["gpufleet.io/gpu"] == gpu]
+        if not any(g.props.get("capacityType") == "SPOT" for g in mine):
+            continue
+        floor = sum(int((g.props.get("scalingConfig") or {}).get("minSize") or 0)
+                    for g in mine if g.props.get("capacityType") != "SPOT")
+        if floor < 1:
+            report(f"{gpu}: spot node groups exist but no on-demand or reserved {gpu} group keeps a minimum size >= 1")
 
 
 def node_selectors_match_node_groups(args, report) -> None:
@@ -195,7 +199,7 @@ RULES = [
          stack=True),
     Rule("pdb-exists", "A GPU Deployment keeping two or more replicas has a PodDisruptionBudget; one that may run a "
                        "single replica has none.", pdb_exists, stack=True),
-    Rule("on-demand-floor", "Spot GPU capacity comes with an on-demand or reserved floor.",
+    Rule("on-demand-floor", "Each GPU type on spot keeps an on-demand or reserved floor of its own.",
          on_demand_floor_with_spot, stack=True),
     Rule("node-selectors-match", "Node selectors match an existing node group's labels.",
          node_selectors_match_node_groups, stack=True),
