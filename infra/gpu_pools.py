@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -37,8 +38,41 @@ DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
 AUTOSCALER_IMAGE = "registry.k8s.io/autoscaling/cluster-autoscaler:v1.33.0"
 
 
+# EC2 Instance Savings Plans, the commitment that prices a reserved pool as the catalog does (its reserved figures are
+# no-upfront estimates); terms in seconds as DescribeSavingsPlansOfferings states them.
+SAVINGS_PLAN_TERM_S = {"reserved-1yr": 31_536_000, "reserved-3yr": 94_608_000}
+SAVINGS_PLAN_PAYMENT = "No Upfront"
+
+
 def capacity_group(capacity_type: str) -> str:
     return "reserved" if capacity_type.startswith("reserved") else capacity_type
+
+
+@dataclass(frozen=True)
+class Commitment:
+    """An EC2 Instance Savings Plan that gives a plan's reserved pools the price the planner assumed: one per
+    instance family and term, committing the pools' $/h at the reserved rate. Without it the stack's capacity
+    reservations bill at the on-demand rate."""
+
+    instance_family: str
+    term: str
+    region: str
+    usd_per_hour: float
+
+    def offering_query(self) -> dict:
+        """DescribeSavingsPlansOfferings parameters that find this plan's offering."""
+        return {"productType": "EC2", "planTypes": ["EC2Instance"], "paymentOptions": [SAVINGS_PLAN_PAYMENT],
+                "durations": [SAVINGS_PLAN_TERM_S[self.term]], "currencies": ["USD"],
+                "filters": [{"name": "region", "values": [self.region]},
+                            {"name": "instanceFamily", "values": [self.instance_family]}]}
+
+
+def commitments(plan: Plan, region: str) -> list[Commitment]:
+    usd: dict[tuple[str, str], float] = defaultdict(float)
+    for p in plan.pools:
+        if p.count > 0 and p.capacity_type in SAVINGS_PLAN_TERM_S:
+            usd[(p.instance_type.split(".")[0], p.capacity_type)] += p.usd_per_hour
+    return [Commitment(family, term, region, round(v, 3)) for (family, term), v in sorted(usd.items())]
 
 
 class GpuNodePools(pulumi.ComponentResource):
@@ -100,15 +134,17 @@ class GpuNodePools(pulumi.ComponentResource):
                         az = settings.availability_zones[0]
                         # One reservation per type and term: a plan may hold 1-yr and 3-yr of one type.
                         pool = f"{p.instance_type}-{p.capacity_type}"
+                        # Open: the group's instances run in it while it has room, and the extra nodes EKS
+                        # launches for a rolling update start as plain on-demand instead of being refused.
                         cr = aws.ec2.CapacityReservation(
                             f"{name}-{pool}-reservation", instance_type=p.instance_type,
                             instance_platform="Linux/UNIX", availability_zone=az, instance_count=p.count,
-                            instance_match_criteria="targeted", end_date_type="unlimited",
+                            instance_match_criteria="open", end_date_type="unlimited",
                             tags={"gpufleet:term": p.capacity_type}, opts=child)
                         self.reservations.append(cr)
                         lt = launch_template(f"{name}-{pool}", 200, child,
                                              capacity_reservation_specification={
-                                                 "capacity_reservation_target": {"capacity_reservation_id": cr.id}})
+                                                 "capacity_reservation_preference": "open"})
                         # A reservation lives in one AZ, so its node group does too.
                         self.groups[(gpu, cap, pool)] = group(gpu, cap, [p.instance_type], p.count, p.count,
                                                               [network.private_subnets[0].id], lt,
@@ -128,9 +164,30 @@ class GpuNodePools(pulumi.ComponentResource):
                 lt = launch_template(f"{name}-{gpu.lower()}-{cap}", 200, child)
                 self.groups[(gpu, cap, "")] = group(gpu, cap, types, size, size + extra, subnets, lt)
 
+        self.commitments = commitments(plan, settings.region)
+        if settings.purchase_commitments:
+            self._savings_plans(name)
+        elif self.commitments:
+            pulumi.log.warn("the plan prices its reserved pools under Savings Plans this stack does not buy (set "
+                            "gpufleet:purchaseCommitments, or buy them): " + "; ".join(
+                                f"{c.instance_family} {c.term} ${c.usd_per_hour:g}/h" for c in self.commitments))
         self._device_plugin(name, cluster)
         self._cluster_autoscaler(name, settings, cluster)
         self.register_outputs({})
+
+    def _savings_plans(self, name: str) -> None:
+        """Buy each commitment. A Savings Plan cannot be cancelled once active, so Pulumi never deletes one: it is
+        protected and retained if the stack goes."""
+        for c in self.commitments:
+            q = c.offering_query()
+            offering = aws.savingsplans.get_offerings_output(
+                product_type=q["productType"], plan_types=q["planTypes"], payment_options=q["paymentOptions"],
+                durations=q["durations"], currencies=q["currencies"], filters=q["filters"],
+                opts=pulumi.InvokeOptions(parent=self))
+            aws.savingsplans.SavingsPlan(
+                f"{name}-{c.instance_family}-{c.term}", commitment=f"{c.usd_per_hour:.3f}",
+                savings_plan_offering_id=offering.offerings.apply(lambda found: found[0].offering_id),
+                opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True))
 
     def _device_plugin(self, name: str, cluster: Cluster) -> None:
         """The NVIDIA device plugin DaemonSet, on GPU nodes only."""

@@ -103,6 +103,9 @@ class Recorder(pulumi.runtime.Mocks):
         return [rid, outputs]
 
     def call(self, args: pulumi.runtime.MockCallArgs):
+        if args.token == "aws:savingsplans/getOfferings:getOfferings":
+            return {"offerings": [{"offeringId": "00000000-0000-0000-0000-000000000000",
+                                   "planType": (args.args.get("planTypes") or [""])[0]}]}
         return {}
 
 

@@ -10,7 +10,7 @@ from gpufleet.contracts.plan import Plan, read_plan
 from gpufleet.errors import ContractError
 from infra.cluster import Cluster
 from infra.edge import Edge
-from infra.gpu_pools import GpuNodePools
+from infra.gpu_pools import SAVINGS_PLAN_PAYMENT, GpuNodePools
 from infra.network import Network
 from infra.observability import Observability
 from infra.settings import ROOT, InfraInputError, StackSettings
@@ -57,7 +57,10 @@ def build(settings: StackSettings, plan: Plan) -> dict:
     triton = TritonService(f"{name}-{settings.model_name}", settings, cluster, storage, plan, pools, observability,
                            edge)
     outputs = {"cluster_name": cluster.eks.name, "models_bucket": storage.models.bucket, "endpoint": triton.endpoint,
-               "gpu_node_groups": sorted(f"{g}/{c}" + (f"/{p}" if p else "") for g, c, p in pools.groups)}
+               "gpu_node_groups": sorted(f"{g}/{c}" + (f"/{p}" if p else "") for g, c, p in pools.groups),
+               "commitments": [{"savings_plan": "EC2Instance", "instance_family": c.instance_family, "term": c.term,
+                                "payment": SAVINGS_PLAN_PAYMENT, "region": c.region, "usd_per_hour": c.usd_per_hour}
+                               for c in pools.commitments]}
     for key, value in outputs.items():
         pulumi.export(key, value)
     return outputs

@@ -55,6 +55,9 @@ class StackSettings(BaseModel):
     tls_domain: str = Field(alias="tlsDomain", max_length=253,
                             pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
     hosted_zone_id: str = Field(alias="hostedZoneId", pattern=r"^Z[A-Z0-9]{1,31}$")
+    # Buy the Savings Plans that price the plan's reserved pools (1 or 3 years, irrevocable). Off, the stack only
+    # warns and exports them as `commitments`, and its capacity reservations bill at the on-demand rate until bought.
+    purchase_commitments: bool = Field(default=False, alias="purchaseCommitments")
 
     @field_validator("log_retention_days")
     @classmethod

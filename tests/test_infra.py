@@ -86,18 +86,18 @@ def test_gpu_node_groups_are_the_plans_pools(stack):
         assert sum(g.inputs["scalingConfig"]["maxSize"] for g in mine) >= d.autoscaling.max_replicas
 
 
-def test_reserved_pools_are_targeted_capacity_reservations(stack):
+def test_reserved_pools_are_open_capacity_reservations_sized_to_the_plan(stack):
     settings, plan, records = stack
     reserved = [p for p in plan.pools if p.capacity_type.startswith("reserved")]
     crs = of(records, "aws:ec2/capacityReservation:CapacityReservation")
     assert sorted((c.inputs["instanceType"], c.inputs["instanceCount"]) for c in crs) == \
         sorted((p.instance_type, p.count) for p in reserved)
     for c in crs:
-        assert c.inputs["instanceMatchCriteria"] == "targeted"
+        assert c.inputs["instanceMatchCriteria"] == "open"
+        assert c.inputs["availabilityZone"] == settings.availability_zones[0]
         (lt,) = [r for r in of(records, "aws:ec2/launchTemplate:LaunchTemplate")
                  if r.name == c.name.removesuffix("-reservation")]
-        assert lt.inputs["capacityReservationSpecification"]["capacityReservationTarget"][
-            "capacityReservationId"] == f"{c.name}-id"
+        assert lt.inputs["capacityReservationSpecification"] == {"capacityReservationPreference": "open"}
 
 
 def test_storage_tiers(stack):

@@ -439,3 +439,61 @@ def test_the_domain_points_at_the_load_balancer_the_controller_made(built):
     assert cname.inputs["zoneId"] == settings.hosted_zone_id
     (target,) = cname.inputs["records"]
     assert target.endswith(".elb.amazonaws.com")
+
+
+def test_a_reserved_group_can_roll_its_nodes(built):
+    # EKS updates a managed node group by launching the new nodes first: it raises the group's size by the larger of
+    # twice its AZ count and maxUnavailable, then drains the old ones (EKS User Guide, "Managed node update
+    # behavior"). Those launches must not be refused for want of room in the group's capacity reservation.
+    _, _, records, _ = built
+    reservations = of(records, "aws:ec2/capacityReservation:CapacityReservation")
+    templates = {f"{r.name}-id": r for r in of(records, "aws:ec2/launchTemplate:LaunchTemplate")}
+    reserved_groups = [g for g in of(records, NODEGROUP) if g.inputs["labels"].get("gpufleet.io/capacity") == "reserved"]
+    assert reserved_groups and reservations
+    for g in reserved_groups:
+        surge = max(2 * len(g.inputs["subnetIds"]), g.inputs["updateConfig"]["maxUnavailable"])
+        spec = templates[g.inputs["launchTemplate"]["id"]].inputs.get("capacityReservationSpecification") or {}
+        (cr,) = [r for r in reservations if r.inputs["instanceType"] == g.inputs["instanceTypes"][0]
+                 and r.inputs["tags"]["gpufleet:term"] in g.name]
+        if "capacityReservationTarget" in spec:
+            assert cr.inputs["instanceCount"] >= g.inputs["scalingConfig"]["maxSize"] + surge, g.name
+        else:
+            # Launched into the open reservation while it has room, as plain on-demand beyond it.
+            assert spec.get("capacityReservationPreference") == "open", g.name
+            assert cr.inputs["instanceMatchCriteria"] == "open", g.name
+
+
+def _outside_enums(value, shape, where="") -> list[str]:
+    """Values the service model's enums do not list, anywhere in ``value``."""
+    if shape.type_name == "structure":
+        return [bad for k, v in value.items() for bad in _outside_enums(v, shape.members[k], f"{where}.{k}")]
+    if shape.type_name == "list":
+        return [bad for v in value for bad in _outside_enums(v, shape.member, where)]
+    enum = getattr(shape, "enum", None)
+    return [f"{where}={value!r}"] if enum and value not in enum else []
+
+
+def test_the_reserved_price_the_plan_assumed_is_a_commitment_the_stack_names_and_buys_only_when_told(tmp_path):
+    # A capacity reservation is billed at the on-demand rate, used or not; the plan's reserved price holds only
+    # under a Savings Plan (or regional RI) covering those instances. The stack states that commitment, and buys it
+    # (an irrevocable 1- or 3-year purchase) only with gpufleet:purchaseCommitments.
+    import botocore.session
+    from botocore.validate import validate_parameters
+
+    from infra.gpu_pools import commitments
+
+    settings = settings_from_config(stack_file_config("prod"), "prod")
+    plan = load_plan(settings)
+    reserved = [p for p in plan.pools if p.capacity_type.startswith("reserved") and p.count > 0]
+    found = commitments(plan, settings.region)
+    assert sum(c.usd_per_hour for c in found) == pytest.approx(sum(p.usd_per_hour for p in reserved), abs=1e-3)
+    model = botocore.session.get_session().get_service_model("savingsplans")
+    query_shape = model.operation_model("DescribeSavingsPlansOfferings").input_shape
+    for c in found:
+        validate_parameters(c.offering_query(), query_shape)  # raises on a name or type AWS does not take
+        assert _outside_enums(c.offering_query(), query_shape) == []  # botocore's validator leaves enums unchecked
+    assert not of(preview(settings, plan), "aws:savingsplans/savingsPlan:SavingsPlan")
+    buying = settings.model_copy(update={"purchase_commitments": True})
+    plans = of(preview(buying, plan), "aws:savingsplans/savingsPlan:SavingsPlan")
+    assert sorted(float(p.inputs["commitment"]) for p in plans) == pytest.approx(
+        sorted(c.usd_per_hour for c in found), abs=1e-3)
