@@ -88,7 +88,10 @@ class Cluster(pulumi.ComponentResource):
         ebs_role = role(f"{name}-ebs-csi", irsa_trust(self.oidc, "kube-system", "ebs-csi-controller-sa"),
                         ["service-role/AmazonEBSCSIDriverPolicy"], child)
         after_nodes = pulumi.ResourceOptions(parent=self, depends_on=[self.system_nodes])
-        addons = [aws.eks.Addon(f"{name}-{addon}", cluster_name=self.eks.name, addon_name=addon, opts=after_nodes)
+        # The VPC CNI enforces NetworkPolicies only with its network policy agent on; off, EKS ignores them.
+        addons = [aws.eks.Addon(f"{name}-{addon}", cluster_name=self.eks.name, addon_name=addon, opts=after_nodes,
+                                **({"configuration_values": json.dumps({"enableNetworkPolicy": "true"})}
+                                   if addon == "vpc-cni" else {}))
                   for addon in ("vpc-cni", "coredns", "kube-proxy")]
         addons.append(aws.eks.Addon(f"{name}-ebs-csi", cluster_name=self.eks.name, addon_name="aws-ebs-csi-driver",
                                     service_account_role_arn=ebs_role.arn, opts=after_nodes))

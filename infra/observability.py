@@ -73,7 +73,10 @@ class Observability(pulumi.ComponentResource):
                                     "storageSpec": {"volumeClaimTemplate": {"spec": {
                                         "storageClassName": GP3_CLASS, "accessModes": ["ReadWriteOnce"],
                                         "resources": {"requests": {"storage": "50Gi"}}}}}}},
-                                "grafana": {"sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard",
+                                # Empty: the Grafana chart generates the admin password and keeps it across
+                                # upgrades, instead of the chart's published "prom-operator".
+                                "grafana": {"adminPassword": "",
+                                            "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard",
                                                                        "searchNamespace": "ALL"}}}},
                             opts=after_cluster)
         # Charts below render monitoring.coreos.com objects, whose CRDs come with kube-prometheus-stack.

@@ -19,7 +19,7 @@ from infra.cluster import Cluster
 from infra.edge import Edge
 from infra.gpu_pools import GPU_LABEL, GpuNodePools
 from infra.iam import irsa_trust, role
-from infra.observability import Observability
+from infra.observability import NAMESPACE as MONITORING_NAMESPACE, Observability
 from infra.settings import StackSettings
 from infra.storage import StorageTiers
 
@@ -39,6 +39,8 @@ ALB_MAX_TARGET_GROUPS = 5
 WEIGHTED_ACTION = "weighted"
 # The ServiceMonitor scrapes Services with this label: each pod's pool Service, never the Service over all pods.
 SCRAPE_LABEL = "gpufleet.io/scrape"
+# Kubernetes labels every namespace with its own name (NamespaceDefaultLabelName).
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 PORTS = [{"name": "http", "containerPort": 8000}, {"name": "grpc", "containerPort": 8001},
          {"name": "metrics", "containerPort": 8002}]
 
@@ -61,6 +63,7 @@ class TritonService(pulumi.ComponentResource):
         prefix = f"{settings.environment}/{model}"
         k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": ns, "labels": {
             "pod-security.kubernetes.io/enforce": "baseline"}}, opts=kopts)
+        self._network_policies(name, app, ns, settings.vpc_cidr, kopts)
 
         sa = f"{app}-reader"
         reader = role(f"{name}-s3-reader", irsa_trust(cluster.oidc, ns, sa), [], pulumi.ResourceOptions(parent=self))
@@ -132,6 +135,28 @@ class TritonService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider,
                                         depends_on=[observability.prometheus]))
         self.register_outputs({})
+
+    @staticmethod
+    def _network_policies(name: str, app: str, ns: str, vpc_cidr: str, kopts) -> None:
+        """Nothing in the namespace talks or is talked to unless allowed: inference from inside the VPC (the load
+        balancer's addresses and in-cluster clients), metrics to Prometheus only; out, DNS and HTTPS (S3 for the
+        repository, STS for IRSA, KMS)."""
+        port = {p["name"]: p["containerPort"] for p in PORTS}
+        k8s.networking.v1.NetworkPolicy(f"{name}-default-deny", metadata={"name": "default-deny", "namespace": ns},
+                                        spec={"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}, opts=kopts)
+        k8s.networking.v1.NetworkPolicy(f"{name}-triton-traffic", metadata={"name": app, "namespace": ns}, spec={
+            "podSelector": {"matchLabels": {"app": app}}, "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {"from": [{"ipBlock": {"cidr": vpc_cidr}}],
+                 "ports": [{"protocol": "TCP", "port": port["http"]}, {"protocol": "TCP", "port": port["grpc"]}]},
+                {"from": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: MONITORING_NAMESPACE}}}],
+                 "ports": [{"protocol": "TCP", "port": port["metrics"]}]}],
+            "egress": [
+                {"to": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "kube-system"}},
+                         "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                 "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+                {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"protocol": "TCP", "port": 443}]}]},
+            opts=kopts)
 
     @staticmethod
     def _ingress(app: str, ns: str, edge: Edge, backends: list[tuple[str, float]], opts) -> k8s.networking.v1.Ingress:

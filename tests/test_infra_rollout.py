@@ -497,3 +497,67 @@ def test_the_reserved_price_the_plan_assumed_is_a_commitment_the_stack_names_and
     plans = of(preview(buying, plan), "aws:savingsplans/savingsPlan:SavingsPlan")
     assert sorted(float(p.inputs["commitment"]) for p in plans) == pytest.approx(
         sorted(c.usd_per_hour for c in found), abs=1e-3)
+
+
+def test_grafana_does_not_keep_the_charts_published_admin_password(built):
+    # kube-prometheus-stack sets grafana.adminPassword to "prom-operator" in its values.yaml, a password anyone can
+    # look up. Left empty, the Grafana chart generates a 40-character one and keeps it across upgrades (its
+    # "grafana.password" helper looks the existing Secret up), which `pulumi up` allows: a Release runs Helm itself.
+    from infra.preview import releases
+
+    _, _, records, _ = built
+    (stack,) = [r for r in releases(records) if r["chart"] == "kube-prometheus-stack"]
+    grafana = stack["values"].get("grafana") or {}
+    assert grafana.get("adminPassword", "prom-operator") == "" or (grafana.get("admin") or {}).get("existingSecret")
+
+
+def test_only_the_traffic_the_stack_needs_reaches_triton_or_leaves_it(built):
+    import ipaddress
+    from functools import partial
+
+    from .netpol_eval import Endpoint, connection_allowed
+
+    settings, _, records, _ = built
+    # EKS enforces NetworkPolicies only with the VPC CNI's network policy agent on; otherwise it ignores them.
+    (cni,) = [r for r in of(records, "aws:eks/addon:Addon") if r.inputs["addonName"] == "vpc-cni"]
+    assert json.loads(cni.inputs.get("configurationValues") or "{}").get("enableNetworkPolicy") == "true"
+    objs = manifests(records)
+    policies = [m for m in objs if m["kind"] == "NetworkPolicy"]
+    allowed = partial(connection_allowed, policies)
+    vpc = list(ipaddress.ip_network(settings.vpc_cidr).subnets(new_prefix=20))
+
+    def pod(ns, labels, block, ports=None):
+        return Endpoint(str(vpc[block][100]), ns, {"kubernetes.io/metadata.name": ns}, labels, ports or {})
+
+    for dep in [m for m in objs if m["kind"] == "Deployment" and m["metadata"]["namespace"] == settings.namespace]:
+        spec = dep["spec"]["template"]
+        ports = {p["name"]: p["containerPort"] for c in spec["spec"]["containers"] for p in c.get("ports") or []}
+        triton = pod(settings.namespace, spec["metadata"]["labels"], len(settings.availability_zones), ports)
+        alb = Endpoint(str(vpc[0][20]))  # the load balancer's address in a public subnet
+        prometheus = pod("monitoring", {"app.kubernetes.io/name": "prometheus"}, len(settings.availability_zones))
+        stranger = pod("default", {"app": "anything"}, len(settings.availability_zones))
+        kube_dns = pod("kube-system", {"k8s-app": "kube-dns"}, len(settings.availability_zones))
+        internet, s3 = Endpoint("203.0.113.7"), Endpoint("52.216.8.1")
+        name = dep["metadata"]["name"]
+        assert allowed(alb, triton, ports["http"]), name  # requests and the load balancer's health checks
+        assert allowed(prometheus, triton, ports["metrics"]), name
+        assert not allowed(stranger, triton, ports["metrics"]), name
+        assert not allowed(internet, triton, ports["http"]), name  # only through the load balancer
+        assert allowed(triton, s3, 443) and allowed(triton, kube_dns, 53, "UDP"), name  # the repository, IRSA, DNS
+        assert not allowed(triton, internet, 80) and not allowed(triton, stranger, 8080), name
+        assert not allowed(stranger, triton, 22), name
+
+
+def test_the_network_policy_evaluator_can_say_no():
+    from .netpol_eval import Endpoint, connection_allowed
+
+    a = Endpoint("10.0.0.5", "ns", {"kubernetes.io/metadata.name": "ns"}, {"app": "a"}, {"http": 80})
+    b = Endpoint("10.0.0.6", "ns", {"kubernetes.io/metadata.name": "ns"}, {"app": "b"})
+    deny = {"metadata": {"namespace": "ns"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
+    allow_b = {"metadata": {"namespace": "ns"}, "spec": {"podSelector": {"matchLabels": {"app": "a"}},
+               "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}], "ports": [{"port": "http"}]}]}}
+    assert connection_allowed([], b, a, 80)
+    assert not connection_allowed([deny], b, a, 80)
+    assert connection_allowed([deny, allow_b], b, a, 80)
+    assert not connection_allowed([deny, allow_b], b, a, 81)
+    assert not connection_allowed([deny, allow_b], Endpoint("10.0.0.7"), a, 80)
