@@ -4,7 +4,7 @@ from __future__ import annotations
 import warnings
 
 # The release manifests are validated against: an EKS-supported one, and no older than any stack's cluster.
-K8S_VERSION = "1.33.0"
+K8S_VERSION = "1.35.0"
 
 
 def validate_manifest(manifest: dict) -> str | None:

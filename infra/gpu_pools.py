@@ -22,6 +22,7 @@ from infra.cluster import Cluster, launch_template, nodegroup_name
 from infra.iam import irsa_trust, role
 from infra.network import Network
 from infra.settings import StackSettings
+from infra.versions import calendar
 from gpufleet.contracts.plan import Plan
 
 GPU_LABEL = "gpufleet.io/gpu"
@@ -35,7 +36,6 @@ GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}
 # The EKS-optimized AL2023 AMI with NVIDIA drivers, per CPU architecture (EKS AMI types).
 NVIDIA_AMI = {"x86_64": "AL2023_x86_64_NVIDIA", "arm64": "AL2023_ARM_64_NVIDIA"}
 DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
-AUTOSCALER_IMAGE = "registry.k8s.io/autoscaling/cluster-autoscaler:v1.33.0"
 
 
 # EC2 Instance Savings Plans, the commitment that prices a reserved pool as the catalog does (its reserved figures are
@@ -269,7 +269,9 @@ class GpuNodePools(pulumi.ComponentResource):
                 "nodeSelector": {"gpufleet.io/pool": "system"},
                 "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [{
-                    "name": "cluster-autoscaler", "image": AUTOSCALER_IMAGE,
+                    # Its minor matches the cluster's (the autoscaler's compatibility rule).
+                    "name": "cluster-autoscaler",
+                    "image": calendar()[settings.kubernetes_version].cluster_autoscaler_image,
                     "command": ["./cluster-autoscaler", "--cloud-provider=aws", "--expander=priority",
                                 "--balance-similar-node-groups", "--skip-nodes-with-system-pods=false",
                                 f"--max-node-provision-time={MAX_NODE_PROVISION_TIME}",

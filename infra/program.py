@@ -1,6 +1,7 @@
 """The stack: settings + plan → network, cluster, GPU pools, storage, Triton services, observability."""
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pulumi
@@ -15,6 +16,7 @@ from infra.network import Network
 from infra.observability import Observability
 from infra.settings import ROOT, InfraInputError, StackSettings
 from infra.storage import StorageTiers
+from infra.versions import require_standard_support
 from infra.triton import TritonService
 
 
@@ -37,6 +39,8 @@ def load_plan(settings: StackSettings, project_dir: Path = ROOT) -> Plan:
     models = {d.model for d in plan.deployments}
     if len(models) != 1:
         raise InfraInputError(f"gpufleet:planPath: {path.name} plans models {sorted(models)}; a stack serves one")
+    # Priced on the catalog's date, the stack runs a version EKS supports at its standard rate on that date.
+    require_standard_support(settings, dt.date.fromisoformat(plan.request.catalog_as_of))
     if settings.model_name is not None and models != {settings.model_name}:
         raise InfraInputError(f"gpufleet:planPath: {path.name} plans model(s) {sorted(models)}, the stack serves "
                               f"{settings.model_name!r}")

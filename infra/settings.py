@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gpufleet.contracts.stack import PROJECT_ROOT
 from gpufleet.contracts.stack import stack_file_config as read_stack_file
 from gpufleet.errors import InputError
+from infra.versions import calendar
 
 ROOT = PROJECT_ROOT
 # The retention periods CloudWatch Logs accepts (PutRetentionPolicy; AWS::Logs::LogGroup RetentionInDays). A test
@@ -59,6 +60,18 @@ class StackSettings(BaseModel):
     # warns and exports them as `commitments`, and its capacity reservations bill at the on-demand rate until bought.
     purchase_commitments: bool = Field(default=False, alias="purchaseCommitments")
 
+    # Run a version past EKS standard support (billed at the extended rate) instead of refusing it.
+    allow_extended_support: bool = Field(default=False, alias="allowExtendedSupport")
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _known_version(cls, v: str) -> str:
+        known = calendar()
+        if v not in known:
+            raise ValueError(f"{v} is not in infra/data/eks_versions.json (dated EKS support calendar: "
+                             f"{', '.join(known)})")
+        return v
+
     @field_validator("log_retention_days")
     @classmethod
     def _retention(cls, v: int) -> int:
@@ -77,7 +90,7 @@ def parse_settings(values: dict, origin: str) -> StackSettings:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise InfraInputError(f"{origin}: gpufleet:{where}: {err['msg']}") from None
+        raise InfraInputError(f"{origin}: gpufleet:{where}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
 def stack_file_config(stack: str, project_dir: Path = ROOT) -> dict[str, str]:

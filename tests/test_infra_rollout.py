@@ -561,3 +561,37 @@ def test_the_network_policy_evaluator_can_say_no():
     assert connection_allowed([deny, allow_b], b, a, 80)
     assert not connection_allowed([deny, allow_b], b, a, 81)
     assert not connection_allowed([deny, allow_b], Endpoint("10.0.0.7"), a, 80)
+
+
+def test_each_stack_runs_a_kubernetes_version_in_eks_standard_support_when_its_plan_was_priced(built):
+    # Past standard support EKS bills extended support per cluster hour (6x the standard fee) and later upgrades the
+    # cluster itself; the stack's prices come from its plan's catalog date.
+    import datetime as dt
+
+    from infra.versions import support_on
+
+    settings, plan, records, _ = built
+    day = dt.date.fromisoformat(plan.request.catalog_as_of)
+    assert support_on(settings.kubernetes_version, day) == "standard"
+    # The Cluster Autoscaler's minor matches the cluster's.
+    (ca,) = [m for m in manifests(records) if m["kind"] == "Deployment" and m["metadata"]["name"] == "cluster-autoscaler"]
+    assert ca["spec"]["template"]["spec"]["containers"][0]["image"].rsplit(":v", 1)[1].startswith(
+        settings.kubernetes_version + ".")
+
+
+def test_a_version_past_standard_support_is_refused_in_one_line_unless_allowed():
+    import datetime as dt
+
+    from infra.settings import InfraInputError
+    from infra.versions import require_standard_support, support_on
+
+    assert support_on("1.33", dt.date(2026, 7, 29)) == "standard"
+    assert support_on("1.33", dt.date(2026, 7, 30)) == "extended"
+    assert support_on("1.33", dt.date(2027, 7, 30)) == "ended"
+    settings = settings_from_config({**stack_file_config("dev"), "gpufleet:kubernetesVersion": "1.33"}, "dev")
+    with pytest.raises(InfraInputError, match=r"kubernetesVersion: 1\.33 left EKS standard support on 2026-07-29"):
+        require_standard_support(settings, dt.date(2026, 11, 21))
+    allowed = settings.model_copy(update={"allow_extended_support": True})
+    require_standard_support(allowed, dt.date(2026, 11, 21))
+    with pytest.raises(InfraInputError, match="kubernetesVersion: 1.29 is not in"):
+        settings_from_config({**stack_file_config("dev"), "gpufleet:kubernetesVersion": "1.29"}, "dev")
