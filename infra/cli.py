@@ -52,6 +52,7 @@ def render_cmd(
     policy violations."""
     import yaml
 
+    from infra.cfn import check_aws_inputs
     from infra.policy.rules import Resource, check
     from infra.preview import manifests, preview, releases
     from infra.program import load_plan
@@ -71,17 +72,21 @@ def render_cmd(
     (folder / "helm-releases.yaml").write_text(yaml.safe_dump_all(releases(records), sort_keys=False))
     (folder / "aws-resources.md").write_text(_summary(records, stack))
     violations = check([Resource(r.type, r.name, r.inputs) for r in records])
+    aws_problems, aws_unchecked = check_aws_inputs(records, settings.region)
     crds = sorted({m["kind"] for m, v in verdicts if v == "crd"})
     invalid = [(m, v) for m, v in verdicts if v not in (None, "crd")]
     print(f"{stack}: {len(records)} resources; {len(objs)} Kubernetes objects, "
           f"{len(objs) - len(invalid) - sum(1 for _, v in verdicts if v == 'crd')} valid against {K8S_VERSION} "
-          f"(strict), CRDs not schema-checked: {', '.join(crds) or 'none'}; policy violations: {len(violations)}; "
-          f"wrote {folder}")
+          f"(strict), CRDs not schema-checked: {', '.join(crds) or 'none'}; AWS inputs against CloudFormation's "
+          f"schemas: {len(aws_problems)} problems ({len(aws_unchecked)} types without a counterpart); "
+          f"policy violations: {len(violations)}; wrote {folder}")
     for m, v in invalid:
         print(f"  {m['kind']} {m.get('metadata', {}).get('name')}: {v}", file=sys.stderr)
+    for problem in aws_problems:
+        print(f"  aws {problem}", file=sys.stderr)
     for rule, message in violations:
         print(f"  policy {rule}: {message}", file=sys.stderr)
-    if invalid or violations:
+    if invalid or violations or aws_problems:
         raise typer.Exit(1)
 
 

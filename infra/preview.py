@@ -7,6 +7,7 @@ came back as floats made integers again) for YAML and ``kubernetes-validate``.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import pulumi
@@ -25,6 +26,20 @@ class Recorded:
     type: str
     name: str
     inputs: dict
+    id: str = ""
+
+
+# The forms EC2 gives its ids (a prefix and 17 hex digits), so that checks of an id's format see real-looking ones.
+EC2_ID_PREFIX = {"vpc": "vpc", "subnet": "subnet", "routeTable": "rtb", "internetGateway": "igw",
+                 "natGateway": "nat", "eip": "eipalloc", "launchTemplate": "lt", "capacityReservation": "cr",
+                 "securityGroup": "sg", "vpcEndpoint": "vpce", "routeTableAssociation": "rtbassoc"}
+
+
+def mock_id(typ: str, name: str) -> str:
+    module, _, kind = typ.split(":")[1].partition("/")
+    if typ.startswith("aws:ec2/") and kind in EC2_ID_PREFIX:
+        return f"{EC2_ID_PREFIX[kind]}-{hashlib.sha256(name.encode()).hexdigest()[:17]}"
+    return f"{name}-id"
 
 
 @dataclass
@@ -64,11 +79,12 @@ class Recorder(pulumi.runtime.Mocks):
         self.resources: list[Recorded] = []
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        self.resources.append(Recorded(args.typ, args.name, dict(args.inputs)))
         outputs = dict(args.inputs)
-        rid = f"{args.name}-id"
+        rid = mock_id(args.typ, args.name)
         if args.typ.startswith("aws:"):
-            outputs.setdefault("arn", f"arn:aws:mock:::{args.typ.split(':')[-1].lower()}/{args.name}")
+            service, kind = args.typ.split(":")[1].split("/")[0], args.typ.split(":")[-1].lower()
+            region = "" if service == "iam" else MOCK_REGION
+            outputs.setdefault("arn", f"arn:aws:{service}:{region}:{MOCK_ACCOUNT}:{kind}/{args.name}")
         if args.typ == "aws:eks/cluster:Cluster":
             outputs.update(endpoint="https://mock.eks.amazonaws.com",
                            certificateAuthority={"data": "bW9jaw=="},
@@ -100,6 +116,7 @@ class Recorder(pulumi.runtime.Mocks):
                 {"hostname": f"k8s-{args.name[:20]}-0123456789.{MOCK_REGION}.elb.amazonaws.com"}]}}
         if args.typ == "aws:route53/record:Record":
             outputs["fqdn"] = str(args.inputs.get("name", "")).rstrip(".")
+        self.resources.append(Recorded(args.typ, args.name, dict(args.inputs), rid))
         return [rid, outputs]
 
     def call(self, args: pulumi.runtime.MockCallArgs):

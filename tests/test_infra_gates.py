@@ -44,6 +44,18 @@ def test_render_exits_1_on_an_invalid_manifest(tmp_path):
     assert "Deployment" in run.stderr and "invalid" in run.stderr and "Traceback" not in run.stderr
 
 
+def test_render_exits_1_on_an_aws_input_aws_refuses(tmp_path):
+    # Fault injection in a real process: an IMDS setting EC2 does not take (CloudFormation's schema lists the two).
+    code = ("import sys, pulumi_aws as aws; orig = aws.ec2.LaunchTemplate.__init__; "
+            "aws.ec2.LaunchTemplate.__init__ = lambda self, n, *a, **k: orig(self, n, *a, **{**k, 'metadata_options': "
+            "{**k['metadata_options'], 'http_tokens': 'sometimes'}}); "
+            "from infra.cli import main; sys.exit(main(sys.argv[1:]))")
+    run = subprocess.run([sys.executable, "-c", code, "render", "--stack", "dev", "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 1, (run.stdout, run.stderr)
+    assert "aws " in run.stderr and "sometimes" in run.stderr and "Traceback" not in run.stderr
+
+
 def test_render_exits_0_on_a_good_stack(tmp_path):
     run = subprocess.run([_console("infra"), "render", "--stack", "dev", "--out", str(tmp_path / "r")],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)

@@ -376,7 +376,7 @@ def test_the_load_balancer_controller_may_build_its_alb_and_touch_nothing_else(b
     policy = json.loads(policy_record.inputs["policy"])
     cluster = settings.name
     (vpc,) = [r for r in records if r.type == "aws:ec2/vpc:Vpc"]
-    vpc_arn = f"arn:aws:ec2:us-east-1:123456789012:vpc/{vpc.name}-id"
+    vpc_arn = f"arn:aws:ec2:us-east-1:123456789012:vpc/{vpc.id}"
     other_vpc = "arn:aws:ec2:us-east-1:123456789012:vpc/vpc-0other"
     tag = "elbv2.k8s.aws/cluster"
     lb = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/k8s-inference-triton/abc"
@@ -447,7 +447,7 @@ def test_a_reserved_group_can_roll_its_nodes(built):
     # behavior"). Those launches must not be refused for want of room in the group's capacity reservation.
     _, _, records, _ = built
     reservations = of(records, "aws:ec2/capacityReservation:CapacityReservation")
-    templates = {f"{r.name}-id": r for r in of(records, "aws:ec2/launchTemplate:LaunchTemplate")}
+    templates = {r.id: r for r in of(records, "aws:ec2/launchTemplate:LaunchTemplate")}
     reserved_groups = [g for g in of(records, NODEGROUP) if g.inputs["labels"].get("gpufleet.io/capacity") == "reserved"]
     assert reserved_groups and reservations
     for g in reserved_groups:
@@ -595,3 +595,66 @@ def test_a_version_past_standard_support_is_refused_in_one_line_unless_allowed()
     require_standard_support(allowed, dt.date(2026, 11, 21))
     with pytest.raises(InfraInputError, match="kubernetesVersion: 1.29 is not in"):
         settings_from_config({**stack_file_config("dev"), "gpufleet:kubernetesVersion": "1.29"}, "dev")
+
+
+def test_every_aws_input_passes_cloudformations_published_schemas(built):
+    from infra.cfn import NO_COUNTERPART, check_aws_inputs
+
+    settings, _, records, _ = built
+    problems, unchecked = check_aws_inputs(records, settings.region)
+    assert problems == []
+    # Each AWS type is written as its CloudFormation resource, or named with the reason it has none; no input of a
+    # written resource is left out unnoticed.
+    assert set(unchecked) <= {f"{t}: {why}" for t, why in NO_COUNTERPART.items()}, unchecked
+
+
+_DELETE = object()
+
+
+@pytest.fixture(scope="module")
+def prod_records():
+    settings = settings_from_config(stack_file_config("prod"), "prod")
+    return settings, preview(settings, load_plan(settings))
+
+
+@pytest.mark.parametrize("typ, path, value, rule", [
+    (NODEGROUP, ("capacityType",), "SPOTTY", "E3030"),
+    (NODEGROUP, ("nodeRoleArn",), _DELETE, "E3003"),  # a required property
+    (NODEGROUP, ("scalingConfig", "minSize"), -1, "E3034"),
+    ("aws:cloudwatch/logGroup:LogGroup", ("retentionInDays",), 10, "E3030"),
+    ("aws:ec2/launchTemplate:LaunchTemplate", ("metadataOptions", "httpTokens"), "sometimes", "E3030"),
+    ("aws:ec2/capacityReservation:CapacityReservation", ("instanceMatchCriteria",), "any", "E3030"),
+    ("aws:ec2/subnet:Subnet", ("vpcId",), "gpufleet-vpc", "E1151"),  # not an EC2 VPC id
+    ("aws:eks/cluster:Cluster", ("accessConfig", "authenticationMode"), "PASSWORD", "E3030"),
+    ("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+     ("rules", 0, "noncurrentVersionTransitions", 0, "storageClass"), "COLD", "E3030"),
+])
+def test_the_cloudformation_check_can_say_no(prod_records, typ, path, value, rule):
+    import copy
+    import dataclasses
+
+    from infra.cfn import check_aws_inputs
+
+    settings, records = prod_records
+
+    def has(inputs):
+        node = inputs
+        for key in path[:-1]:
+            try:
+                node = node[key]
+            except (KeyError, IndexError, TypeError):
+                return False
+        return isinstance(node, dict) and path[-1] in node
+
+    victim = next(r for r in records if r.type == typ and has(r.inputs))
+    inputs = copy.deepcopy(victim.inputs)
+    node = inputs
+    for key in path[:-1]:
+        node = node[key]
+    if value is _DELETE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    changed = [dataclasses.replace(r, inputs=inputs) if r is victim else r for r in records]
+    problems, _ = check_aws_inputs(changed, settings.region)
+    assert [p for p in problems if p.startswith(f"{victim.name}:") and rule in p], problems
