@@ -1,5 +1,6 @@
 """GPU node groups from the plan: spot diversified over the instance types of one GPU class, on-demand, and reserved
-capacity as targeted on-demand capacity reservations; plus the NVIDIA device plugin and the Cluster Autoscaler.
+capacity as open on-demand capacity reservations (priced as planned under the Savings Plans :func:`commitments`
+names); plus the NVIDIA device plugin and the Cluster Autoscaler.
 
 Each group is labelled ``gpufleet.io/gpu`` and ``gpufleet.io/capacity``, tainted ``nvidia.com/gpu=true:NoSchedule``
 and runs the EKS NVIDIA AMI. Sizes come from the plan: what it buys is the minimum and desired size, and the
@@ -73,6 +74,14 @@ def commitments(plan: Plan, region: str) -> list[Commitment]:
         if p.count > 0 and p.capacity_type in SAVINGS_PLAN_TERM_S:
             usd[(p.instance_type.split(".")[0], p.capacity_type)] += p.usd_per_hour
     return [Commitment(family, term, region, round(v, 3)) for (family, term), v in sorted(usd.items())]
+
+
+def _only_offering(found, c: Commitment) -> str:
+    if not found:
+        raise pulumi.RunError(f"no EC2 Instance Savings Plan offering for {c.instance_family} {c.term} "
+                              f"({SAVINGS_PLAN_PAYMENT}) in {c.region}: buy the commitment by hand or unset "
+                              "gpufleet:purchaseCommitments")
+    return found[0].offering_id
 
 
 class GpuNodePools(pulumi.ComponentResource):
@@ -186,7 +195,7 @@ class GpuNodePools(pulumi.ComponentResource):
                 opts=pulumi.InvokeOptions(parent=self))
             aws.savingsplans.SavingsPlan(
                 f"{name}-{c.instance_family}-{c.term}", commitment=f"{c.usd_per_hour:.3f}",
-                savings_plan_offering_id=offering.offerings.apply(lambda found: found[0].offering_id),
+                savings_plan_offering_id=offering.offerings.apply(lambda found, c=c: _only_offering(found, c)),
                 opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True))
 
     def _device_plugin(self, name: str, cluster: Cluster) -> None:

@@ -658,3 +658,28 @@ def test_the_cloudformation_check_can_say_no(prod_records, typ, path, value, rul
     changed = [dataclasses.replace(r, inputs=inputs) if r is victim else r for r in records]
     problems, _ = check_aws_inputs(changed, settings.region)
     assert [p for p in problems if p.startswith(f"{victim.name}:") and rule in p], problems
+
+
+def test_the_cluster_autoscaler_policy_allows_its_calls_and_only_on_this_clusters_groups(built):
+    # The calls its AWS cloud provider makes (cluster-autoscaler/cloudprovider/aws: auto_scaling.go, aws_manager.go,
+    # aws_wrapper.go, whose README lists the same permissions): discovery and templates on any group, resizing only
+    # the groups EKS tags for this cluster's auto-discovery (managed node groups carry
+    # k8s.io/cluster-autoscaler/<cluster>=owned on their Auto Scaling group).
+    settings, _, records, _ = built
+    (record,) = [r for r in records if r.type == "aws:iam/rolePolicy:RolePolicy" and "cluster-autoscaler" in r.name]
+    policy = json.loads(record.inputs["policy"])
+    asg = ("arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:1234:autoScalingGroupName/"
+           f"eks-{settings.name}-gpu-abc")
+    mine = {f"aws:ResourceTag/k8s.io/cluster-autoscaler/{settings.name}": "owned"}
+    for action in ("autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
+                   "autoscaling:DescribeLaunchConfigurations", "autoscaling:DescribeScalingActivities",
+                   "autoscaling:DescribeTags", "ec2:DescribeImages", "ec2:DescribeInstanceTypes",
+                   "ec2:DescribeLaunchTemplateVersions", "ec2:GetInstanceTypesFromInstanceRequirements",
+                   "eks:DescribeNodegroup"):
+        assert allowed(policy, action, "*", {}), action
+    for action in ("autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"):
+        assert allowed(policy, action, asg, mine), action
+        assert not allowed(policy, action, asg, {"aws:ResourceTag/k8s.io/cluster-autoscaler/other": "owned"}), action
+    for action in ("ec2:RunInstances", "ec2:TerminateInstances", "autoscaling:UpdateAutoScalingGroup",
+                   "autoscaling:DeleteAutoScalingGroup", "iam:PassRole"):
+        assert not allowed(policy, action, "*", mine), action
