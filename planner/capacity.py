@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from planner.service import ServiceTime
+from planner.service import NO_SERVER_COST, ServerCost, ServiceTime
 from gpufleet.contracts.triton import BatchingConfig
 from planner.simulate import SimResult, Workload
 from gpufleet.contracts.profile import LatencyProfile
@@ -34,13 +34,13 @@ class ReplicaModel:
     speedup: tuple[float, ...]  # index n: aggregate throughput of n concurrent batches; index 0 unused
 
     @classmethod
-    def from_profile(cls, profile: LatencyProfile, spread: float = 1.0, scale: float = 1.0) -> "ReplicaModel":
+    def from_profile(cls, profile: LatencyProfile, cost: ServerCost = NO_SERVER_COST) -> "ReplicaModel":
         measured = profile.concurrency_speedup or {}
         top = max(measured, default=1)
         speed = [0.0, 1.0]
         for n in range(2, top + 1):
             speed.append(measured.get(n, speed[-1]))
-        return cls(profile.gpu, profile, ServiceTime.from_profile(profile, spread, scale), tuple(speed))
+        return cls(profile.gpu, profile, ServiceTime.from_profile(profile, cost), tuple(speed))
 
     @property
     def max_instances(self) -> int:

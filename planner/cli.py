@@ -24,6 +24,7 @@ from planner.recommend import (
 )
 from gpufleet.contracts.calibration import write_calibration
 from planner.fit import fit
+from planner.uncertainty import DEFAULT_CONFIDENCE
 from planner.render import render_calibration, render_plan
 from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
 from gpufleet.contracts.triton import BatchingConfig
@@ -62,7 +63,8 @@ def recommend_cmd(
     survival_p99_ms: Annotated[Optional[float], typer.Option(help="Degraded P99 bound while a spot pool is lost; default the target.")] = None,
     horizon_months: Annotated[float, typer.Option(help="How long the fleet will run; reserved terms must pay over it.")] = 12.0,
     overhead_ms: Annotated[Optional[float], typer.Option(help=f"Fixed network and pre/post-processing time per request, ms; default the calibration's, else {DEFAULT_OVERHEAD_MS:g}.")] = None,
-    calibration: Annotated[Optional[Path], typer.Option(help="Calibration from `planner fit`: overhead, service-time fit, scale-up lag.")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(help="Calibration from `planner fit`: overhead, server costs, their uncertainty, scale-up lag.")] = None,
+    confidence: Annotated[Optional[float], typer.Option(help="With --calibration: size with capacity's lower end at this confidence; default the calibration's.")] = None,
     scale_up_lag_min: Annotated[Optional[float], typer.Option(help="Minutes for a new GPU replica to serve; with --ramp-pct-per-min, sizes for lag-aware HPA targets.")] = None,
     ramp_pct_per_min: Annotated[Optional[float], typer.Option(help="Fastest traffic growth the HPA must absorb, percent per minute.")] = None,
     min_replicas: Annotated[int, typer.Option(min=1, help="Fewest Triton replicas in the fleet.")] = 1,
@@ -81,7 +83,7 @@ def recommend_cmd(
         capacity_types=list(capacity_type) if capacity_type else list(ALL_CAPACITY_TYPES), routing=routing.value,
         max_spot_share=max_spot_share, spot_survival=spot_survival, survival_p99_ms=survival_p99_ms,
         horizon_months=horizon_months, overhead_ms=overhead_ms, min_replicas=min_replicas,
-        max_instances_per_pool=max_instances_per_pool, exhaustive=exhaustive, calibration=calibration,
+        max_instances_per_pool=max_instances_per_pool, exhaustive=exhaustive, calibration=calibration, confidence=confidence,
         scale_up_lag_s=None if scale_up_lag_min is None else _non_negative("--scale-up-lag-min", scale_up_lag_min) * 60,
         ramp_per_min=None if ramp_pct_per_min is None else _non_negative("--ramp-pct-per-min", ramp_pct_per_min) / 100)
     target = None
@@ -137,6 +139,7 @@ def fit_cmd(
     scale_up_lag_min: Annotated[float, typer.Option(help="Minutes from the HPA's decision to a new GPU replica serving (4-8 typical).")] = DEFAULT_SCALE_UP_LAG_S / 60.0,
     ramp_pct_per_min: Annotated[float, typer.Option(help="Fastest traffic growth to absorb, percent per minute.")] = DEFAULT_RAMP_PER_MIN * 100.0,
     triton_config: Annotated[Optional[str], typer.Option(help="MAX_BATCH:QUEUE_DELAY_US:INSTANCES for runs that did not record it.")] = None,
+    confidence: Annotated[float, typer.Option(help="Confidence of the parameter and capacity intervals; thresholds take capacity's lower end at it.")] = DEFAULT_CONFIDENCE,
 ) -> None:
     """Calibrate the latency model on stress runs and fit lag-aware HPA thresholds."""
     lag = scaling_spec(scale_up_lag_min, ramp_pct_per_min)
@@ -147,7 +150,7 @@ def fit_cmd(
     prof = read_profile(profile)
     console = _console()
     with console.status(f"fitting {len(stress)} stress result(s) by simulation"):
-        cal = fit(prof, stress, p99_ms, lag, _triton_config(triton_config))
+        cal = fit(prof, stress, p99_ms, lag, _triton_config(triton_config), confidence=confidence)
     try:
         write_calibration(cal, output)
     except OSError as exc:

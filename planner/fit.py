@@ -2,14 +2,27 @@
 
 Each reported open-loop step of a stress run is one observation: a Poisson rate offered to one Triton replica
 with a known batching config, and the P50/P90/P99 measured from the scheduled send. The model replays the step
-(same rate, same length, several seeded replications pooled) through the dynamic-batcher simulation and adds a
-fixed per-request overhead. ``scipy.optimize.least_squares`` chooses ``overhead_ms``, ``spread`` and
-``service_scale`` to minimize the relative errors of the three quantiles over all steps. The replications use
-fixed seeds (common random numbers), so the objective is a deterministic function of the parameters.
+(same rate, same length, several seeded replications pooled) through the dynamic-batcher simulation. Its
+parameters (:data:`gpufleet.contracts.calibration.PARAMETER_NAMES`): ``overhead_ms`` paid per request outside the
+batcher; ``batch_overhead_ms`` and ``item_overhead_ms`` the server adds per batch and per request while it holds
+the model instance (they decide capacity); ``spread`` for the tail. ``scipy.optimize.least_squares`` minimizes the
+relative errors of the three quantiles, and of Triton's execution time per request where /metrics was scraped,
+over all steps. The replications use fixed seeds (common random numbers), so the objective is a deterministic
+function of the parameters.
+
+Identifiability: a parameter the steps cannot tell apart from the others (the per-item cost when every batch held
+one request; the per-batch cost when every step ran lightly loaded) is held at its neutral value and the
+calibration says so; the choice of which one to hold leans to the safe side (a cost the server pays is kept, so
+capacity is not overstated). A parameter that ends on a bound of its range is reported as a warning.
+
+Uncertainty: a bootstrap over steps, linearized at the estimate (each resample of the steps moves the estimate by
+one Gauss-Newton step on that resample's residuals), gives parameter draws; capacity is carried through its
+gradient (:mod:`planner.uncertainty`), and the thresholds take the lower end at the requested confidence.
 
 Steps the model is not meant to describe are left out with the reason: warm-up, closed-loop runs, steps with
-errors or dropped sends, and overloaded steps (achieved rate under 90% of offered), whose P99 grows with the
-step's length rather than settling.
+errors or dropped sends, overloaded steps (achieved rate under 90% of offered), whose P99 grows with the
+step's length rather than settling, and host-bound steps, where the server's own figures show the machine, not the
+model, set the pace.
 """
 from __future__ import annotations
 
@@ -22,19 +35,36 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from gpufleet.contracts.autoscaling import AutoscalingSpec
-from gpufleet.contracts.calibration import Calibration, Excluded, FitReport, StepFit, Threshold
+from gpufleet.contracts.calibration import (PARAMETER_NAMES, Calibration, Excluded, FitReport, Parameter, Parameters,
+                                            StepFit, Threshold, Uncertainty)
 from gpufleet.contracts.profile import LatencyProfile
-from gpufleet.contracts.stress_result import StressResult, read_stress_result
+from gpufleet.contracts.stress_result import StepResult, StressResult, read_stress_result
 from gpufleet.contracts.triton import BatchingConfig
 from planner.capacity import CapacitySearch, ReplicaModel
 from planner.errors import PlannerInputError
+from planner.service import ServerCost
 from planner.simulate import simulate
+from planner.uncertainty import DEFAULT_CONFIDENCE, CalibratedModel
 
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 REPLICATIONS = 6
 MAX_REQUESTS_PER_REPLICATION = 20_000
 MIN_OK = 200  # fewer successful requests than this give no usable P99
 OVERLOADED = 0.9  # achieved / offered below this: the queue was still growing
+# Host-bound steps. The load generator fell behind: more than this share of sends left late.
+LATE_SHARE = 0.01
+# Triton's execution time per request above what the run's lightest step and the profile's batch curve imply, by
+# more than this factor: the host's CPU (the backend, the frontend), not the model, set the pace.
+HOST_INFLATION = 1.25
+NEUTRAL = {"overhead_ms": 0.0, "batch_overhead_ms": 0.0, "item_overhead_ms": 0.0, "spread": 1.0}
+# When parameters are confounded, the one held at its neutral value, first to last: a cost the server pays in the
+# model instance is kept over one paid outside it, so capacity is not overstated.
+HOLD_ORDER = ("item_overhead_ms", "overhead_ms", "spread", "batch_overhead_ms")
+# A direction in parameter space the steps do not constrain: the smallest singular value of the scaled Jacobian
+# under this fraction of the largest.
+UNIDENTIFIED_RCOND = 1e-3
+BOOTSTRAP_RESAMPLES = 400
+FD_STEP = 0.05  # finite-difference step, as a share of each parameter's scale
 
 
 @dataclass(frozen=True)
@@ -48,6 +78,7 @@ class Observation:
     measured_ms: dict[str, float]
     measured_mean_batch: float | None
     measured_compute_ms: float | None  # Triton's compute input+infer+output per request
+    late_share: float = 0.0
 
 
 def _config_of(result: StressResult, source: str, fallback: BatchingConfig | None) -> BatchingConfig:
@@ -95,11 +126,48 @@ def observations(paths: list[Path], fallback: BatchingConfig | None = None) -> t
                 continue
             obs.append(Observation(source, s.name, cfg, float(s.offered_rate), s.duration_s, s.ok,
                                    {"p50": lat.p50, "p90": lat.p90, "p99": lat.p99},
-                                   s.server.mean_batch_size if s.server else None, _compute_ms(s.server)))
+                                   s.server.mean_batch_size if s.server else None, _compute_ms(s.server),
+                                   s.late_sends / max(s.sent, 1)))
     if not obs:
         why = "; ".join(f"{e.source} {e.step}: {e.reason}" for e in excluded[:3])
         raise PlannerInputError(f"no usable open-loop step in the stress results{': ' + why if why else ''}")
     return obs, excluded
+
+
+def host_bound(obs: list[Observation], profile: LatencyProfile) -> dict[int, str]:
+    """Steps whose own figures show the machine, not the model, set the pace: index into ``obs`` -> the reason.
+
+    * The load generator fell behind its schedule (more than ``LATE_SHARE`` of sends late): the arrivals were not
+      the Poisson process the step reports.
+    * Triton's execution time per request exceeds what the run's lightest step implies at this step's mean batch
+      size (scaled along the profile's median batch curve) by more than ``HOST_INFLATION``: the same batch took
+      longer because the CPU that feeds it was saturated.
+    """
+    flagged: dict[int, str] = {}
+    for i, o in enumerate(obs):
+        if o.late_share > LATE_SHARE:
+            flagged[i] = f"host-bound: {o.late_share:.1%} of sends left late (the load generator fell behind)"
+    groups: dict[tuple[str, BatchingConfig], list[int]] = {}
+    for i, o in enumerate(obs):
+        if o.measured_compute_ms is not None and o.measured_mean_batch is not None:
+            groups.setdefault((o.source, o.config), []).append(i)
+    sizes = np.array(profile.batch_sizes, dtype=float)
+    medians = np.array([b.p50_ms for b in profile.batches])
+
+    def device_ms(batch: float) -> float:
+        return float(np.interp(batch, sizes, medians))
+
+    for members in groups.values():
+        base = min(members, key=lambda i: obs[i].rate)
+        ref = obs[base].measured_compute_ms / device_ms(obs[base].measured_mean_batch)
+        for i in members:
+            expected = ref * device_ms(obs[i].measured_mean_batch)
+            ratio = obs[i].measured_compute_ms / expected
+            if ratio > HOST_INFLATION and i not in flagged:
+                flagged[i] = (f"host-bound: Triton's execution time per request {obs[i].measured_compute_ms:.2f} ms "
+                              f"is {ratio - 1:.0%} above the {expected:.2f} ms the lightest step implies at mean "
+                              f"batch {obs[i].measured_mean_batch:.2f}")
+    return flagged
 
 
 def _compute_ms(server) -> float | None:
@@ -137,13 +205,10 @@ class StepModel:
                 reps.append((np.cumsum(rng.exponential(1.0 / o.rate, n)), rng.random(n)))
             self.workloads.append(reps)
 
-    def replica(self, spread: float, scale: float) -> ReplicaModel:
-        return ReplicaModel.from_profile(self.profile, spread, scale)
-
-    def predict(self, overhead_ms: float, spread: float, scale: float) -> list[tuple[dict[str, float], float, float]]:
+    def predict(self, values) -> list[tuple[dict[str, float], float, float]]:
         """Per observation: predicted quantiles (ms, end to end), mean batch size, and mean execution time per
         request (ms; a request's batch from start to finish, as Triton's compute durations count it)."""
-        model = self.replica(spread, scale)
+        model = CalibratedModel(self.profile, tuple(values)).replica()
         out = []
         for o, reps in zip(self.obs, self.workloads):
             lat, batches, compute = [], [], []
@@ -152,38 +217,206 @@ class StepModel:
                 lat.append(res.latency_s)
                 compute.append(res.latency_s - res.queue_s)
                 batches.append(res.mean_batch_size)
-            pooled = np.concatenate(lat) * 1000.0 + overhead_ms
+            pooled = np.concatenate(lat) * 1000.0 + values[0]
             out.append(({k: float(np.quantile(pooled, q)) for k, q in QUANTILES.items()}, float(np.mean(batches)),
                         float(np.concatenate(compute).mean() * 1000.0)))
         return out
 
-    def residuals(self, x: np.ndarray) -> np.ndarray:
-        """Relative errors of P50, P90, P99, and of Triton's execution time per request where it was scraped."""
-        res = []
-        for o, (p, _, compute) in zip(self.obs, self.predict(*x)):
-            res.extend((p[k] - o.measured_ms[k]) / o.measured_ms[k] for k in QUANTILES)
+    def residual_rows(self, values) -> list[np.ndarray]:
+        """Per observation, its relative errors: P50, P90, P99, and Triton's execution time per request where
+        /metrics was scraped."""
+        rows = []
+        for o, (p, _, compute) in zip(self.obs, self.predict(values)):
+            row = [(p[k] - o.measured_ms[k]) / o.measured_ms[k] for k in QUANTILES]
             if o.measured_compute_ms is not None:
-                res.append((compute - o.measured_compute_ms) / o.measured_compute_ms)
-        return np.array(res)
+                row.append((compute - o.measured_compute_ms) / o.measured_compute_ms)
+            rows.append(np.array(row))
+        return rows
+
+
+@dataclass
+class _Solution:
+    values: np.ndarray
+    free: list[str]
+    jac: np.ndarray  # d residuals / d free parameters, at values
+    rows: list[np.ndarray]  # residuals per observation, at values
+    cost: float
+    evaluations: int
+    held: dict[str, str]  # parameter -> why it was held at its neutral value
+    initial: dict[str, float]
+
+
+def _bounds(profile: LatencyProfile) -> dict[str, tuple[float, float]]:
+    """Each parameter's range. The server costs may be negative (a profile slower than the server measured), but not
+    so negative that a batch would take no time."""
+    p50_1 = profile.batches[0].p50_ms
+    per_item = min(b.p50_ms / b.batch_size for b in profile.batches)
+    return {"overhead_ms": (0.0, 10_000.0), "batch_overhead_ms": (-0.5 * p50_1, 10_000.0),
+            "item_overhead_ms": (-0.5 * per_item, 1_000.0), "spread": (0.0, 20.0)}
+
+
+def _solve(model: StepModel, x0: dict[str, float], free: list[str], bounds: dict[str, tuple[float, float]],
+           scales: dict[str, float]) -> tuple[np.ndarray, object]:
+    def full(x_free: np.ndarray) -> np.ndarray:
+        values = np.array([x0[n] for n in PARAMETER_NAMES])
+        for n, v in zip(free, x_free):
+            values[PARAMETER_NAMES.index(n)] = v
+        return values
+
+    def residuals(x_free: np.ndarray) -> np.ndarray:
+        return np.concatenate(model.residual_rows(full(x_free)))
+
+    lo = [bounds[n][0] for n in free]
+    hi = [bounds[n][1] for n in free]
+    start = np.clip([x0[n] for n in free], lo, hi)
+    # scipy steps by diff_step x max(1, |x|): this makes each step FD_STEP of the parameter's own scale, so a cost
+    # near 0 is not stepped by nothing, nor by a whole millisecond when its scale is a tenth of one.
+    steps = np.array([FD_STEP * scales[n] / max(1.0, abs(v)) for n, v in zip(free, start)])
+    solution = least_squares(residuals, start, bounds=(lo, hi), diff_step=steps,
+                             x_scale=[scales[n] for n in free], max_nfev=80)
+    return full(solution.x), solution
+
+
+def _jacobian(model: StepModel, values: np.ndarray, free: list[str], scales: dict[str, float],
+              bounds: dict[str, tuple[float, float]]) -> np.ndarray:
+    """Central differences of the residuals over FD_STEP of each free parameter's scale, at ``values`` (kept
+    inside the bounds): the one Jacobian identifiability and the bootstrap read."""
+    cols = []
+    for n in free:
+        j = PARAMETER_NAMES.index(n)
+        h = FD_STEP * scales[n]
+        up, down = values.copy(), values.copy()
+        up[j] = min(values[j] + h, bounds[n][1])
+        down[j] = max(values[j] - h, bounds[n][0])
+        cols.append((np.concatenate(model.residual_rows(up)) - np.concatenate(model.residual_rows(down)))
+                    / (up[j] - down[j]))
+    return np.column_stack(cols)
+
+
+def _unidentified(jac: np.ndarray, free: list[str], scales: dict[str, float]) -> str | None:
+    """The free parameter to hold, if the steps leave a direction of the free parameters unconstrained."""
+    scaled = jac * np.array([scales[n] for n in free])
+    norms = np.linalg.norm(scaled, axis=0)
+    if np.any(norms == 0):
+        return free[int(np.argmin(norms))]
+    sv, vt = np.linalg.svd(scaled, full_matrices=False)[1:]
+    if sv[-1] >= UNIDENTIFIED_RCOND * sv[0]:
+        return None
+    weak = np.abs(vt[-1])
+    involved = [n for n, w in zip(free, weak) if w > 0.3]
+    return min(involved, key=HOLD_ORDER.index)
+
+
+def _hold_reason(name: str, model: StepModel, values: np.ndarray, partners: list[str]) -> str:
+    batches = [b for _, b, _ in model.predict(values)]
+    if name == "item_overhead_ms" and max(batches) < 1.1:
+        return ("every step ran batches of about one request, so the cost per request cannot be told from the cost "
+                "per batch; held at 0 (the per-batch cost carries both). Add steps with larger batches to separate "
+                "them")
+    if name == "overhead_ms" and "batch_overhead_ms" in partners:
+        return ("the steps do not load the server enough to tell a cost outside the batcher from one inside it; "
+                "held at 0, so all of it is counted against capacity (the safe side). Add steps at 60-85% of "
+                "capacity to separate them")
+    return f"the steps cannot separate it from {', '.join(partners) or 'the others'}; held at {NEUTRAL[name]:g}"
+
+
+def estimate(model: StepModel) -> _Solution:
+    """Least squares over the identifiable parameters: fit, hold what the steps cannot constrain, fit again."""
+    profile = model.profile
+    bounds = _bounds(profile)
+    obs = model.obs
+    # Start from the profile as measured, with the overhead that explains the median at the lightest step.
+    light = min(range(len(obs)), key=lambda i: obs[i].rate)
+    neutral = np.array([NEUTRAL[n] for n in PARAMETER_NAMES])
+    p50_model = model.predict(neutral)[light][0]["p50"]
+    x0 = dict(NEUTRAL, overhead_ms=max(obs[light].measured_ms["p50"] - p50_model, 0.0))
+    scales = {"overhead_ms": max(x0["overhead_ms"], 1.0), "batch_overhead_ms": max(profile.batches[0].p50_ms, 0.1),
+              "item_overhead_ms": max(min(b.p50_ms / b.batch_size for b in profile.batches), 0.05), "spread": 1.0}
+    initial = dict(x0)
+    free = list(PARAMETER_NAMES)
+    held: dict[str, str] = {}
+    evaluations = 0
+    while True:
+        values, sol = _solve(model, x0, free, bounds, scales)
+        jac = _jacobian(model, values, free, scales, bounds)
+        evaluations += int(sol.nfev) + 2 * len(free)
+        drop = _unidentified(jac, free, scales) if len(free) > 1 else None
+        if drop is None:
+            break
+        scaled = jac * np.array([scales[n] for n in free])
+        weak = np.abs(np.linalg.svd(scaled, full_matrices=False)[2][-1])
+        partners = [n for n, w in zip(free, weak) if w > 0.3 and n != drop]
+        held[drop] = _hold_reason(drop, model, values, partners)
+        free.remove(drop)
+        x0 = {n: (NEUTRAL[n] if n == drop else float(values[PARAMETER_NAMES.index(n)])) for n in PARAMETER_NAMES}
+    return _Solution(values, free, jac, model.residual_rows(values), float(sol.cost), evaluations, held, initial)
+
+
+def bootstrap(solution: _Solution, bounds: dict[str, tuple[float, float]], resamples: int,
+              seed: int = 20261122) -> np.ndarray:
+    """Parameter draws: resample the steps with replacement and take one Gauss-Newton step from the estimate on
+    each resample's residuals (a linearized bootstrap; a full refit per resample would cost hundreds of fits)."""
+    rows = solution.rows
+    sizes = [len(r) for r in rows]
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    idx = [PARAMETER_NAMES.index(n) for n in solution.free]
+    rng = np.random.default_rng(seed)
+    draws = np.tile(solution.values, (resamples, 1))
+    if not solution.free or len(rows) < 2:
+        return draws
+    for k in range(resamples):
+        pick = rng.integers(len(rows), size=len(rows))
+        sel = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in pick])
+        step = np.linalg.lstsq(solution.jac[sel], -np.concatenate([rows[i] for i in pick]), rcond=None)[0]
+        for j, n in zip(idx, solution.free):
+            lo, hi = bounds[n]
+            draws[k, j] = float(np.clip(solution.values[j] + step[solution.free.index(n)], lo, hi))
+    return draws
 
 
 def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: AutoscalingSpec,
-        fallback_config: BatchingConfig | None = None, replications: int = REPLICATIONS) -> Calibration:
+        fallback_config: BatchingConfig | None = None, replications: int = REPLICATIONS,
+        confidence: float = DEFAULT_CONFIDENCE, resamples: int = BOOTSTRAP_RESAMPLES) -> Calibration:
     """Calibrate on the stress results; thresholds for each measured config at ``p99_ms``."""
     if not (math.isfinite(p99_ms) and p99_ms > 0):
         raise PlannerInputError(f"--p99-ms must be a positive number, got {p99_ms}")
+    if not (0.5 < confidence < 1):
+        raise PlannerInputError(f"--confidence must lie strictly between 0.5 and 1, got {confidence}")
     obs, excluded = observations(stress_paths, fallback_config)
-    model = StepModel(profile, obs, replications)
-    # Start from the profile as measured, with the overhead that explains the median at the lightest step.
-    light = min(range(len(obs)), key=lambda i: obs[i].rate)
-    p50_model = model.predict(0.0, 1.0, 1.0)[light][0]["p50"]
-    x0 = np.array([max(obs[light].measured_ms["p50"] - p50_model, 0.0), 1.0, 1.0])
-    solution = least_squares(model.residuals, x0, bounds=([0.0, 0.0, 0.1], [np.inf, 20.0, 10.0]),
-                             diff_step=0.05, x_scale=[max(x0[0], 1.0), 1.0, 1.0], max_nfev=60)
-    overhead, spread, scale = (float(v) for v in solution.x)
-    pred = model.predict(overhead, spread, scale)
+    flagged = host_bound(obs, profile)
+    excluded += [Excluded(source=obs[i].source, step=obs[i].step, reason=r) for i, r in sorted(flagged.items())]
+    kept = [o for i, o in enumerate(obs) if i not in flagged]
+    if not kept:
+        raise PlannerInputError(f"every usable step was host-bound ({next(iter(flagged.values()))}); measure with "
+                                "the load generator on its own cores")
+    model = StepModel(profile, kept, replications)
+    solution = estimate(model)
+    bounds = _bounds(profile)
+    draws = bootstrap(solution, bounds, resamples)
+    c = confidence
+    parameters = {}
+    warnings = [f"{n} not identified: {why}" for n, why in solution.held.items()]
+    for j, n in enumerate(PARAMETER_NAMES):
+        v = float(solution.values[j])
+        lo, hi = bounds[n]
+        at_bound = n in solution.free and (math.isclose(v, lo, abs_tol=1e-6 * max(1.0, abs(lo)))
+                                           or math.isclose(v, hi, abs_tol=1e-6 * max(1.0, abs(hi))))
+        if at_bound:
+            warnings.append(f"{n} = {v:g} sits on its bound: the steps pull it past the range the model allows "
+                            f"({lo:g} to {hi:g}); the model does not describe this server, and its thresholds are "
+                            "suspect")
+        low, high = (float(np.quantile(draws[:, j], q)) for q in ((1 - c) / 2, (1 + c) / 2))
+        parameters[n] = Parameter(value=round(v, 4), low=round(min(low, v), 4), high=round(max(high, v), 4),
+                                  identified=n not in solution.held, at_bound=at_bound,
+                                  note=solution.held.get(n, ""))
+    if flagged:
+        warnings.append(f"{len(flagged)} host-bound step(s) left out of the fit (see fit.excluded): the machine, not "
+                        "the model, set their pace")
+    values = tuple(p.value for p in parameters.values())
+    calibrated = CalibratedModel(profile, values, draws, confidence)
+    pred = model.predict(values)
     steps = []
-    for o, (p, batch, _) in zip(obs, pred):
+    for o, (p, batch, _) in zip(kept, pred):
         steps.append(StepFit(source=o.source, step=o.step, config=o.config, offered_rate=o.rate,
                              requests=o.requests, measured_ms={k: round(v, 3) for k, v in o.measured_ms.items()},
                              predicted_ms={k: round(v, 3) for k, v in p.items()},
@@ -191,20 +424,25 @@ def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: A
                              measured_mean_batch=None if o.measured_mean_batch is None else round(o.measured_mean_batch, 3),
                              predicted_mean_batch=round(batch, 3)))
     errors = sorted(abs(s.p99_error) for s in steps)
-    replica = model.replica(spread, scale)
-    thresholds = [threshold(replica, cfg, p99_ms, overhead, lag)
-                  for cfg in sorted({o.config for o in obs}, key=BatchingConfig.sort_key)]
+    thresholds = [threshold(calibrated, cfg, p99_ms, lag) for cfg in sorted({o.config for o in kept},
+                                                                          key=BatchingConfig.sort_key)]
     return Calibration(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         model=profile.model, gpu=profile.gpu,
         profile_origin=f"{profile.origin.kind} {profile.backend} {profile.precision} ({profile.origin.date})",
-        overhead_ms=round(overhead, 4), spread=round(spread, 4), service_scale=round(scale, 4),
-        sources=sorted({o.source for o in obs}),
+        parameters=Parameters(**parameters),
+        uncertainty=Uncertainty(
+            method=(f"bootstrap over the {len(kept)} fitted steps ({resamples} resamples with replacement), each "
+                    "resample moving the estimate by one Gauss-Newton step on its residuals; intervals central at "
+                    "the confidence"),
+            confidence=confidence, resamples=resamples, draws=[[round(float(v), 5) for v in d] for d in draws]),
+        warnings=warnings,
+        sources=sorted({o.source for o in kept}),
         fit=FitReport(method="scipy.optimize.least_squares (trust region reflective, bounded)",
                       residuals="(predicted - measured) / measured for P50, P90, P99 of every step, and for "
                                 "Triton's compute time per request where /metrics was scraped",
-                      initial={"overhead_ms": round(float(x0[0]), 4), "spread": 1.0, "service_scale": 1.0},
-                      cost=round(float(solution.cost), 6), evaluations=int(solution.nfev),
+                      initial={n: round(float(v), 4) for n, v in solution.initial.items()},
+                      cost=round(solution.cost, 6), evaluations=solution.evaluations,
                       median_abs_p99_error=round(float(np.median(errors)), 4),
                       worst_abs_p99_error=round(errors[-1], 4), excluded=excluded),
         steps=steps,
@@ -212,14 +450,16 @@ def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: A
         thresholds=thresholds)
 
 
-def threshold(replica: ReplicaModel, cfg: BatchingConfig, p99_ms: float, overhead_ms: float,
-              lag: AutoscalingSpec) -> Threshold:
-    """The rate one replica holds at ``p99_ms`` with this config, and the HPA target that keeps it there."""
-    search = CapacitySearch(replica)
-    budget_s = (p99_ms - overhead_ms) / 1000.0
-    max_rate = search.max_rate(cfg, budget_s) if budget_s > 0 else 0.0
-    target = lag.hpa_target(max_rate)
+def threshold(model: CalibratedModel, cfg: BatchingConfig, p99_ms: float, lag: AutoscalingSpec) -> Threshold:
+    """The rate one replica holds at ``p99_ms`` with this config (the safe end of its interval), and the HPA target
+    that keeps it there."""
+    overhead_ms = float(model.values[0])
+    cap = model.capacity(cfg, p99_ms, overhead_ms)
+    target = lag.hpa_target(cap.planned)
+    search = CapacitySearch(model.replica())
     queue_us = float(np.mean(search.simulate(target, cfg).queue_s)) * 1e6 if target > 0 else None
-    return Threshold(config=cfg, p99_ms=p99_ms, max_rate_per_replica=round(max_rate, 3),
+    return Threshold(config=cfg, p99_ms=p99_ms, max_rate_per_replica=round(cap.planned, 3),
+                     nominal_max_rate_per_replica=round(cap.nominal, 3),
+                     max_rate_interval=(round(cap.low, 3), round(cap.high, 3)),
                      hpa_target_rate_per_replica=round(target, 3),
                      predicted_queue_us_at_target=None if queue_us is None else round(queue_us, 1))

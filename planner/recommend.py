@@ -25,7 +25,8 @@ from planner.errors import PlannerInputError
 from planner.optimize import Infeasible, Problem, Routing, Solution, binding_constraint, runner_up, solve_with_bound
 from planner.profiles import load_profiles
 from planner.simulate import SimResult, Workload
-from planner.sizing import FleetConstraints, GpuSizing, fleet_pools, fleet_problem, replica_model, size_gpu
+from planner.sizing import (FleetConstraints, GpuSizing, calibrated_model, fleet_pools, fleet_problem, replica_model,
+                            size_gpu)
 from planner.survival import mixture_quantile, replica_through_loss
 
 ALL_CAPACITY_TYPES = CAPACITY_TYPES
@@ -60,6 +61,7 @@ class RecommendRequest:
     overhead_ms: float | None = None  # None: the calibration's, else DEFAULT_OVERHEAD_MS
     overhead_source: str = OVERHEAD_ASSUMED
     calibration: Path | None = None
+    confidence: float | None = None  # None: the calibration's
     scale_up_lag_s: float | None = None  # with ramp_per_min: lag-aware HPA targets (planner.scaling)
     ramp_per_min: float | None = None
     min_replicas: int = 1
@@ -87,6 +89,8 @@ class RecommendRequest:
             raise PlannerInputError(f"--survival-p99-ms must be a finite number, got {self.survival_p99_ms}")
         if self.survival_p99_ms is not None and self.survival_p99_ms < self.p99_ms:
             raise PlannerInputError(f"--survival-p99-ms {self.survival_p99_ms} must be >= --p99-ms {self.p99_ms}")
+        if self.confidence is not None and not (0.5 < self.confidence < 1):
+            raise PlannerInputError(f"--confidence must lie strictly between 0.5 and 1, got {self.confidence}")
         if self.min_replicas < 1:
             raise PlannerInputError(f"--min-replicas must be >= 1, got {self.min_replicas}")
         if self.max_instances_per_pool is not None and self.max_instances_per_pool < 1:
@@ -194,7 +198,9 @@ def recommend(req: RecommendRequest) -> Plan:
     gpus = _gpus_to_plan(req, catalog, profiles)
     budget_ms = req.p99_ms - req.overhead_ms
 
-    searches = {g: CapacitySearch(replica_model(profiles[(req.model, g)], cal)) for g in gpus}
+    calibrated = {g: calibrated_model(profiles[(req.model, g)], cal, req.confidence) for g in gpus}
+    searches = {g: CapacitySearch(calibrated[g].replica() if calibrated[g] else replica_model(profiles[(req.model, g)], None))
+                for g in gpus}
     caps: dict[str, Capacity] = {}
     for g, search in searches.items():
         cap = search.best(budget_ms, exhaustive=req.exhaustive)
@@ -213,8 +219,8 @@ def recommend(req: RecommendRequest) -> Plan:
         raise PlannerInputError(f"the catalog has no {'/'.join(req.capacity_types)} pools for {', '.join(caps)}")
     # Each replica carries at most its sizing rate in steady state: with a scale-up lag, the HPA target, so that
     # P99 holds while traffic ramps and new GPU nodes start.
-    sizing = {g: size_gpu(searches[g], c, spec, req.p99_ms, req.survival_p99_ms, req.overhead_ms, req.spot_survival)
-              for g, c in caps.items()}
+    sizing = {g: size_gpu(searches[g], c, spec, req.p99_ms, req.survival_p99_ms, req.overhead_ms, req.spot_survival,
+                          calibrated[g]) for g, c in caps.items()}
 
     fastest = max(sizing.values(), key=lambda z: z.sizing_rate)
     fewest = req.qps / fastest.sizing_rate

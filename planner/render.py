@@ -61,9 +61,10 @@ def render_plan(plan: Plan, console: Console) -> None:
 
 
 def render_calibration(cal: Calibration, console: Console) -> None:
-    console.print(f"[bold]{cal.model}[/] on [bold]{cal.gpu}[/] ({cal.profile_origin}): overhead "
-                  f"[bold]{cal.overhead_ms:.3f} ms[/], spread [bold]{cal.spread:.3f}[/], service scale "
-                  f"[bold]{cal.service_scale:.3f}[/] ({cal.fit.evaluations} evaluations)")
+    console.print(f"[bold]{cal.model}[/] on [bold]{cal.gpu}[/] ({cal.profile_origin}): "
+                  f"{cal.describe_parameters()}; {cal.fit.evaluations} evaluations", highlight=False)
+    for w in cal.warnings:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
     steps = Table(title="Fit per step (latency ms, end to end)", title_justify="left")
     for col in ("run", "step", "config", "req/s", "P50 meas", "P50 pred", "P99 meas", "P99 pred", "P99 err",
                 "batch meas", "batch pred"):
@@ -82,11 +83,14 @@ def render_calibration(cal: Calibration, console: Console) -> None:
     sc = cal.scaling
     th = Table(title=f"HPA thresholds (scale-up lag {sc.scale_up_lag_s / 60:g} min, ramp {(sc.ramp_per_min or 0.0):.0%}/min)",
                title_justify="left")
-    for col in ("config", "P99 target ms", "max req/s per replica", "HPA target req/s", "queue us at target"):
+    for col in ("config", "P99 target ms", "planned req/s per replica", f"{cal.uncertainty.confidence:.0%} interval",
+                "HPA target req/s", "queue us at target"):
         th.add_column(col, justify="left" if col == "config" else "right")
     for t in cal.thresholds:
         c = t.config
         th.add_row(f"{c.max_batch_size}/{c.max_queue_delay_microseconds}us/x{c.instance_count}", f"{t.p99_ms:g}",
-                   f"{t.max_rate_per_replica:,.1f}", f"{t.hpa_target_rate_per_replica:,.1f}",
+                   f"{t.max_rate_per_replica:,.1f}",
+                   f"{t.max_rate_interval[0]:,.1f}-{t.max_rate_interval[1]:,.1f} (est. {t.nominal_max_rate_per_replica:,.1f})",
+                   f"{t.hpa_target_rate_per_replica:,.1f}",
                    "-" if t.predicted_queue_us_at_target is None else f"{t.predicted_queue_us_at_target:,.0f}")
     console.print(th)

@@ -231,9 +231,9 @@ def write_report(inputs: ReportInputs, out_dir: Path) -> Path:
     cal = inputs.calibration
     cal_text = "<p>No calibration: latency from the profiles as published, overhead " \
                f"{r.overhead_ms:g} ms ({html.escape(r.overhead_source)}).</p>" if cal is None else (
-        f"<p>Calibrated on {len(cal.steps)} stress steps ({cal.gpu}): overhead {cal.overhead_ms:.2f} ms, spread "
-        f"{cal.spread:.2f}, service scale {cal.service_scale:.3f}; P99 fit error median "
-        f"{cal.fit.median_abs_p99_error:.1%}, worst {cal.fit.worst_abs_p99_error:.1%}.</p>")
+        f"<p>Calibrated on {len(cal.steps)} stress steps ({cal.gpu}): {html.escape(cal.describe_parameters())}; "
+        f"P99 fit error median {cal.fit.median_abs_p99_error:.1%}, worst {cal.fit.worst_abs_p99_error:.1%}.</p>"
+        + "".join(f"<p><b>Warning:</b> {html.escape(w)}</p>" for w in cal.warnings))
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>gpufleet plan: {html.escape(r.model)} at {r.qps:,.0f} req/s</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}

@@ -5,17 +5,43 @@ Each batch size gets a quantile table: ``table[i]`` is the service time (seconds
 (common random numbers) and costs one list lookup per batch.
 
 From a profile, the tables are :func:`gpufleet.contracts.profile.service_quantiles_s`: the profile's published
-quantiles read as a distribution, the one reading the stand-in model (``serving``) sleeps from too. ``spread`` scales
-every deviation from p50 and ``scale`` every time; ``planner fit`` calibrates both from stress runs (a server adds
-per-batch work the bare profile does not see, and its tail is rarely the profile's).
+quantiles read as a distribution, the one reading the stand-in model (``serving``) sleeps from too. A serving
+replica adds its own work to the device's (:class:`ServerCost`), which ``planner fit`` calibrates from stress runs.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from gpufleet.contracts.profile import LatencyProfile, service_quantiles_s
 
 GRID = 2048
+
+
+@dataclass(frozen=True)
+class ServerCost:
+    """What a serving replica adds to the profile's device time of a batch of ``b``, while it holds the instance.
+
+    ``batch_ms + item_ms * b`` is added to every draw: ``batch_ms`` is paid once per batch (the backend's call,
+    scheduling, launching), ``item_ms`` once per request in it (copying its tensors in and out, building its
+    response). ``spread`` scales the device time's deviations from its median (the tail). Both costs occupy the
+    model instance, so they decide capacity; what a request pays outside the batcher (network, HTTP handling) is
+    the calibration's ``overhead_ms`` and does not.
+
+    A single multiplicative scale cannot stand in for these: a per-batch cost folded into a scale inflates the
+    per-item cost at the large batches where capacity is decided.
+    """
+
+    batch_ms: float = 0.0
+    item_ms: float = 0.0
+    spread: float = 1.0
+
+    def added_s(self, b: int) -> float:
+        return (self.batch_ms + self.item_ms * b) / 1000.0
+
+
+NO_SERVER_COST = ServerCost()
 
 
 class ServiceTime:
@@ -45,8 +71,11 @@ class ServiceTime:
         return self._lists[b][int(u * len(self._lists[b]))]
 
     @classmethod
-    def from_profile(cls, profile: LatencyProfile, spread: float = 1.0, scale: float = 1.0) -> "ServiceTime":
-        table = service_quantiles_s(profile, GRID, spread, scale)
+    def from_profile(cls, profile: LatencyProfile, cost: ServerCost = NO_SERVER_COST) -> "ServiceTime":
+        table = service_quantiles_s(profile, GRID, cost.spread)
+        for b in range(1, len(table)):
+            # A negative cost (a profile slower than the server) may not make a batch take less than nothing.
+            table[b] = np.maximum(table[b] + cost.added_s(b), 1e-6)
         return cls(list(table))
 
     @classmethod

@@ -12,19 +12,27 @@ from dataclasses import dataclass
 from gpufleet.contracts.autoscaling import AutoscalingSpec
 from gpufleet.contracts.calibration import Calibration
 from gpufleet.contracts.catalog import Catalog, CapacityType
-from gpufleet.contracts.plan import Plan, SizingRecord
+from gpufleet.contracts.plan import CapacityRange, Plan, SizingRecord
 from gpufleet.contracts.profile import LatencyProfile
 from gpufleet.contracts.triton import BatchingConfig
 from planner.capacity import Capacity, CapacitySearch, ReplicaModel
 from planner.catalog import Pool, pools_for
 from planner.optimize import Problem, Routing
+from planner.uncertainty import CalibratedModel
+
+
+def calibrated_model(profile: LatencyProfile, calibration: Calibration | None,
+                     confidence: float | None = None) -> CalibratedModel | None:
+    """The calibration applied to the GPU it was fitted on; ``None`` for every other GPU (the bare profile)."""
+    if calibration is not None and calibration.gpu == profile.gpu:
+        return CalibratedModel.from_calibration(profile, calibration, confidence)
+    return None
 
 
 def replica_model(profile: LatencyProfile, calibration: Calibration | None) -> ReplicaModel:
-    """The simulator's model of one replica; the calibration's spread and scale apply to the GPU it was fitted on."""
-    if calibration is not None and calibration.gpu == profile.gpu:
-        return ReplicaModel.from_profile(profile, calibration.spread, calibration.service_scale)
-    return ReplicaModel.from_profile(profile)
+    """The simulator's model of one replica; the calibration's server costs apply to the GPU it was fitted on."""
+    model = calibrated_model(profile, calibration)
+    return model.replica() if model is not None else ReplicaModel.from_profile(profile)
 
 
 def survival_rate(search: CapacitySearch, cap: Capacity, p99_ms: float, survival_p99_ms: float | None,
@@ -46,20 +54,23 @@ class GpuSizing:
     max_rate: float
     sizing_rate: float
     survival_rate: float
+    interval: CapacityRange | None = None
 
     def tightened(self, factor: float, spec: AutoscalingSpec) -> "GpuSizing":
         """Capacity scaled by ``factor`` (a deployment whose verification P99 missed the target)."""
         limit = self.max_rate * factor
         return GpuSizing(self.gpu, self.config, limit, spec.sizing_rate(limit),
-                         max(self.survival_rate * factor, limit))
+                         max(self.survival_rate * factor, limit), self.interval)
 
     def record(self) -> SizingRecord:
         return SizingRecord(gpu=self.gpu, triton=self.config, max_rate_per_replica=self.max_rate,
-                            sizing_rate_per_replica=self.sizing_rate, survival_rate_per_replica=self.survival_rate)
+                            sizing_rate_per_replica=self.sizing_rate, survival_rate_per_replica=self.survival_rate,
+                            capacity_interval=self.interval)
 
     @classmethod
     def from_record(cls, r: SizingRecord) -> "GpuSizing":
-        return cls(r.gpu, r.triton, r.max_rate_per_replica, r.sizing_rate_per_replica, r.survival_rate_per_replica)
+        return cls(r.gpu, r.triton, r.max_rate_per_replica, r.sizing_rate_per_replica, r.survival_rate_per_replica,
+                   r.capacity_interval)
 
 
 @dataclass(frozen=True)
@@ -76,9 +87,17 @@ class FleetConstraints:
 
 
 def size_gpu(search: CapacitySearch, cap: Capacity, spec: AutoscalingSpec, p99_ms: float,
-             survival_p99_ms: float | None, overhead_ms: float, spot_survival: bool) -> GpuSizing:
+             survival_p99_ms: float | None, overhead_ms: float, spot_survival: bool,
+             calibrated: CalibratedModel | None = None) -> GpuSizing:
+    """Sizing for one GPU type; with a calibration, capacity is the safe end of its interval at the confidence."""
+    interval = None
+    if calibrated is not None:
+        ci = calibrated.capacity(cap.config, p99_ms, overhead_ms, nominal=cap.max_rate)
+        interval = CapacityRange(nominal=round(ci.nominal, 3), low=round(ci.low, 3), high=round(ci.high, 3),
+                                 confidence=ci.confidence)
+        cap = Capacity(cap.gpu, cap.config, ci.planned, cap.budget_ms, cap.evaluated)
     return GpuSizing(cap.gpu, cap.config, cap.max_rate, spec.sizing_rate(cap.max_rate),
-                     survival_rate(search, cap, p99_ms, survival_p99_ms, overhead_ms, spot_survival))
+                     survival_rate(search, cap, p99_ms, survival_p99_ms, overhead_ms, spot_survival), interval)
 
 
 def fleet_pools(catalog: Catalog, gpus: set[str], c: FleetConstraints) -> tuple[Pool, ...]:

@@ -12,6 +12,7 @@ import numpy as np
 from gpufleet.contracts.stress_result import StressResult, write_stress_result
 from planner.capacity import ReplicaModel
 from gpufleet.contracts.triton import BatchingConfig
+from planner.service import ServerCost
 from planner.simulate import simulate
 from gpufleet.contracts.profile import LatencyProfile, parse_profile
 
@@ -31,9 +32,9 @@ def affine_profile(model: str = "synthetic", gpu: str = "T4", base_ms: float = 8
 
 
 def stress_result(profile: LatencyProfile, cfg: BatchingConfig, rates: list[float], *, overhead_ms: float,
-                  spread: float, scale: float, duration_s: float, seed: int, path: Path,
-                  warmup_rate: float | None = None) -> StressResult:
-    model = ReplicaModel.from_profile(profile, spread, scale)
+                  cost: ServerCost, duration_s: float, seed: int, path: Path,
+                  warmup_rate: float | None = None, late_share: float = 0.0) -> StressResult:
+    model = ReplicaModel.from_profile(profile, cost)
     rng = np.random.default_rng(seed)
     steps = []
     plan = ([(warmup_rate, True)] if warmup_rate else []) + [(r, False) for r in rates]
@@ -47,7 +48,7 @@ def stress_result(profile: LatencyProfile, cfg: BatchingConfig, rates: list[floa
                                                         ("p999", .999))}
         steps.append({"index": i, "name": f"{rate:g}/s", "warmup": warmup, "start_s": i * duration_s,
                       "duration_s": duration_s, "offered_rate": rate, "achieved_rate": done / duration_s,
-                      "sent": n, "ok": n, "errors": 0, "late_sends": 0, "dropped": 0, "lag_p99_ms": 0.4,
+                      "sent": n, "ok": n, "errors": 0, "late_sends": int(late_share * n), "dropped": 0, "lag_p99_ms": 0.4,
                       "latency_ms": {**q, "mean": float(lat.mean()), "max": float(lat.max())},
                       "server": {"seconds": duration_s, "request_success": n, "request_failure": 0,
                                  "inference_count": n, "execution_count": n / res.mean_batch_size,

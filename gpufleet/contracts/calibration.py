@@ -1,12 +1,14 @@
 """The calibration: what ``planner fit`` learned from stress runs, and what ``planner recommend --calibration`` uses.
 
-This module is the calibration file's schema (``Calibration``, version 1, published as
-``docs/schemas/calibration.v1.schema.json``) and its only reader (:func:`read_calibration`).
+This module is the calibration file's schema (``Calibration``, version 2, published as
+``docs/schemas/calibration.v2.schema.json``) and its only reader (:func:`read_calibration`).
 
 The latency model it calibrates: a request's end-to-end latency is ``overhead_ms`` (network transfer, HTTP/gRPC
-handling, pre/post-processing: paid once per request, whatever the load) plus its wait in Triton's queue plus its
-batch's device time, where the device time of a batch is the profile's, scaled by ``service_scale`` and with its
-deviations from the median scaled by ``spread`` (see :mod:`planner.service`).
+handling, pre/post-processing: paid once per request outside the batcher, whatever the load) plus its wait in
+Triton's queue plus its batch's service time. A batch of ``b`` takes the profile's device time, with its deviations
+from the median scaled by ``spread``, plus ``batch_overhead_ms + item_overhead_ms * b`` that the server adds while
+it holds the model instance (see :mod:`planner.service`). Each parameter says whether the steps identified it, and
+its interval from a bootstrap over the steps; the thresholds plan on the interval's safe side.
 """
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ from typing import Literal
 from pydantic import Field
 
 from gpufleet.contracts.autoscaling import AutoscalingSpec
-from gpufleet.contracts.io import read_model, write_atomic
+from gpufleet.contracts.io import read_json, validate, write_atomic
+from gpufleet.errors import ContractError
 from gpufleet.contracts.model import Strict
 from gpufleet.contracts.triton import BatchingConfig
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+PARAMETER_NAMES = ("overhead_ms", "batch_overhead_ms", "item_overhead_ms", "spread")
 
 
 class StepFit(Strict):
@@ -55,12 +59,48 @@ class FitReport(Strict):
     excluded: list[Excluded] = Field(default_factory=list)
 
 
+class Parameter(Strict):
+    """One fitted parameter: its estimate, its interval, and whether the steps could tell it apart at all."""
+
+    value: float
+    low: float = Field(description="lower end of the interval at the calibration's confidence (bootstrap)")
+    high: float
+    identified: bool = Field(description="false: the steps given cannot separate it from the others; it was held "
+                                         "at `value` (its neutral value) and the note says why")
+    at_bound: bool = Field(description="the estimate sits on a bound of its range: the data pull it past what the "
+                                       "model allows, and the fit is suspect")
+    note: str = ""
+
+
+class Parameters(Strict):
+    overhead_ms: Parameter = Field(description="per request, outside the batcher (network, HTTP, pre/post)")
+    batch_overhead_ms: Parameter = Field(description="per batch, while the model instance is held")
+    item_overhead_ms: Parameter = Field(description="per request in a batch, while the model instance is held")
+    spread: Parameter = Field(description="scale of the device time's deviations from its median (the tail)")
+
+    def values(self) -> tuple[float, ...]:
+        return tuple(getattr(self, n).value for n in PARAMETER_NAMES)
+
+
+class Uncertainty(Strict):
+    """How sure the calibration is: parameter draws from resampling the steps, used to carry it to capacity."""
+
+    method: str
+    confidence: float = Field(gt=0.5, lt=1, description="intervals are central at this level; the thresholds "
+                                                           "take the lower end of capacity's one-sided interval")
+    resamples: int = Field(ge=0)
+    draws: list[list[float]] = Field(description=f"one row per resample: {', '.join(PARAMETER_NAMES)}")
+
+
 class Threshold(Strict):
     """For one measured config: the rate a replica holds at the P99 target and the HPA target for it."""
 
     config: BatchingConfig
     p99_ms: float = Field(gt=0)
-    max_rate_per_replica: float = Field(ge=0)
+    max_rate_per_replica: float = Field(ge=0, description="the planned capacity: the lower end of its interval "
+                                                          "at the calibration's confidence")
+    nominal_max_rate_per_replica: float = Field(ge=0, description="capacity at the parameters' estimates")
+    max_rate_interval: tuple[float, float] = Field(description="central interval of capacity at the confidence")
     hpa_target_rate_per_replica: float = Field(ge=0)
     predicted_queue_us_at_target: float | None = Field(
         description="mean Triton queue time per request at the HPA target (nv_inference_queue_duration_us / "
@@ -68,14 +108,15 @@ class Threshold(Strict):
 
 
 class Calibration(Strict):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     created_at: str
     model: str
     gpu: str
     profile_origin: str
-    overhead_ms: float = Field(ge=0)
-    spread: float = Field(ge=0)
-    service_scale: float = Field(gt=0)
+    parameters: Parameters
+    uncertainty: Uncertainty
+    warnings: list[str] = Field(default_factory=list, description="parameters at a bound or not identified, "
+                                "steps flagged as host-bound: read before trusting the thresholds")
     sources: list[str]
     fit: FitReport
     steps: list[StepFit]
@@ -84,9 +125,31 @@ class Calibration(Strict):
     thresholds: list[Threshold]
 
 
+    @property
+    def overhead_ms(self) -> float:
+        return self.parameters.overhead_ms.value
+
+    def describe_parameters(self) -> str:
+        """One line: each parameter with its interval, or why it was held."""
+        parts = []
+        for name in PARAMETER_NAMES:
+            p = getattr(self.parameters, name)
+            unit = "" if name == "spread" else " ms"
+            text = f"{name} {p.value:.3f}{unit}"
+            text += f" [{p.low:.3f}, {p.high:.3f}]" if p.identified else " (held: not identified)"
+            parts.append(text + (" AT BOUND" if p.at_bound else ""))
+        return ", ".join(parts) + f" ({self.uncertainty.confidence:.0%} intervals)"
+
+
 def read_calibration(path: Path | str) -> Calibration:
     """Read and validate a calibration; one-line :class:`gpufleet.errors.ContractError` naming the field on any defect."""
-    return read_model(Calibration, path, "calibration")
+    data = read_json(path, "calibration")
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if isinstance(version, int) and version < SCHEMA_VERSION:
+        raise ContractError(f"{path}: calibration schema {version} was written by an older gpufleet; this one reads "
+                            f"schema {SCHEMA_VERSION} (per-batch and per-item server costs, intervals): run planner "
+                            "fit again on its stress results")
+    return validate(Calibration, data, path)
 
 
 def write_calibration(calibration: Calibration, path: Path | str) -> None:

@@ -97,6 +97,16 @@ class Deployment(Strict):
     profile_origin: str
 
 
+class CapacityRange(Strict):
+    """Per-replica capacity at the target as the calibration's uncertainty leaves it."""
+
+    nominal: float = Field(ge=0, description="at the fitted parameters' estimates")
+    low: float = Field(ge=0, description="central interval at the confidence")
+    high: float = Field(ge=0)
+    confidence: float = Field(gt=0.5, lt=1, description="max_rate is the lower end of the one-sided interval at "
+                                                         "this level")
+
+
 class SizingRecord(Strict):
     """The per-replica rates the optimizer sized one GPU type with (after verification tightened them): what
     ``planner report`` re-solves the fleet with, so its cost at the plan's rate is the plan's."""
@@ -108,6 +118,8 @@ class SizingRecord(Strict):
                                                              "target when lag-aware, else max_rate")
     survival_rate_per_replica: float = Field(gt=0, description="the most a replica carries while a spot pool is "
                                                                "lost (at the survival bound)")
+    capacity_interval: CapacityRange | None = Field(default=None, description="with a calibration for this GPU: "
+                                                    "how sure max_rate is; max_rate is the interval's safe end")
 
 
 class Cost(Strict):

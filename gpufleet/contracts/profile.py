@@ -103,7 +103,7 @@ LEFT_TAIL = 0.25
 RIGHT_TAIL = 0.5
 
 
-def service_quantiles_s(profile: LatencyProfile, grid: int, spread: float = 1.0, scale: float = 1.0) -> np.ndarray:
+def service_quantiles_s(profile: LatencyProfile, grid: int, spread: float = 1.0) -> np.ndarray:
     """The profile read as a distribution: ``table[b, i]`` is the service time (seconds) of a batch of ``b`` at
     probability level ``(i + 0.5) / grid``, for ``b`` in 1..the largest measured size (row 0 is zeros).
 
@@ -114,7 +114,7 @@ def service_quantiles_s(profile: LatencyProfile, grid: int, spread: float = 1.0,
       than their median;
     * ``Q(1) = p99 + 0.5 * (p99 - p50)``, a bounded right tail beyond p99.
 
-    ``spread`` scales every deviation from p50 and ``scale`` every time. Batch sizes between measured ones interpolate
+    ``spread`` scales every deviation from p50. Batch sizes between measured ones interpolate
     linearly in batch size (the affine latency-versus-batch shape of GPU inference); sizes below the smallest
     measured one take its figures. The planner simulates with this table and ``serving``'s stand-in model sleeps
     from it, so both read a profile the same way.
@@ -129,7 +129,7 @@ def service_quantiles_s(profile: LatencyProfile, grid: int, spread: float = 1.0,
               + ([bl.p90_ms] if bl.p90_ms is not None else []) + [bl.p99_ms, bl.p99_ms + RIGHT_TAIL * tail])
         q = np.interp(levels, us, qs)
         q = bl.p50_ms + spread * (q - bl.p50_ms)
-        knots_per_size.append(scale * np.maximum(q, 0.0) / 1000.0)
+        knots_per_size.append(np.maximum(q, 0.0) / 1000.0)
     knots = np.array(knots_per_size)  # [n_sizes, grid], seconds
     table = np.zeros((int(sizes[-1]) + 1, grid))
     for b in range(1, int(sizes[-1]) + 1):

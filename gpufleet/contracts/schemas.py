@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from gpufleet.contracts.calibration import SCHEMA_VERSION as CALIBRATION_VERSION
 from gpufleet.contracts.calibration import Calibration
 from gpufleet.contracts.catalog import Catalog
 from gpufleet.contracts.engine_sidecar import EngineSidecar
@@ -23,7 +24,7 @@ SCHEMAS = {
     "stress-result.v1.schema.json": StressResult,
     "catalog.v1.schema.json": Catalog,
     "engine-sidecar.v1.schema.json": EngineSidecar,
-    "calibration.v1.schema.json": Calibration,
+    f"calibration.v{CALIBRATION_VERSION}.schema.json": Calibration,
 }
 
 

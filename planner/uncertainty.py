@@ -1,0 +1,84 @@
+"""A calibrated replica model and how sure it is: capacity with its interval, from the calibration's parameter draws.
+
+``planner fit`` resamples the stress steps and keeps one parameter draw per resample
+(:class:`gpufleet.contracts.calibration.Uncertainty`). Capacity at a P99 target is a bisection over simulations, too
+costly to repeat per draw, so it is carried through its gradient: central differences of one standard deviation of
+each parameter's draws (a secant over the range the draws span, not a tangent that the bisection's resolution would
+swamp). Each draw's capacity is the estimate plus the gradient times the draw's offset; the planned capacity is the
+lower end of the one-sided interval at the confidence, never above the estimate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpufleet.contracts.calibration import Calibration
+from gpufleet.contracts.profile import LatencyProfile
+from gpufleet.contracts.triton import BatchingConfig
+from planner.capacity import CapacitySearch, ReplicaModel
+from planner.service import ServerCost
+
+DEFAULT_CONFIDENCE = 0.9
+
+
+@dataclass(frozen=True)
+class CapacityInterval:
+    planned: float  # the lower end of the one-sided interval at the confidence: what to size with
+    nominal: float  # at the parameters' estimates
+    low: float  # the central interval at the confidence
+    high: float
+    confidence: float
+
+
+class CalibratedModel:
+    """A profile with fitted parameters (``overhead_ms, batch_overhead_ms, item_overhead_ms, spread``) and their draws."""
+
+    def __init__(self, profile: LatencyProfile, values: tuple[float, ...], draws: np.ndarray | None = None,
+                 confidence: float = DEFAULT_CONFIDENCE):
+        self.profile = profile
+        self.values = np.asarray(values, dtype=float)
+        self.draws = np.zeros((0, len(values))) if draws is None or len(draws) == 0 else np.asarray(draws, float)
+        self.confidence = confidence
+
+    @classmethod
+    def from_calibration(cls, profile: LatencyProfile, cal: Calibration,
+                         confidence: float | None = None) -> "CalibratedModel":
+        return cls(profile, cal.parameters.values(), np.array(cal.uncertainty.draws),
+                   cal.uncertainty.confidence if confidence is None else confidence)
+
+    @staticmethod
+    def cost(values) -> ServerCost:
+        return ServerCost(batch_ms=float(values[1]), item_ms=float(values[2]), spread=max(float(values[3]), 0.0))
+
+    def replica(self, values=None) -> ReplicaModel:
+        return ReplicaModel.from_profile(self.profile, self.cost(self.values if values is None else values))
+
+    def max_rate(self, values, cfg: BatchingConfig, p99_ms: float, overhead_ms: float) -> float:
+        """Capacity at ``values``; the overhead enters as its offset from the estimate, on top of ``overhead_ms``
+        (the plan's, which a user may have set apart from the calibration)."""
+        budget_s = (p99_ms - overhead_ms - (values[0] - self.values[0])) / 1000.0
+        if budget_s <= 0:
+            return 0.0
+        return CapacitySearch(self.replica(values)).max_rate(cfg, budget_s)
+
+    def capacity(self, cfg: BatchingConfig, p99_ms: float, overhead_ms: float,
+                 nominal: float | None = None) -> CapacityInterval:
+        c = self.confidence
+        if nominal is None:
+            nominal = self.max_rate(self.values, cfg, p99_ms, overhead_ms)
+        offsets = self.draws - self.values
+        spread = offsets.std(axis=0) if len(offsets) else np.zeros(len(self.values))
+        if nominal <= 0 or not np.any(spread > 0):
+            return CapacityInterval(nominal, nominal, nominal, nominal, c)
+        grad = np.zeros(len(self.values))
+        for j in np.flatnonzero(spread > 0):
+            h = np.zeros(len(self.values))
+            h[j] = spread[j]
+            up = self.max_rate(self.values + h, cfg, p99_ms, overhead_ms)
+            down = self.max_rate(self.values - h, cfg, p99_ms, overhead_ms)
+            grad[j] = (up - down) / (2 * spread[j])
+        rates = np.maximum(nominal + offsets @ grad, 0.0)
+        planned = min(nominal, float(np.quantile(rates, 1 - c)))
+        low, high = (float(np.quantile(rates, q)) for q in ((1 - c) / 2, (1 + c) / 2))
+        return CapacityInterval(planned, nominal, min(low, nominal), max(high, nominal), c)
