@@ -20,6 +20,10 @@ def feasible(problem: Problem, counts: tuple[int, ...]) -> bool:
     if total < problem.min_replicas:
         return False
     for g in problem.gpus():
+        of_type = sum(r for p, r in zip(pools, reps) if p.gpu == g)
+        if 0 < of_type < problem.min_replicas_per_gpu:
+            return False
+    for g in problem.gpus():
         spot = sum(r for p, r in zip(pools, reps) if p.is_spot and p.gpu == g)
         if spot > problem.max_spot_share * sum(r for p, r in zip(pools, reps) if p.gpu == g) + TOL:
             return False

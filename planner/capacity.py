@@ -17,7 +17,7 @@ from gpufleet.contracts.profile import LatencyProfile
 
 QUEUE_DELAYS_US = (0, 100, 500, 1000, 2000, 5000, 10000)
 SEARCH_REQUESTS = 10_000
-BISECTION_STEPS = 11  # resolves the rate to 1/2048 of the saturation throughput
+BISECTION_STEPS = 9  # resolves the rate to 1/512 of the saturation throughput, well inside TIE_TOLERANCE
 TIE_TOLERANCE = 0.01
 # A heavy-traffic tail for the batch queue: P99 wait ~ ln(100)/2 mean service times per unit of rho/(1-rho),
 # the M/D/1 tail being about half the M/M/1 one. Used only to rank candidates before simulation.
@@ -121,7 +121,7 @@ class CapacitySearch:
         return self.simulate(rate, cfg).quantile_ms(0.99) / 1000.0
 
     def max_rate(self, cfg: BatchingConfig, budget_s: float, floor: float = 0.0) -> float:
-        """Largest rate with simulated P99 <= budget, to 1/2048 of saturation; 0 if the config cannot beat ``floor``.
+        """Largest rate with simulated P99 <= budget, to 1/512 of saturation; 0 if the config cannot beat ``floor``.
 
         Saturation throughput bounds the rate from above, and ``floor`` (the best rate found so far) from below:
         a config that misses the budget at ``floor`` costs one simulation to discard.
@@ -132,7 +132,7 @@ class CapacitySearch:
         if floor > 0 and self.p99_s(floor, cfg) > budget_s:
             return 0.0
         lo = floor
-        step_floor = hi / 2048.0
+        step_floor = hi / 2 ** BISECTION_STEPS
         while hi - lo > step_floor:
             mid = 0.5 * (lo + hi)
             if self.p99_s(mid, cfg) <= budget_s:

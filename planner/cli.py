@@ -24,6 +24,7 @@ from planner.recommend import (
 )
 from gpufleet.contracts.calibration import write_calibration
 from planner.fit import fit
+from planner.profiles import DEFAULT_MODEL
 from planner.uncertainty import DEFAULT_CONFIDENCE
 from planner.render import render_calibration, render_plan
 from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
@@ -47,11 +48,16 @@ class RoutingMode(str, Enum):
     equal = "equal"
 
 
+class Environment(str, Enum):
+    production = "production"
+    development = "development"
+
+
 @app.command("recommend")
 def recommend_cmd(
     qps: Annotated[float, typer.Option(help="Requests per second to serve.")],
     p99_ms: Annotated[float, typer.Option(help="End-to-end P99 latency target, ms.")] = 100.0,
-    model: Annotated[str, typer.Option(help="Model name in the latency profiles.")] = "resnet50",
+    model: Annotated[str, typer.Option(help="Model name in the latency profiles (embedded: yolov8{n,s,m,l,x}-{640,1280x720}, yolov8m-seg-{640,1280x720}, resnet50).")] = DEFAULT_MODEL,
     gpu: Annotated[Optional[list[str]], typer.Option(help="GPU types to consider (repeat); default all profiled.")] = None,
     catalog: Annotated[Optional[Path], typer.Option(help="Instance catalog JSON; default the embedded us-east-1 one.")] = None,
     profile: Annotated[Optional[list[Path]], typer.Option(help="Latency profile JSON (repeat); overrides the embedded one for its model and GPU.")] = None,
@@ -65,9 +71,10 @@ def recommend_cmd(
     overhead_ms: Annotated[Optional[float], typer.Option(help=f"Fixed network and pre/post-processing time per request, ms; default the calibration's, else {DEFAULT_OVERHEAD_MS:g}.")] = None,
     calibration: Annotated[Optional[Path], typer.Option(help="Calibration from `planner fit`: overhead, server costs, their uncertainty, scale-up lag.")] = None,
     confidence: Annotated[Optional[float], typer.Option(help="With --calibration: size with capacity's lower end at this confidence; default the calibration's.")] = None,
-    scale_up_lag_min: Annotated[Optional[float], typer.Option(help="Minutes for a new GPU replica to serve; with --ramp-pct-per-min, sizes for lag-aware HPA targets.")] = None,
-    ramp_pct_per_min: Annotated[Optional[float], typer.Option(help="Fastest traffic growth the HPA must absorb, percent per minute.")] = None,
+    scale_up_lag_min: Annotated[Optional[float], typer.Option(help="Minutes for a new GPU replica to serve; default the calibration's, else 6.")] = None,
+    ramp_pct_per_min: Annotated[Optional[float], typer.Option(help="Fastest traffic growth the HPA must absorb, percent per minute; default the calibration's, else 2. 0: targets only allow for the HPA's tolerance.")] = None,
     min_replicas: Annotated[int, typer.Option(min=1, help="Fewest Triton replicas in the fleet.")] = 1,
+    environment: Annotated[Environment, typer.Option(help="production: at least 2 replicas of every GPU type that serves; development allows 1.")] = Environment.production,
     max_instances_per_pool: Annotated[Optional[int], typer.Option(min=1, help="Cap on instances from any one pool.")] = None,
     exhaustive: Annotated[bool, typer.Option(help="Simulate every Triton config instead of pruning.")] = False,
     format: Annotated[OutputFormat, typer.Option("--format", help="table for people, json for the plan file.")] = OutputFormat.table,
@@ -83,7 +90,7 @@ def recommend_cmd(
         capacity_types=list(capacity_type) if capacity_type else list(ALL_CAPACITY_TYPES), routing=routing.value,
         max_spot_share=max_spot_share, spot_survival=spot_survival, survival_p99_ms=survival_p99_ms,
         horizon_months=horizon_months, overhead_ms=overhead_ms, min_replicas=min_replicas,
-        max_instances_per_pool=max_instances_per_pool, exhaustive=exhaustive, calibration=calibration, confidence=confidence,
+        max_instances_per_pool=max_instances_per_pool, exhaustive=exhaustive, environment=environment.value, calibration=calibration, confidence=confidence,
         scale_up_lag_s=None if scale_up_lag_min is None else _non_negative("--scale-up-lag-min", scale_up_lag_min) * 60,
         ramp_per_min=None if ramp_pct_per_min is None else _non_negative("--ramp-pct-per-min", ramp_pct_per_min) / 100)
     target = None

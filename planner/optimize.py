@@ -15,6 +15,9 @@ Spot share: at most ``max_spot_share`` of each GPU type's replicas run on spot, 
 its own on-demand or reserved floor (a fleet-wide share would let one type run spot-only while its weighted share of
 traffic depends on it). The fleet's share is then at most the same.
 
+Replica floors: at least ``min_replicas`` in the fleet, and at least ``min_replicas_per_gpu`` of every GPU type
+the fleet uses (``y[g]`` = 1), so that no type's share of traffic rests on one replica.
+
 Spot survival: when any one spot pool is lost, what remains must still hold the traffic at ``cap_survival``
 (the per-replica rate at the degraded P99 bound) until replacements start. Under ``weighted`` routing the
 weights do not move, so the lost pool's GPU type must carry its share on its other pools; under ``equal``,
@@ -49,6 +52,7 @@ class Problem:
     min_replicas: int = 1
     max_instances_per_pool: int | None = None
     respect_pool_limits: bool = True
+    min_replicas_per_gpu: int = 1  # of every GPU type in use
 
     def gpus(self) -> list[str]:
         return sorted({p.gpu for p in self.pools})
@@ -91,7 +95,7 @@ class Problem:
             if per_replica <= 0:
                 continue
             n = max(math.ceil(self.qps / (per_replica * p.gpus_per_instance) * (1 + 1e-12)),
-                    math.ceil(self.min_replicas / p.gpus_per_instance), 1)
+                    math.ceil(max(self.min_replicas, self.min_replicas_per_gpu) / p.gpus_per_instance), 1)
             limit = self.pool_limit(p)
             if limit is not None and n > limit:
                 continue
@@ -111,7 +115,7 @@ class Problem:
             need = math.floor(incumbent / p.usd_per_hour * (1 + 1e-9))
         else:
             need = 4 * math.ceil(self.qps / (self.capacity[p.gpu] * p.gpus_per_instance))
-            need += math.ceil(self.min_replicas / p.gpus_per_instance)
+            need += math.ceil(max(self.min_replicas, self.min_replicas_per_gpu) / p.gpus_per_instance)
         return need if limit is None else min(need, limit)
 
 
@@ -187,6 +191,8 @@ def _solve(problem: Problem, relax: bool, exclude: tuple[frozenset[str], ...], t
         big = sum(ub_n[j] * replicas[j] for j in members) or 1.0
         add({**{j: replicas[j] for j in members}, ix_y + gi[g]: -big}, upper=0.0)
         add({ix_x + gi[g]: 1.0, ix_y + gi[g]: -q}, upper=0.0)
+        if problem.min_replicas_per_gpu > 1:
+            add({**{j: replicas[j] for j in members}, ix_y + gi[g]: -float(problem.min_replicas_per_gpu)}, lower=0.0)
         if problem.routing == "weighted":
             add({ix_x + gi[g]: 1.0, **{j: -problem.capacity[g] * replicas[j] for j in members}}, upper=0.0)
         else:
@@ -263,6 +269,7 @@ RELAXATIONS: dict[str, dict] = {
     "spot survival": {"spot_survival": False},
     "pool instance limits": {"respect_pool_limits": False},
     "minimum replicas": {"min_replicas": 1},
+    "replicas per GPU type": {"min_replicas_per_gpu": 1},
 }
 
 

@@ -1,6 +1,7 @@
 """Latency profiles available to the planner: the embedded references plus any the user measured.
 
-A user's profile replaces the embedded one for the same (model, GPU type).
+A user's profile replaces the embedded one for the same (model, GPU type). The embedded ones: ResNet-50 (MLPerf), and
+the YOLO-class detectors and segmenter the users serve (``planner/data/yolo_profiles.py`` derives them).
 """
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from pathlib import Path
 
 from planner.errors import PlannerInputError
 from gpufleet.contracts.profile import LatencyProfile, ProfileError, parse_profile, read_profile
+
+
+# What `planner recommend` plans for when no --model is given: a small YOLO detector on 1280x720 camera frames.
+DEFAULT_MODEL = "yolov8s-1280x720"
 
 
 def embedded_profiles() -> list[LatencyProfile]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpufleet.contracts.autoscaling import DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
+from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
 from gpufleet.contracts.calibration import Calibration, read_calibration
 from gpufleet.contracts.plan import (Alternative, Autoscaling, Binding, Cost, Deployment, LatencyPrediction, Plan,
                                      PlanRequest, PoolPlan, SolverReport, SurvivalCheck)
@@ -23,7 +23,7 @@ from planner.capacity import Capacity, CapacitySearch, queue_bound
 from planner.catalog import CAPACITY_TYPES, HOURS_PER_MONTH, Catalog, Pool, read_catalog
 from planner.errors import PlannerInputError
 from planner.optimize import Infeasible, Problem, Routing, Solution, binding_constraint, runner_up, solve_with_bound
-from planner.profiles import load_profiles
+from planner.profiles import DEFAULT_MODEL, load_profiles
 from planner.simulate import SimResult, Workload
 from planner.sizing import (FleetConstraints, GpuSizing, calibrated_model, fleet_pools, fleet_problem, replica_model,
                             size_gpu)
@@ -38,6 +38,10 @@ DEFAULT_OVERHEAD_MS = 2.0
 # Far beyond any AWS account's GPU quota; past it the MILP's numbers lose the precision that makes it exact.
 MAX_FLEET_REPLICAS = 1_000_000
 AFTER_REPLACEMENT_S = 60.0
+# A production plan runs at least this many replicas of every GPU type that serves: with one, a single spot reclaim
+# or node failure takes that type's whole share of traffic down until a replacement serves (minutes).
+PRODUCTION_MIN_REPLICAS_PER_GPU = 2
+ENVIRONMENTS = ("production", "development")
 OVERHEAD_ASSUMED = ("assumed default for network transfer and pre/post-processing; "
                     "calibrate it from stress runs with `planner fit`")
 
@@ -48,7 +52,7 @@ class RecommendRequest:
 
     qps: float
     p99_ms: float = 100.0
-    model: str = "resnet50"
+    model: str = DEFAULT_MODEL
     gpus: list[str] | None = None
     catalog: Path | None = None
     profiles: list[Path] = field(default_factory=list)
@@ -67,6 +71,11 @@ class RecommendRequest:
     min_replicas: int = 1
     max_instances_per_pool: int | None = None
     exhaustive: bool = False
+    environment: str = "production"
+
+    @property
+    def min_replicas_per_gpu(self) -> int:
+        return PRODUCTION_MIN_REPLICAS_PER_GPU if self.environment == "production" else 1
 
     def check(self) -> None:
         """Reject numbers no plan can answer, each with one line."""
@@ -98,6 +107,8 @@ class RecommendRequest:
         unknown = set(self.capacity_types) - set(ALL_CAPACITY_TYPES)
         if unknown or not self.capacity_types:
             raise PlannerInputError(f"unknown capacity type {sorted(unknown)}; choose from {', '.join(ALL_CAPACITY_TYPES)}")
+        if self.environment not in ENVIRONMENTS:
+            raise PlannerInputError(f"--environment must be one of {', '.join(ENVIRONMENTS)}, got {self.environment}")
         if self.routing not in ("weighted", "equal"):
             raise PlannerInputError(f"--routing must be weighted or equal, got {self.routing}")
 
@@ -183,7 +194,9 @@ def _autoscaling(req: RecommendRequest, cal: Calibration | None) -> AutoscalingS
                                                                        cal.scaling.ramp_per_min):
         return cal.scaling
     if req.scale_up_lag_s is None and req.ramp_per_min is None:
-        return AutoscalingSpec()
+        # Not calibrated and nothing asked: size for a GPU node's start-up at the default ramp, so the HPA target is
+        # never the capacity itself (by the time a new replica serves, traffic has grown past it).
+        return AutoscalingSpec(scale_up_lag_s=DEFAULT_SCALE_UP_LAG_S, ramp_per_min=DEFAULT_RAMP_PER_MIN)
     return AutoscalingSpec(scale_up_lag_s=DEFAULT_SCALE_UP_LAG_S if req.scale_up_lag_s is None else req.scale_up_lag_s,
                            ramp_per_min=req.ramp_per_min or 0.0)
 
@@ -213,7 +226,8 @@ def recommend(req: RecommendRequest) -> Plan:
                                 f"{req.overhead_ms:g} ms)")
 
     constraints = FleetConstraints(req.routing, req.max_spot_share, req.spot_survival, req.min_replicas,
-                                   req.max_instances_per_pool, req.horizon_months, tuple(req.capacity_types))
+                                   req.max_instances_per_pool, req.horizon_months, tuple(req.capacity_types),
+                                   req.min_replicas_per_gpu)
     pools = fleet_pools(catalog, set(caps), constraints)
     if not pools:
         raise PlannerInputError(f"the catalog has no {'/'.join(req.capacity_types)} pools for {', '.join(caps)}")
@@ -374,6 +388,19 @@ def _build_plan(req, catalog: Catalog, problem, sol, traffic, reps, results, cap
         extra = second.usd_per_hour - usd
         why += (f" Runner-up: {', '.join(_describe(problem.pools, second.counts))} at ${second.usd_per_hour:,.2f}/h "
                 f"(+${extra:,.2f}/h, +{100 * extra / usd:.1f}%).")
+    if req.min_replicas_per_gpu > 1:
+        why += (f" Production: at least {req.min_replicas_per_gpu} replicas of every GPU type that serves, because one "
+                "replica is an outage of that type's share on a single spot reclaim or node failure "
+                "(--environment development allows one).")
+    if spec.lag_aware and req.calibration is None and (req.scale_up_lag_s, req.ramp_per_min) == (None, None):
+        why += (f" HPA targets allow for a {spec.scale_up_lag_s / 60:g}-minute GPU scale-up at "
+                f"{100 * (spec.ramp_per_min or 0):g}%/min traffic growth (defaults; calibrate with planner fit or set "
+                "--scale-up-lag-min/--ramp-pct-per-min).")
+    for g in sorted(sizing):
+        ci = sizing[g].interval
+        if ci is not None:
+            why += (f" {g} capacity {ci.nominal:,.1f} req/s per replica as fitted, {ci.low:,.1f}-{ci.high:,.1f} at "
+                    f"{ci.confidence:.0%}; sized at {sizing[g].max_rate:,.1f}, the safe end.")
     try:
         pkg_version = version("gpufleet")
     except PackageNotFoundError:
@@ -387,6 +414,7 @@ def _build_plan(req, catalog: Catalog, problem, sol, traffic, reps, results, cap
                             survival_p99_ms=req.survival_p99_ms, horizon_months=req.horizon_months,
                             overhead_ms=req.overhead_ms, overhead_source=req.overhead_source,
                             min_replicas=req.min_replicas, max_instances_per_pool=req.max_instances_per_pool,
+                            environment=req.environment, min_replicas_per_gpu=req.min_replicas_per_gpu,
                             catalog_as_of=catalog.as_of,
                             calibration=None if req.calibration is None else str(req.calibration)),
         pools=pool_plans, deployments=deployments,

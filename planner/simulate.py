@@ -48,16 +48,82 @@ def simulate(arrivals_s: np.ndarray, cfg: BatchingConfig, service: ServiceTime, 
     """
     if cfg.effective_max_batch > service.max_batch_size:
         raise ValueError(f"max_batch_size {cfg.effective_max_batch} exceeds the profile's {service.max_batch_size}")
+    if cfg.instance_count == 1:
+        return _simulate_one_instance(arrivals_s, cfg, service, draws, warmup_fraction)
+    return _simulate_shared(arrivals_s, cfg, service, draws, speedup, warmup_fraction)
+
+
+def _batching_rule(cfg: BatchingConfig) -> tuple[list[int], int, int, float]:
+    big_b = cfg.effective_max_batch
+    preferred = sorted(cfg.preferred_batch_sizes) if cfg.dynamic_batching else []
+    trigger = preferred[0] if preferred else big_b
+    return preferred, trigger, big_b, cfg.effective_delay_us * 1e-6
+
+
+def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service: ServiceTime, draws: np.ndarray,
+                           warmup_fraction: float) -> SimResult:
+    """One model instance: batches run one after another, so each starts when the instance is free and the batcher
+    sends it (the same rule as :func:`_simulate_shared`, without the processor sharing it needs for several)."""
+    a = arrivals_s.tolist()
+    n_req = len(a)
+    preferred, trigger, big_b, delay = _batching_rule(cfg)
+    u = draws.tolist()
+    tables = service._lists
+    grid = [len(t) for t in tables]
+    inf = float("inf")
+    head = 0
+    free_at = 0.0
+    busy = 0.0
+    sizes: list[int] = []
+    done: list[float] = []
+    started: list[float] = []
+    add_size, add_done, add_start, count = sizes.append, done.append, started.append, bisect_right
+    batch = 0
+    while head < n_req:
+        last = head + trigger - 1
+        t = a[last] if last < n_req else inf
+        if a[head] + delay < t:
+            t = a[head] + delay
+        if t < free_at:
+            t = free_at
+        if big_b == 1:
+            m = 1
+        else:
+            m = count(a, t, head, min(head + big_b, n_req)) - head
+            if preferred and m >= trigger:
+                m = max(p for p in preferred if p <= m)
+        s = tables[m][int(u[batch] * grid[m])]
+        batch += 1
+        busy += s
+        free_at = t + s
+        add_start(t)
+        add_done(free_at)
+        add_size(m)
+        head += m
+    return _result(arrivals_s, sizes, started, done, busy, free_at, warmup_fraction)
+
+
+def _result(arrivals_s: np.ndarray, sizes: list[int], started: list[float], done: list[float], busy: float,
+            end: float, warmup_fraction: float) -> SimResult:
+    n_req = len(arrivals_s)
+    latency = np.repeat(np.array(done), sizes) - arrivals_s
+    queued_for = np.repeat(np.array(started), sizes) - arrivals_s
+    first = int(n_req * warmup_fraction)
+    span = end - arrivals_s[0] if n_req else 0.0
+    return SimResult(latency_s=latency[first:], queue_s=queued_for[first:], mean_batch_size=n_req / max(len(sizes), 1),
+                     busy_fraction=busy / span if span > 0 else 0.0)
+
+
+def _simulate_shared(arrivals_s: np.ndarray, cfg: BatchingConfig, service: ServiceTime, draws: np.ndarray,
+                     speedup: Sequence[float] | None, warmup_fraction: float) -> SimResult:
+    """Any number of instances sharing the GPU (processor sharing at ``speedup[n] / n`` each)."""
     k = cfg.instance_count
     speed = list(speedup) if speedup is not None else [0.0] + [1.0] * k
     if len(speed) <= k:
         raise ValueError(f"speedup needs entries up to {k} concurrent batches")
     a = arrivals_s.tolist()
     n_req = len(a)
-    big_b = cfg.effective_max_batch
-    preferred = sorted(cfg.preferred_batch_sizes) if cfg.dynamic_batching else []
-    trigger = preferred[0] if preferred else big_b
-    delay = cfg.effective_delay_us * 1e-6
+    preferred, trigger, big_b, delay = _batching_rule(cfg)
     u = draws.tolist()
     inf = float("inf")
 
@@ -106,12 +172,7 @@ def simulate(arrivals_s: np.ndarray, cfg: BatchingConfig, service: ServiceTime, 
             finished = inflight.pop(j_next)
             done[int(finished[1])] = t
 
-    latency = np.repeat(np.array(done), sizes) - arrivals_s
-    queued_for = np.repeat(np.array(started), sizes) - arrivals_s
-    first = int(n_req * warmup_fraction)
-    span = t - arrivals_s[0] if n_req else 0.0
-    return SimResult(latency_s=latency[first:], queue_s=queued_for[first:], mean_batch_size=n_req / max(len(sizes), 1),
-                     busy_fraction=busy / span if span > 0 else 0.0)
+    return _result(arrivals_s, sizes, started, done, busy, t, warmup_fraction)
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,7 @@ class FleetConstraints:
     max_instances_per_pool: int | None
     horizon_months: float
     capacity_types: tuple[CapacityType, ...]
+    min_replicas_per_gpu: int = 1
 
 
 def size_gpu(search: CapacitySearch, cap: Capacity, spec: AutoscalingSpec, p99_ms: float,
@@ -112,10 +113,11 @@ def fleet_problem(pools: tuple[Pool, ...], sizing: dict[str, GpuSizing], qps: fl
     return Problem(usable, {g: s.sizing_rate for g, s in sizing.items()}, qps,
                    override.get("routing", c.routing), override.get("max_spot_share", c.max_spot_share),
                    override.get("spot_survival", c.spot_survival),
-                   {g: s.survival_rate for g, s in sizing.items()}, c.min_replicas, c.max_instances_per_pool)
+                   {g: s.survival_rate for g, s in sizing.items()}, c.min_replicas, c.max_instances_per_pool,
+                   min_replicas_per_gpu=c.min_replicas_per_gpu)
 
 
 def constraints_of(plan: Plan) -> FleetConstraints:
     r = plan.request
     return FleetConstraints(r.routing, r.max_spot_share, r.spot_survival, r.min_replicas, r.max_instances_per_pool,
-                            r.horizon_months, tuple(r.capacity_types))
+                            r.horizon_months, tuple(r.capacity_types), r.min_replicas_per_gpu)

@@ -420,7 +420,10 @@ def _check_s3(url: str, endpoint_url: str | None) -> None:
 def local_cmd(
     model_file: Annotated[Optional[Path], typer.Argument(help="ONNX model to serve.")] = None,
     demo: Annotated[Optional[DemoName], typer.Option(help="Serve a demo model instead of a file.")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Model name (default: file stem or demo name).")] = None,
+    standin: Annotated[Optional[Path], typer.Option(help="Serve a GPU stand-in instead: a model that sleeps each "
+                                                    "batch's device time, drawn from this latency profile (Triton's "
+                                                    "batcher, queue and HTTP path stay real; the CPU stays free).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Model name (default: file stem, demo name, or the profile's model).")] = None,
     plan: Annotated[Optional[Path], typer.Option(help="Plan JSON whose Triton settings to use.")] = None,
     gpu: Annotated[Optional[str], typer.Option(help="The plan deployment (GPU type) to take settings from.")] = None,
     max_batch_size: Annotated[Optional[int], typer.Option(min=1, help="Without --plan: max_batch_size (default 8).")] = None,
@@ -439,12 +442,12 @@ def local_cmd(
                                                   "load new versions as they appear (hot reload; with --repository)."
                                                   )] = None,
 ) -> None:
-    """Run a real Triton Inference Server on loopback (CPU, ONNX Runtime) until Ctrl-C or SIGTERM."""
+    """Run a real Triton Inference Server on loopback (CPU: ONNX Runtime, or a GPU stand-in) until Ctrl-C or SIGTERM."""
     from serving.local import LocalTriton, Ports
     from serving.repository import write_model
 
-    if (model_file is None) == (demo is None):
-        raise ServingInputError("give either an ONNX file or --demo")
+    if sum(x is not None for x in (model_file, demo, standin)) != 1:
+        raise ServingInputError("give one of: an ONNX file, --demo, --standin PROFILE")
     if len({http_port, grpc_port, metrics_port}) < 3:
         raise ServingInputError(f"--http-port {http_port}, --grpc-port {grpc_port} and --metrics-port {metrics_port} "
                                 "must differ: each endpoint needs its own port")
@@ -456,16 +459,24 @@ def local_cmd(
         raise ServingInputError("--poll-s watches a repository you publish into: give --repository")
     if log is not None:
         check_output_file(log, "Triton log")
+    stand_in = None
+    if standin is not None:
+        from gpufleet.contracts.profile import read_profile
+        from serving.standin import StandIn
+        stand_in = StandIn(name or read_profile(standin).model, read_profile(standin))
     with tempfile.TemporaryDirectory(prefix="gpufleet-local-") as tmp:
-        if demo is not None:
-            from serving.demo_models import write_onnx
-            model_file = Path(tmp) / f"{demo.value}.onnx"
-            write_onnx(demo.value, model_file, _hw(height, width))
-        spec = _model_spec(model_file, name or model_file.stem, "python",
-                           _batching(plan, gpu, max_batch_size, max_queue_delay_us, preferred_batch_sizes, instances,
-                                     "KIND_CPU"), "1")
         repo = repository or Path(tmp) / "repository"
-        write_model(repo, spec, model_file)
+        batching = _batching(plan, gpu, max_batch_size, max_queue_delay_us, preferred_batch_sizes, instances, "KIND_CPU")
+        if stand_in is not None:
+            stand_in.write(repo, batching)
+            spec = stand_in.spec(batching)
+        else:
+            if demo is not None:
+                from serving.demo_models import write_onnx
+                model_file = Path(tmp) / f"{demo.value}.onnx"
+                write_onnx(demo.value, model_file, _hw(height, width))
+            spec = _model_spec(model_file, name or model_file.stem, "python", batching, "1")
+            write_model(repo, spec, model_file)
         # Polling, a model error (a bad new version) must leave the served one in place, not stop the server.
         polling = [] if poll_s is None else ["--model-control-mode=poll", f"--repository-poll-secs={poll_s}",
                                              "--exit-on-error=false"]

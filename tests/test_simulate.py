@@ -84,3 +84,24 @@ def test_preferred_size_takes_the_largest_preferred_batch_the_queue_fills():
 def test_preferred_size_above_max_batch_is_rejected():
     with pytest.raises(ValueError, match="preferred_batch_sizes"):
         BatchingConfig(max_batch_size=4, preferred_batch_sizes=(8,))
+
+
+@pytest.mark.parametrize("cfg", [
+    BatchingConfig(max_batch_size=1, max_queue_delay_microseconds=0, preferred_batch_sizes=(), instance_count=1),
+    BatchingConfig(max_batch_size=8, max_queue_delay_microseconds=2000, preferred_batch_sizes=(), instance_count=1),
+    BatchingConfig(max_batch_size=8, max_queue_delay_microseconds=500, preferred_batch_sizes=(4,), instance_count=1),
+    BatchingConfig(max_batch_size=4, max_queue_delay_microseconds=0, preferred_batch_sizes=(), instance_count=1),
+])
+def test_the_one_instance_path_is_the_shared_path_with_one_instance(cfg):
+    """The fast path for one model instance must batch and time every request as the general simulation does."""
+    from planner.simulate import _simulate_shared, simulate
+    service = ServiceTime.from_quantile_function(lambda b, u: 0.004 + 0.001 * b + 0.002 * u, 8)
+    rng = np.random.default_rng(5)
+    arrivals = np.cumsum(rng.exponential(1 / 700.0, 5000))
+    draws = rng.random(5000)
+    fast = simulate(arrivals, cfg, service, draws)
+    general = _simulate_shared(arrivals, cfg, service, draws, None, 0.05)
+    np.testing.assert_allclose(fast.latency_s, general.latency_s, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(fast.queue_s, general.queue_s, rtol=0, atol=1e-12)
+    assert fast.mean_batch_size == general.mean_batch_size and fast.mean_batch_size > 1.0 or cfg.max_batch_size == 1
+    assert fast.busy_fraction == pytest.approx(general.busy_fraction, rel=1e-9)

@@ -38,6 +38,10 @@ class PlanRequest(Strict):
     overhead_ms: float = Field(ge=0)
     overhead_source: str
     min_replicas: int = Field(ge=1)
+    environment: Literal["production", "development"] = Field(
+        default="development", description="production: at least min_replicas_per_gpu replicas of every GPU type "
+                                           "that serves, and lag-aware HPA targets unless the request set others")
+    min_replicas_per_gpu: int = Field(default=1, ge=1, description="fewest replicas of any GPU type in use")
     max_instances_per_pool: int | None
     catalog_as_of: str
     calibration: str | None = Field(default=None, description="the `planner fit` calibration applied, if any")
