@@ -1,17 +1,24 @@
-"""Does the planner's latency model predict a real Triton? Predicted against measured P99, by hand.
+"""Does the planner predict a real Triton, and is its capacity the real one? Predicted against measured, by hand.
 
-    python bench/validate.py --out docs/validation        # ~10 minutes on 2 cores
+    python bench/validate.py --out docs/validation                 # measure, then analyze (~25 minutes)
+    python bench/validate.py --out docs/validation --analyze-only  # analyze the runs already in --out
 
-1. Profile the demo detector (YOLOv8n-shaped, 256x256 input) with ONNX Runtime, one thread per model instance
-   as the local Triton runs it, batch sizes 1-8, and the speedup of two concurrent instances.
-2. Calibrate: one open-loop stress run against the local Triton (config A, two rates, its own seed), then
-   ``planner fit`` on it. The validation points below are not in the fit.
-3. For each Triton config, predict P99 at 30/50/70/85% of the config's capacity (the calibrated saturation rate),
-   then measure each point open-loop (Poisson, latency from the scheduled send) against the real local Triton.
-4. Print predicted against measured P99 with the error (also for the uncalibrated model: raw profile, the default
-   2 ms overhead), write the table (Markdown), the points (JSON) and a PNG plot.
+The server is the real ``tritonserver`` bundled with PyTriton on 127.0.0.1, serving the GPU stand-in
+(:mod:`serving.standin`, what ``serving local --standin PROFILE`` serves): a Python-backend model that sleeps each
+batch's device time, drawn from the latency profile. Triton's batcher, queue, instances and HTTP path are real; the
+"device" costs no CPU, so the load generator keeps the machine's cores, as it would beside a GPU.
 
-Everything runs on 127.0.0.1 and every run is bounded by its schedule.
+1. Calibration runs: each Triton config at 35/55/75% of the profile's saturation throughput (own seeds), then
+   ``planner fit`` on the three runs together. No validation step is in the fit.
+2. Validation runs: each config at 30/50/70/85% of its calibrated saturation throughput, and at 1.0, 1.05, 1.11
+   and 1.2 times its planned capacity at the P99 target (the lower end of capacity's interval at the calibration's
+   confidence). Poisson arrivals, open loop, latency from the scheduled send.
+3. Analysis: predicted (the calibrated model replaying each step, 8 seeded replications) against measured P99, and
+   the measured capacity (where measured P99 crosses the target, interpolated between the steps either side)
+   against the planned one. Writes ``validation.json``, ``table.md`` and ``validation.png``; the runs stay beside
+   them.
+
+Every run is on loopback and bounded by its schedule.
 """
 from __future__ import annotations
 
@@ -28,34 +35,33 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gpufleet.contracts.autoscaling import AutoscalingSpec  # noqa: E402
+from gpufleet.contracts.calibration import write_calibration  # noqa: E402
+from gpufleet.contracts.profile import read_profile, write_profile  # noqa: E402
+from gpufleet.contracts.stress_result import read_stress_result  # noqa: E402
+from gpufleet.contracts.triton import BatchingConfig  # noqa: E402
 from loadtests.run import run_stress  # noqa: E402
 from loadtests.settings import StressSettings  # noqa: E402
 from loadtests.shapes import Steps  # noqa: E402
 from planner.capacity import ReplicaModel  # noqa: E402
 from planner.fit import fit  # noqa: E402
 from planner.recommend import DEFAULT_OVERHEAD_MS  # noqa: E402
-from gpufleet.contracts.autoscaling import AutoscalingSpec  # noqa: E402
-from gpufleet.contracts.triton import BatchingConfig  # noqa: E402
 from planner.simulate import simulate  # noqa: E402
-from serving.backends import OnnxRuntimeBackend  # noqa: E402
-from serving.demo_models import write_onnx  # noqa: E402
+from planner.uncertainty import CalibratedModel  # noqa: E402
 from serving.local import LocalTriton  # noqa: E402
-from serving.measure import measure_concurrency, measure_profile  # noqa: E402
-from gpufleet.contracts.profile import write_profile  # noqa: E402
-from serving.repository import write_model  # noqa: E402
-from serving.triton_config import ModelSpec, onnx_tensors  # noqa: E402
+from serving.standin import StandIn  # noqa: E402
 
+DEFAULT_PROFILE = ROOT / "planner" / "data" / "profiles" / "yolov8m-640-T4.json"
 CONFIGS = {
     "A": BatchingConfig(max_batch_size=1, max_queue_delay_microseconds=0, preferred_batch_sizes=(), instance_count=1),
-    "B": BatchingConfig(max_batch_size=4, max_queue_delay_microseconds=5000, preferred_batch_sizes=(), instance_count=1),
-    "C": BatchingConfig(max_batch_size=8, max_queue_delay_microseconds=2000, preferred_batch_sizes=(), instance_count=1),
-    # Two instances need a core each; with the load generator and Triton's frontend on the same two cores they
-    # do not get them, so "D" measures the test bed more than the model. Run it with --configs ABCD to see.
-    "D": BatchingConfig(max_batch_size=2, max_queue_delay_microseconds=2000, preferred_batch_sizes=(), instance_count=2),
+    "B": BatchingConfig(max_batch_size=4, max_queue_delay_microseconds=2000, preferred_batch_sizes=(), instance_count=1),
+    "C": BatchingConfig(max_batch_size=8, max_queue_delay_microseconds=1000, preferred_batch_sizes=(), instance_count=1),
 }
-LOADS = (0.30, 0.50, 0.70, 0.85)
-CALIBRATION_LOADS = (0.50, 0.80)
+CALIBRATION_LOADS = (0.35, 0.55, 0.75)  # of the profile's saturation throughput
+LOADS = (0.30, 0.50, 0.70, 0.85)  # of the calibrated saturation throughput
+CAPACITY_MULTIPLES = (1.0, 1.05, 1.11, 1.2)  # of the planned capacity
 REPLICATIONS = 8
+WARMUP_S = 5.0
 
 
 def predict(model: ReplicaModel, cfg: BatchingConfig, rate: float, duration_s: float, overhead_ms: float,
@@ -72,132 +78,195 @@ def predict(model: ReplicaModel, cfg: BatchingConfig, rate: float, duration_s: f
     return float(np.quantile(np.concatenate(lat), 0.99) * 1000.0 + overhead_ms), float(np.mean(batch))
 
 
-def stress(repo_root: Path, onnx: Path, cfg: BatchingConfig, rates: list[float], duration_s: float, seed: int,
-           out: Path, name: str):
-    batching = cfg.with_kind("KIND_CPU")
-    repo = repo_root / name
-    write_model(repo, ModelSpec("detector", "python", *onnx_tensors(onnx), batching), onnx)
-    server = LocalTriton(repo, extra_args=["--exit-timeout-secs=5"]).start(timeout_s=120)
-    try:
-        run = StressSettings(host=f"http://{server.http_url}", model="detector", out=out,
-                             metrics_url=server.metrics_url, shape=Steps(rates=rates, step_duration=duration_s, warmup=5),
-                             seed=seed, timeout_s=30, name=name)
-        return run_stress(run), run.result_path
-    finally:
-        server.stop()
+def stress(standin: StandIn, cfg: BatchingConfig, rates: list[float], duration_s: float, seed: int, out: Path,
+           name: str) -> Path:
+    with tempfile.TemporaryDirectory(prefix="gpufleet-validate-") as tmp:
+        standin.write(Path(tmp) / "repo", cfg)
+        server = LocalTriton(Path(tmp) / "repo", extra_args=["--exit-timeout-secs=5"]).start(timeout_s=120)
+        try:
+            run = StressSettings(host=f"http://{server.http_url}", model=standin.name, out=out,
+                                 metrics_url=server.metrics_url,
+                                 shape=Steps(rates=rates, step_duration=duration_s, warmup=WARMUP_S),
+                                 seed=seed, timeout_s=30, name=name)
+            run_stress(run)
+            return run.result_path
+        finally:
+            server.stop()
+
+
+def calibrate(profile, out: Path, target_ms: float):
+    paths = sorted(out.glob("calibration-*.stress.json"))
+    cal = fit(profile, paths, p99_ms=target_ms, lag=AutoscalingSpec(scale_up_lag_s=360, ramp_per_min=0.02))
+    write_calibration(cal, out / "calibration.json")
+    return cal
+
+
+def measured_capacity(steps: list[dict], target_ms: float) -> tuple[float | None, str]:
+    """Where measured P99 crosses the target, interpolated linearly between the steps either side."""
+    pts = sorted((s["rate"], s["measured_p99_ms"]) for s in steps)
+    below = None
+    for rate, p99 in pts:
+        if p99 > target_ms:
+            if below is None:
+                return None, f"P99 above the target already at {rate:.1f} req/s"
+            r0, p0 = below
+            return r0 + (target_ms - p0) * (rate - r0) / (p99 - p0), "interpolated"
+        below = (rate, p99)
+    return None, f"P99 within the target up to the highest rate measured ({pts[-1][0]:.1f} req/s)"
+
+
+def analyze(out: Path, profile, target_ms: float, meta: dict) -> dict:
+    cal = calibrate(profile, out, target_ms)
+    model = CalibratedModel.from_calibration(profile, cal)
+    replica = model.replica()
+    raw = ReplicaModel.from_profile(profile)
+    points, capacities = [], []
+    for key, cfg in CONFIGS.items():
+        path = out / f"config-{key}.stress.json"
+        if not path.exists():
+            continue
+        result = read_stress_result(path)
+        planned = model.capacity(cfg, target_ms, cal.overhead_ms)
+        steps = []
+        for s in result.reported_steps():
+            if s.latency_ms.p99 is None or s.ok < 200:
+                continue
+            rate = float(s.offered_rate)
+            pred, pred_batch = predict(replica, cfg, rate, s.duration_s, cal.overhead_ms, seed=ord(key))
+            pred_raw, _ = predict(raw, cfg, rate, s.duration_s, DEFAULT_OVERHEAD_MS, seed=ord(key))
+            meas = s.latency_ms.p99
+            steps.append({"config": key, "triton": cfg.describe(), "rate": round(rate, 1),
+                          "load": round(rate / replica.saturation_rate(cfg), 3),
+                          "kind": "capacity" if round(rate, 1) in meta.get("capacity_rates", {}).get(key, []) else "load",
+                          "measured_p99_ms": round(meas, 2), "predicted_p99_ms": round(pred, 2),
+                          "error": round((pred - meas) / meas, 4), "uncalibrated_p99_ms": round(pred_raw, 2),
+                          "uncalibrated_error": round((pred_raw - meas) / meas, 4),
+                          "measured_p50_ms": s.latency_ms.p50, "ok": s.ok, "errors": s.errors,
+                          "late_sends": s.late_sends, "lag_p99_ms": s.lag_p99_ms,
+                          "measured_mean_batch": s.server.mean_batch_size if s.server else None,
+                          "predicted_mean_batch": round(pred_batch, 3)})
+        points.extend(steps)
+        cap, how = measured_capacity(steps, target_ms)
+        capacities.append({"config": key, "triton": cfg.describe(), "planned": round(planned.planned, 1),
+                           "nominal": round(planned.nominal, 1), "interval": [round(planned.low, 1), round(planned.high, 1)],
+                           "measured": None if cap is None else round(cap, 1), "measured_how": how,
+                           "planned_over_measured": None if cap is None else round(planned.planned / cap, 4)})
+    load_points = [p for p in points if p["kind"] == "load"]
+    errs = np.abs([p["error"] for p in load_points])
+    raw_errs = np.abs([p["uncalibrated_error"] for p in load_points])
+    ratios = [c["planned_over_measured"] for c in capacities]
+    summary = {"median_abs_error": float(np.median(errs)), "worst_abs_error": float(np.max(errs)),
+               "uncalibrated_median_abs_error": float(np.median(raw_errs)),
+               "uncalibrated_worst_abs_error": float(np.max(raw_errs)),
+               "capacity_ratios": ratios,
+               "goal": "P99: median |error| <= 10%, worst <= 25% at 30-85% load; planned capacity within 10% of the "
+                       "measured one and never above it",
+               "p99_met": bool(np.median(errs) <= 0.10 and np.max(errs) <= 0.25),
+               "capacity_met": all(r is not None and 0.9 <= r <= 1.0 for r in ratios)}
+    meta.update({"target_p99_ms": target_ms, "calibration": {
+        "parameters": cal.describe_parameters(), "warnings": cal.warnings,
+        "median_abs_p99_error_in_fit": cal.fit.median_abs_p99_error,
+        "excluded": [f"{e.source.rsplit('/', 1)[-1]} {e.step}: {e.reason}" for e in cal.fit.excluded if e.reason != "warm-up"]},
+        "summary": summary, "capacities": capacities, "points": points})
+    (out / "validation.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out / "table.md").write_text(table(meta))
+    plot(meta, out / "validation.png")
+    print(table(meta))
+    return meta
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "validation")
+    ap.add_argument("--standin", type=Path, default=DEFAULT_PROFILE, help="latency profile the stand-in serves")
     ap.add_argument("--duration", type=float, default=40.0, help="seconds per measured step")
-    ap.add_argument("--size", type=int, default=256, help="detector input height and width")
-    ap.add_argument("--configs", default="ABC")
+    ap.add_argument("--target-ms", type=float, default=60.0, help="P99 target for capacity")
+    ap.add_argument("--analyze-only", action="store_true", help="fit and compare the runs already in --out")
     args = ap.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="gpufleet-validate-"))
-    onnx = work / "detector.onnx"
-    write_onnx("detector", onnx, (args.size, args.size))
-
-    print("1. profiling the demo detector (ONNX Runtime, 1 thread per instance)", flush=True)
-    profile = measure_profile(OnnxRuntimeBackend(onnx, "cpu", "fp32", threads=1), model="demo-detector", gpu="L4",
-                              batch_sizes=(1, 2, 4, 8), warmup=10, iterations=100, tool="bench/validate.py")
-    speedup = measure_concurrency(lambda: OnnxRuntimeBackend(onnx, "cpu", "fp32", threads=1), 2, iterations=60)
-    profile = profile.model_copy(update={"concurrency_speedup": speedup})
+    meta_path = out / "validation.json"
+    if args.analyze_only:
+        meta = json.loads(meta_path.read_text())
+        profile = read_profile(out / "profile.json")
+        analyze(out, profile, meta.get("target_p99_ms", args.target_ms),
+                {k: v for k, v in meta.items() if k not in ("summary", "capacities", "points", "calibration")})
+        return 0
+    profile = read_profile(args.standin)
     write_profile(profile, out / "profile.json")
-    print(f"   batch 1 p50 {profile.batches[0].p50_ms:.2f} ms, p99 {profile.batches[0].p99_ms:.2f} ms; "
-          f"2-instance speedup {speedup[2]:.2f}", flush=True)
-
+    standin = StandIn("standin", profile)
     raw = ReplicaModel.from_profile(profile)
-    cal_cfg = CONFIGS["A"]
-    cal_rates = [round(f * raw.saturation_rate(cal_cfg), 1) for f in CALIBRATION_LOADS]
-    print(f"2. calibration run: config A at {cal_rates} req/s", flush=True)
-    _, cal_path = stress(work, onnx, cal_cfg, cal_rates, args.duration, 7, out, "calibration")
-    cal = fit(profile, [cal_path], p99_ms=250.0, lag=AutoscalingSpec(scale_up_lag_s=360, ramp_per_min=0.02))
-    (out / "calibration.json").write_text(cal.model_dump_json(indent=2) + "\n")
-    model = ReplicaModel.from_profile(profile, cal.spread, cal.service_scale)
-    print(f"   overhead {cal.overhead_ms:.2f} ms, spread {cal.spread:.2f}, service scale {cal.service_scale:.3f}",
-          flush=True)
-
-    points = []
-    for key in args.configs:
-        cfg = CONFIGS[key]
-        capacity = model.saturation_rate(cfg)
-        rates = [round(f * capacity, 1) for f in LOADS]
-        print(f"3. config {key} ({cfg.describe()}): capacity {capacity:.1f} req/s; measuring {rates}", flush=True)
-        result, _ = stress(work, onnx, cfg, rates, args.duration, 11 + ord(key), out, f"config-{key}")
-        measured = {round(s.offered_rate, 1): s for s in result.reported_steps()}
-        for load, rate in zip(LOADS, rates):
-            s = measured.get(rate)
-            if s is None or s.latency_ms.p99 is None:
-                continue
-            pred, pred_batch = predict(model, cfg, rate, args.duration, cal.overhead_ms, seed=ord(key))
-            pred_raw, _ = predict(raw, cfg, rate, args.duration, DEFAULT_OVERHEAD_MS, seed=ord(key))
-            meas = s.latency_ms.p99
-            points.append({"config": key, "triton": cfg.describe(), "load": load, "rate": rate,
-                           "measured_p99_ms": round(meas, 2), "predicted_p99_ms": round(pred, 2),
-                           "error": round((pred - meas) / meas, 4), "uncalibrated_p99_ms": round(pred_raw, 2),
-                           "uncalibrated_error": round((pred_raw - meas) / meas, 4),
-                           "measured_p50_ms": s.latency_ms.p50, "ok": s.ok, "errors": s.errors,
-                           "late_sends": s.late_sends, "lag_p99_ms": s.lag_p99_ms,
-                           "measured_mean_batch": s.server.mean_batch_size if s.server else None,
-                           "predicted_mean_batch": round(pred_batch, 3)})
-            print(f"   {load:.0%} {rate:7.1f} req/s: measured P99 {meas:8.2f} ms, predicted {pred:8.2f} "
-                  f"({(pred - meas) / meas:+.1%}), uncalibrated {pred_raw:8.2f} ({(pred_raw - meas) / meas:+.1%})",
-                  flush=True)
-
-    errs = np.abs([p["error"] for p in points])
-    raw_errs = np.abs([p["uncalibrated_error"] for p in points])
-    summary = {"median_abs_error": float(np.median(errs)), "worst_abs_error": float(np.max(errs)),
-               "uncalibrated_median_abs_error": float(np.median(raw_errs)),
-               "uncalibrated_worst_abs_error": float(np.max(raw_errs)),
-               "goal": "median <= 10%, worst <= 25%",
-               "met": bool(np.median(errs) <= 0.10 and np.max(errs) <= 0.25)}
     meta = {"date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
             "command": " ".join(["python", "bench/validate.py"] + sys.argv[1:]), "step_seconds": args.duration,
-            "model": f"demo detector {args.size}x{args.size}, ONNX Runtime CPU, 1 thread per instance",
-            "calibration": {"overhead_ms": cal.overhead_ms, "spread": cal.spread,
-                            "service_scale": cal.service_scale, "rates": cal_rates},
-            "summary": summary, "points": points}
-    (out / "validation.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (out / "table.md").write_text(table(meta))
-    plot(points, out / "validation.png")
-    print(table(meta))
+            "server": f"tritonserver (PyTriton's), Python-backend stand-in sleeping {profile.model} on {profile.gpu} "
+                      f"({profile.origin.kind})", "capacity_rates": {}}
+    for i, (key, cfg) in enumerate(CONFIGS.items()):
+        rates = [round(f * raw.saturation_rate(cfg), 1) for f in CALIBRATION_LOADS]
+        print(f"1. calibration run, config {key} ({cfg.describe()}): {rates} req/s", flush=True)
+        stress(standin, cfg, rates, args.duration, 100 + i, out, f"calibration-{key}")
+    cal = calibrate(profile, out, args.target_ms)
+    print(f"   {cal.describe_parameters()}", flush=True)
+    model = CalibratedModel.from_calibration(profile, cal)
+    for i, (key, cfg) in enumerate(CONFIGS.items()):
+        saturation = model.replica().saturation_rate(cfg)
+        planned = model.capacity(cfg, args.target_ms, cal.overhead_ms).planned
+        load_rates = [round(f * saturation, 1) for f in LOADS]
+        cap_rates = [round(f * planned, 1) for f in CAPACITY_MULTIPLES]
+        rates = sorted(set(load_rates + cap_rates))
+        meta["capacity_rates"][key] = [r for r in cap_rates if r not in load_rates]
+        print(f"2. config {key}: saturation {saturation:.1f}, planned capacity {planned:.1f} req/s; measuring {rates}",
+              flush=True)
+        stress(standin, cfg, rates, args.duration, 200 + i, out, f"config-{key}")
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    analyze(out, profile, args.target_ms, meta)
     return 0
 
 
 def table(meta: dict) -> str:
-    lines = ["| config | Triton | load | req/s | measured P99 ms | predicted P99 ms | error | uncalibrated ms | "
-             "uncal. error | batch meas / pred |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| config | Triton | kind | load | req/s | measured P99 ms | predicted P99 ms | error | uncalibrated ms | "
+             "uncal. error | batch meas / pred |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in meta["points"]:
         mb = "-" if p["measured_mean_batch"] is None else f"{p['measured_mean_batch']:.2f}"
-        lines.append(f"| {p['config']} | {p['triton']} | {p['load']:.0%} | {p['rate']:.1f} | "
+        lines.append(f"| {p['config']} | {p['triton']} | {p['kind']} | {p['load']:.0%} | {p['rate']:.1f} | "
                      f"{p['measured_p99_ms']:.1f} | {p['predicted_p99_ms']:.1f} | {p['error']:+.1%} | "
                      f"{p['uncalibrated_p99_ms']:.1f} | {p['uncalibrated_error']:+.1%} | {mb} / "
                      f"{p['predicted_mean_batch']:.2f} |")
     s = meta["summary"]
-    lines.append("")
-    lines.append(f"Calibrated: median |error| {s['median_abs_error']:.1%}, worst {s['worst_abs_error']:.1%} "
-                 f"(goal {s['goal']}: {'met' if s['met'] else 'not met'}). Uncalibrated: median "
-                 f"{s['uncalibrated_median_abs_error']:.1%}, worst {s['uncalibrated_worst_abs_error']:.1%}.")
+    lines += ["", f"P99 at 30-85% load (kind `load`): median |error| {s['median_abs_error']:.1%}, worst "
+              f"{s['worst_abs_error']:.1%} ({'met' if s['p99_met'] else 'not met'}: median <= 10%, worst <= 25%). "
+              f"Uncalibrated: median {s['uncalibrated_median_abs_error']:.1%}, worst "
+              f"{s['uncalibrated_worst_abs_error']:.1%}.", "",
+              f"| config | planned capacity req/s (at P99 <= {meta['target_p99_ms']:g} ms) | estimate | interval | "
+              "measured capacity | planned / measured |", "|---|---|---|---|---|---|"]
+    for c in meta["capacities"]:
+        ratio = "-" if c["planned_over_measured"] is None else f"{c['planned_over_measured']:.3f}"
+        measured = c["measured_how"] if c["measured"] is None else f"{c['measured']:.1f}"
+        lines.append(f"| {c['config']} | {c['planned']:.1f} | {c['nominal']:.1f} | {c['interval'][0]:.1f}-"
+                     f"{c['interval'][1]:.1f} | {measured} | {ratio} |")
+    lines += ["", f"Capacity: {'met' if s['capacity_met'] else 'not met'} (planned within 10% of measured and never "
+              "above it, every config)."]
     return "\n".join(lines) + "\n"
 
 
-def plot(points: list[dict], path: Path) -> None:
+def plot(meta: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    points = meta["points"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for key, color in zip(sorted({p["config"] for p in points}), ("tab:blue", "tab:orange", "tab:green")):
-        ps = [p for p in points if p["config"] == key]
-        loads = [100 * p["load"] for p in ps]
-        ax.plot(loads, [p["predicted_p99_ms"] for p in ps], "-", color=color, label=f"{key} predicted ({ps[0]['triton']})")
-        ax.plot(loads, [p["measured_p99_ms"] for p in ps], "o", color=color, label=f"{key} measured")
-    ax.set_xlabel("load, % of the config's capacity")
+        ps = sorted((p for p in points if p["config"] == key), key=lambda p: p["rate"])
+        rates = [p["rate"] for p in ps]
+        ax.plot(rates, [p["predicted_p99_ms"] for p in ps], "-", color=color, label=f"{key} predicted ({ps[0]['triton']})")
+        ax.plot(rates, [p["measured_p99_ms"] for p in ps], "o", color=color, label=f"{key} measured")
+        cap = next(c for c in meta["capacities"] if c["config"] == key)
+        ax.axvline(cap["planned"], color=color, ls=":", lw=1)
+    ax.axhline(meta["target_p99_ms"], color="grey", ls="--", lw=1, label="P99 target")
+    ax.set_xlabel("offered rate, req/s (dotted: planned capacity)")
     ax.set_ylabel("P99 latency, ms (end to end)")
-    ax.set_title("Predicted vs measured P99, local Triton, demo detector")
+    ax.set_yscale("log")
+    ax.set_title("Predicted vs measured P99: local Triton, GPU stand-in")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

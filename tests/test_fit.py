@@ -134,10 +134,19 @@ def test_recommend_uses_the_calibration(runs, calibration, tmp_path):
     assert auto.target_rate_per_replica == pytest.approx(lag.hpa_target(auto.max_rate_per_replica), rel=1e-3)
     # The fleet is sized so that a replica carries no more than the HPA target in steady state.
     assert dep.rate_per_replica <= auto.target_rate_per_replica * 1.0001
+    # The calibration's uncertainty: the plan sizes with the safe end of capacity's interval, and records it.
+    (record,) = plan.sizing
+    ci = record.capacity_interval
+    assert ci is not None and ci.confidence == calibration.uncertainty.confidence
+    assert ci.low <= record.max_rate_per_replica <= ci.nominal <= ci.high
+    assert "the safe end" in plan.why
+    surer = recommend(RecommendRequest(qps=2000, p99_ms=100, model="synthetic", gpus=["T4"], profiles=[prof_path],
+                                       calibration=cal_path, confidence=0.6))
+    assert surer.sizing[0].max_rate_per_replica > record.max_rate_per_replica  # less confidence asked, less margin
     uncalibrated = recommend(RecommendRequest(qps=2000, p99_ms=100, model="synthetic", gpus=["T4"],
                                               profiles=[prof_path]))
-    assert not uncalibrated.autoscaling.lag_aware
-    assert plan.replicas > uncalibrated.replicas  # slower service and lag headroom both cost replicas
+    assert uncalibrated.autoscaling.lag_aware and uncalibrated.sizing[0].capacity_interval is None
+    assert plan.replicas > uncalibrated.replicas  # the server's own costs take capacity the bare profile has
 
 
 def test_fit_cli_writes_a_calibration_and_rejects_bad_input(runs, tmp_path, capsys):
@@ -167,3 +176,67 @@ def test_runs_without_a_recorded_config_need_one_given(runs, tmp_path, capsys):
                  "--triton-config", "4:0:1"]) == 0
     cal = read_calibration(tmp_path / "c.json")
     assert cal.steps[0].config.max_batch_size == 4 and math.isfinite(cal.overhead_ms)
+
+
+BATCH_ONE = BatchingConfig(max_batch_size=1, max_queue_delay_microseconds=0, preferred_batch_sizes=(), instance_count=1)
+
+
+def _runs(tmp_path, cost, cfg=BATCH_ONE, loads=(0.3, 0.55, 0.8), late_share=0.0, seed=7):
+    profile = affine_profile()
+    sat = ReplicaModel.from_profile(profile, cost).saturation_rate(cfg)
+    path = tmp_path / f"run-{seed}.stress.json"
+    stress_result(profile, cfg, [round(f * sat, 1) for f in loads], overhead_ms=3.0, cost=cost, duration_s=30,
+                  seed=seed, path=path, late_share=late_share)
+    return profile, path
+
+
+def test_with_batches_of_one_the_per_request_cost_is_held_and_said_so(tmp_path):
+    profile, path = _runs(tmp_path, ServerCost(2.0, 0.5, 1.0))
+    cal = fit(profile, [path], p99_ms=100.0, lag=AutoscalingSpec(scale_up_lag_s=360, ramp_per_min=0.02))
+    item = cal.parameters.item_overhead_ms
+    assert not item.identified and item.value == 0.0 and "batches of about one request" in item.note
+    assert any(w.startswith("item_overhead_ms not identified") for w in cal.warnings)
+    # The per-batch cost carries both: at batch 1 the server's 2.5 ms is all there.
+    assert cal.parameters.batch_overhead_ms.value == pytest.approx(2.5, abs=1.0)
+
+
+def test_a_parameter_on_its_bound_is_a_warning(tmp_path):
+    """A server far faster than its profile: the per-batch cost would have to go below what the model allows."""
+    profile, path = _runs(tmp_path, ServerCost(-8.0, 0.0, 1.0), cfg=CONFIGS[1])
+    cal = fit(profile, [path], p99_ms=100.0, lag=AutoscalingSpec(scale_up_lag_s=360, ramp_per_min=0.02))
+    assert cal.parameters.batch_overhead_ms.at_bound
+    assert any("batch_overhead_ms" in w and "sits on its bound" in w for w in cal.warnings)
+
+
+def test_steps_where_the_load_generator_fell_behind_are_flagged_and_left_out(tmp_path):
+    profile, good = _runs(tmp_path, TRUE_COST, cfg=CONFIGS[1])
+    _, late = _runs(tmp_path, TRUE_COST, cfg=CONFIGS[0], late_share=0.05, seed=8)
+    cal = fit(profile, [good, late], p99_ms=100.0, lag=AutoscalingSpec(scale_up_lag_s=360, ramp_per_min=0.02))
+    flagged = [e for e in cal.fit.excluded if e.reason.startswith("host-bound")]
+    assert len(flagged) == 3 and all(e.source == str(late) for e in flagged)
+    assert "load generator fell behind" in flagged[0].reason
+    assert {s.source for s in cal.steps} == {str(good)}
+    assert any("host-bound" in w for w in cal.warnings)
+
+
+def test_a_step_whose_server_time_inflated_is_host_bound():
+    """Triton's own execution time per request rising beyond what the batch curve explains: the CPU set the pace."""
+    from planner.fit import Observation, host_bound
+    profile = affine_profile()
+    cfg = CONFIGS[0]
+
+    def step(rate, batch, compute_ms):
+        return Observation("run", f"{rate}", cfg, rate, 30.0, 1000, {"p50": 20.0, "p90": 30.0, "p99": 40.0}, batch,
+                           compute_ms)
+    # Profile p50: 8 + 2b ms. Lightest step: batch 1.2 at 12 ms -> 1.154 x the profile.
+    steady = [step(50, 1.2, 12.0), step(100, 2.0, 13.85)]
+    assert host_bound(steady, profile) == {}
+    flagged = host_bound(steady + [step(150, 2.0, 20.0)], profile)
+    assert list(flagged) == [2] and "above the" in flagged[2]
+
+
+def test_a_calibration_of_schema_one_is_refused_with_the_command_that_makes_a_new_one(tmp_path):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"schema_version": 1, "overhead_ms": 1.0, "service_scale": 1.2}))
+    with pytest.raises(ContractError, match="run planner fit again"):
+        read_calibration(old)

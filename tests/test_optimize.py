@@ -3,6 +3,7 @@ import math
 import random
 
 import pytest
+from dataclasses import replace
 
 from planner.bruteforce import brute_force, search_bounds
 from planner.catalog import Pool, reserved_price_over_horizon
@@ -31,7 +32,8 @@ def random_problem(rng: random.Random) -> Problem:
                    spot_survival=rng.random() < 0.5,
                    survival_capacity={g: c * rng.uniform(1.0, 1.4) for g, c in capacity.items()},
                    min_replicas=rng.choice([1, 2, 3]),
-                   max_instances_per_pool=rng.choice([None, None, 3]))
+                   max_instances_per_pool=rng.choice([None, None, 3]),
+                   min_replicas_per_gpu=rng.choice([1, 1, 2, 3]))
 
 
 def small_cases(n_cases: int, seed: int):
@@ -144,3 +146,19 @@ def test_without_a_one_pool_fleet_the_first_solution_bounds_the_second_solve():
     reps = sol.counts["a.x/spot"] + sol.counts["b.x/spot"]
     # losing either pool leaves >= 10 replicas
     assert min(sol.counts.values()) >= 10 and reps >= 20
+
+
+def test_every_gpu_type_in_use_keeps_its_replica_floor():
+    """A production fleet: the big type's one replica would carry most traffic alone; it gets two, or is not used."""
+    pools = (pool("a.x", "A", "on-demand", 1.0), pool("b.x", "B", "on-demand", 0.3))
+    problem = Problem(pools, {"A": 200.0, "B": 60.0}, qps=250)
+    one = solve(problem)
+    assert one.counts == {"a.x/on-demand": 1, "b.x/on-demand": 1}  # the floor is what changes the answer below
+    floored = replace(problem, min_replicas_per_gpu=2)
+    sol = solve(floored)
+    for g in ("a", "b"):
+        n = sum(c for name, c in sol.counts.items() if name.startswith(g))
+        assert n == 0 or n >= 2, sol.counts
+    assert sol.usd_per_hour == pytest.approx(brute_force(floored)[0])
+    assert sol.counts == {"a.x/on-demand": 0, "b.x/on-demand": 5}
+    assert binding_constraint(floored, sol)[0] == "replicas per GPU type"

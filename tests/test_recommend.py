@@ -130,3 +130,26 @@ def test_each_deployment_sheds_only_what_would_miss_the_target(name, request):
         depth = _queue_depth_at_arrival(arrivals, res.queue_s)
         assert (depth >= t.max_queue_size).mean() < 0.001
         assert (res.queue_s * 1e6 > t.queue_timeout_microseconds).mean() < 0.01
+
+
+def test_the_default_plan_is_a_yolo_detector_with_production_safeguards(plan_5k):
+    """No --model, no lag, no environment: a YOLO-class detector, lag-aware HPA targets, two replicas per type."""
+    from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S
+    assert plan_5k.request.model.startswith("yolov8")
+    assert plan_5k.request.environment == "production" and plan_5k.request.min_replicas_per_gpu == 2
+    assert plan_5k.autoscaling.scale_up_lag_s == DEFAULT_SCALE_UP_LAG_S
+    assert plan_5k.autoscaling.ramp_per_min == DEFAULT_RAMP_PER_MIN
+    for d in plan_5k.deployments:
+        assert d.replicas >= 2
+        # The HPA target leaves room for traffic to grow while a GPU node starts: well under the capacity.
+        assert d.autoscaling.target_rate_per_replica == pytest.approx(
+            plan_5k.autoscaling.hpa_target(d.autoscaling.max_rate_per_replica), rel=1e-3)
+        assert d.autoscaling.target_rate_per_replica < 0.8 * d.autoscaling.max_rate_per_replica
+    assert "Production: at least 2 replicas" in plan_5k.why and "6-minute GPU scale-up" in plan_5k.why
+
+
+def test_a_development_plan_may_run_one_replica():
+    plan = recommend(RecommendRequest(qps=50, p99_ms=100, environment="development"))
+    assert plan.replicas == 1 and "Production" not in plan.why
+    with pytest.raises(PlannerInputError, match="--environment"):
+        recommend(RecommendRequest(qps=50, environment="staging"))
