@@ -113,4 +113,4 @@ def test_tables_are_not_cut_when_stdout_is_a_pipe():
     assert proc.returncode == 0, proc.stderr
     assert "…" not in proc.stdout
     why = [line for line in proc.stdout.splitlines() if line.startswith("Why:")]
-    assert len(why) == 1 and why[0].rstrip().endswith("%)."), why
+    assert len(why) == 1 and why[0].rstrip().endswith("--ramp-pct-per-min)."), why

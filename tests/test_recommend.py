@@ -65,8 +65,8 @@ def test_a_measured_profile_replaces_the_embedded_one(tmp_path):
         "mean_ms": b.mean_ms * 2, "p50_ms": b.p50_ms * 2, "p99_ms": b.p99_ms * 2}) for b in ref.batches]})
     path = tmp_path / "t4.json"
     write_profile(slower, path)
-    base = recommend(RecommendRequest(qps=2000, p99_ms=50, gpus=["T4"]))
-    slow = recommend(RecommendRequest(qps=2000, p99_ms=50, gpus=["T4"], profiles=[path]))
+    base = recommend(RecommendRequest(qps=2000, p99_ms=50, model="resnet50", gpus=["T4"]))
+    slow = recommend(RecommendRequest(qps=2000, p99_ms=50, model="resnet50", gpus=["T4"], profiles=[path]))
     assert slow.deployments[0].autoscaling.max_rate_per_replica < 0.6 * base.deployments[0].autoscaling.max_rate_per_replica
 
 
@@ -85,7 +85,7 @@ def test_spot_survival_with_a_degraded_bound_is_checked_by_simulation(tmp_path):
             it["spot"]["usd_per_hour_range"] = [0.05 * it["gpu_count"]] * 2
     path = tmp_path / "cheap-spot.json"
     path.write_text(json.dumps(cat))
-    plan = recommend(RecommendRequest(qps=60_000, p99_ms=20, spot_survival=True, survival_p99_ms=60,
+    plan = recommend(RecommendRequest(qps=60_000, p99_ms=20, model="resnet50", spot_survival=True, survival_p99_ms=60,
                                       max_spot_share=1.0, gpus=["L4"], catalog=path,
                                       capacity_types=["on-demand", "spot"]))
     assert any(p.capacity_type == "spot" for p in plan.pools)

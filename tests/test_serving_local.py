@@ -192,3 +192,53 @@ def test_serving_local_command_serves_then_stops_on_signal(sig, tmp_path):
             proc.kill()
     assert proc.returncode == 0, err
     assert "Triton stopped (exit status 0)" in err
+
+
+def test_serving_local_standin_serves_a_profile_by_sleeping(tmp_path):
+    """``--standin PROFILE``: Triton's real HTTP path and batcher in front of a model that sleeps the profile's time."""
+    from gpufleet.contracts.profile import read_profile, write_profile
+    from importlib import resources
+    from serving.standin import STANDIN_INPUT
+
+    prof = read_profile(resources.files("planner.data").joinpath("profiles/yolov8x-1280x720-T4.json"))
+    path = tmp_path / "profile.json"
+    write_profile(prof, path)
+    ports = [free_port() for _ in range(3)]
+    cmd = [sys.executable, "-m", "serving.cli", "local", "--standin", str(path), "--max-batch-size", "4",
+           "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    name = prof.model
+    try:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{ports[0]}")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if client.is_model_ready(name):
+                    break
+            except Exception:
+                pass
+            time.sleep(0.3)
+        inp = httpclient.InferInput(STANDIN_INPUT.name, [1, *STANDIN_INPUT.shape], "UINT8")
+        inp.set_data_from_numpy(np.zeros((1, *STANDIN_INPUT.shape), np.uint8), binary_data=True)
+        started = time.perf_counter()
+        client.infer(name, [inp])
+        took_ms = (time.perf_counter() - started) * 1000
+        client.close()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # At least the profile's fastest batch-1 time (its quantile table's left end), which is tens of ms here.
+    assert took_ms >= 0.7 * prof.batches[0].p50_ms, took_ms
+    assert proc.returncode == 0, err
+
+
+def test_serving_local_refuses_two_sources_and_a_bad_profile(tmp_path):
+    both = subprocess.run([sys.executable, "-m", "serving.cli", "local", "--demo", "tiny", "--standin", "p.json"],
+                          capture_output=True, text=True, timeout=60)
+    assert both.returncode == 2 and "give one of" in both.stderr and len(both.stderr.strip().splitlines()) == 1
+    (tmp_path / "bad.json").write_text("{}")
+    bad = subprocess.run([sys.executable, "-m", "serving.cli", "local", "--standin", str(tmp_path / "bad.json")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "bad.json" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -29,7 +29,7 @@ def cheap_spot_catalog(tmp_path_factory):
 
 @pytest.mark.parametrize("required", [False, True])
 def test_loss_simulation_agrees_with_the_survival_constraint(cheap_spot_catalog, required):
-    plan = recommend(RecommendRequest(qps=60_000, p99_ms=20, gpus=["L4"], catalog=cheap_spot_catalog,
+    plan = recommend(RecommendRequest(qps=60_000, p99_ms=20, model="resnet50", gpus=["L4"], catalog=cheap_spot_catalog,
                                       capacity_types=["on-demand", "spot"], max_spot_share=1.0,
                                       spot_survival=required, survival_p99_ms=60))
     sv = plan.survival
