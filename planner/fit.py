@@ -51,8 +51,11 @@ REPLICATIONS = 6
 MAX_REQUESTS_PER_REPLICATION = 20_000
 MIN_OK = 200  # fewer successful requests than this give no usable P99
 OVERLOADED = 0.9  # achieved / offered below this: the queue was still growing
-# Host-bound steps. The load generator fell behind: more than this share of sends left late.
+# Host-bound steps. The load generator fell behind: more than this share of sends left late, by enough (send lag P99
+# over this share of the step's measured P99) that its own delay is a visible part of the tail.
 LATE_SHARE = 0.01
+LAG_SHARE_OF_P99 = 0.1
+MIN_CLEAN_STEPS = 2  # fewer steps than this left after the host-bound ones: fit on all, with a warning
 # Triton's execution time per request above what the run's lightest step and the profile's batch curve imply, by
 # more than this factor: the host's CPU (the backend, the frontend), not the model, set the pace.
 HOST_INFLATION = 1.25
@@ -80,6 +83,7 @@ class Observation:
     measured_mean_batch: float | None
     measured_compute_ms: float | None  # Triton's compute input+infer+output per request
     late_share: float = 0.0
+    lag_p99_ms: float = 0.0
 
 
 def _config_of(result: StressResult, source: str, fallback: BatchingConfig | None) -> BatchingConfig:
@@ -128,7 +132,7 @@ def observations(paths: list[Path], fallback: BatchingConfig | None = None) -> t
             obs.append(Observation(source, s.name, cfg, float(s.offered_rate), s.duration_s, s.ok,
                                    {"p50": lat.p50, "p90": lat.p90, "p99": lat.p99},
                                    s.server.mean_batch_size if s.server else None, _compute_ms(s.server),
-                                   s.late_sends / max(s.sent, 1)))
+                                   s.late_sends / max(s.sent, 1), s.lag_p99_ms or 0.0))
     if not obs:
         why = "; ".join(f"{e.source} {e.step}: {e.reason}" for e in excluded[:3])
         raise PlannerInputError(f"no usable open-loop step in the stress results{': ' + why if why else ''}")
@@ -146,8 +150,9 @@ def host_bound(obs: list[Observation], profile: LatencyProfile) -> dict[int, str
     """
     flagged: dict[int, str] = {}
     for i, o in enumerate(obs):
-        if o.late_share > LATE_SHARE:
-            flagged[i] = f"host-bound: {o.late_share:.1%} of sends left late (the load generator fell behind)"
+        if o.late_share > LATE_SHARE and o.lag_p99_ms > LAG_SHARE_OF_P99 * o.measured_ms["p99"]:
+            flagged[i] = (f"host-bound: {o.late_share:.1%} of sends left late, send lag P99 {o.lag_p99_ms:.1f} ms "
+                          "(the load generator fell behind)")
     groups: dict[tuple[str, BatchingConfig], list[int]] = {}
     for i, o in enumerate(obs):
         if o.measured_compute_ms is not None and o.measured_mean_batch is not None:
@@ -392,11 +397,19 @@ def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: A
         raise PlannerInputError(f"--confidence must lie strictly between 0.5 and 1, got {confidence}")
     obs, excluded = observations(stress_paths, fallback_config)
     flagged = host_bound(obs, profile)
-    excluded += [Excluded(source=obs[i].source, step=obs[i].step, reason=r) for i, r in sorted(flagged.items())]
-    kept = [o for i, o in enumerate(obs) if i not in flagged]
-    if not kept:
-        raise PlannerInputError(f"every usable step was host-bound ({next(iter(flagged.values()))}); measure with "
-                                "the load generator on its own cores")
+    host_warning = None
+    if len(obs) - len(flagged) >= MIN_CLEAN_STEPS:
+        excluded += [Excluded(source=obs[i].source, step=obs[i].step, reason=r) for i, r in sorted(flagged.items())]
+        kept = [o for i, o in enumerate(obs) if i not in flagged]
+        if flagged:
+            host_warning = (f"{len(flagged)} host-bound step(s) left out of the fit (see fit.excluded): the machine, "
+                            "not the model, set their pace")
+    else:
+        kept = obs
+        if flagged:
+            host_warning = (f"{len(flagged)} of {len(obs)} steps are host-bound, too many to leave out; fitted on them "
+                            f"all, so the calibration describes this test bed: {next(iter(flagged.values()))}. "
+                            "Measure with the load generator on its own cores")
     model = StepModel(profile, kept, replications)
     solution = estimate(model)
     bounds = _bounds(profile)
@@ -417,9 +430,8 @@ def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: A
         parameters[n] = Parameter(value=round(v, 4), low=round(min(low, v), 4), high=round(max(high, v), 4),
                                   identified=n not in solution.held, at_bound=at_bound,
                                   note=solution.held.get(n, ""))
-    if flagged:
-        warnings.append(f"{len(flagged)} host-bound step(s) left out of the fit (see fit.excluded): the machine, not "
-                        "the model, set their pace")
+    if host_warning:
+        warnings.append(host_warning)
     values = tuple(p.value for p in parameters.values())
     calibrated = CalibratedModel(profile, values, draws, confidence)
     pred = model.predict(values)

@@ -48,7 +48,8 @@ def stress_result(profile: LatencyProfile, cfg: BatchingConfig, rates: list[floa
                                                         ("p999", .999))}
         steps.append({"index": i, "name": f"{rate:g}/s", "warmup": warmup, "start_s": i * duration_s,
                       "duration_s": duration_s, "offered_rate": rate, "achieved_rate": done / duration_s,
-                      "sent": n, "ok": n, "errors": 0, "late_sends": int(late_share * n), "dropped": 0, "lag_p99_ms": 0.4,
+                      "sent": n, "ok": n, "errors": 0, "late_sends": int(late_share * n), "dropped": 0,
+                      "lag_p99_ms": 0.4 + 1000.0 * late_share,
                       "latency_ms": {**q, "mean": float(lat.mean()), "max": float(lat.max())},
                       "server": {"seconds": duration_s, "request_success": n, "request_failure": 0,
                                  "inference_count": n, "execution_count": n / res.mean_batch_size,

@@ -215,6 +215,9 @@ def test_steps_where_the_load_generator_fell_behind_are_flagged_and_left_out(tmp
     flagged = [e for e in cal.fit.excluded if e.reason.startswith("host-bound")]
     assert len(flagged) == 3 and all(e.source == str(late) for e in flagged)
     assert "load generator fell behind" in flagged[0].reason
+    # Too few clean steps left: all are fitted, and the calibration says it describes the test bed.
+    alone = fit(profile, [late], p99_ms=100.0, lag=AutoscalingSpec(scale_up_lag_s=360, ramp_per_min=0.02))
+    assert len(alone.steps) == 3 and any("too many to leave out" in w for w in alone.warnings)
     assert {s.source for s in cal.steps} == {str(good)}
     assert any("host-bound" in w for w in cal.warnings)
 
