@@ -236,6 +236,12 @@ def recommend(req: RecommendRequest) -> Plan:
     sizing = {g: size_gpu(searches[g], c, spec, req.p99_ms, req.survival_p99_ms, req.overhead_ms, req.spot_survival,
                           calibrated[g]) for g, c in caps.items()}
 
+    if all(z.sizing_rate <= 0 for z in sizing.values()):
+        raise PlannerInputError(f"{req.calibration}: at {100 * (req.confidence or cal.uncertainty.confidence):g}% "
+                                "confidence the calibration cannot promise any capacity at this target; add stress "
+                                "steps at 50-85% load or lower --confidence")
+    sizing = {g: z for g, z in sizing.items() if z.sizing_rate > 0}
+    caps = {g: c for g, c in caps.items() if g in sizing}
     fastest = max(sizing.values(), key=lambda z: z.sizing_rate)
     fewest = req.qps / fastest.sizing_rate
     if fewest > MAX_FLEET_REPLICAS:

@@ -4,8 +4,9 @@
 (:class:`gpufleet.contracts.calibration.Uncertainty`). Capacity at a P99 target is a bisection over simulations, too
 costly to repeat per draw, so it is carried through its gradient: central differences of one standard deviation of
 each parameter's draws (a secant over the range the draws span, not a tangent that the bisection's resolution would
-swamp). Each draw's capacity is the estimate plus the gradient times the draw's offset; the planned capacity is the
-lower end of the one-sided interval at the confidence, never above the estimate.
+swamp). Each draw's capacity is approximated as the estimate plus the gradient times the draw's offset, which ranks the
+draws and gives the reported interval; the draws ranked at the one-sided quantile for the confidence are then
+simulated exactly, and their median, never above the estimate, is the planned capacity.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from planner.capacity import CapacitySearch, ReplicaModel
 from planner.service import ServerCost
 
 DEFAULT_CONFIDENCE = 0.9
+EXACT_NEAR = 2  # draws either side of the quantile simulated exactly
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,12 @@ class CalibratedModel:
             down = self.max_rate(self.values - h, cfg, p99_ms, overhead_ms)
             grad[j] = (up - down) / (2 * spread[j])
         rates = np.maximum(nominal + offsets @ grad, 0.0)
-        planned = min(nominal, float(np.quantile(rates, 1 - c)))
+        # The gradient ranks the draws; capacity is not linear far from the estimate, so the draws at the one-sided
+        # quantile are simulated themselves and their median is the planned capacity.
+        order = np.argsort(rates)
+        at = int(round((1 - c) * (len(rates) - 1)))
+        near = order[max(at - EXACT_NEAR, 0):at + EXACT_NEAR + 1]
+        exact = [self.max_rate(self.draws[i], cfg, p99_ms, overhead_ms) for i in near]
+        planned = min(nominal, float(np.median(exact)))
         low, high = (float(np.quantile(rates, q)) for q in ((1 - c) / 2, (1 + c) / 2))
-        return CapacityInterval(planned, nominal, min(low, nominal), max(high, nominal), c)
+        return CapacityInterval(planned, nominal, min(low, planned), max(high, nominal), c)
