@@ -218,8 +218,8 @@ def test_serving_local_standin_serves_a_profile_by_sleeping(tmp_path):
             except Exception:
                 pass
             time.sleep(0.3)
-        inp = httpclient.InferInput(STANDIN_INPUT.name, [1, *STANDIN_INPUT.shape], "UINT8")
-        inp.set_data_from_numpy(np.zeros((1, *STANDIN_INPUT.shape), np.uint8), binary_data=True)
+        inp = httpclient.InferInput(STANDIN_INPUT.name, [1, *STANDIN_INPUT.dims], "UINT8")
+        inp.set_data_from_numpy(np.zeros((1, *STANDIN_INPUT.dims), np.uint8), binary_data=True)
         started = time.perf_counter()
         client.infer(name, [inp])
         took_ms = (time.perf_counter() - started) * 1000
