@@ -99,13 +99,24 @@ class GpuNodePools(pulumi.ComponentResource):
         self.labels: set[tuple[str, str]] = set()
         self.reservations: list[aws.ec2.CapacityReservation] = []
 
+        # A day plan (planner recommend --qps-curve): each pool's node group runs from the day's fewest instances
+        # to its most; the plan's counts are the peak hour's. A point plan holds its counts all day.
+        day = {(d.instance_type, d.capacity_type): (d.min_count, d.max_count) for d in plan.day.pools} \
+            if plan.day is not None else {}
+
+        def low(p) -> int:
+            return day.get((p.instance_type, p.capacity_type), (p.count, p.count))[0]
+
+        def high(p) -> int:
+            return day.get((p.instance_type, p.capacity_type), (p.count, p.count))[1]
+
         pools = defaultdict(list)
         for p in plan.pools:
-            if p.count > 0:
+            if high(p) > 0:
                 pools[(p.gpu, capacity_group(p.capacity_type))].append(p)
         headroom = {}
         for d in plan.deployments:
-            committed = sum(p.count * p.gpus_per_instance for (g, _), ps in pools.items() if g == d.gpu for p in ps)
+            committed = sum(high(p) * p.gpus_per_instance for (g, _), ps in pools.items() if g == d.gpu for p in ps)
             gpus_per = next(p.gpus_per_instance for (g, _), ps in pools.items() if g == d.gpu for p in ps)
             headroom[d.gpu] = max(0, math.ceil((d.autoscaling.max_replicas - committed) / gpus_per))
 
@@ -169,9 +180,9 @@ class GpuNodePools(pulumi.ComponentResource):
                     types = planned + sorted(set(others), key=others.index)
                 else:
                     types = planned
-                size = sum(p.count for p in ps)
                 lt = launch_template(f"{name}-{gpu.lower()}-{cap}", 200, child)
-                self.groups[(gpu, cap, "")] = group(gpu, cap, types, size, size + extra, subnets, lt)
+                self.groups[(gpu, cap, "")] = group(gpu, cap, types, sum(low(p) for p in ps),
+                                                    sum(high(p) for p in ps) + extra, subnets, lt)
 
         self.commitments = commitments(plan, settings.region)
         if settings.purchase_commitments:

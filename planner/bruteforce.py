@@ -88,3 +88,47 @@ def brute_force(problem: Problem) -> tuple[float, dict[str, int]]:
     if best is None:
         raise Infeasible("no fleet within the pool bounds")
     return best[0], {p.name: n for p, n in zip(problem.pools, best[1])}
+
+
+def brute_force_day(problem: Problem, demand: list[float], hours: list[float]) -> float:
+    """The day's least cost by enumeration: every reserved count held in all periods, and for each period on its
+    own the cheapest feasible elastic counts beside it. Periods are independent only when no routing weight ties
+    them, so this reference takes one GPU type, or equal routing."""
+    if problem.routing == "weighted" and len(problem.gpus()) > 1:
+        raise ValueError("weighted routing over several GPU types ties the periods by one weight; not enumerated")
+    from dataclasses import replace
+    peak = replace(problem, qps=max(demand))
+    bounds = search_bounds(peak)
+    if bounds is None:
+        raise ValueError("no feasible one-pool fleet at the peak: the brute force cannot bound this search")
+    extra = [-(-max(problem.min_replicas, problem.min_replicas_per_gpu) // p.gpus_per_instance) for p in problem.pools]
+    bounds = [b + e if _limit(peak, i) is None else b for i, (b, e) in enumerate(zip(bounds, extra))]
+    reserved = [i for i, p in enumerate(problem.pools) if p.capacity_type.startswith("reserved")]
+    elastic = [i for i, p in enumerate(problem.pools) if i not in reserved]
+    total_hours = sum(hours)
+    best = None
+    for held in itertools.product(*[range(bounds[i] + 1) for i in reserved]):
+        cost = sum(problem.pools[i].usd_per_hour * n for i, n in zip(reserved, held)) * total_hours
+        for q, h in zip(demand, hours):
+            period = replace(problem, qps=q)
+            cheapest = None
+            for more in itertools.product(*[range(bounds[i] + 1) for i in elastic]):
+                usd = sum(problem.pools[i].usd_per_hour * n for i, n in zip(elastic, more))
+                if cheapest is not None and usd >= cheapest:
+                    continue
+                counts = [0] * len(problem.pools)
+                for i, n in zip(reserved, held):
+                    counts[i] = n
+                for i, n in zip(elastic, more):
+                    counts[i] = n
+                if feasible(period, tuple(counts)):
+                    cheapest = usd
+            if cheapest is None:
+                cost = None
+                break
+            cost += cheapest * h
+        if cost is not None and (best is None or cost < best):
+            best = cost
+    if best is None:
+        raise Infeasible("no day fleet within the pool bounds")
+    return best

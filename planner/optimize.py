@@ -181,46 +181,7 @@ def _solve(problem: Problem, relax: bool, exclude: tuple[frozenset[str], ...], t
         lo.append(lower)
         hi.append(upper)
 
-    replicas = {j: float(p.gpus_per_instance) for j, p in enumerate(pools)}
-    q = problem.qps
-    # Traffic is all routed.
-    add({ix_x + i: 1.0 for i in range(n_g)}, q, q)
-    for g in gpus:
-        members = [j for j, p in enumerate(pools) if p.gpu == g]
-        # y[g] marks a GPU type in use; x[g] only flows where replicas exist.
-        big = sum(ub_n[j] * replicas[j] for j in members) or 1.0
-        add({**{j: replicas[j] for j in members}, ix_y + gi[g]: -big}, upper=0.0)
-        add({ix_x + gi[g]: 1.0, ix_y + gi[g]: -q}, upper=0.0)
-        if problem.min_replicas_per_gpu > 1:
-            add({**{j: replicas[j] for j in members}, ix_y + gi[g]: -float(problem.min_replicas_per_gpu)}, lower=0.0)
-        if problem.routing == "weighted":
-            add({ix_x + gi[g]: 1.0, **{j: -problem.capacity[g] * replicas[j] for j in members}}, upper=0.0)
-        else:
-            add({ix_y + gi[g]: q, **{j: -problem.capacity[g] * replicas[j] for j in range(n_p)}}, upper=0.0)
-    if problem.max_spot_share < 1.0:
-        s = problem.max_spot_share
-        for g in gpus:
-            add({j: (1.0 - s if p.is_spot else -s) * replicas[j] for j, p in enumerate(pools) if p.gpu == g},
-                upper=0.0)
-    add({j: replicas[j] for j in range(n_p)}, lower=float(problem.min_replicas))
-    if problem.spot_survival:
-        for lost, lp in enumerate(pools):
-            if not lp.is_spot:
-                continue
-            if problem.routing == "weighted":
-                g = lp.gpu
-                coef = {ix_x + gi[g]: 1.0}
-                for j, p in enumerate(pools):
-                    if p.gpu == g and j != lost:
-                        coef[j] = -problem.surv_cap(g) * replicas[j]
-                add(coef, upper=0.0)
-            else:
-                for g in gpus:
-                    coef = {ix_y + gi[g]: q}
-                    for j in range(n_p):
-                        if j != lost:
-                            coef[j] = coef.get(j, 0.0) - problem.surv_cap(g) * replicas[j]
-                    add(coef, upper=0.0)
+    _add_period(add, problem, problem.qps, list(range(n_p)), ix_x, ix_y, ub_n)
     if use_support:
         for j in range(n_p):
             add({j: 1.0, ix_u + j: -max(ub_n[j], 1.0)}, upper=0.0)  # n > 0 => u = 1
@@ -233,7 +194,7 @@ def _solve(problem: Problem, relax: bool, exclude: tuple[frozenset[str], ...], t
     cost = np.zeros(n_var)
     cost[:n_p] = [p.usd_per_hour for p in pools]
     lower = np.zeros(n_var)
-    upper = np.concatenate([ub_n, np.full(n_g, q), np.ones(n_g), np.ones(n_var - ix_u)])
+    upper = np.concatenate([ub_n, np.full(n_g, problem.qps), np.ones(n_g), np.ones(n_var - ix_u)])
     integrality = np.zeros(n_var)
     if not relax:
         integrality[:n_p] = 1
@@ -252,6 +213,56 @@ def _solve(problem: Problem, relax: bool, exclude: tuple[frozenset[str], ...], t
     bound = float(getattr(res, "mip_dual_bound", usd) or usd) if not relax else usd
     status = "optimal" if res.status == 0 else res.message
     return Solution(counts, traffic, usd, status, gap, bound, wall, excluded=exclude)
+
+
+def _add_period(add, problem: Problem, q: float, col: list[int], ix_x: int, ix_y: int, ub_n) -> None:
+    """The constraints of one period at rate ``q``: pool ``j``'s instance count is column ``col[j]``; the period's
+    traffic per GPU type starts at column ``ix_x``, its in-use marks at ``ix_y``. :func:`_solve` adds one period,
+    the day plan (:mod:`planner.day`) one per period, with the reserved pools' columns shared between them."""
+    pools = problem.pools
+    n_p = len(pools)
+    gpus = problem.gpus()
+    n_g = len(gpus)
+    gi = {g: i for i, g in enumerate(gpus)}
+    replicas = {col[j]: float(p.gpus_per_instance) for j, p in enumerate(pools)}
+    # Traffic is all routed.
+    add({ix_x + i: 1.0 for i in range(n_g)}, q, q)
+    for g in gpus:
+        members = [col[j] for j, p in enumerate(pools) if p.gpu == g]
+        # y[g] marks a GPU type in use; x[g] only flows where replicas exist.
+        big = sum(ub_n[j] * replicas[col[j]] for j, p in enumerate(pools) if p.gpu == g) or 1.0
+        add({**{c: replicas[c] for c in members}, ix_y + gi[g]: -big}, upper=0.0)
+        add({ix_x + gi[g]: 1.0, ix_y + gi[g]: -q}, upper=0.0)
+        if problem.min_replicas_per_gpu > 1:
+            add({**{c: replicas[c] for c in members}, ix_y + gi[g]: -float(problem.min_replicas_per_gpu)}, lower=0.0)
+        if problem.routing == "weighted":
+            add({ix_x + gi[g]: 1.0, **{c: -problem.capacity[g] * replicas[c] for c in members}}, upper=0.0)
+        else:
+            add({ix_y + gi[g]: q, **{col[j]: -problem.capacity[g] * replicas[col[j]] for j in range(n_p)}}, upper=0.0)
+    if problem.max_spot_share < 1.0:
+        s = problem.max_spot_share
+        for g in gpus:
+            add({col[j]: (1.0 - s if p.is_spot else -s) * replicas[col[j]] for j, p in enumerate(pools) if p.gpu == g},
+                upper=0.0)
+    add({col[j]: replicas[col[j]] for j in range(n_p)}, lower=float(problem.min_replicas))
+    if problem.spot_survival:
+        for lost, lp in enumerate(pools):
+            if not lp.is_spot:
+                continue
+            if problem.routing == "weighted":
+                g = lp.gpu
+                coef = {ix_x + gi[g]: 1.0}
+                for j, p in enumerate(pools):
+                    if p.gpu == g and j != lost:
+                        coef[col[j]] = -problem.surv_cap(g) * replicas[col[j]]
+                add(coef, upper=0.0)
+            else:
+                for g in gpus:
+                    coef = {ix_y + gi[g]: q}
+                    for j in range(n_p):
+                        if j != lost:
+                            coef[col[j]] = coef.get(col[j], 0.0) - problem.surv_cap(g) * replicas[col[j]]
+                    add(coef, upper=0.0)
 
 
 def solve_with_bound(problem: Problem) -> Solution:

@@ -201,8 +201,24 @@ def _autoscaling(req: RecommendRequest, cal: Calibration | None) -> AutoscalingS
                            ramp_per_min=req.ramp_per_min or 0.0)
 
 
-def recommend(req: RecommendRequest) -> Plan:
-    """Answer "Q req/s at P99 <= T ms: what do I buy, and how do I configure Triton?" as a :class:`Plan`."""
+@dataclass
+class Sized:
+    """Everything sizing decided before the optimizer runs: shared by the point plan and the day plan."""
+
+    cal: Calibration | None
+    spec: AutoscalingSpec
+    catalog: Catalog
+    profiles: dict
+    caps: dict[str, Capacity]
+    searches: dict[str, CapacitySearch]
+    sizing: dict[str, GpuSizing]
+    constraints: FleetConstraints
+    pools: tuple[Pool, ...]
+
+
+def prepare(req: RecommendRequest) -> Sized:
+    """Check the request; per GPU type, the best Triton config and the rates a replica is sized at (``req.qps`` is
+    the rate the fleet must hold at its busiest)."""
     cal = _apply_calibration(req)
     req.check()
     spec = _autoscaling(req, cal)
@@ -248,18 +264,32 @@ def recommend(req: RecommendRequest) -> Plan:
         raise PlannerInputError(f"--qps {req.qps:g} needs at least {fewest:,.0f} GPU replicas at P99 <= {req.p99_ms:g} "
                                 f"ms (the fastest, {fastest.gpu}, holds {fastest.sizing_rate:,.0f} req/s each); the "
                                 f"planner sizes fleets of up to {MAX_FLEET_REPLICAS:,} replicas")
+    return Sized(cal, spec, catalog, profiles, caps, searches, sizing, constraints, pools)
+
+
+def verify_at(sized: Sized, problem: Problem, sol: Solution, verify: Workload, req: RecommendRequest):
+    """Simulate each deployment at its planned per-replica rate: (traffic, replicas, results, GPU types whose P99
+    missed the target)."""
+    traffic = _routing(problem, sol)
+    reps = _replicas_by_gpu(problem.pools, sol.counts)
+    results = {g: verify.run(traffic[g] / reps[g], sized.caps[g].config, sized.searches[g].model.service,
+                             sized.searches[g].model.speedup) for g in traffic}
+    missed = [g for g, r in results.items() if r.quantile_ms(0.99) + req.overhead_ms > req.p99_ms]
+    return traffic, reps, results, missed
+
+
+def recommend(req: RecommendRequest) -> Plan:
+    """Answer "Q req/s at P99 <= T ms: what do I buy, and how do I configure Triton?" as a :class:`Plan`."""
+    sized = prepare(req)
+    sizing, spec = sized.sizing, sized.spec
     verify = Workload.poisson(VERIFY_REQUESTS, seed=VERIFY_SEED)
     for _ in range(MAX_ROUNDS):
-        problem = fleet_problem(pools, sizing, req.qps, constraints)
+        problem = fleet_problem(sized.pools, sizing, req.qps, sized.constraints)
         try:
             sol = solve_with_bound(problem)
         except Infeasible:
             raise PlannerInputError(_why_no_fleet(problem)) from None
-        traffic = _routing(problem, sol)
-        reps = _replicas_by_gpu(pools, sol.counts)
-        results = {g: verify.run(traffic[g] / reps[g], caps[g].config, searches[g].model.service,
-                                 searches[g].model.speedup) for g in traffic}
-        missed = [g for g, r in results.items() if r.quantile_ms(0.99) + req.overhead_ms > req.p99_ms]
+        traffic, reps, results, missed = verify_at(sized, problem, sol, verify, req)
         if not missed:
             break
         for g in missed:
@@ -267,12 +297,17 @@ def recommend(req: RecommendRequest) -> Plan:
     else:
         raise PlannerInputError(f"infeasible: simulation could not confirm P99 <= {req.p99_ms:g} ms for "
                                 f"{', '.join(missed)} after {MAX_ROUNDS} rounds")
+    return finish(req, sized, problem, sol, traffic, reps, results, verify)
 
+
+def finish(req: RecommendRequest, sized: Sized, problem: Problem, sol: Solution, traffic, reps, results,
+           verify: Workload) -> Plan:
+    """The plan for fleet ``sol``: what relaxing each constraint would save, the runner-up, the spot-loss check."""
     binding, saving = binding_constraint(problem, sol)
     second = runner_up(problem, sol)
-    survival = _survival_check(problem, sol, traffic, caps, searches, verify, req, spec)
-    return _build_plan(req, catalog, problem, sol, traffic, reps, results, caps, searches, sizing, profiles,
-                       binding, saving, second, survival, spec)
+    survival = _survival_check(problem, sol, traffic, sized.caps, sized.searches, verify, req, sized.spec)
+    return _build_plan(req, sized.catalog, problem, sol, traffic, reps, results, sized.caps, sized.searches,
+                       sized.sizing, sized.profiles, binding, saving, second, survival, sized.spec)
 
 
 def _why_no_fleet(problem: Problem) -> str:
@@ -337,27 +372,26 @@ def _survival_check(problem: Problem, sol: Solution, traffic: dict[str, float], 
                          p99_ms_after_replacement=round(p99_later, 3), constraint_holds=constraint)
 
 
-def _build_plan(req, catalog: Catalog, problem, sol, traffic, reps, results, caps, searches,
-                sizing: dict[str, GpuSizing], profiles, binding, saving, second, survival,
-                spec: AutoscalingSpec) -> Plan:
+def pool_plan(p: Pool, count: int, catalog: Catalog) -> PoolPlan:
+    """``count`` instances of pool ``p``, with the catalog's facts about them that infra needs."""
     facts = {i.instance_type: i for i in catalog.instances}
-
-    def spot_types(p: Pool) -> list[str]:
-        if not p.is_spot:
-            return []
+    spot_types = []
+    if p.is_spot:
         me = facts[p.instance_type]
         same = [i for i in catalog.instances if (i.gpu, i.gpu_count, i.architecture) == (me.gpu, me.gpu_count,
                                                                                            me.architecture)]
-        return [i.instance_type for i in sorted(same, key=lambda i: (i.vcpu, i.instance_type))]
+        spot_types = [i.instance_type for i in sorted(same, key=lambda i: (i.vcpu, i.instance_type))]
+    return PoolPlan(instance_type=p.instance_type, gpu=p.gpu, capacity_type=p.capacity_type, count=count,
+                    gpus_per_instance=p.gpus_per_instance, architecture=facts[p.instance_type].architecture,
+                    vcpu=facts[p.instance_type].vcpu, spot_instance_types=spot_types,
+                    replicas=p.gpus_per_instance * count, usd_per_hour_per_instance=round(p.usd_per_hour, 4),
+                    usd_per_hour=round(p.usd_per_hour * count, 4))
 
-    pool_plans = [PoolPlan(instance_type=p.instance_type, gpu=p.gpu, capacity_type=p.capacity_type,
-                           count=sol.counts[p.name], gpus_per_instance=p.gpus_per_instance,
-                           architecture=facts[p.instance_type].architecture, vcpu=facts[p.instance_type].vcpu,
-                           spot_instance_types=spot_types(p),
-                           replicas=p.gpus_per_instance * sol.counts[p.name],
-                           usd_per_hour_per_instance=round(p.usd_per_hour, 4),
-                           usd_per_hour=round(p.usd_per_hour * sol.counts[p.name], 4))
-                  for p in problem.pools if sol.counts[p.name] > 0]
+
+def _build_plan(req, catalog: Catalog, problem, sol, traffic, reps, results, caps, searches,
+                sizing: dict[str, GpuSizing], profiles, binding, saving, second, survival,
+                spec: AutoscalingSpec) -> Plan:
+    pool_plans = [pool_plan(p, sol.counts[p.name], catalog) for p in problem.pools if sol.counts[p.name] > 0]
     # Throughput utilization: the planned rate over what the config serves with back-to-back full batches.
     util = {g: traffic[g] / reps[g] / searches[g].model.saturation_rate(caps[g].config) for g in traffic}
     deployments = []

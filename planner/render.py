@@ -57,7 +57,47 @@ def render_plan(plan: Plan, console: Console) -> None:
                       f"serve, {after} after; bound {sv.bound_ms:g} ms: {verdict} "
                       f"(survival constraint {'met' if sv.constraint_holds else 'not met'}"
                       f"{'' if plan.request.spot_survival else ', not required: --spot-survival'})")
+    if plan.day is not None:
+        render_day(plan, console)
     console.print(f"Why: {plan.why}")
+
+
+def render_day(plan: Plan, console: Console) -> None:
+    d = plan.day
+    hours = Table(title=f"Over the day ({d.curve_source}, {d.span_hours:g} h)", title_justify="left")
+    for col in ("from", "peak req/s", "mean req/s", "reserved", "on-demand", "spot", "$", "replayed P99 ms"):
+        hours.add_column(col, justify="right")
+    for p in d.periods:
+        h, m = divmod(int(p.start_s // 60), 60)
+        hours.add_row(f"{h:02d}:{m:02d}", f"{p.qps:,.0f}", f"{p.mean_qps:,.0f}", str(p.replicas.get("reserved", 0)),
+                      str(p.replicas.get("on-demand", 0)), str(p.replicas.get("spot", 0)), f"{p.usd:,.2f}",
+                      "overloaded" if p.p99_ms is None else f"{p.p99_ms:.1f}")
+    console.print(hours)
+    cmp = Table(title="Against", title_justify="left")
+    for col in ("way to buy", "$/day", "$/month", "worst-hour P99 ms", "target"):
+        cmp.add_column(col, justify="left" if col == "way to buy" else "right")
+    cmp.add_row("this day plan", f"{d.usd_per_day:,.2f}", f"{d.usd_per_month:,.0f}",
+                "overloaded" if d.worst_period_p99_ms is None else f"{d.worst_period_p99_ms:.1f}",
+                "[green]holds[/]" if d.holds_target else "[red]misses[/]")
+    for c in d.comparisons:
+        cmp.add_row(f"{c.name}: {c.description}", f"{c.usd_per_day:,.2f}", f"{c.usd_per_month:,.0f}",
+                    "overloaded" if c.worst_period_p99_ms is None else f"{c.worst_period_p99_ms:.1f}",
+                    "[green]holds[/]" if c.holds_target else "[red]misses[/]")
+    console.print(cmp)
+    r = d.ramp
+    console.print(f"Fastest ramp: {100 * r.fastest_ramp_per_min:.2f}%/min from {r.at_s / 3600:.2f} h; P99 through "
+                  f"the HPA's reaction {'overloaded' if r.p99_ms is None else f'{r.p99_ms:.1f} ms'}: "
+                  f"{'[green]holds[/]' if r.holds else '[red]misses[/]'}. HPA replay: ${d.replay_usd_per_day:,.2f}/day "
+                  f"of replica-hours against the plan's ${d.usd_per_day:,.2f}.")
+    for t in d.reserved_thresholds:
+        where = ("never pays over the horizon (dearer per hour than on-demand)" if t.demand_at_break_even_qps is None
+                 else f"pays for capacity under {t.demand_at_break_even_qps:,.0f} req/s (held that long)")
+        console.print(f"Reserved {t.pool}: busy >= {t.break_even_hours_per_day:.1f} h/day to beat on-demand; {where}; "
+                      f"bought {t.bought}")
+    s = d.solver
+    lp = "n/a" if s.lp_gap is None else f"{s.lp_gap:.2%}"
+    console.print(f"Day solver: {s.solver}, {s.status}, MIP gap {s.mip_gap:.2%}, LP-relaxation gap {lp}, "
+                  f"{s.wall_s:.2f} s")
 
 
 def render_calibration(cal: Calibration, console: Console) -> None:

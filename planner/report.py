@@ -186,6 +186,65 @@ def _plot_spot(fm: FleetModel, plan: Plan, path: Path) -> list[dict]:
     return rows
 
 
+def _plot_day(plan: Plan, path: Path) -> None:
+    """The day plan: the curve against the fleet's capacity, the fleet stacked by capacity type, P99 per period."""
+    import matplotlib.pyplot as plt
+
+    d = plan.day
+    starts = [p.start_s / 3600.0 for p in d.periods]
+    widths = [p.hours for p in d.periods]
+    fig, (ax_q, ax_f, ax_p) = plt.subplots(3, 1, figsize=(7.5, 8), sharex=True)
+    ax_q.step(starts + [starts[-1] + widths[-1]], [p.qps for p in d.periods] + [d.periods[-1].qps], where="post",
+              label="peak in the period (sized for)")
+    ax_q.step(starts + [starts[-1] + widths[-1]], [p.mean_qps for p in d.periods] + [d.periods[-1].mean_qps],
+              where="post", label="mean in the period")
+    ax_q.set_ylabel("req/s")
+    ax_q.legend(fontsize=8)
+    bottom = [0.0] * len(d.periods)
+    for cap, color in (("reserved", "tab:green"), ("on-demand", "tab:blue"), ("spot", "tab:orange")):
+        heights = [p.replicas.get(cap, 0) for p in d.periods]
+        ax_f.bar(starts, heights, width=widths, bottom=bottom, align="edge", color=color, label=cap)
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    ax_f.plot([s + w / 2 for s, w in zip(starts, widths)], [p.replicas_serving for p in d.periods], "k.",
+              label="serving in the HPA replay (mean)")
+    ax_f.set_ylabel("replicas")
+    ax_f.legend(fontsize=8)
+    ax_p.bar(starts, [p.p99_ms or 0.0 for p in d.periods], width=widths, align="edge", color="tab:gray")
+    ax_p.axhline(plan.request.p99_ms, color="tab:red", ls="--", lw=1, label="P99 target")
+    ax_p.set_ylabel("replayed P99, ms")
+    ax_p.set_xlabel("hours from the curve's start")
+    ax_p.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _day_section(plan: Plan, out_dir: Path) -> str:
+    d = plan.day
+    if d is None:
+        return ""
+    _plot_day(plan, out_dir / "day.png")
+    rows = [["this day plan", _money(d.usd_per_day), f"${d.usd_per_month:,.0f}",
+             "overloaded" if d.worst_period_p99_ms is None else f"{d.worst_period_p99_ms:.1f}"]]
+    rows += [[html.escape(f"{c.name}: {c.description}"), _money(c.usd_per_day), f"${c.usd_per_month:,.0f}",
+              "overloaded" if c.worst_period_p99_ms is None else f"{c.worst_period_p99_ms:.1f}"]
+             for c in d.comparisons]
+    compare = _table(["way to buy", "per day", "per month", "worst-period P99 ms"], rows)
+    thresholds = _table(["reserved pool", "$/h", "on-demand $/h", "break-even h/day", "pays under req/s", "bought"],
+                        [[t.pool, f"{t.usd_per_hour:.4f}", f"{t.on_demand_usd_per_hour:.4f}",
+                          f"{t.break_even_hours_per_day:.1f}",
+                          "never" if t.demand_at_break_even_qps is None else f"{t.demand_at_break_even_qps:,.0f}",
+                          t.bought] for t in d.reserved_thresholds])
+    r = d.ramp
+    return (f"<h2>Over the day</h2><img src=\"day.png\" alt=\"the day plan\">{compare}"
+            f"<p>Fastest ramp {100 * r.fastest_ramp_per_min:.2f}%/min from hour {r.at_s / 3600:.2f}: replayed P99 "
+            f"{'overloaded' if r.p99_ms is None else f'{r.p99_ms:.1f} ms'} through the HPA's reaction "
+            f"({'holds' if r.holds else 'misses'}). The HPA replay's replica-hours cost {_money(d.replay_usd_per_day)}"
+            f" a day against the plan's {_money(d.usd_per_day)}.</p>{thresholds}"
+            f"<p>Day solver: MIP gap {d.solver.mip_gap:.2%}, LP-relaxation gap "
+            f"{'n/a' if d.solver.lp_gap is None else f'{d.solver.lp_gap:.2%}'}.</p>")
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
@@ -244,7 +303,7 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}img{{max-width:
 Cost {_money(plan.cost.usd_per_hour)} (${plan.cost.usd_per_month:,.0f}/month); simulated fleet P99
 {plan.predicted.p99_ms:.2f} ms.</p>
 <p>{html.escape(plan.why)}</p>
-<h2>The plan</h2>{pools}{deps}{survival}{cal_text}
+<h2>The plan</h2>{pools}{deps}{survival}{cal_text}{_day_section(plan, out_dir)}
 <h2>Cost against QPS</h2><img src="cost_vs_qps.png" alt="cost against QPS">{cost_tab}
 <p>Each curve is the cheapest fleet of that GPU type alone (dashed: any mix) at the plan's P99 target, from the
 per-replica capacities the plan used; points off the plan are optimized but not re-verified by simulation.</p>

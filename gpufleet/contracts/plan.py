@@ -170,6 +170,90 @@ class SurvivalCheck(Strict):
                                                                     "plan: remaining capacity at the bound >= traffic")
 
 
+class DayPeriod(Strict):
+    """One planning period of a day plan: the fleet the optimizer holds through it, and the P99 the HPA replay
+    measured over it."""
+
+    start_s: float = Field(ge=0, description="seconds from the curve's start")
+    hours: float = Field(gt=0)
+    qps: float = Field(ge=0, description="the curve's peak inside the period: what the fleet is sized for")
+    mean_qps: float = Field(ge=0)
+    instances: dict[str, int] = Field(description="pool (instance type/capacity type) -> instances held")
+    replicas: dict[str, int] = Field(description="capacity type -> replicas held (reserved, on-demand, spot)")
+    usd: float = Field(ge=0, description="what the period costs: reserved pools at their hourly rate, the rest as held")
+    p99_ms: float | None = Field(description="replayed through the HPA: the P99 of the period's requests; null when a "
+                                             "replica was past saturation (the queue grows without bound)")
+    replicas_serving: float = Field(ge=0, description="mean replicas serving in the replay")
+
+
+class DayPool(Strict):
+    """A pool's size over the day: node-group minimum and maximum for infra."""
+
+    instance_type: str
+    gpu: str
+    capacity_type: CapacityType
+    min_count: int = Field(ge=0)
+    max_count: int = Field(ge=0)
+
+
+class DayComparison(Strict):
+    """What another way of buying the same day would cost."""
+
+    name: str
+    description: str
+    usd_per_day: float
+    usd_per_month: float
+    worst_period_p99_ms: float | None = Field(description="null: a replica past saturation in some period")
+    holds_target: bool
+
+
+class ReservedThreshold(Strict):
+    """Where a reserved instance pays: it must be busy at least ``break_even_hours_per_day`` (its effective price
+    over on-demand's, times 24 h): the curve level held that many hours a day is ``demand_at_break_even_qps``."""
+
+    pool: str
+    usd_per_hour: float
+    on_demand_usd_per_hour: float
+    break_even_hours_per_day: float
+    demand_at_break_even_qps: float | None = Field(description="null: the curve is above no level that long")
+    bought: int = Field(ge=0)
+
+
+class RampCheck(Strict):
+    """The HPA replay at the curve's fastest rise."""
+
+    fastest_ramp_per_min: float = Field(description="steepest growth of the curve over the HPA's reaction time, per "
+                                                    "minute compounded")
+    at_s: float = Field(description="where it starts, seconds from the curve's start")
+    p99_ms: float | None = Field(description="P99 of the requests during the ramp's reaction window")
+    holds: bool
+
+
+class DayPlan(Strict):
+    """A plan over a demand curve (``planner recommend --qps-curve``): reserved instances held all day, on-demand
+    and spot added per period, chosen together for the least cost over the whole curve; replayed through the HPA.
+    The plan's ``pools`` and ``deployments`` are the peak period's fleet; ``cost`` is the day's average per hour."""
+
+    curve_source: str
+    step_s: float = Field(gt=0, description="the curve's row interval")
+    period_s: float = Field(gt=0, description="the planning period: the fleet changes at most this often")
+    span_hours: float = Field(gt=0)
+    routing_weights: dict[str, float] = Field(description="GPU type -> share of traffic, the same in every period "
+                                                          "(weighted routing deploys fixed weights)")
+    periods: list[DayPeriod]
+    pools: list[DayPool]
+    usd_per_day: float
+    usd_per_month: float
+    replay_usd_per_day: float = Field(description="the HPA replay's replica-hours at the periods' prices: what the "
+                                                  "lag and the HPA's rounding cost beyond the plan")
+    comparisons: list[DayComparison]
+    reserved_thresholds: list[ReservedThreshold]
+    solver: SolverReport
+    ramp: RampCheck
+    worst_period_p99_ms: float | None
+    holds_target: bool = Field(description="every period's replayed P99 within the target")
+
+
 class Plan(Strict):
     schema_version: Literal[2] = SCHEMA_VERSION
     created_at: str
@@ -187,6 +271,7 @@ class Plan(Strict):
     autoscaling: AutoscalingSpec = Field(description="the HPA metric every deployment scales on, how it is measured, "
                                                      "and the scale-up lag and ramp its targets allow for")
     why: str
+    day: DayPlan | None = Field(default=None, description="present when planned over a demand curve")
 
     @model_validator(mode="after")
     def _deployments_have_pools(self) -> "Plan":

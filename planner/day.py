@@ -1,0 +1,689 @@
+"""Plan over a day, not a point: ``planner recommend --qps-curve``.
+
+Traffic from cameras follows the day. The fleet is chosen for the whole curve at once: reserved instances are held
+every hour (and paid every hour), on-demand and spot instances only in the planning periods that need them, by one
+mixed-integer program whose periods share the reserved counts (:func:`solve_day`). Each period must hold the curve's
+peak inside it at the replicas' sizing rate (the HPA target), under the same constraints as a point plan
+(:func:`planner.optimize._add_period` builds both). Under weighted routing the traffic share of each GPU type is one
+weight for the whole day, as infra deploys fixed route weights.
+
+The plan is then replayed through the HPA it configures (:func:`replay`): the metric's delay, the HPA's tolerance,
+sync period and scale-down stabilization, and the node scale-up lag, with each replica's latency from the batcher
+simulation at its current rate. A period whose replayed P99 misses the target tightens that GPU type's sizing and
+the day is solved again, so the headroom is sized by the replay, not assumed.
+
+Compared, at the same P99 target: (a) the peak's fleet all day on on-demand, (b) the peak's fleet on reserved terms,
+(c) today's point plan at the curve's mean, held all day (its replayed P99 says what it would do at the peak).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import coo_array
+
+from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
+from gpufleet.contracts.plan import (Cost, DayComparison, DayPeriod, DayPlan, DayPool, Plan, RampCheck,
+                                     ReservedThreshold, SolverReport)
+from planner.catalog import HOURS_PER_MONTH, Pool
+from planner.errors import PlannerInputError
+from planner.optimize import Infeasible, Problem, Solution, _add_period, solve
+from planner.recommend import (MAX_ROUNDS, TIGHTEN, VERIFY_REQUESTS, VERIFY_SEED, RecommendRequest, Sized,
+                               _why_no_fleet, finish, pool_plan, prepare, verify_at)
+from planner.simulate import Workload
+from planner.sizing import GpuSizing, fleet_problem
+from planner.survival import mixture_quantile
+
+DEFAULT_PERIOD_S = 3600.0  # the fleet changes at most hourly: the plan reads per hour, and node churn stays low
+MAX_CURVE_ROWS = 100_000
+MIN_SPAN_S = 3600.0
+HOURS_PER_DAY = 24.0
+# Kubernetes' HPA: --horizontal-pod-autoscaler-downscale-stabilization default (EKS does not change it).
+SCALE_DOWN_STABILIZATION_S = 300.0
+# The replay's latency table: per-replica rates from LATENCY_GRID_LOW to LATENCY_GRID_HIGH of saturation, each
+# simulated once; a step's rate is rounded up to the next grid point (the safe side). Past the top, the replica's
+# queue grows without bound and its requests count as missing the target.
+LATENCY_GRID_POINTS = 40
+LATENCY_GRID_LOW = 0.02
+LATENCY_GRID_HIGH = 0.98
+LATENCY_GRID_REQUESTS = 8_000
+DAY_SOLVER_TIME_LIMIT_S = 30.0
+BOUND_DOUBLINGS = 4
+WEIGHT_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class DemandCurve:
+    """Requests/s at a regular step: ``qps[i]`` holds from ``i * step_s`` for ``step_s``."""
+
+    qps: np.ndarray
+    step_s: float
+    source: str
+
+    @property
+    def span_s(self) -> float:
+        return len(self.qps) * self.step_s
+
+    @property
+    def days(self) -> float:
+        return self.span_s / 86_400.0
+
+    def rate_at(self, t: np.ndarray) -> np.ndarray:
+        """Linear between the rows' midpoints: a ramp, not a staircase of instantaneous jumps."""
+        mids = (np.arange(len(self.qps)) + 0.5) * self.step_s
+        return np.interp(t, mids, self.qps)
+
+    def periods(self, period_s: float) -> list[tuple[float, float, float, float]]:
+        """(start s, hours, peak qps, mean qps) per planning period."""
+        per = max(1, int(round(period_s / self.step_s)))
+        out = []
+        for i in range(0, len(self.qps), per):
+            rows = self.qps[i:i + per]
+            start, end = i * self.step_s, (i + len(rows)) * self.step_s
+            # The curve is linear between the rows' midpoints, so its peak in the period is at a midpoint or an edge.
+            at = np.concatenate([[start, end - 1e-9], (np.arange(i, i + len(rows)) + 0.5) * self.step_s])
+            out.append((start, len(rows) * self.step_s / 3600.0, float(self.rate_at(at).max()), float(rows.mean())))
+        return out
+
+    def fastest_ramp(self, reaction_s: float) -> tuple[float, float]:
+        """(growth per minute compounded, start s) of the steepest rise over ``reaction_s``."""
+        t = np.arange(0.0, max(self.span_s - reaction_s, 0.0) + 1e-9, 15.0)
+        start = self.rate_at(t)
+        end = self.rate_at(t + reaction_s)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            growth = np.where(start > 0, end / start, 1.0)
+        i = int(np.argmax(growth))
+        return max(float(growth[i]) ** (60.0 / reaction_s) - 1.0, 0.0), float(t[i])
+
+
+def _seconds(text: str) -> float | None:
+    """A time cell: seconds, HH:MM[:SS], or an ISO 8601 date-time (None if none of these)."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = text.split(":")
+    if 2 <= len(parts) <= 3 and all(p.strip().isdigit() for p in parts):
+        h, m, *sec = (int(p) for p in parts)
+        return h * 3600.0 + m * 60.0 + (sec[0] if sec else 0)
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def read_demand_curve(path: Path | str, step_min: float | None = None) -> DemandCurve:
+    """A CSV with a ``qps`` column and a ``time`` column at a regular step (seconds, HH:MM or ISO date-times), or,
+    as loadtests' ``--replay`` reads it, a ``qps`` column alone with ``step_min`` minutes a row. One line naming what
+    is wrong otherwise."""
+    path = Path(path)
+    try:
+        rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlannerInputError(f"{path}: cannot read the demand curve: {getattr(exc, 'strerror', None) or exc}") from None
+    except csv.Error as exc:
+        raise PlannerInputError(f"{path}: not a CSV: {exc}") from None
+    if not rows or "qps" not in rows[0]:
+        raise PlannerInputError(f"{path}: expected a CSV with a 'qps' column (and a 'time' column, or --curve-step-min)")
+    if len(rows) > MAX_CURVE_ROWS:
+        raise PlannerInputError(f"{path}: {len(rows)} rows, more than {MAX_CURVE_ROWS}; aggregate to a coarser step")
+    qps = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            q = float(row["qps"])
+        except (TypeError, ValueError):
+            raise PlannerInputError(f"{path}: line {line}: qps {row['qps']!r} is not a number") from None
+        if not math.isfinite(q) or q < 0:
+            raise PlannerInputError(f"{path}: line {line}: qps {q:g} must be a finite number >= 0")
+        qps.append(q)
+    time_col = next((c for c in ("time", "timestamp") if c in rows[0]), None)
+    if step_min is not None:
+        if not (math.isfinite(step_min) and step_min > 0):
+            raise PlannerInputError(f"--curve-step-min must be a positive number, got {step_min:g}")
+        step_s = step_min * 60.0
+    elif time_col is None:
+        raise PlannerInputError(f"{path}: no 'time' column: give --curve-step-min, the minutes each row stands for")
+    else:
+        times = []
+        for line, row in enumerate(rows, start=2):
+            t = _seconds(row[time_col] or "")
+            if t is None:
+                raise PlannerInputError(f"{path}: line {line}: time {row[time_col]!r} is not seconds, HH:MM or an "
+                                        "ISO date-time")
+            times.append(t)
+        if len(times) < 2:
+            raise PlannerInputError(f"{path}: one row cannot say its step; give --curve-step-min")
+        steps = np.diff(times)
+        step_s = float(steps[0])
+        if step_s <= 0 or np.any(np.abs(steps - step_s) > 1e-6 * max(step_s, 1.0)):
+            bad = int(np.argmax(np.abs(steps - step_s) > 1e-6 * max(step_s, 1.0))) + 3 if step_s > 0 else 3
+            raise PlannerInputError(f"{path}: line {bad}: rows must be at one regular, increasing step "
+                                    f"({step_s:g} s from the first two)")
+    curve = DemandCurve(np.array(qps), step_s, str(path))
+    if curve.span_s < MIN_SPAN_S:
+        raise PlannerInputError(f"{path}: the curve spans {curve.span_s / 60:g} minutes; a day plan needs at least "
+                                f"{MIN_SPAN_S / 3600:g} hour")
+    if curve.qps.max() <= 0:
+        raise PlannerInputError(f"{path}: every qps is 0; there is nothing to serve")
+    return curve
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The commitment decision: one MILP over every period, reserved counts shared.
+
+@dataclass(frozen=True)
+class DaySolution:
+    counts: list[dict[str, int]]  # per period: pool name -> instances held (reserved ones in every period)
+    traffic: list[dict[str, float]]  # per period: GPU type -> req/s
+    weights: dict[str, float]  # GPU type -> share of traffic (weighted routing; else the peak period's shares)
+    usd: float  # over the whole curve
+    status: str
+    mip_gap: float
+    lp_bound: float | None
+    wall_s: float
+
+
+def _is_reserved(p: Pool) -> bool:
+    return p.capacity_type.startswith("reserved")
+
+
+def solve_day(problem: Problem, demand: list[float], hours: list[float], *, relax: bool = False,
+              time_limit_s: float = DAY_SOLVER_TIME_LIMIT_S) -> DaySolution:
+    """Least cost over the periods: reserved pools' counts are one number held in every period, the others one per
+    period. ``problem`` carries the pools, per-replica rates and constraints (its ``qps`` is not read)."""
+    pools = problem.pools
+    gpus = problem.gpus()
+    n_g = len(gpus)
+    reserved = [j for j, p in enumerate(pools) if _is_reserved(p)]
+    elastic = [j for j, p in enumerate(pools) if not _is_reserved(p)]
+    n_t = len(demand)
+    block = len(elastic) + 2 * n_g  # per period: elastic counts | x[g] | y[g]
+    ix_w = len(reserved) + n_t * block
+    weighted = problem.routing == "weighted"
+    n_var = ix_w + (n_g if weighted else 0)
+    # Instance bounds: the peak's provable bound (an optimum never spends more on one pool than the cheapest feasible
+    # one-pool fleet at the peak), plus a replica floor's worth; doubled and re-solved while a count sits on it.
+    at_peak = replace(problem, qps=max(demand))
+    extra = [math.ceil(max(problem.min_replicas, problem.min_replicas_per_gpu) / p.gpus_per_instance) for p in pools]
+    ub = np.array([at_peak.upper_bound(p) + (e if problem.pool_limit(p) is None else 0) for p, e in zip(pools, extra)],
+                  dtype=float)
+    for _ in range(BOUND_DOUBLINGS):
+        sol = _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elastic, block, ix_w, n_var)
+        at_bound = [j for j, p in enumerate(pools) if any(c[p.name] >= ub[j] - 0.5 for c in sol.counts)
+                    and problem.pool_limit(p) is None]
+        if relax or not at_bound:
+            return sol
+        ub[at_bound] *= 2
+    return sol
+
+
+def _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elastic, block, ix_w, n_var) -> DaySolution:
+    pools = problem.pools
+    gpus = problem.gpus()
+    n_g = len(gpus)
+    n_p = len(pools)
+    rows, cols, vals, lo, hi = [], [], [], [], []
+
+    def add(coef: dict[int, float], lower: float = -np.inf, upper: float = np.inf) -> None:
+        r = len(lo)
+        for c, v in coef.items():
+            rows.append(r)
+            cols.append(c)
+            vals.append(v)
+        lo.append(lower)
+        hi.append(upper)
+
+    cost = np.zeros(n_var)
+    upper = np.zeros(n_var)
+    integrality = np.zeros(n_var)
+    total_hours = float(sum(hours))
+    for k, j in enumerate(reserved):
+        cost[k] = pools[j].usd_per_hour * total_hours
+        upper[k] = ub[j]
+        integrality[k] = 1
+    starts = []
+    for t, (q, h) in enumerate(zip(demand, hours)):
+        start = len(reserved) + t * block
+        starts.append(start)
+        col = [0] * n_p
+        for k, j in enumerate(reserved):
+            col[j] = k
+        for k, j in enumerate(elastic):
+            col[j] = start + k
+            cost[start + k] = pools[j].usd_per_hour * h
+            upper[start + k] = ub[j]
+            integrality[start + k] = 1
+        ix_x, ix_y = start + len(elastic), start + len(elastic) + n_g
+        upper[ix_x:ix_x + n_g] = q
+        upper[ix_y:ix_y + n_g] = 1
+        integrality[ix_y:ix_y + n_g] = 1
+        _add_period(add, replace(problem, qps=q), q, col, ix_x, ix_y, ub)
+        if problem.routing == "weighted":
+            for i in range(n_g):
+                add({ix_x + i: 1.0, ix_w + i: -q}, 0.0, 0.0)  # one weight per GPU type all day
+    if problem.routing == "weighted":
+        upper[ix_w:ix_w + n_g] = 1.0
+        add({ix_w + i: 1.0 for i in range(n_g)}, 1.0, 1.0)
+    if relax:
+        integrality[:] = 0
+    matrix = coo_array((vals, (rows, cols)), shape=(len(lo), n_var)).tocsr()
+    t0 = time.perf_counter()
+    res = milp(cost, constraints=LinearConstraint(matrix, lo, hi), bounds=Bounds(np.zeros(n_var), upper),
+               integrality=integrality, options={"time_limit": time_limit_s, "mip_rel_gap": 1e-6})
+    wall = time.perf_counter() - t0
+    if res.x is None:
+        raise Infeasible(res.message)
+    x = res.x
+    counts, traffic = [], []
+    for t, start in enumerate(starts):
+        c = {}
+        for k, j in enumerate(reserved):
+            c[pools[j].name] = int(round(x[k])) if not relax else float(x[k])
+        for k, j in enumerate(elastic):
+            c[pools[j].name] = int(round(x[start + k])) if not relax else float(x[start + k])
+        counts.append(c)
+        ix_x = start + len(elastic)
+        traffic.append({g: float(x[ix_x + i]) for i, g in enumerate(gpus)})
+    peak = int(np.argmax(demand))
+    if problem.routing == "weighted":
+        weights = {g: float(x[ix_w + i]) for i, g in enumerate(gpus)}
+    else:
+        weights = {g: traffic[peak][g] / demand[peak] if demand[peak] > 0 else 0.0 for g in gpus}
+    # HiGHS leaves shares of 1e-15 on types it does not use: those are no route.
+    weights = {g: (w if w > WEIGHT_EPS else 0.0) for g, w in weights.items()}
+    total = sum(weights.values()) or 1.0
+    weights = {g: w / total for g, w in weights.items()}
+    usd = float(cost @ x) if relax else sum(
+        (p.usd_per_hour * counts[0][p.name] * total_hours) if _is_reserved(p) else
+        sum(p.usd_per_hour * counts[t][p.name] * hours[t] for t in range(len(demand)))
+        for p in pools)
+    gap = float(getattr(res, "mip_gap", 0.0) or 0.0)
+    return DaySolution(counts, traffic, weights, usd, "optimal" if res.status == 0 else res.message, gap, None, wall)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The ramp: the HPA replayed against the curve.
+
+@dataclass(frozen=True)
+class LatencyTable:
+    """Per-replica latency samples (ms, end to end) at a grid of per-replica rates, for one GPU type's config."""
+
+    rates: np.ndarray
+    samples: list[np.ndarray]
+
+    @classmethod
+    def build(cls, sized: Sized, gpu: str, overhead_ms: float) -> "LatencyTable":
+        search = sized.searches[gpu]
+        cfg = sized.caps[gpu].config
+        saturation = search.model.saturation_rate(cfg)
+        rates = np.linspace(LATENCY_GRID_LOW, LATENCY_GRID_HIGH, LATENCY_GRID_POINTS) * saturation
+        work = Workload.poisson(LATENCY_GRID_REQUESTS, seed=VERIFY_SEED)
+        samples = [work.run(r, cfg, search.model.service, search.model.speedup).latency_s * 1000.0 + overhead_ms
+                   for r in rates]
+        return cls(rates, samples)
+
+    def index(self, per_replica: float) -> int:
+        """The grid point at or above the rate; ``len(rates)``: past the top (overloaded)."""
+        return int(np.searchsorted(self.rates, per_replica, side="left"))
+
+
+class LatencyTables(dict):
+    """GPU type -> :class:`LatencyTable`, each built when first read (only the types a fleet uses are simulated)."""
+
+    def __init__(self, sized: Sized, overhead_ms: float):
+        super().__init__()
+        self.sized, self.overhead_ms = sized, overhead_ms
+
+    def __missing__(self, gpu: str) -> LatencyTable:
+        table = self[gpu] = LatencyTable.build(self.sized, gpu, self.overhead_ms)
+        return table
+
+
+@dataclass(frozen=True)
+class Replay:
+    times: np.ndarray  # s, every HPA sync
+    rate: dict[str, np.ndarray]  # GPU type -> req/s
+    serving: dict[str, np.ndarray]  # replicas serving
+    billed: dict[str, np.ndarray]  # replicas serving or starting (their nodes are paid for)
+    grid: dict[str, np.ndarray]  # latency-table index per step
+
+    def p99_ms(self, tables: dict[str, LatencyTable], start_s: float, end_s: float) -> float | None:
+        """P99 over the requests in [start, end): the traffic-weighted mixture of each step's latency; None when
+        more than 1% of them met an overloaded replica."""
+        weights: dict[tuple[str, int], float] = {}
+        overloaded = total = 0.0
+        sel = (self.times >= start_s) & (self.times < end_s)
+        for g, rate in self.rate.items():
+            table = tables[g]
+            for k, r in zip(self.grid[g][sel], rate[sel]):
+                total += r
+                if k >= len(table.rates):
+                    overloaded += r
+                else:
+                    weights[(g, int(k))] = weights.get((g, int(k)), 0.0) + r
+        if total <= 0:
+            return 0.0
+        if overloaded > 0.01 * total:
+            return None
+        keys = sorted(weights)
+        return mixture_quantile([tables[g].samples[k] for g, k in keys], [weights[x] for x in keys], 0.99)
+
+
+def replay(curve: DemandCurve, weights: dict[str, float], sizing: dict[str, GpuSizing], spec: AutoscalingSpec,
+           start_replicas: dict[str, int], bounds: dict[str, tuple[int, int]], tables: dict[str, LatencyTable]) -> Replay:
+    """The HPA of each GPU type's Deployment against the curve, one sync period at a time: it sees the per-replica
+    rate ``metric_delay_s`` late, acts only beyond its tolerance, scales down no lower than its highest
+    recommendation over the stabilization window, and a replica it adds serves ``scale_up_lag_s`` later."""
+    dt = spec.hpa_sync_s
+    times = np.arange(0.0, curve.span_s, dt)
+    delay = int(round(spec.metric_delay_s / dt))
+    window = int(round(SCALE_DOWN_STABILIZATION_S / dt))
+    lag = spec.scale_up_lag_s
+    out_rate, out_serving, out_billed, out_grid = {}, {}, {}, {}
+    for g, w in weights.items():
+        if w <= 0:
+            continue
+        rate = curve.rate_at(times) * w
+        target = sizing[g].sizing_rate
+        low, high = bounds[g]
+        serving = np.zeros(len(times))
+        billed = np.zeros(len(times))
+        ready = start_replicas[g]
+        pending: list[tuple[float, int]] = []  # (serves from, count)
+        recommendations: list[int] = []
+        desired = ready
+        for i, t in enumerate(times):
+            ready += sum(n for at, n in pending if at <= t)
+            pending = [(at, n) for at, n in pending if at > t]
+            seen = i - delay
+            if seen >= 0 and serving[seen] > 0:
+                metric = rate[seen] / serving[seen]
+                ratio = metric / target
+                recommend = math.ceil(serving[seen] * ratio - 1e-9) if abs(ratio - 1.0) > spec.tolerance else desired
+            else:
+                recommend = desired
+            recommendations.append(min(max(recommend, low), high))
+            desired = max(recommendations[-window:])  # scale-up at once; scale-down to the window's highest
+            starting = sum(n for _, n in pending)
+            if desired > ready + starting:
+                pending.append((t + lag, desired - ready - starting))
+            elif desired < ready + starting:
+                cut = ready + starting - desired
+                while cut and pending:  # not-yet-ready pods go first
+                    at, n = pending.pop()
+                    take = min(n, cut)
+                    cut -= take
+                    if n > take:
+                        pending.append((at, n - take))
+                ready -= cut
+            serving[i] = ready
+            billed[i] = ready + sum(n for _, n in pending)
+        per = np.where(serving > 0, rate / np.maximum(serving, 1), np.inf)
+        grid = np.array([tables[g].index(r) if math.isfinite(r) else len(tables[g].rates) for r in per])
+        out_rate[g], out_serving[g], out_billed[g], out_grid[g] = rate, serving, billed, grid
+    return Replay(times, out_rate, out_serving, out_billed, out_grid)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The day plan.
+
+def _replicas_by_gpu(pools: tuple[Pool, ...], counts: dict[str, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p in pools:
+        out[p.gpu] = out.get(p.gpu, 0) + p.gpus_per_instance * counts.get(p.name, 0)
+    return out
+
+
+def _point_cost(sized: Sized, sizing: dict[str, GpuSizing], qps: float, allow) -> tuple[float, dict[str, int],
+                                                                                           Problem] | None:
+    pools = tuple(p for p in sized.pools if allow(p))
+    if not pools:
+        return None
+    problem = fleet_problem(pools, sizing, qps, sized.constraints)
+    try:
+        sol = solve(problem)
+    except Infeasible:
+        return None
+    return sol.usd_per_hour, sol.counts, problem
+
+
+def recommend_day(req: RecommendRequest, curve: DemandCurve, period_s: float = DEFAULT_PERIOD_S) -> Plan:
+    """The day plan: reserved baseline, autoscaled peaks, replayed through the HPA (see the module's doc)."""
+    peak = float(curve.qps.max())
+    req.qps = peak
+    # The ramp the HPA targets absorb: the curve's own steepest rise where it is steeper than the request's (or the
+    # calibration's, or the default) ramp. A curve sampled coarsely hides faster bursts inside its rows.
+    lag_s = req.scale_up_lag_s if req.scale_up_lag_s is not None else DEFAULT_SCALE_UP_LAG_S
+    ramp, ramp_at = curve.fastest_ramp(AutoscalingSpec(scale_up_lag_s=lag_s, ramp_per_min=0.0).reaction_s)
+    if req.ramp_per_min is not None:
+        req.ramp_per_min = max(req.ramp_per_min, ramp)
+    elif req.calibration is None:
+        req.ramp_per_min = max(DEFAULT_RAMP_PER_MIN, ramp)
+    sized = prepare(req)
+    if sized.spec.ramp_per_min is not None and sized.spec.ramp_per_min < ramp:  # the calibration's ramp is gentler
+        req.ramp_per_min = ramp
+        sized = prepare(req)
+    spec = sized.spec
+    periods = curve.periods(max(period_s, curve.step_s))
+    demand = [p[2] for p in periods]
+    hours = [p[1] for p in periods]
+    sizing = dict(sized.sizing)
+    verify = Workload.poisson(VERIFY_REQUESTS, seed=VERIFY_SEED)
+    tables = LatencyTables(sized, req.overhead_ms)
+    t_start = time.perf_counter()
+    for _ in range(MAX_ROUNDS):
+        problem = fleet_problem(sized.pools, sizing, peak, sized.constraints)
+        try:
+            day = solve_day(problem, demand, hours)
+        except Infeasible:
+            raise PlannerInputError(_why_no_fleet(problem).replace("at this QPS", "at the curve's peak")) from None
+        top = int(np.argmax(demand))
+        peak_usd = sum(p.usd_per_hour * day.counts[top][p.name] for p in problem.pools)
+        peak_sol = Solution(day.counts[top], day.traffic[top], peak_usd, day.status, day.mip_gap, peak_usd, day.wall_s)
+        sized_now = replace(sized, sizing=sizing)
+        traffic, reps, results, missed = verify_at(sized_now, problem, peak_sol, verify, req)
+        per_period_reps = [_replicas_by_gpu(problem.pools, c) for c in day.counts]
+        floors = {g: min(r.get(g, 0) for r in per_period_reps) for g in day.weights if day.weights[g] > 0}
+        highs = {g: max(r.get(g, 0) for r in per_period_reps) for g in floors}
+        bounds = {g: hpa_bounds(floors[g], highs[g]) for g in floors}
+        played = replay(curve, day.weights, sizing, spec, {g: max(per_period_reps[0].get(g, 0), bounds[g][0])
+                                                           for g in floors}, bounds, tables)
+        period_p99 = [played.p99_ms(tables, s, s + h * 3600.0) for s, h, _, _ in periods]
+        failing = set(missed)
+        for (s, h, _, _), p99 in zip(periods, period_p99):
+            if p99 is None or p99 > req.p99_ms:
+                for g in floors:
+                    g_p99 = Replay(played.times, {g: played.rate[g]}, {g: played.serving[g]}, {g: played.billed[g]},
+                                   {g: played.grid[g]}).p99_ms(tables, s, s + h * 3600.0)
+                    if g_p99 is None or g_p99 > req.p99_ms:
+                        failing.add(g)
+        if not failing:
+            break
+        for g in failing:
+            sizing[g] = sizing[g].tightened(TIGHTEN, spec)
+    else:
+        raise PlannerInputError(f"infeasible: the HPA replay could not hold P99 <= {req.p99_ms:g} ms through the "
+                                f"curve after {MAX_ROUNDS} rounds (GPU types {', '.join(sorted(failing))})")
+    solve_s = time.perf_counter() - t_start
+    try:
+        lp = solve_day(problem, demand, hours, relax=True).usd
+    except Infeasible:
+        lp = None
+    sized = replace(sized, sizing=sizing)
+    plan = finish(req, sized, problem, peak_sol, traffic, reps, results, verify)
+    return _with_day(plan, req, sized, curve, periods, problem, day, lp, played, tables, period_p99, ramp, ramp_at,
+                     solve_s)
+
+
+def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurve, periods, problem: Problem,
+              day: DaySolution, lp: float | None, played: Replay, tables, period_p99, ramp: float, ramp_at: float,
+              solve_s: float) -> Plan:
+    pools = problem.pools
+    days = curve.days
+    usd_day = day.usd / days
+    out_periods = []
+    replay_usd = 0.0
+    for t, ((start, h, q, mean), counts) in enumerate(zip(periods, day.counts)):
+        by_cap: dict[str, int] = {}
+        for p in pools:
+            n = counts[p.name] * p.gpus_per_instance
+            if n:
+                cap = "reserved" if _is_reserved(p) else p.capacity_type
+                by_cap[cap] = by_cap.get(cap, 0) + n
+        usd = sum(p.usd_per_hour * counts[p.name] * h for p in pools)
+        sel = (played.times >= start) & (played.times < start + h * 3600.0)
+        serving = sum(float(played.serving[g][sel].mean()) for g in played.serving) if sel.any() else 0.0
+        # The replay's replica-hours beyond the plan's, at the period's price per elastic replica (else on-demand's).
+        billed_h = sum(float(played.billed[g][sel].sum()) for g in played.billed) * played_dt(played) / 3600.0
+        planned_h = sum(by_cap.values()) * h
+        elastic_reps = sum(counts[p.name] * p.gpus_per_instance for p in pools if not _is_reserved(p))
+        elastic_usd = sum(p.usd_per_hour * counts[p.name] for p in pools if not _is_reserved(p))
+        if elastic_reps:
+            per_rep = elastic_usd / elastic_reps
+        else:
+            per_rep = min((p.usd_per_hour / p.gpus_per_instance for p in pools if p.capacity_type == "on-demand"),
+                          default=0.0)
+        replay_usd += usd + (billed_h - planned_h) * per_rep
+        p99 = period_p99[t]
+        out_periods.append(DayPeriod(start_s=start, hours=h, qps=round(q, 3), mean_qps=round(mean, 3),
+                                     instances={k: v for k, v in counts.items() if v},
+                                     replicas=by_cap, usd=round(usd, 4),
+                                     p99_ms=None if p99 is None else round(p99, 3),
+                                     replicas_serving=round(serving, 2)))
+    day_pools = []
+    for p in pools:
+        ns = [c[p.name] for c in day.counts]
+        if max(ns) > 0:
+            day_pools.append(DayPool(instance_type=p.instance_type, gpu=p.gpu, capacity_type=p.capacity_type,
+                                     min_count=min(ns), max_count=max(ns)))
+    comparisons = _comparisons(req, sized, curve, periods, tables)
+    thresholds = _reserved_thresholds(pools, curve, day)
+    reaction = sized.spec.reaction_s
+    ramp_p99 = played.p99_ms(tables, ramp_at, ramp_at + reaction)
+    worst = [p for p in period_p99]
+    worst_p99 = None if any(p is None for p in worst) else max(worst)
+    holds = worst_p99 is not None and worst_p99 <= req.p99_ms
+    gap_lp = (day.usd - lp) / day.usd if lp is not None and day.usd > 0 else None
+    day_plan = DayPlan(
+        curve_source=curve.source, step_s=curve.step_s, period_s=periods[0][1] * 3600.0 if len(periods) > 1 else
+        curve.span_s, span_hours=round(curve.span_s / 3600.0, 4),
+        routing_weights={g: round(w, 6) for g, w in day.weights.items() if w > 0},
+        periods=out_periods, pools=day_pools, usd_per_day=round(usd_day, 2),
+        usd_per_month=round(usd_day * HOURS_PER_MONTH / HOURS_PER_DAY, 2),
+        replay_usd_per_day=round(replay_usd / days, 2), comparisons=comparisons, reserved_thresholds=thresholds,
+        solver=SolverReport(solver="HiGHS (scipy.optimize.milp), one MILP over every period", status=day.status,
+                            mip_gap=day.mip_gap, lp_relaxation_usd_per_hour=None if lp is None else
+                            round(lp / (days * HOURS_PER_DAY), 4), lp_gap=None if gap_lp is None else round(gap_lp, 6),
+                            wall_s=round(solve_s, 4)),
+        ramp=RampCheck(fastest_ramp_per_min=round(ramp, 5), at_s=ramp_at,
+                       p99_ms=None if ramp_p99 is None else round(ramp_p99, 3),
+                       holds=ramp_p99 is not None and ramp_p99 <= req.p99_ms),
+        worst_period_p99_ms=None if worst_p99 is None else round(worst_p99, 3), holds_target=holds)
+    requests_per_day = float(curve.qps.mean()) * 86_400.0
+    cost = Cost(usd_per_hour=round(usd_day / HOURS_PER_DAY, 4), usd_per_month=day_plan.usd_per_month,
+                usd_per_million_inferences=round(usd_day / requests_per_day * 1e6, 6))
+    reserved = [f"{c[p.name]} x {p.instance_type} {p.capacity_type}" for p in pools for c in day.counts[:1]
+                if _is_reserved(p) and c[p.name] > 0]
+    cheapest = min((c for c in comparisons if c.holds_target), key=lambda c: c.usd_per_day, default=None)
+    why = (f" Day plan over {curve.source} ({curve.span_s / 3600:g} h, peak {curve.qps.max():,.0f} req/s, mean "
+           f"{curve.qps.mean():,.0f}): ${usd_day:,.2f}/day; reserved all day: {', '.join(reserved) or 'none'}; "
+           f"on-demand and spot added per hour as the curve rises (the plan's pools are the peak hour's fleet). "
+           f"HPA targets allow for the curve's fastest rise, {100 * ramp:.2f}%/min; replayed P99 worst hour "
+           f"{'overloaded' if worst_p99 is None else f'{worst_p99:.1f} ms'}.")
+    if cheapest is not None:
+        why += f" Against {cheapest.name}: ${cheapest.usd_per_day - usd_day:,.2f}/day less."
+    data = plan.model_dump()
+    data.update(day=day_plan.model_dump(), cost=cost.model_dump(), why=plan.why + why)
+    # Pools the day uses only off the peak are listed too, with no instances at the peak: infra makes their node
+    # groups from these facts and sizes them from ``day.pools``.
+    at_peak = {(x["instance_type"], x["capacity_type"]) for x in data["pools"]}
+    for p in pools:
+        if (p.instance_type, p.capacity_type) not in at_peak and any(c[p.name] for c in day.counts):
+            data["pools"].append(pool_plan(p, 0, sized.catalog).model_dump())
+    per_period_reps = [_replicas_by_gpu(pools, c) for c in day.counts]
+    for d in data["deployments"]:
+        low, high = hpa_bounds(min(r.get(d["gpu"], 0) for r in per_period_reps),
+                               max(r.get(d["gpu"], 0) for r in per_period_reps))
+        d["autoscaling"].update(min_replicas=low, max_replicas=high)
+    return Plan.model_validate(data)
+
+
+def hpa_bounds(floor: int, peak: int) -> tuple[int, int]:
+    """The HPA's min and max replicas for a GPU type of a day plan: the day's fewest, and room above the peak for
+    what the plan did not foresee (as a point plan's, twice the planned replicas)."""
+    return max(floor, 1), max(2 * peak, peak + 1)
+
+
+def played_dt(played: Replay) -> float:
+    return float(played.times[1] - played.times[0]) if len(played.times) > 1 else 0.0
+
+
+def _comparisons(req: RecommendRequest, sized: Sized, curve: DemandCurve, periods, tables) -> list[DayComparison]:
+    peak = float(curve.qps.max())
+    mean = float(curve.qps.mean())
+    out = []
+    cases = [
+        ("peak on-demand", "the peak's fleet held all day on on-demand instances", peak,
+         lambda p: p.capacity_type == "on-demand"),
+        ("peak reserved", "the peak's fleet held all day on reserved terms", peak, _is_reserved),
+        ("point plan at the mean", "today's single-point plan at the curve's mean rate, held all day", mean,
+         lambda p: True),
+    ]
+    for name, text, qps, allow in cases:
+        found = _point_cost(sized, sized.sizing, qps, allow)
+        if found is None:
+            continue
+        usd_h, counts, problem = found
+        reps = _replicas_by_gpu(problem.pools, counts)
+        # Held as bought: the replay with the HPA pinned at the fleet's size.
+        weights = _static_weights(problem, counts)
+        fixed = {g: (n, n) for g, n in reps.items() if n > 0}
+        spec = sized.spec
+        played = replay(curve, weights, sized.sizing, spec, {g: n for g, (n, _) in fixed.items()}, fixed, tables)
+        p99s = [played.p99_ms(tables, s, s + h * 3600.0) for s, h, _, _ in periods]
+        worst = None if any(p is None for p in p99s) else max(p99s)
+        out.append(DayComparison(name=name, description=text, usd_per_day=round(usd_h * HOURS_PER_DAY, 2),
+                                 usd_per_month=round(usd_h * HOURS_PER_MONTH, 2),
+                                 worst_period_p99_ms=None if worst is None else round(worst, 3),
+                                 holds_target=worst is not None and worst <= req.p99_ms))
+    return out
+
+
+def _static_weights(problem: Problem, counts: dict[str, int]) -> dict[str, float]:
+    reps = _replicas_by_gpu(problem.pools, counts)
+    if problem.routing == "equal":
+        total = sum(reps.values())
+        return {g: n / total for g, n in reps.items() if n > 0}
+    holdable = problem.holdable(tuple(counts[p.name] for p in problem.pools))
+    total = sum(v for g, v in holdable.items() if reps.get(g, 0) > 0)
+    return {g: holdable[g] / total for g in holdable if reps.get(g, 0) > 0}
+
+
+def _reserved_thresholds(pools: tuple[Pool, ...], curve: DemandCurve, day: DaySolution) -> list[ReservedThreshold]:
+    """Per reserved pool: the busy hours a day at which it costs what on-demand would, and the curve level held
+    that long."""
+    on_demand = {p.instance_type: p.usd_per_hour for p in pools if p.capacity_type == "on-demand"}
+    ordered = np.sort(curve.qps)[::-1]
+    out = []
+    for p in pools:
+        if not _is_reserved(p) or p.instance_type not in on_demand or day.weights.get(p.gpu, 0.0) <= 0:
+            continue
+        hours = HOURS_PER_DAY * p.usd_per_hour / on_demand[p.instance_type]
+        level = None
+        if hours < HOURS_PER_DAY:  # else it never pays over the horizon: dearer per hour than on-demand
+            rows = max(int(math.ceil(hours * 3600.0 * curve.days / curve.step_s)), 1)
+            level = float(ordered[min(rows, len(ordered)) - 1])
+        out.append(ReservedThreshold(pool=p.name, usd_per_hour=round(p.usd_per_hour, 4),
+                                     on_demand_usd_per_hour=round(on_demand[p.instance_type], 4),
+                                     break_even_hours_per_day=round(min(hours, HOURS_PER_DAY), 2),
+                                     demand_at_break_even_qps=None if level is None else round(level, 3),
+                                     bought=day.counts[0][p.name]))
+    return out
