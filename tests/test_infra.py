@@ -64,15 +64,20 @@ def test_gpu_node_groups_are_the_plans_pools(stack):
     for g in groups:
         assert g.inputs["amiType"] == "AL2023_x86_64_NVIDIA"
         assert {"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"} in g.inputs["taints"]
-    bought = {}
+    # A day plan's groups run from the day's fewest instances of each pool to its most; a point plan's hold its count.
+    day = {(d.instance_type, d.capacity_type): (d.min_count, d.max_count) for d in plan.day.pools} if plan.day else {}
+    bought, most = {}, {}
     for p in plan.pools:
         key = (p.gpu, capacity_group(p.capacity_type))
-        bought[key] = bought.get(key, 0) + p.count
+        low, high = day.get((p.instance_type, p.capacity_type), (p.count, p.count))
+        bought[key] = bought.get(key, 0) + low
+        most[key] = most.get(key, 0) + high
     for (gpu, cap), count in bought.items():
         matching = [g for g in groups if g.inputs["labels"][GPU_LABEL] == gpu
                     and g.inputs["labels"][CAPACITY_LABEL] == cap]
         assert sum(g.inputs["scalingConfig"]["minSize"] for g in matching) == count
         assert sum(g.inputs["scalingConfig"]["desiredSize"] for g in matching) == count
+        assert sum(g.inputs["scalingConfig"]["maxSize"] for g in matching) >= most[(gpu, cap)]
         want = "SPOT" if cap == "spot" else "ON_DEMAND"
         assert all(g.inputs["capacityType"] == want for g in matching)
     for p in plan.pools:
@@ -84,6 +89,23 @@ def test_gpu_node_groups_are_the_plans_pools(stack):
     for d in plan.deployments:
         mine = [g for g in groups if g.inputs["labels"][GPU_LABEL] == d.gpu]
         assert sum(g.inputs["scalingConfig"]["maxSize"] for g in mine) >= d.autoscaling.max_replicas
+
+
+def test_prod_is_sized_by_its_day_plan(stack):
+    settings, plan, records = stack
+    if settings.environment != "prod":
+        pytest.skip("dev is a point plan")
+    assert plan.day is not None
+    groups = [r for r in of(records, "aws:eks/nodeGroup:NodeGroup") if GPU_LABEL in (r.inputs.get("labels") or {})]
+    on_demand = [g for g in groups if g.inputs["labels"][CAPACITY_LABEL] == "on-demand"]
+    # The plan holds on-demand L40S only at the morning peak: its group sleeps at 0 instances and may grow to 1+.
+    (od,) = [d for d in plan.day.pools if d.capacity_type == "on-demand"]
+    assert (od.min_count, od.max_count) == (0, 1)
+    assert [g.inputs["scalingConfig"]["minSize"] for g in on_demand] == [0]
+    for d in plan.deployments:
+        hpa = k8s_named(records, "HorizontalPodAutoscaler", f"triton-{settings.model_name or d.model}-{d.gpu.lower()}")
+        fewest = min(sum(p.replicas.values()) for p in plan.day.periods)
+        assert hpa["spec"]["minReplicas"] == fewest
 
 
 def test_reserved_pools_are_open_capacity_reservations_sized_to_the_plan(stack):
