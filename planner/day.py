@@ -330,10 +330,6 @@ class LatencyTable:
                    for r in rates]
         return cls(rates, samples)
 
-    def index(self, per_replica: float) -> int:
-        """The grid point at or above the rate; ``len(rates)``: past the top (overloaded)."""
-        return int(np.searchsorted(self.rates, per_replica, side="left"))
-
 
 class LatencyTables(dict):
     """GPU type -> :class:`LatencyTable`, each built when first read (only the types a fleet uses are simulated)."""
@@ -427,7 +423,7 @@ def replay(curve: DemandCurve, weights: dict[str, float], sizing: dict[str, GpuS
             serving[i] = ready
             billed[i] = ready + sum(n for _, n in pending)
         per = np.where(serving > 0, rate / np.maximum(serving, 1), np.inf)
-        grid = np.array([tables[g].index(r) if math.isfinite(r) else len(tables[g].rates) for r in per])
+        grid = np.searchsorted(tables[g].rates, per, side="left")  # past the top (or no replica): len(rates)
         out_rate[g], out_serving[g], out_billed[g], out_grid[g] = rate, serving, billed, grid
     return Replay(times, out_rate, out_serving, out_billed, out_grid)
 
@@ -478,7 +474,6 @@ def recommend_day(req: RecommendRequest, curve: DemandCurve, period_s: float = D
     sizing = dict(sized.sizing)
     verify = Workload.poisson(VERIFY_REQUESTS, seed=VERIFY_SEED)
     tables = LatencyTables(sized, req.overhead_ms)
-    t_start = time.perf_counter()
     for _ in range(MAX_ROUNDS):
         problem = fleet_problem(sized.pools, sizing, peak, sized.constraints)
         try:
@@ -498,6 +493,9 @@ def recommend_day(req: RecommendRequest, curve: DemandCurve, period_s: float = D
                                                            for g in floors}, bounds, tables)
         period_p99 = [played.p99_ms(tables, s, s + h * 3600.0) for s, h, _, _ in periods]
         failing = set(missed)
+        through_ramp = played.p99_ms(tables, ramp_at, ramp_at + spec.reaction_s)
+        if through_ramp is None or through_ramp > req.p99_ms:
+            failing |= set(floors)
         for (s, h, _, _), p99 in zip(periods, period_p99):
             if p99 is None or p99 > req.p99_ms:
                 for g in floors:
@@ -512,20 +510,18 @@ def recommend_day(req: RecommendRequest, curve: DemandCurve, period_s: float = D
     else:
         raise PlannerInputError(f"infeasible: the HPA replay could not hold P99 <= {req.p99_ms:g} ms through the "
                                 f"curve after {MAX_ROUNDS} rounds (GPU types {', '.join(sorted(failing))})")
-    solve_s = time.perf_counter() - t_start
     try:
         lp = solve_day(problem, demand, hours, relax=True).usd
     except Infeasible:
         lp = None
     sized = replace(sized, sizing=sizing)
     plan = finish(req, sized, problem, peak_sol, traffic, reps, results, verify)
-    return _with_day(plan, req, sized, curve, periods, problem, day, lp, played, tables, period_p99, ramp, ramp_at,
-                     solve_s)
+    return _with_day(plan, req, sized, curve, periods, problem, day, lp, played, tables, period_p99, ramp, ramp_at)
 
 
 def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurve, periods, problem: Problem,
-              day: DaySolution, lp: float | None, played: Replay, tables, period_p99, ramp: float, ramp_at: float,
-              solve_s: float) -> Plan:
+              day: DaySolution, lp: float | None, played: Replay, tables, period_p99, ramp: float,
+              ramp_at: float) -> Plan:
     pools = problem.pools
     days = curve.days
     usd_day = day.usd / days
@@ -582,7 +578,7 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
         solver=SolverReport(solver="HiGHS (scipy.optimize.milp), one MILP over every period", status=day.status,
                             mip_gap=day.mip_gap, lp_relaxation_usd_per_hour=None if lp is None else
                             round(lp / (days * HOURS_PER_DAY), 4), lp_gap=None if gap_lp is None else round(gap_lp, 6),
-                            wall_s=round(solve_s, 4)),
+                            wall_s=round(day.wall_s, 4)),
         ramp=RampCheck(fastest_ramp_per_min=round(ramp, 5), at_s=ramp_at,
                        p99_ms=None if ramp_p99 is None else round(ramp_p99, 3),
                        holds=ramp_p99 is not None and ramp_p99 <= req.p99_ms),

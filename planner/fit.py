@@ -38,11 +38,10 @@ from gpufleet.contracts.autoscaling import AutoscalingSpec
 from gpufleet.contracts.calibration import (PARAMETER_NAMES, Calibration, Excluded, FitReport, Parameter, Parameters,
                                             StepFit, Threshold, Uncertainty)
 from gpufleet.contracts.profile import LatencyProfile
-from gpufleet.contracts.stress_result import StepResult, StressResult, read_stress_result
+from gpufleet.contracts.stress_result import StressResult, read_stress_result
 from gpufleet.contracts.triton import BatchingConfig
-from planner.capacity import CapacitySearch, ReplicaModel
+from planner.capacity import CapacitySearch
 from planner.errors import PlannerInputError
-from planner.service import ServerCost
 from planner.simulate import simulate
 from planner.uncertainty import DEFAULT_CONFIDENCE, CalibratedModel
 
@@ -68,11 +67,6 @@ HOLD_ORDER = ("item_overhead_ms", "overhead_ms", "spread", "batch_overhead_ms")
 UNIDENTIFIED_RCOND = 1e-2
 ONE_PER_BATCH = 1.1  # every step's mean batch size under this: per-request and per-batch costs are one
 BOOTSTRAP_RESAMPLES = 400
-# After least squares stops, Gauss-Newton steps on the central-difference Jacobian, each kept only if it lowers the
-# cost (halving it up to POLISH_HALVINGS times): the simulated residuals are piecewise flat at the optimizer's
-# forward-difference scale, so it can stop short of the least-squares point the bootstrap linearizes around.
-POLISH_STEPS = 4
-POLISH_HALVINGS = 3
 FD_STEP = 0.05  # finite-difference step, as a share of each parameter's scale
 
 
@@ -367,42 +361,7 @@ def estimate(model: StepModel) -> _Solution:
         held[drop] = _hold_reason(drop, model, values, partners)
         free.remove(drop)
         x0 = {n: (NEUTRAL[n] if n == drop else float(values[PARAMETER_NAMES.index(n)])) for n in PARAMETER_NAMES}
-    rows = model.residual_rows(values)
-    cost = 0.5 * float(np.sum(np.concatenate(rows) ** 2))
-    values, jac, rows, cost, polished = _polish(model, values, jac, rows, cost, free, scales, bounds)
-    evaluations += polished
-    return _Solution(values, free, jac, rows, cost, evaluations, held, initial)
-
-
-def _gauss_newton_step(jac: np.ndarray, residuals: np.ndarray) -> np.ndarray:
-    return np.linalg.lstsq(jac, -residuals, rcond=None)[0]
-
-
-def _polish(model: StepModel, values: np.ndarray, jac: np.ndarray, rows: list[np.ndarray], cost: float,
-            free: list[str], scales: dict[str, float], bounds: dict[str, tuple[float, float]]):
-    """Gauss-Newton steps from where least squares stopped, each kept only where the simulated cost falls."""
-    idx = [PARAMETER_NAMES.index(n) for n in free]
-    lo = np.array([bounds[n][0] for n in free])
-    hi = np.array([bounds[n][1] for n in free])
-    evaluations = 0
-    for _ in range(POLISH_STEPS):
-        step = _gauss_newton_step(jac, np.concatenate(rows))
-        improved = False
-        for _ in range(POLISH_HALVINGS + 1):
-            trial = values.copy()
-            trial[idx] = np.clip(values[idx] + step, lo, hi)
-            trial_rows = model.residual_rows(trial)
-            evaluations += 1
-            trial_cost = 0.5 * float(np.sum(np.concatenate(trial_rows) ** 2))
-            if trial_cost < cost * (1 - 1e-6):
-                values, rows, cost, improved = trial, trial_rows, trial_cost, True
-                break
-            step = step / 2
-        if not improved:
-            break
-        jac = _jacobian(model, values, free, scales, bounds)
-        evaluations += 2 * len(free)
-    return values, jac, rows, cost, evaluations
+    return _Solution(values, free, jac, model.residual_rows(values), float(sol.cost), evaluations, held, initial)
 
 
 def bootstrap(solution: _Solution, bounds: dict[str, tuple[float, float]], resamples: int,
@@ -417,13 +376,10 @@ def bootstrap(solution: _Solution, bounds: dict[str, tuple[float, float]], resam
     draws = np.tile(solution.values, (resamples, 1))
     if not solution.free or len(rows) < 2:
         return draws
-    # Centred on the estimate: what is left of the full sample's own step (the simulated cost is piecewise flat, so
-    # the estimate is a least-squares point only to within it) would otherwise shift every draw the same way.
-    own = _gauss_newton_step(solution.jac, np.concatenate(rows))
     for k in range(resamples):
         pick = rng.integers(len(rows), size=len(rows))
         sel = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in pick])
-        step = _gauss_newton_step(solution.jac[sel], np.concatenate([rows[i] for i in pick])) - own
+        step = np.linalg.lstsq(solution.jac[sel], -np.concatenate([rows[i] for i in pick]), rcond=None)[0]
         for j, n in zip(idx, solution.free):
             lo, hi = bounds[n]
             draws[k, j] = float(np.clip(solution.values[j] + step[solution.free.index(n)], lo, hi))
@@ -496,8 +452,8 @@ def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: A
         parameters=Parameters(**parameters),
         uncertainty=Uncertainty(
             method=(f"bootstrap over the {len(kept)} fitted steps ({resamples} resamples with replacement), each "
-                    "resample moving the estimate by one Gauss-Newton step on its residuals, less the full "
-                    "sample's own step; intervals central at the confidence"),
+                    "resample moving the estimate by one Gauss-Newton step on its residuals; intervals central at "
+                    "the confidence"),
             confidence=confidence, resamples=resamples, draws=[[round(float(v), 5) for v in d] for d in draws]),
         warnings=warnings,
         sources=sorted({o.source for o in kept}),

@@ -224,9 +224,9 @@ def _day_section(plan: Plan, out_dir: Path) -> str:
     if d is None:
         return ""
     _plot_day(plan, out_dir / "day.png")
-    rows = [["this day plan", _money(d.usd_per_day), f"${d.usd_per_month:,.0f}",
+    rows = [["this day plan", f"${d.usd_per_day:,.2f}", f"${d.usd_per_month:,.0f}",
              "overloaded" if d.worst_period_p99_ms is None else f"{d.worst_period_p99_ms:.1f}"]]
-    rows += [[html.escape(f"{c.name}: {c.description}"), _money(c.usd_per_day), f"${c.usd_per_month:,.0f}",
+    rows += [[f"{c.name}: {c.description}", f"${c.usd_per_day:,.2f}", f"${c.usd_per_month:,.0f}",
               "overloaded" if c.worst_period_p99_ms is None else f"{c.worst_period_p99_ms:.1f}"]
              for c in d.comparisons]
     compare = _table(["way to buy", "per day", "per month", "worst-period P99 ms"], rows)
@@ -239,8 +239,8 @@ def _day_section(plan: Plan, out_dir: Path) -> str:
     return (f"<h2>Over the day</h2><img src=\"day.png\" alt=\"the day plan\">{compare}"
             f"<p>Fastest ramp {100 * r.fastest_ramp_per_min:.2f}%/min from hour {r.at_s / 3600:.2f}: replayed P99 "
             f"{'overloaded' if r.p99_ms is None else f'{r.p99_ms:.1f} ms'} through the HPA's reaction "
-            f"({'holds' if r.holds else 'misses'}). The HPA replay's replica-hours cost {_money(d.replay_usd_per_day)}"
-            f" a day against the plan's {_money(d.usd_per_day)}.</p>{thresholds}"
+            f"({'holds' if r.holds else 'misses'}). The HPA replay's replica-hours cost ${d.replay_usd_per_day:,.2f}"
+            f" a day against the plan's ${d.usd_per_day:,.2f}.</p>{thresholds}"
             f"<p>Day solver: MIP gap {d.solver.mip_gap:.2%}, LP-relaxation gap "
             f"{'n/a' if d.solver.lp_gap is None else f'{d.solver.lp_gap:.2%}'}.</p>")
 

@@ -107,9 +107,6 @@ class _Constant:
         self.rates = np.array([top])
         self.samples = [np.array([1.0])]
 
-    def index(self, per_replica: float) -> int:
-        return int(np.searchsorted(self.rates, per_replica, side="left"))
-
 
 def _sizing(target: float) -> dict[str, GpuSizing]:
     cfg = BatchingConfig(max_batch_size=1, max_queue_delay_microseconds=0, preferred_batch_sizes=(), instance_count=1)

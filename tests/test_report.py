@@ -86,3 +86,16 @@ def test_the_reports_cost_at_the_plans_qps_is_the_plans(kind, tmp_path):
         assert plan.request.calibration and plan.autoscaling == cal.scaling
     fm = FleetModel(ReportInputs(plan, profiles=profiles, calibration=cal))
     assert fm.cost(plan.request.qps, sorted(fm.capacity)) == pytest.approx(plan.cost.usd_per_hour, rel=1e-9)
+
+
+def test_a_day_plan_reports_the_curve_the_fleet_by_capacity_and_p99_per_period(tmp_path):
+    from gpufleet.contracts.plan import read_plan
+    from infra.settings import ROOT
+
+    day_plan = read_plan(ROOT / "infra" / "plans" / "prod.plan.json")  # a day plan (infra/plans/README.md)
+    page = write_report(ReportInputs(day_plan), tmp_path).read_text()
+    data = (tmp_path / "day.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    assert 'src="day.png"' in page and "Over the day" in page
+    for c in day_plan.day.comparisons:
+        assert c.name in page and f"{c.usd_per_day:,.2f}" in page
