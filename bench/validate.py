@@ -325,8 +325,13 @@ def plot(meta: dict, path: Path) -> None:
         ax.plot(rates, [p["measured_p99_ms"] for p in ps], "o", color=color, label=f"{key} measured")
         cap = next(c for c in meta["capacities"] if c["config"] == key)
         ax.axvline(cap["planned"], color=color, ls=":", lw=1)
+        if cap.get("measured_steps"):
+            ax.plot([r for r, _, _ in cap["measured_steps"]], [p for _, p, _ in cap["measured_steps"]], "s",
+                    mfc="none", color=color, label=f"{key} capacity run (120 s steps)")
+        if cap.get("measured") is not None:
+            ax.plot([cap["measured"]], [meta["target_p99_ms"]], "x", color=color, ms=10, mew=2)
     ax.axhline(meta["target_p99_ms"], color="grey", ls="--", lw=1, label="P99 target")
-    ax.set_xlabel("offered rate, req/s (dotted: planned capacity)")
+    ax.set_xlabel("offered rate, req/s (dotted: planned capacity; x: measured capacity)")
     ax.set_ylabel("P99 latency, ms (end to end)")
     ax.set_yscale("log")
     ax.set_title("Predicted vs measured P99: local Triton, GPU stand-in")
