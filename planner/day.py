@@ -55,6 +55,10 @@ LATENCY_GRID_LOW = 0.02
 LATENCY_GRID_HIGH = 0.98
 LATENCY_GRID_REQUESTS = 8_000
 DAY_SOLVER_TIME_LIMIT_S = 30.0
+# The day MILP stops within 0.01% of its proven bound (cents on a day of hundreds of dollars; the plan reports the
+# gap): its periods repeat the point problem's near-symmetric choices between GPU types and pools, and closing the
+# last hundredth of a percent took HiGHS seconds more.
+DAY_MIP_REL_GAP = 1e-4
 BOUND_DOUBLINGS = 4
 WEIGHT_EPS = 1e-9
 
@@ -199,6 +203,8 @@ def solve_day(problem: Problem, demand: list[float], hours: list[float], *, rela
               time_limit_s: float = DAY_SOLVER_TIME_LIMIT_S) -> DaySolution:
     """Least cost over the periods: reserved pools' counts are one number held in every period, the others one per
     period. ``problem`` carries the pools, per-replica rates and constraints (its ``qps`` is not read)."""
+    full = problem
+    problem = replace(problem, pools=_undominated(problem))
     pools = problem.pools
     gpus = problem.gpus()
     n_g = len(gpus)
@@ -211,18 +217,39 @@ def solve_day(problem: Problem, demand: list[float], hours: list[float], *, rela
     n_var = ix_w + (n_g if weighted else 0)
     # Instance bounds: the peak's provable bound (an optimum never spends more on one pool than the cheapest feasible
     # one-pool fleet at the peak), plus a replica floor's worth; doubled and re-solved while a count sits on it.
+    # Instance bounds, per period: an optimum spends no more in a period on one elastic pool than the cheapest
+    # feasible one-pool fleet at that period's rate costs, nor holds more of a reserved pool than that at the peak;
+    # plus a replica floor's worth (reserved instances of another type can leave a type short of its floor). Doubled
+    # and re-solved while a count sits on its bound, so the bound never decides the answer.
+    extra = [math.ceil(max(problem.min_replicas, problem.min_replicas_per_gpu) / p.gpus_per_instance)
+             if problem.pool_limit(p) is None else 0 for p in pools]
     at_peak = replace(problem, qps=max(demand))
-    extra = [math.ceil(max(problem.min_replicas, problem.min_replicas_per_gpu) / p.gpus_per_instance) for p in pools]
-    ub = np.array([at_peak.upper_bound(p) + (e if problem.pool_limit(p) is None else 0) for p, e in zip(pools, extra)],
-                  dtype=float)
+    ub = np.array([[(at_peak if _is_reserved(p) else replace(problem, qps=q)).upper_bound(p) + e
+                    for p, e in zip(pools, extra)] for q in demand], dtype=float)
     for _ in range(BOUND_DOUBLINGS):
         sol = _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elastic, block, ix_w, n_var)
-        at_bound = [j for j, p in enumerate(pools) if any(c[p.name] >= ub[j] - 0.5 for c in sol.counts)
-                    and problem.pool_limit(p) is None]
+        at_bound = [j for j, p in enumerate(pools) if problem.pool_limit(p) is None
+                    and any(c[p.name] >= ub[t, j] - 0.5 for t, c in enumerate(sol.counts))]
         if relax or not at_bound:
-            return sol
-        ub[at_bound] *= 2
-    return sol
+            break
+        ub[:, at_bound] *= 2
+    names = [p.name for p in full.pools]
+    return replace(sol, counts=[{n: c.get(n, 0) for n in names} for c in sol.counts])
+
+
+def _undominated(problem: Problem) -> tuple[Pool, ...]:
+    """The pools an optimum may need. A pool is never needed beside a cheaper one of the same GPU, GPU count and
+    capacity type when neither is capped (swapping its instances for the cheaper pool's changes no constraint but
+    the cost), except spot pools under spot survival, where two pools split the loss of one."""
+    kept = []
+    for p in problem.pools:
+        dominated = problem.pool_limit(p) is None and not (p.is_spot and problem.spot_survival) and any(
+            q is not p and (q.gpu, q.capacity_type, q.gpus_per_instance) == (p.gpu, p.capacity_type, p.gpus_per_instance)
+            and problem.pool_limit(q) is None and (q.usd_per_hour, q.name) < (p.usd_per_hour, p.name)
+            for q in problem.pools)
+        if not dominated:
+            kept.append(p)
+    return tuple(kept)
 
 
 def _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elastic, block, ix_w, n_var) -> DaySolution:
@@ -247,7 +274,7 @@ def _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elasti
     total_hours = float(sum(hours))
     for k, j in enumerate(reserved):
         cost[k] = pools[j].usd_per_hour * total_hours
-        upper[k] = ub[j]
+        upper[k] = ub[0, j]
         integrality[k] = 1
     starts = []
     for t, (q, h) in enumerate(zip(demand, hours)):
@@ -259,13 +286,13 @@ def _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elasti
         for k, j in enumerate(elastic):
             col[j] = start + k
             cost[start + k] = pools[j].usd_per_hour * h
-            upper[start + k] = ub[j]
+            upper[start + k] = ub[t, j]
             integrality[start + k] = 1
         ix_x, ix_y = start + len(elastic), start + len(elastic) + n_g
         upper[ix_x:ix_x + n_g] = q
         upper[ix_y:ix_y + n_g] = 1
         integrality[ix_y:ix_y + n_g] = 1
-        _add_period(add, replace(problem, qps=q), q, col, ix_x, ix_y, ub)
+        _add_period(add, replace(problem, qps=q), q, col, ix_x, ix_y, ub[t])
         if problem.routing == "weighted":
             for i in range(n_g):
                 add({ix_x + i: 1.0, ix_w + i: -q}, 0.0, 0.0)  # one weight per GPU type all day
@@ -277,7 +304,7 @@ def _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elasti
     matrix = coo_array((vals, (rows, cols)), shape=(len(lo), n_var)).tocsr()
     t0 = time.perf_counter()
     res = milp(cost, constraints=LinearConstraint(matrix, lo, hi), bounds=Bounds(np.zeros(n_var), upper),
-               integrality=integrality, options={"time_limit": time_limit_s, "mip_rel_gap": 1e-6})
+               integrality=integrality, options={"time_limit": time_limit_s, "mip_rel_gap": DAY_MIP_REL_GAP})
     wall = time.perf_counter() - t0
     if res.x is None:
         raise Infeasible(res.message)
