@@ -111,7 +111,8 @@ def _seconds(text: str) -> float | None:
     """A time cell: seconds, HH:MM[:SS], or an ISO 8601 date-time (None if none of these)."""
     text = text.strip()
     try:
-        return float(text)
+        value = float(text)
+        return value if math.isfinite(value) else None
     except ValueError:
         pass
     parts = text.split(":")
@@ -162,6 +163,8 @@ def read_demand_curve(path: Path | str, step_min: float | None = None) -> Demand
             if t is None:
                 raise PlannerInputError(f"{path}: line {line}: time {row[time_col]!r} is not seconds, HH:MM or an "
                                         "ISO date-time")
+            if times and t < times[-1] and ":" in row[time_col] and "T" not in row[time_col] and "-" not in row[time_col]:
+                t += 86_400.0 * math.ceil((times[-1] - t) / 86_400.0)  # a clock time past midnight: the next day
             times.append(t)
         if len(times) < 2:
             raise PlannerInputError(f"{path}: one row cannot say its step; give --curve-step-min")

@@ -158,6 +158,8 @@ def test_curve_formats(tmp_path):
     assert iso.step_s == 900 and iso.span_s == 3600
     replay_format = read_demand_curve(write(tmp_path, "qps\n" + "10\n" * 60), step_min=1)
     assert replay_format.step_s == 60 and replay_format.span_s == 3600
+    overnight = read_demand_curve(write(tmp_path, "time,qps\n23:00,1\n23:30,2\n00:00,3\n00:30,4\n"))
+    assert overnight.step_s == 1800 and list(overnight.qps) == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("text, step, needle", [
@@ -168,6 +170,7 @@ def test_curve_formats(tmp_path):
     ("time,qps\n00:00,1\n00:10,2\n", None, "at least 1 hour"),
     ("time,qps\n00:00,0\n00:30,0\n01:00,0\n", None, "every qps is 0"),
     ("time,qps\n00:00,1\nnoon,2\n", None, "line 3: time 'noon'"),
+    ("time,qps\n0,1\nnan,2\n", None, "line 3: time 'nan'"),
 ])
 def test_curve_errors_are_one_line(tmp_path, text, step, needle):
     with pytest.raises(PlannerInputError, match=needle.replace("(", r"\(")):
