@@ -194,3 +194,90 @@ class Workload:
     def run(self, rate: float, cfg: BatchingConfig, service: ServiceTime,
             speedup: Sequence[float] | None = None) -> SimResult:
         return simulate(self.unit_arrivals / rate, cfg, service, self.draws, speedup)
+
+
+def simulate_colocated(arrivals_s: Sequence[np.ndarray], cfgs: Sequence[BatchingConfig],
+                       services: Sequence[ServiceTime], draws: Sequence[np.ndarray],
+                       speedup: Sequence[float] | None = None,
+                       warmup_fraction: float = WARMUP_FRACTION) -> list[SimResult]:
+    """Several models on one GPU, as one Triton server runs them: each model has its own queue, batcher
+    (``cfgs[i]``) and model instances; every batch in flight, of any model, shares the GPU by processor sharing at
+    ``speedup[n] / n`` of its solo speed while ``n`` run together. Without a measured ``speedup`` for models running
+    together, concurrency gains nothing (``speedup[n] = 1``): the conservative reading. One :class:`SimResult` per
+    model; ``busy_fraction`` is the GPU's, the same in each."""
+    models = len(cfgs)
+    for cfg, service in zip(cfgs, services):
+        if cfg.effective_max_batch > service.max_batch_size:
+            raise ValueError(f"max_batch_size {cfg.effective_max_batch} exceeds the profile's {service.max_batch_size}")
+    most = sum(c.instance_count for c in cfgs)
+    speed = list(speedup) if speedup is not None else [0.0] + [1.0] * most
+    if len(speed) <= most:
+        raise ValueError(f"speedup needs entries up to {most} concurrent batches")
+    a = [x.tolist() for x in arrivals_s]
+    u = [d.tolist() for d in draws]
+    rules = [_batching_rule(c) for c in cfgs]
+    heads = [0] * models
+    running = [0] * models  # batches in flight per model (at most its instance count)
+    inf = float("inf")
+    t = busy = 0.0
+    inflight: list[list[float]] = []  # [remaining solo work, model, batch index]
+    sizes: list[list[int]] = [[] for _ in range(models)]
+    started: list[list[float]] = [[] for _ in range(models)]
+    done: list[list[float]] = [[] for _ in range(models)]
+    lengths = [len(x) for x in a]
+    instances = [c.instance_count for c in cfgs]
+    triggers = [r[1] for r in rules]
+    delays = [r[3] for r in rules]
+    undispatched = sum(lengths)
+    while undispatched or inflight:
+        n_fl = len(inflight)
+        if n_fl:
+            rate = speed[n_fl] / n_fl
+            j_next = 0
+            least = inflight[0][0]
+            for j in range(1, n_fl):
+                if inflight[j][0] < least:
+                    j_next, least = j, inflight[j][0]
+            t_complete = t + least / rate
+        else:
+            t_complete = inf
+        t_dispatch, who = inf, -1
+        for i in range(models):
+            head = heads[i]
+            if running[i] < instances[i] and head < lengths[i]:
+                arr = a[i]
+                last = head + triggers[i] - 1
+                when = arr[head] + delays[i]
+                if last < lengths[i] and arr[last] < when:
+                    when = arr[last]
+                if when < t:
+                    when = t
+                if when < t_dispatch:
+                    t_dispatch, who = when, i
+        t_next = t_dispatch if t_dispatch <= t_complete else t_complete
+        if n_fl:
+            progressed = (t_next - t) * rate
+            for f in inflight:
+                f[0] -= progressed
+            busy += t_next - t
+        t = t_next
+        if t_dispatch <= t_complete:
+            i = who
+            preferred, trigger, big_b, _ = rules[i]
+            queued = bisect_right(a[i], t, heads[i]) - heads[i]
+            m = queued if queued < big_b else big_b
+            if preferred and m >= trigger:
+                m = max(p for p in preferred if p <= m)
+            batch = len(sizes[i])
+            inflight.append([services[i].draw(m, u[i][batch]), float(i), float(batch)])
+            sizes[i].append(m)
+            started[i].append(t)
+            done[i].append(0.0)
+            heads[i] += m
+            undispatched -= m
+            running[i] += 1
+        else:
+            _, i, batch = inflight.pop(j_next)
+            done[int(i)][int(batch)] = t
+            running[int(i)] -= 1
+    return [_result(arrivals_s[i], sizes[i], started[i], done[i], busy, t, warmup_fraction) for i in range(models)]

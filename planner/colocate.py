@@ -1,0 +1,227 @@
+"""Several models, one fleet: which models share a Triton replica, on which GPUs, at each model's own P99.
+
+A *bundle* is a set of models served together by one Triton server per GPU (each model with its own dynamic batcher
+and instances, every batch sharing the GPU: :func:`planner.simulate.simulate_colocated`). A replica of a bundle
+carries a fixed share of each of its models' traffic; :func:`bundle_share` finds the largest share one replica holds
+with every model's simulated P99 within its target. The fleet is one Deployment per bundle and GPU type: a partition
+of the models into bundles, each sized by the point MILP (:func:`planner.optimize.solve`) in units of the bundle's
+traffic, with every constraint a point plan has (spot share, production floor of replicas per GPU type).
+:func:`plan_mix` enumerates the partitions (15 for four models) and keeps the cheapest; the same with singletons only
+is one fleet per model, the baseline.
+
+Interference between co-located models: processor sharing with no gain from running together (a batch of each
+of two models in flight: each at half speed), unless a measured co-run speedup is given. Each model keeps the Triton
+config that is best for it alone on that GPU.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
+from gpufleet.contracts.triton import BatchingConfig
+from planner.capacity import CapacitySearch, ReplicaModel
+from planner.catalog import Pool
+from planner.optimize import Infeasible, Problem, solve
+from planner.simulate import Workload, simulate_colocated
+
+SHARE_REQUESTS = 6_000  # requests of the busiest model per co-located simulation
+MIN_MODEL_REQUESTS = 2_000  # the lightest model's requests, so its P99 rests on 20 in the tail
+SHARE_STEPS = 6  # bisection steps on the share: 1/64 of the bracket (the saturation bound)
+SEED = 11
+
+
+@dataclass(frozen=True)
+class ModelDemand:
+    model: str
+    qps: float
+    p99_ms: float
+    overhead_ms: float = 2.0
+
+    @property
+    def budget_s(self) -> float:
+        return (self.p99_ms - self.overhead_ms) / 1000.0
+
+
+@dataclass(frozen=True)
+class Bundle:
+    models: tuple[str, ...]
+    gpu: str
+    configs: tuple[BatchingConfig, ...]
+    share: float  # of each model's traffic one replica carries
+    p99_ms: tuple[float, ...]  # simulated, end to end, at that share
+
+
+@dataclass(frozen=True)
+class Part:
+    """One set of co-located models and its fleet: a Deployment per GPU type it uses."""
+
+    models: tuple[str, ...]
+    bundles: list[Bundle]  # one per GPU type used
+    counts: dict[str, int]  # pool -> instances
+    usd_per_hour: float
+    replicas: dict[str, int]  # GPU type -> replicas
+    p99_ms: dict[str, tuple[float, ...]]  # GPU type -> each model's P99 simulated at the fleet's own share per replica
+
+
+@dataclass(frozen=True)
+class MixPlan:
+    parts: list[Part]
+    usd_per_hour: float
+    separate_usd_per_hour: float
+    bundles_evaluated: int
+    partitions: int
+    separate: list[Part] = field(default_factory=list)
+
+    @property
+    def saving(self) -> float:
+        return 1.0 - self.usd_per_hour / self.separate_usd_per_hour if self.separate_usd_per_hour else 0.0
+
+
+def _simulate(bundle_models: list[ModelDemand], models: list[ReplicaModel], cfgs: list[BatchingConfig],
+              share: float, speedup) -> list[float]:
+    """Each model's P99 (s, queue + device) on one replica carrying ``share`` of every model's traffic."""
+    rates = [d.qps * share for d in bundle_models]
+    span = max(SHARE_REQUESTS / max(rates), MIN_MODEL_REQUESTS / min(rates))
+    rng = np.random.default_rng(SEED)
+    arrivals, draws = [], []
+    for r in rates:
+        n = max(int(r * span), 1)
+        unit = Workload.poisson(n, seed=int(rng.integers(1 << 30)))
+        arrivals.append(unit.unit_arrivals / r)
+        draws.append(unit.draws)
+    results = simulate_colocated(arrivals, cfgs, [m.service for m in models], draws, speedup)
+    return [float(np.quantile(res.latency_s, 0.99)) for res in results]
+
+
+def bundle_share(demands: list[ModelDemand], models: list[ReplicaModel], cfgs: list[BatchingConfig],
+                 speedup=None) -> tuple[float, list[float]]:
+    """The largest share of each model's traffic one co-located replica holds with every P99 within its budget,
+    by bisection (P99 rises with the share); 0 when none does. Also the P99s (s) at it."""
+    # No replica serves more than the GPU's time allows: the shares' device loads sum to at most 1.
+    top = 1.0 / sum(d.qps / m.saturation_rate(c) for d, m, c in zip(demands, models, cfgs))
+
+    def holds(share: float) -> tuple[bool, list[float]]:
+        p99 = _simulate(demands, models, cfgs, share, speedup)
+        return all(p <= d.budget_s for p, d in zip(p99, demands)), p99
+
+    lo, hi = 0.0, top
+    best: list[float] = []
+    for _ in range(SHARE_STEPS):
+        mid = (lo + hi) / 2
+        ok, p99 = holds(mid)
+        if ok:
+            lo, best = mid, p99
+        else:
+            hi = mid
+    return lo, best
+
+
+def _solo(d: ModelDemand, model: ReplicaModel):
+    cap = CapacitySearch(model).best(d.budget_s * 1000.0)
+    return cap
+
+
+def _partitions(items: list[str]):
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for part in _partitions(rest):
+        yield [[first]] + part
+        for i in range(len(part)):
+            yield part[:i] + [[first] + part[i]] + part[i + 1:]
+
+
+def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...], *, max_spot_share: float = 0.7,
+             min_replicas_per_gpu: int = 2, speedup=None, spec: AutoscalingSpec | None = None) -> MixPlan:
+    """The cheapest partition of the models into co-located bundles, each on its cheapest fleet; and the fleet
+    of one Deployment per model, for comparison. ``profiles``: (model, GPU) -> latency profile. Replicas are sized
+    at the HPA target (``spec``, by default a point plan's lag-aware one), as a point plan sizes them."""
+    spec = spec or AutoscalingSpec(scale_up_lag_s=DEFAULT_SCALE_UP_LAG_S, ramp_per_min=DEFAULT_RAMP_PER_MIN)
+    headroom = spec.sizing_rate(1.0)  # the HPA target over the capacity: linear in the capacity
+    by_name = {d.model: d for d in demands}
+    gpus = sorted({p.gpu for p in pools})
+    replica = {(d.model, g): ReplicaModel.from_profile(profiles[(d.model, g)]) for d in demands for g in gpus
+               if (d.model, g) in profiles}
+    solo = {}
+    for (m, g), rm in replica.items():
+        cap = _solo(by_name[m], rm)
+        if cap is not None:
+            solo[(m, g)] = cap
+    cost_of: dict[tuple[str, ...], Part | None] = {}
+
+    def fleet(names: tuple[str, ...]) -> Part | None:
+        if names not in cost_of:
+            usable = {g: b for (n, g), b in bundles.items() if n == names}
+            mine = tuple(p for p in pools if p.gpu in usable)
+            if not mine:
+                cost_of[names] = None
+                return None
+            problem = Problem(mine, {g: b.share * headroom for g, b in usable.items()}, 1.0, max_spot_share=max_spot_share,
+                              min_replicas_per_gpu=min_replicas_per_gpu)
+            try:
+                sol = solve(problem)
+            except Infeasible:
+                cost_of[names] = None
+                return None
+            used = sorted({p.gpu for p in mine if sol.counts[p.name] > 0})
+            reps = {g: sum(p.gpus_per_instance * sol.counts[p.name] for p in mine if p.gpu == g) for g in used}
+            # Verified: each model's P99 at the share of its traffic one replica of this fleet carries.
+            ds = [by_name[m] for m in names]
+            p99 = {}
+            for g in used:
+                share = max(sol.traffic.get(g, 0.0), 1e-9) / reps[g]
+                sim = _simulate(ds, [replica[(m, g)] for m in names], list(usable[g].configs), share, speedup)
+                p99[g] = tuple(round(p * 1000.0 + d.overhead_ms, 3) for p, d in zip(sim, ds))
+            cost_of[names] = Part(names, [usable[g] for g in used], {k: v for k, v in sol.counts.items() if v},
+                                  sol.usd_per_hour, reps, p99)
+        return cost_of[names]
+
+    bundles: dict[tuple[tuple[str, ...], str], Bundle] = {}
+    cheapest = {g: min(p.usd_per_hour / p.gpus_per_instance for p in pools if p.gpu == g) for g in gpus}
+    for size in range(1, len(demands) + 1):
+        for names in itertools.combinations(sorted(by_name), size):
+            ds = [by_name[m] for m in names]
+            on = [g for g in gpus if all((m, g) in solo for m in names)]
+            if size == 1:
+                for g in on:
+                    share = solo[(names[0], g)].max_rate / ds[0].qps
+                    bundles[(names, g)] = Bundle(names, g, (solo[(names[0], g)].config,), share, (ds[0].p99_ms,))
+                continue
+            # A set of models is worth simulating together only where its cheapest conceivable fleet undercuts its
+            # members' own fleets: otherwise any partition using it costs no less with it split, so dropping it is
+            # exact.
+            tops = {g: 1.0 / sum(d.qps / replica[(m, g)].saturation_rate(solo[(m, g)].config)
+                                 for m, d in zip(names, ds)) for g in on}
+            apart = [fleet((m,)) for m in names]
+            if any(p is None for p in apart):
+                continue
+            apart_usd = sum(p.usd_per_hour for p in apart)
+            # Any fleet of these models costs at least the GPU time of the best type at its saturation bound, and
+            # one that uses type g at least g's replica floor: a type that cannot undercut is not simulated.
+            time_bound = min(cheapest[g] / (tops[g] * headroom) for g in on)
+            for g in on:
+                if max(time_bound, min_replicas_per_gpu * cheapest[g]) >= apart_usd - 1e-9:
+                    continue
+                cfgs = [solo[(m, g)].config for m in names]
+                share, p99 = bundle_share(ds, [replica[(m, g)] for m in names], cfgs, speedup)
+                if share > 0:
+                    bundles[(names, g)] = Bundle(names, g, tuple(cfgs), share,
+                                                 tuple(p * 1000.0 + d.overhead_ms for p, d in zip(p99, ds)))
+    best, best_usd, partitions = None, math.inf, 0
+    for partition in _partitions(sorted(by_name)):
+        partitions += 1
+        parts = [fleet(tuple(sorted(p))) for p in partition]
+        if any(p is None for p in parts):
+            continue
+        usd = sum(p.usd_per_hour for p in parts)
+        if usd < best_usd - 1e-9:
+            best, best_usd = parts, usd
+    separate = [fleet((m,)) for m in sorted(by_name)]
+    if best is None or any(p is None for p in separate):
+        raise Infeasible("no fleet holds every model's P99 target")
+    return MixPlan(best, best_usd, sum(p.usd_per_hour for p in separate), len(bundles), partitions, separate)
