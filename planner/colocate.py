@@ -9,9 +9,10 @@ traffic, with every constraint a point plan has (spot share, production floor of
 :func:`plan_mix` enumerates the partitions (15 for four models) and keeps the cheapest; the same with singletons only
 is one fleet per model, the baseline.
 
-Interference between co-located models: processor sharing with no gain from running together (a batch of each
-of two models in flight: each at half speed), unless a measured co-run speedup is given. Each model keeps the Triton
-config that is best for it alone on that GPU.
+Interference between co-located models: processor sharing at the speed ``serving profile --corun`` measured for
+them on that GPU type (the profile's ``corun_speedup``), and where it was not measured, no gain from running
+together (a batch of each of two models in flight: each at half speed). Each model keeps the Triton config that is
+best for it alone on that GPU.
 """
 from __future__ import annotations
 
@@ -125,6 +126,18 @@ def _solo(d: ModelDemand, model: ReplicaModel):
     return cap
 
 
+def corun_speed(names: tuple[str, ...], gpu: str, most: int, profiles: dict) -> list[float]:
+    """The GPU's aggregate speed with ``n`` batches of these models in flight: what ``serving profile --corun``
+    measured for every pair of them on this GPU type (the least, for any ``n`` >= 2), else 1 (they take turns)."""
+    pairs = []
+    for a, b in itertools.combinations(names, 2):
+        found = [v for x, y in ((a, b), (b, a)) for v in [((profiles[(x, gpu)].corun_speedup or {}).get(y))]
+                 if v is not None]
+        pairs.append(min(found) if found else 1.0)
+    together = min(pairs) if pairs else 1.0
+    return [0.0, 1.0] + [together] * max(most - 1, 1)
+
+
 def _partitions(items: list[str]):
     if not items:
         yield []
@@ -153,6 +166,7 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
         if cap is not None:
             solo[(m, g)] = cap
     cost_of: dict[tuple[str, ...], Part | None] = {}
+    speeds: dict[tuple[tuple[str, ...], str], list[float] | None] = {}
 
     def fleet(names: tuple[str, ...]) -> Part | None:
         if names not in cost_of:
@@ -175,7 +189,8 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
             p99 = {}
             for g in used:
                 share = max(sol.traffic.get(g, 0.0), 1e-9) / reps[g]
-                sim = _simulate(ds, [replica[(m, g)] for m in names], list(usable[g].configs), share, speedup)
+                sim = _simulate(ds, [replica[(m, g)] for m in names], list(usable[g].configs), share,
+                                speeds.get((names, g), speedup))
                 p99[g] = tuple(round(p * 1000.0 + d.overhead_ms, 3) for p, d in zip(sim, ds))
             cost_of[names] = Part(names, [usable[g] for g in used], {k: v for k, v in sol.counts.items() if v},
                                   sol.usd_per_hour, reps, p99)
@@ -208,7 +223,9 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
                 if max(time_bound, min_replicas_per_gpu * cheapest[g]) >= apart_usd - 1e-9:
                     continue
                 cfgs = [solo[(m, g)].config for m in names]
-                share, p99 = bundle_share(ds, [replica[(m, g)] for m in names], cfgs, speedup)
+                speed = speedup or corun_speed(names, g, sum(c.instance_count for c in cfgs), profiles)
+                speeds[(names, g)] = speed
+                share, p99 = bundle_share(ds, [replica[(m, g)] for m in names], cfgs, speed)
                 if share > 0:
                     bundles[(names, g)] = Bundle(names, g, tuple(cfgs), share,
                                                  tuple(p * 1000.0 + d.overhead_ms for p, d in zip(p99, ds)))

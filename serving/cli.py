@@ -150,6 +150,15 @@ def _backend(backend: BackendName, model_path: Path | None, demo: DemoName | Non
     return backends.TensorRTBackend(model_path, side.precision if side else precision)
 
 
+def _corun_model(text: str) -> tuple["DemoName | None", "Path | None"]:
+    """``--corun``: a demo model's name, or an .onnx file."""
+    if text in {d.value for d in DemoName}:
+        return DemoName(text), None
+    path = Path(text)
+    _model_file(path, (".onnx",))
+    return None, path
+
+
 @app.command("profile")
 def profile_cmd(
     model_path: Annotated[Optional[Path], typer.Argument(help=".onnx (onnxruntime) or .plan (tensorrt).")] = None,
@@ -168,6 +177,7 @@ def profile_cmd(
     height: Annotated[int, typer.Option(min=32, max=8192, help="Demo detector input height (multiple of 32).")] = 640,
     width: Annotated[int, typer.Option(min=32, max=8192, help="Demo detector input width (multiple of 32).")] = 640,
     instances: Annotated[int, typer.Option(min=1, help="Also measure the speedup of up to this many concurrent model instances (batch 1).")] = 1,
+    corun: Annotated[Optional[str], typer.Option(help="Also measure this model running at once on the same device (a demo name or an .onnx file; batch 1): the co-location planner reads it.")] = None,
 ) -> None:
     """Measure latency per batch size and write the latency profile the planner reads."""
     from serving.measure import measure_profile
@@ -179,6 +189,7 @@ def profile_cmd(
     check_output_file(output, "profile")
     if model_path is not None:
         _model_file(model_path, (".plan", ".engine") if backend is BackendName.tensorrt else (".onnx",))
+    other_demo, other_path = _corun_model(corun) if corun is not None else (None, None)
     with tempfile.TemporaryDirectory(prefix="gpufleet-profile-") as tmp:
         runner = _backend(backend, model_path, demo, device, precision, _hw(height, width), cuda_graphs, threads,
                           Path(tmp))
@@ -200,6 +211,14 @@ def profile_cmd(
                                  threads, Path(tmp)), instances, iterations=max(iterations // 4, 10))
             err.print(f"concurrency speedup: {speedup}", highlight=False)
             prof = prof.model_copy(update={"concurrency_speedup": speedup})
+        if corun is not None:
+            from serving.measure import measure_corun
+            other = _backend(backend, other_path, other_demo, device, precision, _hw(height, width), cuda_graphs,
+                             threads, Path(tmp))
+            together = measure_corun(runner, other, iterations=max(iterations // 4, 10))
+            other_name = other_demo.value if other_demo else other_path.stem
+            err.print(f"co-run speedup with {other_name}: {together}", highlight=False)
+            prof = prof.model_copy(update={"corun_speedup": {other_name: together}})
     write_profile(prof, output)
     stdout_console().print(table)
     if prof.origin.device and prof.origin.device.get("kind") != "gpu":

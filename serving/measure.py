@@ -87,3 +87,29 @@ def measure_concurrency(make_backend: Callable[[], Backend], instances: int, bat
 
     solo = wall(1)
     return {n: round(min(n * solo / wall(n), float(n)), 3) for n in range(2, instances + 1)}
+
+
+def measure_corun(mine: Backend, other: Backend, batch_size: int = 1, iterations: int = 50,
+                  warmup: int = 5) -> float:
+    """Aggregate throughput of two models' batches in flight together on one device, relative to one at a time.
+
+    Each model runs ``iterations`` calls alone, then both run them at once from their own threads (as one Triton
+    server drives two models' instances): the speedup is the solo walls' sum over the joint wall, at most 2. This is
+    the profile's ``corun_speedup`` for the other model; the planner's co-location simulation reads it."""
+    for b in (mine, other):
+        b.time_batches(batch_size, warmup, 1)
+
+    def wall(pool: list[Backend]) -> float:
+        start = threading.Barrier(len(pool) + 1)
+        threads = [threading.Thread(target=lambda b=b: (start.wait(), b.time_batches(batch_size, 0, iterations)))
+                   for b in pool]
+        for t in threads:
+            t.start()
+        start.wait()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - t0
+
+    apart = wall([mine]) + wall([other])
+    return round(min(apart / wall([mine, other]), 2.0), 3)

@@ -1,4 +1,6 @@
 """Several models on one GPU: the co-located simulator against cases with exact answers, and the mix planner."""
+import json
+
 import numpy as np
 import pytest
 
@@ -99,3 +101,30 @@ def test_heavy_models_gain_nothing_from_sharing(profiles):
     assert plan.usd_per_hour <= plan.separate_usd_per_hour
     # Sharing only divides each GPU's time between them: no co-located fleet undercuts separate ones by a replica.
     assert plan.separate_usd_per_hour - plan.usd_per_hour < min(p.usd_per_hour for p in pools if p.gpu == "T4")
+
+
+def test_a_measured_corun_speedup_is_what_the_planner_simulates(profiles):
+    from planner.colocate import corun_speed
+    seg, tl = profiles[("yolov8m-seg-640", "T4")], profiles[("yolov8n-640", "T4")]
+    measured = dict(profiles)
+    measured[("yolov8m-seg-640", "T4")] = seg.model_copy(update={"corun_speedup": {"yolov8n-640": 1.8}})
+    assert corun_speed(("yolov8m-seg-640", "yolov8n-640"), "T4", 2, profiles) == [0.0, 1.0, 1.0]
+    assert corun_speed(("yolov8m-seg-640", "yolov8n-640"), "T4", 2, measured) == [0.0, 1.0, 1.8]
+    demands = [ModelDemand("yolov8m-seg-640", 300, 150), ModelDemand("yolov8n-640", 500, 50)]
+    models = [ReplicaModel.from_profile(p) for p in (seg, tl)]
+    turns, _ = bundle_share(demands, models, [cfg(), cfg(8, 1000)], [0.0, 1.0, 1.0])
+    overlap, _ = bundle_share(demands, models, [cfg(), cfg(8, 1000)], [0.0, 1.0, 1.8])
+    assert overlap > turns
+
+
+def test_a_corun_speedup_past_two_is_refused(tmp_path):
+    from gpufleet.contracts.profile import read_profile, write_profile
+    from gpufleet.errors import ContractError
+    prof = load_profiles([])[("yolov8n-640", "T4")]
+    path = tmp_path / "p.json"
+    write_profile(prof, path)
+    data = json.loads(path.read_text())
+    data["corun_speedup"] = {"x": 2.5}
+    path.write_text(json.dumps(data))
+    with pytest.raises(ContractError, match="corun_speedup"):
+        read_profile(path)

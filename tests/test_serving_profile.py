@@ -1,5 +1,6 @@
 """`serving profile`: measured profiles in the planner's format, from ONNX Runtime and PyTorch."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +128,21 @@ def test_concurrency_speedup_compares_instances_running_together_with_one(tmp_pa
     assert len(made) == 3 and set(speedup) == {2, 3}
     assert all(0 < s <= n for n, s in speedup.items())
     assert measure_concurrency(make, 1) == {}
+
+
+def test_corun_measures_two_models_on_one_device_through_the_console_entry_point(tmp_path):
+    import subprocess
+    import sys
+    serving = str(Path(sys.executable).with_name("serving"))
+    out = tmp_path / "tiny-T4.json"
+    run = subprocess.run([serving, "profile", "--demo", "tiny", "--gpu", "T4", "-o", str(out), "--batch-sizes", "1,2",
+                          "--warmup", "2", "--iterations", "40", "--threads", "1", "--corun", "detector",
+                          "--height", "64", "--width", "64"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    prof = read_profile(out)
+    assert set(prof.corun_speedup) == {"detector"}
+    assert 0 < prof.corun_speedup["detector"] <= 2
+    bad = subprocess.run([serving, "profile", "--demo", "tiny", "--gpu", "T4", "-o", str(tmp_path / "x.json"),
+                          "--corun", str(tmp_path / "nope.onnx")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "nope.onnx: model file not found" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()

@@ -77,6 +77,10 @@ class LatencyProfile(Strict):
     origin: Origin
     batches: list[BatchLatency] = Field(min_length=1)
     concurrency_speedup: dict[int, float] | None = None
+    corun_speedup: dict[str, float] | None = Field(
+        default=None, description="measured on this device with another model running at once (serving profile "
+        "--corun): other model -> aggregate throughput of one batch of each in flight together, relative to one "
+        "at a time (1: they only take turns; 2: they do not interfere)")
 
     @model_validator(mode="after")
     def _batches_sorted_unique(self) -> "LatencyProfile":
@@ -87,6 +91,9 @@ class LatencyProfile(Strict):
             for n, s in self.concurrency_speedup.items():
                 if n < 1 or not 0 < s <= n:
                     raise ValueError(f"concurrency_speedup[{n}]={s}: need n >= 1 and 0 < speedup <= n")
+        for other, s in (self.corun_speedup or {}).items():
+            if not 0 < s <= 2:
+                raise ValueError(f"corun_speedup[{other}]={s}: two batches at once run between 0 and 2 times as fast")
         return self
 
     @property
