@@ -58,7 +58,7 @@ def main() -> int:
             print(f"  {' + '.join(p['models'])}: {p['replicas']} replicas, ${p['usd']:,.3f}/h; P99 {p99}")
     held = all(v <= targets[m] for p in r["parts"] + r["apart"] for vals in p["p99"].values()
                for m, v in zip(p["models"], vals))
-    print(f"\nsaving {r['saving']:.1%} against one fleet per model; {r['partitions']} partitions, {r["bundles"]} bundles "
+    print(f"\nsaving {r['saving']:.1%} against one fleet per model; {r['partitions']} partitions, {r['bundles']} bundles "
           f"(model set x GPU type) sized; every model's P99 within its target: {held}")
     print(f"whole process {wall:.2f} s ({'under' if wall < GOAL_S else 'OVER'} {GOAL_S:g} s)")
     return 0

@@ -10,9 +10,11 @@ traffic, with every constraint a point plan has (spot share, production floor of
 is one fleet per model, the baseline.
 
 Interference between co-located models: processor sharing at the speed ``serving profile --corun`` measured for
-them on that GPU type (the profile's ``corun_speedup``), and where it was not measured, no gain from running
-together (a batch of each of two models in flight: each at half speed). Each model keeps the Triton config that is
-best for it alone on that GPU.
+them on that GPU type (the profile's ``corun_speedup``). Where it was not measured, every model must hold its target
+both ways a GPU may be shared: batches taking turns in the order they were sent (a small model's batch waits out a
+large one's: what the local two-model run on Triton's stand-in measured, where processor sharing understated the
+small model's P99 three-fold) and processor sharing with no gain (a large batch runs slower while small ones run).
+Each model keeps the Triton config that is best for it alone on that GPU.
 """
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ class MixPlan:
 
 
 def _simulate(bundle_models: list[ModelDemand], models: list[ReplicaModel], cfgs: list[BatchingConfig],
-              share: float, speedup) -> list[float]:
+              share: float, speedup, turns: bool = False) -> list[float]:
     """Each model's P99 (s, queue + device) on one replica carrying ``share`` of every model's traffic."""
     rates = [d.qps * share for d in bundle_models]
     span = max(SHARE_REQUESTS / max(rates), MIN_MODEL_REQUESTS / min(rates))
@@ -94,19 +96,21 @@ def _simulate(bundle_models: list[ModelDemand], models: list[ReplicaModel], cfgs
         unit = Workload.poisson(n, seed=int(rng.integers(1 << 30)))
         arrivals.append(unit.unit_arrivals / r)
         draws.append(unit.draws)
-    results = simulate_colocated(arrivals, cfgs, [m.service for m in models], draws, speedup)
+    results = simulate_colocated(arrivals, cfgs, [m.service for m in models], draws, speedup, turns=turns)
     return [float(np.quantile(res.latency_s, 0.99)) for res in results]
 
 
 def bundle_share(demands: list[ModelDemand], models: list[ReplicaModel], cfgs: list[BatchingConfig],
-                 speedup=None) -> tuple[float, list[float]]:
+                 speedup=None, turns: bool = False, at_most: float | None = None) -> tuple[float, list[float]]:
     """The largest share of each model's traffic one co-located replica holds with every P99 within its budget,
-    by bisection (P99 rises with the share); 0 when none does. Also the P99s (s) at it."""
+    by bisection (P99 rises with the share) up to ``at_most``; 0 when none does. Also the P99s (s) at it."""
     # No replica serves more than the GPU's time allows: the shares' device loads sum to at most 1.
     top = 1.0 / sum(d.qps / m.saturation_rate(c) for d, m, c in zip(demands, models, cfgs))
+    if at_most is not None:
+        top = min(top, at_most)
 
     def holds(share: float) -> tuple[bool, list[float]]:
-        p99 = _simulate(demands, models, cfgs, share, speedup)
+        p99 = _simulate(demands, models, cfgs, share, speedup, turns)
         return all(p <= d.budget_s for p, d in zip(p99, demands)), p99
 
     lo, hi = 0.0, top
@@ -126,14 +130,17 @@ def _solo(d: ModelDemand, model: ReplicaModel):
     return cap
 
 
-def corun_speed(names: tuple[str, ...], gpu: str, most: int, profiles: dict) -> list[float]:
-    """The GPU's aggregate speed with ``n`` batches of these models in flight: what ``serving profile --corun``
-    measured for every pair of them on this GPU type (the least, for any ``n`` >= 2), else 1 (they take turns)."""
+def corun_speed(names: tuple[str, ...], gpu: str, most: int, profiles: dict) -> list[float] | None:
+    """The GPU's aggregate speed with ``n`` batches of these models in flight, from what ``serving profile --corun``
+    measured for every pair of them on this GPU type (the least, for any ``n`` >= 2); None when a pair was not
+    measured (the planner then lets their batches take turns)."""
     pairs = []
     for a, b in itertools.combinations(names, 2):
         found = [v for x, y in ((a, b), (b, a)) for v in [((profiles[(x, gpu)].corun_speedup or {}).get(y))]
                  if v is not None]
-        pairs.append(min(found) if found else 1.0)
+        if not found:
+            return None
+        pairs.append(min(found))
     together = min(pairs) if pairs else 1.0
     return [0.0, 1.0] + [together] * max(most - 1, 1)
 
@@ -189,8 +196,12 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
             p99 = {}
             for g in used:
                 share = max(sol.traffic.get(g, 0.0), 1e-9) / reps[g]
-                sim = _simulate(ds, [replica[(m, g)] for m in names], list(usable[g].configs), share,
-                                speeds.get((names, g), speedup))
+                speed = speeds.get((names, g), speedup)
+                rms = [replica[(m, g)] for m in names]
+                sim = _simulate(ds, rms, list(usable[g].configs), share, speed)
+                if speed is None and len(names) > 1:  # unmeasured: the worse of the two ways, per model
+                    sim = [max(a, b) for a, b in zip(sim, _simulate(ds, rms, list(usable[g].configs), share, None,
+                                                                    turns=True))]
                 p99[g] = tuple(round(p * 1000.0 + d.overhead_ms, 3) for p, d in zip(sim, ds))
             cost_of[names] = Part(names, [usable[g] for g in used], {k: v for k, v in sol.counts.items() if v},
                                   sol.usd_per_hour, reps, p99)
@@ -225,7 +236,17 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
                 cfgs = [solo[(m, g)].config for m in names]
                 speed = speedup or corun_speed(names, g, sum(c.instance_count for c in cfgs), profiles)
                 speeds[(names, g)] = speed
-                share, p99 = bundle_share(ds, [replica[(m, g)] for m in names], cfgs, speed)
+                rms = [replica[(m, g)] for m in names]
+                if speed is not None:
+                    share, p99 = bundle_share(ds, rms, cfgs, speed)
+                else:
+                    # Unmeasured: hold the target both ways the GPU may share itself. Taking turns, a small model's
+                    # batch waits out a large one's; sharing, a large batch runs slower while small ones run.
+                    share, p99 = bundle_share(ds, rms, cfgs, None, turns=True)
+                    if share > 0:
+                        shared, shared_p99 = bundle_share(ds, rms, cfgs, None, at_most=share * (1 + 1e-9))
+                        if shared < share:
+                            share, p99 = shared, shared_p99
                 if share > 0:
                     bundles[(names, g)] = Bundle(names, g, tuple(cfgs), share,
                                                  tuple(p * 1000.0 + d.overhead_ms for p, d in zip(p99, ds)))

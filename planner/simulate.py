@@ -199,12 +199,13 @@ class Workload:
 def simulate_colocated(arrivals_s: Sequence[np.ndarray], cfgs: Sequence[BatchingConfig],
                        services: Sequence[ServiceTime], draws: Sequence[np.ndarray],
                        speedup: Sequence[float] | None = None,
-                       warmup_fraction: float = WARMUP_FRACTION) -> list[SimResult]:
+                       warmup_fraction: float = WARMUP_FRACTION, turns: bool = False) -> list[SimResult]:
     """Several models on one GPU, as one Triton server runs them: each model has its own queue, batcher
-    (``cfgs[i]``) and model instances; every batch in flight, of any model, shares the GPU by processor sharing at
-    ``speedup[n] / n`` of its solo speed while ``n`` run together. Without a measured ``speedup`` for models running
-    together, concurrency gains nothing (``speedup[n] = 1``): the conservative reading. One :class:`SimResult` per
-    model; ``busy_fraction`` is the GPU's, the same in each."""
+    (``cfgs[i]``) and model instances. A batch is formed when one of its model's instances is free, as Triton's
+    batcher forms it. On the GPU, either every batch in flight, of any model, shares it by processor sharing at
+    ``speedup[n] / n`` of its solo speed while ``n`` run together (``speedup`` measured, or 1: no gain), or, with
+    ``turns``, batches hold the GPU one at a time in the order they were sent (a small model's batch waits out a
+    large one's). One :class:`SimResult` per model; ``busy_fraction`` is the GPU's, the same in each."""
     models = len(cfgs)
     for cfg, service in zip(cfgs, services):
         if cfg.effective_max_batch > service.max_batch_size:
@@ -231,7 +232,10 @@ def simulate_colocated(arrivals_s: Sequence[np.ndarray], cfgs: Sequence[Batching
     undispatched = sum(lengths)
     while undispatched or inflight:
         n_fl = len(inflight)
-        if n_fl:
+        if n_fl and turns:
+            rate, j_next = 1.0, 0  # the oldest batch holds the GPU; the rest wait
+            t_complete = t + inflight[0][0]
+        elif n_fl:
             rate = speed[n_fl] / n_fl
             j_next = 0
             least = inflight[0][0]
@@ -257,8 +261,11 @@ def simulate_colocated(arrivals_s: Sequence[np.ndarray], cfgs: Sequence[Batching
         t_next = t_dispatch if t_dispatch <= t_complete else t_complete
         if n_fl:
             progressed = (t_next - t) * rate
-            for f in inflight:
-                f[0] -= progressed
+            if turns:
+                inflight[0][0] -= progressed
+            else:
+                for f in inflight:
+                    f[0] -= progressed
             busy += t_next - t
         t = t_next
         if t_dispatch <= t_complete:

@@ -439,9 +439,11 @@ def _check_s3(url: str, endpoint_url: str | None) -> None:
 def local_cmd(
     model_file: Annotated[Optional[Path], typer.Argument(help="ONNX model to serve.")] = None,
     demo: Annotated[Optional[DemoName], typer.Option(help="Serve a demo model instead of a file.")] = None,
-    standin: Annotated[Optional[Path], typer.Option(help="Serve a GPU stand-in instead: a model that sleeps each "
-                                                    "batch's device time, drawn from this latency profile (Triton's "
-                                                    "batcher, queue and HTTP path stay real; the CPU stays free).")] = None,
+    standin: Annotated[Optional[list[Path]], typer.Option(help="Serve a GPU stand-in instead: a model that sleeps "
+                                                          "each batch's device time, drawn from this latency profile "
+                                                          "(Triton's batcher, queue and HTTP path stay real; the CPU "
+                                                          "stays free). Repeat to serve several models on one "
+                                                          "stand-in GPU: their batches take turns on it.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Model name (default: file stem, demo name, or the profile's model).")] = None,
     plan: Annotated[Optional[Path], typer.Option(help="Plan JSON whose Triton settings to use.")] = None,
     gpu: Annotated[Optional[str], typer.Option(help="The plan deployment (GPU type) to take settings from.")] = None,
@@ -465,6 +467,7 @@ def local_cmd(
     from serving.local import LocalTriton, Ports
     from serving.repository import write_model
 
+    standin = standin or None
     if sum(x is not None for x in (model_file, demo, standin)) != 1:
         raise ServingInputError("give one of: an ONNX file, --demo, --standin PROFILE")
     if len({http_port, grpc_port, metrics_port}) < 3:
@@ -478,17 +481,24 @@ def local_cmd(
         raise ServingInputError("--poll-s watches a repository you publish into: give --repository")
     if log is not None:
         check_output_file(log, "Triton log")
-    stand_in = None
+    stand_ins = []
     if standin is not None:
         from gpufleet.contracts.profile import read_profile
         from serving.standin import StandIn
-        stand_in = StandIn(name or read_profile(standin).model, read_profile(standin))
+        if name is not None and len(standin) > 1:
+            raise ServingInputError("--name names one model; several stand-ins take their profiles' model names")
+        profiles = [read_profile(p) for p in standin]
+        stand_ins = [StandIn(name or p.model, p) for p in profiles]
+        if len({s.name for s in stand_ins}) < len(stand_ins):
+            raise ServingInputError("two --standin profiles are for the same model; each model is served once")
     with tempfile.TemporaryDirectory(prefix="gpufleet-local-") as tmp:
         repo = repository or Path(tmp) / "repository"
         batching = _batching(plan, gpu, max_batch_size, max_queue_delay_us, preferred_batch_sizes, instances, "KIND_CPU")
-        if stand_in is not None:
-            stand_in.write(repo, batching)
-            spec = stand_in.spec(batching)
+        if stand_ins:
+            lock = Path(tmp) / "device.lock" if len(stand_ins) > 1 else None
+            for s in stand_ins:
+                s.write(repo, batching, device_lock=lock)
+            spec = stand_ins[0].spec(batching)
         else:
             if demo is not None:
                 from serving.demo_models import write_onnx
@@ -505,7 +515,8 @@ def local_cmd(
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         server.start()
-        err.print(f"Triton ready: model {spec.name!r}; HTTP {server.http_url}, gRPC {server.grpc_url}, "
+        served = ", ".join(repr(s.name) for s in stand_ins) if len(stand_ins) > 1 else repr(spec.name)
+        err.print(f"Triton ready: model {served}; HTTP {server.http_url}, gRPC {server.grpc_url}, "
                   f"metrics {server.metrics_url}{f'; log {log}' if log else ''}. Ctrl-C stops it.", highlight=False)
         while not stop.is_set() and server.running:
             stop.wait(0.5)

@@ -42,8 +42,10 @@ class StandIn:
         return ModelSpec(self.name, "python", (STANDIN_INPUT,), (STANDIN_OUTPUT,), batching.with_kind("KIND_CPU"),
                          warmup_batch_sizes=(1,), warmup_count=1)
 
-    def write(self, root: Path | str, batching: BatchingConfig, version: int = 1) -> ModelEntry:
-        """Write (or add) ``version`` of the stand-in to the repository at ``root``, with its config."""
+    def write(self, root: Path | str, batching: BatchingConfig, version: int = 1,
+              device_lock: Path | None = None) -> ModelEntry:
+        """Write (or add) ``version`` of the stand-in to the repository at ``root``, with its config. Stand-ins
+        given one ``device_lock`` file share one "GPU": their batches take turns on it."""
         spec = self.spec(batching)
         text = render_config(spec)
         parse_config(text, f"{spec.name}/config.pbtxt")
@@ -52,6 +54,8 @@ class StandIn:
             (staging / "model.py").write_text(
                 resources.files("serving.templates").joinpath("standin_python_model.py").read_text())
             np.save(staging / "service_s.npy", service_quantiles_s(self.profile, STANDIN_GRID))
+            if device_lock is not None:
+                (staging / "device_lock.txt").write_text(str(Path(device_lock).resolve()))
             return publish_version(root, spec.name, text, staging, version)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -108,7 +108,7 @@ def test_a_measured_corun_speedup_is_what_the_planner_simulates(profiles):
     seg, tl = profiles[("yolov8m-seg-640", "T4")], profiles[("yolov8n-640", "T4")]
     measured = dict(profiles)
     measured[("yolov8m-seg-640", "T4")] = seg.model_copy(update={"corun_speedup": {"yolov8n-640": 1.8}})
-    assert corun_speed(("yolov8m-seg-640", "yolov8n-640"), "T4", 2, profiles) == [0.0, 1.0, 1.0]
+    assert corun_speed(("yolov8m-seg-640", "yolov8n-640"), "T4", 2, profiles) is None  # not measured: turns
     assert corun_speed(("yolov8m-seg-640", "yolov8n-640"), "T4", 2, measured) == [0.0, 1.0, 1.8]
     demands = [ModelDemand("yolov8m-seg-640", 300, 150), ModelDemand("yolov8n-640", 500, 50)]
     models = [ReplicaModel.from_profile(p) for p in (seg, tl)]

@@ -1,0 +1,108 @@
+"""Two models served together on the real local Triton, each at its planned rate, open loop: their measured P99
+against the co-location planner's prediction.
+
+The server is PyTriton's `tritonserver` on 127.0.0.1 running two GPU stand-ins (`serving local --standin A
+--standin B`) that share one stand-in GPU: a batch of either model holds the device while it sleeps its profile's
+time, so the models take turns as the planner's co-located simulation assumes without a measured co-run speedup. The
+stand-in server's own costs per batch and per request are this machine's, from the stand-in calibration in
+docs/validation (the same Python backend). Two Locust runs (loadtests) drive the models at once, 30 s each after a
+warm-up; bounded in time and loopback only.
+"""
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tritonclient import http as httpclient
+
+from gpufleet.contracts.calibration import read_calibration
+from gpufleet.contracts.profile import read_profile, write_profile
+from gpufleet.contracts.triton import BatchingConfig
+from loadtests.run import run_stress
+from loadtests.settings import StressSettings
+from loadtests.shapes import Steps
+from planner.capacity import ReplicaModel
+from planner.colocate import ModelDemand, bundle_share
+from planner.service import ServerCost
+from planner.simulate import simulate_colocated
+
+from .conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("yolov8m-seg-640", "yolov8n-640")
+TARGETS_MS = (150.0, 50.0)
+QPS = (300.0, 500.0)
+LOAD = 0.8  # of the share one co-located replica holds: each model at 80% of its planned per-replica rate
+STEP_S = 30.0
+TOLERANCE = 0.35  # |measured / predicted - 1| for each model's P99
+
+
+def test_two_models_on_one_stand_in_gpu_meet_their_predicted_p99(tmp_path):
+    cal = read_calibration(ROOT / "docs" / "validation" / "calibration.json")
+    p = cal.parameters
+    cost = ServerCost(p.batch_overhead_ms.value, p.item_overhead_ms.value, p.spread.value)
+    cfg = BatchingConfig(max_batch_size=4, max_queue_delay_microseconds=1000, preferred_batch_sizes=(),
+                         instance_count=1)
+    profiles, paths = [], []
+    for m in MODELS:
+        prof = read_profile(resources.files("planner.data").joinpath(f"profiles/{m}-T4.json"))
+        path = tmp_path / f"{m}.json"
+        write_profile(prof, path)
+        profiles.append(prof)
+        paths.append(path)
+    models = [ReplicaModel.from_profile(prof, cost) for prof in profiles]
+    demands = [ModelDemand(m, q, t, overhead_ms=cal.overhead_ms) for m, q, t in zip(MODELS, QPS, TARGETS_MS)]
+    share, _ = bundle_share(demands, models, [cfg, cfg], turns=True)
+    assert share > 0
+    rates = [q * share * LOAD for q in QPS]
+
+    ports = [free_port() for _ in range(3)]
+    cmd = [sys.executable, "-m", "serving.cli", "local", "--standin", str(paths[0]), "--standin", str(paths[1]),
+           "--max-batch-size", "4", "--max-queue-delay-us", "1000", "--http-port", str(ports[0]),
+           "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{ports[0]}")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if all(client.is_model_ready(m) for m in MODELS):
+                    break
+            except Exception:
+                pass
+            time.sleep(0.3)
+        else:
+            pytest.fail(f"the two stand-ins did not become ready: {proc.stderr.read() if proc.poll() is not None else ''}")
+        client.close()
+
+        def drive(i: int):
+            settings = StressSettings(host=f"http://127.0.0.1:{ports[0]}", model=MODELS[i],
+                                      shape=Steps(rates=[round(rates[i], 1)], step_duration=STEP_S, warmup=3.0),
+                                      seed=40 + i, timeout_s=30, out=tmp_path / f"run{i}", name=MODELS[i],
+                                      metrics_url="")
+            return run_stress(settings)
+
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(drive, range(2)))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+    measured = [r.reported_steps()[0].latency_ms.p99 for r in results]
+    n = [int(r * STEP_S * 4) for r in rates]
+    rng = np.random.default_rng(7)
+    arrivals = [np.cumsum(rng.exponential(1.0 / r, k)) for r, k in zip(rates, n)]
+    sims = simulate_colocated(arrivals, [cfg, cfg], [m.service for m in models], [rng.random(k) for k in n],
+                              turns=True)
+    predicted = [s.quantile_ms(0.99) + cal.overhead_ms for s in sims]
+    report = ", ".join(f"{m} at {r:.1f} req/s: measured {a:.1f} ms, predicted {b:.1f} ms"
+                       for m, r, a, b in zip(MODELS, rates, measured, predicted))
+    print(report)
+    for a, b, target in zip(measured, predicted, TARGETS_MS):
+        assert abs(a / b - 1) <= TOLERANCE, report
+        assert a <= target, report
