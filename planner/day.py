@@ -622,7 +622,8 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
     why = (f" Day plan over {curve.source} ({curve.span_s / 3600:g} h, peak {curve.qps.max():,.0f} req/s, mean "
            f"{curve.qps.mean():,.0f}): ${usd_day:,.2f}/day; reserved all day: {', '.join(reserved) or 'none'}; "
            f"on-demand and spot added per hour as the curve rises (the plan's pools are the peak hour's fleet). "
-           f"HPA targets allow for the curve's fastest rise, {100 * ramp:.2f}%/min; replayed P99 worst hour "
+           f"HPA targets allow for a {100 * (sized.spec.ramp_per_min or 0.0):.2f}%/min rise (the curve's fastest: "
+           f"{100 * ramp:.2f}%/min); replayed P99 worst hour "
            f"{'overloaded' if worst_p99 is None else f'{worst_p99:.1f} ms'}.")
     if cheapest is not None:
         why += f" Against {cheapest.name}: ${cheapest.usd_per_day - usd_day:,.2f}/day less."
