@@ -16,8 +16,9 @@ Model instances on one GPU share it: while ``n`` batches execute together, each 
 """
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from heapq import heappop, heappush
 from typing import Sequence
 
 import numpy as np
@@ -199,13 +200,19 @@ class Workload:
 def simulate_colocated(arrivals_s: Sequence[np.ndarray], cfgs: Sequence[BatchingConfig],
                        services: Sequence[ServiceTime], draws: Sequence[np.ndarray],
                        speedup: Sequence[float] | None = None,
-                       warmup_fraction: float = WARMUP_FRACTION, turns: bool = False) -> list[SimResult]:
+                       warmup_fraction: float = WARMUP_FRACTION, turns: bool = False,
+                       give_up_above_s: Sequence[float] | None = None) -> list[SimResult] | None:
     """Several models on one GPU, as one Triton server runs them: each model has its own queue, batcher
     (``cfgs[i]``) and model instances. A batch is formed when one of its model's instances is free, as Triton's
     batcher forms it. On the GPU, either every batch in flight, of any model, shares it by processor sharing at
     ``speedup[n] / n`` of its solo speed while ``n`` run together (``speedup`` measured, or 1: no gain), or, with
     ``turns``, batches hold the GPU one at a time in the order they were sent (a small model's batch waits out a
-    large one's). One :class:`SimResult` per model; ``busy_fraction`` is the GPU's, the same in each."""
+    large one's). One :class:`SimResult` per model; ``busy_fraction`` is the GPU's, the same in each.
+
+    With ``give_up_above_s`` (one bound per model), the run stops and returns None as soon as some model's P99
+    after warm-up is certain to exceed its bound: enough of its requests already finished above it that the
+    quantile's lower order statistic is above it, whatever the rest do. A search for the largest rate that holds
+    learns the same as from a full run, sooner."""
     models = len(cfgs)
     for cfg, service in zip(cfgs, services):
         if cfg.effective_max_batch > service.max_batch_size:
@@ -221,70 +228,99 @@ def simulate_colocated(arrivals_s: Sequence[np.ndarray], cfgs: Sequence[Batching
     running = [0] * models  # batches in flight per model (at most its instance count)
     inf = float("inf")
     t = busy = 0.0
-    inflight: list[list[float]] = []  # [remaining solo work, model, batch index]
+    # Batches in flight, keyed by when they finish: under processor sharing every batch progresses at the same rate,
+    # so each finishes when the GPU's virtual work clock (solo seconds done per batch) reaches its start plus its
+    # work; taking turns, they finish one after another in the order sent, known when sent.
+    inflight: list[tuple[float, int, int, int]] = []  # (finish, sequence, model, batch index)
+    clock = 0.0  # virtual work clock (processor sharing)
+    gpu_free = 0.0  # when the last batch sent is done (turns)
+    sent = 0
     sizes: list[list[int]] = [[] for _ in range(models)]
     started: list[list[float]] = [[] for _ in range(models)]
     done: list[list[float]] = [[] for _ in range(models)]
+    starts: list[list[int]] = [[] for _ in range(models)]  # each batch's first request
     lengths = [len(x) for x in a]
     instances = [c.instance_count for c in cfgs]
     triggers = [r[1] for r in rules]
     delays = [r[3] for r in rules]
     undispatched = sum(lengths)
+    firsts = [int(n * warmup_fraction) for n in lengths]
+    # P99 (linear between order statistics, as numpy's) exceeds a bound once the order statistic below its position
+    # does: once this many post-warm-up requests finished above the bound.
+    fatal = [n - f - int(0.99 * (n - f - 1)) if n > f else inf for n, f in zip(lengths, firsts)]
+    over = [0] * models
+
+    def ready(i: int) -> float:
+        """When model i's batcher would send its next batch, were the clock there (inf: no free instance or
+        nothing queued)."""
+        head = heads[i]
+        if running[i] >= instances[i] or head >= lengths[i]:
+            return inf
+        arr = a[i]
+        when = arr[head] + delays[i]
+        last = head + triggers[i] - 1
+        if last < lengths[i] and arr[last] < when:
+            when = arr[last]
+        return when
+
+    ready_at = [ready(i) for i in range(models)]
     while undispatched or inflight:
         n_fl = len(inflight)
-        if n_fl and turns:
-            rate, j_next = 1.0, 0  # the oldest batch holds the GPU; the rest wait
-            t_complete = t + inflight[0][0]
-        elif n_fl:
-            rate = speed[n_fl] / n_fl
-            j_next = 0
-            least = inflight[0][0]
-            for j in range(1, n_fl):
-                if inflight[j][0] < least:
-                    j_next, least = j, inflight[j][0]
-            t_complete = t + least / rate
-        else:
+        if not n_fl:
             t_complete = inf
-        t_dispatch, who = inf, -1
-        for i in range(models):
-            head = heads[i]
-            if running[i] < instances[i] and head < lengths[i]:
-                arr = a[i]
-                last = head + triggers[i] - 1
-                when = arr[head] + delays[i]
-                if last < lengths[i] and arr[last] < when:
-                    when = arr[last]
-                if when < t:
-                    when = t
-                if when < t_dispatch:
-                    t_dispatch, who = when, i
-        t_next = t_dispatch if t_dispatch <= t_complete else t_complete
+        elif turns:
+            t_complete = inflight[0][0]
+        else:
+            rate = speed[n_fl] / n_fl
+            t_complete = t + (inflight[0][0] - clock) / rate
+        t_dispatch = min(ready_at)
+        if t_dispatch < t:
+            t_dispatch = t
+        if t_dispatch <= t_complete:
+            t_next = t_dispatch
+        else:
+            t_next = t_complete
         if n_fl:
-            progressed = (t_next - t) * rate
-            if turns:
-                inflight[0][0] -= progressed
-            else:
-                for f in inflight:
-                    f[0] -= progressed
+            if not turns:
+                clock += (t_next - t) * rate
             busy += t_next - t
         t = t_next
         if t_dispatch <= t_complete:
-            i = who
+            i = 0
+            while ready_at[i] > t:  # the first model whose batcher sends now
+                i += 1
             preferred, trigger, big_b, _ = rules[i]
             queued = bisect_right(a[i], t, heads[i]) - heads[i]
             m = queued if queued < big_b else big_b
             if preferred and m >= trigger:
                 m = max(p for p in preferred if p <= m)
             batch = len(sizes[i])
-            inflight.append([services[i].draw(m, u[i][batch]), float(i), float(batch)])
+            work = services[i].draw(m, u[i][batch])
+            if turns:
+                gpu_free = (gpu_free if gpu_free > t else t) + work
+                heappush(inflight, (gpu_free, sent, i, batch))
+            else:
+                heappush(inflight, (clock + work, sent, i, batch))
+            sent += 1
             sizes[i].append(m)
             started[i].append(t)
             done[i].append(0.0)
+            starts[i].append(heads[i])
             heads[i] += m
             undispatched -= m
             running[i] += 1
+            ready_at[i] = ready(i)
         else:
-            _, i, batch = inflight.pop(j_next)
-            done[int(i)][int(batch)] = t
-            running[int(i)] -= 1
+            _, _, i, batch = heappop(inflight)
+            done[i][batch] = t
+            running[i] -= 1
+            ready_at[i] = ready(i)
+            if give_up_above_s is not None:
+                lo = max(starts[i][batch], firsts[i])
+                hi = starts[i][batch] + sizes[i][batch]
+                if hi > lo:
+                    # this batch's requests that arrived before t - bound finished above it
+                    over[i] += bisect_left(a[i], t - give_up_above_s[i], lo, hi) - lo
+                    if over[i] >= fatal[i]:
+                        return None
     return [_result(arrivals_s[i], sizes[i], started[i], done[i], busy, t, warmup_fraction) for i in range(models)]

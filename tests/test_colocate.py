@@ -7,7 +7,7 @@ import pytest
 from gpufleet.contracts.triton import BatchingConfig
 from planner.capacity import ReplicaModel
 from planner.catalog import pools_for, read_catalog
-from planner.colocate import ModelDemand, _partitions, _simulate, bundle_share, plan_mix
+from planner.colocate import SHARE_STEPS, ModelDemand, _partitions, _simulate, bundle_share, plan_mix
 from planner.profiles import load_profiles
 from planner.simulate import simulate, simulate_colocated
 
@@ -63,6 +63,28 @@ def test_sharing_the_gpu_slows_each_model_as_the_other_loads_it(profiles):
     assert p99[0] < p99[1] < p99[2]
 
 
+def test_giving_up_early_never_changes_the_verdict(profiles):
+    a = ReplicaModel.from_profile(profiles[("yolov8s-1280x720", "T4")])
+    b = ReplicaModel.from_profile(profiles[("yolov8n-640", "T4")])
+    gave_up = held = 0
+    for seed, rate_a in enumerate((20.0, 60.0, 80.0, 95.0, 110.0)):
+        (arr_a, u_a), (arr_b, u_b) = arrivals(rate_a, 3000, 10 + seed), arrivals(150.0, 3000, 20 + seed)
+        args = ([arr_a, arr_b], [cfg(), cfg(8, 1000)], [a.service, b.service], [u_a, u_b])
+        for turns in (False, True):
+            full = simulate_colocated(*args, turns=turns)
+            p99 = [r.quantile_ms(0.99) / 1000.0 for r in full]
+            for bounds in ([0.1, 0.05], [0.05, 0.02], [p99[0], 1.0], [p99[0] * 0.999, 1.0], [1.0, p99[1] * 0.999]):
+                quick = simulate_colocated(*args, turns=turns, give_up_above_s=bounds)
+                if quick is None:
+                    gave_up += 1
+                    assert any(p > bd for p, bd in zip(p99, bounds))
+                else:
+                    held += 1
+                    for q, f in zip(quick, full):
+                        np.testing.assert_array_equal(q.latency_s, f.latency_s)
+    assert gave_up and held
+
+
 def test_bundle_share_is_the_largest_share_that_holds_every_target(profiles):
     demands = [ModelDemand("yolov8m-seg-640", 300, 150), ModelDemand("yolov8n-640", 500, 50)]
     models = [ReplicaModel.from_profile(profiles[(d.model, "T4")]) for d in demands]
@@ -71,7 +93,7 @@ def test_bundle_share_is_the_largest_share_that_holds_every_target(profiles):
     assert share > 0
     assert all(p <= d.budget_s for p, d in zip(p99, demands))
     top = 1.0 / sum(d.qps / m.saturation_rate(c) for d, m, c in zip(demands, models, cfgs))
-    over = _simulate(demands, models, cfgs, min(share + 2 * top / 64, top), None)
+    over = _simulate(demands, models, cfgs, min(share + 2 * top / 2 ** SHARE_STEPS, top), None)
     assert any(p > d.budget_s for p, d in zip(over, demands))
 
 
@@ -92,6 +114,14 @@ def test_light_models_share_a_replica_and_the_mix_is_never_dearer(profiles):
         for gpu, p99s in part.p99_ms.items():
             for model, p99 in zip(part.models, p99s):
                 assert p99 <= next(d.p99_ms for d in light if d.model == model), (gpu, model, p99)
+
+
+def test_worker_processes_change_nothing_but_the_time(profiles):
+    pools = tuple(pools_for(read_catalog(), {"T4", "L4"}, 12.0))
+    mix = [ModelDemand("yolov8m-seg-640", 300, 150), ModelDemand("yolov8n-640", 500, 50),
+           ModelDemand("yolov8s-640", 400, 80)]
+    one, two = plan_mix(mix, profiles, pools, workers=1), plan_mix(mix, profiles, pools, workers=2)
+    assert one == two
 
 
 def test_heavy_models_gain_nothing_from_sharing(profiles):
