@@ -59,6 +59,7 @@ def recommend_cmd(
     qps_curve: Annotated[Optional[Path], typer.Option(help="Plan over a day: CSV of req/s with a 'time' column (seconds, HH:MM or ISO) at a regular step, or a 'qps' column alone with --curve-step-min.")] = None,
     curve_step_min: Annotated[Optional[float], typer.Option(help="With --qps-curve: minutes each row stands for (for a CSV without a time column).")] = None,
     period_min: Annotated[float, typer.Option(help="With --qps-curve: the planning period, minutes; the fleet changes at most this often.")] = 60.0,
+    mix: Annotated[Optional[Path], typer.Option(help="Several models, one fleet: CSV with columns model,qps,p99_ms, one row per model (instead of --qps, --model, --p99-ms).")] = None,
     p99_ms: Annotated[float, typer.Option(help="End-to-end P99 latency target, ms.")] = 100.0,
     model: Annotated[str, typer.Option(help="Model name in the latency profiles (embedded: yolov8{n,s,m,l,x}-{640,1280x720}, yolov8m-seg-{640,1280x720}, resnet50).")] = DEFAULT_MODEL,
     gpu: Annotated[Optional[list[str]], typer.Option(help="GPU types to consider (repeat); default all profiled.")] = None,
@@ -88,8 +89,12 @@ def recommend_cmd(
     """The cheapest GPU fleet and Triton config that hold the P99 target at the requested rate."""
     if output is not None:
         check_output_file(output, "plan", PlannerInputError)
-    if (qps is None) == (qps_curve is None):
-        raise PlannerInputError("give exactly one of --qps and --qps-curve")
+    if sum(x is not None for x in (qps, qps_curve, mix)) != 1:
+        raise PlannerInputError("give exactly one of --qps, --qps-curve and --mix")
+    mixed = None
+    if mix is not None:
+        from planner.mix import read_mix
+        mixed = read_mix(mix)
     curve = None
     if qps_curve is not None:
         from planner.day import read_demand_curve
@@ -97,7 +102,7 @@ def recommend_cmd(
         if not (math.isfinite(period_min) and period_min > 0):
             raise PlannerInputError(f"--period-min must be a positive number, got {period_min:g}")
     req = RecommendRequest(
-        qps=float(curve.qps.max()) if curve is not None else qps, p99_ms=p99_ms, model=model, gpus=gpu or None, catalog=catalog, profiles=list(profile or []),
+        qps=float(curve.qps.max()) if curve is not None else qps if mixed is None else sum(q for _, q, _ in mixed), p99_ms=p99_ms, model=model, gpus=gpu or None, catalog=catalog, profiles=list(profile or []),
         capacity_types=list(capacity_type) if capacity_type else list(ALL_CAPACITY_TYPES), routing=routing.value,
         max_spot_share=max_spot_share, spot_survival=spot_survival, survival_p99_ms=survival_p99_ms,
         horizon_months=horizon_months, overhead_ms=overhead_ms, min_replicas=min_replicas,
@@ -112,6 +117,9 @@ def recommend_cmd(
     if curve is not None:
         from planner.day import recommend_day
         plan = recommend_day(req, curve, period_min * 60.0)
+    elif mixed is not None:
+        from planner.mix import recommend_mix
+        plan = recommend_mix(req, mixed)
     else:
         plan = recommend(req)
     if stack is not None:

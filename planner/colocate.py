@@ -31,8 +31,8 @@ from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_U
 from gpufleet.contracts.triton import BatchingConfig
 from planner.capacity import CapacitySearch, ReplicaModel
 from planner.catalog import Pool
-from planner.optimize import Infeasible, Problem, solve
-from planner.simulate import Workload, simulate_colocated
+from planner.optimize import Infeasible, Problem, Solution, solve_with_bound
+from planner.simulate import SimResult, Workload, simulate_colocated
 
 SHARE_REQUESTS = 6_000  # requests of the busiest model per co-located simulation
 MIN_MODEL_REQUESTS = 2_000  # the lightest model's requests, so its P99 rests on 20 in the tail
@@ -74,6 +74,9 @@ class Part:
     usd_per_hour: float
     replicas: dict[str, int]  # GPU type -> replicas
     p99_ms: dict[str, tuple[float, ...]]  # GPU type -> each model's P99 simulated at the fleet's own share per replica
+    solution: Solution | None = field(default=None, compare=False, repr=False)
+    # GPU type -> each model's simulation at that share (unmeasured co-runs: the way with the higher P99)
+    results: dict[str, list[SimResult]] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -84,15 +87,16 @@ class MixPlan:
     bundles_evaluated: int
     partitions: int
     separate: list[Part] = field(default_factory=list)
+    runner_up: tuple[tuple[tuple[str, ...], ...], float] | None = None  # the next cheapest partition and its $/h
 
     @property
     def saving(self) -> float:
         return 1.0 - self.usd_per_hour / self.separate_usd_per_hour if self.separate_usd_per_hour else 0.0
 
 
-def _simulate(bundle_models: list[ModelDemand], models: list[ReplicaModel], cfgs: list[BatchingConfig],
-              share: float, speedup, turns: bool = False, give_up: bool = False) -> list[float] | None:
-    """Each model's P99 (s, queue + device) on one replica carrying ``share`` of every model's traffic; with
+def _runs(bundle_models: list[ModelDemand], models: list[ReplicaModel], cfgs: list[BatchingConfig],
+          share: float, speedup, turns: bool = False, give_up: bool = False) -> list[SimResult] | None:
+    """Each model's simulated latencies on one replica carrying ``share`` of every model's traffic; with
     ``give_up``, None as soon as some model's P99 is sure to exceed its budget."""
     rates = [d.qps * share for d in bundle_models]
     span = max(SHARE_REQUESTS / max(rates), MIN_MODEL_REQUESTS / min(rates))
@@ -105,6 +109,14 @@ def _simulate(bundle_models: list[ModelDemand], models: list[ReplicaModel], cfgs
         draws.append(unit.draws)
     results = simulate_colocated(arrivals, cfgs, [m.service for m in models], draws, speedup, turns=turns,
                                  give_up_above_s=[d.budget_s for d in bundle_models] if give_up else None)
+    return results
+
+
+def _simulate(bundle_models: list[ModelDemand], models: list[ReplicaModel], cfgs: list[BatchingConfig],
+              share: float, speedup, turns: bool = False, give_up: bool = False) -> list[float] | None:
+    """Each model's P99 (s, queue + device) on one replica carrying ``share`` of every model's traffic; with
+    ``give_up``, None as soon as some model's P99 is sure to exceed its budget."""
+    results = _runs(bundle_models, models, cfgs, share, speedup, turns, give_up)
     if results is None:
         return None
     return [float(np.quantile(res.latency_s, 0.99)) for res in results]
@@ -257,7 +269,7 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
                 problem = Problem(mine, {g: b.share * headroom for g, b in usable.items()}, 1.0,
                                   max_spot_share=max_spot_share, min_replicas_per_gpu=min_replicas_per_gpu)
                 try:
-                    sized[names] = (problem, solve(problem))
+                    sized[names] = (problem, solve_with_bound(problem))
                 except Infeasible:
                     pass
         return sized[names]
@@ -268,17 +280,19 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
         used = sorted({p.gpu for p in problem.pools if sol.counts[p.name] > 0})
         reps = {g: sum(p.gpus_per_instance * sol.counts[p.name] for p in problem.pools if p.gpu == g) for g in used}
         ds = [by_name[m] for m in names]
-        p99 = {}
+        p99, runs = {}, {}
         for g in used:
             share = max(sol.traffic.get(g, 0.0), 1e-9) / reps[g]
             speed = speeds.get((names, g), speedup)
             rms, cfgs = [replica[(m, g)] for m in names], list(bundles[(names, g)].configs)
-            sim = _simulate(ds, rms, cfgs, share, speed)
+            sim = _runs(ds, rms, cfgs, share, speed)
             if speed is None and len(names) > 1:  # unmeasured: the worse of the two ways, per model
-                sim = [max(a, b) for a, b in zip(sim, _simulate(ds, rms, cfgs, share, None, turns=True))]
-            p99[g] = tuple(round(p * 1000.0 + d.overhead_ms, 3) for p, d in zip(sim, ds))
+                turns = _runs(ds, rms, cfgs, share, None, turns=True)
+                sim = [max(a, b, key=lambda r: r.quantile_ms(0.99)) for a, b in zip(sim, turns)]
+            runs[g] = sim
+            p99[g] = tuple(round(r.quantile_ms(0.99) + d.overhead_ms, 3) for r, d in zip(sim, ds))
         return Part(names, [bundles[(names, g)] for g in used], {k: v for k, v in sol.counts.items() if v},
-                    sol.usd_per_hour, reps, p99)
+                    sol.usd_per_hour, reps, p99, sol, runs)
 
     cheapest = {g: _least_per_replica([p for p in pools if p.gpu == g], max_spot_share) for g in gpus}
     separate_usd = {m: size((m,))[1].usd_per_hour if size((m,)) else None for m in by_name}
@@ -314,17 +328,17 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
         if share > 0:
             bundles[(names, g)] = Bundle(names, g, tuple(job[2]), share,
                                          tuple(p * 1000.0 + d.overhead_ms for p, d in zip(p99, job[0])))
-    best, best_usd, partitions = None, math.inf, 0
+    costed, partitions = [], 0
     for partition in _partitions(sorted(by_name)):
         partitions += 1
-        fleets = [size(tuple(sorted(p))) for p in partition]
-        if any(f is None for f in fleets):
-            continue
-        usd = sum(f[1].usd_per_hour for f in fleets)
-        if usd < best_usd - 1e-9:
-            best, best_usd = [tuple(sorted(p)) for p in partition], usd
-    if best is None or any(v is None for v in separate_usd.values()):
+        sets = tuple(sorted(tuple(sorted(p)) for p in partition))
+        fleets = [size(n) for n in sets]
+        if all(f is not None for f in fleets):
+            costed.append((sum(f[1].usd_per_hour for f in fleets), sets))
+    if not costed or any(v is None for v in separate_usd.values()):
         raise Infeasible("no fleet holds every model's P99 target")
+    costed.sort()
+    (best_usd, best), second = costed[0], (costed[1] if len(costed) > 1 else None)
     separate = [part((m,)) for m in sorted(by_name)]
     return MixPlan([part(n) for n in best], best_usd, sum(p.usd_per_hour for p in separate), len(bundles),
-                   partitions, separate)
+                   partitions, separate, None if second is None else (second[1], second[0]))

@@ -10,8 +10,12 @@ from gpufleet.contracts.plan import Plan
 
 def render_plan(plan: Plan, console: Console) -> None:
     r = plan.request
-    console.print(f"[bold]{r.model}[/] at [bold]{r.qps:,.0f} req/s[/], P99 <= [bold]{r.p99_ms:g} ms[/] "
-                  f"({r.region}, catalog {r.catalog_as_of}, routing {r.routing})")
+    if plan.mix is not None:
+        each = "; ".join(f"[bold]{m.model}[/] {m.qps:,.0f} req/s at P99 <= {m.p99_ms:g} ms" for m in plan.mix.models)
+        console.print(f"{each} ({r.region}, catalog {r.catalog_as_of}, routing {r.routing})")
+    else:
+        console.print(f"[bold]{r.model}[/] at [bold]{r.qps:,.0f} req/s[/], P99 <= [bold]{r.p99_ms:g} ms[/] "
+                      f"({r.region}, catalog {r.catalog_as_of}, routing {r.routing})")
 
     pools = Table(title="Buy", title_justify="left")
     for col in ("instance type", "GPU", "capacity", "count", "replicas", "$/h each", "$/h"):
@@ -22,20 +26,31 @@ def render_plan(plan: Plan, console: Console) -> None:
     console.print(pools)
 
     deps = Table(title="Triton deployments", title_justify="left")
+    mixed = plan.mix is not None
+    if mixed:
+        deps.add_column("Deployment")
+        deps.add_column("model")
     for col in ("GPU", "replicas", "weight", "req/s each", "max batch", "queue delay", "instances",
                 "queue bound", "P50 ms", "P99 ms", "util", "HPA target req/s"):
         deps.add_column(col, justify="left" if col == "GPU" else "right")
     for d in plan.deployments:
         t = d.triton
-        deps.add_row(d.gpu, str(d.replicas), f"{d.routing_weight:.3f}", f"{d.rate_per_replica:,.0f}",
+        deps.add_row(*([d.shared or "own", d.model] if mixed else []), d.gpu, str(d.replicas), f"{d.routing_weight:.3f}", f"{d.rate_per_replica:,.0f}",
                      str(t.max_batch_size), f"{t.max_queue_delay_microseconds} us", str(t.instance_count),
                      f"{t.max_queue_size or '-'} / {t.queue_timeout_microseconds / 1000:g} ms", f"{d.predicted.p50_ms:.2f}", f"{d.predicted.p99_ms:.2f}", f"{d.predicted.utilization:.0%}",
                      f"{d.autoscaling.target_rate_per_replica:,.0f}")
     console.print(deps)
 
     c, s = plan.cost, plan.solver
-    console.print(f"Fleet: P50 {plan.predicted.p50_ms:.2f} ms, P99 [bold]{plan.predicted.p99_ms:.2f} ms[/] "
-                  f"(simulated), utilization {plan.predicted.utilization:.0%}")
+    if mixed:
+        m = plan.mix
+        console.print(f"Mix: ${c.usd_per_hour:,.2f}/h against ${m.separate_usd_per_hour:,.2f}/h for one Deployment "
+                      f"per model: [bold]{m.saving:.1%} saved[/]; every model's P99 simulated at its planned rate")
+        for name, how in sorted(m.gpu_sharing.items()):
+            console.print(f"  {name}: GPU shared between models, {how}")
+    else:
+        console.print(f"Fleet: P50 {plan.predicted.p50_ms:.2f} ms, P99 [bold]{plan.predicted.p99_ms:.2f} ms[/] "
+                      f"(simulated), utilization {plan.predicted.utilization:.0%}")
     console.print(f"Cost: [bold]${c.usd_per_hour:,.2f}/h[/], ${c.usd_per_month:,.0f}/month, "
                   f"${c.usd_per_million_inferences:.4f} per million inferences")
     lp = "n/a" if s.lp_gap is None else f"{s.lp_gap:.2%}"

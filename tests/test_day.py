@@ -223,4 +223,4 @@ def test_a_bad_curve_exits_2_with_one_line(tmp_path):
     assert run.stderr.strip().count("\n") == 0 and "line 3: qps 'abc'" in run.stderr
     both = subprocess.run([PLANNER, "recommend", "--qps", "10", "--qps-curve", str(bad)], capture_output=True,
                           text=True, timeout=120)
-    assert both.returncode == 2 and "exactly one of --qps and --qps-curve" in both.stderr
+    assert both.returncode == 2 and "exactly one of --qps, --qps-curve and --mix" in both.stderr

@@ -99,6 +99,10 @@ class Deployment(Strict):
     predicted: LatencyPrediction
     autoscaling: Autoscaling
     profile_origin: str
+    shared: str | None = Field(default=None, description="several models, one fleet: the shared Deployment this "
+                               "model runs in (one Triton server per GPU serving every model that names it, each with "
+                               "its own batcher and instances); its replicas, GPU and routing weight are the same in "
+                               "each. None: the model's own Deployment")
 
 
 class CapacityRange(Strict):
@@ -254,6 +258,31 @@ class DayPlan(Strict):
     holds_target: bool = Field(description="every period's replayed P99 within the target")
 
 
+class MixModel(Strict):
+    """One model of a mix: its own rate and target."""
+
+    model: str
+    qps: float = Field(gt=0)
+    p99_ms: float = Field(gt=0)
+
+
+class MixPlan(Strict):
+    """Several models, one fleet (``planner recommend --mix``): which models share a Triton server, sized so every
+    model meets its own P99. The plan's ``deployments`` hold one entry per model and GPU type; entries with the same
+    ``shared`` name are one Deployment. The request's ``model``/``qps``/``p99_ms`` are the models joined by '+',
+    the summed rate and the tightest target; ``predicted`` is the model closest to its target."""
+
+    models: list[MixModel]
+    separate_usd_per_hour: float = Field(ge=0, description="one Deployment per model, the same constraints")
+    saving: float = Field(description="1 - cost / separate cost")
+    partitions_evaluated: int = Field(ge=1)
+    bundles_evaluated: int = Field(ge=0, description="model sets x GPU types whose shared share was simulated")
+    gpu_sharing: dict[str, str] = Field(description="shared Deployment -> how its models' batches share the GPU as "
+                                                    "planned: a measured co-run speed, or unmeasured (held both ways)")
+    lp_bound_usd_per_hour: float | None = Field(description="the chosen partition's LP relaxation, summed over its "
+                                                            "sets")
+
+
 class Plan(Strict):
     schema_version: Literal[2] = SCHEMA_VERSION
     created_at: str
@@ -272,6 +301,7 @@ class Plan(Strict):
                                                      "and the scale-up lag and ramp its targets allow for")
     why: str
     day: DayPlan | None = Field(default=None, description="present when planned over a demand curve")
+    mix: MixPlan | None = Field(default=None, description="present when several models were planned together")
 
     @model_validator(mode="after")
     def _deployments_have_pools(self) -> "Plan":
@@ -279,7 +309,11 @@ class Plan(Strict):
         missing = sorted({d.gpu for d in self.deployments} - pooled)
         if missing:
             raise ValueError(f"deployments on {missing} have no pool with instances")
+        shared: dict[str, tuple[str, int, float]] = {}
         for d in self.deployments:
+            if d.shared is not None and shared.setdefault(d.shared, (d.gpu, d.replicas, d.routing_weight)) != (
+                    d.gpu, d.replicas, d.routing_weight):
+                raise ValueError(f"shared deployment {d.shared!r}: its models disagree on GPU, replicas or weight")
             if d.triton.instance_kind != "KIND_GPU":
                 raise ValueError(f"deployment {d.gpu}: a plan's Triton instances run on the GPU (KIND_GPU), "
                                  f"not {d.triton.instance_kind}")
@@ -287,7 +321,9 @@ class Plan(Strict):
 
     @property
     def replicas(self) -> int:
-        return sum(d.replicas for d in self.deployments)
+        """GPU replicas: a shared Deployment's once, however many models it serves."""
+        return sum(d.replicas for d in self.deployments if d.shared is None) + sum(
+            {d.shared: d.replicas for d in self.deployments if d.shared is not None}.values())
 
 
 def read_plan(path: Path | str) -> Plan:
