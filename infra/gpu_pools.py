@@ -115,10 +115,13 @@ class GpuNodePools(pulumi.ComponentResource):
             if high(p) > 0:
                 pools[(p.gpu, capacity_group(p.capacity_type))].append(p)
         headroom = {}
-        for d in plan.deployments:
-            committed = sum(high(p) * p.gpus_per_instance for (g, _), ps in pools.items() if g == d.gpu for p in ps)
-            gpus_per = next(p.gpus_per_instance for (g, _), ps in pools.items() if g == d.gpu for p in ps)
-            headroom[d.gpu] = max(0, math.ceil((d.autoscaling.max_replicas - committed) / gpus_per))
+        most = defaultdict(int)  # GPU type -> the HPAs' maximum replicas, a shared Deployment's once
+        for unit in plan.units():
+            most[unit[0].gpu] += unit[0].autoscaling.max_replicas
+        for gpu, top in most.items():
+            committed = sum(high(p) * p.gpus_per_instance for (g, _), ps in pools.items() if g == gpu for p in ps)
+            gpus_per = next(p.gpus_per_instance for (g, _), ps in pools.items() if g == gpu for p in ps)
+            headroom[gpu] = max(0, math.ceil((top - committed) / gpus_per))
 
         def group(gpu: str, cap: str, instance_types: list[str], size: int, max_size: int, subnet_ids, lt,
                   suffix: str = ""):

@@ -17,7 +17,7 @@ from infra.observability import Observability
 from infra.settings import ROOT, InfraInputError, StackSettings
 from infra.storage import StorageTiers
 from infra.versions import require_standard_support
-from infra.triton import TritonService
+from infra.triton import MIX_NAME, TritonService
 
 
 def load_plan(settings: StackSettings, project_dir: Path = ROOT) -> Plan:
@@ -37,11 +37,16 @@ def load_plan(settings: StackSettings, project_dir: Path = ROOT) -> Plan:
         raise InfraInputError(f"gpufleet:planPath: {path.name} was planned for {plan.request.region} (its prices and "
                               f"instance types), the stack is in {settings.region}")
     models = {d.model for d in plan.deployments}
-    if len(models) != 1:
-        raise InfraInputError(f"gpufleet:planPath: {path.name} plans models {sorted(models)}; a stack serves one")
+    if len(models) != 1 and plan.mix is None:
+        raise InfraInputError(f"gpufleet:planPath: {path.name} plans models {sorted(models)}; a stack serves one, "
+                              "or a mix (planner recommend --mix)")
+    if plan.mix is not None and settings.canary_image:
+        raise InfraInputError(f"gpufleet:planPath: {path.name} is a mix of {len(models)} models; a canary "
+                              "(gpufleet:canaryImage) is for one model's stack")
     # Priced on the catalog's date, the stack runs a version EKS supports at its standard rate on that date.
     require_standard_support(settings, dt.date.fromisoformat(plan.request.catalog_as_of))
-    if settings.model_name is not None and models != {settings.model_name}:
+    if settings.model_name is not None and models != {settings.model_name} and (
+            plan.mix is None or settings.model_name != MIX_NAME):
         raise InfraInputError(f"gpufleet:planPath: {path.name} plans model(s) {sorted(models)}, the stack serves "
                               f"{settings.model_name!r}")
     return plan
@@ -50,7 +55,8 @@ def load_plan(settings: StackSettings, project_dir: Path = ROOT) -> Plan:
 def build(settings: StackSettings, plan: Plan) -> dict:
     """Declare every resource from the settings and the plan alone; return the stack outputs."""
     if settings.model_name is None:
-        settings = settings.model_copy(update={"model_name": plan.deployments[0].model})
+        settings = settings.model_copy(update={"model_name": MIX_NAME if plan.mix is not None
+                                               else plan.deployments[0].model})
     name = settings.name
     network = Network(name, settings)
     cluster = Cluster(name, settings, network)

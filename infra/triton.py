@@ -1,14 +1,18 @@
-"""Triton services for one model, shaped like the planner's load-balancing model.
+"""Triton services for one model, or a mix of models, shaped like the planner's load-balancing model.
 
-One Deployment per GPU pool (the plan's ``deployments``), each with its Service, HPA (autoscaling/v2 on the per-pod
+One Deployment per GPU pool (the plan's ``deployments``; in a mix, per serving unit: a shared Deployment's models
+run in one Triton server per replica, each model read from its own repository), each with its Service, HPA (autoscaling/v2 on the per-pod
 request rate that prometheus-adapter derives from Triton's ``nv_inference_request_success``, target and bounds from
 the plan) and PodDisruptionBudget. An ALB Ingress (the AWS Load Balancer Controller, :mod:`infra.edge`) ends TLS and
 forwards to pod IPs: one target group per pool Service, weighted as the plan routes, with an optional canary
 Deployment taking its own share; each pod sits behind exactly one target group. Pods pull the model repository from
-S3 through IRSA: one service account whose role may read only this model's prefix and decrypt with the data key.
+S3 through IRSA: one service account whose role may read only the served models' prefixes and decrypt with the data
+key. In a mix, the HPA of a Deployment has one metric per model it serves, and the Ingress routes each model's
+KServe path to the Deployments serving it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pulumi
@@ -41,8 +45,37 @@ WEIGHTED_ACTION = "weighted"
 SCRAPE_LABEL = "gpufleet.io/scrape"
 # Kubernetes labels every namespace with its own name (NamespaceDefaultLabelName).
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+# A mix stack (planner recommend --mix) is named this where one model's stack takes the model's name.
+MIX_NAME = "mix"
+# A shared Deployment's pods carry its name under this label, so that its Service, PDB and HPA select only them.
+UNIT_LABEL = "gpufleet.io/deployment"
+K8S_NAME_MAX = 63
 PORTS = [{"name": "http", "containerPort": 8000}, {"name": "grpc", "containerPort": 8001},
          {"name": "metrics", "containerPort": 8002}]
+
+
+def _weighted(backends: list[tuple[str, float]]) -> list[dict]:
+    """An ALB forward action's target groups: integer weights 0..999 in the plan's proportions, none at zero."""
+    if len(backends) > ALB_MAX_TARGET_GROUPS:
+        raise ValueError(f"{len(backends)} weighted backends; an ALB forward action takes at most "
+                         f"{ALB_MAX_TARGET_GROUPS}")
+    total = sum(w for _, w in backends)
+    return [{"serviceName": svc, "servicePort": "8000", "weight": max(1, int(round(ALB_MAX_WEIGHT * w / total)))}
+            for svc, w in backends]
+
+
+def unit_name(app: str, unit) -> str:
+    """The Kubernetes name of one serving unit: ``<app>-<gpu>`` for one model's stack (unchanged since the first
+    release: a Deployment's selector cannot change in place); in a mix, its models and GPU, shortened with a digest
+    where a DNS label would be too long."""
+    gpu = unit[0].gpu.lower()
+    if unit[0].shared is None and len({d.model for d in unit}) == 1 and not app.endswith(f"-{MIX_NAME}"):
+        return f"{app}-{gpu}"
+    name = f"{app}-{'-'.join(d.model for d in unit)}-{gpu}".lower().replace(".", "-").replace("_", "-")
+    if len(name) > K8S_NAME_MAX:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        name = f"{name[:K8S_NAME_MAX - len(gpu) - 10].rstrip('-')}-{digest}-{gpu}"
+    return name
 
 
 def quantity(value: float) -> str:
@@ -60,7 +93,9 @@ class TritonService(pulumi.ComponentResource):
         on_gpus = pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=[pools])
         model, ns = settings.model_name, settings.namespace
         app = f"triton-{model}"
-        prefix = f"{settings.environment}/{model}"
+        models = sorted({d.model for d in plan.deployments})
+        prefixes = [f"{settings.environment}/{m}" for m in models]
+        mixed = plan.mix is not None
         k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": ns, "labels": {
             "pod-security.kubernetes.io/enforce": "baseline"}}, opts=kopts)
         self._network_policies(name, app, ns, settings.vpc_cidr, kopts)
@@ -69,9 +104,9 @@ class TritonService(pulumi.ComponentResource):
         reader = role(f"{name}-s3-reader", irsa_trust(cluster.oidc, ns, sa), [], pulumi.ResourceOptions(parent=self))
         aws.iam.RolePolicy(f"{name}-s3-reader", role=reader.id, policy=pulumi.Output.all(
             storage.models.arn, storage.key.arn).apply(lambda a: json.dumps({"Version": "2012-10-17", "Statement": [
-                {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"{a[0]}/{prefix}/*"]},
+                {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"{a[0]}/{x}/*" for x in prefixes]},
                 {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [a[0]],
-                 "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/*", prefix]}}},
+                 "Condition": {"StringLike": {"s3:prefix": [v for x in prefixes for v in (f"{x}/*", x)]}}},
                 # Triton checks the bucket with HeadBucket before listing, which S3 authorises as s3:ListBucket
                 # with no prefix: without this the first check is a 403. It shows key names, never contents.
                 {"Sid": "HeadBucket", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [a[0]],
@@ -83,20 +118,30 @@ class TritonService(pulumi.ComponentResource):
 
         self.deployments = {}
         backends = []
+        routes: dict[str, list[tuple[str, float]]] = {m: [] for m in models}  # model -> (unit Service, weight)
         canary = settings.canary_weight if settings.canary_image else 0
-        for d in sorted(plan.deployments, key=lambda d: d.gpu):
-            pool = f"{app}-{d.gpu.lower()}"
-            repo = storage.models.bucket.apply(lambda b, g=d.gpu: f"s3://{b}/{prefix}/{g}")
-            self.deployments[d.gpu] = self._deployment(pool, app, ns, sa, d.gpu, None, settings.triton_image,
-                                                       repo, "stable", on_gpus)
-            self._service(pool, app, ns, {"track": "stable", GPU_LABEL: d.gpu}, kopts, scraped=True)
-            a = d.autoscaling
+        for unit in sorted(plan.units(), key=lambda u: (u[0].gpu, [d.model for d in u])):
+            gpu, first = unit[0].gpu, unit[0]
+            pool = unit_name(app, unit)
+            # One Triton server per replica serves every model of the unit, each from its own published repository
+            # (Triton takes several --model-repository); each model keeps its own batcher and instances.
+            repos = [storage.models.bucket.apply(lambda b, m=d.model, g=gpu: f"s3://{b}/{settings.environment}/{m}/{g}")
+                     for d in unit]
+            select = {"track": "stable", GPU_LABEL: gpu, **({UNIT_LABEL: pool} if mixed else {})}
+            self.deployments[pool] = self._deployment(pool, app, ns, sa, gpu, None, settings.triton_image,
+                                                      repos, "stable", on_gpus, {UNIT_LABEL: pool} if mixed else {})
+            self._service(pool, app, ns, select, kopts, scraped=True)
+            a = first.autoscaling
+            # One metric per model: the HPA takes the most replicas any of them asks for, so every model stays at
+            # or under the per-replica rate its target was sized at, whichever model's traffic grows.
+            selector = (lambda m: {"selector": {"matchLabels": {"model": m}}}) if len(unit) > 1 or mixed else \
+                (lambda m: {})
             k8s.autoscaling.v2.HorizontalPodAutoscaler(f"{pool}-hpa", metadata={"name": pool, "namespace": ns}, spec={
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": pool},
                 "minReplicas": a.min_replicas, "maxReplicas": a.max_replicas,
-                "metrics": [{"type": "Pods", "pods": {"metric": {"name": plan.autoscaling.metric},
-                                                      "target": {"type": "AverageValue",
-                                                                 "averageValue": quantity(a.target_rate_per_replica)}}}],
+                "metrics": [{"type": "Pods", "pods": {"metric": {"name": plan.autoscaling.metric, **selector(d.model)},
+                                                      "target": {"type": "AverageValue", "averageValue": quantity(
+                                                          d.autoscaling.target_rate_per_replica)}}} for d in unit],
                 # Scale up at once (GPU nodes take minutes to arrive); scale down only after 5 quiet minutes.
                 "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0,
                                          "policies": [{"type": "Percent", "value": 100, "periodSeconds": 60}]},
@@ -107,21 +152,22 @@ class TritonService(pulumi.ComponentResource):
                 # With one replica there is nothing to keep: a PDB would either block every node drain or allow the
                 # outage anyway (a production plan keeps two per GPU type; see infra.program).
                 k8s.policy.v1.PodDisruptionBudget(f"{pool}-pdb", metadata={"name": pool, "namespace": ns}, spec={
-                    "maxUnavailable": 1,
-                    "selector": {"matchLabels": {"app": app, GPU_LABEL: d.gpu, "track": "stable"}}}, opts=kopts)
-            backends.append((pool, d.routing_weight * (100 - canary)))
+                    "maxUnavailable": 1, "selector": {"matchLabels": {"app": app, **select}}}, opts=kopts)
+            backends.append((pool, first.routing_weight * (100 - canary)))
+            for d in unit:
+                routes[d.model].append((pool, d.routing_weight))
         if canary:
             gpu = max(plan.deployments, key=lambda d: d.routing_weight).gpu
             pool = f"{app}-canary"
-            repo = storage.models.bucket.apply(lambda b, g=gpu: f"s3://{b}/{prefix}/{g}")
-            self._deployment(pool, app, ns, sa, gpu, 1, settings.canary_image, repo, "canary", on_gpus)
+            repo = storage.models.bucket.apply(lambda b, g=gpu: f"s3://{b}/{prefixes[0]}/{g}")
+            self._deployment(pool, app, ns, sa, gpu, 1, settings.canary_image, [repo], "canary", on_gpus)
             self._service(pool, app, ns, {"track": "canary"}, kopts, scraped=True)
             backends.append((pool, float(canary)))
         # One Service over every replica: the "equal" routing model, and the in-cluster entry point. Not scraped:
         # its pods are scraped through their pool's Service, once.
         self._service(app, app, ns, {}, kopts, scraped=False)
         self.ingress = self._ingress(app, ns, edge, backends if plan.request.routing == "weighted" or canary else [],
-                                     pulumi.ResourceOptions(parent=self, provider=cluster.provider,
+                                     routes if mixed else {}, pulumi.ResourceOptions(parent=self, provider=cluster.provider,
                                                             depends_on=[edge.controller, edge.validation]))
         # pulumi-kubernetes waits for the controller to publish the ALB's name in the Ingress status.
         hostname = self.ingress.status.apply(lambda s: s.load_balancer.ingress[0].hostname)
@@ -159,10 +205,13 @@ class TritonService(pulumi.ComponentResource):
             opts=kopts)
 
     @staticmethod
-    def _ingress(app: str, ns: str, edge: Edge, backends: list[tuple[str, float]], opts) -> k8s.networking.v1.Ingress:
+    def _ingress(app: str, ns: str, edge: Edge, backends: list[tuple[str, float]],
+                 routes: dict[str, list[tuple[str, float]]], opts) -> k8s.networking.v1.Ingress:
         """HTTPS only (TLS 1.3/1.2 policy), IP targets, readiness as the health check. With ``backends`` (weighted
         routing or a canary), one forward action over their Services with the plan's weights; else the Service over
-        every replica."""
+        every replica. With ``routes`` (a mix), each model's KServe path ``/v2/models/<model>`` goes to the
+        Deployments serving it, weighted as the plan splits that model's traffic; anything else (health, server
+        metadata) to the Service over every replica."""
         annotations = {
             "alb.ingress.kubernetes.io/scheme": "internet-facing",
             "alb.ingress.kubernetes.io/target-type": "ip",
@@ -174,21 +223,22 @@ class TritonService(pulumi.ComponentResource):
                 f"deregistration_delay.timeout_seconds={DEREGISTRATION_S}",
         }
         backend = {"service": {"name": app, "port": {"number": 8000}}}
-        if backends:
-            if len(backends) > ALB_MAX_TARGET_GROUPS:
-                raise ValueError(f"{len(backends)} weighted backends; an ALB forward action takes at most "
-                                 f"{ALB_MAX_TARGET_GROUPS}")
-            total = sum(w for _, w in backends)
-            groups = [{"serviceName": svc, "servicePort": "8000",
-                       "weight": max(1, int(round(ALB_MAX_WEIGHT * w / total)))} for svc, w in backends]
+        paths = []
+        for model, served in sorted(routes.items()):
+            action = f"to-{model}".lower()[:K8S_NAME_MAX]
+            annotations[f"alb.ingress.kubernetes.io/actions.{action}"] = json.dumps(
+                {"type": "forward", "forwardConfig": {"targetGroups": _weighted(served)}})
+            paths.append({"path": f"/v2/models/{model}", "pathType": "Prefix",
+                          "backend": {"service": {"name": action, "port": {"name": "use-annotation"}}}})
+        if backends and not routes:
             annotations[f"alb.ingress.kubernetes.io/actions.{WEIGHTED_ACTION}"] = json.dumps(
-                {"type": "forward", "forwardConfig": {"targetGroups": groups}})
+                {"type": "forward", "forwardConfig": {"targetGroups": _weighted(backends)}})
             backend = {"service": {"name": WEIGHTED_ACTION, "port": {"name": "use-annotation"}}}
         return k8s.networking.v1.Ingress(f"{app}-ingress", metadata={
             "name": app, "namespace": ns, "annotations": annotations}, spec={
             "ingressClassName": "alb",
             "tls": [{"hosts": [edge.domain]}],
-            "rules": [{"host": edge.domain, "http": {"paths": [
+            "rules": [{"host": edge.domain, "http": {"paths": paths + [
                 {"path": "/", "pathType": "Prefix", "backend": backend}]}}]}, opts=opts)
 
     @staticmethod
@@ -200,9 +250,9 @@ class TritonService(pulumi.ComponentResource):
             opts=kopts)
 
     @staticmethod
-    def _deployment(name: str, app: str, ns: str, sa: str, gpu: str, replicas: int | None, image: str, repo, track: str,
-                    kopts) -> k8s.apps.v1.Deployment:
-        labels = {"app": app, GPU_LABEL: gpu, "track": track}
+    def _deployment(name: str, app: str, ns: str, sa: str, gpu: str, replicas: int | None, image: str, repos: list,
+                    track: str, kopts, extra_labels: dict | None = None) -> k8s.apps.v1.Deployment:
+        labels = {"app": app, GPU_LABEL: gpu, "track": track, **(extra_labels or {})}
         # An HPA owns the stable pools' replica count (None here): a Deployment that also set it would take it back
         # from the HPA at every server-side apply. It starts at one pod and the HPA raises it to its minimum.
         return k8s.apps.v1.Deployment(f"{name}-deploy", metadata={"name": name, "namespace": ns, "labels": labels},
@@ -224,7 +274,7 @@ class TritonService(pulumi.ComponentResource):
                     # Poll the repository and never exit on a model error: the bucket may still be empty (made in
                     # the same run) or hold a bad version; the pod stays unready (strict readiness) until the
                     # model loads, instead of crash-looping. Polling also picks up new versions (hot reload).
-                    "args": [repo.apply(lambda r: f"--model-repository={r}"), "--model-control-mode=poll",
+                    "args": [*(r.apply(lambda r: f"--model-repository={r}") for r in repos), "--model-control-mode=poll",
                              f"--repository-poll-secs={REPOSITORY_POLL_S}", "--strict-readiness=true",
                              "--exit-on-error=false", f"--exit-timeout-secs={TRITON_EXIT_S}",
                              "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"],

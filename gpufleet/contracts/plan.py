@@ -319,6 +319,21 @@ class Plan(Strict):
                                  f"not {d.triton.instance_kind}")
         return self
 
+    def units(self) -> list[list[Deployment]]:
+        """The Deployments as they run: a shared one's models together (one Triton server each replica), any other
+        alone; in plan order."""
+        grouped: dict[str, list[Deployment]] = {}
+        out: list[list[Deployment]] = []
+        for d in self.deployments:
+            if d.shared is None:
+                out.append([d])
+            elif d.shared in grouped:
+                grouped[d.shared].append(d)
+            else:
+                grouped[d.shared] = [d]
+                out.append(grouped[d.shared])
+        return out
+
     @property
     def replicas(self) -> int:
         """GPU replicas: a shared Deployment's once, however many models it serves."""
