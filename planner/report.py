@@ -255,6 +255,68 @@ def _money(v: float | None) -> str:
     return "infeasible" if v is None or (isinstance(v, float) and math.isnan(v)) else f"${v:,.2f}/h"
 
 
+def _plot_mix(plan: Plan, path: Path) -> None:
+    """Each model's simulated P99 on each Deployment serving it against its own target; and what the fleet costs
+    against one Deployment per model."""
+    import matplotlib.pyplot as plt
+
+    targets = {m.model: m.p99_ms for m in plan.mix.models}
+    fig, (ax_p, ax_c) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 1]})
+    labels = [f"{d.model}\n{d.shared or 'own'}".replace("@", "\n@") for d in plan.deployments]
+    x = np.arange(len(plan.deployments))
+    ax_p.bar(x - 0.2, [d.predicted.p99_ms for d in plan.deployments], 0.4, label="simulated P99 at the planned rate")
+    ax_p.bar(x + 0.2, [targets[d.model] for d in plan.deployments], 0.4, color="tab:red", alpha=0.4,
+             label="the model's target")
+    ax_p.set_xticks(x, labels, fontsize=6)
+    ax_p.set_ylabel("ms")
+    ax_p.legend(fontsize=8)
+    ax_c.bar(["this plan", "one per model"], [plan.cost.usd_per_hour, plan.mix.separate_usd_per_hour],
+             color=["tab:green", "tab:gray"])
+    ax_c.set_ylabel("$/h")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _write_mix_report(plan: Plan, out_dir: Path) -> Path:
+    """A mix plan: the partition, every model's P99 against its target, the saving. Its cost and load curves need a
+    re-plan per point (co-located shares are simulated per set), so this page shows the plan as made."""
+    m, r = plan.mix, plan.request
+    _plot_mix(plan, out_dir / "mix.png")
+    targets = {x.model: x.p99_ms for x in m.models}
+    models = _table(["model", "req/s", "P99 target ms"], [[x.model, f"{x.qps:,.0f}", f"{x.p99_ms:g}"]
+                                                           for x in m.models])
+    pools = _table(["instance type", "GPU", "capacity", "count", "replicas", "$/h"],
+                   [[p.instance_type, p.gpu, p.capacity_type, p.count, p.replicas, f"{p.usd_per_hour:.2f}"]
+                    for p in plan.pools])
+    deps = _table(["Deployment", "model", "GPU", "replicas", "weight", "req/s each", "max batch", "queue delay us",
+                   "P99 ms", "target ms", "HPA target req/s"],
+                  [[d.shared or "own", d.model, d.gpu, d.replicas, f"{d.routing_weight:.3f}",
+                    f"{d.rate_per_replica:,.1f}", d.triton.max_batch_size, d.triton.max_queue_delay_microseconds,
+                    f"{d.predicted.p99_ms:.2f}", f"{targets[d.model]:g}", f"{d.autoscaling.target_rate_per_replica:,.1f}"]
+                   for d in plan.deployments])
+    sharing = _table(["shared Deployment", "how its models share the GPU"], [[k, v] for k, v in
+                                                                             sorted(m.gpu_sharing.items())])
+    s = plan.solver
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>gpufleet mix plan: {len(m.models)} models</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}img{{max-width:100%}}</style></head><body>
+<h1>{len(m.models)} models, one fleet</h1>{models}
+<p>{html.escape(r.region)}, catalog {html.escape(r.catalog_as_of)}, plan made {html.escape(plan.created_at)} by
+gpufleet {html.escape(plan.gpufleet_version)}. Cost {_money(plan.cost.usd_per_hour)} (${plan.cost.usd_per_month:,.0f}
+/month) against {_money(m.separate_usd_per_hour)} for one Deployment per model: {m.saving:.1%} saved.
+{m.partitions_evaluated} partitions costed, {m.bundles_evaluated} model sets x GPU types simulated; MIP gap
+{s.mip_gap:.2%}, LP-relaxation gap {'n/a' if s.lp_gap is None else f'{s.lp_gap:.2%}'}.</p>
+<p>{html.escape(plan.why)}</p>
+<h2>The plan</h2><img src="mix.png" alt="each model's P99 against its target; the saving">{pools}{deps}{sharing}
+</body></html>
+"""
+    path = out_dir / "report.html"
+    write_atomic(path, page)
+    return path
+
+
 def write_report(inputs: ReportInputs, out_dir: Path) -> Path:
     """Write ``report.html`` and its PNGs into ``out_dir``; return the HTML path."""
     import matplotlib
@@ -262,6 +324,8 @@ def write_report(inputs: ReportInputs, out_dir: Path) -> Path:
 
     plan, r = inputs.plan, inputs.plan.request
     out_dir.mkdir(parents=True, exist_ok=True)
+    if plan.mix is not None:
+        return _write_mix_report(plan, out_dir)
     fm = FleetModel(inputs)
     cost_rows = _plot_cost(fm, plan, out_dir / "cost_vs_qps.png")
     _plot_latency(fm, plan, inputs.calibration, out_dir / "p99_vs_load.png")

@@ -103,3 +103,16 @@ def test_the_mix_planner_matches_brute_force(mix):
     # The planner bisects each set's share to 1/32 of its saturation bound, below the largest that holds: it may
     # buy one replica more than enumeration, never fewer (that would be a fleet enumeration found failing).
     assert truth <= planned.usd_per_hour + 1e-9 <= truth + pool.usd_per_hour + 1e-9, (truth, planned.usd_per_hour)
+
+
+def test_a_mix_plan_reports_every_models_p99_against_its_target(tmp_path):
+    plan_path = Path(__file__).resolve().parents[1] / "infra/plans/mix.plan.json"
+    run = subprocess.run([PLANNER, "report", str(plan_path), "--out", str(tmp_path / "r")], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    page = (tmp_path / "r" / "report.html").read_text()
+    plan = read_plan(plan_path)
+    assert (tmp_path / "r" / "mix.png").stat().st_size > 0
+    assert f"{plan.mix.saving:.1%} saved" in page
+    for d in plan.deployments:
+        assert d.model in page and f"{d.predicted.p99_ms:.2f}" in page
