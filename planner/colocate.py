@@ -88,6 +88,7 @@ class MixPlan:
     partitions: int
     separate: list[Part] = field(default_factory=list)
     runner_up: tuple[tuple[tuple[str, ...], ...], float] | None = None  # the next cheapest partition and its $/h
+    lp_bound: float | None = None  # the least, over every partition, of its sets' LP relaxations summed
 
     @property
     def saving(self) -> float:
@@ -328,17 +329,20 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
         if share > 0:
             bundles[(names, g)] = Bundle(names, g, tuple(job[2]), share,
                                          tuple(p * 1000.0 + d.overhead_ms for p, d in zip(p99, job[0])))
-    costed, partitions = [], 0
+    costed, partitions, relaxed = [], 0, []
     for partition in _partitions(sorted(by_name)):
         partitions += 1
         sets = tuple(sorted(tuple(sorted(p)) for p in partition))
         fleets = [size(n) for n in sets]
         if all(f is not None for f in fleets):
             costed.append((sum(f[1].usd_per_hour for f in fleets), sets))
+            bounds = [f[1].lp_bound for f in fleets]
+            relaxed.append(None if None in bounds else sum(bounds))
     if not costed or any(v is None for v in separate_usd.values()):
         raise Infeasible("no fleet holds every model's P99 target")
     costed.sort()
     (best_usd, best), second = costed[0], (costed[1] if len(costed) > 1 else None)
     separate = [part((m,)) for m in sorted(by_name)]
     return MixPlan([part(n) for n in best], best_usd, sum(p.usd_per_hour for p in separate), len(bundles),
-                   partitions, separate, None if second is None else (second[1], second[0]))
+                   partitions, separate, None if second is None else (second[1], second[0]),
+                   None if None in relaxed else min(relaxed))

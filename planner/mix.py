@@ -116,7 +116,7 @@ def recommend_mix(req: RecommendRequest, mix: list[tuple[str, float, float]], wo
     closest = max(deployments, key=lambda d: d.predicted.p99_ms / by_name[d.model].p99_ms)
     usd = planned.usd_per_hour
     sols = [p.solution for p in planned.parts]
-    lp = None if any(s.lp_bound is None for s in sols) else sum(s.lp_bound for s in sols)
+    lp = planned.lp_bound
     sets = [" + ".join(p.models) for p in planned.parts]
     why = (f"Cheapest partition: {'; '.join(sets)} at ${usd:,.2f}/h against ${planned.separate_usd_per_hour:,.2f}/h "
            f"for one Deployment per model ({100 * planned.saving:.1f}% saved); {planned.partitions} partitions "

@@ -279,8 +279,9 @@ class MixPlan(Strict):
     bundles_evaluated: int = Field(ge=0, description="model sets x GPU types whose shared share was simulated")
     gpu_sharing: dict[str, str] = Field(description="shared Deployment -> how its models' batches share the GPU as "
                                                     "planned: a measured co-run speed, or unmeasured (held both ways)")
-    lp_bound_usd_per_hour: float | None = Field(description="the chosen partition's LP relaxation, summed over its "
-                                                            "sets")
+    lp_bound_usd_per_hour: float | None = Field(description="the least, over every partition costed, of its sets' "
+                                                            "LP relaxations summed: no fleet at these per-replica "
+                                                            "shares costs less")
 
 
 class Plan(Strict):
