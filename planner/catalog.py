@@ -25,13 +25,14 @@ class Pool:
     instance_type: str
     gpu: str
     capacity_type: CapacityType
-    gpus_per_instance: int
+    gpus_per_instance: int  # replicas per instance: GPUs, or MIG slices where partitioned
     usd_per_hour: float  # effective, per instance, per hour of use over the horizon
     max_instances: int | None
+    partition: str | None = None  # the mig-parted configuration every GPU of the instance runs (planner.mig)
 
     @property
     def name(self) -> str:
-        return f"{self.instance_type}/{self.capacity_type}"
+        return f"{self.instance_type}/{self.capacity_type}" + (f"/{self.partition}" if self.partition else "")
 
     @property
     def is_spot(self) -> bool:

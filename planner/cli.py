@@ -81,6 +81,7 @@ def recommend_cmd(
     environment: Annotated[Environment, typer.Option(help="production: at least 2 replicas of every GPU type that serves; development allows 1.")] = Environment.production,
     max_instances_per_pool: Annotated[Optional[int], typer.Option(min=1, help="Cap on instances from any one pool.")] = None,
     exhaustive: Annotated[bool, typer.Option(help="Simulate every Triton config instead of pruning.")] = False,
+    mig: Annotated[bool, typer.Option(help="Also consider MIG slices of MIG-capable GPUs (A100) as replicas, with latency derived from the whole GPU's profile as an upper bound (not measured; see planner/mig.py).")] = False,
     format: Annotated[OutputFormat, typer.Option("--format", help="table for people, json for the plan file.")] = OutputFormat.table,
     output: Annotated[Optional[Path], typer.Option(help="Also write the plan JSON here.")] = None,
     stack: Annotated[Optional[str], typer.Option(help="Also write the plan where this Pulumi stack reads it (gpufleet:planPath).")] = None,
@@ -91,6 +92,9 @@ def recommend_cmd(
         check_output_file(output, "plan", PlannerInputError)
     if sum(x is not None for x in (qps, qps_curve, mix)) != 1:
         raise PlannerInputError("give exactly one of --qps, --qps-curve and --mix")
+    if mig and qps_curve is not None:
+        raise PlannerInputError("--mig is planned at one rate or for a mix; a day plan (--qps-curve) with MIG "
+                                "slices is not supported yet")
     mixed = None
     if mix is not None:
         from planner.mix import read_mix
@@ -106,7 +110,7 @@ def recommend_cmd(
         capacity_types=list(capacity_type) if capacity_type else list(ALL_CAPACITY_TYPES), routing=routing.value,
         max_spot_share=max_spot_share, spot_survival=spot_survival, survival_p99_ms=survival_p99_ms,
         horizon_months=horizon_months, overhead_ms=overhead_ms, min_replicas=min_replicas,
-        max_instances_per_pool=max_instances_per_pool, exhaustive=exhaustive, environment=environment.value, calibration=calibration, confidence=confidence,
+        max_instances_per_pool=max_instances_per_pool, exhaustive=exhaustive, environment=environment.value, mig=mig, calibration=calibration, confidence=confidence,
         scale_up_lag_s=None if scale_up_lag_min is None else _non_negative("--scale-up-lag-min", scale_up_lag_min) * 60,
         ramp_per_min=None if ramp_pct_per_min is None else _non_negative("--ramp-pct-per-min", ramp_pct_per_min) / 100)
     target = None

@@ -21,7 +21,8 @@ from planner.colocate import ModelDemand, Part, corun_speed, plan_mix
 from planner.errors import PlannerInputError
 from planner.optimize import Infeasible
 from planner.profiles import load_profiles
-from planner.recommend import RecommendRequest, _autoscaling, pool_plan
+from planner.mig import slice_profiles
+from planner.recommend import RecommendRequest, _autoscaling, planned_gpus, pool_plan
 from planner.sizing import FleetConstraints, fleet_pools
 
 MIX_COLUMNS = ("model", "qps", "p99_ms")
@@ -79,7 +80,9 @@ def recommend_mix(req: RecommendRequest, mix: list[tuple[str, float, float]], wo
     spec = _autoscaling(req, None)
     catalog = read_catalog(req.catalog)
     profiles = load_profiles(req.profiles)
-    priced = catalog.gpus()
+    if req.mig:
+        profiles.update(slice_profiles(profiles))
+    priced = planned_gpus(catalog, req.mig)
     for g in req.gpus or []:
         if g not in priced:
             raise PlannerInputError(f"unknown GPU '{g}'; the catalog has: {', '.join(sorted(priced))}")
@@ -91,7 +94,7 @@ def recommend_mix(req: RecommendRequest, mix: list[tuple[str, float, float]], wo
         if not any((m, g) in profiles for g in gpus):
             raise PlannerInputError(f"no latency profile for model '{m}' on {', '.join(sorted(gpus))}")
     constraints = FleetConstraints(req.routing, req.max_spot_share, False, 1, None, req.horizon_months,
-                                   tuple(req.capacity_types), req.min_replicas_per_gpu)
+                                   tuple(req.capacity_types), req.min_replicas_per_gpu, req.mig)
     pools = fleet_pools(catalog, {g for g in gpus if any((m, g) in profiles for m, _, _ in mix)}, constraints)
     if not pools:
         raise PlannerInputError(f"the catalog has no {'/'.join(req.capacity_types)} pools for {', '.join(sorted(gpus))}")
@@ -137,7 +140,7 @@ def recommend_mix(req: RecommendRequest, mix: list[tuple[str, float, float]], wo
                             survival_p99_ms=None, horizon_months=req.horizon_months, overhead_ms=req.overhead_ms,
                             overhead_source=req.overhead_source, min_replicas=1, max_instances_per_pool=None,
                             environment=req.environment, min_replicas_per_gpu=req.min_replicas_per_gpu,
-                            catalog_as_of=catalog.as_of, calibration=None),
+                            catalog_as_of=catalog.as_of, calibration=None, mig=req.mig),
         pools=pool_plans, deployments=deployments, predicted=closest.predicted,
         cost=Cost(usd_per_hour=round(usd, 4), usd_per_month=round(usd * HOURS_PER_MONTH, 2),
                   usd_per_million_inferences=round(usd / (req.qps * 3600.0) * 1e6, 6)),

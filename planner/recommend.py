@@ -23,6 +23,7 @@ from planner.capacity import Capacity, CapacitySearch, queue_bound
 from planner.catalog import CAPACITY_TYPES, HOURS_PER_MONTH, Catalog, Pool, read_catalog
 from planner.errors import PlannerInputError
 from planner.optimize import Infeasible, Problem, Routing, Solution, binding_constraint, runner_up, solve_with_bound
+from planner.mig import slice_profiles, slices
 from planner.profiles import DEFAULT_MODEL, load_profiles
 from planner.simulate import SimResult, Workload
 from planner.sizing import (FleetConstraints, GpuSizing, calibrated_model, fleet_pools, fleet_problem, replica_model,
@@ -72,6 +73,7 @@ class RecommendRequest:
     max_instances_per_pool: int | None = None
     exhaustive: bool = False
     environment: str = "production"
+    mig: bool = False  # MIG slices as capacity (planner.mig)
 
     @property
     def min_replicas_per_gpu(self) -> int:
@@ -113,12 +115,18 @@ class RecommendRequest:
             raise PlannerInputError(f"--routing must be weighted or equal, got {self.routing}")
 
 
+def planned_gpus(catalog: Catalog, mig: bool) -> set[str]:
+    """The GPU types a plan may buy: the catalog's, and with ``mig`` the MIG slices of its MIG-capable ones."""
+    priced = catalog.gpus()
+    return priced | ({s.gpu_type for s in slices() if s.gpu in priced} if mig else set())
+
+
 def _gpus_to_plan(req: RecommendRequest, catalog: Catalog, profiles: dict) -> list[str]:
     models = sorted({m for m, _ in profiles})
     if req.model not in models:
         raise PlannerInputError(f"unknown model '{req.model}'; profiles exist for: {', '.join(models)}")
     profiled = {g for m, g in profiles if m == req.model}
-    priced = catalog.gpus()
+    priced = planned_gpus(catalog, req.mig)
     if req.gpus:
         for g in req.gpus:
             if g not in priced:
@@ -224,6 +232,8 @@ def prepare(req: RecommendRequest) -> Sized:
     spec = _autoscaling(req, cal)
     catalog = read_catalog(req.catalog)
     profiles = load_profiles(req.profiles)
+    if req.mig:
+        profiles.update(slice_profiles(profiles))
     gpus = _gpus_to_plan(req, catalog, profiles)
     budget_ms = req.p99_ms - req.overhead_ms
 
@@ -243,7 +253,7 @@ def prepare(req: RecommendRequest) -> Sized:
 
     constraints = FleetConstraints(req.routing, req.max_spot_share, req.spot_survival, req.min_replicas,
                                    req.max_instances_per_pool, req.horizon_months, tuple(req.capacity_types),
-                                   req.min_replicas_per_gpu)
+                                   req.min_replicas_per_gpu, req.mig)
     pools = fleet_pools(catalog, set(caps), constraints)
     if not pools:
         raise PlannerInputError(f"the catalog has no {'/'.join(req.capacity_types)} pools for {', '.join(caps)}")
@@ -385,7 +395,7 @@ def pool_plan(p: Pool, count: int, catalog: Catalog) -> PoolPlan:
                     gpus_per_instance=p.gpus_per_instance, architecture=facts[p.instance_type].architecture,
                     vcpu=facts[p.instance_type].vcpu, spot_instance_types=spot_types,
                     replicas=p.gpus_per_instance * count, usd_per_hour_per_instance=round(p.usd_per_hour, 4),
-                    usd_per_hour=round(p.usd_per_hour * count, 4))
+                    usd_per_hour=round(p.usd_per_hour * count, 4), mig_partition=p.partition)
 
 
 def _build_plan(req, catalog: Catalog, problem, sol, traffic, reps, results, caps, searches,
@@ -455,7 +465,7 @@ def _build_plan(req, catalog: Catalog, problem, sol, traffic, reps, results, cap
                             overhead_ms=req.overhead_ms, overhead_source=req.overhead_source,
                             min_replicas=req.min_replicas, max_instances_per_pool=req.max_instances_per_pool,
                             environment=req.environment, min_replicas_per_gpu=req.min_replicas_per_gpu,
-                            catalog_as_of=catalog.as_of,
+                            catalog_as_of=catalog.as_of, mig=req.mig,
                             calibration=None if req.calibration is None else str(req.calibration)),
         pools=pool_plans, deployments=deployments,
         predicted=LatencyPrediction(p50_ms=round(p50, 3), p90_ms=round(p90, 3), p99_ms=round(p99, 3),

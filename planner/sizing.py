@@ -17,6 +17,7 @@ from gpufleet.contracts.profile import LatencyProfile
 from gpufleet.contracts.triton import BatchingConfig
 from planner.capacity import Capacity, CapacitySearch, ReplicaModel
 from planner.catalog import Pool, pools_for
+from planner.mig import slice_pools, slices
 from planner.optimize import Problem, Routing
 from planner.uncertainty import CalibratedModel
 
@@ -85,6 +86,7 @@ class FleetConstraints:
     horizon_months: float
     capacity_types: tuple[CapacityType, ...]
     min_replicas_per_gpu: int = 1
+    mig: bool = False  # MIG slices of MIG-capable GPUs are capacity too (planner.mig)
 
 
 def size_gpu(search: CapacitySearch, cap: Capacity, spec: AutoscalingSpec, p99_ms: float,
@@ -102,7 +104,12 @@ def size_gpu(search: CapacitySearch, cap: Capacity, spec: AutoscalingSpec, p99_m
 
 
 def fleet_pools(catalog: Catalog, gpus: set[str], c: FleetConstraints) -> tuple[Pool, ...]:
-    return tuple(pools_for(catalog, gpus, c.horizon_months, set(c.capacity_types)))
+    """The catalog's pools of these GPU types; with ``c.mig``, slice types among them take the pools of their
+    whole GPU, partitioned."""
+    wholes = {s.gpu for s in slices() if s.gpu_type in gpus} if c.mig else set()
+    base = pools_for(catalog, set(gpus) | wholes, c.horizon_months, set(c.capacity_types))
+    return tuple([p for p in base if p.gpu in gpus] + ([p for p in slice_pools(base) if p.gpu in gpus] if c.mig
+                                                         else []))
 
 
 def fleet_problem(pools: tuple[Pool, ...], sizing: dict[str, GpuSizing], qps: float, c: FleetConstraints,
@@ -120,4 +127,4 @@ def fleet_problem(pools: tuple[Pool, ...], sizing: dict[str, GpuSizing], qps: fl
 def constraints_of(plan: Plan) -> FleetConstraints:
     r = plan.request
     return FleetConstraints(r.routing, r.max_spot_share, r.spot_survival, r.min_replicas, r.max_instances_per_pool,
-                            r.horizon_months, tuple(r.capacity_types), r.min_replicas_per_gpu)
+                            r.horizon_months, tuple(r.capacity_types), r.min_replicas_per_gpu, r.mig)

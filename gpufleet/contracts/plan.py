@@ -45,6 +45,7 @@ class PlanRequest(Strict):
     max_instances_per_pool: int | None
     catalog_as_of: str
     calibration: str | None = Field(default=None, description="the `planner fit` calibration applied, if any")
+    mig: bool = Field(default=False, description="MIG slices of MIG-capable GPUs were capacity (planner --mig)")
 
 
 class PoolPlan(Strict):
@@ -64,6 +65,9 @@ class PoolPlan(Strict):
     replicas: int = Field(ge=0)
     usd_per_hour_per_instance: float = Field(ge=0)
     usd_per_hour: float = Field(ge=0)
+    mig_partition: str | None = Field(default=None, description="MIG: the mig-parted configuration every GPU of "
+                                      "these instances runs (e.g. all-1g.5gb); gpus_per_instance and replicas then "
+                                      "count slices. None: whole GPUs")
 
 
 class LatencyPrediction(Strict):
