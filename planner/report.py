@@ -25,6 +25,7 @@ from gpufleet.contracts.plan import Plan
 from planner.capacity import CapacitySearch, ReplicaModel
 from planner.catalog import read_catalog
 from planner.errors import PlannerInputError
+from planner.mig import slice_profiles
 from planner.optimize import Infeasible, Problem, solve
 from planner.profiles import load_profiles
 from planner.sizing import GpuSizing, constraints_of, fleet_pools, fleet_problem, replica_model
@@ -55,6 +56,8 @@ class FleetModel:
             raise PlannerInputError(f"the plan was priced with the {r.region} catalog of {r.catalog_as_of}, not "
                                     f"{self.catalog.region} of {self.catalog.as_of}; pass the --catalog it was made with")
         profiles = load_profiles(inputs.profiles)
+        if r.mig:
+            profiles.update(slice_profiles(profiles))
         self.models: dict[str, ReplicaModel] = {}
         for d in plan.deployments:
             if (r.model, d.gpu) not in profiles:

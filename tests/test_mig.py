@@ -77,6 +77,10 @@ def test_recommend_mig_buys_partitioned_instances_and_says_how(tmp_path):
         assert p.gpu == "A100-MIG-1g.5gb" and p.mig_partition == "all-1g.5gb" and p.instance_type == "p4d.24xlarge"
         assert p.replicas == 56 * p.count
     assert plan.deployments[0].predicted.p99_ms <= 100
+    report = subprocess.run([PLANNER, "report", str(out), "--out", str(tmp_path / "r")], capture_output=True,
+                            text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    assert "A100-MIG-1g.5gb" in (tmp_path / "r" / "report.html").read_text()
 
 
 def test_infra_refuses_a_mig_plan_with_one_line(tmp_path):
