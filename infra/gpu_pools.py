@@ -10,6 +10,8 @@ recommendation or interruption notice come with them (no separate termination ha
 """
 from __future__ import annotations
 
+import base64
+
 import json
 import math
 from collections import defaultdict
@@ -37,6 +39,9 @@ GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}
 # The EKS-optimized AL2023 AMI with NVIDIA drivers, per CPU architecture (EKS AMI types).
 NVIDIA_AMI = {"x86_64": "AL2023_x86_64_NVIDIA", "arm64": "AL2023_ARM_64_NVIDIA"}
 DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
+# The node label the GPU Operator's MIG manager reads (mig-parted's configuration name); set on partitioned groups.
+MIG_CONFIG_LABEL = "nvidia.com/mig.config"
+MIME_BOUNDARY = "==GPUFLEET=="
 
 
 # EC2 Instance Savings Plans, the commitment that prices a reserved pool as the catalog does (its reserved figures are
@@ -68,6 +73,33 @@ class Commitment:
                             {"name": "instanceFamily", "values": [self.instance_family]}]}
 
 
+def gpu_resource(pool) -> str:
+    """The extended resource one replica of this pool takes: a whole GPU, or its MIG slice."""
+    return f"nvidia.com/mig-{pool.mig_profile}" if pool.mig_partition else "nvidia.com/gpu"
+
+
+def mig_boot(pool) -> dict:
+    """Launch-template arguments that partition every GPU of a node at boot, before kubelet starts, so the device
+    plugin finds the slices (None or an unpartitioned pool: nothing). EKS merges a MIME multi-part user data with its
+    own bootstrap. nvidia-smi is on the EKS NVIDIA AMIs; this is mig-parted's ``all-<profile>`` done with it."""
+    if pool is None or not pool.mig_partition:
+        return {}
+    profiles = ",".join([pool.mig_profile] * pool.mig_slices_per_gpu)
+    script = "\n".join([
+        "#!/bin/bash",
+        "set -euo pipefail",
+        f"# {pool.mig_partition}: {pool.mig_slices_per_gpu} x {pool.mig_profile} on every GPU (gpufleet plan)",
+        "nvidia-smi -mig 1",
+        "for gpu in $(nvidia-smi --query-gpu=index --format=csv,noheader); do",
+        '  nvidia-smi mig -i "$gpu" -dci >/dev/null 2>&1 || true',
+        '  nvidia-smi mig -i "$gpu" -dgi >/dev/null 2>&1 || true',
+        f'  nvidia-smi mig -i "$gpu" -cgi {profiles} -C',
+        "done", ""])
+    mime = (f'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="{MIME_BOUNDARY}"\n\n--{MIME_BOUNDARY}\n'
+            f'Content-Type: text/x-shellscript; charset="us-ascii"\n\n{script}\n--{MIME_BOUNDARY}--\n')
+    return {"user_data": base64.b64encode(mime.encode()).decode()}
+
+
 def commitments(plan: Plan, region: str) -> list[Commitment]:
     usd: dict[tuple[str, str], float] = defaultdict(float)
     for p in plan.pools:
@@ -92,7 +124,8 @@ class GpuNodePools(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpufleet:gpu:GpuNodePools", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        by_type = {p.instance_type: p for p in plan.pools}
+        by_type = {(p.instance_type, p.mig_partition): p for p in plan.pools}
+        partition_of = {p.gpu: p for p in plan.pools if p.mig_partition}  # a slice type has one partition
         subnets = [s.id for s in network.private_subnets]
         asg_tags = {"k8s.io/cluster-autoscaler/enabled": "true", f"k8s.io/cluster-autoscaler/{settings.name}": "owned"}
         self.groups: dict[tuple[str, str, str], aws.eks.NodeGroup] = {}
@@ -125,13 +158,17 @@ class GpuNodePools(pulumi.ComponentResource):
 
         def group(gpu: str, cap: str, instance_types: list[str], size: int, max_size: int, subnet_ids, lt,
                   suffix: str = ""):
-            first = by_type[instance_types[0]]
+            sliced = partition_of.get(gpu)
+            first = by_type[(instance_types[0], sliced.mig_partition if sliced else None)]
             gpus = first.gpus_per_instance
             labels = {GPU_LABEL: gpu, CAPACITY_LABEL: cap, "nvidia.com/gpu.present": "true",
                       ACCELERATOR_LABEL: f"nvidia-{gpu.lower()}"}
+            if sliced:
+                labels[MIG_CONFIG_LABEL] = sliced.mig_partition
             template_tags = {f"k8s.io/cluster-autoscaler/node-template/label/{k}": v for k, v in labels.items()}
             template_tags["k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu"] = "true:NoSchedule"
-            template_tags["k8s.io/cluster-autoscaler/node-template/resources/nvidia.com/gpu"] = str(gpus)
+            # What a new node offers, so the autoscaler knows a pending pod would fit: GPUs, or slices.
+            template_tags[f"k8s.io/cluster-autoscaler/node-template/resources/{gpu_resource(first)}"] = str(gpus)
             logical = f"{name}-{gpu.lower()}-{cap}{suffix}"
             ng = aws.eks.NodeGroup(
                 logical, node_group_name=nodegroup_name(logical), cluster_name=cluster.eks.name,
@@ -156,7 +193,8 @@ class GpuNodePools(pulumi.ComponentResource):
                     for p in ps:
                         az = settings.availability_zones[0]
                         # One reservation per type and term: a plan may hold 1-yr and 3-yr of one type.
-                        pool = f"{p.instance_type}-{p.capacity_type}"
+                        pool = f"{p.instance_type}-{p.capacity_type}" + (f"-{p.mig_profile}".replace(".", "-")
+                                                                          if p.mig_partition else "")
                         # Open: the group's instances run in it while it has room, and the extra nodes EKS
                         # launches for a rolling update start as plain on-demand instead of being refused.
                         cr = aws.ec2.CapacityReservation(
@@ -167,7 +205,7 @@ class GpuNodePools(pulumi.ComponentResource):
                         self.reservations.append(cr)
                         lt = launch_template(f"{name}-{pool}", 200, child,
                                              capacity_reservation_specification={
-                                                 "capacity_reservation_preference": "open"})
+                                                 "capacity_reservation_preference": "open"}, **mig_boot(p))
                         # A reservation lives in one AZ, so its node group does too.
                         self.groups[(gpu, cap, pool)] = group(gpu, cap, [p.instance_type], p.count, p.count,
                                                               [network.private_subnets[0].id], lt,
@@ -183,7 +221,7 @@ class GpuNodePools(pulumi.ComponentResource):
                     types = planned + sorted(set(others), key=others.index)
                 else:
                     types = planned
-                lt = launch_template(f"{name}-{gpu.lower()}-{cap}", 200, child)
+                lt = launch_template(f"{name}-{gpu.lower()}-{cap}", 200, child, **mig_boot(partition_of.get(gpu)))
                 self.groups[(gpu, cap, "")] = group(gpu, cap, types, sum(low(p) for p in ps),
                                                     sum(high(p) for p in ps) + extra, subnets, lt)
 
@@ -194,7 +232,7 @@ class GpuNodePools(pulumi.ComponentResource):
             pulumi.log.warn("the plan prices its reserved pools under Savings Plans this stack does not buy (set "
                             "gpufleet:purchaseCommitments, or buy them): " + "; ".join(
                                 f"{c.instance_family} {c.term} ${c.usd_per_hour:g}/h" for c in self.commitments))
-        self._device_plugin(name, cluster)
+        self._device_plugin(name, cluster, mig=bool(partition_of))
         self._cluster_autoscaler(name, settings, cluster)
         self.register_outputs({})
 
@@ -212,8 +250,9 @@ class GpuNodePools(pulumi.ComponentResource):
                 savings_plan_offering_id=offering.offerings.apply(lambda found, c=c: _only_offering(found, c)),
                 opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True))
 
-    def _device_plugin(self, name: str, cluster: Cluster) -> None:
-        """The NVIDIA device plugin DaemonSet, on GPU nodes only."""
+    def _device_plugin(self, name: str, cluster: Cluster, mig: bool = False) -> None:
+        """The NVIDIA device plugin DaemonSet, on GPU nodes only. With MIG pools, the mixed strategy: each slice is
+        advertised as nvidia.com/mig-<profile>, whole GPUs as nvidia.com/gpu."""
         opts = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         labels = {"app.kubernetes.io/name": "nvidia-device-plugin"}
         k8s.apps.v1.DaemonSet(f"{name}-nvidia-device-plugin", metadata={
@@ -226,7 +265,8 @@ class GpuNodePools(pulumi.ComponentResource):
                 "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
                 "containers": [{
                     "name": "nvidia-device-plugin", "image": DEVICE_PLUGIN_IMAGE,
-                    "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
+                    "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}]
+                    + ([{"name": "MIG_STRATEGY", "value": "mixed"}] if mig else []),
                     "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
                     "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
                     "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}]}],

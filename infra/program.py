@@ -40,10 +40,6 @@ def load_plan(settings: StackSettings, project_dir: Path = ROOT) -> Plan:
     if len(models) != 1 and plan.mix is None:
         raise InfraInputError(f"gpufleet:planPath: {path.name} plans models {sorted(models)}; a stack serves one, "
                               "or a mix (planner recommend --mix)")
-    partitioned = sorted({f"{p.instance_type} {p.mig_partition}" for p in plan.pools if p.mig_partition})
-    if partitioned:
-        raise InfraInputError(f"gpufleet:planPath: {path.name} buys MIG-partitioned instances ({', '.join(partitioned)});"
-                              " the stack does not partition GPUs yet: re-plan without --mig")
     if plan.mix is not None and settings.canary_image:
         raise InfraInputError(f"gpufleet:planPath: {path.name} is a mix of {len(models)} models; a canary "
                               "(gpufleet:canaryImage) is for one model's stack")

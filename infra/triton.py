@@ -21,7 +21,7 @@ import pulumi_kubernetes as k8s
 
 from infra.cluster import Cluster
 from infra.edge import Edge
-from infra.gpu_pools import GPU_LABEL, GpuNodePools
+from infra.gpu_pools import GPU_LABEL, GpuNodePools, gpu_resource
 from infra.iam import irsa_trust, role
 from infra.observability import NAMESPACE as MONITORING_NAMESPACE, Observability
 from infra.settings import StackSettings
@@ -50,6 +50,9 @@ MIX_NAME = "mix"
 # A shared Deployment's pods carry its name under this label, so that its Service, PDB and HPA select only them.
 UNIT_LABEL = "gpufleet.io/deployment"
 K8S_NAME_MAX = 63
+POD_CPU = "2"  # a Triton pod on a whole GPU
+POD_MEMORY = "8Gi"
+NODE_RESERVED_CPU = 4  # vCPUs left on a partitioned node for kubelet, the device plugin and the node's DaemonSets
 PORTS = [{"name": "http", "containerPort": 8000}, {"name": "grpc", "containerPort": 8001},
          {"name": "metrics", "containerPort": 8002}]
 
@@ -76,6 +79,17 @@ def unit_name(app: str, unit) -> str:
         digest = hashlib.sha256(name.encode()).hexdigest()[:8]
         name = f"{name[:K8S_NAME_MAX - len(gpu) - 10].rstrip('-')}-{digest}-{gpu}"
     return name
+
+
+def pod_resources(plan, gpu: str) -> dict | None:
+    """A Triton pod's requests on a MIG slice: the slice, and CPU shared out so that every slice of an instance gets
+    a pod (at most the whole-GPU pod's); None on a whole GPU (the default)."""
+    pool = next((p for p in plan.pools if p.gpu == gpu), None)
+    if pool is None or not pool.mig_partition:
+        return None
+    cpu_m = min(int(POD_CPU) * 1000, (pool.vcpu - NODE_RESERVED_CPU) * 1000 // pool.gpus_per_instance)
+    return {"requests": {"cpu": f"{cpu_m}m", "memory": POD_MEMORY, gpu_resource(pool): "1"},
+            "limits": {"memory": POD_MEMORY, gpu_resource(pool): "1"}}
 
 
 def quantity(value: float) -> str:
@@ -129,7 +143,8 @@ class TritonService(pulumi.ComponentResource):
                      for d in unit]
             select = {"track": "stable", GPU_LABEL: gpu, **({UNIT_LABEL: pool} if mixed else {})}
             self.deployments[pool] = self._deployment(pool, app, ns, sa, gpu, None, settings.triton_image,
-                                                      repos, "stable", on_gpus, {UNIT_LABEL: pool} if mixed else {})
+                                                      repos, "stable", on_gpus, {UNIT_LABEL: pool} if mixed else {},
+                                                      pod_resources(plan, gpu))
             self._service(pool, app, ns, select, kopts, scraped=True)
             a = first.autoscaling
             # One metric per model: the HPA takes the most replicas any of them asks for, so every model stays at
@@ -251,7 +266,8 @@ class TritonService(pulumi.ComponentResource):
 
     @staticmethod
     def _deployment(name: str, app: str, ns: str, sa: str, gpu: str, replicas: int | None, image: str, repos: list,
-                    track: str, kopts, extra_labels: dict | None = None) -> k8s.apps.v1.Deployment:
+                    track: str, kopts, extra_labels: dict | None = None,
+                    resources: dict | None = None) -> k8s.apps.v1.Deployment:
         labels = {"app": app, GPU_LABEL: gpu, "track": track, **(extra_labels or {})}
         # An HPA owns the stable pools' replica count (None here): a Deployment that also set it would take it back
         # from the HPA at every server-side apply. It starts at one pod and the HPA raises it to its minimum.
@@ -282,8 +298,8 @@ class TritonService(pulumi.ComponentResource):
                     "ports": PORTS,
                     # Keep serving while the load balancer stops sending here; Triton's SIGTERM comes after.
                     "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_S}}},
-                    "resources": {"requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"},
-                                  "limits": {"memory": "8Gi", "nvidia.com/gpu": "1"}},
+                    "resources": resources or {"requests": {"cpu": POD_CPU, "memory": POD_MEMORY, "nvidia.com/gpu": "1"},
+                                               "limits": {"memory": POD_MEMORY, "nvidia.com/gpu": "1"}},
                     "startupProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},
                                      "periodSeconds": 10, "failureThreshold": 60},
                     "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},

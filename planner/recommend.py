@@ -395,7 +395,8 @@ def pool_plan(p: Pool, count: int, catalog: Catalog) -> PoolPlan:
                     gpus_per_instance=p.gpus_per_instance, architecture=facts[p.instance_type].architecture,
                     vcpu=facts[p.instance_type].vcpu, spot_instance_types=spot_types,
                     replicas=p.gpus_per_instance * count, usd_per_hour_per_instance=round(p.usd_per_hour, 4),
-                    usd_per_hour=round(p.usd_per_hour * count, 4), mig_partition=p.partition)
+                    usd_per_hour=round(p.usd_per_hour * count, 4), mig_partition=p.partition,
+                    mig_slices_per_gpu=p.gpus_per_instance // facts[p.instance_type].gpu_count if p.partition else None)
 
 
 def _build_plan(req, catalog: Catalog, problem, sol, traffic, reps, results, caps, searches,

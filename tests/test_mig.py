@@ -83,18 +83,6 @@ def test_recommend_mig_buys_partitioned_instances_and_says_how(tmp_path):
     assert "A100-MIG-1g.5gb" in (tmp_path / "r" / "report.html").read_text()
 
 
-def test_infra_refuses_a_mig_plan_with_one_line(tmp_path):
-    from infra.program import load_plan
-    from infra.settings import InfraInputError, settings_from_config, stack_file_config
-    out = tmp_path / "plan.json"
-    run = subprocess.run([PLANNER, "recommend", "--model", "yolov8n-640", "--qps", "3000", "--mig", "--gpu",
-                          "A100-MIG-2g.10gb", "--output", str(out)], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    settings = settings_from_config(stack_file_config("dev"), "dev").model_copy(update={"plan_path": str(out)})
-    with pytest.raises(InfraInputError, match="p4d.24xlarge all-2g.10gb"):
-        load_plan(settings)
-
-
 def test_mig_is_refused_for_a_day_plan(tmp_path):
     curve = tmp_path / "c.csv"
     curve.write_text("time,qps\n00:00,10\n01:00,20\n02:00,10\n")

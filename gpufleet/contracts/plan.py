@@ -68,6 +68,12 @@ class PoolPlan(Strict):
     mig_partition: str | None = Field(default=None, description="MIG: the mig-parted configuration every GPU of "
                                       "these instances runs (e.g. all-1g.5gb); gpus_per_instance and replicas then "
                                       "count slices. None: whole GPUs")
+    mig_slices_per_gpu: int | None = Field(default=None, ge=2, description="MIG: slices of that profile per GPU")
+
+    @property
+    def mig_profile(self) -> str | None:
+        """The MIG profile (e.g. 1g.5gb) of a partitioned pool; its Kubernetes resource is nvidia.com/mig-<it>."""
+        return self.mig_partition.removeprefix("all-") if self.mig_partition else None
 
 
 class LatencyPrediction(Strict):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 GPU_RESOURCE = "nvidia.com/gpu"
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"  # a MIG slice, as the device plugin's mixed strategy advertises it
 LB_ROLE_TAG = ("gpufleet:role", "load-balancer")
 WORKLOADS = ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet", "kubernetes:apps/v1:DaemonSet")
 
@@ -27,12 +28,16 @@ def _pod_spec(props: dict) -> dict:
     return ((props.get("spec") or {}).get("template") or {}).get("spec") or {}
 
 
+def _is_gpu(resource: str) -> bool:
+    return resource == GPU_RESOURCE or resource.startswith(MIG_RESOURCE_PREFIX)
+
+
 def _wants_gpu(pod: dict) -> bool:
     if any(k.startswith("gpufleet.io/gpu") for k in (pod.get("nodeSelector") or {})):
         return True
     for c in pod.get("containers") or []:
         res = c.get("resources") or {}
-        if GPU_RESOURCE in (res.get("requests") or {}) or GPU_RESOURCE in (res.get("limits") or {}):
+        if any(_is_gpu(k) for k in [*(res.get("requests") or {}), *(res.get("limits") or {})]):
             return True
     return False
 
@@ -95,8 +100,9 @@ def gpu_pods_have_limits_and_tolerations(args, report) -> None:
     if not _wants_gpu(pod) or args.resource_type == "kubernetes:apps/v1:DaemonSet":
         return
     for c in pod.get("containers") or []:
-        if GPU_RESOURCE not in ((c.get("resources") or {}).get("limits") or {}):
-            report(f"{args.name}: container {c.get('name')} runs on GPU nodes without a {GPU_RESOURCE} limit")
+        if not any(_is_gpu(k) for k in ((c.get("resources") or {}).get("limits") or {})):
+            report(f"{args.name}: container {c.get('name')} runs on GPU nodes without a {GPU_RESOURCE} (or MIG "
+                   "slice) limit")
     if not any(t.get("key") == GPU_RESOURCE for t in pod.get("tolerations") or []):
         report(f"{args.name}: GPU pod has no toleration for the {GPU_RESOURCE} taint")
 
