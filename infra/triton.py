@@ -175,7 +175,8 @@ class TritonService(pulumi.ComponentResource):
             gpu = max(plan.deployments, key=lambda d: d.routing_weight).gpu
             pool = f"{app}-canary"
             repo = storage.models.bucket.apply(lambda b, g=gpu: f"s3://{b}/{prefixes[0]}/{g}")
-            self._deployment(pool, app, ns, sa, gpu, 1, settings.canary_image, [repo], "canary", on_gpus)
+            self._deployment(pool, app, ns, sa, gpu, 1, settings.canary_image, [repo], "canary", on_gpus, None,
+                             pod_resources(plan, gpu))
             self._service(pool, app, ns, {"track": "canary"}, kopts, scraped=True)
             backends.append((pool, float(canary)))
         # One Service over every replica: the "equal" routing model, and the in-cluster entry point. Not scraped:

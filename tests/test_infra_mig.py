@@ -100,3 +100,13 @@ def test_a_pod_without_a_gpu_or_slice_limit_is_caught():
     assert any(rule == "gpu-pods-limits-tolerations" for rule, _ in check([pod]))
     pod.props["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/mig-1g.5gb"] = "1"
     assert not any(rule == "gpu-pods-limits-tolerations" for rule, _ in check([pod]))
+
+
+def test_a_canary_on_a_sliced_gpu_takes_a_slice_too(stack):
+    out, plan, _ = stack
+    settings = settings_from_config(stack_file_config("dev"), "dev").model_copy(update={
+        "plan_path": str(out), "canary_image": "nvcr.io/nvidia/tritonserver:25.01-py3", "canary_weight": 5})
+    records = preview(settings, load_plan(settings))
+    (canary,) = [m for m in manifests(records) if m["kind"] == "Deployment" and m["metadata"]["name"].endswith("-canary")]
+    limits = canary["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits.get("nvidia.com/mig-1g.5gb") == "1" and "nvidia.com/gpu" not in limits
