@@ -19,6 +19,10 @@ from loadtests.settings import StressSettings  # noqa: E402
 from loadtests.shapes import ClosedLoop, Ramp, Steps  # noqa: E402
 
 
+UNDER_TOLERANCE = 0.05  # the histogram's resolution and the seconds of the step edges
+RELEASE_ALLOWANCE = 0.15  # what answering a stall's queued requests at once adds to its tail (see below)
+
+
 def true_latencies_ms(schedule, seed, start_epoch, config, step):
     """What each scheduled request should take, from the server's rule, at its *scheduled* time."""
     t = np.array([t for t, i in arrivals(schedule, "poisson", seed) if i == step]) + start_epoch
@@ -37,7 +41,11 @@ def test_open_loop_p99_matches_ground_truth_and_closed_loop_under_reports(stalli
     truth = true_latencies_ms(sched, 11, opened.start_epoch_s, config, step.index)
     true_p99 = float(np.quantile(truth, 0.99, method="higher"))
     assert step.errors == 0 and step.dropped == 0 and step.ok == len(truth)
-    assert step.latency_ms.p99 == pytest.approx(true_p99, rel=0.05)
+    # Never under the truth (coordinated omission would be: closed loop below reports half of it). Over it by at
+    # most the stall's release: the ~90 requests queued in a 300 ms stall are all answered at its end, one after
+    # another by the stub and received one after another by Locust, which the server's rule leaves out; on two
+    # shared cores that has taken up to 21 ms (298.5 against 277.8 on 2026-11-22).
+    assert true_p99 * (1 - UNDER_TOLERANCE) <= step.latency_ms.p99 <= true_p99 * (1 + RELEASE_ALLOWANCE)
     assert true_p99 > 200  # the stalls are in the tail: 10% of arrivals land in one
 
     closed = run_stress(StressSettings(host=stalling_server, model="cam", out=tmp_path,
