@@ -48,13 +48,15 @@ def render_cmd(
     plan: Annotated[Optional[Path], typer.Option(help="Plan JSON (default: the stack's gpufleet:planPath).")] = None,
     out: Annotated[Path, typer.Option(help="Folder to write <stack>/ into.")] = Path("rendered"),
 ) -> None:
-    """Write <out>/<stack>/{manifests.yaml, helm-releases.yaml, aws-resources.md}; fail on invalid manifests or
-    policy violations."""
+    """Write <out>/<stack>/{manifests.yaml, helm-releases.yaml, aws-resources.md, iam-policies.json,
+    bucket-objects.json}; fail on invalid manifests or policy violations."""
+    import json
+
     import yaml
 
     from infra.cfn import check_aws_inputs
     from infra.policy.rules import Resource, check
-    from infra.preview import manifests, preview, releases
+    from infra.preview import bucket_objects, iam_policies, manifests, preview, releases
     from infra.program import load_plan
     from infra.settings import InfraInputError, settings_from_config, stack_file_config
 
@@ -71,6 +73,8 @@ def render_cmd(
     (folder / "manifests.yaml").write_text(yaml.safe_dump_all(objs, sort_keys=False))
     (folder / "helm-releases.yaml").write_text(yaml.safe_dump_all(releases(records), sort_keys=False))
     (folder / "aws-resources.md").write_text(_summary(records, stack))
+    (folder / "iam-policies.json").write_text(json.dumps(iam_policies(records), indent=2) + "\n")
+    (folder / "bucket-objects.json").write_text(json.dumps(bucket_objects(records), indent=2) + "\n")
     violations = check([Resource(r.type, r.name, r.inputs) for r in records])
     aws_problems, aws_unchecked = check_aws_inputs(records, settings.region)
     crds = sorted({m["kind"] for m, v in verdicts if v == "crd"})

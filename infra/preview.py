@@ -195,3 +195,42 @@ def manifests(records: list[Recorded]) -> list[dict]:
 
 def releases(records: list[Recorded]) -> list[dict]:
     return [_ints(r.inputs) for r in records if r.type == "kubernetes:helm.sh/v3:Release"]
+
+
+# Every IAM policy document a stack can carry, by where it sits: an inline policy, a managed policy it creates, a
+# managed policy it attaches by ARN (AWS's or its own), a role's trust, and resource policies (bucket, KMS key).
+POLICY_DOCUMENTS = {
+    "aws:iam/rolePolicy:RolePolicy": ("inline", "policy"),
+    "aws:iam/policy:Policy": ("managed", "policy"),
+    "aws:iam/role:Role": ("trust", "assumeRolePolicy"),
+    "aws:s3/bucketPolicy:BucketPolicy": ("resource", "policy"),
+    "aws:kms/key:Key": ("resource", "policy"),
+}
+ATTACHMENTS = ("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "aws:iam/policyAttachment:PolicyAttachment")
+BUCKET_OBJECTS = ("aws:s3/bucketObjectv2:BucketObjectv2", "aws:s3/bucketObject:BucketObject")
+
+
+def iam_policies(records: list[Recorded]) -> list[dict]:
+    """Every IAM policy document the stack creates or attaches by ARN, as ``pulumi up`` would send it: for a review
+    that reads the same thing the account will hold."""
+    import json
+
+    out = []
+    for r in records:
+        if r.type in POLICY_DOCUMENTS:
+            kind, field = POLICY_DOCUMENTS[r.type]
+            doc = r.inputs.get(field)
+            if doc is None:
+                continue
+            out.append({"kind": kind, "type": r.type, "name": r.name,
+                        **({"role": r.inputs["role"]} if "role" in r.inputs else {}),
+                        "document": json.loads(doc) if isinstance(doc, str) else doc})
+        elif r.type in ATTACHMENTS:
+            out.append({"kind": "attached", "type": r.type, "name": r.name, "role": r.inputs.get("role"),
+                        "policy_arn": r.inputs.get("policyArn")})
+    return out
+
+
+def bucket_objects(records: list[Recorded]) -> list[dict]:
+    """Every object the stack puts in a bucket (``bucket`` is the bucket's name as the mock answers it)."""
+    return [{"bucket": r.inputs.get("bucket"), "key": r.inputs.get("key")} for r in records if r.type in BUCKET_OBJECTS]

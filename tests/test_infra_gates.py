@@ -61,6 +61,12 @@ def test_render_exits_0_on_a_good_stack(tmp_path):
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "r" / "dev" / "manifests.yaml").is_file()
+    # What a reviewer reads: every policy document pulumi up would send, and every object it would put in a bucket.
+    policies = json.loads((tmp_path / "r" / "dev" / "iam-policies.json").read_text())
+    kinds = {p["kind"] for p in policies}
+    assert {"inline", "trust", "attached"} <= kinds, kinds
+    assert all(p["document"]["Statement"] for p in policies if "document" in p)
+    assert isinstance(json.loads((tmp_path / "r" / "dev" / "bucket-objects.json").read_text()), list)
 
 
 def test_the_stack_needs_no_catalog_entry_for_a_planned_type(tmp_path):
