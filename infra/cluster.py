@@ -20,6 +20,8 @@ from infra.settings import StackSettings
 # (the aws.eks.NodeGroup provider schema; EKS CreateNodegroup).
 _NODEGROUP_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 NODEGROUP_NAME_MAX = 63
+# CreateAddon's resolveConflicts: replace the fields of a self-managed copy already in the cluster.
+OVERWRITE = "OVERWRITE"
 
 
 def nodegroup_name(logical: str) -> str:
@@ -89,11 +91,17 @@ class Cluster(pulumi.ComponentResource):
                         ["service-role/AmazonEBSCSIDriverPolicy"], child)
         after_nodes = pulumi.ResourceOptions(parent=self, depends_on=[self.system_nodes])
         # The VPC CNI enforces NetworkPolicies only with its network policy agent on; off, EKS ignores them.
+        # EKS has already installed vpc-cni, coredns and kube-proxy itself (self-managed) when these are created; an
+        # add-on whose fields differ from that copy fails with "Conflicts found when trying to apply" unless it
+        # overwrites them (aws/amazon-network-policy-controller-k8s#200: vpc-cni with enableNetworkPolicy and the
+        # PolicyEndpoint CRD). The add-on's configuration is the one we mean, so it wins.
         addons = [aws.eks.Addon(f"{name}-{addon}", cluster_name=self.eks.name, addon_name=addon, opts=after_nodes,
+                                resolve_conflicts_on_create=OVERWRITE,
                                 **({"configuration_values": json.dumps({"enableNetworkPolicy": "true"})}
                                    if addon == "vpc-cni" else {}))
                   for addon in ("vpc-cni", "coredns", "kube-proxy")]
         addons.append(aws.eks.Addon(f"{name}-ebs-csi", cluster_name=self.eks.name, addon_name="aws-ebs-csi-driver",
+                                    resolve_conflicts_on_create=OVERWRITE,
                                     service_account_role_arn=ebs_role.arn, opts=after_nodes))
         # What cluster software waits for: nodes to run on, networking, DNS, and volumes (Prometheus' PVC).
         self.ready: list[pulumi.Resource] = [self.system_nodes, *addons]

@@ -2,13 +2,13 @@
 Balancer Controller, which turns the Triton Ingress into an internet-facing ALB that ends TLS and forwards to the
 pods' IPs (one target group per pool Service, weighted as the plan routes).
 
-The controller's IAM policy is written here for what this stack's Ingress makes it do (an ALB, its listeners, rules,
-target groups and security groups); every change it may make is limited to resources tagged with this cluster's
-name, or to this stack's VPC.
+The controller's IAM policy is the controller's official one for the pinned version, stored byte for byte in
+``infra/data/aws_load_balancer_controller_iam_policy.json`` with its source beside it; it scopes changes by the
+controller's tag (elbv2.k8s.aws/cluster) being on a resource.
 """
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
@@ -23,53 +23,17 @@ CONTROLLER_SA = "aws-load-balancer-controller"
 CONTROLLER_CHART_VERSION = "1.13.0"
 # The tag the controller puts on every AWS resource it creates, with the cluster's name as its value.
 CLUSTER_TAG = "elbv2.k8s.aws/cluster"
+# The controller's official IAM policy for the version the chart deploys, byte for byte, and where it came from.
+CONTROLLER_POLICY_PATH = Path(__file__).parent / "data" / "aws_load_balancer_controller_iam_policy.json"
+CONTROLLER_POLICY_SOURCE_PATH = Path(__file__).parent / "data" / "aws_load_balancer_controller_iam_policy.source.json"
 
 
-def controller_policy(cluster_name: str, vpc_arn: str) -> dict:
-    """What the controller may do for an internet-facing ALB with IP targets, and nothing for any other cluster."""
-    mine = {"StringEquals": {f"aws:ResourceTag/{CLUSTER_TAG}": cluster_name}}
-    tagged_at_creation = {"StringEquals": {f"aws:RequestTag/{CLUSTER_TAG}": cluster_name}}
-    return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "Discover", "Effect": "Allow", "Resource": "*", "Action": [
-            "ec2:DescribeAccountAttributes", "ec2:DescribeAddresses", "ec2:DescribeAvailabilityZones",
-            "ec2:DescribeInternetGateways", "ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups",
-            "ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces", "ec2:DescribeTags", "ec2:DescribeRouteTables",
-            "ec2:GetSecurityGroupsForVpc", "elasticloadbalancing:DescribeLoadBalancers",
-            "elasticloadbalancing:DescribeLoadBalancerAttributes", "elasticloadbalancing:DescribeListeners",
-            "elasticloadbalancing:DescribeListenerAttributes", "elasticloadbalancing:DescribeListenerCertificates",
-            "elasticloadbalancing:DescribeSSLPolicies", "elasticloadbalancing:DescribeRules",
-            "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetGroupAttributes",
-            "elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:DescribeTags",
-            "acm:ListCertificates", "acm:DescribeCertificate"]},
-        {"Sid": "ElbServiceLinkedRole", "Effect": "Allow", "Action": "iam:CreateServiceLinkedRole", "Resource": "*",
-         "Condition": {"StringEquals": {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"}}},
-        {"Sid": "CreateTagged", "Effect": "Allow", "Resource": "*", "Condition": tagged_at_creation, "Action": [
-            "ec2:CreateSecurityGroup", "elasticloadbalancing:CreateLoadBalancer",
-            "elasticloadbalancing:CreateTargetGroup"]},
-        # Tags in the creating call only: adding this cluster's tag to someone else's resource would make it "mine".
-        {"Sid": "TagSecurityGroupOnCreate", "Effect": "Allow", "Resource": "*", "Action": "ec2:CreateTags",
-         "Condition": {"StringEquals": {f"aws:RequestTag/{CLUSTER_TAG}": cluster_name,
-                                        "ec2:CreateAction": "CreateSecurityGroup"}}},
-        {"Sid": "TagElbOnCreate", "Effect": "Allow", "Resource": "*", "Action": "elasticloadbalancing:AddTags",
-         "Condition": {"StringEquals": {f"aws:RequestTag/{CLUSTER_TAG}": cluster_name,
-                                        "elasticloadbalancing:CreateAction": ["CreateTargetGroup",
-                                                                              "CreateLoadBalancer"]}}},
-        {"Sid": "ManageOwn", "Effect": "Allow", "Resource": "*", "Condition": mine, "Action": [
-            "ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress", "ec2:DeleteSecurityGroup",
-            "elasticloadbalancing:ModifyLoadBalancerAttributes", "elasticloadbalancing:SetIpAddressType",
-            "elasticloadbalancing:SetSecurityGroups", "elasticloadbalancing:SetSubnets",
-            "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:ModifyTargetGroup",
-            "elasticloadbalancing:ModifyTargetGroupAttributes", "elasticloadbalancing:RegisterTargets",
-            "elasticloadbalancing:DeregisterTargets", "elasticloadbalancing:DeleteTargetGroup",
-            "elasticloadbalancing:CreateListener", "elasticloadbalancing:DeleteListener",
-            "elasticloadbalancing:ModifyListener", "elasticloadbalancing:CreateRule",
-            "elasticloadbalancing:DeleteRule", "elasticloadbalancing:ModifyRule",
-            "elasticloadbalancing:AddListenerCertificates", "elasticloadbalancing:RemoveListenerCertificates"]},
-        # The ALB reaches pod IPs through the nodes' security group, which the controller did not create: it may
-        # open ports on security groups in this VPC only.
-        {"Sid": "OpenBackendPorts", "Effect": "Allow", "Resource": "*",
-         "Action": ["ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"],
-         "Condition": {"ArnEquals": {"ec2:Vpc": vpc_arn}}}]}
+def controller_policy() -> str:
+    """The controller's official IAM policy (docs/install/iam_policy.json at the controller version chart
+    CONTROLLER_CHART_VERSION deploys), as published. Its changes are scoped by the controller's tag being on a
+    resource (``Null`` on aws:ResourceTag/elbv2.k8s.aws/cluster), not by this cluster's name; a hand-written
+    narrower policy denied the tagged CreateListener/CreateRule controller v2.13.0 sends (issue 24)."""
+    return CONTROLLER_POLICY_PATH.read_text()
 
 
 class Edge(pulumi.ComponentResource):
@@ -96,16 +60,22 @@ class Edge(pulumi.ComponentResource):
 
         controller_role = role(f"{name}-lb-controller", irsa_trust(cluster.oidc, "kube-system", CONTROLLER_SA),
                                [], child)
-        self.controller_policy = aws.iam.RolePolicy(
-            f"{name}-lb-controller", role=controller_role.id,
-            policy=pulumi.Output.all(cluster.eks.name, network.vpc.arn).apply(
-                lambda a: json.dumps(controller_policy(a[0], a[1]))), opts=child)
+        # Inline: the document (8,955 characters as published, whitespace included) is under IAM's 10,240 for a
+        # role's inline policies.
+        self.controller_policy = aws.iam.RolePolicy(f"{name}-lb-controller", role=controller_role.id,
+                                                    policy=controller_policy(), opts=child)
         self.controller = k8s.helm.v3.Release(
             f"{name}-aws-load-balancer-controller", name="aws-load-balancer-controller", namespace="kube-system",
             chart="aws-load-balancer-controller", version=CONTROLLER_CHART_VERSION,
             repository_opts={"repo": "https://aws.github.io/eks-charts"},
             values={"clusterName": cluster.eks.name, "region": settings.region, "vpcId": network.vpc.id,
                     "replicaCount": 2,
+                    # Chart 1.13.0 defaults this on (eks-charts@1c41b77e stable/aws-load-balancer-controller/
+                    # values.yaml: enableServiceMutatorWebhook: true, failurePolicy: Fail, operations [CREATE]):
+                    # every Service CREATE in the cluster would then fail until the controller's pods answer, which
+                    # races the other releases (aws-load-balancer-controller#4140). It only defaults Services of
+                    # type LoadBalancer to this controller, and this stack has none.
+                    "enableServiceMutatorWebhook": False,
                     "serviceAccount": {"create": True, "name": CONTROLLER_SA,
                                        "annotations": {"eks.amazonaws.com/role-arn": controller_role.arn}}},
             opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider,

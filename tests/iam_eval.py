@@ -9,6 +9,7 @@ An operator this evaluator does not know raises, so a policy that uses one canno
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 
 def _glob(pattern: str, value: str, case: bool = True) -> bool:
@@ -78,4 +79,43 @@ def allowed(policy: dict, action: str, resource: str, context: dict | None = Non
     return decision
 
 
-__all__ = ["allowed"]
+# Tagging on create: a create call that carries tags is authorized twice, for the call and for tagging the new
+# resource. "ELB API permissions to tag resources during creation" (Elastic Load Balancing User Guide): "If tags are
+# specified in the resource-creating action, additional authorization is required on the elasticloadbalancing:AddTags
+# action", with the condition key elasticloadbalancing:CreateAction set to the creating API. EC2 does the same with
+# ec2:CreateTags and ec2:CreateAction ("Grant permission to tag Amazon EC2 resources during creation", EC2 User Guide).
+TAG_ON_CREATE = {"elasticloadbalancing": ("elasticloadbalancing:AddTags", "elasticloadbalancing:CreateAction"),
+                 "ec2": ("ec2:CreateTags", "ec2:CreateAction")}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One API call as IAM sees it: the tags it sends (aws:RequestTag/...), the tags already on the resource it acts
+    on (aws:ResourceTag/...), other condition keys, and for a create call the ARN of what it creates. ``source`` says
+    where the caller makes it (a file in the caller's source), so a reader can check the call is real."""
+    action: str
+    resource: str
+    request_tags: dict = field(default_factory=dict)
+    resource_tags: dict = field(default_factory=dict)
+    context: dict = field(default_factory=dict)
+    creates: str | None = None
+    source: str = ""
+
+    def checks(self) -> list[tuple[str, str, dict]]:
+        """Every (action, resource, context) IAM authorizes for this call: the call, and the tag-on-create check
+        when a create call sends tags."""
+        tags = {f"aws:RequestTag/{k}": v for k, v in self.request_tags.items()}
+        owned = {f"aws:ResourceTag/{k}": v for k, v in self.resource_tags.items()}
+        out = [(self.action, self.resource, {**tags, **owned, **self.context})]
+        if self.request_tags and self.creates is not None:
+            service, api = self.action.split(":", 1)
+            tag_action, create_key = TAG_ON_CREATE[service]
+            out.append((tag_action, self.creates, {**tags, create_key: api}))
+        return out
+
+
+def call_allowed(policy: dict, call: Call) -> bool:
+    return all(allowed(policy, action, resource, context) for action, resource, context in call.checks())
+
+
+__all__ = ["Call", "TAG_ON_CREATE", "allowed", "call_allowed"]

@@ -377,7 +377,6 @@ def test_the_load_balancer_controller_may_build_its_alb_and_touch_nothing_else(b
     cluster = settings.name
     (vpc,) = [r for r in records if r.type == "aws:ec2/vpc:Vpc"]
     vpc_arn = f"arn:aws:ec2:us-east-1:123456789012:vpc/{vpc.id}"
-    other_vpc = "arn:aws:ec2:us-east-1:123456789012:vpc/vpc-0other"
     tag = "elbv2.k8s.aws/cluster"
     lb = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/k8s-inference-triton/abc"
     tg = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/k8s-inference-t4/abc"
@@ -400,11 +399,13 @@ def test_the_load_balancer_controller_may_build_its_alb_and_touch_nothing_else(b
         ("iam:CreateServiceLinkedRole", "*", {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"})]
     for action, resource, context in calls:
         assert allowed(policy, action, resource, context), (action, context)
+    # The policy is now the controller's official one (issue 24), which scopes changes by the controller's tag being
+    # on a resource, not by this cluster's name, and does not scope target registration or security-group ingress
+    # at all: another cluster's tagged load balancer, an untagged target group and another VPC's security group are
+    # no longer refused (tests/test_infra_edge_upstream.py states what the official policy does allow and refuse).
     for action, resource, context in [
-            ("elasticloadbalancing:DeleteLoadBalancer", lb, {f"aws:ResourceTag/{tag}": "another-cluster"}),
-            ("elasticloadbalancing:RegisterTargets", tg, {}),
+            ("elasticloadbalancing:DeleteLoadBalancer", lb, {}),
             ("elasticloadbalancing:CreateLoadBalancer", lb, {}),
-            ("ec2:AuthorizeSecurityGroupIngress", sg, {"ec2:Vpc": other_vpc}),
             # Claiming another cluster's load balancer or security group by adding this cluster's tag to it.
             ("elasticloadbalancing:AddTags", lb, {f"aws:RequestTag/{tag}": cluster,
                                                   f"aws:ResourceTag/{tag}": "another-cluster"}),
