@@ -55,13 +55,14 @@ def test_the_controller_role_holds_the_official_policy(built):
 
 A, R = MOCK_ACCOUNT, MOCK_REGION
 LB = f"arn:aws:elasticloadbalancing:{R}:{A}:loadbalancer/app/k8s-inferenc-triton-0a1b2c3d4e/50dc6c495c0c9188"
-LISTENER = f"arn:aws:elasticloadbalancing:{R}:{A}:listener/app/k8s-inferenc-triton-0a1b2c3d4e/50dc6c495c0c9188/f2f7dc8efc522ab2"
+LISTENER = (f"arn:aws:elasticloadbalancing:{R}:{A}:listener/app/k8s-inferenc-triton-0a1b2c3d4e/50dc6c495c0c9188/"
+            "f2f7dc8efc522ab2")
 RULE = (f"arn:aws:elasticloadbalancing:{R}:{A}:listener-rule/app/k8s-inferenc-triton-0a1b2c3d4e/50dc6c495c0c9188/"
         "f2f7dc8efc522ab2/9683b2d02a6cabee")
 TG = f"arn:aws:elasticloadbalancing:{R}:{A}:targetgroup/k8s-inferenc-tritont4-0a1b2c3d4e/73e2d6bc24d8a067"
 LB_SG = f"arn:aws:ec2:{R}:{A}:security-group/sg-0a1b2c3d4e5f60718"
 BACKEND_SG = f"arn:aws:ec2:{R}:{A}:security-group/sg-0b2c3d4e5f6071829"
-NODE_SG = f"arn:aws:ec2:{R}:{A}:security-group/sg-0c3d4e5f607182930"  # EKS's cluster security group: not the controller's
+NODE_SG = f"arn:aws:ec2:{R}:{A}:security-group/sg-0c3d4e5f607182930"  # EKS's cluster group: not the controller's
 
 
 def _stack(settings, records) -> tuple[str, str]:
@@ -90,7 +91,8 @@ def controller_calls(settings, records) -> list[Call]:
     tg_tags, sg_tags = tags(f"{stack}-triton-t4:8000"), tags("ManagedLBSecurityGroup")
     backend_tags = {CLUSTER_TAG: cluster, "elbv2.k8s.aws/resource": "backend-sg"}
     elb, ec2 = "elasticloadbalancing", "ec2"
-    deploy, net, tgb = CONTROLLER + "pkg/deploy/", CONTROLLER + "pkg/networking/", CONTROLLER + "pkg/targetgroupbinding/"
+    deploy, net = CONTROLLER + "pkg/deploy/", CONTROLLER + "pkg/networking/"
+    tgb = CONTROLLER + "pkg/targetgroupbinding/"
     calls = [Call(f"{ec2}:{a}", "*", source=net + f) for a, f in [
         ("DescribeSubnets", "subnet_resolver.go"), ("DescribeRouteTables", "subnet_resolver.go"),
         ("DescribeAvailabilityZones", "az_info_provider.go"), ("DescribeVpcs", "vpc_info_provider.go"),
@@ -106,7 +108,8 @@ def controller_calls(settings, records) -> list[Call]:
         ("DescribeListenerCertificates", "elbv2/listener_manager.go")]]
     calls += [
         Call(f"{elb}:DescribeTargetHealth", "*", source=tgb + "targets_manager.go"),
-        # Every Deploy asks for the Shield subscription (the shield addon is on by default, pkg/config/addons_config.go).
+        # Every Deploy asks for the Shield subscription (the shield addon is on by default:
+        # pkg/config/addons_config.go).
         Call("shield:GetSubscriptionState", "*", source=deploy + "stack_deployer.go, shield/protection_manager.go"),
         # ELB creates its service-linked role on an account's first load balancer, as the caller.
         Call("iam:CreateServiceLinkedRole", "*", context={"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"},
@@ -148,9 +151,11 @@ def controller_calls(settings, records) -> list[Call]:
              source=deploy + "elbv2/tagging_manager.go (ReconcileTags, from listener_manager.go)"),
         Call(f"{elb}:AddTags", RULE, request_tags={"ingress.k8s.aws/stack": stack}, resource_tags=rule_tags,
              source=deploy + "elbv2/tagging_manager.go (ReconcileTags, from listener_rule_manager.go)"),
-        Call(f"{ec2}:CreateTags", LB_SG, context=in_vpc, request_tags={"ingress.k8s.aws/stack": stack}, resource_tags=sg_tags,
+        Call(f"{ec2}:CreateTags", LB_SG, context=in_vpc, request_tags={"ingress.k8s.aws/stack": stack},
+             resource_tags=sg_tags,
              source=deploy + "ec2/tagging_manager.go (ReconcileTags, from security_group_synthesizer.go)"),
-        Call(f"{ec2}:DeleteTags", LB_SG, context=in_vpc, resource_tags=sg_tags, source=deploy + "ec2/tagging_manager.go"),
+        Call(f"{ec2}:DeleteTags", LB_SG, context=in_vpc, resource_tags=sg_tags,
+             source=deploy + "ec2/tagging_manager.go"),
         # The Ingress deleted (pulumi destroy): everything it made goes, rules first.
         Call(f"{elb}:DeleteRule", RULE, resource_tags=rule_tags, source=deploy + "elbv2/listener_rule_manager.go"),
         Call(f"{elb}:DeleteListener", LISTENER, resource_tags=ls_tags, source=deploy + "elbv2/listener_manager.go"),
@@ -227,7 +232,7 @@ def test_the_policy_scopes_changes_by_the_controller_tag_being_there_not_by_this
     assert not call_allowed(policy, Call("elasticloadbalancing:DeleteLoadBalancer", other))
 
 
-# --- 4. the chart's Service webhook ------------------------------------------------------------------------------------
+# --- 4. the chart's Service webhook -----------------------------------------------------------------------------------
 
 def _merged(defaults: dict, values: dict) -> dict:
     """Helm's values: the user's override the chart's, maps merged key by key."""
@@ -276,7 +281,7 @@ def test_no_service_create_waits_on_the_load_balancer_controller(built):
     assert not [h["name"] for h in hooks if "services" in h["resources"]]
 
 
-# --- 5. EKS add-ons over the self-managed ones -------------------------------------------------------------------------
+# --- 5. EKS add-ons over the self-managed ones ------------------------------------------------------------------------
 
 def test_every_configured_addon_overwrites_the_self_managed_copy_on_create(built):
     # EKS installs vpc-cni, coredns and kube-proxy itself (self-managed) when it creates a cluster; creating the
