@@ -22,7 +22,7 @@ import pytest
 
 from infra.preview import Graph, Recorded, bucket_objects, manifests, preview_graph
 from infra.program import load_plan
-from infra.settings import settings_from_config, stack_file_config
+from infra.settings import ROOT, settings_from_config, stack_file_config
 
 PK = "pulumi/pulumi-kubernetes@v4.32.0"
 
@@ -119,9 +119,16 @@ ACTION_PREFIX = "alb.ingress.kubernetes.io/actions."
 USE_ANNOTATION = "use-annotation"
 
 
-@pytest.fixture(scope="module", params=["dev", "prod"])
+# The two stacks, and dev sized by the committed mix plan (shared Deployments, per-model routes to several Services).
+MIX_PLAN = ROOT / "infra/plans/mix.plan.json"
+
+
+@pytest.fixture(scope="module", params=["dev", "prod", "dev-mix"])
 def stack(request):
-    settings = settings_from_config(stack_file_config(request.param), request.param)
+    env, _, mix = request.param.partition("-")
+    settings = settings_from_config(stack_file_config(env), env)
+    if mix:
+        settings = settings.model_copy(update={"plan_path": str(MIX_PLAN)})
     plan = load_plan(settings)
     records, graph = preview_graph(settings, plan)
     return settings, records, graph
