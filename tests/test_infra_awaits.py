@@ -175,7 +175,7 @@ def empty_repository(arg: str, records) -> bool:
 def ready_only_after_the_run(template: dict, records) -> bool:
     """Fact 1: a Triton container serving only repositories the run leaves empty is not Ready during the run."""
     for c in template["spec"]["containers"]:
-        if "tritonserver" not in (c.get("command") or []) + [str(c.get("image", "")).split("/")[-1]]:
+        if "tritonserver" not in (c.get("command") or []):
             continue
         repos = [a for a in c.get("args", []) if str(a).startswith("--model-repository=")]
         if repos and all(empty_repository(a, records) for a in repos):
