@@ -342,4 +342,8 @@ class GpuNodePools(pulumi.ComponentResource):
                                 f"k8s.io/cluster-autoscaler/{settings.name}"],
                     "resources": {"requests": {"cpu": "100m", "memory": "300Mi"}, "limits": {"memory": "600Mi"}},
                     "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                        "capabilities": {"drop": ["ALL"]}}}]}}}, opts=opts)
+                                        "capabilities": {"drop": ["ALL"]}}}]}}},
+            # Pulumi awaits a Deployment until its pod is Ready (10 min, pulumi-kubernetes await/deployment.go): the
+            # pod runs on the system nodes and needs the CNI, so the clock starts once they exist, not with the
+            # cluster (tests/test_infra_awaits.py).
+            opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=cluster.ready))

@@ -53,6 +53,15 @@ K8S_NAME_MAX = 63
 POD_CPU = "2"  # a Triton pod on a whole GPU
 POD_MEMORY = "8Gi"
 NODE_RESERVED_CPU = 4  # vCPUs left on a partitioned node for kubelet, the device plugin and the node's DaemonSets
+# pulumi-kubernetes' annotation that makes its await immediate (pulumi/pulumi-kubernetes@v4.32.0:
+# provider/pkg/metadata/annotations.go:33, overrides.go:108-110): Pulumi returns once the API server accepts the object.
+# Put on what cannot be ready before `pulumi up` ends; tests/test_infra_awaits.py models every await of the stack.
+SKIP_AWAIT = "pulumi.com/skipAwait"
+# Triton's pods are not Ready until their model is published, which happens after `pulumi up` (the bucket is created
+# empty in the same run; README step 5): the Deployment awaiter (Available, its replicas Ready: await/deployment.go)
+# would wait out its 10 minutes and fail the run, and a Service awaiter fails on any selected pod that is running but
+# unready (its notReadyAddresses: await/service.go:318-363,411-425). Readiness is the probes' and the ALB's business.
+UNTIL_THE_MODEL = {SKIP_AWAIT: "true"}
 PORTS = [{"name": "http", "containerPort": 8000}, {"name": "grpc", "containerPort": 8001},
          {"name": "metrics", "containerPort": 8002}]
 
@@ -132,6 +141,7 @@ class TritonService(pulumi.ComponentResource):
 
         self.deployments = {}
         backends = []
+        services: list[k8s.core.v1.Service] = []
         routes: dict[str, list[tuple[str, float]]] = {m: [] for m in models}  # model -> (unit Service, weight)
         canary = settings.canary_weight if settings.canary_image else 0
         for unit in sorted(plan.units(), key=lambda u: (u[0].gpu, [d.model for d in u])):
@@ -145,7 +155,7 @@ class TritonService(pulumi.ComponentResource):
             self.deployments[pool] = self._deployment(pool, app, ns, sa, gpu, None, settings.triton_image,
                                                       repos, "stable", on_gpus, {UNIT_LABEL: pool} if mixed else {},
                                                       pod_resources(plan, gpu))
-            self._service(pool, app, ns, select, kopts, scraped=True)
+            services.append(self._service(pool, app, ns, select, kopts, scraped=True))
             a = first.autoscaling
             # One metric per model: the HPA takes the most replicas any of them asks for, so every model stays at
             # or under the per-replica rate its target was sized at, whichever model's traffic grows.
@@ -177,15 +187,20 @@ class TritonService(pulumi.ComponentResource):
             repo = storage.models.bucket.apply(lambda b, g=gpu: f"s3://{b}/{prefixes[0]}/{g}")
             self._deployment(pool, app, ns, sa, gpu, 1, settings.canary_image, [repo], "canary", on_gpus, None,
                              pod_resources(plan, gpu))
-            self._service(pool, app, ns, {"track": "canary"}, kopts, scraped=True)
+            services.append(self._service(pool, app, ns, {"track": "canary"}, kopts, scraped=True))
             backends.append((pool, float(canary)))
         # One Service over every replica: the "equal" routing model, and the in-cluster entry point. Not scraped:
         # its pods are scraped through their pool's Service, once.
-        self._service(app, app, ns, {}, kopts, scraped=False)
+        services.append(self._service(app, app, ns, {}, kopts, scraped=False))
         self.ingress = self._ingress(app, ns, edge, backends if plan.request.routing == "weighted" or canary else [],
                                      routes if mixed else {}, pulumi.ResourceOptions(parent=self, provider=cluster.provider,
-                                                            depends_on=[edge.controller, edge.validation]))
-        # pulumi-kubernetes waits for the controller to publish the ALB's name in the Ingress status.
+                                                            depends_on=[edge.controller, edge.validation, *services]))
+        # pulumi-kubernetes waits for the controller to publish the ALB's name in the Ingress status (the Ingress
+        # awaiter: status.loadBalancer.ingress; a backend with no Endpoints object, as a use-annotation action, is
+        # only a warning once endpoints settle: await/ingress.go:256-264,393-436). The controller writes it once it
+        # has built the ALB, which needs every Service its actions name (aws-load-balancer-controller@v2.13.0:
+        # pkg/ingress/enhanced_backend_builder.go:238-269), hence the Services above; not the pods' readiness. So
+        # the Ingress stays awaited and the hostname below is there when the record is made.
         hostname = self.ingress.status.apply(lambda s: s.load_balancer.ingress[0].hostname)
         self.dns = edge.dns_name(f"{name}-dns", hostname, pulumi.ResourceOptions(parent=self))
         self.endpoint = f"https://{edge.domain}"
@@ -258,9 +273,11 @@ class TritonService(pulumi.ComponentResource):
                 {"path": "/", "pathType": "Prefix", "backend": backend}]}}]}, opts=opts)
 
     @staticmethod
-    def _service(name: str, app: str, ns: str, extra_selector: dict, kopts, scraped: bool) -> None:
+    def _service(name: str, app: str, ns: str, extra_selector: dict, kopts, scraped: bool) -> k8s.core.v1.Service:
         labels = {"app": app, SCRAPE_LABEL: "true" if scraped else "false"}
-        k8s.core.v1.Service(f"{name}-svc", metadata={"name": name, "namespace": ns, "labels": labels}, spec={
+        # Not awaited: it selects Triton pods, unready until the model is published (UNTIL_THE_MODEL).
+        return k8s.core.v1.Service(f"{name}-svc", metadata={"name": name, "namespace": ns, "labels": labels,
+                                                            "annotations": UNTIL_THE_MODEL}, spec={
             "selector": {"app": app, **extra_selector},
             "ports": [{"name": p["name"], "port": p["containerPort"], "targetPort": p["name"]} for p in PORTS]},
             opts=kopts)
@@ -272,8 +289,9 @@ class TritonService(pulumi.ComponentResource):
         labels = {"app": app, GPU_LABEL: gpu, "track": track, **(extra_labels or {})}
         # An HPA owns the stable pools' replica count (None here): a Deployment that also set it would take it back
         # from the HPA at every server-side apply. It starts at one pod and the HPA raises it to its minimum.
-        return k8s.apps.v1.Deployment(f"{name}-deploy", metadata={"name": name, "namespace": ns, "labels": labels},
-                                      spec={
+        # Not awaited: its pods are Ready only once the model is published, after `pulumi up` (UNTIL_THE_MODEL).
+        return k8s.apps.v1.Deployment(f"{name}-deploy", metadata={"name": name, "namespace": ns, "labels": labels,
+                                                                  "annotations": UNTIL_THE_MODEL}, spec={
             **({"replicas": replicas} if replicas is not None else {}), "selector": {"matchLabels": labels},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {"metadata": {"labels": labels}, "spec": {
