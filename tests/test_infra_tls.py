@@ -14,7 +14,7 @@ import pulumi
 import pytest
 
 import infra.preview as preview_mod
-from infra.preview import Recorder, manifests, preview
+from infra.preview import Recorder, account_zones, manifests, preview
 from infra.program import build, load_plan
 from infra.settings import ROOT, InfraInputError, settings_from_config, stack_file_config
 
@@ -51,7 +51,8 @@ def _outputs(settings, plan) -> dict:
     def program():
         return pulumi.Output.from_input(build(settings, plan)).apply(got.update)
 
-    pulumi.runtime.set_mocks(Recorder(), project="gpufleet", stack=settings.environment, preview=False)
+    pulumi.runtime.set_mocks(Recorder(account_zones(settings)), project="gpufleet", stack=settings.environment,
+                             preview=False)
     pulumi.runtime.test(program)()
     return got
 
@@ -175,7 +176,7 @@ def test_certificate_validation_gives_up_in_minutes_not_75():
         pulumi.runtime.register_stack_transformation(record)
         return pulumi.Output.from_input(build(settings, plan))
 
-    pulumi.runtime.set_mocks(Recorder(), project="gpufleet", stack="prod", preview=False)
+    pulumi.runtime.set_mocks(Recorder(account_zones(settings)), project="gpufleet", stack="prod", preview=False)
     pulumi.runtime.test(program)()
     (timeout,) = timeouts.values()
     assert timeout is not None and timeout.create == f"{VALIDATION_TIMEOUT_MIN}m"
@@ -193,3 +194,20 @@ def test_render_refuses_a_domain_whose_zone_is_not_in_the_account_in_one_line(tm
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "gpufleet:tlsDomain" in lines[0] and "Traceback" not in run.stderr, run.stderr
     assert not out.exists()
+
+
+def test_the_alias_record_is_checked_against_cloudformations_recordset_schema():
+    # Pulumi's `aliases` is CloudFormation's AliasTarget: written as such, cfn-lint checks it (and an unmapped input
+    # would only be listed as unchecked).
+    from infra.cfn import check_aws_inputs
+
+    settings = settings_from_config(_with_domain(), "prod")
+    records = [r for r in preview(settings, load_plan(settings)) if r.type == ROUTE53_RECORD]
+    problems, unchecked = check_aws_inputs(records, settings.region)
+    assert problems == [] and not [u for u in unchecked if "Alias" in u], unchecked
+    bad = [r if r.inputs.get("type") != "A" else
+           type(r)(r.type, r.name, {**r.inputs, "aliases": [{**r.inputs["aliases"][0], "evaluateTargetHealth": "not-a-bool"}]},
+                r.id)
+           for r in records]
+    problems, _ = check_aws_inputs(bad, settings.region)
+    assert any("not-a-bool" in p for p in problems), problems
