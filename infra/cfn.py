@@ -123,6 +123,13 @@ def _sse(i: dict, r: Recorded) -> dict:
     return {"BucketName": i["bucket"], "BucketEncryption": {"ServerSideEncryptionConfiguration": rules}}
 
 
+def _alias_target(i: dict, r: Recorded) -> dict:
+    """Pulumi's ``aliases`` (a list of at most one) as CloudFormation's ``AliasTarget``."""
+    return {"AliasTarget": {"DNSName": a["name"], "HostedZoneId": a["zoneId"],
+                            "EvaluateTargetHealth": a.get("evaluateTargetHealth", False)}
+            for a in i.get("aliases") or []}
+
+
 def _bucket_part(prop: str, inner: Callable[[dict], dict]):
     return lambda i, r: {"BucketName": i["bucket"], prop: inner(i)}
 
@@ -167,8 +174,10 @@ SPECS: dict[str, Spec] = {
     "aws:kms/key:Key": Spec("AWS::KMS::Key", {"deletionWindowInDays": "PendingWindowInDays"},
                             lambda i, r: {"KeyPolicy": _policy(i["policy"])} if "policy" in i else {},
                             consumes=("policy",)),
+    # Pulumi's `aliases` (a list of one) is CloudFormation's AliasTarget.
     "aws:route53/record:Record": Spec("AWS::Route53::RecordSet", {"zoneId": "HostedZoneId", "ttl": "TTL",
-                                                                  "records": "ResourceRecords"}, tags="none"),
+                                                                  "records": "ResourceRecords"},
+                                      _alias_target, consumes=("aliases",), tags="none"),
     # An autonamed bucket is checked under the name the preview gave it.
     "aws:s3/bucket:Bucket": Spec("AWS::S3::Bucket", {"bucket": "BucketName"},
                                  lambda i, r: {} if "bucket" in i else {"BucketName": r.id}),

@@ -18,6 +18,15 @@ from infra.settings import StackSettings
 
 MOCK_ACCOUNT = "123456789012"
 MOCK_REGION = "us-east-1"
+# The Route 53 hosted zones the mock account holds: zone id -> {"name": ..., "private": bool}. None: it holds the
+# zone the stack's settings ask for (by id, named after the domain's parent; by name, that name) and nothing else,
+# so a preview renders a stack whose zone would exist. Tests set it to play an account that holds other zones.
+ACCOUNT_ZONES: dict[str, dict] | None = None
+# The canonical hosted zone of Application Load Balancers per region, what an alias record to an ALB names: AWS
+# General Reference, "Elastic Load Balancing endpoints and quotas"; the table aws_lb_hosted_zone_id answers from
+# (hashicorp/terraform-provider-aws internal/service/elbv2/hosted_zone_id_data_source.go, HostedZoneIdPerRegionALBMap).
+ALB_HOSTED_ZONES = {"us-east-1": "Z35SXDOTRQ7X7K", "us-east-2": "Z3AADJGX6KTTL2", "us-west-1": "Z368ELLRRE2KJ0",
+                    "us-west-2": "Z1H1FL5HABSF5", "eu-west-1": "Z32O12XQLNTSW2", "eu-central-1": "Z215JYRZR1TBD5"}
 Key = tuple[str, str]  # (type, name): a resource's identity in the stack, as in its URN
 
 
@@ -74,9 +83,25 @@ class Graph:
         return False
 
 
+def mock_zone_id(name: str) -> str:
+    """A hosted zone id of Route 53's form ("Z" and 13 to 21 upper-case letters and digits) for a zone name."""
+    return "Z" + hashlib.sha256(name.encode()).hexdigest().upper()[:20]
+
+
+def account_zones(settings: StackSettings) -> dict[str, dict]:
+    """The zones the mock account holds for a stack (:data:`ACCOUNT_ZONES`, else the one its settings ask for)."""
+    if ACCOUNT_ZONES is not None:
+        return ACCOUNT_ZONES
+    if settings.tls_domain is None:
+        return {}
+    parent = settings.tls_domain.split(".", 1)[1]
+    return {settings.hosted_zone_id or mock_zone_id(parent): {"name": parent}}
+
+
 class Recorder(pulumi.runtime.Mocks):
-    def __init__(self):
+    def __init__(self, zones: dict[str, dict] | None = None):
         self.resources: list[Recorded] = []
+        self.zones = zones or {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         outputs = dict(args.inputs)
@@ -123,7 +148,39 @@ class Recorder(pulumi.runtime.Mocks):
         if args.token == "aws:savingsplans/getOfferings:getOfferings":
             return {"offerings": [{"offeringId": "00000000-0000-0000-0000-000000000000",
                                    "planType": (args.args.get("planTypes") or [""])[0]}]}
+        if args.token == "aws:route53/getZone:getZone":
+            return self._zone(args.args)
+        if args.token == "aws:lb/getHostedZoneId:getHostedZoneId":
+            # The provider answers from its per-region table, and refuses a region it does not list.
+            region = args.args.get("region") or MOCK_REGION
+            if (args.args.get("loadBalancerType") or "application") != "application" or region not in ALB_HOSTED_ZONES:
+                return {}, [("region", f"unsupported AWS Region: {region}")]
+            return {"id": ALB_HOSTED_ZONES[region], "region": region, "loadBalancerType": "application"}
         return {}
+
+    def _zone(self, query: dict):
+        """aws_route53_zone (hashicorp/terraform-provider-aws internal/service/route53/zone_data_source.go): by id,
+        GetHostedZone (NoSuchHostedZone if absent); by name, every zone whose name matches, filtered on private_zone
+        (default false), exactly one. It answers the name without its trailing dot."""
+        if query.get("zoneId"):
+            zone_id = query["zoneId"]
+            if zone_id not in self.zones:
+                return {}, [("zoneId", f"reading Route 53 Hosted Zone ({zone_id}): NoSuchHostedZone: No hosted zone "
+                                       f"found with ID: {zone_id}")]
+        else:
+            want = str(query.get("name") or "").rstrip(".").lower()
+            private = bool(query.get("privateZone"))
+            found = [z for z, v in self.zones.items()
+                     if v["name"].rstrip(".").lower() == want and bool(v.get("private")) == private]
+            if len(found) != 1:
+                return {}, [("name", "no matching Route 53 Hosted Zone found" if not found
+                             else "multiple Route 53 Hosted Zones matched; use additional constraints")]
+            zone_id = found[0]
+        zone = self.zones[zone_id]
+        return {"id": zone_id, "zoneId": zone_id, "name": zone["name"].rstrip("."),
+                "privateZone": bool(zone.get("private")), "arn": f"arn:aws:route53:::hostedzone/{zone_id}",
+                "nameServers": ["ns-1.awsdns-00.com.", "ns-2.awsdns-00.net."],
+                "primaryNameServer": "ns-1.awsdns-00.com.", "resourceRecordSetCount": 2, "tags": {}}
 
 
 def preview(settings: StackSettings, plan: Plan) -> list[Recorded]:
@@ -140,7 +197,7 @@ def preview_graph(settings: StackSettings, plan: Plan) -> tuple[list[Recorded], 
     """
     from infra.program import build
 
-    recorder = Recorder()
+    recorder = Recorder(account_zones(settings))
     graph = Graph(parent={}, depends_on={})
 
     def record_options(args: pulumi.ResourceTransformationArgs):

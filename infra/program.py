@@ -10,7 +10,7 @@ from gpufleet.contracts.autoscaling import HPA_SYNC_S, HPA_TOLERANCE
 from gpufleet.contracts.plan import Plan, read_plan
 from gpufleet.errors import ContractError
 from infra.cluster import Cluster
-from infra.edge import Edge
+from infra.edge import Edge, hosted_zone
 from infra.gpu_pools import SAVINGS_PLAN_PAYMENT, GpuNodePools
 from infra.network import Network
 from infra.observability import Observability
@@ -58,12 +58,14 @@ def build(settings: StackSettings, plan: Plan) -> dict:
         settings = settings.model_copy(update={"model_name": MIX_NAME if plan.mix is not None
                                                else plan.deployments[0].model})
     name = settings.name
+    # Before any resource: a domain whose zone cannot be used stops the program here, with nothing declared.
+    zone = hosted_zone(settings)
     network = Network(name, settings)
     cluster = Cluster(name, settings, network)
     pools = GpuNodePools(name, settings, cluster, network, plan)
     storage = StorageTiers(name, settings, cluster)
     observability = Observability(name, settings, cluster, plan.autoscaling)
-    edge = Edge(name, settings, cluster, network)
+    edge = Edge(name, settings, cluster, network, zone)
     triton = TritonService(f"{name}-{settings.model_name}", settings, cluster, storage, plan, pools, observability,
                            edge)
     outputs = {"cluster_name": cluster.eks.name, "models_bucket": storage.models.bucket, "endpoint": triton.endpoint,

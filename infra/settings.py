@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gpufleet.contracts.stack import PROJECT_ROOT
 from gpufleet.contracts.stack import stack_file_config as read_stack_file
@@ -51,11 +51,13 @@ class StackSettings(BaseModel):
     endpoint_public_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], alias="endpointPublicCidrs",
                                              min_length=1)
     log_retention_days: int = Field(default=30, alias="logRetentionDays")
-    # The public name of the inference endpoint and the Route 53 hosted zone it lives in: the stack issues its TLS
-    # certificate (ACM, DNS-validated in that zone) and points the name at the load balancer.
-    tls_domain: str = Field(alias="tlsDomain", max_length=253,
-                            pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-    hosted_zone_id: str = Field(alias="hostedZoneId", pattern=r"^Z[A-Z0-9]{1,31}$")
+    # TLS is a choice. None: the endpoint is plain HTTP on the load balancer's own hostname (no certificate, no DNS
+    # record; the stack warns). A name: the stack issues its certificate (ACM, DNS-validated) and points the name at
+    # the load balancer, in the public Route 53 zone it looks up before creating anything (infra.edge.hosted_zone):
+    # ``hostedZoneId`` when given, else the zone named after the domain's parent (api.example.com -> example.com).
+    tls_domain: str | None = Field(default=None, alias="tlsDomain", max_length=253,
+                                   pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+    hosted_zone_id: str | None = Field(default=None, alias="hostedZoneId", pattern=r"^Z[A-Z0-9]{1,31}$")
     # Buy the Savings Plans that price the plan's reserved pools (1 or 3 years, irrevocable). Off, the stack only
     # warns and exports them as `commitments`, and its capacity reservations bill at the on-demand rate until bought.
     purchase_commitments: bool = Field(default=False, alias="purchaseCommitments")
@@ -79,6 +81,13 @@ class StackSettings(BaseModel):
             raise ValueError(f"{v} days: CloudWatch Logs keeps one of {', '.join(map(str, LOG_RETENTION_DAYS))}")
         return v
 
+    @model_validator(mode="after")
+    def _zone_needs_a_domain(self) -> "StackSettings":
+        if self.hosted_zone_id is not None and self.tls_domain is None:
+            raise ValueError("gpufleet:hostedZoneId is set without gpufleet:tlsDomain: set the domain to serve "
+                             "HTTPS in that zone, or remove the zone id to serve plain HTTP")
+        return self
+
     @property
     def name(self) -> str:
         return f"gpufleet-{self.environment}"
@@ -90,7 +99,9 @@ def parse_settings(values: dict, origin: str) -> StackSettings:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise InfraInputError(f"{origin}: gpufleet:{where}: {err['msg'].removeprefix('Value error, ')}") from None
+        # A check across keys (a model validator) has no location; its message names the keys itself.
+        where = f"gpufleet:{where}: " if where else ""
+        raise InfraInputError(f"{origin}: {where}{err['msg'].removeprefix('Value error, ')}") from None
 
 
 def stack_file_config(stack: str, project_dir: Path = ROOT) -> dict[str, str]:

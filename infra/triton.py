@@ -194,7 +194,7 @@ class TritonService(pulumi.ComponentResource):
         services.append(self._service(app, app, ns, {}, kopts, scraped=False))
         self.ingress = self._ingress(app, ns, edge, backends if plan.request.routing == "weighted" or canary else [],
                                      routes if mixed else {}, pulumi.ResourceOptions(parent=self, provider=cluster.provider,
-                                                            depends_on=[edge.controller, edge.validation, *services]))
+                                                            depends_on=[*edge.ready, *services]))
         # pulumi-kubernetes waits for the controller to publish the ALB's name in the Ingress status (the Ingress
         # awaiter: status.loadBalancer.ingress; a backend with no Endpoints object, as a use-annotation action, is
         # only a warning once endpoints settle: await/ingress.go:256-264,393-436). The controller writes it once it
@@ -203,7 +203,7 @@ class TritonService(pulumi.ComponentResource):
         # the Ingress stays awaited and the hostname below is there when the record is made.
         hostname = self.ingress.status.apply(lambda s: s.load_balancer.ingress[0].hostname)
         self.dns = edge.dns_name(f"{name}-dns", hostname, pulumi.ResourceOptions(parent=self))
-        self.endpoint = f"https://{edge.domain}"
+        self.endpoint = edge.endpoint(hostname)
         k8s.apiextensions.CustomResource(f"{app}-monitor", api_version="monitoring.coreos.com/v1",
                                          kind="ServiceMonitor", metadata={"name": app, "namespace": ns,
                                                                           "labels": {"release": "monitoring"}}, spec={
@@ -238,21 +238,26 @@ class TritonService(pulumi.ComponentResource):
     @staticmethod
     def _ingress(app: str, ns: str, edge: Edge, backends: list[tuple[str, float]],
                  routes: dict[str, list[tuple[str, float]]], opts) -> k8s.networking.v1.Ingress:
-        """HTTPS only (TLS 1.3/1.2 policy), IP targets, readiness as the health check. With ``backends`` (weighted
-        routing or a canary), one forward action over their Services with the plan's weights; else the Service over
-        every replica. With ``routes`` (a mix), each model's KServe path ``/v2/models/<model>`` goes to the
-        Deployments serving it, weighted as the plan splits that model's traffic; anything else (health, server
+        """With a domain, HTTPS only (TLS 1.3/1.2 policy, port 443) for that host; with none, plain HTTP on port 80
+        for any host (the load balancer's own hostname). IP targets, readiness as the health check. With ``backends``
+        (weighted routing or a canary), one forward action over their Services with the plan's weights; else the
+        Service over every replica. With ``routes`` (a mix), each model's KServe path ``/v2/models/<model>`` goes to
+        the Deployments serving it, weighted as the plan splits that model's traffic; anything else (health, server
         metadata) to the Service over every replica."""
         annotations = {
             "alb.ingress.kubernetes.io/scheme": "internet-facing",
             "alb.ingress.kubernetes.io/target-type": "ip",
-            "alb.ingress.kubernetes.io/listen-ports": json.dumps([{"HTTPS": 443}]),
-            "alb.ingress.kubernetes.io/certificate-arn": edge.certificate_arn,
-            "alb.ingress.kubernetes.io/ssl-policy": "ELBSecurityPolicy-TLS13-1-2-2021-06",
             "alb.ingress.kubernetes.io/healthcheck-path": "/v2/health/ready",
             "alb.ingress.kubernetes.io/target-group-attributes":
                 f"deregistration_delay.timeout_seconds={DEREGISTRATION_S}",
         }
+        if edge.domain is not None:
+            annotations.update({
+                "alb.ingress.kubernetes.io/listen-ports": json.dumps([{"HTTPS": 443}]),
+                "alb.ingress.kubernetes.io/certificate-arn": edge.certificate_arn,
+                "alb.ingress.kubernetes.io/ssl-policy": "ELBSecurityPolicy-TLS13-1-2-2021-06"})
+        else:
+            annotations["alb.ingress.kubernetes.io/listen-ports"] = json.dumps([{"HTTP": 80}])
         backend = {"service": {"name": app, "port": {"number": 8000}}}
         paths = []
         for model, served in sorted(routes.items()):
@@ -268,8 +273,8 @@ class TritonService(pulumi.ComponentResource):
         return k8s.networking.v1.Ingress(f"{app}-ingress", metadata={
             "name": app, "namespace": ns, "annotations": annotations}, spec={
             "ingressClassName": "alb",
-            "tls": [{"hosts": [edge.domain]}],
-            "rules": [{"host": edge.domain, "http": {"paths": paths + [
+            **({"tls": [{"hosts": [edge.domain]}]} if edge.domain is not None else {}),
+            "rules": [{**({"host": edge.domain} if edge.domain is not None else {}), "http": {"paths": paths + [
                 {"path": "/", "pathType": "Prefix", "backend": backend}]}}]}, opts=opts)
 
     @staticmethod

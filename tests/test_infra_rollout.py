@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from infra.preview import manifests, preview, preview_graph
+from infra.preview import account_zones, manifests, preview, preview_graph
 
 from .iam_eval import allowed
 from infra.program import load_plan
@@ -330,19 +330,28 @@ def _ingress(records):
     return ing
 
 
-def test_traffic_enters_through_tls_and_reaches_each_pod_through_one_weighted_target_group(built):
+def test_traffic_enters_through_the_alb_tls_only_with_a_domain_and_reaches_each_pod_through_one_weighted_target_group(
+        built):
     settings, plan, records, graph = built
     ing = _ingress(records)
     ann = ing["metadata"]["annotations"]
     assert ing["spec"]["ingressClassName"] == "alb"
-    assert json.loads(ann["alb.ingress.kubernetes.io/listen-ports"]) == [{"HTTPS": 443}]
-    assert ann["alb.ingress.kubernetes.io/certificate-arn"].startswith("arn:aws:acm:")
     assert ann["alb.ingress.kubernetes.io/target-type"] == "ip"
-    assert ing["spec"]["rules"][0]["host"] == settings.tls_domain
-    # The controller (and its webhook) exist before the Ingress, and the certificate is validated before it is used.
+    # The controller (and its webhook) exist before the Ingress.
     ingress_key = _key(records, "kubernetes:networking.k8s.io/v1:Ingress", "-ingress")
     assert graph.waits_for(ingress_key, _key(records, RELEASE, "aws-load-balancer-controller"))
-    assert graph.waits_for(ingress_key, _key(records, "aws:acm/certificateValidation:CertificateValidation", "-tls"))
+    if settings.tls_domain:
+        # HTTPS only, TLS 1.3/1.2, and the certificate is validated before it is used.
+        assert json.loads(ann["alb.ingress.kubernetes.io/listen-ports"]) == [{"HTTPS": 443}]
+        assert ann["alb.ingress.kubernetes.io/certificate-arn"].startswith("arn:aws:acm:")
+        assert ann["alb.ingress.kubernetes.io/ssl-policy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+        assert ing["spec"]["rules"][0]["host"] == settings.tls_domain
+        assert graph.waits_for(ingress_key, _key(records, "aws:acm/certificateValidation:CertificateValidation",
+                                                 "-tls"))
+    else:
+        # No domain (the dev stack): plain HTTP on port 80 for the load balancer's own hostname, no certificate.
+        assert json.loads(ann["alb.ingress.kubernetes.io/listen-ports"]) == [{"HTTP": 80}]
+        assert "alb.ingress.kubernetes.io/certificate-arn" not in ann and "host" not in ing["spec"]["rules"][0]
     objs = manifests(records)
     services = {s["metadata"]["name"]: s for s in objs if s["kind"] == "Service"}
     pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in objs
@@ -435,11 +444,16 @@ def test_a_stopping_triton_pod_drains_before_it_exits(built):
 
 def test_the_domain_points_at_the_load_balancer_the_controller_made(built):
     settings, _, records, _ = built
-    (cname,) = [r for r in records if r.type == "aws:route53/record:Record" and r.inputs.get("type") == "CNAME"
-                and r.inputs["name"] == settings.tls_domain]
-    assert cname.inputs["zoneId"] == settings.hosted_zone_id
-    (target,) = cname.inputs["records"]
-    assert target.endswith(".elb.amazonaws.com")
+    dns = [r for r in records if r.type == "aws:route53/record:Record"]
+    if not settings.tls_domain:
+        assert dns == []  # no domain, no record: clients use the load balancer's own hostname
+        return
+    # An alias A record (valid at a zone apex, unlike a CNAME) in the zone the stack looked up.
+    (record,) = [r for r in dns if r.inputs["name"] == settings.tls_domain]
+    assert record.inputs["type"] == "A"
+    assert record.inputs["zoneId"] in account_zones(settings)
+    (alias,) = record.inputs["aliases"]
+    assert alias["name"].endswith(".elb.amazonaws.com")
 
 
 def test_a_reserved_group_can_roll_its_nodes(built):
