@@ -203,10 +203,10 @@ def test_a_device_plugin_that_cannot_see_the_slices_fails_instead_of_advertising
 #  PER_ALWAYS (every boot) in the init stage, and a failing boothook is only logged; handlers/shell_script.py: a
 #  text/x-shellscript part runs once per instance in cloud-final. systemd/cloud-init.service.tmpl: Before=
 #  network-online.target. awslabs/amazon-eks-ami@81fec2e8 templates/al2023/runtime/rootfs/etc/systemd/system/:
-#  nodeadm-config.service Before=cloud-init.service; nodeadm-run.service (which starts kubelet) After=cloud-final.service
-#  with no Requires= on it, so a failed user-data script never stops the join; templates/al2023/runtime/gpu/
-#  nvidia-kmod-load.service After=network-online.target, Before=nvidia-persistenced/nvidia-fabricmanager: the driver
-#  is not loaded while a boothook runs. systemd.unit(5): a unit with Requires= and After= on a oneshot unit starts only
+#  nodeadm-config.service Before=cloud-init.service; nodeadm-run.service (which starts kubelet)
+#  After=cloud-final.service with no Requires= on it, so a failed user-data script never stops the join;
+#  templates/al2023/runtime/gpu/nvidia-kmod-load.service After=network-online.target, Before=nvidia-persistenced
+#  and nvidia-fabricmanager: the driver is not loaded while a boothook runs. systemd.unit(5): a unit with Requires= and After= on a oneshot unit starts only
 #  once that unit's process exited 0; its start job fails ("dependency") otherwise.
 def user_data_parts(records) -> list:
     parts = []
@@ -249,7 +249,7 @@ def stub_bin(root: Path) -> tuple[Path, Path]:
 
 def boot(script: str, state: dict, tmp_path, fail: str = "") -> tuple[subprocess.CompletedProcess, dict, list[str]]:
     """Runs the partition script as its unit would, on a node emulated by stub nvidia-smi/systemctl (tests/
-    mig_stubs.py: MIG mode cannot change while a holder service runs, as nvidia-smi answers In use by another client)."""
+    mig_stubs.py: MIG mode cannot change while a holder service runs: nvidia-smi's "In use by another client")."""
     bin_dir, log = stub_bin(tmp_path)
     log.write_text("")
     (tmp_path / "state.json").write_text(json.dumps(state))
