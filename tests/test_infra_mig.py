@@ -206,7 +206,8 @@ def test_a_device_plugin_that_cannot_see_the_slices_fails_instead_of_advertising
 #  nodeadm-config.service Before=cloud-init.service; nodeadm-run.service (which starts kubelet)
 #  After=cloud-final.service with no Requires= on it, so a failed user-data script never stops the join;
 #  templates/al2023/runtime/gpu/nvidia-kmod-load.service After=network-online.target, Before=nvidia-persistenced
-#  and nvidia-fabricmanager: the driver is not loaded while a boothook runs. systemd.unit(5): a unit with Requires= and After= on a oneshot unit starts only
+#  and nvidia-fabricmanager: the driver is not loaded while a boothook runs.
+#  systemd.unit(5): a unit with Requires= and After= on a oneshot unit starts only
 #  once that unit's process exited 0; its start job fails ("dependency") otherwise.
 def user_data_parts(records) -> list:
     parts = []
