@@ -62,6 +62,9 @@ MIG_SCRIPT = "/usr/local/sbin/gpufleet-mig"
 # the AMI (templates/al2023/provisioners/install-nvidia-driver.sh enables both). NVIDIA mig-parted's systemd unit
 # (NVIDIA/mig-parted deployments/systemd/nvidia-mig-manager.service) likewise runs After= them and stops them first.
 MIG_HOLDERS = ("nvidia-persistenced.service", "nvidia-fabricmanager.service")
+# Requires= nvidia-persistenced (templates/al2023/runtime/gpu/set-nvidia-clocks.service): stopping the daemon stops it,
+# so it is stopped first and started again with the holders.
+MIG_DEPENDENTS = ("set-nvidia-clocks.service",)
 # What starts kubelet on AL2023 (nodeadm-run.service: nodeadm init restarts kubelet.service; kubelet is not enabled).
 NODE_JOINERS = ("nodeadm-run.service", "kubelet.service")
 
@@ -114,7 +117,7 @@ def mig_script(pool) -> str:
         'restart() { for s in "${stopped[@]}"; do systemctl start "$s" || echo "gpufleet-mig: $s did not start" >&2;'
         " done; }",
         "trap restart EXIT",
-        f"for s in {' '.join(MIG_HOLDERS)}; do",
+        f"for s in {' '.join(MIG_DEPENDENTS + MIG_HOLDERS)}; do",
         '  if systemctl is-active --quiet "$s"; then systemctl stop "$s"; stopped+=("$s"); fi',
         "done",
         "gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader)",
