@@ -31,7 +31,13 @@ from gpufleet.contracts.plan import Plan
 GPU_LABEL = "gpufleet.io/gpu"
 CAPACITY_LABEL = "gpufleet.io/capacity"
 # Cluster Autoscaler's AWS provider knows a GPU node by this label (its GPULabel): without it, a node still waiting
-# for the device plugin looks like one without GPUs, and the autoscaler adds more.
+# for the device plugin looks like one without GPUs, and the autoscaler adds more. Whole-GPU groups only: CA 1.35
+# (kubernetes/autoscaler@cluster-autoscaler-1.35.0, processors/customresources/gpu_processor.go,
+# FilterOutNodesWithUnreadyResources, with utils/gpu/gpu.go NodeHasGpuAllocatable) holds a node with this label and no
+# non-zero nvidia.com/gpu (or other vendor GPU) allocatable as unready, for ever; a partitioned node advertises only
+# nvidia.com/mig-* (k8s-device-plugin v0.17.0 internal/rm/device_map.go skips MIG-enabled GPUs), and past
+# --max-total-unready-percentage the autoscaler stops scaling the whole cluster. Partitioned groups tell it their
+# slices through node-template resources tags instead.
 ACCELERATOR_LABEL = "k8s.amazonaws.com/accelerator"
 # A spot group that cannot get capacity is given up for the next priority after this (the default is 15 min).
 MAX_NODE_PROVISION_TIME = "5m"
@@ -42,12 +48,32 @@ DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
 # The node label the GPU Operator's MIG manager reads (mig-parted's configuration name); set on partitioned groups.
 MIG_CONFIG_LABEL = "nvidia.com/mig.config"
 MIME_BOUNDARY = "==GPUFLEET=="
+# The MIG boot: a cloud-init boothook (run on every boot, in cloud-init's init stage: canonical/cloud-init 22.2.2
+# cloudinit/handlers/boot_hook.py, PER_ALWAYS) installs a oneshot unit that partitions the GPUs once the driver is
+# loaded, and makes nodeadm-run (which starts kubelet) and kubelet require it: a failed partition keeps the node out of
+# the cluster instead of joining with no slices. The boothook cannot partition by itself: on the AL2023 NVIDIA AMI
+# (awslabs/amazon-eks-ami@81fec2e8, templates/al2023/runtime/gpu/nvidia-kmod-load.service) the driver is loaded after
+# network-online.target, which cloud-init's init stage precedes; and a failing boothook is only logged. A
+# text/x-shellscript part would run once per instance in cloud-final, and nodeadm-run.service is only After=
+# cloud-final.service (no Requires=), so kubelet joined even when it failed.
+MIG_UNIT = "gpufleet-mig.service"
+MIG_SCRIPT = "/usr/local/sbin/gpufleet-mig"
+# Services that hold the GPUs open, so MIG mode cannot change under them (nvidia-smi: "In use by another client"); on
+# the AMI (templates/al2023/provisioners/install-nvidia-driver.sh enables both). NVIDIA mig-parted's systemd unit
+# (NVIDIA/mig-parted deployments/systemd/nvidia-mig-manager.service) likewise runs After= them and stops them first.
+MIG_HOLDERS = ("nvidia-persistenced.service", "nvidia-fabricmanager.service")
+# Requires= nvidia-persistenced (templates/al2023/runtime/gpu/set-nvidia-clocks.service): stopping the daemon stops it,
+# so it is stopped first and started again with the holders.
+MIG_DEPENDENTS = ("set-nvidia-clocks.service",)
+# What starts kubelet on AL2023 (nodeadm-run.service: nodeadm init restarts kubelet.service; kubelet is not enabled).
+NODE_JOINERS = ("nodeadm-run.service", "kubelet.service")
 
 
 # EC2 Instance Savings Plans, the commitment that prices a reserved pool as the catalog does (its reserved figures are
 # no-upfront estimates); terms in seconds as DescribeSavingsPlansOfferings states them.
 SAVINGS_PLAN_TERM_S = {"reserved-1yr": 31_536_000, "reserved-3yr": 94_608_000}
 SAVINGS_PLAN_PAYMENT = "No Upfront"
+CANARY_REPLICAS = 1
 
 
 def capacity_group(capacity_type: str) -> str:
@@ -78,26 +104,87 @@ def gpu_resource(pool) -> str:
     return f"nvidia.com/mig-{pool.mig_profile}" if pool.mig_partition else "nvidia.com/gpu"
 
 
-def mig_boot(pool) -> dict:
-    """Launch-template arguments that partition every GPU of a node at boot, before kubelet starts, so the device
-    plugin finds the slices (None or an unpartitioned pool: nothing). EKS merges a MIME multi-part user data with its
-    own bootstrap. nvidia-smi is on the EKS NVIDIA AMIs; this is mig-parted's ``all-<profile>`` done with it."""
-    if pool is None or not pool.mig_partition:
-        return {}
+def mig_script(pool) -> str:
+    """The partition, run by MIG_UNIT on every boot: stop the GPU holders, enable MIG mode where it is not (it survives
+    a reboot; a GPU left pending is reset), make the plan's instances afresh (they do not survive one), start the
+    holders again whatever happened, and exit non-zero on any failure. Idempotent: a rerun ends in the same state."""
     profiles = ",".join([pool.mig_profile] * pool.mig_slices_per_gpu)
-    script = "\n".join([
+    return "\n".join([
         "#!/bin/bash",
-        "set -euo pipefail",
         f"# {pool.mig_partition}: {pool.mig_slices_per_gpu} x {pool.mig_profile} on every GPU (gpufleet plan)",
-        "nvidia-smi -mig 1",
-        "for gpu in $(nvidia-smi --query-gpu=index --format=csv,noheader); do",
+        "set -euo pipefail",
+        "stopped=()",
+        'restart() { for s in "${stopped[@]}"; do systemctl start "$s" || echo "gpufleet-mig: $s did not start" >&2;'
+        " done; }",
+        "trap restart EXIT",
+        f"for s in {' '.join(MIG_DEPENDENTS + MIG_HOLDERS)}; do",
+        '  if systemctl is-active --quiet "$s"; then systemctl stop "$s"; stopped+=("$s"); fi',
+        "done",
+        "gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader)",
+        '[ -n "$gpus" ] || { echo "gpufleet-mig: no GPUs found" >&2; exit 1; }',
+        'mode() { nvidia-smi -i "$1" --query-gpu=mig.mode.current --format=csv,noheader; }',
+        'off=""',
+        'for gpu in $gpus; do [ "$(mode "$gpu")" = Enabled ] || off="$off $gpu"; done',
+        'if [ -n "$off" ]; then',
+        "  nvidia-smi -mig 1",
+        "  for gpu in $off; do",
+        '    [ "$(mode "$gpu")" = Enabled ] || nvidia-smi -r -i "$gpu"',
+        '    [ "$(mode "$gpu")" = Enabled ] || { echo "gpufleet-mig: MIG mode not enabled on GPU $gpu" >&2; exit 1; }',
+        "  done",
+        "fi",
+        "for gpu in $gpus; do",
         '  nvidia-smi mig -i "$gpu" -dci >/dev/null 2>&1 || true',
         '  nvidia-smi mig -i "$gpu" -dgi >/dev/null 2>&1 || true',
         f'  nvidia-smi mig -i "$gpu" -cgi {profiles} -C',
-        "done", ""])
+        "done",
+        f'echo "gpufleet-mig: {pool.mig_partition} made on GPUs" $gpus', ""])
+
+
+def mig_boot(pool) -> dict:
+    """Launch-template arguments that partition every GPU of a node on every boot, before kubelet starts, so the device
+    plugin finds the slices, or keep the node from joining (None or an unpartitioned pool: nothing). EKS merges a MIME
+    multi-part user data with its own bootstrap (on AL2023, its NodeConfig part for nodeadm). nvidia-smi is on the EKS
+    NVIDIA AMIs; the partition is mig-parted's ``all-<profile>`` done with it. See MIG_UNIT for the order of boot."""
+    if pool is None or not pool.mig_partition:
+        return {}
+    unit = "\n".join([
+        "[Unit]",
+        f"Description=gpufleet: MIG {pool.mig_partition} on every GPU before the node joins",
+        "Wants=nvidia-kmod-load.service",
+        f"After=nvidia-kmod-load.service {' '.join(MIG_HOLDERS)}",
+        f"Before={' '.join(NODE_JOINERS)}",
+        "[Service]",
+        # oneshot: the unit counts as started only once the script exited 0, which is what Requires= waits on;
+        # RemainAfterExit: a later kubelet restart does not partition again under running pods.
+        "Type=oneshot", "RemainAfterExit=yes", "TimeoutStartSec=600", f"ExecStart={MIG_SCRIPT}",
+        "StandardOutput=journal+console", "StandardError=journal+console",
+        "[Install]", "WantedBy=multi-user.target", ""])
+    gate = f"[Unit]\nRequires={MIG_UNIT}\nAfter={MIG_UNIT}\n"
+    files = [(MIG_SCRIPT, mig_script(pool)), (f"/etc/systemd/system/{MIG_UNIT}", unit)] + [
+        (f"/etc/systemd/system/{j}.d/50-gpufleet-mig.conf", gate) for j in NODE_JOINERS]
+    lines = ["#!/bin/bash", "# gpufleet: install the MIG partition unit (every boot; rewriting the same files)",
+             "set -euo pipefail", 'root="${GPUFLEET_ROOT:-}"  # an install root for tests; empty on a node']
+    for path, text in files:
+        lines += [f'mkdir -p "$root{path.rsplit("/", 1)[0]}"', f"cat > \"$root{path}\" <<'GPUFLEET_EOF'",
+                  text.rstrip("\n"), "GPUFLEET_EOF"]
+    lines += [f'chmod 0755 "$root{MIG_SCRIPT}"', "systemctl daemon-reload", f"systemctl enable {MIG_UNIT}",
+              # The first boot's jobs are already queued, so enabling is not enough; --no-block, as the unit waits on
+              # nvidia-kmod-load, which waits on network-online.target, which waits on this boothook's stage.
+              f"systemctl start --no-block {MIG_UNIT}", ""]
+    boothook = "\n".join(lines)
     mime = (f'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="{MIME_BOUNDARY}"\n\n--{MIME_BOUNDARY}\n'
-            f'Content-Type: text/x-shellscript; charset="us-ascii"\n\n{script}\n--{MIME_BOUNDARY}--\n')
+            f'Content-Type: text/cloud-boothook; charset="us-ascii"\n\n{boothook}\n--{MIME_BOUNDARY}--\n')
     return {"user_data": base64.b64encode(mime.encode()).decode()}
+
+
+def canary_gpu(plan: Plan) -> str:
+    """The GPU type the canary Deployment (infra.triton) runs on: that of the most-routed deployment."""
+    return max(plan.deployments, key=lambda d: d.routing_weight).gpu
+
+
+def canary_replicas(settings: StackSettings) -> int:
+    """The canary's pods: fixed (no HPA), beside the HPAs' maximum, so the node groups' headroom counts them."""
+    return CANARY_REPLICAS if settings.canary_image and settings.canary_weight else 0
 
 
 def commitments(plan: Plan, region: str) -> list[Commitment]:
@@ -151,6 +238,8 @@ class GpuNodePools(pulumi.ComponentResource):
         most = defaultdict(int)  # GPU type -> the HPAs' maximum replicas, a shared Deployment's once
         for unit in plan.units():
             most[unit[0].gpu] += unit[0].autoscaling.max_replicas
+        if canary_replicas(settings):  # a GPU (or slice) each, at the HPAs' maximum too
+            most[canary_gpu(plan)] += canary_replicas(settings)
         for gpu, top in most.items():
             committed = sum(high(p) * p.gpus_per_instance for (g, _), ps in pools.items() if g == gpu for p in ps)
             gpus_per = next(p.gpus_per_instance for (g, _), ps in pools.items() if g == gpu for p in ps)
@@ -161,10 +250,11 @@ class GpuNodePools(pulumi.ComponentResource):
             sliced = partition_of.get(gpu)
             first = by_type[(instance_types[0], sliced.mig_partition if sliced else None)]
             gpus = first.gpus_per_instance
-            labels = {GPU_LABEL: gpu, CAPACITY_LABEL: cap, "nvidia.com/gpu.present": "true",
-                      ACCELERATOR_LABEL: f"nvidia-{gpu.lower()}"}
+            labels = {GPU_LABEL: gpu, CAPACITY_LABEL: cap, "nvidia.com/gpu.present": "true"}
             if sliced:
                 labels[MIG_CONFIG_LABEL] = sliced.mig_partition
+            else:  # never on a partitioned node (see ACCELERATOR_LABEL): the autoscaler would hold it unready
+                labels[ACCELERATOR_LABEL] = f"nvidia-{gpu.lower()}"
             template_tags = {f"k8s.io/cluster-autoscaler/node-template/label/{k}": v for k, v in labels.items()}
             template_tags["k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu"] = "true:NoSchedule"
             # What a new node offers, so the autoscaler knows a pending pod would fit: GPUs, or slices.
@@ -252,7 +342,15 @@ class GpuNodePools(pulumi.ComponentResource):
 
     def _device_plugin(self, name: str, cluster: Cluster, mig: bool = False) -> None:
         """The NVIDIA device plugin DaemonSet, on GPU nodes only. With MIG pools, the mixed strategy: each slice is
-        advertised as nvidia.com/mig-<profile>, whole GPUs as nvidia.com/gpu."""
+        advertised as nvidia.com/mig-<profile>, whole GPUs as nvidia.com/gpu; and what NVIDIA's chart sets whenever
+        migStrategy is not none (NVIDIA/k8s-device-plugin@v0.17.0 deployments/helm/nvidia-device-plugin/templates/
+        _helpers.tpl 91-105 and 127-159: capabilities add SYS_ADMIN instead of drop ALL, which the API refuses next to
+        allowPrivilegeEscalation: false; daemonset-device-plugin.yml 184-187 with _helpers.tpl 269:
+        NVIDIA_MIG_MONITOR_DEVICES=all, the container runtime's cue to mount the MIG monitor capability). Without
+        them the plugin cannot enumerate the slices. With MIG it also fails on an init error (the plugin's own
+        default, cmd/nvidia-device-plugin/main.go) instead of blocking: a partitioned node carries no GPU label the
+        autoscaler would flag (see ACCELERATOR_LABEL), so a crash-looping plugin pod is the signal left. Whole-GPU
+        nodes keep the static manifest's false: the autoscaler holds such a node unready while it has no GPUs."""
         opts = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         labels = {"app.kubernetes.io/name": "nvidia-device-plugin"}
         k8s.apps.v1.DaemonSet(f"{name}-nvidia-device-plugin", metadata={
@@ -265,9 +363,11 @@ class GpuNodePools(pulumi.ComponentResource):
                 "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
                 "containers": [{
                     "name": "nvidia-device-plugin", "image": DEVICE_PLUGIN_IMAGE,
-                    "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}]
-                    + ([{"name": "MIG_STRATEGY", "value": "mixed"}] if mig else []),
-                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                    "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "true" if mig else "false"}]
+                    + ([{"name": "MIG_STRATEGY", "value": "mixed"},
+                        {"name": "NVIDIA_MIG_MONITOR_DEVICES", "value": "all"}] if mig else []),
+                    "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}} if mig else
+                    {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
                     "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
                     "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}]}],
                 "volumes": [{"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins"}}]}}},

@@ -21,7 +21,7 @@ import pulumi_kubernetes as k8s
 
 from infra.cluster import Cluster
 from infra.edge import Edge
-from infra.gpu_pools import GPU_LABEL, GpuNodePools, gpu_resource
+from infra.gpu_pools import GPU_LABEL, GpuNodePools, canary_gpu, canary_replicas, gpu_resource
 from infra.iam import irsa_trust, role
 from infra.observability import NAMESPACE as MONITORING_NAMESPACE, Observability
 from infra.settings import StackSettings
@@ -182,11 +182,11 @@ class TritonService(pulumi.ComponentResource):
             for d in unit:
                 routes[d.model].append((pool, d.routing_weight))
         if canary:
-            gpu = max(plan.deployments, key=lambda d: d.routing_weight).gpu
+            gpu = canary_gpu(plan)  # the node groups' headroom counts the canary there (infra.gpu_pools)
             pool = f"{app}-canary"
             repo = storage.models.bucket.apply(lambda b, g=gpu: f"s3://{b}/{prefixes[0]}/{g}")
-            self._deployment(pool, app, ns, sa, gpu, 1, settings.canary_image, [repo], "canary", on_gpus, None,
-                             pod_resources(plan, gpu))
+            self._deployment(pool, app, ns, sa, gpu, canary_replicas(settings), settings.canary_image, [repo],
+                             "canary", on_gpus, None, pod_resources(plan, gpu))
             services.append(self._service(pool, app, ns, {"track": "canary"}, kopts, scraped=True))
             backends.append((pool, float(canary)))
         # One Service over every replica: the "equal" routing model, and the in-cluster entry point. Not scraped:

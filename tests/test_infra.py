@@ -238,3 +238,31 @@ def test_render_writes_valid_manifests_and_a_summary(tmp_path, capsys):
                                          "DaemonSet", "StorageClass", "Ingress", "ServiceMonitor"}
     summary = (tmp_path / "prod/aws-resources.md").read_text()
     assert "Capacity reservations" in summary and "SPOT" in summary
+
+
+def test_node_groups_at_their_max_hold_every_gpu_pod_at_the_hpas_max(stack):
+    """At the HPAs' maximum (and the canary's fixed replicas), every GPU pod the Deployments ask for has a GPU (or
+    slice) on some node group at its max size; else a pod stays Pending and the autoscaler cannot help. Demand is read
+    from the rendered Deployments and HPAs (the canary included), capacity from the node groups' max sizes."""
+    _, plan, records = stack
+    per_instance = {p.instance_type: p.gpus_per_instance for p in plan.pools}
+    capacity: dict[str, int] = {}
+    for g in of(records, "aws:eks/nodeGroup:NodeGroup"):
+        gpu = (g.inputs.get("labels") or {}).get(GPU_LABEL)
+        if gpu is not None:
+            capacity[gpu] = capacity.get(gpu, 0) + int(g.inputs["scalingConfig"]["maxSize"]) * min(
+                per_instance[t] for t in g.inputs["instanceTypes"] if t in per_instance)
+    objs = manifests(records)
+    hpa_max = {h["spec"]["scaleTargetRef"]["name"]: h["spec"]["maxReplicas"] for h in objs
+               if h["kind"] == "HorizontalPodAutoscaler"}
+    demand: dict[str, int] = {}
+    for d in objs:
+        pod = d["spec"]["template"]["spec"] if d["kind"] == "Deployment" else None
+        if pod is None or GPU_LABEL not in (pod.get("nodeSelector") or {}):
+            continue
+        per_pod = sum(int(v) for c in pod["containers"] for k, v in c["resources"]["limits"].items()
+                      if k == "nvidia.com/gpu" or k.startswith("nvidia.com/mig-"))
+        replicas = hpa_max.get(d["metadata"]["name"], d["spec"].get("replicas", 1))
+        gpu = pod["nodeSelector"][GPU_LABEL]
+        demand[gpu] = demand.get(gpu, 0) + replicas * per_pod
+    assert demand and all(capacity.get(gpu, 0) >= n for gpu, n in demand.items()), (capacity, demand)

@@ -311,11 +311,13 @@ def test_dns_record_reads_a_status_the_ingress_await_guarantees(stack):
     """The endpoint's DNS record is made from the Ingress's status.loadBalancer hostname; Pulumi returns the
     Ingress only once that field is written (its awaiter), so the Ingress must stay awaited, on the built-in
     condition (a waitFor or skipAwait would hand the record an empty status)."""
-    _, records, _ = stack
+    settings, records, _ = stack
     (ingress,) = [(r, o) for r, o in objects(records) if o["kind"] == "Ingress"]
     r, o = ingress
     assert awaited(o) and WAIT_FOR not in annotations(o), \
         f"{r.name}: Pulumi would return it before the controller writes the hostname the DNS record reads"
+    if settings.tls_domain is None:
+        return  # no record: the endpoint output is http://<that hostname>, read from the same awaited status
     # The only ELB hostname in the program is the one the Ingress status carries (the mock writes it as the
     # controller would); a record made from it is a record made from the awaited status.
     pointing = [x.name for x in records if x.type == "aws:route53/record:Record"
