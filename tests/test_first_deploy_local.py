@@ -32,13 +32,9 @@ from serving.local import bundled_server  # noqa: E402
 from serving.repository import parse_s3_url, upload_repository  # noqa: E402
 from serving.standin import StandIn  # noqa: E402
 
+from .alb_eval import target_group_services, target_group_setting  # noqa: E402
 from .conftest import free_port  # noqa: E402
 
-# The controller's default health-check path when neither the Service nor the Ingress names one
-# (kubernetes-sigs/aws-load-balancer-controller@v2.13.0:docs/guide/ingress/annotations.md, healthcheck-path row;
-# "/AWS.ALB/healthcheck" is the gRPC default).
-ALB_DEFAULT_HEALTHCHECK_PATH = "/"
-HEALTHCHECK_ANNOTATION = "alb.ingress.kubernetes.io/healthcheck-path"
 # The shortened poll period (the manifest's is 30 s) and what a Python-backend stand-in takes to load on two shared
 # cores after Triton has seen it; both bound the test, neither is a claim about speed.
 LOCAL_POLL_S = 2
@@ -62,34 +58,6 @@ def triton_deployment(objs: list[dict]) -> dict:
               and m["spec"]["template"]["metadata"]["labels"].get("track") == "stable"
               and m["spec"]["template"]["spec"]["containers"][0]["name"] == "tritonserver"]
     return dep
-
-
-def selects(selector: dict, labels: dict) -> bool:
-    return all(labels.get(k) == v for k, v in selector.items())
-
-
-def alb_health_check_path(objs: list[dict], pod_labels: dict) -> str:
-    """The health-check path of the target group that holds this pod: the Ingress backends are Services (named in
-    a forward action or directly); a Service's annotation wins over the Ingress's (annotations.md at v2.13.0:
-    "Annotations applied to Service have higher priority over annotations applied to Ingress")."""
-    import json
-
-    (ingress,) = [m for m in objs if m["kind"] == "Ingress"]
-    ann = ingress["metadata"].get("annotations", {})
-    backends = set()
-    for rule in ingress["spec"]["rules"]:
-        for path in rule["http"]["paths"]:
-            svc = path["backend"]["service"]
-            if svc["port"].get("name") == "use-annotation":
-                action = json.loads(ann[f"alb.ingress.kubernetes.io/actions.{svc['name']}"])
-                backends |= {tg["serviceName"] for tg in action["forwardConfig"]["targetGroups"]}
-            else:
-                backends.add(svc["name"])
-    services = [m for m in objs if m["kind"] == "Service" and m["metadata"]["name"] in backends
-                and selects(m["spec"]["selector"], pod_labels)]
-    assert len(services) == 1, f"the pod sits behind {len(services)} target groups"
-    own = services[0]["metadata"].get("annotations", {})
-    return own.get(HEALTHCHECK_ANNOTATION) or ann.get(HEALTHCHECK_ANNOTATION) or ALB_DEFAULT_HEALTHCHECK_PATH
 
 
 def local_command(container: dict, server_dir: Path, s3_endpoint: str) -> tuple[list[str], dict[str, int]]:
@@ -151,7 +119,9 @@ def test_first_deploy_empty_bucket_goes_live_unready_then_ready_once_published(r
     port_of = {p["name"]: p["containerPort"] for p in container["ports"]}
     probe = {k: container[k] for k in ("startupProbe", "livenessProbe", "readinessProbe")}
     assert all(p["httpGet"]["port"] in port_of for p in probe.values())
-    health_path = alb_health_check_path(objs, pod["metadata"]["labels"])
+    # The ALB health check of the pod's target group, as the controller reads it (tests/alb_eval.py).
+    (service,) = target_group_services(objs, dep["metadata"]["namespace"], pod["metadata"]["labels"])
+    health_path = target_group_setting(objs, service, "healthcheck-path")
     (repo_url,) = [a.partition("=")[2] for a in container["args"] if a.startswith("--model-repository=")]
     bucket, prefix = parse_s3_url(repo_url)
 
