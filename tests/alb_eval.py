@@ -16,7 +16,7 @@ from pathlib import Path
 POD_WEBHOOK = json.loads((Path(__file__).parent / "data/alb/pod-mutator-webhook-1.13.0.json").read_text())
 ANNOTATION_PREFIX = "alb.ingress.kubernetes.io/"
 # annotations.md at v2.13.0, the Default column.
-DEFAULTS = {"healthcheck-path": "/", "target-type": "instance"}
+DEFAULTS = {"healthcheck-path": "/", "target-type": "instance", "success-codes": "200"}
 # Kubernetes labels every namespace with its own name (NamespaceDefaultLabelName).
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 

@@ -1,8 +1,9 @@
 """The first ``pulumi up``, run here: the real ``tritonserver`` started with the rendered Triton Deployment's own
 command, args, environment and probe paths, against ``moto_server`` S3 holding exactly the objects the stack puts in
 its bucket (``bucket-objects.json``), through the first-deploy sequence: empty bucket → the pod live (the startup
-and liveness probes pass, so nothing restarts it) and unready → the model published → Ready within the poll period →
-the ALB health check (the path the controller reads from the Service or Ingress annotation) answers 200 only then.
+and liveness probes pass, so nothing restarts it) and unready → the model published → Ready within the poll
+period → the ALB health check (the path the controller reads from the Service or Ingress annotation) answers 200
+only then.
 
 Nothing here is retyped from ``infra``: every path, flag and key comes from the rendered stack. What cannot run on
 this machine is replaced, flag by flag, in :func:`local_command` (which says why for each).
@@ -81,6 +82,9 @@ def local_command(container: dict, server_dir: Path, s3_endpoint: str) -> tuple[
         if flag == "--model-repository":
             args.append(f"{flag}=s3://{s3_endpoint}/{value.removeprefix('s3://')}")
         elif flag in flag_port:
+            # The flag binds the container port the probes name: checked, so the mapping is the manifest's own.
+            (declared,) = [p["containerPort"] for p in container["ports"] if p["name"] == flag_port[flag]]
+            assert int(value) == declared, f"{arg} but the container declares {flag_port[flag]}={declared}"
             args.append(f"{flag}={ports[flag_port[flag]]}")
         elif flag == "--repository-poll-secs":
             args.append(f"{flag}={LOCAL_POLL_S}")
@@ -103,6 +107,15 @@ def http_status(port: int, path: str) -> int | None:
         return None
 
 
+def alb_healthy(code: int | None, success_codes: str) -> bool:
+    """An ALB target group's matcher: a code, a list ("200,202") or a range ("200-299")."""
+    for part in success_codes.split(","):
+        low, _, high = part.partition("-")
+        if code is not None and int(low) <= code <= int(high or low):
+            return True
+    return False
+
+
 def probe_passes(code: int | None) -> bool:
     """Kubernetes' httpGet probe: 200 <= code < 400 passes (pkg/probe/http)."""
     return code is not None and 200 <= code < 400
@@ -122,6 +135,7 @@ def test_first_deploy_empty_bucket_goes_live_unready_then_ready_once_published(r
     # The ALB health check of the pod's target group, as the controller reads it (tests/alb_eval.py).
     (service,) = target_group_services(objs, dep["metadata"]["namespace"], pod["metadata"]["labels"])
     health_path = target_group_setting(objs, service, "healthcheck-path")
+    success_codes = target_group_setting(objs, service, "success-codes")
     (repo_url,) = [a.partition("=")[2] for a in container["args"] if a.startswith("--model-repository=")]
     bucket, prefix = parse_s3_url(repo_url)
 
@@ -167,12 +181,13 @@ def test_first_deploy_empty_bucket_goes_live_unready_then_ready_once_published(r
             s = state()
             assert probe_passes(s["livenessProbe"]), f"liveness failed on an empty repository: {s}"
             assert not probe_passes(s["readinessProbe"]), f"ready with no model: {s}"
-            assert not probe_passes(s["alb"]), f"ALB health check {health_path} healthy with no model: {s}"
+            assert not alb_healthy(s["alb"], success_codes), f"ALB health check {health_path} healthy with no model: {s}"
             time.sleep(SAMPLE_S)
 
         # 3. Publish the model as an operator would (`serving upload`), to the Deployment's repository URL.
         deployment = next(d for d in plan.deployments if repo_url.endswith(f"/{d.model}/{d.gpu}"))
-        profile = read_profile(resources.files("planner.data").joinpath(f"profiles/{deployment.model}-{deployment.gpu}.json"))
+        profile = read_profile(resources.files("planner.data").joinpath(
+            f"profiles/{deployment.model}-{deployment.gpu}.json"))
         local_repo = work / "repo"
         StandIn(deployment.model, profile).write(local_repo, deployment.triton)
         upload_repository(local_repo, repo_url, s3)
@@ -185,11 +200,12 @@ def test_first_deploy_empty_bucket_goes_live_unready_then_ready_once_published(r
             assert probe_passes(s["livenessProbe"]), f"liveness failed while the model loaded: {s}"
             if probe_passes(s["readinessProbe"]):
                 break
-            assert not probe_passes(s["alb"]), f"ALB health check {health_path} healthy before readiness: {s}"
+            assert not alb_healthy(s["alb"], success_codes), \
+                f"ALB health check {health_path} healthy before readiness: {s}"
             assert time.monotonic() < deadline, (f"not ready {deadline - published:.0f} s after publishing to "
                                                  f"{repo_url}: {s}; log: {_tail(work)}")
             time.sleep(SAMPLE_S)
-        assert http_status(ports["http"], health_path) == 200
+        assert alb_healthy(http_status(ports["http"], health_path), success_codes)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

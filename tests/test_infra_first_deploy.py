@@ -89,5 +89,6 @@ def test_pods_are_created_with_the_alb_target_health_readiness_gate(stack):
     for dep in triton_deployments(objs):
         # A rolling update (maxUnavailable 0) then removes an old pod only once the new one's target is healthy in
         # the ALB, not merely once the kubelet's probe passes: otherwise every target can be initial or draining.
-        assert readiness_gate_injected(objs, dep["metadata"]["namespace"], dep["spec"]["template"]["metadata"]["labels"],
-                                       controller.get("values") or {}), dep["metadata"]["name"]
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert readiness_gate_injected(objs, dep["metadata"]["namespace"], labels, controller.get("values") or {}), \
+            dep["metadata"]["name"]
