@@ -181,7 +181,8 @@ def test_first_deploy_empty_bucket_goes_live_unready_then_ready_once_published(r
             s = state()
             assert probe_passes(s["livenessProbe"]), f"liveness failed on an empty repository: {s}"
             assert not probe_passes(s["readinessProbe"]), f"ready with no model: {s}"
-            assert not alb_healthy(s["alb"], success_codes), f"ALB health check {health_path} healthy with no model: {s}"
+            assert not alb_healthy(s["alb"], success_codes), \
+                f"ALB health check {health_path} healthy with no model: {s}"
             time.sleep(SAMPLE_S)
 
         # 3. Publish the model as an operator would (`serving upload`), to the Deployment's repository URL.
