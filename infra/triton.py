@@ -179,9 +179,9 @@ class TritonService(pulumi.ComponentResource):
             # (Triton takes several --model-repository); each model keeps its own batcher and instances.
             repos = [repository(d.model, gpu) for d in unit]
             select = {"track": "stable", GPU_LABEL: gpu, **({UNIT_LABEL: pool} if mixed else {})}
-            # A probe and a target group's health check each take one path: a shared Deployment's pods are probed,
-            # and its target group checked, on its first model; its other models, published with it, load in the
-            # same poll (an httpGet probe cannot ask for several).
+            # A probe and a target group's health check each take one path (an httpGet probe cannot ask for
+            # several): a shared Deployment's pods are probed, and its target group checked, on its first model.
+            # Its other models must be published with it; one not yet there is not waited for.
             ready = model_ready_path(first.model)
             self.deployments[pool] = self._deployment(
                 pool, app, ns, sa, gpu, None, settings.triton_image, [u for u, _ in repos], "stable",
