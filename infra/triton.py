@@ -30,6 +30,24 @@ from infra.storage import StorageTiers
 
 
 REPOSITORY_POLL_S = 30
+# S3 has no folders. Triton's S3FileSystem::IsDirectory (triton-inference-server/core@r25.01, 236e461d,
+# src/filesystem/implementations/s3.h) lists ``<path>/`` and calls it a directory only when some object is under it;
+# on an empty prefix ModelRepositoryManager::Create (src/model_repository_manager/model_repository_manager.cc) fails
+# with "repository path is not a valid directory", the server stays SERVER_FAILED_TO_INITIALIZE (never live,
+# src/server.cc IsLive) and never polls, whatever --exit-on-error says. The stack therefore puts this zero-byte
+# "folder" object at each repository it points Triton at (the S3 console's empty-folder form); Triton's listing
+# skips an object whose key is the folder itself (GetDirectoryContents), so it is never taken for a model.
+REPOSITORY_MARKER_TYPE = "application/x-directory"
+# The controller injects the target-health readiness gate into pods created in a namespace with this label
+# (kubernetes-sigs/aws-load-balancer-controller@v2.13.0 docs/deploy/pod_readiness_gate.md): a pod is Ready only once
+# its ALB target is healthy, so a rolling update never leaves the target groups with only initial or draining targets.
+READINESS_GATE_LABEL = "elbv2.k8s.aws/pod-readiness-gate-inject"
+HEALTHCHECK_PATH = "alb.ingress.kubernetes.io/healthcheck-path"
+# KServe v2 paths Triton answers: live once the server has initialised (its repositories found); a model ready once
+# that model is loaded. /v2/health/ready is 200 on a repository with no model (strict readiness counts only models
+# Triton has seen), so it is used only where no one model fits (the Service over every replica of a mix).
+LIVE_PATH = "/v2/health/live"
+SERVER_READY_PATH = "/v2/health/ready"
 # A stopping pod keeps serving this long before Triton gets SIGTERM: the ALB deregisters it (DEREGISTRATION_S, with
 # the readiness change propagating meanwhile) while requests still arrive. Triton then drains in flight within its
 # exit timeout, and the grace period covers both.
@@ -101,6 +119,15 @@ def pod_resources(plan, gpu: str) -> dict | None:
             "limits": {"memory": POD_MEMORY, gpu_resource(pool): "1"}}
 
 
+def repository_key(environment: str, model: str, gpu: str) -> str:
+    """The S3 key prefix of one model's repository for one GPU type (``--model-repository=s3://<bucket>/<key>``)."""
+    return f"{environment}/{model}/{gpu}"
+
+
+def model_ready_path(model: str) -> str:
+    return f"/v2/models/{model}/ready"
+
+
 def quantity(value: float) -> str:
     """A Kubernetes quantity in milli-units, exact for the fractional rates the planner produces."""
     return f"{int(round(value * 1000))}m"
@@ -120,7 +147,7 @@ class TritonService(pulumi.ComponentResource):
         prefixes = [f"{settings.environment}/{m}" for m in models]
         mixed = plan.mix is not None
         k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": ns, "labels": {
-            "pod-security.kubernetes.io/enforce": "baseline"}}, opts=kopts)
+            "pod-security.kubernetes.io/enforce": "baseline", READINESS_GATE_LABEL: "enabled"}}, opts=kopts)
         self._network_policies(name, app, ns, settings.vpc_cidr, kopts)
 
         sa = f"{app}-reader"
@@ -139,6 +166,17 @@ class TritonService(pulumi.ComponentResource):
         k8s.core.v1.ServiceAccount(f"{name}-sa", metadata={
             "name": sa, "namespace": ns, "annotations": {"eks.amazonaws.com/role-arn": reader.arn}}, opts=kopts)
 
+        markers: dict[str, aws.s3.BucketObjectv2] = {}
+
+        def repository(model: str, gpu: str) -> tuple[pulumi.Output, aws.s3.BucketObjectv2]:
+            """The repository URL Triton is given, and the marker that makes it a directory before any pod starts."""
+            key = repository_key(settings.environment, model, gpu)
+            if key not in markers:
+                markers[key] = aws.s3.BucketObjectv2(
+                    f"{name}-repo-{model}-{gpu}".lower(), bucket=storage.models.bucket, key=f"{key}/", content="",
+                    content_type=REPOSITORY_MARKER_TYPE, opts=pulumi.ResourceOptions(parent=self))
+            return storage.models.bucket.apply(lambda b: f"s3://{b}/{key}"), markers[key]
+
         self.deployments = {}
         backends = []
         services: list[k8s.core.v1.Service] = []
@@ -149,13 +187,17 @@ class TritonService(pulumi.ComponentResource):
             pool = unit_name(app, unit)
             # One Triton server per replica serves every model of the unit, each from its own published repository
             # (Triton takes several --model-repository); each model keeps its own batcher and instances.
-            repos = [storage.models.bucket.apply(lambda b, m=d.model, g=gpu: f"s3://{b}/{settings.environment}/{m}/{g}")
-                     for d in unit]
+            repos = [repository(d.model, gpu) for d in unit]
             select = {"track": "stable", GPU_LABEL: gpu, **({UNIT_LABEL: pool} if mixed else {})}
-            self.deployments[pool] = self._deployment(pool, app, ns, sa, gpu, None, settings.triton_image,
-                                                      repos, "stable", on_gpus, {UNIT_LABEL: pool} if mixed else {},
-                                                      pod_resources(plan, gpu))
-            services.append(self._service(pool, app, ns, select, kopts, scraped=True))
+            # A probe and a target group's health check each take one path (an httpGet probe cannot ask for
+            # several): a shared Deployment's pods are probed, and its target group checked, on its first model.
+            # Its other models must be published with it; one not yet there is not waited for.
+            ready = model_ready_path(first.model)
+            self.deployments[pool] = self._deployment(
+                pool, app, ns, sa, gpu, None, settings.triton_image, [u for u, _ in repos], "stable",
+                pulumi.ResourceOptions.merge(on_gpus, pulumi.ResourceOptions(depends_on=[m for _, m in repos])),
+                {UNIT_LABEL: pool} if mixed else {}, pod_resources(plan, gpu), ready_path=ready)
+            services.append(self._service(pool, app, ns, select, kopts, scraped=True, health_path=ready))
             a = first.autoscaling
             # One metric per model: the HPA takes the most replicas any of them asks for, so every model stays at
             # or under the per-replica rate its target was sized at, whichever model's traffic grows.
@@ -184,14 +226,20 @@ class TritonService(pulumi.ComponentResource):
         if canary:
             gpu = canary_gpu(plan)  # the node groups' headroom counts the canary there (infra.gpu_pools)
             pool = f"{app}-canary"
-            repo = storage.models.bucket.apply(lambda b, g=gpu: f"s3://{b}/{prefixes[0]}/{g}")
+            repo, marker = repository(models[0], gpu)
             self._deployment(pool, app, ns, sa, gpu, canary_replicas(settings), settings.canary_image, [repo],
-                             "canary", on_gpus, None, pod_resources(plan, gpu))
-            services.append(self._service(pool, app, ns, {"track": "canary"}, kopts, scraped=True))
+                             "canary",
+                             pulumi.ResourceOptions.merge(on_gpus, pulumi.ResourceOptions(depends_on=[marker])), None,
+                             pod_resources(plan, gpu), ready_path=model_ready_path(models[0]))
+            services.append(self._service(pool, app, ns, {"track": "canary"}, kopts, scraped=True,
+                                          health_path=model_ready_path(models[0])))
             backends.append((pool, float(canary)))
         # One Service over every replica: the "equal" routing model, and the in-cluster entry point. Not scraped:
         # its pods are scraped through their pool's Service, once.
-        services.append(self._service(app, app, ns, {}, kopts, scraped=False))
+        # In a mix its pods serve different models, so its target group (the Ingress's default route: health and
+        # server metadata) is checked on the server's strict readiness, which every replica passes once its models load.
+        services.append(self._service(app, app, ns, {}, kopts, scraped=False,
+                                      health_path=SERVER_READY_PATH if mixed else model_ready_path(models[0])))
         self.ingress = self._ingress(app, ns, edge, backends if plan.request.routing == "weighted" or canary else [],
                                      routes if mixed else {}, pulumi.ResourceOptions(parent=self, provider=cluster.provider,
                                                             depends_on=[*edge.ready, *services]))
@@ -247,7 +295,6 @@ class TritonService(pulumi.ComponentResource):
         annotations = {
             "alb.ingress.kubernetes.io/scheme": "internet-facing",
             "alb.ingress.kubernetes.io/target-type": "ip",
-            "alb.ingress.kubernetes.io/healthcheck-path": "/v2/health/ready",
             "alb.ingress.kubernetes.io/target-group-attributes":
                 f"deregistration_delay.timeout_seconds={DEREGISTRATION_S}",
         }
@@ -278,11 +325,15 @@ class TritonService(pulumi.ComponentResource):
                 {"path": "/", "pathType": "Prefix", "backend": backend}]}}]}, opts=opts)
 
     @staticmethod
-    def _service(name: str, app: str, ns: str, extra_selector: dict, kopts, scraped: bool) -> k8s.core.v1.Service:
+    def _service(name: str, app: str, ns: str, extra_selector: dict, kopts, scraped: bool,
+                 health_path: str) -> k8s.core.v1.Service:
+        """One Service; as an Ingress backend, one target group, health-checked on ``health_path`` (a Service's
+        annotation wins over the Ingress's: the controller's docs/guide/ingress/annotations.md at v2.13.0). Not
+        awaited: it selects Triton pods, unready until the model is published (UNTIL_THE_MODEL)."""
         labels = {"app": app, SCRAPE_LABEL: "true" if scraped else "false"}
-        # Not awaited: it selects Triton pods, unready until the model is published (UNTIL_THE_MODEL).
         return k8s.core.v1.Service(f"{name}-svc", metadata={"name": name, "namespace": ns, "labels": labels,
-                                                            "annotations": UNTIL_THE_MODEL}, spec={
+                                                            "annotations": {**UNTIL_THE_MODEL,
+                                                                            HEALTHCHECK_PATH: health_path}}, spec={
             "selector": {"app": app, **extra_selector},
             "ports": [{"name": p["name"], "port": p["containerPort"], "targetPort": p["name"]} for p in PORTS]},
             opts=kopts)
@@ -290,7 +341,7 @@ class TritonService(pulumi.ComponentResource):
     @staticmethod
     def _deployment(name: str, app: str, ns: str, sa: str, gpu: str, replicas: int | None, image: str, repos: list,
                     track: str, kopts, extra_labels: dict | None = None,
-                    resources: dict | None = None) -> k8s.apps.v1.Deployment:
+                    resources: dict | None = None, *, ready_path: str) -> k8s.apps.v1.Deployment:
         labels = {"app": app, GPU_LABEL: gpu, "track": track, **(extra_labels or {})}
         # An HPA owns the stable pools' replica count (None here): a Deployment that also set it would take it back
         # from the HPA at every server-side apply. It starts at one pod and the HPA raises it to its minimum.
@@ -311,9 +362,10 @@ class TritonService(pulumi.ComponentResource):
                 "terminationGracePeriodSeconds": GRACE_S,
                 "containers": [{
                     "name": "tritonserver", "image": image,
-                    # Poll the repository and never exit on a model error: the bucket may still be empty (made in
-                    # the same run) or hold a bad version; the pod stays unready (strict readiness) until the
-                    # model loads, instead of crash-looping. Polling also picks up new versions (hot reload).
+                    # Poll the repository and never exit on a model error: the repository may hold no model yet (only
+                    # its marker, REPOSITORY_MARKER_TYPE) or a bad version; the server is live and the pod unready
+                    # until the model loads, instead of crash-looping. Polling also picks up new versions (hot
+                    # reload).
                     "args": [*(r.apply(lambda r: f"--model-repository={r}") for r in repos), "--model-control-mode=poll",
                              f"--repository-poll-secs={REPOSITORY_POLL_S}", "--strict-readiness=true",
                              "--exit-on-error=false", f"--exit-timeout-secs={TRITON_EXIT_S}",
@@ -324,11 +376,14 @@ class TritonService(pulumi.ComponentResource):
                     "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_S}}},
                     "resources": resources or {"requests": {"cpu": POD_CPU, "memory": POD_MEMORY, "nvidia.com/gpu": "1"},
                                                "limits": {"memory": POD_MEMORY, "nvidia.com/gpu": "1"}},
-                    "startupProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},
+                    # Startup and liveness ask whether the server runs: one waiting for its model is alive and must
+                    # not be restarted (Triton loads the models already there before it is live, hence 10 minutes).
+                    # Readiness asks for the model, as the ALB's health check does (the Service's annotation).
+                    "startupProbe": {"httpGet": {"path": LIVE_PATH, "port": "http"},
                                      "periodSeconds": 10, "failureThreshold": 60},
-                    "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},
+                    "readinessProbe": {"httpGet": {"path": ready_path, "port": "http"},
                                        "periodSeconds": 5, "failureThreshold": 2},
-                    "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"},
+                    "livenessProbe": {"httpGet": {"path": LIVE_PATH, "port": "http"},
                                       "periodSeconds": 10, "failureThreshold": 3},
                     "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                         "capabilities": {"drop": ["ALL"]}},

@@ -72,6 +72,20 @@ def triton_environment(libs: Path) -> dict[str, str]:
     return env
 
 
+def bundled_server(server_dir: Path) -> tuple[Path, dict[str, str]]:
+    """PyTriton's ``tritonserver`` copied into ``server_dir`` (``bin/tritonserver``, ``backends/python``) with this
+    interpreter's Python-backend stub, and the environment it runs in (:func:`triton_environment`). For a caller
+    that starts the server with flags of its own (a rendered Deployment's, in the first-deploy test)."""
+    dist, libs, stub = _pytriton_dist()
+    server_dir = Path(server_dir)
+    # The stub must sit inside backends/python; copying keeps the installed package untouched.
+    shutil.copytree(dist, server_dir, ignore=shutil.ignore_patterns("python_backend_stubs", "__pycache__"))
+    target = server_dir / "backends" / "python" / "triton_python_backend_stub"
+    shutil.copy2(stub, target)
+    target.chmod(0o755)
+    return server_dir, triton_environment(libs)
+
+
 class LocalTriton:
     """``tritonserver`` on loopback serving ``repository``; a context manager that always stops it.
 
@@ -114,15 +128,8 @@ class LocalTriton:
                 "--allow-metrics=true", "--allow-cpu-metrics=true", "--exit-on-error=true",
                 *self._extra]
 
-    def _prepare(self) -> tuple[Path, Path]:
-        dist, libs, stub = _pytriton_dist()
-        server_dir = self._workdir / "tritonserver"
-        # The stub must sit inside backends/python; copying keeps the installed package untouched.
-        shutil.copytree(dist, server_dir, ignore=shutil.ignore_patterns("python_backend_stubs", "__pycache__"))
-        target = server_dir / "backends" / "python" / "triton_python_backend_stub"
-        shutil.copy2(stub, target)
-        target.chmod(0o755)
-        return server_dir, libs
+    def _prepare(self) -> tuple[Path, dict[str, str]]:
+        return bundled_server(self._workdir / "tritonserver")
 
     def start(self, timeout_s: float = 120.0) -> "LocalTriton":
         """Start and wait for readiness. With ports chosen here, a port taken between choosing and binding (another
@@ -140,10 +147,10 @@ class LocalTriton:
         if not self.repository.is_dir():
             raise ServingInputError(f"{self.repository}: model repository not found")
         self._workdir.mkdir(parents=True, exist_ok=True)
-        server_dir, libs = self._prepare()
+        server_dir, env = self._prepare()
         self._log = open(self.log_path, "wb")
         self._proc = subprocess.Popen(self.command(server_dir), stdout=self._log, stderr=subprocess.STDOUT,
-                                      env=triton_environment(libs), start_new_session=True)
+                                      env=env, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

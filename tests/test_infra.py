@@ -151,7 +151,8 @@ def test_triton_deployments_hpas_and_routing_follow_the_plan(stack):
         assert pod["nodeSelector"] == {GPU_LABEL: d.gpu}
         c = pod["containers"][0]
         assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
-        assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+        # Ready when the model is loaded, alive once the server runs (tests/test_first_deploy_local.py runs both).
+        assert c["readinessProbe"]["httpGet"]["path"] == f"/v2/models/{d.model}/ready"
         assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
         assert any(a.endswith(f"/{settings.environment}/{model}/{d.gpu}") for a in c["args"])
         hpa = k8s_named(records, "HorizontalPodAutoscaler", name)["spec"]
