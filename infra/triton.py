@@ -174,7 +174,10 @@ class TritonService(pulumi.ComponentResource):
             if key not in markers:
                 markers[key] = aws.s3.BucketObjectv2(
                     f"{name}-repo-{model}-{gpu}".lower(), bucket=storage.models.bucket, key=f"{key}/", content="",
-                    content_type=REPOSITORY_MARKER_TYPE, opts=pulumi.ResourceOptions(parent=self))
+                    content_type=REPOSITORY_MARKER_TYPE,
+                    # Encrypted with the stack's key whatever the order: it may land before the bucket's default.
+                    server_side_encryption="aws:kms", kms_key_id=storage.key.arn,
+                    opts=pulumi.ResourceOptions(parent=self))
             return storage.models.bucket.apply(lambda b: f"s3://{b}/{key}"), markers[key]
 
         self.deployments = {}
