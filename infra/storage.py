@@ -27,6 +27,8 @@ GP3_CLASS = "gp3-encrypted"
 # Days after creation an object moves to a class, and the least days that class bills (S3 pricing: Standard-IA
 # 30 days, Glacier Flexible Retrieval 90 days minimum storage duration).
 TIERS = (("STANDARD_IA", 30, 30), ("GLACIER", 90, 90))
+# A multipart upload still open this long after it began is abandoned (a publish takes minutes, not days).
+ABORT_UPLOADS_AFTER_DAYS = 7
 
 
 def data_tiers(keep_days: int) -> dict:
@@ -50,7 +52,12 @@ class StorageTiers(pulumi.ComponentResource):
                                            "noncurrent_version_transitions": [
                                                {"noncurrent_days": 30, "storage_class": "STANDARD_IA"},
                                                {"noncurrent_days": 90, "storage_class": "GLACIER"}],
-                                           "noncurrent_version_expiration": {"noncurrent_days": 365}}])
+                                           "noncurrent_version_expiration": {"noncurrent_days": 365}},
+                                          # An upload cut off midway (weights go up in parts) leaves parts S3
+                                          # stores and bills, unlisted, until a rule aborts the upload.
+                                          {"id": "abort-incomplete-uploads", "status": "Enabled", "filter": {},
+                                           "abort_incomplete_multipart_upload": {
+                                               "days_after_initiation": ABORT_UPLOADS_AFTER_DAYS}}])
         self.data = self._bucket(f"{name}-data-logs", settings, versioned=False, protected=protected, child=child,
                                  rules=[{"id": "tier-and-expire", "status": "Enabled", "filter": {},
                                          **data_tiers(settings.log_retention_days)}])
