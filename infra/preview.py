@@ -18,6 +18,9 @@ from infra.settings import StackSettings
 
 MOCK_ACCOUNT = "123456789012"
 MOCK_REGION = "us-east-1"
+# What aws.elb.get_service_account answers in MOCK_REGION: the Region's Elastic Load Balancing account
+# (hashicorp/terraform-provider-aws internal/service/elb/service_account_data_source.go, us-east-1).
+MOCK_ELB_ACCOUNT = "127311923021"
 Key = tuple[str, str]  # (type, name): a resource's identity in the stack, as in its URN
 
 
@@ -123,6 +126,12 @@ class Recorder(pulumi.runtime.Mocks):
         if args.token == "aws:savingsplans/getOfferings:getOfferings":
             return {"offerings": [{"offeringId": "00000000-0000-0000-0000-000000000000",
                                    "planType": (args.args.get("planTypes") or [""])[0]}]}
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": MOCK_ACCOUNT, "arn": f"arn:aws:iam::{MOCK_ACCOUNT}:user/mock", "userId": "MOCK",
+                    "id": MOCK_ACCOUNT}
+        if args.token == "aws:elb/getServiceAccount:getServiceAccount":
+            return {"arn": f"arn:aws:iam::{MOCK_ELB_ACCOUNT}:root", "id": MOCK_ELB_ACCOUNT,
+                    "region": args.args.get("region") or MOCK_REGION}
         return {}
 
 

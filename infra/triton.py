@@ -184,7 +184,8 @@ class TritonService(pulumi.ComponentResource):
         self._service(app, app, ns, {}, kopts, scraped=False)
         self.ingress = self._ingress(app, ns, edge, backends if plan.request.routing == "weighted" or canary else [],
                                      routes if mixed else {}, pulumi.ResourceOptions(parent=self, provider=cluster.provider,
-                                                            depends_on=[edge.controller, edge.validation]))
+                                                            depends_on=[edge.controller, edge.validation]),
+                                     storage.alb_access_logs)
         # pulumi-kubernetes waits for the controller to publish the ALB's name in the Ingress status.
         hostname = self.ingress.status.apply(lambda s: s.load_balancer.ingress[0].hostname)
         self.dns = edge.dns_name(f"{name}-dns", hostname, pulumi.ResourceOptions(parent=self))
@@ -222,7 +223,7 @@ class TritonService(pulumi.ComponentResource):
 
     @staticmethod
     def _ingress(app: str, ns: str, edge: Edge, backends: list[tuple[str, float]],
-                 routes: dict[str, list[tuple[str, float]]], opts) -> k8s.networking.v1.Ingress:
+                 routes: dict[str, list[tuple[str, float]]], opts, access_logs) -> k8s.networking.v1.Ingress:
         """HTTPS only (TLS 1.3/1.2 policy), IP targets, readiness as the health check. With ``backends`` (weighted
         routing or a canary), one forward action over their Services with the plan's weights; else the Service over
         every replica. With ``routes`` (a mix), each model's KServe path ``/v2/models/<model>`` goes to the
@@ -235,6 +236,7 @@ class TritonService(pulumi.ComponentResource):
             "alb.ingress.kubernetes.io/certificate-arn": edge.certificate_arn,
             "alb.ingress.kubernetes.io/ssl-policy": "ELBSecurityPolicy-TLS13-1-2-2021-06",
             "alb.ingress.kubernetes.io/healthcheck-path": "/v2/health/ready",
+            "alb.ingress.kubernetes.io/load-balancer-attributes": access_logs,  # access logs to S3 (storage.py)
             "alb.ingress.kubernetes.io/target-group-attributes":
                 f"deregistration_delay.timeout_seconds={DEREGISTRATION_S}",
         }
