@@ -5,6 +5,7 @@ import tritonclient  # noqa: E402,F401 (a [test] dependency: a broken install fa
 
 from planner.recommend import RecommendRequest, recommend  # noqa: E402
 from serving.cli import main as serving_main  # noqa: E402
+from .test_infra_gates import _console  # noqa: E402
 from serving.demo_models import write_onnx  # noqa: E402
 from serving.repository import RepositoryError, upload_repository, write_model  # noqa: E402
 from gpufleet.contracts.triton import BatchingConfig  # noqa: E402
@@ -129,16 +130,6 @@ def test_repo_cli_bad_input(extra, needle, tmp_path, capsys):
     assert not (tmp_path / "repo" / "m").exists()
 
 
-def _serving_console() -> str:
-    import shutil
-    import sys
-    from pathlib import Path
-
-    exe = shutil.which("serving", path=str(Path(sys.executable).parent))
-    assert exe, "console entry serving not installed: pip install -e '.[test]'"
-    return exe
-
-
 def test_repo_from_a_plan_names_the_model_as_the_plan_does(tmp_path):
     """The stack's pods load the repository at <env>/<model>/<gpu> and are asked for /v2/models/<model>: a repository
     made from a plan holds the plan's model under that name, whatever the file is called (issue 24, defect 11)."""
@@ -151,7 +142,7 @@ def test_repo_from_a_plan_names_the_model_as_the_plan_does(tmp_path):
     (dep,) = read_plan(plan).deployments
     model = tmp_path / "model.onnx"
     write_onnx("tiny", model)
-    run = subprocess.run([_serving_console(), "repo", str(model), str(tmp_path / "repo"), "--plan", str(plan),
+    run = subprocess.run([_console("serving"), "repo", str(model), str(tmp_path / "repo"), "--plan", str(plan),
                           "--gpu", dep.gpu], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert [p.name for p in (tmp_path / "repo").iterdir()] == [dep.model]
@@ -167,7 +158,7 @@ def test_repo_refuses_a_name_the_plan_does_not_serve(tmp_path):
     plan = ROOT / "infra" / "plans" / "dev.plan.json"
     model = tmp_path / "model.onnx"
     write_onnx("tiny", model)
-    run = subprocess.run([_serving_console(), "repo", str(model), str(tmp_path / "repo"), "--plan", str(plan),
+    run = subprocess.run([_console("serving"), "repo", str(model), str(tmp_path / "repo"), "--plan", str(plan),
                           "--name", "somethingelse"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2, (run.stdout, run.stderr)
     assert "somethingelse" in run.stderr and len(run.stderr.strip().splitlines()) == 1
