@@ -36,6 +36,7 @@ NOT_HERE = {
     "curl $(pulumi stack output endpoint)/v2/models/resnet50/ready": "the deployed endpoint",
     "pulumi up": "the Pulumi CLI and an AWS account",
     "pulumi preview": "the Pulumi CLI and an AWS account",
+    "aws eks get-token": "AWS credentials (kubectl runs it through the kubeconfig)",
 }
 # What cannot exist here, replaced in the commands that run: the TensorRT engines (ONNX files from `serving
 # demo-model` instead: `serving repo` lays both out alike, only the config's platform differs) and the stack's
@@ -97,13 +98,13 @@ def test_the_walkthrough_runs_as_written(project, moto_endpoint, aws_env):
         assert made.returncode == 0, made.stderr
     failures, bucket = [], None
     for command in commands:
-        argv = shlex.split(command)
-        argv = [ENGINES.get(a, a) for a in argv]
-        if any(BUCKET_OUTPUT in a for a in argv):
+        line, extra = command, []
+        if BUCKET_OUTPUT in line:
             if bucket is None:  # the plan is written by now: the bucket its Deployment reads
                 bucket = _model_repository(project, "T4").removeprefix("s3://").split("/", 1)[0]
                 boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=bucket)
-            argv = [a.replace(BUCKET_OUTPUT, bucket) for a in argv] + ["--endpoint-url", moto_endpoint]
+            line, extra = line.replace(BUCKET_OUTPUT, bucket), ["--endpoint-url", moto_endpoint]
+        argv = [ENGINES.get(a, a) for a in shlex.split(line)] + extra
         if any("$(" in a or "<" in a for a in argv):
             failures.append(f"{command}: a substitution or placeholder this test cannot fill")
             continue
