@@ -139,5 +139,6 @@ def test_elb_may_deliver_access_logs_under_the_prefix_and_nothing_else(built, pr
 def test_access_logs_expire_with_the_stacks_retention(built):
     settings, records, _ = built
     bucket = _bucket_named(records, _access_logs(records)["access_logs.s3.bucket"])
-    rules = [r for r in _bucket_rules(records, bucket.name) if r["status"] == "Enabled" and r.get("filter") in ({}, None)]
+    rules = [r for r in _bucket_rules(records, bucket.name)
+             if r["status"] == "Enabled" and r.get("filter") in ({}, None)]
     assert [r["expiration"]["days"] for r in rules if r.get("expiration")] == [settings.log_retention_days]
