@@ -58,10 +58,14 @@ class Observability(pulumi.ComponentResource):
     def __init__(self, name: str, settings: StackSettings, cluster: Cluster, autoscaling: AutoscalingSpec,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpufleet:observability:Observability", name, None, opts)
-        kopts = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
+        ns = k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": NAMESPACE},
+                                   opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider))
+        # Everything below lives in the namespace: Helm installs only into one that exists (no createNamespace), and
+        # the API server refuses objects in a missing one. Nothing else orders them after it (the name is a string).
+        kopts = pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=[ns])
         # Charts run pods (nodes, CNI, DNS) and Prometheus claims a volume (the EBS CSI driver).
-        after_cluster = pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=cluster.ready)
-        k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": NAMESPACE}, opts=kopts)
+        after_cluster = pulumi.ResourceOptions(parent=self, provider=cluster.provider,
+                                               depends_on=[*cluster.ready, ns])
         retention = "30d" if settings.environment == "prod" else "7d"
         self.prometheus = k8s.helm.v3.Release(f"{name}-kube-prometheus-stack", name="monitoring", namespace=NAMESPACE,
                             chart="kube-prometheus-stack", version="75.15.1",
@@ -81,7 +85,7 @@ class Observability(pulumi.ComponentResource):
                             opts=after_cluster)
         # Charts below render monitoring.coreos.com objects, whose CRDs come with kube-prometheus-stack.
         after_crds = pulumi.ResourceOptions(parent=self, provider=cluster.provider,
-                                            depends_on=[*cluster.ready, self.prometheus])
+                                            depends_on=[*cluster.ready, ns, self.prometheus])
         k8s.helm.v3.Release(f"{name}-dcgm-exporter", name="dcgm-exporter", namespace=NAMESPACE,
                             chart="dcgm-exporter", version="4.1.1",
                             repository_opts={"repo": "https://nvidia.github.io/dcgm-exporter/helm-charts"},

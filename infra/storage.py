@@ -4,6 +4,11 @@
   only; noncurrent versions move to STANDARD_IA after 30 days and GLACIER after 90, and expire after 365.
 - Data and logs: SSE-KMS, public access blocked; objects move to STANDARD_IA at 30 days, GLACIER at 90, and expire
   after the stack's retention (logs are kept, not hoarded).
+- ALB access logs: a bucket of their own, because ELB delivers access logs only to a bucket encrypted with SSE-S3
+  ("The only server-side encryption option that's supported is Amazon S3-managed keys (SSE-S3)": ELB user guide,
+  "Enable access logs for your Application Load Balancer", bucket requirements); SSE-KMS stays on everything else.
+  Public access blocked, TLS only, the same tiers and retention as the data bucket; its policy lets ELB's log
+  delivery put objects under ``<prefix>/AWSLogs/<account>/`` and nothing else (same page, step 2).
 - gp3 StorageClass, encrypted, WaitForFirstConsumer (the volume is made in the pod's AZ): Triton's local model
   cache and stress-run results.
 - Not used, and why: io2 (no latency-critical block IO; Triton reads the model once at load), EFS and FSx for Lustre
@@ -19,6 +24,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra.cluster import Cluster
+from infra.policy.rules import ACCESS_LOGS_BUCKET_SUFFIX
 from infra.settings import StackSettings
 
 GP3_CLASS = "gp3-encrypted"
@@ -27,6 +33,16 @@ GP3_CLASS = "gp3-encrypted"
 # Days after creation an object moves to a class, and the least days that class bills (S3 pricing: Standard-IA
 # 30 days, Glacier Flexible Retrieval 90 days minimum storage duration).
 TIERS = (("STANDARD_IA", 30, 30), ("GLACIER", 90, 90))
+# A multipart upload still open this long after it began is abandoned (a publish takes minutes, not days).
+ABORT_UPLOADS_AFTER_DAYS = 7
+# Where in the access-log bucket the ALB writes (it adds AWSLogs/<account>/elasticloadbalancing/<region>/...; the
+# prefix "must not include AWSLogs").
+ACCESS_LOG_PREFIX = "alb"
+# Who delivers ALB access logs (ELB user guide, "Enable access logs for your Application Load Balancer", step 2): in
+# Regions available before August 2022, the Region's Elastic Load Balancing account (aws.elb.get_service_account,
+# hashicorp/terraform-provider-aws internal/service/elb/service_account_data_source.go); in later ones, this
+# service principal. Both are named, each only for the log path, so the policy holds in either kind of Region.
+ELB_LOG_DELIVERY_SERVICE = "logdelivery.elasticloadbalancing.amazonaws.com"
 
 
 def data_tiers(keep_days: int) -> dict:
@@ -42,6 +58,7 @@ class StorageTiers(pulumi.ComponentResource):
         super().__init__("gpufleet:storage:StorageTiers", name, None, opts)
         protected = pulumi.ResourceOptions(parent=self, protect=settings.protect)
         child = pulumi.ResourceOptions(parent=self)
+        self._policies: dict[aws.s3.Bucket, pulumi.Output] = {}
         self.key = aws.kms.Key(f"{name}-data", description=f"{settings.name} models, data and logs",
                                enable_key_rotation=True, deletion_window_in_days=30, opts=protected)
         self.models = self._bucket(f"{name}-models", settings, versioned=True, protected=protected, child=child,
@@ -50,23 +67,52 @@ class StorageTiers(pulumi.ComponentResource):
                                            "noncurrent_version_transitions": [
                                                {"noncurrent_days": 30, "storage_class": "STANDARD_IA"},
                                                {"noncurrent_days": 90, "storage_class": "GLACIER"}],
-                                           "noncurrent_version_expiration": {"noncurrent_days": 365}}])
+                                           "noncurrent_version_expiration": {"noncurrent_days": 365}},
+                                          # An upload cut off midway (weights go up in parts) leaves parts S3
+                                          # stores and bills, unlisted, until a rule aborts the upload.
+                                          {"id": "abort-incomplete-uploads", "status": "Enabled", "filter": {},
+                                           "abort_incomplete_multipart_upload": {
+                                               "days_after_initiation": ABORT_UPLOADS_AFTER_DAYS}}])
         self.data = self._bucket(f"{name}-data-logs", settings, versioned=False, protected=protected, child=child,
                                  rules=[{"id": "tier-and-expire", "status": "Enabled", "filter": {},
                                          **data_tiers(settings.log_retention_days)}])
+        self.access_logs = self._bucket(
+            f"{name}{ACCESS_LOGS_BUCKET_SUFFIX}", settings, versioned=False, protected=protected, child=child,
+            rules=[{"id": "tier-and-expire", "status": "Enabled", "filter": {},
+                    **data_tiers(settings.log_retention_days)}],
+            sse={"sse_algorithm": "AES256"}, writers=self._log_delivery(settings))
+        # The Ingress's load-balancer attributes (controller annotation load-balancer-attributes), made from the
+        # bucket policy's id too, so the Ingress waits for the policy: ELB checks that it may write when the
+        # attribute is set, and refuses it (Access Denied for bucket) before the policy exists.
+        self.alb_access_logs = pulumi.Output.all(self.access_logs.bucket, self._policies[self.access_logs]).apply(
+            lambda a: f"access_logs.s3.enabled=true,access_logs.s3.bucket={a[0]},"
+                      f"access_logs.s3.prefix={ACCESS_LOG_PREFIX}")
         k8s.storage.v1.StorageClass(f"{name}-gp3", metadata={"name": GP3_CLASS}, provisioner="ebs.csi.aws.com",
                                     parameters={"type": "gp3", "encrypted": "true"},
                                     volume_binding_mode="WaitForFirstConsumer", reclaim_policy="Delete",
                                     allow_volume_expansion=True,
                                     opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider))
-        self.register_outputs({"models_bucket": self.models.bucket, "data_bucket": self.data.bucket})
+        self.register_outputs({"models_bucket": self.models.bucket, "data_bucket": self.data.bucket,
+                               "access_logs_bucket": self.access_logs.bucket})
 
-    def _bucket(self, name: str, settings: StackSettings, versioned: bool, protected, child, rules) -> aws.s3.Bucket:
+    @staticmethod
+    def _log_delivery(settings: StackSettings):
+        """The statement that lets ELB deliver this account's access logs, and only those (a function of the bucket's
+        ARN)."""
+        account = aws.get_caller_identity_output().account_id
+        elb = aws.elb.get_service_account_output(region=settings.region).arn
+        return lambda arn: pulumi.Output.all(account, elb).apply(lambda a: {
+            "Sid": "ElbAccessLogDelivery", "Effect": "Allow",
+            "Principal": {"AWS": a[1], "Service": ELB_LOG_DELIVERY_SERVICE}, "Action": "s3:PutObject",
+            "Resource": f"{arn}/{ACCESS_LOG_PREFIX}/AWSLogs/{a[0]}/*"})
+
+    def _bucket(self, name: str, settings: StackSettings, versioned: bool, protected, child, rules,
+                sse: dict | None = None, writers=None) -> aws.s3.Bucket:
         bucket = aws.s3.Bucket(name, force_destroy=not settings.protect, opts=protected)
         aws.s3.BucketServerSideEncryptionConfiguration(name, bucket=bucket.id, rules=[{
-            "apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms",
-                                                        "kms_master_key_id": self.key.arn},
-            "bucket_key_enabled": True}], opts=child)
+            "apply_server_side_encryption_by_default": sse or {"sse_algorithm": "aws:kms",
+                                                               "kms_master_key_id": self.key.arn},
+            "bucket_key_enabled": sse is None}], opts=child)
         aws.s3.BucketPublicAccessBlock(name, bucket=bucket.id, block_public_acls=True, block_public_policy=True,
                                        ignore_public_acls=True, restrict_public_buckets=True, opts=child)
         aws.s3.BucketOwnershipControls(name, bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"},
@@ -75,9 +121,14 @@ class StorageTiers(pulumi.ComponentResource):
             aws.s3.BucketVersioning(name, bucket=bucket.id, versioning_configuration={"status": "Enabled"},
                                     opts=child)
         aws.s3.BucketLifecycleConfiguration(name, bucket=bucket.id, rules=rules, opts=child)
-        aws.s3.BucketPolicy(name, bucket=bucket.id, policy=bucket.arn.apply(lambda arn: json.dumps({
-            "Version": "2012-10-17", "Statement": [{
+
+        def document(arn, extra):
+            return json.dumps({"Version": "2012-10-17", "Statement": [{
                 "Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-                "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]})),
-            opts=child)
+                "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+                *([extra] if extra else [])]})
+
+        extra = bucket.arn.apply(writers) if writers else None
+        policy = pulumi.Output.all(bucket.arn, extra).apply(lambda a: document(*a))
+        self._policies[bucket] = aws.s3.BucketPolicy(name, bucket=bucket.id, policy=policy, opts=child).id
         return bucket

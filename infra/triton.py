@@ -245,7 +245,8 @@ class TritonService(pulumi.ComponentResource):
                                       health_path=SERVER_READY_PATH if mixed else model_ready_path(models[0])))
         self.ingress = self._ingress(app, ns, edge, backends if plan.request.routing == "weighted" or canary else [],
                                      routes if mixed else {}, pulumi.ResourceOptions(parent=self, provider=cluster.provider,
-                                                            depends_on=[*edge.ready, *services]))
+                                                            depends_on=[*edge.ready, *services]),
+                                     storage.alb_access_logs)
         # pulumi-kubernetes waits for the controller to publish the ALB's name in the Ingress status (the Ingress
         # awaiter: status.loadBalancer.ingress; a backend with no Endpoints object, as a use-annotation action, is
         # only a warning once endpoints settle: await/ingress.go:256-264,393-436). The controller writes it once it
@@ -288,7 +289,7 @@ class TritonService(pulumi.ComponentResource):
 
     @staticmethod
     def _ingress(app: str, ns: str, edge: Edge, backends: list[tuple[str, float]],
-                 routes: dict[str, list[tuple[str, float]]], opts) -> k8s.networking.v1.Ingress:
+                 routes: dict[str, list[tuple[str, float]]], opts, access_logs) -> k8s.networking.v1.Ingress:
         """With a domain, HTTPS only (TLS 1.3/1.2 policy, port 443) for that host; with none, plain HTTP on port 80
         for any host (the load balancer's own hostname). IP targets, readiness as the health check. With ``backends``
         (weighted routing or a canary), one forward action over their Services with the plan's weights; else the
@@ -298,6 +299,7 @@ class TritonService(pulumi.ComponentResource):
         annotations = {
             "alb.ingress.kubernetes.io/scheme": "internet-facing",
             "alb.ingress.kubernetes.io/target-type": "ip",
+            "alb.ingress.kubernetes.io/load-balancer-attributes": access_logs,  # access logs to S3 (storage.py)
             "alb.ingress.kubernetes.io/target-group-attributes":
                 f"deregistration_delay.timeout_seconds={DEREGISTRATION_S}",
         }

@@ -312,8 +312,30 @@ def import_cmd(
 DEFAULT_MAX_BATCH_SIZE = 8  # without --plan: Triton configs gpufleet writes batch up to 8 unless told
 
 
+def _plan_model(plan: Path, gpu: str | None, name: str | None) -> str:
+    """The model a repository made from ``plan`` holds: the plan's model on that GPU, which is the name the stack's
+    pods serve it by (their repository is <env>/<model>/<gpu>, their health check /v2/models/<model>/...). An
+    explicit ``name`` must be one the plan serves there; a mix with several models on the GPU needs one."""
+    from gpufleet.contracts.plan import read_plan
+
+    deps = read_plan(plan).deployments
+    gpus = sorted({d.gpu for d in deps})
+    if gpu is None and len(gpus) == 1:
+        gpu = gpus[0]
+    models = sorted({d.model for d in deps if d.gpu == gpu})
+    if not models:
+        raise ServingInputError(f"{plan}: no deployment for GPU {gpu!r} (plan has {', '.join(gpus) or 'none'}); "
+                                "pick one with --gpu")
+    if name is not None and name not in models:
+        raise ServingInputError(f"{plan}: serves {', '.join(models)} on {gpu}, not {name!r}: the stack's pods "
+                                "ask for the plan's model by its name (drop --name, or plan that model)")
+    if name is None and len(models) > 1:
+        raise ServingInputError(f"{plan}: serves {', '.join(models)} on {gpu}; pick one with --name")
+    return name or models[0]
+
+
 def _batching(plan: Path | None, gpu: str | None, max_batch_size: int | None, max_queue_delay_us: int | None,
-              preferred: str | None, instances: int | None, kind: str | None):
+              preferred: str | None, instances: int | None, kind: str | None, model: str | None = None):
     from pydantic import ValidationError
 
     from gpufleet.contracts.io import first_error
@@ -322,7 +344,7 @@ def _batching(plan: Path | None, gpu: str | None, max_batch_size: int | None, ma
 
     if plan is not None:
         p = read_plan(plan)
-        deps = {d.gpu: d for d in p.deployments}
+        deps = {d.gpu: d for d in p.deployments if model is None or d.model == model}
         if gpu is None and len(deps) == 1:
             gpu = next(iter(deps))
         if gpu not in deps:
@@ -378,7 +400,9 @@ def _model_spec(model_file: Path, name: str, platform: str, batching, warmup: st
 def repo_cmd(
     model_file: Annotated[Path, typer.Argument(help=".onnx (onnxruntime_onnx) or .plan (tensorrt_plan).")],
     repository: Annotated[Path, typer.Argument(help="Model repository folder to write into.")],
-    name: Annotated[Optional[str], typer.Option(help="Model name (default: file stem).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Model name in the repository (default: with --plan, the "
+                                                "plan's model, the name the stack serves it by; else the file "
+                                                "stem).")] = None,
     plan: Annotated[Optional[Path], typer.Option(help="Plan JSON whose Triton settings to use.")] = None,
     gpu: Annotated[Optional[str], typer.Option(help="The plan deployment (GPU type) to take settings from.")] = None,
     max_batch_size: Annotated[Optional[int], typer.Option(min=1, help="Without --plan: max_batch_size (default 8).")] = None,
@@ -399,8 +423,10 @@ def repo_cmd(
     check_output_dir(repository, "model repository")
     if upload:
         _check_s3(upload, endpoint_url)
-    spec = _model_spec(model_file, name or model_file.stem, platforms[model_file.suffix],
-                       _batching(plan, gpu, max_batch_size, max_queue_delay_us, preferred_batch_sizes, instances, None),
+    model = _plan_model(plan, gpu, name) if plan is not None else name or model_file.stem
+    spec = _model_spec(model_file, model, platforms[model_file.suffix],
+                       _batching(plan, gpu, max_batch_size, max_queue_delay_us, preferred_batch_sizes, instances, None,
+                                 model if plan is not None else None),
                        warmup_batch_sizes)
     entry = write_model(repository, spec, model_file, version)
     print(render_config(spec), end="")

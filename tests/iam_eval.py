@@ -118,4 +118,25 @@ def call_allowed(policy: dict, call: Call) -> bool:
     return all(allowed(policy, action, resource, context) for action, resource, context in call.checks())
 
 
-__all__ = ["Call", "TAG_ON_CREATE", "allowed", "call_allowed"]
+def _principal_matches(st: dict, principal: dict) -> bool:
+    """A resource policy's ``Principal``: "*" (or {"AWS": "*"}) is everyone; otherwise the caller must be listed
+    under its own kind ("AWS" account or role ARNs, "Service" principals), as the IAM JSON policy reference says.
+    ``NotPrincipal`` is not handled, so a policy that uses it cannot pass by accident."""
+    if "NotPrincipal" in st:
+        raise ValueError("NotPrincipal is not handled by this evaluator")
+    given = st.get("Principal")
+    if given is None:
+        raise ValueError("a resource policy statement without Principal")
+    if given == "*" or (isinstance(given, dict) and "*" in _listed(given.get("AWS", []))):
+        return True
+    return any(v in _listed(given.get(kind, [])) for kind, v in principal.items())
+
+
+def allowed_for(policy: dict, principal: dict, action: str, resource: str, context: dict | None = None) -> bool:
+    """A resource policy (a bucket policy) evaluated for one caller, e.g. ``{"Service": "s3.amazonaws.com"}``: only
+    the statements whose Principal names the caller apply, then the same logic as :func:`allowed`."""
+    own = [st for st in _listed(policy["Statement"]) if _principal_matches(st, principal)]
+    return allowed({"Statement": own}, action, resource, context) if own else False
+
+
+__all__ = ["Call", "TAG_ON_CREATE", "allowed", "allowed_for", "call_allowed"]

@@ -125,7 +125,7 @@ def test_reserved_pools_are_open_capacity_reservations_sized_to_the_plan(stack):
 def test_storage_tiers(stack):
     settings, _, records = stack
     buckets = {r.name: r for r in of(records, "aws:s3/bucket:Bucket")}
-    assert len(buckets) == 2
+    assert len(buckets) == 3  # models, data and logs, ALB access logs
     assert all(b.inputs["forceDestroy"] is (settings.environment == "dev") for b in buckets.values())
     (versioning,) = of(records, "aws:s3/bucketVersioning:BucketVersioning")
     assert versioning.name.endswith("-models") and versioning.inputs["versioningConfiguration"]["status"] == "Enabled"
@@ -133,8 +133,10 @@ def test_storage_tiers(stack):
                  "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")}
     models_rule = next(v for k, v in lifecycle.items() if k.endswith("-models"))
     assert [t["storageClass"] for t in models_rule["noncurrentVersionTransitions"]] == ["STANDARD_IA", "GLACIER"]
+    # SSE-KMS everywhere but the ALB access-log bucket: ELB delivers only to SSE-S3 (test_infra_hygiene).
     for sse in of(records, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"):
-        assert sse.inputs["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms"
+        want = "AES256" if sse.name.endswith("-alb-logs") else "aws:kms"
+        assert sse.inputs["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == want
     sc = k8s_named(records, "StorageClass", "gp3-encrypted")
     assert sc["parameters"] == {"type": "gp3", "encrypted": "true"} and sc["volumeBindingMode"] == "WaitForFirstConsumer"
 

@@ -67,6 +67,19 @@ def test_encryption_at_rest():
                                                    "sseAlgorithm"], "AES256"))
 
 
+def test_only_the_access_log_bucket_may_use_sse_s3():
+    # ELB delivers ALB access logs only to an SSE-S3 bucket (ELB user guide, "Enable access logs for your
+    # Application Load Balancer"): that bucket, and no other, may skip KMS.
+    from infra.policy.rules import ACCESS_LOGS_BUCKET_SUFFIX
+
+    sse_s3 = {"rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}]}
+    kind = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    assert run("encryption-at-rest", Resource(kind, f"gpufleet-dev{ACCESS_LOGS_BUCKET_SUFFIX}", sse_s3)) == []
+    assert run("encryption-at-rest", Resource(kind, "gpufleet-dev-data-logs", sse_s3))
+    unencrypted = {"rules": [{"applyServerSideEncryptionByDefault": {}}]}
+    assert run("encryption-at-rest", Resource(kind, f"gpufleet-dev{ACCESS_LOGS_BUCKET_SUFFIX}", unencrypted))
+
+
 def test_imdsv2_required():
     assert run("imdsv2-required", LT) == []
     assert run("imdsv2-required", changed(LT, ["metadataOptions", "httpTokens"], "optional"))

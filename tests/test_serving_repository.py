@@ -5,6 +5,7 @@ import tritonclient  # noqa: E402,F401 (a [test] dependency: a broken install fa
 
 from planner.recommend import RecommendRequest, recommend  # noqa: E402
 from serving.cli import main as serving_main  # noqa: E402
+from .test_infra_gates import _console  # noqa: E402
 from serving.demo_models import write_onnx  # noqa: E402
 from serving.repository import RepositoryError, upload_repository, write_model  # noqa: E402
 from gpufleet.contracts.triton import BatchingConfig  # noqa: E402
@@ -96,7 +97,9 @@ def test_repo_cli_from_a_plan_file_and_upload(tmp_path, moto_endpoint, aws_env, 
     from planner.cli import main as planner_main
 
     plan = tmp_path / "plan.json"
-    assert planner_main(["recommend", "--qps", "2000", "--gpu", "L4", "--format", "json", "--output", str(plan)]) == 0
+    # The repository holds the plan's model under its name (the name the stack serves it by): plan resnet50.
+    assert planner_main(["recommend", "--qps", "2000", "--gpu", "L4", "--model", "resnet50", "--format", "json",
+                         "--output", str(plan)]) == 0
     model = tmp_path / "resnet50.onnx"
     write_onnx("tiny", model)
     boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket="repo-cli")
@@ -125,3 +128,38 @@ def test_repo_cli_bad_input(extra, needle, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
     assert not (tmp_path / "repo" / "m").exists()
+
+
+def test_repo_from_a_plan_names_the_model_as_the_plan_does(tmp_path):
+    """The stack's pods load the repository at <env>/<model>/<gpu> and are asked for /v2/models/<model>: a repository
+    made from a plan holds the plan's model under that name, whatever the file is called (issue 24, defect 11)."""
+    import subprocess
+
+    from infra.settings import ROOT
+
+    plan = ROOT / "infra" / "plans" / "dev.plan.json"
+    from gpufleet.contracts.plan import read_plan
+    (dep,) = read_plan(plan).deployments
+    model = tmp_path / "model.onnx"
+    write_onnx("tiny", model)
+    run = subprocess.run([_console("serving"), "repo", str(model), str(tmp_path / "repo"), "--plan", str(plan),
+                          "--gpu", dep.gpu], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert [p.name for p in (tmp_path / "repo").iterdir()] == [dep.model]
+    cfg = parse_config((tmp_path / "repo" / dep.model / "config.pbtxt").read_text())
+    assert cfg.name == dep.model
+
+
+def test_repo_refuses_a_name_the_plan_does_not_serve(tmp_path):
+    import subprocess
+
+    from infra.settings import ROOT
+
+    plan = ROOT / "infra" / "plans" / "dev.plan.json"
+    model = tmp_path / "model.onnx"
+    write_onnx("tiny", model)
+    run = subprocess.run([_console("serving"), "repo", str(model), str(tmp_path / "repo"), "--plan", str(plan),
+                          "--name", "somethingelse"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, (run.stdout, run.stderr)
+    assert "somethingelse" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())

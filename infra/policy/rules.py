@@ -13,6 +13,10 @@ from typing import Callable
 GPU_RESOURCE = "nvidia.com/gpu"
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"  # a MIG slice, as the device plugin's mixed strategy advertises it
 LB_ROLE_TAG = ("gpufleet:role", "load-balancer")
+# The bucket ALB access logs go to (and its companions, named alike): the one bucket allowed SSE-S3 instead of
+# SSE-KMS, because ELB delivers access logs to no other ("The only server-side encryption option that's supported is
+# Amazon S3-managed keys (SSE-S3)": ELB user guide, "Enable access logs for your Application Load Balancer").
+ACCESS_LOGS_BUCKET_SUFFIX = "-alb-logs"
 WORKLOADS = ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet", "kubernetes:apps/v1:DaemonSet")
 
 
@@ -59,6 +63,8 @@ def encryption_at_rest(args, report) -> None:
     elif t == "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration":
         for rule in p.get("rules") or []:
             sse = rule.get("applyServerSideEncryptionByDefault") or {}
+            if sse.get("sseAlgorithm") == "AES256" and args.name.endswith(ACCESS_LOGS_BUCKET_SUFFIX):
+                continue
             if sse.get("sseAlgorithm") not in ("aws:kms", "aws:kms:dsse"):
                 report(f"{args.name}: bucket encryption is {sse.get('sseAlgorithm')}, not SSE-KMS")
     elif t == "kubernetes:storage.k8s.io/v1:StorageClass" and p.get("provisioner") == "ebs.csi.aws.com":
@@ -209,7 +215,8 @@ RULES = [
          on_demand_floor_with_spot, stack=True),
     Rule("node-selectors-match", "Node selectors match an existing node group's labels.",
          node_selectors_match_node_groups, stack=True),
-    Rule("s3-private-and-encrypted", "Every bucket blocks public access and has SSE-KMS.", s3_public_access_blocked,
+    Rule("s3-private-and-encrypted", "Every bucket blocks public access and is encrypted (SSE-KMS; the "
+                                      "ALB access-log bucket SSE-S3, the only kind ELB delivers to).", s3_public_access_blocked,
          stack=True),
 ]
 
