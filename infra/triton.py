@@ -138,16 +138,18 @@ class TritonService(pulumi.ComponentResource):
                  pools: GpuNodePools, observability: Observability, edge: Edge,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpufleet:triton:TritonService", name, None, opts)
-        kopts = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
-        # Pods need GPU nodes and the device plugin that advertises nvidia.com/gpu (both in the pools component).
-        on_gpus = pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=[pools])
         model, ns = settings.model_name, settings.namespace
         app = f"triton-{model}"
         models = sorted({d.model for d in plan.deployments})
         prefixes = [f"{settings.environment}/{m}" for m in models]
         mixed = plan.mix is not None
-        k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": ns, "labels": {
-            "pod-security.kubernetes.io/enforce": "baseline", READINESS_GATE_LABEL: "enabled"}}, opts=kopts)
+        namespace = k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": ns, "labels": {
+            "pod-security.kubernetes.io/enforce": "baseline", READINESS_GATE_LABEL: "enabled"}},
+            opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider))
+        # Everything in the namespace waits for it: the API server refuses objects in a namespace not yet there.
+        kopts = pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=[namespace])
+        # Pods need GPU nodes and the device plugin that advertises nvidia.com/gpu (both in the pools component).
+        on_gpus = pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=[pools, namespace])
         self._network_policies(name, app, ns, settings.vpc_cidr, kopts)
 
         sa = f"{app}-reader"
@@ -245,7 +247,7 @@ class TritonService(pulumi.ComponentResource):
                                       health_path=SERVER_READY_PATH if mixed else model_ready_path(models[0])))
         self.ingress = self._ingress(app, ns, edge, backends if plan.request.routing == "weighted" or canary else [],
                                      routes if mixed else {}, pulumi.ResourceOptions(parent=self, provider=cluster.provider,
-                                                            depends_on=[*edge.ready, *services]),
+                                                            depends_on=[namespace, *edge.ready, *services]),
                                      storage.alb_access_logs)
         # pulumi-kubernetes waits for the controller to publish the ALB's name in the Ingress status (the Ingress
         # awaiter: status.loadBalancer.ingress; a backend with no Endpoints object, as a use-annotation action, is
@@ -262,7 +264,7 @@ class TritonService(pulumi.ComponentResource):
             "selector": {"matchLabels": {"app": app, SCRAPE_LABEL: "true"}},
             "endpoints": [{"port": "metrics", "interval": plan.autoscaling.scrape_interval(), "path": "/metrics"}]},
             opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider,
-                                        depends_on=[observability.prometheus]))
+                                        depends_on=[namespace, observability.prometheus]))
         self.register_outputs({})
 
     @staticmethod

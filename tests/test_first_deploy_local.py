@@ -143,6 +143,10 @@ def test_first_deploy_empty_bucket_goes_live_unready_then_ready_once_published(r
     s3 = boto3.client("s3", endpoint_url=moto_endpoint)
     for b in {o["bucket"] for o in objects} | {bucket}:
         s3.create_bucket(Bucket=b)
+        # The moto_server is shared by the session: another test may have uploaded under the same bucket name.
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=b):
+            for o in page.get("Contents", []):
+                s3.delete_object(Bucket=b, Key=o["Key"])
     for o in objects:
         s3.put_object(Bucket=o["bucket"], Key=o["key"], Body=b"")
 

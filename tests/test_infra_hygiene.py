@@ -56,6 +56,16 @@ def test_everything_in_the_monitoring_namespace_waits_for_it(built):
     assert not late, late
 
 
+def test_everything_in_a_namespace_the_stack_makes_waits_for_it(built):
+    # The API server refuses an object in a namespace that does not exist yet ('namespaces "inference" not found');
+    # Pulumi orders resources only by the dependencies declared, so each object must wait for its Namespace.
+    _, records, graph = built
+    made = {r.inputs["metadata"]["name"]: r for r in records if r.type == NAMESPACE}
+    late = [(r.type.split(":")[-1], r.name) for r in records if r.type.startswith("kubernetes:") and _ns_of(r) in made
+            and not graph.waits_for((r.type, r.name), (NAMESPACE, made[_ns_of(r)].name))]
+    assert not late, late
+
+
 def _bucket_rules(records, suffix):
     (lifecycle,) = [r for r in records if r.type == LIFECYCLE and r.name.endswith(suffix)]
     return lifecycle.inputs["rules"]
