@@ -33,6 +33,7 @@ NOT_HERE = {
     "aws eks update-kubeconfig --name $(pulumi stack output cluster_name) --region us-east-1":
         "an AWS account and the stack's cluster",
     "kubectl -n inference get pods": "the stack's cluster",
+    "kubectl -n inference rollout status deployment/triton-resnet50-t4": "the stack's cluster",
     "curl $(pulumi stack output endpoint)/v2/models/resnet50/ready": "the deployed endpoint",
     "pulumi up": "the Pulumi CLI and an AWS account",
     "pulumi preview": "the Pulumi CLI and an AWS account",
@@ -129,3 +130,12 @@ def test_the_walkthrough_runs_as_written(project, moto_endpoint, aws_env):
     want = {f"{prefix}/{model}/config.pbtxt", f"{prefix}/{model}/1/model.onnx", f"{prefix}/{model}/2/model.onnx"}
     assert want <= keys, keys
     assert all(k.startswith(f"{prefix}/{model}/") for k in keys), keys
+
+
+def test_the_deployment_the_walkthrough_watches_is_one_the_stack_makes(project):
+    commands = walkthrough_commands((ROOT / "README.md").read_text())
+    watched = [c.rsplit("deployment/", 1)[1] for c in commands if " rollout status deployment/" in c]
+    settings = settings_from_config(stack_file_config("dev", project), "dev")
+    made = {d["metadata"]["name"] for d in manifests(preview(settings, load_plan(settings, project)))
+            if d["kind"] == "Deployment" and d["metadata"].get("namespace") == settings.namespace}
+    assert watched and set(watched) <= made, (watched, made)
