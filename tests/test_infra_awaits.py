@@ -16,6 +16,7 @@ The load balancer controller: kubernetes-sigs/aws-load-balancer-controller v2.13
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -162,23 +163,42 @@ def awaited(obj: dict) -> bool:
     return kind in AWAITED and not skips_await(obj)
 
 
-def empty_repository(arg: str, records) -> bool:
-    """True for ``--model-repository=s3://<bucket>/<prefix>`` with no object of the stack's under the prefix."""
+def _keys_under(arg: str, records, below: str = "") -> list[str] | None:
+    """The keys the stack puts under ``--model-repository=s3://<bucket>/<prefix>`` (+ ``/<below>``); None for a
+    repository that is not in a bucket (not this model's concern)."""
     url = arg.split("=", 1)[1]
     if not url.startswith("s3://"):
-        return False
+        return None
     bucket, _, prefix = url[len("s3://"):].partition("/")
-    return not any(o["bucket"] == bucket and str(o["key"]).startswith(prefix.rstrip("/") + "/")
-                   for o in bucket_objects(records))
+    stem = "/".join(p for p in (prefix.strip("/"), below.strip("/")) if p) + "/"
+    return [str(o["key"]) for o in bucket_objects(records) if o["bucket"] == bucket and str(o["key"]).startswith(stem)]
+
+
+def holds_model(arg: str, records, model: str) -> bool:
+    """A file of ``model`` in the repository (Triton reads ``<repository>/<model>/...``; a folder object is none)."""
+    keys = _keys_under(arg, records, model)
+    return keys is None or any(not k.endswith("/") for k in keys)
+
+
+def exists(arg: str, records) -> bool:
+    """The repository is a directory to Triton: something, a folder object included, is under it."""
+    keys = _keys_under(arg, records)
+    return keys is None or bool(keys)
 
 
 def ready_only_after_the_run(template: dict, records) -> bool:
-    """Fact 1: a Triton container serving only repositories the run leaves empty is not Ready during the run."""
+    """Fact 1: a Triton container is not Ready during the run when its readiness asks for a model no repository of
+    its holds after the run (Triton's repository layout is ``<repository>/<model>/...``; a folder object at the
+    repository itself is no model), or, asking for the server only, when no repository of its exists at all."""
     for c in template["spec"]["containers"]:
         if "tritonserver" not in (c.get("command") or []):
             continue
         repos = [a for a in c.get("args", []) if str(a).startswith("--model-repository=")]
-        if repos and all(empty_repository(a, records) for a in repos):
+        path = ((c.get("readinessProbe") or {}).get("httpGet") or {}).get("path", "")
+        asked = re.fullmatch(r"/v2/models/([^/]+)(?:/versions/[^/]+)?/ready", path)
+        if asked and repos and not any(holds_model(a, records, asked.group(1)) for a in repos):
+            return True
+        if not asked and repos and not any(exists(a, records) for a in repos):
             return True
     return False
 
@@ -324,3 +344,16 @@ def test_dns_record_reads_a_status_the_ingress_await_guarantees(stack):
                 and any(str(v).endswith(".elb.amazonaws.com") for v in (x.inputs.get("records") or [])
                         + [a.get("name", "") for a in (x.inputs.get("aliases") or [])])]
     assert pointing, "no DNS record points at the load balancer the Ingress status names"
+
+
+def test_the_model_sees_the_triton_deployments_blocking_without_skip_await(monkeypatch):
+    """The await model can fail: with the annotation taken off (as before issue 24), the dev stack's Triton
+    Deployment blocks the first run, though the stack's folder object sits under its repository."""
+    import infra.triton
+
+    monkeypatch.setattr(infra.triton, "UNTIL_THE_MODEL", {})
+    settings = settings_from_config(stack_file_config("dev"), "dev")
+    records, graph = preview_graph(settings, load_plan(settings))
+    assert bucket_objects(records), "the stack puts its folder objects in the bucket"
+    blockers = first_run_blockers(settings, records, graph)
+    assert any("-deploy" in b and "model" in b for b in blockers), blockers
