@@ -151,7 +151,10 @@ def mig_boot(pool) -> dict:
         "[Unit]",
         f"Description=gpufleet: MIG {pool.mig_partition} on every GPU before the node joins",
         "Wants=nvidia-kmod-load.service",
-        f"After=nvidia-kmod-load.service {' '.join(MIG_HOLDERS)}",
+        # After every unit the script stops: set-nvidia-clocks is only After= nvidia-persistenced upstream, so it would
+        # otherwise run beside the partition (its nvidia-smi calls hold the GPUs; stopped while still activating, it
+        # would not be started again).
+        f"After=nvidia-kmod-load.service {' '.join(MIG_HOLDERS + MIG_DEPENDENTS)}",
         f"Before={' '.join(NODE_JOINERS)}",
         "[Service]",
         # oneshot: the unit counts as started only once the script exited 0, which is what Requires= waits on;
@@ -344,13 +347,15 @@ class GpuNodePools(pulumi.ComponentResource):
         """The NVIDIA device plugin DaemonSet, on GPU nodes only. With MIG pools, the mixed strategy: each slice is
         advertised as nvidia.com/mig-<profile>, whole GPUs as nvidia.com/gpu; and what NVIDIA's chart sets whenever
         migStrategy is not none (NVIDIA/k8s-device-plugin@v0.17.0 deployments/helm/nvidia-device-plugin/templates/
-        _helpers.tpl 91-105 and 127-159: capabilities add SYS_ADMIN instead of drop ALL, which the API refuses next to
-        allowPrivilegeEscalation: false; daemonset-device-plugin.yml 184-187 with _helpers.tpl 269:
+        _helpers.tpl 91-105 and 127-159: capabilities add SYS_ADMIN instead of drop ALL, and no
+        allowPrivilegeEscalation: false, which protects nothing once a process holds CAP_SYS_ADMIN; daemonset-device-plugin.yml 184-187 with _helpers.tpl 269:
         NVIDIA_MIG_MONITOR_DEVICES=all, the container runtime's cue to mount the MIG monitor capability). Without
         them the plugin cannot enumerate the slices. With MIG it also fails on an init error (the plugin's own
         default, cmd/nvidia-device-plugin/main.go) instead of blocking: a partitioned node carries no GPU label the
-        autoscaler would flag (see ACCELERATOR_LABEL), so a crash-looping plugin pod is the signal left. Whole-GPU
-        nodes keep the static manifest's false: the autoscaler holds such a node unready while it has no GPUs."""
+        autoscaler would flag (see ACCELERATOR_LABEL), so a crash-looping plugin pod is the signal left. One DaemonSet
+        serves every GPU node, so in a stack with a partitioned pool its whole-GPU nodes run these settings too (the
+        mixed strategy advertises their GPUs as nvidia.com/gpu); a stack without one keeps the static manifest's
+        false (the autoscaler holds a whole-GPU node unready while it has no GPUs)."""
         opts = pulumi.ResourceOptions(parent=self, provider=cluster.provider)
         labels = {"app.kubernetes.io/name": "nvidia-device-plugin"}
         k8s.apps.v1.DaemonSet(f"{name}-nvidia-device-plugin", metadata={

@@ -281,6 +281,21 @@ def test_the_gpu_holders_are_stopped_before_mig_mode_changes_and_started_again(s
     assert len(stops) == len(HOLDERS) and max(stops) < first_mig
 
 
+def test_the_partition_unit_starts_after_every_unit_it_stops(stack, tmp_path_factory, tmp_path):
+    # systemd starts units with no ordering between them in parallel: a unit the partition stops but is not After=
+    # (set-nvidia-clocks is only After= nvidia-persistenced on the AMI) could still be starting, holding the GPUs,
+    # and would not be seen as running, so not started again (review of issue 24).
+    (part, *_) = user_data_parts(stack[2])
+    setup = installed(part, tmp_path_factory)
+    (unit,) = [text for path, text in setup["units"].items() if path.endswith(".service") and "/" not in path]
+    after = {u for line in unit.splitlines() if line.startswith("After=") for u in line[len("After="):].split()}
+    running = HOLDERS + ["set-nvidia-clocks.service"]
+    run, _, calls = boot(setup["script"], {**FRESH, "running": running}, tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    stopped = {c.split()[-1] for c in calls if c.startswith("systemctl stop")}
+    assert stopped >= set(running) and stopped <= after, (stopped, after)
+
+
 def test_the_partition_is_idempotent_over_reboots_and_reruns(stack, tmp_path_factory, tmp_path):
     (part, *_) = user_data_parts(stack[2])
     script = installed(part, tmp_path_factory)["script"]
