@@ -27,9 +27,6 @@ ACCOUNT_ZONES: dict[str, dict] | None = None
 # (hashicorp/terraform-provider-aws internal/service/elbv2/hosted_zone_id_data_source.go, HostedZoneIdPerRegionALBMap).
 ALB_HOSTED_ZONES = {"us-east-1": "Z35SXDOTRQ7X7K", "us-east-2": "Z3AADJGX6KTTL2", "us-west-1": "Z368ELLRRE2KJ0",
                     "us-west-2": "Z1H1FL5HABSF5", "eu-west-1": "Z32O12XQLNTSW2", "eu-central-1": "Z215JYRZR1TBD5"}
-# What aws.elb.get_service_account answers in MOCK_REGION: the Region's Elastic Load Balancing account
-# (hashicorp/terraform-provider-aws internal/service/elb/service_account_data_source.go, us-east-1).
-MOCK_ELB_ACCOUNT = "127311923021"
 Key = tuple[str, str]  # (type, name): a resource's identity in the stack, as in its URN
 
 
@@ -162,9 +159,6 @@ class Recorder(pulumi.runtime.Mocks):
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": MOCK_ACCOUNT, "arn": f"arn:aws:iam::{MOCK_ACCOUNT}:user/mock", "userId": "MOCK",
                     "id": MOCK_ACCOUNT}
-        if args.token == "aws:elb/getServiceAccount:getServiceAccount":
-            return {"arn": f"arn:aws:iam::{MOCK_ELB_ACCOUNT}:root", "id": MOCK_ELB_ACCOUNT,
-                    "region": args.args.get("region") or MOCK_REGION}
         return {}
 
     def _zone(self, query: dict):

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
@@ -39,10 +40,19 @@ ABORT_UPLOADS_AFTER_DAYS = 7
 # prefix "must not include AWSLogs").
 ACCESS_LOG_PREFIX = "alb"
 # Who delivers ALB access logs (ELB user guide, "Enable access logs for your Application Load Balancer", step 2): in
-# Regions available before August 2022, the Region's Elastic Load Balancing account (aws.elb.get_service_account,
-# hashicorp/terraform-provider-aws internal/service/elb/service_account_data_source.go); in later ones, this
-# service principal. Both are named, each only for the log path, so the policy holds in either kind of Region.
+# Regions available before August 2022, the Region's Elastic Load Balancing account (the guide's table, stored with
+# its source in data/elb_log_delivery_accounts.json); in later ones, this service principal. The table is read here
+# rather than through aws.elb.get_service_account, which fails the whole program in a Region it does not list.
 ELB_LOG_DELIVERY_SERVICE = "logdelivery.elasticloadbalancing.amazonaws.com"
+ELB_LOG_ACCOUNTS = json.loads((Path(__file__).parent / "data" / "elb_log_delivery_accounts.json").read_text())[
+    "accounts"]
+
+
+def log_delivery_principal(region: str) -> dict:
+    """The principals that deliver ALB access logs in ``region``: the service principal everywhere, and the Region's
+    ELB account where the guide lists one."""
+    account = ELB_LOG_ACCOUNTS.get(region)
+    return {**({"AWS": f"arn:aws:iam::{account}:root"} if account else {}), "Service": ELB_LOG_DELIVERY_SERVICE}
 
 
 def data_tiers(keep_days: int) -> dict:
@@ -100,11 +110,10 @@ class StorageTiers(pulumi.ComponentResource):
         """The statement that lets ELB deliver this account's access logs, and only those (a function of the bucket's
         ARN)."""
         account = aws.get_caller_identity_output().account_id
-        elb = aws.elb.get_service_account_output(region=settings.region).arn
-        return lambda arn: pulumi.Output.all(account, elb).apply(lambda a: {
-            "Sid": "ElbAccessLogDelivery", "Effect": "Allow",
-            "Principal": {"AWS": a[1], "Service": ELB_LOG_DELIVERY_SERVICE}, "Action": "s3:PutObject",
-            "Resource": f"{arn}/{ACCESS_LOG_PREFIX}/AWSLogs/{a[0]}/*"})
+        principal = log_delivery_principal(settings.region)
+        return lambda arn: account.apply(lambda a: {
+            "Sid": "ElbAccessLogDelivery", "Effect": "Allow", "Principal": principal, "Action": "s3:PutObject",
+            "Resource": f"{arn}/{ACCESS_LOG_PREFIX}/AWSLogs/{a}/*"})
 
     def _bucket(self, name: str, settings: StackSettings, versioned: bool, protected, child, rules,
                 sse: dict | None = None, writers=None) -> aws.s3.Bucket:
