@@ -92,3 +92,16 @@ def test_pods_are_created_with_the_alb_target_health_readiness_gate(stack):
         labels = dep["spec"]["template"]["metadata"]["labels"]
         assert readiness_gate_injected(objs, dep["metadata"]["namespace"], labels, controller.get("values") or {}), \
             dep["metadata"]["name"]
+
+
+def test_triton_pods_are_created_after_the_ingress_whose_target_groups_gate_them(stack):
+    # The controller injects the gate only into a pod created while a TargetGroupBinding selects it
+    # (aws-load-balancer-controller@v2.13.0 docs/deploy/pod_readiness_gate.md: "create ingress or service before
+    # pod"); it makes the bindings when it builds the ALB, before it writes the Ingress status Pulumi awaits. Pods
+    # made before the Ingress (the first rollout) would carry no gate until replaced.
+    records, graph, objs = stack
+    (ingress,) = [r for r in records if r.type == "kubernetes:networking.k8s.io/v1:Ingress"]
+    deployments = [r for r in records if r.type == "kubernetes:apps/v1:Deployment"
+                   and r.inputs["spec"]["template"]["spec"]["containers"][0]["name"] == "tritonserver"]
+    early = [r.name for r in deployments if not graph.waits_for((r.type, r.name), (ingress.type, ingress.name))]
+    assert deployments and not early, early
