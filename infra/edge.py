@@ -19,6 +19,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from gpufleet.errors import RunFailure
 from infra.cluster import Cluster
 from infra.iam import irsa_trust, role
 from infra.network import Network
@@ -43,6 +44,11 @@ PLAIN_HTTP_WARNING = ("gpufleet:tlsDomain is not set: the inference endpoint is 
                       "account to serve HTTPS only.")
 
 
+# How the provider says a zone lookup found no single zone (hashicorp/terraform-provider-aws
+# internal/service/route53/zone_data_source.go and GetHostedZone's NoSuchHostedZone error).
+ZONE_NOT_FOUND = ("NoSuchHostedZone", "no matching Route 53 Hosted Zone", "multiple Route 53 Hosted Zones matched")
+
+
 def hosted_zone(settings: StackSettings) -> aws.route53.GetZoneResult | None:
     """The public Route 53 zone the stack's domain lives in (None with no domain), looked up when the program starts
     (``infra.program.build`` calls it before declaring any resource, so at preview), so that a zone the account does
@@ -63,6 +69,10 @@ def hosted_zone(settings: StackSettings) -> aws.route53.GetZoneResult | None:
             zone = aws.route53.get_zone(name=domain.split(".", 1)[1], private_zone=False)
     except Exception as exc:  # a failed invoke is a plain Exception (pulumi.runtime.invoke)
         reason = " ".join(str(exc).split())
+        # Only the lookup's own answers are about the settings (the provider's words: route53 zone_data_source.go);
+        # expired credentials or throttling are a run-time failure, not a zone to create.
+        if not any(m in reason for m in ZONE_NOT_FOUND):
+            raise RunFailure(f"Route 53 zone lookup for {domain} failed: {reason}") from None
         if settings.hosted_zone_id:
             raise InfraInputError(f"gpufleet:hostedZoneId: {settings.hosted_zone_id} is not a hosted zone this "
                                   f"account can read ({reason})") from None
@@ -160,8 +170,9 @@ class Edge(pulumi.ComponentResource):
         """The stack's domain as an alias A record on the load balancer the controller made for an Ingress (None with
         no domain). An alias names the ALB's DNS name and the canonical hosted zone of ALBs in the region (the
         table in the AWS General Reference, "Elastic Load Balancing endpoints"; served by ``aws_lb_hosted_zone_id``,
-        hashicorp/terraform-provider-aws internal/service/elbv2/hosted_zone_id_data_source.go); evaluating target
-        health lets Route 53 answer only while the ALB has healthy targets."""
+        hashicorp/terraform-provider-aws internal/service/elbv2/hosted_zone_id_data_source.go). Target health is
+        evaluated so that failover records added later can use it; a lone simple record is answered either way
+        (Route 53 treats every record of a group as healthy when none is)."""
         if self.domain is None:
             return None
         alb_zone = aws.lb.get_hosted_zone_id(load_balancer_type="application", region=self.region)

@@ -119,9 +119,14 @@ def pod_resources(plan, gpu: str) -> dict | None:
             "limits": {"memory": POD_MEMORY, gpu_resource(pool): "1"}}
 
 
+def model_prefix(environment: str, model: str) -> str:
+    """The S3 key prefix of everything published for one model (its repositories, one per GPU type)."""
+    return f"{environment}/{model}"
+
+
 def repository_key(environment: str, model: str, gpu: str) -> str:
     """The S3 key prefix of one model's repository for one GPU type (``--model-repository=s3://<bucket>/<key>``)."""
-    return f"{environment}/{model}/{gpu}"
+    return f"{model_prefix(environment, model)}/{gpu}"
 
 
 def model_ready_path(model: str) -> str:
@@ -141,7 +146,7 @@ class TritonService(pulumi.ComponentResource):
         model, ns = settings.model_name, settings.namespace
         app = f"triton-{model}"
         models = sorted({d.model for d in plan.deployments})
-        prefixes = [f"{settings.environment}/{m}" for m in models]
+        prefixes = [model_prefix(settings.environment, m) for m in models]
         mixed = plan.mix is not None
         namespace = k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": ns, "labels": {
             "pod-security.kubernetes.io/enforce": "baseline", READINESS_GATE_LABEL: "enabled"}},

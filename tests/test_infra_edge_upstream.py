@@ -87,7 +87,12 @@ def controller_calls(settings, records) -> list[Call]:
 
     def tags(resource_id):
         return {CLUSTER_TAG: cluster, "ingress.k8s.aws/stack": stack, "ingress.k8s.aws/resource": resource_id}
-    lb_tags, ls_tags, rule_tags = tags("LoadBalancer"), tags("443"), tags("443:1")
+    # The listener's id is its port (pkg/ingress/model_build_listener.go): the Ingress's listen-ports, 443 with a
+    # domain, 80 without.
+    (ingress,) = [r for r in records if r.type == "kubernetes:networking.k8s.io/v1:Ingress"]
+    listen = json.loads(ingress.inputs["metadata"]["annotations"]["alb.ingress.kubernetes.io/listen-ports"])
+    port = str(next(iter(listen[0].values())))
+    lb_tags, ls_tags, rule_tags = tags("LoadBalancer"), tags(port), tags(f"{port}:1")
     tg_tags, sg_tags = tags(f"{stack}-triton-t4:8000"), tags("ManagedLBSecurityGroup")
     backend_tags = {CLUSTER_TAG: cluster, "elbv2.k8s.aws/resource": "backend-sg"}
     elb, ec2 = "elasticloadbalancing", "ec2"
@@ -171,7 +176,7 @@ def controller_calls(settings, records) -> list[Call]:
     return calls
 
 
-def test_the_controller_may_create_the_https_listener_with_its_tags(built):
+def test_the_controller_may_create_its_listener_with_its_tags(built):
     settings, records = built
     (create,) = [c for c in controller_calls(settings, records) if c.action.endswith(":CreateListener")]
     assert create.request_tags[CLUSTER_TAG] == settings.name
