@@ -19,11 +19,12 @@ import math
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, NamedTuple, Union
 
+from hdrh.histogram import HdrHistogram
 from pydantic import ConfigDict, Field, model_validator
 
 from gpufleet.contracts.model import Strict
 from loadtests.errors import LoadTestInputError
-from loadtests.recorder import StepStats
+from loadtests.recorder import StepStats, new_histogram
 from loadtests.schedule import Schedule, Step
 
 OPEN_LOOP_USER = "OpenLoopUser"
@@ -87,9 +88,16 @@ class LoadShape(Strict):
     def stops_early(self) -> bool:
         return False
 
-    def verdict(self, stats: StepStats) -> str | None:
-        """Why the run stops after a finished step with these figures (``"<reason>: <detail>"``), or None."""
+    def verdict(self, stats: StepStats, pending: HdrHistogram | None = None) -> str | None:
+        """Why the run stops after a finished step with these figures (``"<reason>: <detail>"``), or None.
+
+        ``pending``: how long the step's still unanswered requests have waited so far (lower bounds of their
+        latencies)."""
         return None
+
+    def judge_after_s(self) -> float:
+        """How long after a step ends its verdict can be final (0: a shape that is never judged)."""
+        return 0.0
 
     @model_validator(mode="after")
     def _schedule_is_valid(self):
@@ -138,14 +146,29 @@ class Ramp(LoadShape):
     def stops_early(self) -> bool:
         return self.p99_bound_ms > 0 or self.max_error_share < 1.0
 
-    def verdict(self, stats: StepStats) -> str | None:
-        p99 = stats.quantile_ms(0.99)
+    def judge_after_s(self) -> float:
+        # Every request of the step was sent by its end: one bound later, each one over the bound has either
+        # answered (and is recorded over it) or is still unanswered past it (and counted so), and each one under
+        # it has answered. Judged then, the count over the bound is the step's own, whatever the server's speed.
+        return self.p99_bound_ms / 1000.0
+
+    def verdict(self, stats: StepStats, pending: HdrHistogram | None = None) -> str | None:
+        # A request still unanswered counts with its wait so far, a lower bound of its latency: the P99 so
+        # computed is at most the step's own, so when it passes the bound the step's did.
+        latencies = new_histogram()
+        latencies.add(stats.latency)
+        unanswered = pending.get_total_count() if pending is not None else 0
+        if unanswered:
+            latencies.add(pending)
+        p99 = latencies.get_value_at_percentile(99) / 1000.0 if latencies.get_total_count() else None
         # A request turned away at the server's queue bound was not served either: past the knee a bounded queue
         # sheds load instead of letting P99 grow, so the ramp stops on the shed share.
         done = stats.ok + stats.errors + stats.dropped + stats.rejected
         share = (stats.errors + stats.dropped + stats.rejected) / done if done else 0.0
         if self.p99_bound_ms > 0 and p99 is not None and p99 > self.p99_bound_ms:
-            return f"p99-bound: {p99:.1f} ms > {self.p99_bound_ms:g} ms"
+            late = (f" ({unanswered} of {stats.sent} requests unanswered, counted at their wait so far)"
+                    if unanswered else "")
+            return f"p99-bound: P99 {'at least ' if unanswered else ''}{p99:.1f} ms > {self.p99_bound_ms:g} ms{late}"
         if share > self.max_error_share:
             return f"error-share: {share:.3f} > {self.max_error_share:g}"
         return None
