@@ -58,6 +58,19 @@ def _schedule(rates: list[float], duration_s: float, warmup_s: float, kind: str)
         raise ValueError(str(exc)) from None
 
 
+def plural(n: int, word: str) -> str:
+    """``1 user``, ``2 users``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _rates(rates: list[float]) -> str:
+    return ", ".join(f"{r:g}" for r in rates)
+
+
+def _after_warmup(warmup_s: float) -> str:
+    return f" after a {warmup_s:g} s warm-up" if warmup_s > 0 else ""
+
+
 class LoadShape(Strict):
     model_config = ConfigDict(frozen=True)
 
@@ -99,6 +112,10 @@ class LoadShape(Strict):
         """How long after a step ends its verdict can be final (0: a shape that is never judged)."""
         return 0.0
 
+    def describe(self) -> str:
+        """What the shape offers, in words, for the run's banner."""
+        raise NotImplementedError
+
     @model_validator(mode="after")
     def _schedule_is_valid(self):
         if self.open_loop:
@@ -111,6 +128,9 @@ class Steps(LoadShape):
     rates: list[float] = Field(min_length=1, description="Requests/s, each held for step_duration.")
     step_duration: float = Field(30.0, description="Seconds per step.")
     warmup: float = Field(10.0, ge=0, description="Seconds of discarded warm-up at the first rate.")
+
+    def describe(self) -> str:
+        return f"steps at {_rates(self.rates)} req/s, {self.step_duration:g} s each{_after_warmup(self.warmup)}"
 
     def schedule(self) -> Schedule:
         return _schedule(self.rates, self.step_duration, self.warmup, self.kind)
@@ -125,6 +145,13 @@ class Ramp(LoadShape):
     warmup: float = Field(10.0, ge=0, description="Seconds of discarded warm-up at the first rate.")
     p99_bound_ms: float = Field(0.0, ge=0, description="Stop after the first step whose P99 exceeds this (0: none).")
     max_error_share: float = Field(0.01, ge=0, le=1, description="Stop after a step with a larger error share.")
+
+    def describe(self) -> str:
+        bounds = [f"P99 over {self.p99_bound_ms:g} ms"] if self.p99_bound_ms > 0 else []
+        bounds += [f"an error share over {self.max_error_share:g}"] if self.max_error_share < 1.0 else []
+        stop = f", stopped after the first step with {' or '.join(bounds)}" if bounds else ""
+        return (f"ramp from {self.start:g} to {self.stop:g} req/s (x{self.factor:g} a step), {self.step_duration:g} s "
+                f"each{_after_warmup(self.warmup)}{stop}")
 
     def rates(self) -> list[float]:
         if not (self.start > 0 and self.stop >= self.start and self.factor > 1):
@@ -180,6 +207,10 @@ class Replay(LoadShape):
     seconds_per_row: float = 2.0
     source: str = Field("", description="The CSV the curve came from, for the record.")
 
+    def describe(self) -> str:
+        return (f"replay of {self.source or 'a curve'}: {plural(len(self.rates), 'row')}, {self.seconds_per_row:g} s "
+                f"each")
+
     def schedule(self) -> Schedule:
         return _schedule(self.rates, self.seconds_per_row, 0.0, self.kind)
 
@@ -215,6 +246,9 @@ class ClosedLoop(LoadShape):
     user_class: ClassVar[str] = CLOSED_LOOP_USER
     users: int = Field(ge=1, description="Back-to-back senders.")
     duration: float = Field(30.0, gt=0, description="Seconds to run.")
+
+    def describe(self) -> str:
+        return f"closed loop, {plural(self.users, 'user')} back to back, {self.duration:g} s"
 
     def schedule(self) -> None:
         return None
