@@ -189,7 +189,8 @@ def _heading(result) -> str:
     return f"{t.model} at {t.host}: {how}"
 
 
-_BOUNDS = {"p99-bound": "the P99 bound", "error-share": "the error-share bound"}
+# A ramp's stop reasons: the bound each names, and what its detail measures.
+_BOUNDS = {"p99-bound": ("the P99 bound", "P99"), "error-share": ("the error-share bound", "error share")}
 
 
 def _outcome(result) -> str | None:
@@ -204,13 +205,13 @@ def _outcome(result) -> str | None:
             within = [s for s in reported if s.index < at]
             last = next(s for s in result.steps if s.index == at)
             if not within:
-                where = (f"no step met {_BOUNDS[reason]}: the knee is below {last.offered_rate:g} req/s, the "
+                where = (f"no step met {_BOUNDS[reason][0]}: the knee is below {last.offered_rate:g} req/s, the "
                          f"first step's rate")
             else:
                 where = (f"the knee is between {within[-1].offered_rate:g} and {last.offered_rate:g} req/s (the "
                          f"last step within the bounds, and the first past them)")
             why = str(detail).split(": ", 1)[-1]
-            return f"Stopped after {last.name}, {where}. Why: {why}."
+            return f"Stopped after {last.name}, {where}. Why: {_BOUNDS[reason][1]} {why}."
     if reason == "completed":
         return None
     return f"Stopped: {reason}" + (f" ({detail})" if detail else "")

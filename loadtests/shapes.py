@@ -195,7 +195,7 @@ class Ramp(LoadShape):
         if self.p99_bound_ms > 0 and p99 is not None and p99 > self.p99_bound_ms:
             late = (f" ({unanswered} of {stats.sent} requests unanswered, counted at their wait so far)"
                     if unanswered else "")
-            return f"p99-bound: P99 {'at least ' if unanswered else ''}{p99:.1f} ms > {self.p99_bound_ms:g} ms{late}"
+            return f"p99-bound: {'at least ' if unanswered else ''}{p99:.1f} ms > {self.p99_bound_ms:g} ms{late}"
         if share > self.max_error_share:
             return f"error-share: {share:.3f} > {self.max_error_share:g}"
         return None

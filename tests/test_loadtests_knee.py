@@ -94,6 +94,22 @@ def test_a_knee_found_is_a_result_exit_0_and_says_where(stuck_ramp):
     assert "no step met the P99 bound" in run.stdout and "below 20 req/s" in run.stdout, run.stdout
 
 
+def test_workers_report_their_unanswered_requests_to_the_verdict(tmp_path):
+    """Distributed, the master judges: each worker's report carries how long its unanswered requests have waited."""
+    proc, url = _stub(service_ms=20_000)
+    try:
+        run = _loadtests("run", "--model", "cam", "--host", url, "--ramp", RAMP, "--p99-bound-ms", str(BOUND_MS),
+                         "--step-duration", "2", "--warmup", "0", "--timeout-s", "6", "--metrics-url", "",
+                         "--workers", "2", "--users", "2", "--out", str(tmp_path))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert run.returncode == 0, run.stderr
+    result = read_stress_result(tmp_path / "run.stress.json")
+    assert (result.stopped["reason"], result.stopped["at_step"]) == ("p99-bound", 0), result.stopped
+    assert "requests unanswered" in result.stopped["detail"], result.stopped
+
+
 def test_a_ramp_under_its_bound_runs_to_the_end(tmp_path):
     """Requests in flight younger than the bound are not over it: a fast server's ramp is not stopped."""
     proc, url = _stub(service_ms=5)
