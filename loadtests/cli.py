@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from gpufleet.cli import run_app, stdout_console
+from gpufleet.cli import plural, run_app, stdout_console
 from gpufleet.contracts.io import check_output_file, write_atomic
 from loadtests import shapes
 from loadtests.errors import LoadTestInputError
@@ -183,7 +183,7 @@ _CELL_EXTRA, _TABLE_EXTRA = 3, 1
 def _heading(result) -> str:
     t = result.target
     if result.mode == "closed-loop":
-        how = f"closed loop, {shapes.plural(result.users, 'user')}, {sum(s.duration_s for s in result.steps):g} s"
+        how = f"closed loop, {plural(result.users, 'user')}, {sum(s.duration_s for s in result.steps):g} s"
     else:
         how = f"open loop ({result.arrival} arrivals), {result.schedule_kind}"
     return f"{t.model} at {t.host}: {how}"

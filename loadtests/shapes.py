@@ -22,6 +22,7 @@ from typing import Annotated, ClassVar, Literal, NamedTuple, Union
 from hdrh.histogram import HdrHistogram
 from pydantic import ConfigDict, Field, model_validator
 
+from gpufleet.cli import plural
 from gpufleet.contracts.model import Strict
 from loadtests.errors import LoadTestInputError
 from loadtests.recorder import StepStats, new_histogram
@@ -56,11 +57,6 @@ def _schedule(rates: list[float], duration_s: float, warmup_s: float, kind: str)
         return Schedule(tuple(items), kind)
     except LoadTestInputError as exc:
         raise ValueError(str(exc)) from None
-
-
-def plural(n: int, word: str) -> str:
-    """``1 user``, ``2 users``."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _rates(rates: list[float]) -> str:
