@@ -23,6 +23,7 @@ from loadtests.recorder import StepStats
 # bound is judged sooner as well: once the bound has passed since the step's end (the shape's judge_after_s), every
 # request over it is either recorded or still unanswered past it, which the verdict counts; a process then needs
 # only the moment its last responses take to be recorded (JUDGE_MARGIN_S), a master the workers' next report.
+# (Locust 2.47.0, locust/runners.py: WORKER_REPORT_INTERVAL = 3.0, the installed pin.)
 MASTER_SETTLE_S = 3.5
 LOCAL_SETTLE_S = 2.0
 JUDGE_MARGIN_S = 0.2

@@ -164,7 +164,7 @@ def steps_result(fast_server, tmp_path_factory):
 
 def _show_in_terminal(path: Path, columns: int) -> list[str]:
     """`loadtests show` with its stdout on a terminal of ``columns`` columns (a pseudo-terminal; COLUMNS says its
-    width, as a shell exports it)."""
+    width, as a shell exports it: rich 15.0.0, rich/console.py, Console.__init__ and Console.size read COLUMNS)."""
     leader, follower = pty.openpty()
     proc = subprocess.Popen([_console("loadtests"), "show", str(path)], stdout=follower, stderr=subprocess.PIPE,
                             env=_env(COLUMNS=str(columns), LINES="50", TERM="xterm"), cwd=ROOT)
