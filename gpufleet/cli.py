@@ -54,3 +54,8 @@ def stdout_console():
     from rich.console import Console
 
     return Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH, soft_wrap=False)
+
+
+def plural(n: int, word: str) -> str:
+    """``1 replica``, ``2 replicas``: a count and its noun, for what a person reads."""
+    return f"{n} {word}{'' if n == 1 else 's'}"

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from gpufleet.cli import run_app, stdout_console
+from gpufleet.cli import plural, run_app, stdout_console
 from gpufleet.contracts.io import check_output_file, write_atomic
 from loadtests import shapes
 from loadtests.errors import LoadTestInputError
@@ -142,8 +142,8 @@ def run_cmd(
         return
 
     def echo(command: str) -> None:
-        err.print(f"{settings.shape.kind}, at most {settings.bound_s():.0f} s; Locust command:\n{command}",
-                  highlight=False, soft_wrap=True)
+        err.print(f"loadtests: {settings.model} at {settings.host}, {settings.shape.describe()}; at most "
+                  f"{settings.bound_s():.0f} s. Locust command:\n{command}", highlight=False, soft_wrap=True)
 
     result = run_stress(settings, echo=echo)
     _show(result)
@@ -162,20 +162,104 @@ def _fmt(x, spec=".1f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+# The table's columns after the step's name, in three groups read together: what was offered and what came back,
+# the latencies, Triton's own figures. A terminal too narrow for all of them gets as many tables as it needs, each
+# led by the step's name and holding whole groups where they fit, so no name or figure is ever cut.
+_GROUPS = (
+    (("offered/s", lambda s: _fmt(s.offered_rate)), ("achieved/s", lambda s: _fmt(s.achieved_rate)),
+     ("ok", lambda s: str(s.ok)), ("errors", lambda s: str(s.errors)), ("late", lambda s: str(s.late_sends)),
+     ("dropped", lambda s: str(s.dropped))),
+    (("P50 ms", lambda s: _fmt(s.latency_ms.p50, ".2f")), ("P90", lambda s: _fmt(s.latency_ms.p90, ".2f")),
+     ("P99", lambda s: _fmt(s.latency_ms.p99, ".2f")), ("P99.9", lambda s: _fmt(s.latency_ms.p999, ".2f"))),
+    (("batch", lambda s: _fmt(s.server.mean_batch_size if s.server else None, ".2f")),
+     ("queue µs", lambda s: _fmt(s.server.queue_us_per_request if s.server else None, ".0f")),
+     ("infer µs", lambda s: _fmt(s.server.compute_infer_us_per_request if s.server else None, ".0f"))),
+)
+# What a rich table with its default box and padding adds: a border and a space either side of each column, and
+# the closing border.
+_CELL_EXTRA, _TABLE_EXTRA = 3, 1
+
+
+def _heading(result) -> str:
+    t = result.target
+    if result.mode == "closed-loop":
+        how = f"closed loop, {plural(result.users, 'user')}, {sum(s.duration_s for s in result.steps):g} s"
+    else:
+        how = f"open loop ({result.arrival} arrivals), {result.schedule_kind}"
+    return f"{t.model} at {t.host}: {how}"
+
+
+# A ramp's stop reasons: the bound each names, and what its detail measures.
+_BOUNDS = {"p99-bound": ("the P99 bound", "P99"), "error-share": ("the error-share bound", "error share")}
+
+
+def _outcome(result) -> str | None:
+    """How the run ended, in words; for a ramp, where the knee lies."""
+    reason, at = result.stopped.get("reason"), result.stopped.get("at_step")
+    detail = result.stopped.get("detail")
+    reported = result.reported_steps()
+    if result.schedule_kind == shapes.Ramp.model_fields["kind"].default and reported:
+        if reason == "completed":
+            return f"Every step met the bounds: the knee is above {reported[-1].offered_rate:g} req/s."
+        if reason in _BOUNDS and at is not None:
+            within = [s for s in reported if s.index < at]
+            last = next(s for s in result.steps if s.index == at)
+            if not within:
+                where = (f"no step met {_BOUNDS[reason][0]}: the knee is below {last.offered_rate:g} req/s, the "
+                         f"first step's rate")
+            else:
+                where = (f"the knee is between {within[-1].offered_rate:g} and {last.offered_rate:g} req/s (the "
+                         f"last step within the bounds, and the first past them)")
+            why = str(detail).split(": ", 1)[-1]
+            return f"Stopped after {last.name}, {where}. Why: {_BOUNDS[reason][1]} {why}."
+    if reason == "completed":
+        return None
+    return f"Stopped: {reason}" + (f" ({detail})" if detail else "")
+
+
+def _tables(result, width: int) -> list[Table]:
+    steps = result.steps
+    names = [s.name + (" (discarded)" if s.warmup else "") for s in steps]
+    name_w = max(len("step"), *map(len, names))
+    lead = _TABLE_EXTRA + name_w + _CELL_EXTRA
+    tables: list[list[tuple[str, list[str], int]]] = [[]]
+    for group in _GROUPS:
+        columns = []
+        for header, get in group:
+            cells = [get(s) for s in steps]
+            columns.append((header, cells, max(len(header), *map(len, cells))))
+        need = sum(w + _CELL_EXTRA for *_, w in columns)
+        used = lead + sum(w + _CELL_EXTRA for *_, w in tables[-1])
+        if tables[-1] and used + need > width:
+            tables.append([])  # the group goes whole into a table of its own
+            used = lead
+        for column in columns:  # and is split only where it alone is wider than the terminal
+            if tables[-1] and used + column[2] + _CELL_EXTRA > width:
+                tables.append([])
+                used = lead
+            tables[-1].append(column)
+            used += column[2] + _CELL_EXTRA
+    out = []
+    for columns in tables:
+        table = Table()
+        table.add_column("step", no_wrap=True, min_width=name_w)
+        for header, _, w in columns:
+            table.add_column(header, justify="right", no_wrap=True, min_width=w)
+        for r, name in enumerate(names):
+            table.add_row(name, *(cells[r] for _, cells, _ in columns))
+        out.append(table)
+    return out
+
+
 def _show(result) -> None:
-    table = Table("step", "offered/s", "achieved/s", "ok", "errors", "late", "dropped", "P50 ms", "P90", "P99",
-                  "P99.9", "batch", "queue µs", "infer µs",
-                  title=f"{result.target.model} at {result.target.host} ({result.mode}, {result.schedule_kind}); "
-                        f"stopped: {result.stopped.get('reason')}")
-    for s in result.steps:
-        srv = s.server
-        table.add_row(s.name + (" (warm-up)" if s.warmup else ""), _fmt(s.offered_rate), _fmt(s.achieved_rate),
-                      str(s.ok), str(s.errors), str(s.late_sends), str(s.dropped), _fmt(s.latency_ms.p50, ".2f"),
-                      _fmt(s.latency_ms.p90, ".2f"), _fmt(s.latency_ms.p99, ".2f"), _fmt(s.latency_ms.p999, ".2f"),
-                      _fmt(srv.mean_batch_size if srv else None, ".2f"),
-                      _fmt(srv.queue_us_per_request if srv else None, ".0f"),
-                      _fmt(srv.compute_infer_us_per_request if srv else None, ".0f"))
-    stdout_console().print(table)
+    console = stdout_console()
+    console.print(_heading(result), highlight=False)
+    for table in _tables(result, console.width):
+        # A terminal narrower than one column's table wraps its lines rather than have rich cut a figure.
+        console.print(table, width=max(console.width, console.measure(table).maximum))
+    outcome = _outcome(result)
+    if outcome:
+        console.print(outcome, highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:

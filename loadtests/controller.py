@@ -19,9 +19,14 @@ from loadtests.process import MSG_STOP, RUN
 from loadtests.recorder import StepStats
 
 # After a step ends, its verdict waits this long for the step's responses (and, distributed, the workers' reports,
-# sent every 3 s by Locust) to arrive; one process waits at most 2 s, less with a shorter request timeout.
+# sent every 3 s by Locust) to arrive; one process waits at most 2 s, less with a shorter request timeout. A P99
+# bound is judged sooner as well: once the bound has passed since the step's end (the shape's judge_after_s), every
+# request over it is either recorded or still unanswered past it, which the verdict counts; a process then needs
+# only the moment its last responses take to be recorded (JUDGE_MARGIN_S), a master the workers' next report.
+# (Locust 2.47.0, locust/runners.py: WORKER_REPORT_INTERVAL = 3.0, the installed pin.)
 MASTER_SETTLE_S = 3.5
 LOCAL_SETTLE_S = 2.0
+JUDGE_MARGIN_S = 0.2
 # Once the schedule is over: how often the controller looks whether every user or worker is done, and how long past
 # the request timeout it waits for them before writing what it has.
 DONE_POLL_S = 0.05
@@ -36,13 +41,15 @@ def run(environment) -> None:
     distributed = isinstance(runner, MasterRunner)
     RUN.scrapes = [_scrape()]
     settle = MASTER_SETTLE_S if distributed else min(LOCAL_SETTLE_S, s.timeout_s)
+    bound = s.shape.judge_after_s() + (MASTER_SETTLE_S if distributed else JUDGE_MARGIN_S)
+    judge_at = sorted({settle, bound} if s.shape.judge_after_s() > 0 else {settle})
     for i, step in enumerate(plan):
         gevent.sleep(max(0.0, RUN.t0 + step.start_s + step.duration_s - time.perf_counter()))
         RUN.scrapes.append(_scrape())
         if RUN.stop.is_set():
             break
         if s.shape.stops_early and i < len(plan) - 1 and not step.warmup:
-            gevent.spawn(_judge_step, environment, i, settle)
+            gevent.spawn(_judge_step, environment, i, judge_at)
     deadline = time.perf_counter() + s.timeout_s + DONE_SLACK_S
     expected_workers = runner.worker_count if distributed else 0
     while time.perf_counter() < deadline:
@@ -58,17 +65,24 @@ def _scrape():
     return triton_metrics.scrape(url, RUN.settings.model, time.time()) if url else None
 
 
-def _judge_step(environment, i: int, settle: float) -> None:
-    gevent.sleep(settle)
-    stats = RUN.recorder.steps.get(i)
-    if RUN.stop.is_set() or stats is None:
-        return
-    verdict = RUN.settings.shape.verdict(stats)
-    if verdict:
-        RUN.stopped = {"reason": verdict.split(":")[0], "detail": verdict, "at_step": i}
-        RUN.stop.set()
-        if isinstance(environment.runner, MasterRunner):
-            environment.runner.send_message(MSG_STOP, None)
+def _judge_step(environment, i: int, judge_at: list[float]) -> None:
+    """Judge step ``i`` at each of these delays after its end (seconds, ascending), until a verdict stops the run."""
+    waited = 0.0
+    for delay in judge_at:
+        gevent.sleep(delay - waited)
+        waited = delay
+        stats = RUN.recorder.steps.get(i)
+        if RUN.stop.is_set():
+            return
+        if stats is None:
+            continue
+        verdict = RUN.settings.shape.verdict(stats, RUN.recorder.pending(i))
+        if verdict:
+            RUN.stopped = {"reason": verdict.split(":")[0], "detail": verdict, "at_step": i}
+            RUN.stop.set()
+            if isinstance(environment.runner, MasterRunner):
+                environment.runner.send_message(MSG_STOP, None)
+            return
 
 
 def _summary(stats: StepStats) -> LatencySummary:

@@ -57,7 +57,7 @@ class ProcessState:
             self.recorder.start_epoch = self.start_epoch
 
     def merge_report(self, worker: str, payload: dict) -> None:
-        self.recorder.merge(payload)
+        self.recorder.merge(payload, worker)
         self.merged[worker] = self.merged.get(worker, 0) + 1
 
     def worker_done(self, worker: str, payload: dict) -> None:

@@ -4,9 +4,17 @@ Each process keeps, per step, an HdrHistogram of latency counted from the schedu
 schedule lag (how late the send left), plus counts. Workers ship what they gathered since their last report with
 Locust's stats report (:meth:`StepRecorder.drain`), and the master adds it up (:meth:`StepRecorder.merge`), so
 percentiles are those of all requests, not an average of per-worker percentiles.
+
+Requests still unanswered are kept too (:meth:`StepRecorder.begin`/:meth:`StepRecorder.end`): a request in flight
+for ``a`` seconds will take at least ``a``, so its age so far is a lower bound of its latency. A ramp's verdict
+counts them (:meth:`StepRecorder.pending`), or the slower the server, the fewer responses, and the less a P99 bound
+could ever trip. Each report carries a snapshot of its process's unanswered ages, which replaces that process's
+previous one on the master.
 """
 from __future__ import annotations
 
+import itertools
+import time
 from dataclasses import dataclass, field
 
 from hdrh.histogram import HdrHistogram
@@ -15,14 +23,15 @@ from hdrh.histogram import HdrHistogram
 LOWEST_US, HIGHEST_US, DIGITS = 1, 600_000_000, 3
 
 
-def _histogram() -> HdrHistogram:
+def new_histogram() -> HdrHistogram:
+    """An empty histogram at the recorder's range and precision."""
     return HdrHistogram(LOWEST_US, HIGHEST_US, DIGITS)
 
 
 @dataclass
 class StepStats:
-    latency: HdrHistogram = field(default_factory=_histogram)  # successes only, µs from the scheduled time
-    lag: HdrHistogram = field(default_factory=_histogram)  # µs between the scheduled and the actual send
+    latency: HdrHistogram = field(default_factory=new_histogram)  # successes only, µs from the scheduled time
+    lag: HdrHistogram = field(default_factory=new_histogram)  # µs between the scheduled and the actual send
     sent: int = 0
     ok: int = 0
     errors: int = 0
@@ -49,6 +58,9 @@ class StepRecorder:
         self.steps: dict[int, StepStats] = {}
         self.start_epoch: float | None = None
         self.drains = 0  # payloads handed out so far; the last one says how many there were in all
+        self.in_flight: dict[int, dict[int, float]] = {}  # step -> {token: scheduled perf_counter time}
+        self.remote_in_flight: dict[str, dict[int, HdrHistogram]] = {}  # source -> step -> ages at its last report
+        self._tokens = itertools.count()
 
     def _get(self, step: int) -> StepStats:
         s = self.steps.get(step)
@@ -63,6 +75,35 @@ class StepRecorder:
         s.lag.record_value(_us(lag_s))
         if lag_s > self.late_threshold_s:
             s.late += 1
+
+    def begin(self, step: int, scheduled: float) -> int:
+        """A request of ``step`` scheduled at ``scheduled`` (perf_counter) is in flight; returns its token."""
+        token = next(self._tokens)
+        self.in_flight.setdefault(step, {})[token] = scheduled
+        return token
+
+    def end(self, step: int, token: int) -> None:
+        """That request was answered (or failed); record its outcome with the methods below."""
+        self.in_flight.get(step, {}).pop(token, None)
+
+    def _ages(self, now: float) -> dict[int, HdrHistogram]:
+        out = {}
+        for step, started in self.in_flight.items():
+            if started:
+                h = out[step] = new_histogram()
+                for t in started.values():
+                    h.record_value(_us(now - t))
+        return out
+
+    def pending(self, step: int, now: float | None = None) -> HdrHistogram:
+        """How long the step's unanswered requests have waited so far: this process's now, the workers' at their
+        last report (older, so still lower bounds)."""
+        h = new_histogram()
+        own = self._ages(time.perf_counter() if now is None else now).get(step)
+        for part in [own, *(s.get(step) for s in self.remote_in_flight.values())]:
+            if part is not None:
+                h.add(part)
+        return h
 
     def dropped(self, step: int) -> None:
         self._get(step).dropped += 1
@@ -86,7 +127,8 @@ class StepRecorder:
         Each payload carries its sequence number (``seq``, from 1), so a receiver can tell when it has them all.
         """
         self.drains += 1
-        out = {"start_epoch": self.start_epoch, "seq": self.drains, "steps": {}}
+        out = {"start_epoch": self.start_epoch, "seq": self.drains, "steps": {},
+               "in_flight": {str(i): h.encode().decode() for i, h in self._ages(time.perf_counter()).items()}}
         for i, s in self.steps.items():
             out["steps"][str(i)] = {
                 "latency": s.latency.encode().decode() if s.latency.get_total_count() else None,
@@ -96,7 +138,10 @@ class StepRecorder:
         self.steps = {}
         return out
 
-    def merge(self, data: dict) -> None:
+    def merge(self, data: dict, source: str = "") -> None:
+        """Add a process's recordings; its unanswered ages replace those of its previous report."""
+        self.remote_in_flight[source] = {int(k): HdrHistogram.decode(v.encode())
+                                         for k, v in data.get("in_flight", {}).items()}
         if data.get("start_epoch") is not None:
             self.start_epoch = min(filter(None, [self.start_epoch, data["start_epoch"]]))
         for key, d in data.get("steps", {}).items():

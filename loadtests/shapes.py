@@ -19,11 +19,13 @@ import math
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, NamedTuple, Union
 
+from hdrh.histogram import HdrHistogram
 from pydantic import ConfigDict, Field, model_validator
 
+from gpufleet.cli import plural
 from gpufleet.contracts.model import Strict
 from loadtests.errors import LoadTestInputError
-from loadtests.recorder import StepStats
+from loadtests.recorder import StepStats, new_histogram
 from loadtests.schedule import Schedule, Step
 
 OPEN_LOOP_USER = "OpenLoopUser"
@@ -57,6 +59,14 @@ def _schedule(rates: list[float], duration_s: float, warmup_s: float, kind: str)
         raise ValueError(str(exc)) from None
 
 
+def _rates(rates: list[float]) -> str:
+    return ", ".join(f"{r:g}" for r in rates)
+
+
+def _after_warmup(warmup_s: float) -> str:
+    return f" after a {warmup_s:g} s warm-up" if warmup_s > 0 else ""
+
+
 class LoadShape(Strict):
     model_config = ConfigDict(frozen=True)
 
@@ -87,9 +97,20 @@ class LoadShape(Strict):
     def stops_early(self) -> bool:
         return False
 
-    def verdict(self, stats: StepStats) -> str | None:
-        """Why the run stops after a finished step with these figures (``"<reason>: <detail>"``), or None."""
+    def verdict(self, stats: StepStats, pending: HdrHistogram | None = None) -> str | None:
+        """Why the run stops after a finished step with these figures (``"<reason>: <detail>"``), or None.
+
+        ``pending``: how long the step's still unanswered requests have waited so far (lower bounds of their
+        latencies)."""
         return None
+
+    def judge_after_s(self) -> float:
+        """How long after a step ends its verdict can be final (0: a shape that is never judged)."""
+        return 0.0
+
+    def describe(self) -> str:
+        """What the shape offers, in words, for the run's banner."""
+        raise NotImplementedError
 
     @model_validator(mode="after")
     def _schedule_is_valid(self):
@@ -104,6 +125,9 @@ class Steps(LoadShape):
     step_duration: float = Field(30.0, description="Seconds per step.")
     warmup: float = Field(10.0, ge=0, description="Seconds of discarded warm-up at the first rate.")
 
+    def describe(self) -> str:
+        return f"steps at {_rates(self.rates)} req/s, {self.step_duration:g} s each{_after_warmup(self.warmup)}"
+
     def schedule(self) -> Schedule:
         return _schedule(self.rates, self.step_duration, self.warmup, self.kind)
 
@@ -117,6 +141,13 @@ class Ramp(LoadShape):
     warmup: float = Field(10.0, ge=0, description="Seconds of discarded warm-up at the first rate.")
     p99_bound_ms: float = Field(0.0, ge=0, description="Stop after the first step whose P99 exceeds this (0: none).")
     max_error_share: float = Field(0.01, ge=0, le=1, description="Stop after a step with a larger error share.")
+
+    def describe(self) -> str:
+        bounds = [f"P99 over {self.p99_bound_ms:g} ms"] if self.p99_bound_ms > 0 else []
+        bounds += [f"an error share over {self.max_error_share:g}"] if self.max_error_share < 1.0 else []
+        stop = f", stopped after the first step with {' or '.join(bounds)}" if bounds else ""
+        return (f"ramp from {self.start:g} to {self.stop:g} req/s (x{self.factor:g} a step), {self.step_duration:g} s "
+                f"each{_after_warmup(self.warmup)}{stop}")
 
     def rates(self) -> list[float]:
         if not (self.start > 0 and self.stop >= self.start and self.factor > 1):
@@ -138,14 +169,29 @@ class Ramp(LoadShape):
     def stops_early(self) -> bool:
         return self.p99_bound_ms > 0 or self.max_error_share < 1.0
 
-    def verdict(self, stats: StepStats) -> str | None:
-        p99 = stats.quantile_ms(0.99)
+    def judge_after_s(self) -> float:
+        # Every request of the step was sent by its end: one bound later, each one over the bound has either
+        # answered (and is recorded over it) or is still unanswered past it (and counted so), and each one under
+        # it has answered. Judged then, the count over the bound is the step's own, whatever the server's speed.
+        return self.p99_bound_ms / 1000.0
+
+    def verdict(self, stats: StepStats, pending: HdrHistogram | None = None) -> str | None:
+        # A request still unanswered counts with its wait so far, a lower bound of its latency: the P99 so
+        # computed is at most the step's own, so when it passes the bound the step's did.
+        latencies = new_histogram()
+        latencies.add(stats.latency)
+        unanswered = pending.get_total_count() if pending is not None else 0
+        if unanswered:
+            latencies.add(pending)
+        p99 = latencies.get_value_at_percentile(99) / 1000.0 if latencies.get_total_count() else None
         # A request turned away at the server's queue bound was not served either: past the knee a bounded queue
         # sheds load instead of letting P99 grow, so the ramp stops on the shed share.
         done = stats.ok + stats.errors + stats.dropped + stats.rejected
         share = (stats.errors + stats.dropped + stats.rejected) / done if done else 0.0
         if self.p99_bound_ms > 0 and p99 is not None and p99 > self.p99_bound_ms:
-            return f"p99-bound: {p99:.1f} ms > {self.p99_bound_ms:g} ms"
+            late = (f" ({unanswered} of {stats.sent} requests unanswered, counted at their wait so far)"
+                    if unanswered else "")
+            return f"p99-bound: {'at least ' if unanswered else ''}{p99:.1f} ms > {self.p99_bound_ms:g} ms{late}"
         if share > self.max_error_share:
             return f"error-share: {share:.3f} > {self.max_error_share:g}"
         return None
@@ -156,6 +202,10 @@ class Replay(LoadShape):
     rates: list[float] = Field(min_length=1, max_length=MAX_REPLAY_ROWS, description="Requests/s per row, scaled.")
     seconds_per_row: float = 2.0
     source: str = Field("", description="The CSV the curve came from, for the record.")
+
+    def describe(self) -> str:
+        return (f"replay of {self.source or 'a curve'}: {plural(len(self.rates), 'row')}, {self.seconds_per_row:g} s "
+                f"each")
 
     def schedule(self) -> Schedule:
         return _schedule(self.rates, self.seconds_per_row, 0.0, self.kind)
@@ -192,6 +242,9 @@ class ClosedLoop(LoadShape):
     user_class: ClassVar[str] = CLOSED_LOOP_USER
     users: int = Field(ge=1, description="Back-to-back senders.")
     duration: float = Field(30.0, gt=0, description="Seconds to run.")
+
+    def describe(self) -> str:
+        return f"closed loop, {plural(self.users, 'user')} back to back, {self.duration:g} s"
 
     def schedule(self) -> None:
         return None

@@ -74,6 +74,7 @@ class RequestSender:
         """
         s = RUN.settings
         exc, size = None, 0
+        token = RUN.recorder.begin(step, scheduled)
         try:
             k = next(self.n)
             if s.protocol == "grpc":
@@ -91,6 +92,7 @@ class RequestSender:
             exc = RequestError(_error_kind(e), e)
         finally:
             RUN.in_flight -= 1
+            RUN.recorder.end(step, token)
         latency = time.perf_counter() - scheduled
         if exc is None:
             RUN.recorder.success(step, latency)

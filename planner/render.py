@@ -4,6 +4,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from gpufleet.cli import plural
 from gpufleet.contracts.calibration import Calibration
 from gpufleet.contracts.plan import Plan
 
@@ -67,7 +68,7 @@ def render_plan(plan: Plan, console: Console) -> None:
         after = "-" if sv.p99_ms_after_replacement is None else f"{sv.p99_ms_after_replacement:.2f} ms"
         window = "no replicas left" if sv.p99_ms_cold_start is None or sv.p99_ms_cold_start == float("inf") \
             else f"{sv.p99_ms_cold_start:.2f} ms"
-        console.print(f"Spot loss: without {sv.lost_pool} ({sv.replicas_lost} replicas), P99 is "
+        console.print(f"Spot loss: without {sv.lost_pool} ({plural(sv.replicas_lost, 'replica')}), P99 is "
                       f"{window} for the {(sv.cold_start_s or 0) / 60:g} min until replacements "
                       f"serve, {after} after; bound {sv.bound_ms:g} ms: {verdict} "
                       f"(survival constraint {'met' if sv.constraint_holds else 'not met'}"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gpufleet.cli import plural
 from gpufleet.contracts.calibration import Calibration
 from gpufleet.contracts.io import write_atomic
 from gpufleet.contracts.plan import Plan
@@ -350,7 +351,7 @@ def write_report(inputs: ReportInputs, out_dir: Path) -> Path:
     cost_tab = _table(["req/s", "mix $/h"], [[f"{c['qps']:,.0f}", _money(c["usd_per_hour"])] for c in mix_rows])
     sv = plan.survival
     survival = "<p>No spot pools in this plan.</p>" if sv is None else (
-        f"<p>Losing {html.escape(sv.lost_pool)} ({sv.replicas_lost} replicas): P99 {sv.p99_ms_cold_start} ms over "
+        f"<p>Losing {html.escape(sv.lost_pool)} ({plural(sv.replicas_lost, 'replica')}): P99 {sv.p99_ms_cold_start} ms over "
         f"the {sv.cold_start_s} s until replacements serve, {sv.p99_ms_after_replacement} ms after; bound "
         f"{sv.bound_ms:g} ms: {'holds' if sv.holds else 'misses'}. Survival constraint "
         f"{'met' if sv.constraint_holds else 'not met'}.</p>")
