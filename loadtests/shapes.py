@@ -17,14 +17,16 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal, NamedTuple, Union
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, NamedTuple, Union
 
 from pydantic import ConfigDict, Field, model_validator
 
 from gpufleet.contracts.model import Strict
 from loadtests.errors import LoadTestInputError
-from loadtests.recorder import StepStats
 from loadtests.schedule import Schedule, Step
+
+if TYPE_CHECKING:  # the recorder needs HdrHistogram (the loadtests extra); `loadtests --help` must not
+    from loadtests.recorder import StepStats
 
 OPEN_LOOP_USER = "OpenLoopUser"
 CLOSED_LOOP_USER = "ClosedLoopUser"

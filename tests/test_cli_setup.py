@@ -108,7 +108,7 @@ DATA = Path(__file__).parent / "data"
     ["serving", "demo-model", "tiny", UNWRITABLE + "/t.onnx"],
     ["serving", "profile", "{onnx}", "--gpu", "L4", "--batch-sizes", "1", "-o", UNWRITABLE + "/p.json"],
     ["serving", "import", "trtexec-log", str(DATA / "trtexec/yolov7-pr-329.log"), "--gpu", "L4", "--model", "m",
-     "-o", UNWRITABLE + "/p.json"],
+     "--batch-size", "8", "-o", UNWRITABLE + "/p.json"],
     ["serving", "repo", "{onnx}", UNWRITABLE + "/repo"],
     ["loadtests", "run", "--model", "tiny", "--rates", "1", "--out", UNWRITABLE],
     ["infra", "render", "--stack", "dev", "--out", UNWRITABLE],
