@@ -183,7 +183,6 @@ class TritonService(pulumi.ComponentResource):
             return storage.models.bucket.apply(lambda b: f"s3://{b}/{key}"), markers[key]
 
         self.deployments = {}
-        pending: list[dict] = []  # Deployments, made once the Ingress exists (below)
         backends = []
         services: list[k8s.core.v1.Service] = []
         routes: dict[str, list[tuple[str, float]]] = {m: [] for m in models}  # model -> (unit Service, weight)
@@ -199,10 +198,10 @@ class TritonService(pulumi.ComponentResource):
             # several): a shared Deployment's pods are probed, and its target group checked, on its first model.
             # Its other models must be published with it; one not yet there is not waited for.
             ready = model_ready_path(first.model)
-            pending.append(dict(name=pool, gpu=gpu, replicas=None, image=settings.triton_image,
-                                repos=[u for u, _ in repos], track="stable", needs=[m for _, m in repos],
-                                extra_labels={UNIT_LABEL: pool} if mixed else {},
-                                resources=pod_resources(plan, gpu), ready_path=ready))
+            self.deployments[pool] = self._deployment(
+                pool, app, ns, sa, gpu, None, settings.triton_image, [u for u, _ in repos], "stable",
+                pulumi.ResourceOptions.merge(on_gpus, pulumi.ResourceOptions(depends_on=[m for _, m in repos])),
+                {UNIT_LABEL: pool} if mixed else {}, pod_resources(plan, gpu), ready_path=ready)
             services.append(self._service(pool, app, ns, select, kopts, scraped=True, health_path=ready))
             a = first.autoscaling
             # One metric per model: the HPA takes the most replicas any of them asks for, so every model stays at
@@ -233,9 +232,10 @@ class TritonService(pulumi.ComponentResource):
             gpu = canary_gpu(plan)  # the node groups' headroom counts the canary there (infra.gpu_pools)
             pool = f"{app}-canary"
             repo, marker = repository(models[0], gpu)
-            pending.append(dict(name=pool, gpu=gpu, replicas=canary_replicas(settings), image=settings.canary_image,
-                                repos=[repo], track="canary", needs=[marker], extra_labels=None,
-                                resources=pod_resources(plan, gpu), ready_path=model_ready_path(models[0])))
+            self._deployment(pool, app, ns, sa, gpu, canary_replicas(settings), settings.canary_image, [repo],
+                             "canary",
+                             pulumi.ResourceOptions.merge(on_gpus, pulumi.ResourceOptions(depends_on=[marker])), None,
+                             pod_resources(plan, gpu), ready_path=model_ready_path(models[0]))
             services.append(self._service(pool, app, ns, {"track": "canary"}, kopts, scraped=True,
                                           health_path=model_ready_path(models[0])))
             backends.append((pool, float(canary)))
@@ -255,16 +255,6 @@ class TritonService(pulumi.ComponentResource):
         # has built the ALB, which needs every Service its actions name (aws-load-balancer-controller@v2.13.0:
         # pkg/ingress/enhanced_backend_builder.go:238-269), hence the Services above; not the pods' readiness. So
         # the Ingress stays awaited and the hostname below is there when the record is made.
-        # Pods are created after the Ingress, so after the controller has made its target groups and their
-        # TargetGroupBindings (its awaiter returns once the controller wrote the status, at the end of its deploy):
-        # the controller injects the ALB readiness gate only into pods created while a TargetGroupBinding selects
-        # them (aws-load-balancer-controller@v2.13.0 docs/deploy/pod_readiness_gate.md, "create ingress or service
-        # before pod"), so the first pods carry it too. Costs the ALB's build time; the Ingress needs no pods.
-        for d in pending:
-            pool, needs = d.pop("name"), d.pop("needs")
-            self.deployments[pool] = self._deployment(
-                pool, app, ns, sa, d.pop("gpu"), d.pop("replicas"), d.pop("image"), d.pop("repos"), d.pop("track"),
-                pulumi.ResourceOptions.merge(on_gpus, pulumi.ResourceOptions(depends_on=[*needs, self.ingress])), **d)
         hostname = self.ingress.status.apply(lambda s: s.load_balancer.ingress[0].hostname)
         self.dns = edge.dns_name(f"{name}-dns", hostname, pulumi.ResourceOptions(parent=self))
         self.endpoint = edge.endpoint(hostname)
