@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from gpufleet.cli import plural, run_app, stdout_console
+from gpufleet.cli import plural, require_extra, run_app, stdout_console
 from gpufleet.contracts.io import check_output_file, write_atomic
 from loadtests import shapes
 from loadtests.errors import LoadTestInputError
@@ -123,6 +123,7 @@ def run_cmd(
     namespace: Annotated[str, typer.Option(help="With --emit-k8s: the namespace.")] = "loadtests",
 ) -> None:
     """Run one stress test and write <out>/<name>.stress.json (plus Locust's CSVs and JSON beside it)."""
+    require_extra("loadtests", "loadtests")  # Locust's processes import it; say so here, not in their tracebacks
     from loadtests.run import run_stress
 
     shape = _shape(rates, ramp, replay, closed_loop, step_duration=step_duration, warmup=warmup,

@@ -17,16 +17,19 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal, NamedTuple, Union
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, NamedTuple, Union
 
-from hdrh.histogram import HdrHistogram
 from pydantic import ConfigDict, Field, model_validator
 
 from gpufleet.cli import plural
 from gpufleet.contracts.model import Strict
 from loadtests.errors import LoadTestInputError
-from loadtests.recorder import StepStats, new_histogram
 from loadtests.schedule import Schedule, Step
+
+if TYPE_CHECKING:  # the recorder needs HdrHistogram (the loadtests extra); `loadtests --help` must not
+    from hdrh.histogram import HdrHistogram
+
+    from loadtests.recorder import StepStats
 
 OPEN_LOOP_USER = "OpenLoopUser"
 CLOSED_LOOP_USER = "ClosedLoopUser"
@@ -178,6 +181,8 @@ class Ramp(LoadShape):
     def verdict(self, stats: StepStats, pending: HdrHistogram | None = None) -> str | None:
         # A request still unanswered counts with its wait so far, a lower bound of its latency: the P99 so
         # computed is at most the step's own, so when it passes the bound the step's did.
+        from loadtests.recorder import new_histogram  # the loadtests extra, needed only once a run judges a step
+
         latencies = new_histogram()
         latencies.add(stats.latency)
         unanswered = pending.get_total_count() if pending is not None else 0

@@ -5,13 +5,14 @@ architecture, so each Deployment points at ``s3://<bucket>/<prefix>/<gpu>/``.
 """
 from __future__ import annotations
 
-import os
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from gpufleet.contracts.io import write_atomic
 from serving.errors import ServingInputError
 from serving.triton_config import (
     DEFAULT_MODEL_FILENAME,
@@ -49,7 +50,7 @@ def write_model(root: Path | str, spec: ModelSpec, model_file: Path | str, versi
         raise RepositoryError(f"{model_file}: model file not found")
     text = render_config(spec)
     parse_config(text, f"{spec.name}/config.pbtxt")
-    staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.files."))
+    staging = _staging_dir(Path(tempfile.gettempdir()), f".{spec.name}.files.")
     try:
         if spec.platform == "python":
             shutil.copyfile(model_file, staging / "model.onnx")
@@ -78,7 +79,7 @@ def publish_version(root: Path | str, name: str, config_text: str, files: Path, 
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
     if not final.exists():
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+        staging = _staging_dir(root, f".{name}.")
         try:
             shutil.copytree(files, staging / str(version))
             (staging / "config.pbtxt").write_text(config_text)
@@ -86,7 +87,7 @@ def publish_version(root: Path | str, name: str, config_text: str, files: Path, 
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return ModelEntry(final / "config.pbtxt", final / str(version))
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=final))
+    staging = _staging_dir(final, f".{version}.")
     replaced = final / f".{version}.replaced"
     try:
         shutil.copytree(files, staging, dirs_exist_ok=True)
@@ -96,14 +97,23 @@ def publish_version(root: Path | str, name: str, config_text: str, files: Path, 
         staging.rename(target)
         config = final / "config.pbtxt"
         if not config.is_file() or config.read_text() != config_text:
-            fd, tmp = tempfile.mkstemp(prefix=".config.", dir=final)
-            with os.fdopen(fd, "w") as f:
-                f.write(config_text)
-            os.replace(tmp, config)
+            write_atomic(config, config_text)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(replaced, ignore_errors=True)
     return ModelEntry(final / "config.pbtxt", final / str(version))
+
+
+def _staging_dir(parent: Path, prefix: str) -> Path:
+    """A new empty folder named ``prefix`` + a random tail, made with the user's umask. Not ``mkdtemp``: its folders
+    are 0700, and ``copytree`` carries a folder's mode on to the version folder Triton (or a colleague) reads."""
+    while True:
+        folder = parent / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import TypeVar
@@ -77,6 +78,7 @@ def check_output_file(path: Path | str, what: str, error: type[Exception] = Inpu
         raise error(f"{path}: cannot write the {what}: {parent} is not writable")
     if path.exists() and not os.access(path, os.W_OK):
         raise error(f"{path}: cannot write the {what}: the file is read-only")
+    _try_writing(path.parent, path, what, error)
     return path
 
 
@@ -90,7 +92,34 @@ def check_output_dir(path: Path | str, what: str, error: type[Exception] = Input
         raise error(f"{path}: cannot make the {what} folder: {existing} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise error(f"{path}: cannot write the {what}: {existing} is not writable")
+    _try_writing(path, path, what, error)
     return path
+
+
+def _try_writing(folder: Path, path: Path, what: str, error: type[Exception]) -> None:
+    """Make what is missing of ``folder``, create and remove a file in it, then remove the folders it made.
+
+    Permission bits cannot answer this: ``os.access`` says yes to root on ``/proc``, and nothing but trying says
+    whether a folder can be made there. Whatever the outcome, the file system is left as it was found, so a
+    refused run leaves nothing behind.
+    """
+    made: list[Path] = []
+    try:
+        for folder_ in reversed([folder, *folder.parents]):
+            if not folder_.exists():
+                folder_.mkdir()
+                made.append(folder_)
+        fd, probe = tempfile.mkstemp(prefix=".gpufleet-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise error(f"{path}: cannot write the {what}: {exc.strerror or exc}") from None
+    finally:
+        for folder_ in reversed(made):
+            try:
+                folder_.rmdir()
+            except OSError:
+                pass
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -101,10 +130,16 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def write_atomic(path: Path | str, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``; on failure nothing changes."""
+    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``; on failure nothing changes.
+
+    The file gets the mode any program's new file gets, 0666 less the user's umask, not ``mkstemp``'s 0600: a plan
+    or a report is meant to be read by others. The kernel applies the umask at ``open``, so no process-wide
+    ``os.umask`` call (which would race other threads) is needed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
