@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from gpufleet.contracts.calibration import Calibration
 from gpufleet.contracts.io import write_atomic
@@ -33,6 +34,7 @@ from planner.sizing import GpuSizing, constraints_of, fleet_pools, fleet_problem
 QPS_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 SPOT_SHARES = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
 LOAD_FRACTIONS = tuple(np.linspace(0.1, 0.97, 14))
+PNG_DPI = 110
 
 
 @dataclass
@@ -41,6 +43,14 @@ class ReportInputs:
     catalog: Path | None = None
     profiles: list[Path] | None = None
     calibration: Calibration | None = None
+
+
+@dataclass
+class Plot:
+    """One of the report's figures, and the numbers behind it that the page tabulates."""
+
+    figure: Figure
+    rows: list[dict] = field(default_factory=list)
 
 
 class FleetModel:
@@ -90,12 +100,11 @@ class FleetModel:
             return None
 
 
-def _plot_cost(fm: FleetModel, plan: Plan, path: Path) -> list[dict]:
-    import matplotlib.pyplot as plt
-
+def _plot_cost(fm: FleetModel, plan: Plan) -> Plot:
     grid = [plan.request.qps * f for f in QPS_FACTORS]
     rows = []
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
     for g in sorted(fm.capacity):
         costs = [fm.cost(q, [g]) for q in grid]
         rows += [{"series": g, "qps": q, "usd_per_hour": c} for q, c in zip(grid, costs)]
@@ -110,15 +119,12 @@ def _plot_cost(fm: FleetModel, plan: Plan, path: Path) -> list[dict]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return rows
+    return Plot(fig, rows)
 
 
-def _plot_latency(fm: FleetModel, plan: Plan, cal: Calibration | None, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+def _plot_latency(fm: FleetModel, plan: Plan, cal: Calibration | None) -> Plot:
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
     overhead = plan.request.overhead_ms
     for d in plan.deployments:
         m, cfg = fm.models[d.gpu], fm.config[d.gpu]
@@ -139,8 +145,7 @@ def _plot_latency(fm: FleetModel, plan: Plan, cal: Calibration | None, path: Pat
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return Plot(fig)
 
 
 def _survives(fm: FleetModel, qps: float, share: float) -> tuple[float | None, bool | None]:
@@ -157,16 +162,15 @@ def _survives(fm: FleetModel, qps: float, share: float) -> tuple[float | None, b
     return sol.usd_per_hour, sum(holdable.values()) >= qps * (1 - 1e-9)
 
 
-def _plot_spot(fm: FleetModel, plan: Plan, path: Path) -> list[dict]:
-    import matplotlib.pyplot as plt
-
+def _plot_spot(fm: FleetModel, plan: Plan) -> Plot:
     rows = []
     for share in SPOT_SHARES:
         cost, survives = _survives(fm, plan.request.qps, share)
         with_survival = fm.cost(plan.request.qps, sorted(fm.capacity), share, True)
         rows.append({"max_spot_share": share, "usd_per_hour": cost, "survives_spot_loss": survives,
                      "usd_per_hour_with_survival": with_survival})
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
     xs = [r["max_spot_share"] for r in rows]
     ax.plot(xs, [np.nan if r["usd_per_hour"] is None else r["usd_per_hour"] for r in rows], "-", color="tab:blue",
             label="cheapest fleet")
@@ -184,19 +188,16 @@ def _plot_spot(fm: FleetModel, plan: Plan, path: Path) -> list[dict]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return rows
+    return Plot(fig, rows)
 
 
-def _plot_day(plan: Plan, path: Path) -> None:
+def _plot_day(plan: Plan) -> Plot:
     """The day plan: the curve against the fleet's capacity, the fleet stacked by capacity type, P99 per period."""
-    import matplotlib.pyplot as plt
-
     d = plan.day
     starts = [p.start_s / 3600.0 for p in d.periods]
     widths = [p.hours for p in d.periods]
-    fig, (ax_q, ax_f, ax_p) = plt.subplots(3, 1, figsize=(7.5, 8), sharex=True)
+    fig = Figure(figsize=(7.5, 8))
+    ax_q, ax_f, ax_p = fig.subplots(3, 1, sharex=True)
     ax_q.step(starts + [starts[-1] + widths[-1]], [p.qps for p in d.periods] + [d.periods[-1].qps], where="post",
               label="peak in the period (sized for)")
     ax_q.step(starts + [starts[-1] + widths[-1]], [p.mean_qps for p in d.periods] + [d.periods[-1].mean_qps],
@@ -218,15 +219,13 @@ def _plot_day(plan: Plan, path: Path) -> None:
     ax_p.set_xlabel("hours from the curve's start")
     ax_p.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return Plot(fig)
 
 
-def _day_section(plan: Plan, out_dir: Path) -> str:
+def _day_section(plan: Plan) -> str:
     d = plan.day
     if d is None:
         return ""
-    _plot_day(plan, out_dir / "day.png")
     rows = [["this day plan", f"${d.usd_per_day:,.2f}", f"${d.usd_per_month:,.0f}",
              "overloaded" if d.worst_period_p99_ms is None else f"{d.worst_period_p99_ms:.1f}"]]
     rows += [[f"{c.name}: {c.description}", f"${c.usd_per_day:,.2f}", f"${c.usd_per_month:,.0f}",
@@ -258,13 +257,12 @@ def _money(v: float | None) -> str:
     return "infeasible" if v is None or (isinstance(v, float) and math.isnan(v)) else f"${v:,.2f}/h"
 
 
-def _plot_mix(plan: Plan, path: Path) -> None:
+def _plot_mix(plan: Plan) -> Plot:
     """Each model's simulated P99 on each Deployment serving it against its own target; and what the fleet costs
     against one Deployment per model."""
-    import matplotlib.pyplot as plt
-
     targets = {m.model: m.p99_ms for m in plan.mix.models}
-    fig, (ax_p, ax_c) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 1]})
+    fig = Figure(figsize=(10, 4))
+    ax_p, ax_c = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
     labels = [f"{d.model}\n{d.shared or 'own'}".replace("@", "\n@") for d in plan.deployments]
     x = np.arange(len(plan.deployments))
     ax_p.bar(x - 0.2, [d.predicted.p99_ms for d in plan.deployments], 0.4, label="simulated P99 at the planned rate")
@@ -277,15 +275,13 @@ def _plot_mix(plan: Plan, path: Path) -> None:
              color=["tab:green", "tab:gray"])
     ax_c.set_ylabel("$/h")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return Plot(fig)
 
 
 def _write_mix_report(plan: Plan, out_dir: Path) -> Path:
     """A mix plan: the partition, every model's P99 against its target, the saving. Its cost and load curves need a
     re-plan per point (co-located shares are simulated per set), so this page shows the plan as made."""
     m, r = plan.mix, plan.request
-    _plot_mix(plan, out_dir / "mix.png")
     targets = {x.model: x.p99_ms for x in m.models}
     models = _table(["model", "req/s", "P99 target ms"], [[x.model, f"{x.qps:,.0f}", f"{x.p99_ms:g}"]
                                                            for x in m.models])
@@ -320,19 +316,30 @@ gpufleet {html.escape(plan.gpufleet_version)}. Cost {_money(plan.cost.usd_per_ho
     return path
 
 
+def report_plots(inputs: ReportInputs) -> dict[str, Plot]:
+    """The report's figures by the PNG file each is written to, with the numbers the page tabulates."""
+    plan = inputs.plan
+    if plan.mix is not None:
+        return {"mix.png": _plot_mix(plan)}
+    fm = FleetModel(inputs)
+    plots = {"cost_vs_qps.png": _plot_cost(fm, plan),
+             "p99_vs_load.png": _plot_latency(fm, plan, inputs.calibration),
+             "spot_share.png": _plot_spot(fm, plan)}
+    if plan.day is not None:
+        plots["day.png"] = _plot_day(plan)
+    return plots
+
+
 def write_report(inputs: ReportInputs, out_dir: Path) -> Path:
     """Write ``report.html`` and its PNGs into ``out_dir``; return the HTML path."""
-    import matplotlib
-    matplotlib.use("Agg")
-
     plan, r = inputs.plan, inputs.plan.request
+    plots = report_plots(inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name, plot in plots.items():
+        plot.figure.savefig(out_dir / name, dpi=PNG_DPI)
     if plan.mix is not None:
         return _write_mix_report(plan, out_dir)
-    fm = FleetModel(inputs)
-    cost_rows = _plot_cost(fm, plan, out_dir / "cost_vs_qps.png")
-    _plot_latency(fm, plan, inputs.calibration, out_dir / "p99_vs_load.png")
-    spot_rows = _plot_spot(fm, plan, out_dir / "spot_share.png")
+    cost_rows, spot_rows = plots["cost_vs_qps.png"].rows, plots["spot_share.png"].rows
     pools = _table(["instance type", "GPU", "capacity", "count", "replicas", "$/h"],
                    [[p.instance_type, p.gpu, p.capacity_type, p.count, p.replicas, f"{p.usd_per_hour:.2f}"]
                     for p in plan.pools])
@@ -370,7 +377,7 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}img{{max-width:
 Cost {_money(plan.cost.usd_per_hour)} (${plan.cost.usd_per_month:,.0f}/month); simulated fleet P99
 {plan.predicted.p99_ms:.2f} ms.</p>
 <p>{html.escape(plan.why)}</p>
-<h2>The plan</h2>{pools}{deps}{survival}{cal_text}{_day_section(plan, out_dir)}
+<h2>The plan</h2>{pools}{deps}{survival}{cal_text}{_day_section(plan)}
 <h2>Cost against QPS</h2><img src="cost_vs_qps.png" alt="cost against QPS">{cost_tab}
 <p>Each curve is the cheapest fleet of that GPU type alone (dashed: any mix) at the plan's P99 target, from the
 per-replica capacities the plan used; points off the plan are optimized but not re-verified by simulation.</p>
