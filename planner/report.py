@@ -33,6 +33,7 @@ from planner.sizing import GpuSizing, constraints_of, fleet_pools, fleet_problem
 
 QPS_REACH = 3.0  # the cost curves run to this many times the plan's rate or what its fleet holds
 QPS_POINTS = 20
+COST_TABLE_ROWS = 10
 COST_MARKERS = "osD^vP<>Xh"  # one per GPU type: two types at the same cost are still told apart
 SPOT_SHARES = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
 LOAD_FRACTIONS = tuple(np.linspace(0.1, 0.97, 14))
@@ -355,17 +356,19 @@ def _plot_mix(plan: Plan) -> Plot:
     targets = {m.model: m.p99_ms for m in plan.mix.models}
     fig = Figure(figsize=(10, 4))
     ax_p, ax_c = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
-    labels = [f"{d.model}\n{d.shared or 'own'}".replace("@", "\n@") for d in plan.deployments]
+    labels = [f"{d.model}\non {d.gpu}\n{'shared Deployment' if d.shared else 'own Deployment'}"
+              for d in plan.deployments]
     x = np.arange(len(plan.deployments))
     ax_p.bar(x - 0.2, [d.predicted.p99_ms for d in plan.deployments], 0.4, label="simulated P99 at the planned rate")
     ax_p.bar(x + 0.2, [targets[d.model] for d in plan.deployments], 0.4, color="tab:red", alpha=0.4,
              label="the model's target")
-    ax_p.set_xticks(x, labels, fontsize=6)
+    ax_p.set_xticks(x, labels, fontsize=7)
     ax_p.set_ylabel("ms")
     ax_p.legend(fontsize=8)
     ax_c.bar(["this plan", "one per model"], [plan.cost.usd_per_hour, plan.mix.separate_usd_per_hour],
              color=["tab:green", "tab:gray"])
     ax_c.set_ylabel("$/h")
+    ax_c.set_title(f"{plan.mix.saving:.1%} saved", fontsize=10)
     fig.tight_layout()
     return Plot(fig)
 
@@ -446,7 +449,10 @@ def write_report(inputs: ReportInputs, out_dir: Path) -> Path:
                     {True: "yes", False: "no", None: "-"}[s["survives_spot_loss"]],
                     _money(s["usd_per_hour_with_survival"])] for s in spot_rows])
     mix_rows = [c for c in cost_rows if c["series"] == "mix"]
-    cost_tab = _table(["req/s", "mix $/h"], [[f"{c['qps']:,.0f}", _money(c["usd_per_hour"])] for c in mix_rows])
+    every = math.ceil(len(mix_rows) / COST_TABLE_ROWS)  # the plot has them all; the table, a readable few
+    shown = [c for i, c in enumerate(mix_rows) if i % every == every - 1 or c["qps"] == r.qps]
+    cost_tab = _table(["req/s", "mix $/h"], [[f"{c['qps']:,.0f}" + (" (this plan)" if c["qps"] == r.qps else ""),
+                                              _money(c["usd_per_hour"])] for c in shown])
     sv = plan.survival
     survival = "<p>No spot pools in this plan.</p>" if sv is None else (
         f"<p>Losing {html.escape(sv.lost_pool)} ({sv.replicas_lost} replicas): P99 {sv.p99_ms_cold_start} ms over "
@@ -471,7 +477,7 @@ Cost {_money(plan.cost.usd_per_hour)} (${plan.cost.usd_per_month:,.0f}/month); s
 <p>{html.escape(plan.why)}</p>
 <h2>The plan</h2>{pools}{deps}{survival}{cal_text}{_day_section(plan)}
 <h2>Cost against QPS</h2><img src="cost_vs_qps.png" alt="cost against QPS">{cost_tab}
-<p>Each curve is the cheapest fleet of that GPU type alone (dashed: any mix) at the plan's P99 target, from the
+<p>Each curve is the cheapest fleet of that GPU type alone (grey band: any mix) at the plan's P99 target, from the
 per-replica capacities the plan used; points off the plan are optimized but not re-verified by simulation.</p>
 <h2>P99 against load</h2><img src="p99_vs_load.png" alt="P99 against load">
 <h2>Spot share what-if</h2><img src="spot_share.png" alt="spot share what-if">{spot}

@@ -90,6 +90,11 @@ def day(plans):
 
 
 @pytest.fixture(scope="module")
+def mix(plans):
+    return _plots(plans["mix"])
+
+
+@pytest.fixture(scope="module")
 def small(plans):
     return _plots(plans["small"], profiles=[VALIDATION / "profile.json"],
                   calibration=read_calibration(VALIDATION / "calibration.json"))
@@ -117,7 +122,7 @@ def _display_points(line: Line2D, per_segment: int = 12) -> np.ndarray:
     xy = line.get_transform().transform(np.column_stack([np.asarray(line.get_xdata(), float),
                                                          np.asarray(line.get_ydata(), float)]))
     xy = xy[np.isfinite(xy).all(axis=1)]
-    if line.get_linestyle() in ("None", "", " ") or len(xy) < 2:
+    if per_segment <= 1 or line.get_linestyle() in ("None", "", " ") or len(xy) < 2:
         return xy
     t = np.linspace(0, 1, per_segment)[:, None, None]
     return (xy[:-1] + t * (xy[1:] - xy[:-1])).reshape(-1, 2)
@@ -152,20 +157,29 @@ def _line(ax, pattern: str) -> Line2D:
 
 # --- cost against QPS ----------------------------------------------------------------------------------------------
 
-def test_cost_plot_does_not_squash_the_cheaper_gpu_types_under_the_dearest(point, plans):
-    """H100 at ~$72/h must not press the five cheaper types into a sliver: they fill a third of the height."""
+def test_cost_plot_tells_the_cheaper_gpu_types_apart_beside_the_dearest(point, plans):
+    """H100 at ~$72/h must not press the cheaper types into a sliver: wherever two types' costs differ by 15% or
+    more, their points lie at least 6 px (a marker's width) apart."""
     ax = _drawn(point["cost_vs_qps.png"].figure).axes[0]
     gpus = {s.gpu for s in read_plan(plans["point"]).sizing}
-    per_type = [ln for ln in _data_lines(ax) if ln.get_label() in gpus]
+    per_type = [ln for ln in _data_lines(ax) if ln.get_label().split()[0] in gpus]
     assert len(per_type) == len(gpus) >= 6, [ln.get_label() for ln in per_type]
-    dearest = max(per_type, key=lambda ln: np.nanmax(np.asarray(ln.get_ydata(), float)))
-    ys = np.concatenate([_display_points(ln)[:, 1] for ln in per_type if ln is not dearest])
-    height = ax.get_window_extent().height
-    assert (ys.max() - ys.min()) / height >= 1 / 3, (ax.get_yscale(), (ys.max() - ys.min()) / height)
+    close = []
+    for i, a in enumerate(per_type):
+        for b in per_type[i + 1:]:
+            ya, yb = np.asarray(a.get_ydata(), float), np.asarray(b.get_ydata(), float)
+            da, db = _display_points(a, 1)[:, 1], _display_points(b, 1)[:, 1]
+            if len(ya) != len(yb) or len(da) != len(ya) or len(db) != len(yb):
+                continue
+            for k in np.flatnonzero(np.maximum(ya, yb) >= 1.15 * np.minimum(ya, yb)):
+                if abs(da[k] - db[k]) < 6.0:
+                    close.append((a.get_label(), b.get_label(), a.get_xdata()[k], round(abs(da[k] - db[k]), 1)))
+    assert not close, f"{len(close)} pairs 15% apart in cost drawn within 6 px, e.g. {close[:3]}"
 
 
 def test_cost_plot_draws_no_series_hidden_under_another(point):
-    """Where two series coincide (the mix is one type alone), the one on top is thinner, so the one beneath shows."""
+    """Where two series coincide (the mix is one type alone), the one on top is thinner, so the one beneath shows,
+    or both carry markers of different shapes."""
     ax = _drawn(point["cost_vs_qps.png"].figure).axes[0]
     lines = sorted(_data_lines(ax), key=lambda ln: ln.get_zorder())  # stable: equal zorders keep drawing order
     checked = 0
@@ -176,6 +190,9 @@ def test_cost_plot_draws_no_series_hidden_under_another(point):
                 continue
             if np.mean(np.hypot(*(a - b).T) < 2.0) >= 0.5:
                 checked += 1
+                markers = {below.get_marker(), above.get_marker()}
+                if len(markers) == 2 and not markers & {None, "None", "", " "}:
+                    continue  # told apart by their markers
                 assert above.get_linewidth() + 2 <= below.get_linewidth(), (
                     f"{above.get_label()} (lw {above.get_linewidth()}) covers {below.get_label()} "
                     f"(lw {below.get_linewidth()})")
@@ -255,7 +272,8 @@ def test_spot_plot_marks_the_plans_own_point(point, plans):
 
 @pytest.mark.parametrize("kind,png", [("point", "cost_vs_qps.png"), ("point", "p99_vs_load.png"),
                                       ("point", "spot_share.png"), ("day", "day.png"),
-                                      ("light", "p99_vs_load.png"), ("small", "cost_vs_qps.png")])
+                                      ("light", "p99_vs_load.png"), ("small", "cost_vs_qps.png"),
+                                      ("mix", "mix.png")])
 def test_no_legend_covers_the_data(kind, png, request):
     fig = _drawn(request.getfixturevalue(kind)[png].figure)
     for ax, legend in _legends(fig):
