@@ -445,7 +445,8 @@ def write_report(inputs: ReportInputs, out_dir: Path) -> Path:
                     f"{d.predicted.p99_ms:.2f}", f"{d.autoscaling.target_rate_per_replica:,.1f}",
                     f"{d.autoscaling.max_rate_per_replica:,.1f}"] for d in plan.deployments])
     spot = _table(["max spot share", "cheapest $/h", "survives spot loss", "cheapest surviving $/h"],
-                  [[f"{s['max_spot_share']:.0%}" + (" (this plan)" if s["this_plan"] else ""), _money(s["usd_per_hour"]),
+                  [[f"{s['max_spot_share']:.0%}" + (" (this plan)" if s["this_plan"] else ""),
+                    _money(s["usd_per_hour"]),
                     {True: "yes", False: "no", None: "-"}[s["survives_spot_loss"]],
                     _money(s["usd_per_hour_with_survival"])] for s in spot_rows])
     mix_rows = [c for c in cost_rows if c["series"] == "mix"]
