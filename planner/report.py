@@ -118,10 +118,20 @@ def _plain_log_y(ax, fmt: str = "{:g}") -> None:
     """A log y axis labelled in plain numbers ($2, $5, $20; 20 ms), not powers of ten."""
     from matplotlib.ticker import FuncFormatter, LogLocator
 
+    def plain(v, _):
+        return fmt.format(float(f"{v:.3g}"))
+
+    def minor(v, _):
+        # Within one decade (a small model's dollars, a calibration check's milliseconds) the 1-2-5 ticks may
+        # leave one label or none: then every minor tick is labelled too.
+        lo, hi = ax.get_ylim()
+        return plain(v, _) if 0 < lo and hi / lo < 10 else ""
+
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt.format(float(f"{v:.3g}"))))
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0)))
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+    ax.yaxis.set_major_formatter(FuncFormatter(plain))
 
 
 def cost_grid(fm: FleetModel, plan: Plan) -> list[float]:
