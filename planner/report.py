@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from gpufleet.cli import plural
 from gpufleet.contracts.calibration import Calibration
@@ -31,9 +32,14 @@ from planner.optimize import Infeasible, Problem, solve
 from planner.profiles import load_profiles
 from planner.sizing import GpuSizing, constraints_of, fleet_pools, fleet_problem, replica_model
 
-QPS_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+QPS_REACH = 3.0  # the cost curves run to this many times the plan's rate or what its fleet holds
+QPS_POINTS = 20
+COST_TABLE_ROWS = 10
+COST_MARKERS = "osD^vP<>Xh"  # one per GPU type: two types at the same cost are still told apart
 SPOT_SHARES = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
 LOAD_FRACTIONS = tuple(np.linspace(0.1, 0.97, 14))
+PNG_DPI = 110
+CHECK_SPAN = 4.0  # the calibration check's y axis spans at least this ratio
 
 
 @dataclass
@@ -42,6 +48,14 @@ class ReportInputs:
     catalog: Path | None = None
     profiles: list[Path] | None = None
     calibration: Calibration | None = None
+
+
+@dataclass
+class Plot:
+    """One of the report's figures, and the numbers behind it that the page tabulates."""
+
+    figure: Figure
+    rows: list[dict] = field(default_factory=list)
 
 
 class FleetModel:
@@ -91,57 +105,138 @@ class FleetModel:
             return None
 
 
-def _plot_cost(fm: FleetModel, plan: Plan, path: Path) -> list[dict]:
-    import matplotlib.pyplot as plt
+def _figure(width: float, height: float) -> Figure:
+    # Constrained layout makes room for legends placed outside the axes (where they cannot cover data).
+    return Figure(figsize=(width, height), layout="constrained")
 
-    grid = [plan.request.qps * f for f in QPS_FACTORS]
+
+def _legend_outside(ax, **kw) -> None:
+    """The legend to the right of the axes: beside the data, never over it."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=7, **kw)
+
+
+def _plain_log_y(ax, fmt: str = "{:g}") -> None:
+    """A log y axis labelled in plain numbers ($2, $5, $20; 20 ms), not powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    def plain(v, _):
+        return fmt.format(float(f"{v:.3g}"))
+
+    def minor(v, _):
+        # Within one decade (a small model's dollars, a calibration check's milliseconds) the 1-2-5 ticks may
+        # leave one label or none: then every minor tick is labelled too.
+        lo, hi = ax.get_ylim()
+        return plain(v, _) if 0 < lo and hi / lo < 10 else ""
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0)))
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+    ax.yaxis.set_major_formatter(FuncFormatter(plain))
+
+
+def cost_grid(fm: FleetModel, plan: Plan) -> list[float]:
+    """The rates the cost curves are solved at: up to QPS_REACH times the plan's rate or what its fleet holds,
+    whichever is more. A small model's floor of replicas holds many times its rate; a range that stops short of
+    that shows a flat line and hides what growth costs."""
+    held = sum(d.replicas * fm.capacity[d.gpu] for d in plan.deployments)
+    top = QPS_REACH * max(plan.request.qps, held)
+    grid = np.linspace(top / QPS_POINTS, top, QPS_POINTS)
+    return sorted({float(q) for q in grid} | {plan.request.qps})
+
+
+def _plot_cost(fm: FleetModel, plan: Plan) -> Plot:
+    grid = cost_grid(fm, plan)
     rows = []
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for g in sorted(fm.capacity):
+    fig = _figure(8.2, 4.4)
+    ax = fig.subplots()
+    # The mix is a wide pale band beneath the types: where it is one type alone, that type's line shows on it.
+    mix = [fm.cost(q, sorted(fm.capacity)) for q in grid]
+    rows_mix = [{"series": "mix", "qps": q, "usd_per_hour": c} for q, c in zip(grid, mix)]
+    ax.plot(grid, [np.nan if c is None else c for c in mix], "-", color="0.55", lw=8, alpha=0.45,
+            solid_capstyle="round", zorder=1, label="cheapest mix (any types)")
+    for g, marker in zip(sorted(fm.capacity), COST_MARKERS):
         costs = [fm.cost(q, [g]) for q in grid]
         rows += [{"series": g, "qps": q, "usd_per_hour": c} for q, c in zip(grid, costs)]
-        ax.plot(grid, [np.nan if c is None else c for c in costs], "-o", ms=3, label=g)
-    mix = [fm.cost(q, sorted(fm.capacity)) for q in grid]
-    rows += [{"series": "mix", "qps": q, "usd_per_hour": c} for q, c in zip(grid, mix)]
-    ax.plot(grid, [np.nan if c is None else c for c in mix], "k--", lw=2, label="chosen mix (all types)")
-    ax.plot([plan.request.qps], [plan.cost.usd_per_hour], "r*", ms=12, label="this plan")
+        ax.plot(grid, [np.nan if c is None else c for c in costs], "-", marker=marker, ms=4, lw=1.5, zorder=2,
+                label=f"{g} alone")
+    rows += rows_mix
+    ax.plot([plan.request.qps], [plan.cost.usd_per_hour], "*", color="red", mec="black", mew=0.6, ms=14, zorder=3,
+            label=f"this plan: {plan.request.qps:,.0f} req/s, ${plan.cost.usd_per_hour:,.2f}/h")
+    # Log $: a type ten times dearer does not press the others into a sliver, and equal ratios look equal.
+    _plain_log_y(ax, "${:g}")
+    ax.set_xlim(0, grid[-1] * 1.02)
+    ax.xaxis.set_major_formatter("{x:,.0f}")
     ax.set_xlabel("requests/s")
-    ax.set_ylabel("$/hour")
-    ax.set_title(f"Fleet cost at P99 <= {plan.request.p99_ms:g} ms")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return rows
-
-
-def _plot_latency(fm: FleetModel, plan: Plan, cal: Calibration | None, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    overhead = plan.request.overhead_ms
-    for d in plan.deployments:
-        m, cfg = fm.models[d.gpu], fm.config[d.gpu]
-        search = CapacitySearch(m)
-        sat = m.saturation_rate(cfg)
-        rates = [f * sat for f in LOAD_FRACTIONS]
-        p99 = [search.simulate(r, cfg).quantile_ms(0.99) + overhead for r in rates]
-        ax.plot(rates, p99, "-", label=f"{d.gpu} predicted ({cfg.describe()})")
-        ax.axvline(d.rate_per_replica, ls=":", lw=1)
-        if cal is not None and cal.gpu == d.gpu:
-            ax.plot([s.offered_rate for s in cal.steps], [s.measured_ms["p99"] for s in cal.steps], "o",
-                    label=f"{d.gpu} measured (stress steps; their own configs)")
-    ax.axhline(plan.request.p99_ms, color="r", lw=1, label="P99 target")
-    ax.set_yscale("log")
-    ax.set_xlabel("requests/s per replica (dotted: planned)")
-    ax.set_ylabel("P99 ms, end to end")
-    ax.set_title("P99 against load per replica")
+    ax.set_ylabel("$/hour (log scale)")
+    ax.set_title(f"Cheapest fleet at P99 <= {plan.request.p99_ms:g} ms")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _legend_outside(ax)
+    return Plot(fig, rows)
+
+
+def _p99_curve(fm: FleetModel, gpu: str, cfg, rates, overhead_ms: float) -> list[float]:
+    search = CapacitySearch(fm.models[gpu])
+    return [search.simulate(r, cfg).quantile_ms(0.99) + overhead_ms for r in rates]
+
+
+def _plot_latency(fm: FleetModel, plan: Plan, cal: Calibration | None) -> Plot:
+    """Left: each deployment's P99 against load with the config it is planned with. Right, with a calibration:
+    the check of the model against the stress steps, each config's predicted curve over its own measured rates.
+    The steps ran their own configs, often at light load; on the planned config's axis they would sit at x~0
+    against a curve they say nothing about directly."""
+    overhead = plan.request.overhead_ms
+    checked = cal is not None and cal.steps and cal.gpu in fm.models
+    fig = _figure(11.5 if checked else 8.2, 4.6)
+    axes = fig.subplots(1, 2 if checked else 1, squeeze=False)[0]
+    ax = axes[0]
+    for i, d in enumerate(plan.deployments):
+        m, cfg = fm.models[d.gpu], fm.config[d.gpu]
+        rates = [f * m.saturation_rate(cfg) for f in LOAD_FRACTIONS]
+        color = f"C{i}"
+        ax.plot(rates, _p99_curve(fm, d.gpu, cfg, rates, overhead), "-", color=color,
+                label=f"{d.gpu} predicted ({cfg.describe()})")
+        ax.axvline(d.rate_per_replica, ls=":", lw=1.2, color=color,
+                   label=f"{d.gpu} planned: {d.rate_per_replica:,.0f} req/s per replica")
+    ax.axhline(plan.request.p99_ms, color="r", lw=1, label=f"P99 target {plan.request.p99_ms:g} ms")
+    ax.set_title("The plan's configuration")
+    if checked:
+        _plot_calibration_check(axes[1], fm, cal, overhead)
+    for a in axes:
+        _plain_log_y(a)
+        a.set_xlim(left=0)
+        a.xaxis.set_major_formatter("{x:,.0f}")
+        a.set_xlabel("requests/s per replica")
+        a.set_ylabel("P99 ms, end to end (log scale)")
+        a.grid(alpha=0.3, which="both")
+        a.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), borderaxespad=0.0, fontsize=7)
+    return Plot(fig)
+
+
+def _plot_calibration_check(ax, fm: FleetModel, cal: Calibration, overhead_ms: float) -> None:
+    """Each config the stress steps ran: the calibrated model's P99 across the measured rates, and the steps."""
+    by_config: dict = {}
+    ys: list[float] = []
+    for s in cal.steps:
+        by_config.setdefault(s.config, []).append(s)
+    m = fm.models[cal.gpu]
+    for i, (cfg, steps) in enumerate(sorted(by_config.items(), key=lambda kv: kv[0].sort_key())):
+        measured = [s.offered_rate for s in steps]
+        lo, hi = min(measured), max(measured)
+        # From a little under the lightest step to a little over the heaviest, never past saturation's 97%
+        # unless a step itself went there.
+        top = max(hi, min(hi * 1.1, 0.97 * m.saturation_rate(cfg)))
+        rates = list(np.linspace(0.8 * lo, top, 12))
+        color = f"C{i + 4}"  # past C3, the target's red
+        predicted = _p99_curve(fm, cal.gpu, cfg, rates, overhead_ms)
+        ax.plot(rates, predicted, "-", color=color, label=f"predicted ({cfg.describe()})")
+        ax.plot(measured, [s.measured_ms["p99"] for s in steps], "o", color=color, mec="black", mew=0.5,
+                label=f"measured ({cfg.describe()})")
+        ys += predicted + [s.measured_ms["p99"] for s in steps]
+    # At least a factor CHECK_SPAN from bottom to top: a 1% error must look like one, not fill the panel.
+    mid, span = math.sqrt(min(ys) * max(ys)), max(math.sqrt(max(ys) / min(ys)) * 1.15, math.sqrt(CHECK_SPAN))
+    ax.set_ylim(mid / span, mid * span)
+    ax.set_title(f"Calibration check: {cal.gpu}, the stress runs' own configs")
 
 
 def _survives(fm: FleetModel, qps: float, share: float) -> tuple[float | None, bool | None]:
@@ -158,76 +253,83 @@ def _survives(fm: FleetModel, qps: float, share: float) -> tuple[float | None, b
     return sol.usd_per_hour, sum(holdable.values()) >= qps * (1 - 1e-9)
 
 
-def _plot_spot(fm: FleetModel, plan: Plan, path: Path) -> list[dict]:
-    import matplotlib.pyplot as plt
-
+def _plot_spot(fm: FleetModel, plan: Plan) -> Plot:
+    own = plan.request.max_spot_share
     rows = []
-    for share in SPOT_SHARES:
+    for share in sorted(set(SPOT_SHARES) | {own}):  # the plan's own share is always one of the points
         cost, survives = _survives(fm, plan.request.qps, share)
         with_survival = fm.cost(plan.request.qps, sorted(fm.capacity), share, True)
         rows.append({"max_spot_share": share, "usd_per_hour": cost, "survives_spot_loss": survives,
-                     "usd_per_hour_with_survival": with_survival})
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+                     "usd_per_hour_with_survival": with_survival, "this_plan": share == own})
+    fig = _figure(8.6, 4.4)
+    ax = fig.subplots()
     xs = [r["max_spot_share"] for r in rows]
     ax.plot(xs, [np.nan if r["usd_per_hour"] is None else r["usd_per_hour"] for r in rows], "-", color="tab:blue",
             label="cheapest fleet")
     for r in rows:
-        if r["usd_per_hour"] is not None:
-            ax.plot(r["max_spot_share"], r["usd_per_hour"], "o", color="tab:green" if r["survives_spot_loss"]
-                    else "tab:red")
+        if r["usd_per_hour"] is not None:  # above the plan's star, so its own verdict shows inside it
+            ax.plot(r["max_spot_share"], r["usd_per_hour"], "o", ms=5, zorder=4,
+                    color="tab:green" if r["survives_spot_loss"] else "tab:red")
     ax.plot(xs, [np.nan if r["usd_per_hour_with_survival"] is None else r["usd_per_hour_with_survival"]
                  for r in rows], "--", color="tab:purple", label="cheapest fleet that survives spot loss")
     ax.plot([], [], "o", color="tab:green", label="survives losing its largest spot pool")
     ax.plot([], [], "o", color="tab:red", label="does not")
+    survival = "sized to survive spot loss" if plan.request.spot_survival else "not sized to survive spot loss"
+    ax.plot([own], [plan.cost.usd_per_hour], "*", color="gold", mec="black", mew=0.8, ms=16, zorder=3,
+            label=f"this plan: at most {own:.0%} on spot,\n${plan.cost.usd_per_hour:,.2f}/h ({survival})")
+    ax.xaxis.set_major_formatter("{x:.0%}")
+    ax.yaxis.set_major_formatter("${x:,.2f}")
     ax.set_xlabel("largest share of replicas on spot")
     ax.set_ylabel("$/hour")
     ax.set_title(f"Spot share what-if at {plan.request.qps:,.0f} req/s")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return rows
+    _legend_outside(ax)
+    return Plot(fig, rows)
 
 
-def _plot_day(plan: Plan, path: Path) -> None:
+def _plot_day(plan: Plan) -> Plot:
     """The day plan: the curve against the fleet's capacity, the fleet stacked by capacity type, P99 per period."""
-    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     d = plan.day
     starts = [p.start_s / 3600.0 for p in d.periods]
     widths = [p.hours for p in d.periods]
-    fig, (ax_q, ax_f, ax_p) = plt.subplots(3, 1, figsize=(7.5, 8), sharex=True)
+    fig = _figure(9.5, 8)
+    ax_q, ax_f, ax_p = fig.subplots(3, 1, sharex=True)
     ax_q.step(starts + [starts[-1] + widths[-1]], [p.qps for p in d.periods] + [d.periods[-1].qps], where="post",
               label="peak in the period (sized for)")
     ax_q.step(starts + [starts[-1] + widths[-1]], [p.mean_qps for p in d.periods] + [d.periods[-1].mean_qps],
               where="post", label="mean in the period")
     ax_q.set_ylabel("req/s")
-    ax_q.legend(fontsize=8)
+    ax_q.yaxis.set_major_formatter("{x:,.0f}")
+    ax_q.set_ylim(bottom=0)
     bottom = [0.0] * len(d.periods)
     for cap, color in (("reserved", "tab:green"), ("on-demand", "tab:blue"), ("spot", "tab:orange")):
         heights = [p.replicas.get(cap, 0) for p in d.periods]
+        if not any(heights):
+            continue  # no legend entry for a capacity type the day never buys
         ax_f.bar(starts, heights, width=widths, bottom=bottom, align="edge", color=color, label=cap)
         bottom = [b + h for b, h in zip(bottom, heights)]
     ax_f.plot([s + w / 2 for s, w in zip(starts, widths)], [p.replicas_serving for p in d.periods], "k.",
-              label="serving in the HPA replay (mean)")
+              label="serving in the HPA replay\n(mean over the period)")
     ax_f.set_ylabel("replicas")
-    ax_f.legend(fontsize=8)
-    ax_p.bar(starts, [p.p99_ms or 0.0 for p in d.periods], width=widths, align="edge", color="tab:gray")
-    ax_p.axhline(plan.request.p99_ms, color="tab:red", ls="--", lw=1, label="P99 target")
+    ax_f.yaxis.set_major_locator(MaxNLocator(integer=True))  # replicas come whole
+    ax_p.bar(starts, [p.p99_ms or 0.0 for p in d.periods], width=widths, align="edge", color="tab:gray",
+             label="replayed P99")
+    ax_p.axhline(plan.request.p99_ms, color="tab:red", ls="--", lw=1, label=f"P99 target {plan.request.p99_ms:g} ms")
     ax_p.set_ylabel("replayed P99, ms")
     ax_p.set_xlabel("hours from the curve's start")
-    ax_p.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    ax_p.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 3, 6]))
+    for ax in (ax_q, ax_f, ax_p):
+        ax.grid(alpha=0.3)
+        _legend_outside(ax)
+    return Plot(fig)
 
 
-def _day_section(plan: Plan, out_dir: Path) -> str:
+def _day_section(plan: Plan) -> str:
     d = plan.day
     if d is None:
         return ""
-    _plot_day(plan, out_dir / "day.png")
     rows = [["this day plan", f"${d.usd_per_day:,.2f}", f"${d.usd_per_month:,.0f}",
              "overloaded" if d.worst_period_p99_ms is None else f"{d.worst_period_p99_ms:.1f}"]]
     rows += [[f"{c.name}: {c.description}", f"${c.usd_per_day:,.2f}", f"${c.usd_per_month:,.0f}",
@@ -259,34 +361,33 @@ def _money(v: float | None) -> str:
     return "infeasible" if v is None or (isinstance(v, float) and math.isnan(v)) else f"${v:,.2f}/h"
 
 
-def _plot_mix(plan: Plan, path: Path) -> None:
+def _plot_mix(plan: Plan) -> Plot:
     """Each model's simulated P99 on each Deployment serving it against its own target; and what the fleet costs
     against one Deployment per model."""
-    import matplotlib.pyplot as plt
-
     targets = {m.model: m.p99_ms for m in plan.mix.models}
-    fig, (ax_p, ax_c) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 1]})
-    labels = [f"{d.model}\n{d.shared or 'own'}".replace("@", "\n@") for d in plan.deployments]
+    fig = Figure(figsize=(10, 4))
+    ax_p, ax_c = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
+    labels = [f"{d.model}\non {d.gpu}\n{'shared Deployment' if d.shared else 'own Deployment'}"
+              for d in plan.deployments]
     x = np.arange(len(plan.deployments))
     ax_p.bar(x - 0.2, [d.predicted.p99_ms for d in plan.deployments], 0.4, label="simulated P99 at the planned rate")
     ax_p.bar(x + 0.2, [targets[d.model] for d in plan.deployments], 0.4, color="tab:red", alpha=0.4,
              label="the model's target")
-    ax_p.set_xticks(x, labels, fontsize=6)
+    ax_p.set_xticks(x, labels, fontsize=7)
     ax_p.set_ylabel("ms")
     ax_p.legend(fontsize=8)
     ax_c.bar(["this plan", "one per model"], [plan.cost.usd_per_hour, plan.mix.separate_usd_per_hour],
              color=["tab:green", "tab:gray"])
     ax_c.set_ylabel("$/h")
+    ax_c.set_title(f"{plan.mix.saving:.1%} saved", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return Plot(fig)
 
 
 def _write_mix_report(plan: Plan, out_dir: Path) -> Path:
     """A mix plan: the partition, every model's P99 against its target, the saving. Its cost and load curves need a
     re-plan per point (co-located shares are simulated per set), so this page shows the plan as made."""
     m, r = plan.mix, plan.request
-    _plot_mix(plan, out_dir / "mix.png")
     targets = {x.model: x.p99_ms for x in m.models}
     models = _table(["model", "req/s", "P99 target ms"], [[x.model, f"{x.qps:,.0f}", f"{x.p99_ms:g}"]
                                                            for x in m.models])
@@ -321,19 +422,30 @@ gpufleet {html.escape(plan.gpufleet_version)}. Cost {_money(plan.cost.usd_per_ho
     return path
 
 
+def report_plots(inputs: ReportInputs) -> dict[str, Plot]:
+    """The report's figures by the PNG file each is written to, with the numbers the page tabulates."""
+    plan = inputs.plan
+    if plan.mix is not None:
+        return {"mix.png": _plot_mix(plan)}
+    fm = FleetModel(inputs)
+    plots = {"cost_vs_qps.png": _plot_cost(fm, plan),
+             "p99_vs_load.png": _plot_latency(fm, plan, inputs.calibration),
+             "spot_share.png": _plot_spot(fm, plan)}
+    if plan.day is not None:
+        plots["day.png"] = _plot_day(plan)
+    return plots
+
+
 def write_report(inputs: ReportInputs, out_dir: Path) -> Path:
     """Write ``report.html`` and its PNGs into ``out_dir``; return the HTML path."""
-    import matplotlib
-    matplotlib.use("Agg")
-
     plan, r = inputs.plan, inputs.plan.request
+    plots = report_plots(inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name, plot in plots.items():
+        plot.figure.savefig(out_dir / name, dpi=PNG_DPI)
     if plan.mix is not None:
         return _write_mix_report(plan, out_dir)
-    fm = FleetModel(inputs)
-    cost_rows = _plot_cost(fm, plan, out_dir / "cost_vs_qps.png")
-    _plot_latency(fm, plan, inputs.calibration, out_dir / "p99_vs_load.png")
-    spot_rows = _plot_spot(fm, plan, out_dir / "spot_share.png")
+    cost_rows, spot_rows = plots["cost_vs_qps.png"].rows, plots["spot_share.png"].rows
     pools = _table(["instance type", "GPU", "capacity", "count", "replicas", "$/h"],
                    [[p.instance_type, p.gpu, p.capacity_type, p.count, p.replicas, f"{p.usd_per_hour:.2f}"]
                     for p in plan.pools])
@@ -344,11 +456,15 @@ def write_report(inputs: ReportInputs, out_dir: Path) -> Path:
                     f"{d.predicted.p99_ms:.2f}", f"{d.autoscaling.target_rate_per_replica:,.1f}",
                     f"{d.autoscaling.max_rate_per_replica:,.1f}"] for d in plan.deployments])
     spot = _table(["max spot share", "cheapest $/h", "survives spot loss", "cheapest surviving $/h"],
-                  [[f"{s['max_spot_share']:.0%}", _money(s["usd_per_hour"]),
+                  [[f"{s['max_spot_share']:.0%}" + (" (this plan)" if s["this_plan"] else ""),
+                    _money(s["usd_per_hour"]),
                     {True: "yes", False: "no", None: "-"}[s["survives_spot_loss"]],
                     _money(s["usd_per_hour_with_survival"])] for s in spot_rows])
     mix_rows = [c for c in cost_rows if c["series"] == "mix"]
-    cost_tab = _table(["req/s", "mix $/h"], [[f"{c['qps']:,.0f}", _money(c["usd_per_hour"])] for c in mix_rows])
+    every = math.ceil(len(mix_rows) / COST_TABLE_ROWS)  # the plot has them all; the table, a readable few
+    shown = [c for i, c in enumerate(mix_rows) if i % every == every - 1 or c["qps"] == r.qps]
+    cost_tab = _table(["req/s", "mix $/h"], [[f"{c['qps']:,.0f}" + (" (this plan)" if c["qps"] == r.qps else ""),
+                                              _money(c["usd_per_hour"])] for c in shown])
     sv = plan.survival
     survival = "<p>No spot pools in this plan.</p>" if sv is None else (
         f"<p>Losing {html.escape(sv.lost_pool)} ({plural(sv.replicas_lost, 'replica')}): P99 {sv.p99_ms_cold_start} ms over "
@@ -371,9 +487,9 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}img{{max-width:
 Cost {_money(plan.cost.usd_per_hour)} (${plan.cost.usd_per_month:,.0f}/month); simulated fleet P99
 {plan.predicted.p99_ms:.2f} ms.</p>
 <p>{html.escape(plan.why)}</p>
-<h2>The plan</h2>{pools}{deps}{survival}{cal_text}{_day_section(plan, out_dir)}
+<h2>The plan</h2>{pools}{deps}{survival}{cal_text}{_day_section(plan)}
 <h2>Cost against QPS</h2><img src="cost_vs_qps.png" alt="cost against QPS">{cost_tab}
-<p>Each curve is the cheapest fleet of that GPU type alone (dashed: any mix) at the plan's P99 target, from the
+<p>Each curve is the cheapest fleet of that GPU type alone (grey band: any mix) at the plan's P99 target, from the
 per-replica capacities the plan used; points off the plan are optimized but not re-verified by simulation.</p>
 <h2>P99 against load</h2><img src="p99_vs_load.png" alt="P99 against load">
 <h2>Spot share what-if</h2><img src="spot_share.png" alt="spot share what-if">{spot}
