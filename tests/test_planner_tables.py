@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
 import shutil
 import struct
 import subprocess
@@ -29,6 +30,7 @@ from tests.synthetic import affine_profile, stress_result
 
 BIN = Path(sys.executable).parent
 WIDTHS = (80, 100, 120)
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # bold and the like; NO_COLOR leaves them
 
 
 def in_terminal(columns: int, *args: str | Path) -> str:
@@ -38,7 +40,8 @@ def in_terminal(columns: int, *args: str | Path) -> str:
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
     proc = subprocess.Popen([exe, *map(str, args)], stdout=follower, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            env={**os.environ, "COLUMNS": str(columns), "TERM": "dumb", "NO_COLOR": "1"})
+                            # rich takes TERM=dumb for 80 columns whatever the size: a real terminal's TERM
+                            env={**os.environ, "COLUMNS": str(columns), "TERM": "xterm-256color", "NO_COLOR": "1"})
     os.close(follower)
     chunks = []
     while True:
@@ -52,7 +55,8 @@ def in_terminal(columns: int, *args: str | Path) -> str:
     os.close(leader)
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 0, err
-    return b"".join(chunks).decode().replace("\r\n", "\n")
+    text = ANSI.sub("", b"".join(chunks).decode().replace("\r\n", "\n"))
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))  # what a spinner's line ends as
 
 
 def assert_nothing_cut(text: str, columns: int) -> None:
