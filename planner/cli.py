@@ -208,7 +208,7 @@ def report_cmd(
 
     check_output_dir(out, "report", PlannerInputError)
     inputs = ReportInputs(read_plan(plan), catalog, list(profile or []),
-                          read_calibration(calibration) if calibration else None)
+                          read_calibration(calibration) if calibration else None, str(calibration))
     with _console().status("simulating and optimizing the report's curves"):
         path = write_report(inputs, out)
     print(f"wrote {path}")

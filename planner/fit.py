@@ -96,13 +96,18 @@ def _config_of(result: StressResult, source: str, fallback: BatchingConfig | Non
     return t.latency_shape
 
 
-def observations(paths: list[Path], fallback: BatchingConfig | None = None) -> tuple[list[Observation], list[Excluded]]:
-    """The usable steps of the stress results, and the steps left out with the reason."""
+def observations(paths: list[Path], fallback: BatchingConfig | None = None,
+                 model: str | None = None) -> tuple[list[Observation], list[Excluded]]:
+    """The usable steps of the stress results, and the steps left out with the reason. With ``model`` (the
+    profile's), every run must have served that model: another's latencies fit nothing and only look like a bad fit."""
     obs: list[Observation] = []
     excluded: list[Excluded] = []
-    for path in paths:
-        source = str(path)
-        result = read_stress_result(path)
+    results = [(str(path), read_stress_result(path)) for path in paths]  # every file checked before any is used
+    for source, result in results:
+        if model is not None and result.target.model != model:
+            raise PlannerInputError(f"{source}: a stress run of model '{result.target.model}', but the profile is of "
+                                    f"'{model}'; fit each model's runs with its own profile")
+    for source, result in results:
         if result.target.request_batch != 1:
             raise PlannerInputError(f"{source}: requests carried {result.target.request_batch} images; fit models "
                                     "one image per request")
@@ -394,7 +399,7 @@ def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: A
         raise PlannerInputError(f"--p99-ms must be a positive number, got {p99_ms}")
     if not (0.5 < confidence < 1):
         raise PlannerInputError(f"--confidence must lie strictly between 0.5 and 1, got {confidence}")
-    obs, excluded = observations(stress_paths, fallback_config)
+    obs, excluded = observations(stress_paths, fallback_config, profile.model)
     flagged = host_bound(obs, profile)
     host_warning = None
     if len(obs) - len(flagged) >= MIN_CLEAN_STEPS:

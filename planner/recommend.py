@@ -24,7 +24,7 @@ from planner.catalog import CAPACITY_TYPES, HOURS_PER_MONTH, Catalog, Pool, read
 from planner.errors import PlannerInputError
 from planner.optimize import Infeasible, Problem, Routing, Solution, binding_constraint, runner_up, solve_with_bound
 from planner.mig import slice_profiles, slices
-from planner.profiles import DEFAULT_MODEL, load_profiles
+from planner.profiles import DEFAULT_MODEL, Pairing, load_profiles
 from planner.simulate import SimResult, Workload
 from planner.sizing import (FleetConstraints, GpuSizing, calibrated_model, fleet_pools, fleet_problem, replica_model,
                             size_gpu)
@@ -119,6 +119,19 @@ def planned_gpus(catalog: Catalog, mig: bool) -> set[str]:
     """The GPU types a plan may buy: the catalog's, and with ``mig`` the MIG slices of its MIG-capable ones."""
     priced = catalog.gpus()
     return priced | ({s.gpu_type for s in slices() if s.gpu in priced} if mig else set())
+
+
+def request_pairing(req: RecommendRequest, catalog: Catalog, models: list[str] | None = None) -> Pairing:
+    """What the request's --profile files must be about: its model(s), on a GPU it may plan."""
+    priced = planned_gpus(catalog, req.mig)
+    models = models or [req.model]
+    return Pairing(
+        models=models,
+        gpus=set(req.gpus) if req.gpus else priced,  # an unknown --gpu is named by _gpus_to_plan
+        models_are=(f"this plan is for '{req.model}' (--model picks the model)" if len(models) == 1 else
+                    f"the mix plans {', '.join(models)}"),
+        gpus_are=(f"--gpu chose {', '.join(req.gpus)}" if req.gpus else
+                  f"the catalog has {', '.join(sorted(priced))}"))
 
 
 def _gpus_to_plan(req: RecommendRequest, catalog: Catalog, profiles: dict) -> list[str]:
@@ -231,10 +244,15 @@ def prepare(req: RecommendRequest) -> Sized:
     req.check()
     spec = _autoscaling(req, cal)
     catalog = read_catalog(req.catalog)
-    profiles = load_profiles(req.profiles)
+    profiles = load_profiles(req.profiles, request_pairing(req, catalog))
     if req.mig:
         profiles.update(slice_profiles(profiles))
     gpus = _gpus_to_plan(req, catalog, profiles)
+    if cal is not None and cal.gpu not in gpus:
+        # Its server costs apply to its own GPU only: planned without it, the plan would name a calibration it
+        # never used.
+        raise PlannerInputError(f"{req.calibration}: calibrated on GPU '{cal.gpu}', which this plan does not "
+                                f"consider ({', '.join(gpus)}); plan with that GPU, or without the calibration")
     budget_ms = req.p99_ms - req.overhead_ms
 
     calibrated = {g: calibrated_model(profiles[(req.model, g)], cal, req.confidence) for g in gpus}

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.table import Table
 
 from gpufleet.cli import plural
 from gpufleet.contracts.calibration import Calibration
 from gpufleet.contracts.plan import Plan
+from gpufleet.tables import Column, print_table
+
+
+def _columns(headers, left=()) -> list[Column]:
+    """Figures right-aligned, names and words (the ``left`` headers) left."""
+    return [Column(h, "left" if h in left else "right") for h in headers]
 
 
 def render_plan(plan: Plan, console: Console) -> None:
@@ -18,29 +23,27 @@ def render_plan(plan: Plan, console: Console) -> None:
         console.print(f"[bold]{r.model}[/] at [bold]{r.qps:,.0f} req/s[/], P99 <= [bold]{r.p99_ms:g} ms[/] "
                       f"({r.region}, catalog {r.catalog_as_of}, routing {r.routing})")
 
-    pools = Table(title="Buy", title_justify="left")
-    for col in ("instance type", "GPU", "capacity", "count", "replicas", "$/h each", "$/h"):
-        pools.add_column(col, justify="right" if col in ("count", "replicas", "$/h each", "$/h") else "left")
-    for p in plan.pools:
-        pools.add_row(p.instance_type, p.gpu, p.capacity_type, str(p.count), str(p.replicas),
-                      f"{p.usd_per_hour_per_instance:.4f}", f"{p.usd_per_hour:.2f}")
-    console.print(pools)
+    print_table(console, "Buy", _columns(("instance type", "GPU", "capacity", "count", "replicas", "$/h each", "$/h"),
+                                         left=("instance type", "GPU", "capacity")),
+                [[p.instance_type, p.gpu, p.capacity_type, str(p.count), str(p.replicas),
+                  f"{p.usd_per_hour_per_instance:.4f}", f"{p.usd_per_hour:.2f}"] for p in plan.pools], keys=3)
 
-    deps = Table(title="Triton deployments", title_justify="left")
     mixed = plan.mix is not None
-    if mixed:
-        deps.add_column("Deployment")
-        deps.add_column("model")
-    for col in ("GPU", "replicas", "weight", "req/s each", "max batch", "queue delay", "instances",
-                "queue bound", "P50 ms", "P99 ms", "util", "HPA target req/s"):
-        deps.add_column(col, justify="left" if col == "GPU" else "right")
+    # A narrow terminal gets the columns in more than one table; each repeats the ones that say which row it is.
+    keys = ("model", "GPU", "Deployment") if mixed else ("GPU",)
+    rows = []
     for d in plan.deployments:
         t = d.triton
-        deps.add_row(*([d.shared or "own", d.model] if mixed else []), d.gpu, str(d.replicas), f"{d.routing_weight:.3f}", f"{d.rate_per_replica:,.0f}",
-                     str(t.max_batch_size), f"{t.max_queue_delay_microseconds} us", str(t.instance_count),
-                     f"{t.max_queue_size or '-'} / {t.queue_timeout_microseconds / 1000:g} ms", f"{d.predicted.p50_ms:.2f}", f"{d.predicted.p99_ms:.2f}", f"{d.predicted.utilization:.0%}",
-                     f"{d.autoscaling.target_rate_per_replica:,.0f}")
-    console.print(deps)
+        rows.append([*([d.model, d.gpu, d.shared or "own"] if mixed else [d.gpu]), str(d.replicas),
+                     f"{d.routing_weight:.3f}", f"{d.rate_per_replica:,.0f}", str(t.max_batch_size),
+                     f"{t.max_queue_delay_microseconds} us", str(t.instance_count),
+                     f"{t.max_queue_size or '-'} / {t.queue_timeout_microseconds / 1000:g} ms",
+                     f"{d.predicted.p50_ms:.2f}", f"{d.predicted.p99_ms:.2f}", f"{d.predicted.utilization:.0%}",
+                     f"{d.autoscaling.target_rate_per_replica:,.0f}"])
+    print_table(console, "Triton deployments",
+                _columns(keys + ("replicas", "weight", "req/s each", "max batch", "queue delay", "instances",
+                                 "queue bound", "P50 ms", "P99 ms", "util", "HPA target req/s"), left=keys),
+                rows, keys=2 if mixed else 1)
 
     c, s = plan.cost, plan.solver
     if mixed:
@@ -80,26 +83,24 @@ def render_plan(plan: Plan, console: Console) -> None:
 
 def render_day(plan: Plan, console: Console) -> None:
     d = plan.day
-    hours = Table(title=f"Over the day ({d.curve_source}, {d.span_hours:g} h)", title_justify="left")
-    for col in ("from", "peak req/s", "mean req/s", "reserved", "on-demand", "spot", "$", "replayed P99 ms"):
-        hours.add_column(col, justify="right")
+    hours = []
     for p in d.periods:
         h, m = divmod(int(p.start_s // 60), 60)
-        hours.add_row(f"{h:02d}:{m:02d}", f"{p.qps:,.0f}", f"{p.mean_qps:,.0f}", str(p.replicas.get("reserved", 0)),
+        hours.append([f"{h:02d}:{m:02d}", f"{p.qps:,.0f}", f"{p.mean_qps:,.0f}", str(p.replicas.get("reserved", 0)),
                       str(p.replicas.get("on-demand", 0)), str(p.replicas.get("spot", 0)), f"{p.usd:,.2f}",
-                      "overloaded" if p.p99_ms is None else f"{p.p99_ms:.1f}")
-    console.print(hours)
-    cmp = Table(title="Against", title_justify="left")
-    for col in ("way to buy", "$/day", "$/month", "worst-hour P99 ms", "target"):
-        cmp.add_column(col, justify="left" if col == "way to buy" else "right")
-    cmp.add_row("this day plan", f"{d.usd_per_day:,.2f}", f"{d.usd_per_month:,.0f}",
-                "overloaded" if d.worst_period_p99_ms is None else f"{d.worst_period_p99_ms:.1f}",
-                "[green]holds[/]" if d.holds_target else "[red]misses[/]")
+                      "overloaded" if p.p99_ms is None else f"{p.p99_ms:.1f}"])
+    print_table(console, f"Over the day ({d.curve_source}, {d.span_hours:g} h)",
+                _columns(("from", "peak req/s", "mean req/s", "reserved", "on-demand", "spot", "$",
+                          "replayed P99 ms")), hours)
+    ways = [["this day plan", f"{d.usd_per_day:,.2f}", f"{d.usd_per_month:,.0f}",
+             "overloaded" if d.worst_period_p99_ms is None else f"{d.worst_period_p99_ms:.1f}",
+             "[green]holds[/]" if d.holds_target else "[red]misses[/]"]]
     for c in d.comparisons:
-        cmp.add_row(f"{c.name}: {c.description}", f"{c.usd_per_day:,.2f}", f"{c.usd_per_month:,.0f}",
-                    "overloaded" if c.worst_period_p99_ms is None else f"{c.worst_period_p99_ms:.1f}",
-                    "[green]holds[/]" if c.holds_target else "[red]misses[/]")
-    console.print(cmp)
+        ways.append([f"{c.name}: {c.description}", f"{c.usd_per_day:,.2f}", f"{c.usd_per_month:,.0f}",
+                     "overloaded" if c.worst_period_p99_ms is None else f"{c.worst_period_p99_ms:.1f}",
+                     "[green]holds[/]" if c.holds_target else "[red]misses[/]"])
+    print_table(console, "Against", [Column("way to buy", prose=True)]  # a description: it may wrap
+                + _columns(("$/day", "$/month", "worst-hour P99 ms", "target")), ways)
     r = d.ramp
     console.print(f"Fastest ramp: {100 * r.fastest_ramp_per_min:.2f}%/min from {r.at_s / 3600:.2f} h; P99 through "
                   f"the HPA's reaction {'overloaded' if r.p99_ms is None else f'{r.p99_ms:.1f} ms'}: "
@@ -121,32 +122,33 @@ def render_calibration(cal: Calibration, console: Console) -> None:
                   f"{cal.describe_parameters()}; {cal.fit.evaluations} evaluations", highlight=False)
     for w in cal.warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
-    steps = Table(title="Fit per step (latency ms, end to end)", title_justify="left")
-    for col in ("run", "step", "config", "req/s", "P50 meas", "P50 pred", "P99 meas", "P99 pred", "P99 err",
-                "batch meas", "batch pred"):
-        steps.add_column(col, justify="left" if col in ("run", "step", "config") else "right")
+    steps = []
     for s in cal.steps:
         c = s.config
-        steps.add_row(s.source.rsplit("/", 1)[-1], s.step, f"{c.max_batch_size}/{c.max_queue_delay_microseconds}us/x{c.instance_count}",
+        steps.append([s.source.rsplit("/", 1)[-1], s.step,
+                      f"{c.max_batch_size}/{c.max_queue_delay_microseconds}us/x{c.instance_count}",
                       f"{s.offered_rate:,.1f}", f"{s.measured_ms['p50']:.2f}", f"{s.predicted_ms['p50']:.2f}",
                       f"{s.measured_ms['p99']:.2f}", f"{s.predicted_ms['p99']:.2f}", f"{s.p99_error:+.1%}",
                       "-" if s.measured_mean_batch is None else f"{s.measured_mean_batch:.2f}",
-                      f"{s.predicted_mean_batch:.2f}")
-    console.print(steps)
+                      f"{s.predicted_mean_batch:.2f}"])
+    print_table(console, "Fit per step (latency ms, end to end)",
+                _columns(("run", "step", "config", "req/s", "P50 meas", "P50 pred", "P99 meas", "P99 pred",
+                          "P99 err", "batch meas", "batch pred"), left=("run", "step", "config")), steps, keys=2)
     console.print(f"P99 error: median {cal.fit.median_abs_p99_error:.1%}, worst {cal.fit.worst_abs_p99_error:.1%}")
     for e in cal.fit.excluded:
         console.print(f"  left out: {e.source.rsplit('/', 1)[-1]} {e.step}: {e.reason}")
     sc = cal.scaling
-    th = Table(title=f"HPA thresholds (scale-up lag {sc.scale_up_lag_s / 60:g} min, ramp {(sc.ramp_per_min or 0.0):.0%}/min)",
-               title_justify="left")
-    for col in ("config", "P99 target ms", "planned req/s per replica", f"{cal.uncertainty.confidence:.0%} interval",
-                "HPA target req/s", "queue us at target"):
-        th.add_column(col, justify="left" if col == "config" else "right")
+    rows = []
     for t in cal.thresholds:
         c = t.config
-        th.add_row(f"{c.max_batch_size}/{c.max_queue_delay_microseconds}us/x{c.instance_count}", f"{t.p99_ms:g}",
-                   f"{t.max_rate_per_replica:,.1f}",
-                   f"{t.max_rate_interval[0]:,.1f}-{t.max_rate_interval[1]:,.1f} (est. {t.nominal_max_rate_per_replica:,.1f})",
-                   f"{t.hpa_target_rate_per_replica:,.1f}",
-                   "-" if t.predicted_queue_us_at_target is None else f"{t.predicted_queue_us_at_target:,.0f}")
-    console.print(th)
+        rows.append([f"{c.max_batch_size}/{c.max_queue_delay_microseconds}us/x{c.instance_count}", f"{t.p99_ms:g}",
+                     f"{t.max_rate_per_replica:,.1f}",
+                     f"{t.max_rate_interval[0]:,.1f}-{t.max_rate_interval[1]:,.1f} "
+                     f"(est. {t.nominal_max_rate_per_replica:,.1f})",
+                     f"{t.hpa_target_rate_per_replica:,.1f}",
+                     "-" if t.predicted_queue_us_at_target is None else f"{t.predicted_queue_us_at_target:,.0f}"])
+    print_table(console, f"HPA thresholds (scale-up lag {sc.scale_up_lag_s / 60:g} min, "
+                         f"ramp {(sc.ramp_per_min or 0.0):.0%}/min)",
+                _columns(("config", "P99 target ms", "planned req/s per replica",
+                          f"{cal.uncertainty.confidence:.0%} interval", "HPA target req/s", "queue us at target"),
+                         left=("config",)), rows)

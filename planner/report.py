@@ -27,9 +27,9 @@ from gpufleet.contracts.plan import Plan
 from planner.capacity import CapacitySearch, ReplicaModel
 from planner.catalog import read_catalog
 from planner.errors import PlannerInputError
-from planner.mig import slice_profiles
+from planner.mig import slice_profiles, slices
 from planner.optimize import Infeasible, Problem, solve
-from planner.profiles import load_profiles
+from planner.profiles import Pairing, load_profiles
 from planner.sizing import GpuSizing, constraints_of, fleet_pools, fleet_problem, replica_model
 
 QPS_REACH = 3.0  # the cost curves run to this many times the plan's rate or what its fleet holds
@@ -48,6 +48,25 @@ class ReportInputs:
     catalog: Path | None = None
     profiles: list[Path] | None = None
     calibration: Calibration | None = None
+    calibration_source: str = "the calibration"  # its file, for messages
+
+
+def check_pairing(inputs: ReportInputs) -> None:
+    """The profiles and calibration given are for the plan's model(s) and GPU types: one for another would be left
+    unused (the plan's own figures drawn instead, its stress steps plotted nowhere) while the page names it."""
+    plan, r = inputs.plan, inputs.plan.request
+    models = [m.model for m in plan.mix.models] if plan.mix is not None else [r.model]
+    gpus = {s.gpu for s in plan.sizing} | {d.gpu for d in plan.deployments}
+    if r.mig:  # a sliced GPU's profiles are derived from the whole GPU's
+        gpus |= {s.gpu for s in slices() if s.gpu_type in gpus}
+    planned = f"the plan is for {', '.join(repr(m) for m in models)}"
+    load_profiles(inputs.profiles, Pairing(models, gpus, planned, f"the plan sized {', '.join(sorted(gpus))}"))
+    cal = inputs.calibration
+    if cal is not None and cal.model not in models:
+        raise PlannerInputError(f"{inputs.calibration_source}: calibrated for model '{cal.model}', but {planned}")
+    if cal is not None and cal.gpu not in gpus:
+        raise PlannerInputError(f"{inputs.calibration_source}: calibrated on GPU '{cal.gpu}', but the plan sized "
+                                f"{', '.join(sorted(gpus))}")
 
 
 @dataclass
@@ -439,6 +458,7 @@ def report_plots(inputs: ReportInputs) -> dict[str, Plot]:
 def write_report(inputs: ReportInputs, out_dir: Path) -> Path:
     """Write ``report.html`` and its PNGs into ``out_dir``; return the HTML path."""
     plan, r = inputs.plan, inputs.plan.request
+    check_pairing(inputs)
     plots = report_plots(inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, plot in plots.items():

@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import Field
 
 from gpufleet.contracts.autoscaling import AutoscalingSpec
-from gpufleet.contracts.io import read_json, validate, write_atomic
+from gpufleet.contracts.io import read_contract_json, validate, write_atomic
 from gpufleet.errors import ContractError
 from gpufleet.contracts.model import Strict
 from gpufleet.contracts.triton import BatchingConfig
@@ -143,7 +143,7 @@ class Calibration(Strict):
 
 def read_calibration(path: Path | str) -> Calibration:
     """Read and validate a calibration; one-line :class:`gpufleet.errors.ContractError` naming the field on any defect."""
-    data = read_json(path, "calibration")
+    data = read_contract_json(Calibration, path, "calibration")
     version = data.get("schema_version") if isinstance(data, dict) else None
     if isinstance(version, int) and version < SCHEMA_VERSION:
         raise ContractError(f"{path}: calibration schema {version} was written by an older gpufleet; this one reads "

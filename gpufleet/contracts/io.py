@@ -60,9 +60,22 @@ def read_json(path: Path | str, what: str, error: type[Exception] = ContractErro
         raise error(f"{path}: {exc}") from None
 
 
+def read_contract_json(model: type[BaseModel], path: Path | str, what: str,
+                       error: type[Exception] = ContractError) -> object:
+    """The parsed JSON of a file read as contract ``model``; ``error`` with one line saying what the file is when it
+    is another gpufleet contract (a stress result given for a plan), before any check of versions or fields."""
+    data = read_json(path, what, error)
+    # The table of contracts imports every contract module, each of which imports this one: look it up at read time.
+    from gpufleet.contracts.kinds import wrong_kind
+    problem = wrong_kind(data, model)
+    if problem is not None:
+        raise error(f"{path} {problem}")
+    return data
+
+
 def read_model(model: type[M], path: Path | str, what: str, error: type[Exception] = ContractError) -> M:
     """Read and validate one contract file."""
-    return validate(model, read_json(path, what, error), path, error)
+    return validate(model, read_contract_json(model, path, what, error), path, error)
 
 
 def check_output_file(path: Path | str, what: str, error: type[Exception] = InputError) -> Path:

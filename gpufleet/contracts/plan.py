@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from gpufleet.contracts.autoscaling import AutoscalingSpec
-from gpufleet.contracts.io import read_json, validate, write_atomic
+from gpufleet.contracts.io import read_contract_json, validate, write_atomic
 from gpufleet.contracts.model import Strict
 from gpufleet.contracts.triton import BatchingConfig
 from gpufleet.errors import ContractError
@@ -354,7 +354,7 @@ class Plan(Strict):
 
 def read_plan(path: Path | str) -> Plan:
     """Read and validate a plan file; one-line :class:`ContractError` naming the field on any defect."""
-    data = read_json(path, "plan")
+    data = read_contract_json(Plan, path, "plan")
     version = data.get("schema_version") if isinstance(data, dict) else None
     if isinstance(version, int) and version < SCHEMA_VERSION:
         raise ContractError(f"{path}: plan schema {version} was written by an older gpufleet; this one reads schema "

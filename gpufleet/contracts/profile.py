@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from gpufleet.contracts.io import read_json, validate, write_atomic
+from gpufleet.contracts.io import read_contract_json, validate, write_atomic
 from gpufleet.contracts.model import Strict
 from gpufleet.errors import ContractError
 
@@ -155,7 +155,7 @@ def parse_profile(data: object, origin: str = "<profile>") -> LatencyProfile:
 
 def read_profile(path: Path | str) -> LatencyProfile:
     """Read and validate one profile JSON; raise :class:`ProfileError` with one line on any defect."""
-    return parse_profile(read_json(path, "profile", ProfileError), str(path))
+    return parse_profile(read_contract_json(LatencyProfile, path, "profile", ProfileError), str(path))
 
 
 def write_profile(profile: LatencyProfile, path: Path | str) -> None:
