@@ -13,9 +13,9 @@ from typing import Annotated, Optional
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.table import Table
 
 from gpufleet.cli import plural, require_extra, run_app, stdout_console
+from gpufleet.tables import Column, print_table
 from gpufleet.contracts.io import check_output_file, write_atomic
 from loadtests import shapes
 from loadtests.errors import LoadTestInputError
@@ -163,22 +163,19 @@ def _fmt(x, spec=".1f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-# The table's columns after the step's name, in three groups read together: what was offered and what came back,
-# the latencies, Triton's own figures. A terminal too narrow for all of them gets as many tables as it needs, each
-# led by the step's name and holding whole groups where they fit, so no name or figure is ever cut.
-_GROUPS = (
-    (("offered/s", lambda s: _fmt(s.offered_rate)), ("achieved/s", lambda s: _fmt(s.achieved_rate)),
-     ("ok", lambda s: str(s.ok)), ("errors", lambda s: str(s.errors)), ("late", lambda s: str(s.late_sends)),
-     ("dropped", lambda s: str(s.dropped))),
-    (("P50 ms", lambda s: _fmt(s.latency_ms.p50, ".2f")), ("P90", lambda s: _fmt(s.latency_ms.p90, ".2f")),
-     ("P99", lambda s: _fmt(s.latency_ms.p99, ".2f")), ("P99.9", lambda s: _fmt(s.latency_ms.p999, ".2f"))),
-    (("batch", lambda s: _fmt(s.server.mean_batch_size if s.server else None, ".2f")),
-     ("queue µs", lambda s: _fmt(s.server.queue_us_per_request if s.server else None, ".0f")),
-     ("infer µs", lambda s: _fmt(s.server.compute_infer_us_per_request if s.server else None, ".0f"))),
+# The table's columns after the step's name: what was offered and what came back, the latencies, Triton's own
+# figures. A terminal too narrow for all of them gets as many tables as it needs, each led by the step's name
+# (gpufleet.tables), so no name or figure is ever cut.
+_COLUMNS = (
+    ("offered/s", lambda s: _fmt(s.offered_rate)), ("achieved/s", lambda s: _fmt(s.achieved_rate)),
+    ("ok", lambda s: str(s.ok)), ("errors", lambda s: str(s.errors)), ("late", lambda s: str(s.late_sends)),
+    ("dropped", lambda s: str(s.dropped)),
+    ("P50 ms", lambda s: _fmt(s.latency_ms.p50, ".2f")), ("P90", lambda s: _fmt(s.latency_ms.p90, ".2f")),
+    ("P99", lambda s: _fmt(s.latency_ms.p99, ".2f")), ("P99.9", lambda s: _fmt(s.latency_ms.p999, ".2f")),
+    ("batch", lambda s: _fmt(s.server.mean_batch_size if s.server else None, ".2f")),
+    ("queue µs", lambda s: _fmt(s.server.queue_us_per_request if s.server else None, ".0f")),
+    ("infer µs", lambda s: _fmt(s.server.compute_infer_us_per_request if s.server else None, ".0f")),
 )
-# What a rich table with its default box and padding adds: a border and a space either side of each column, and
-# the closing border.
-_CELL_EXTRA, _TABLE_EXTRA = 3, 1
 
 
 def _heading(result) -> str:
@@ -218,46 +215,12 @@ def _outcome(result) -> str | None:
     return f"Stopped: {reason}" + (f" ({detail})" if detail else "")
 
 
-def _tables(result, width: int) -> list[Table]:
-    steps = result.steps
-    names = [s.name + (" (discarded)" if s.warmup else "") for s in steps]
-    name_w = max(len("step"), *map(len, names))
-    lead = _TABLE_EXTRA + name_w + _CELL_EXTRA
-    tables: list[list[tuple[str, list[str], int]]] = [[]]
-    for group in _GROUPS:
-        columns = []
-        for header, get in group:
-            cells = [get(s) for s in steps]
-            columns.append((header, cells, max(len(header), *map(len, cells))))
-        need = sum(w + _CELL_EXTRA for *_, w in columns)
-        used = lead + sum(w + _CELL_EXTRA for *_, w in tables[-1])
-        if tables[-1] and used + need > width:
-            tables.append([])  # the group goes whole into a table of its own
-            used = lead
-        for column in columns:  # and is split only where it alone is wider than the terminal
-            if tables[-1] and used + column[2] + _CELL_EXTRA > width:
-                tables.append([])
-                used = lead
-            tables[-1].append(column)
-            used += column[2] + _CELL_EXTRA
-    out = []
-    for columns in tables:
-        table = Table()
-        table.add_column("step", no_wrap=True, min_width=name_w)
-        for header, _, w in columns:
-            table.add_column(header, justify="right", no_wrap=True, min_width=w)
-        for r, name in enumerate(names):
-            table.add_row(name, *(cells[r] for _, cells, _ in columns))
-        out.append(table)
-    return out
-
-
 def _show(result) -> None:
     console = stdout_console()
     console.print(_heading(result), highlight=False)
-    for table in _tables(result, console.width):
-        # A terminal narrower than one column's table wraps its lines rather than have rich cut a figure.
-        console.print(table, width=max(console.width, console.measure(table).maximum))
+    columns = [Column("step")] + [Column(header, justify="right") for header, _ in _COLUMNS]
+    rows = [[s.name + (" (discarded)" if s.warmup else "")] + [get(s) for _, get in _COLUMNS] for s in result.steps]
+    print_table(console, "Steps", columns, rows)
     outcome = _outcome(result)
     if outcome:
         console.print(outcome, highlight=False)
