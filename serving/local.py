@@ -179,10 +179,11 @@ class LocalTriton:
         ``/v2/health/ready`` answers 200 (every model loaded and warmed up).
 
         An answer on the HTTP port alone proves nothing: Triton loads every model first and binds its endpoints only
-        then (gRPC, HTTP, metrics, each failure ending the process with status 1: triton-inference-server/server
-        v2.50.0 src/main.cc, ``StartEndpoints`` after ``TRITONSERVER_ServerNew``), so while it loads, another server
-        on the port would answer for it. Its log cannot tell either: "Started HTTPService at" and "Started Metrics
-        Service at" are written before the bind (src/http_server.cc, ``HTTPAPIServer::Create``). The listening
+        then (gRPC, HTTP, metrics; any failure ends the process with status 1), so while it loads another server on
+        the port answers for it. Its log cannot tell either: "Started HTTPService at" and "Started Metrics Service
+        at" are written before the bind (triton-inference-server/server v2.51.0, the version nvidia-pytriton 0.7.0
+        bundles: src/main.cc ``StartEndpoints`` after ``TRITONSERVER_ServerNew``; src/http_server.cc
+        ``HTTPAPIServer::Create``, ``HTTPMetricsServer::Create``). The listening
         sockets themselves can (:func:`gpufleet.net.listens_on`)."""
         if not self.running or not all(listens_on(self._proc.pid, p) for p in
                                        (self.ports.http, self.ports.grpc, self.ports.metrics)):

@@ -105,7 +105,8 @@ def _import(tmp_path, *extra):
 
     from .conftest import console
 
-    return subprocess.run([console("serving"), "import", "perf-analyzer", str(DATA / "perf_analyzer/inception_graphdef.csv"),
+    csv = DATA / "perf_analyzer/inception_graphdef.csv"
+    return subprocess.run([console("serving"), "import", "perf-analyzer", str(csv),
                            "--batch-size", "1", "--model", "inception", "-o", str(tmp_path / "p.json"), *extra],
                           capture_output=True, text=True, timeout=120)
 
