@@ -410,3 +410,19 @@ def test_serving_repo_keeps_a_production_repository_in_production_form(tmp_path)
     config = (tmp_path / "prod" / "tiny" / "config.pbtxt").read_text()
     assert 'platform: "onnxruntime_onnx"' in config and "backend" not in config
     assert sorted(p.name for p in (tmp_path / "prod" / "tiny" / "2").iterdir()) == ["model.onnx"]
+
+
+def test_serving_repo_refuses_to_upload_a_local_triton_s_model(tmp_path):
+    """A local Triton's model (Python backend, CPU instances) is not one for the stack: `--upload` is refused, in one
+    line, and the repository is left as it was."""
+    from .conftest import console
+
+    model = tmp_path / "tiny.onnx"
+    write_onnx("tiny", model)
+    write_model(tmp_path / "hrepo", ModelSpec("tiny", "python", *onnx_tensors(model), BATCHING), model)
+    run = subprocess.run([console("serving"), "repo", "tiny.onnx", "hrepo/", "--version", "2", "--upload",
+                          "s3://models/dev/tiny/L4"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert "hrepo/tiny" in line and "local" in line, line
+    assert not (tmp_path / "hrepo" / "tiny" / "2").exists()
