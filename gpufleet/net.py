@@ -1,7 +1,9 @@
 """Addresses: free loopback ports, and the checks every command applies to a host, URL or port it is given."""
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from gpufleet.errors import InputError
@@ -15,6 +17,41 @@ def free_port(host: str = LOOPBACK) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def check_port_free(port: int, option: str, host: str = LOOPBACK) -> int:
+    """``port`` on ``host`` is free for a server of ours to bind: :class:`InputError` naming the port and the option
+    that moves it when another process listens there. SO_REUSEADDR, as servers set it, so a port in TIME_WAIT is not
+    taken for one in use; a listener on the port (or on 0.0.0.0 at that port) still refuses the bind on Linux."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise InputError(f"{option} {port}: {host}:{port} is in use by another process ({exc.strerror}); stop it "
+                             f"or pick a free port with {option}") from None
+    return port
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a TCP socket listening on ``port`` (IPv4 or IPv6), read from ``/proc``: the
+    process's socket inodes against the listeners in ``/proc/net/tcp{,6}``. Another process answering on the port
+    is not ``pid`` serving there. False where ``/proc`` cannot tell (not Linux, the process gone)."""
+    try:
+        owned = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    except OSError:
+        return False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            # local_address is HEXIP:HEXPORT; state 0A is TCP_LISTEN; field 9 is the socket's inode
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A" and f"socket:[{fields[9]}]" in owned:
+                return True
+    return False
 
 
 def check_port(value: int, option: str) -> int:

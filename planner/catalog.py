@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from gpufleet.contracts.catalog import CAPACITY_TYPES, Catalog, CapacityType  # noqa: F401 (re-exported for the planner)
+from gpufleet.contracts.catalog import embedded_catalog
 from gpufleet.contracts.catalog import read_catalog as read_catalog_file
 
 TERM_MONTHS = {"reserved-1yr": 12, "reserved-3yr": 36}
@@ -39,14 +39,10 @@ class Pool:
         return self.capacity_type == "spot"
 
 
-DEFAULT_CATALOG = "catalog-us-east-1.json"
-
-
 def read_catalog(path: Path | str | None = None) -> Catalog:
-    """The catalog at ``path``, or the embedded us-east-1 default."""
+    """The catalog at ``path``, or the embedded us-east-1 default (shared with every stage: gpufleet/data)."""
     if path is None:
-        with resources.as_file(resources.files("planner.data").joinpath(DEFAULT_CATALOG)) as embedded:
-            return read_catalog_file(embedded)
+        return embedded_catalog()
     return read_catalog_file(path)
 
 

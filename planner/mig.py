@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
+from gpufleet.contracts.catalog import MIG_SEPARATOR
 from gpufleet.contracts.profile import BatchLatency, LatencyProfile, Origin
 from planner.catalog import Pool
 
 MIG_DATA = "mig.json"
-MIG_SEPARATOR = "-MIG-"
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from gpufleet.cli import run_app, stdout_console
+from gpufleet.contracts.catalog import check_gpu_type
 from gpufleet.contracts.io import check_output_dir, check_output_file
-from gpufleet.net import check_url
+from gpufleet.errors import RunFailure
+from gpufleet.net import check_port_free, check_url
 from serving.errors import ServingInputError
 
 app = typer.Typer(help="Engines, latency profiles, Triton model repositories and a local Triton.",
@@ -47,6 +49,13 @@ class ImportKind(str, Enum):
 class DemoName(str, Enum):
     detector = "detector"
     tiny = "tiny"
+
+
+# The GPU type a profile stands for is matched by the planner against a catalog's: one the catalog does not have is
+# refused here, where it is typed, rather than found missing at `planner recommend`.
+CatalogOption = Annotated[Optional[Path], typer.Option(help="Instance catalog whose GPU types --gpu may name (as "
+                                                       "`planner recommend --catalog` takes it; default: the "
+                                                       "embedded one).")]
 
 
 def _int_list(text: str | None, what: str) -> list[int]:
@@ -178,11 +187,13 @@ def profile_cmd(
     width: Annotated[int, typer.Option(min=32, max=8192, help="Demo detector input width (multiple of 32).")] = 640,
     instances: Annotated[int, typer.Option(min=1, help="Also measure the speedup of up to this many concurrent model instances (batch 1).")] = 1,
     corun: Annotated[Optional[str], typer.Option(help="Also measure this model running at once on the same device (a demo name or an .onnx file; batch 1): the co-location planner reads it.")] = None,
+    catalog: CatalogOption = None,
 ) -> None:
     """Measure latency per batch size and write the latency profile the planner reads."""
     from serving.measure import measure_profile
     from gpufleet.contracts.profile import write_profile
 
+    check_gpu_type(gpu, catalog)
     sizes = _int_list(batch_sizes, "--batch-sizes")
     if not sizes:
         raise ServingInputError("--batch-sizes: give at least one batch size")
@@ -276,11 +287,13 @@ def import_cmd(
                                                        "'GPU Compute Time' or 'Latency'.")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="perf-analyzer: the concurrency row to read.")] = 1,
     date: Annotated[Optional[str], typer.Option(help="Measurement date (YYYY-MM-DD) when the files do not carry it.")] = None,
+    catalog: CatalogOption = None,
 ) -> None:
     """Convert trtexec or perf_analyzer output into a latency profile."""
     from serving import importers
     from gpufleet.contracts.profile import write_profile
 
+    check_gpu_type(gpu, catalog)
     sizes = list(batch_size or [])
     date = _iso_date(date)
     check_output_file(output, "profile")
@@ -414,8 +427,12 @@ def repo_cmd(
     upload: Annotated[Optional[str], typer.Option(help="Then upload the repository to s3://bucket/prefix.")] = None,
     endpoint_url: Annotated[Optional[str], typer.Option(help="S3 endpoint (e.g. a local moto_server).")] = None,
 ) -> None:
-    """Lay out <repository>/<name>/config.pbtxt and <name>/<version>/model.*, from a plan's Triton settings."""
-    from serving.repository import write_model
+    """Lay out <repository>/<name>/config.pbtxt and <name>/<version>/model.*, from a plan's Triton settings.
+
+    Into a repository a local Triton serves (``serving local --repository``; its config says ``backend: "python"``),
+    the version goes in the local form, which that Triton can load: the ONNX file beside the ONNX Runtime
+    ``model.py``, with the served batching unless options or a plan give new batching."""
+    from serving.repository import local_batching, write_model
     from serving.triton_config import render_config
 
     platforms = {".onnx": "onnxruntime_onnx", ".plan": "tensorrt_plan", ".engine": "tensorrt_plan"}
@@ -424,13 +441,32 @@ def repo_cmd(
     if upload:
         _check_s3(upload, endpoint_url)
     model = _plan_model(plan, gpu, name) if plan is not None else name or model_file.stem
-    spec = _model_spec(model_file, model, platforms[model_file.suffix],
-                       _batching(plan, gpu, max_batch_size, max_queue_delay_us, preferred_batch_sizes, instances, None,
-                                 model if plan is not None else None),
-                       warmup_batch_sizes)
+    served = local_batching(repository, model)
+    if served is None:
+        platform = platforms[model_file.suffix]
+        batching = _batching(plan, gpu, max_batch_size, max_queue_delay_us, preferred_batch_sizes, instances, None,
+                             model if plan is not None else None)
+    else:
+        if model_file.suffix != ".onnx":
+            raise ServingInputError(f"{repository / model}: a local Triton's model (Python backend, ONNX Runtime): "
+                                    "publish an .onnx file into it")
+        if upload:
+            raise ServingInputError(f"{repository / model}: a local Triton's model (Python backend), not one for "
+                                    "the stack; write a repository for upload without serving local")
+        platform = "python"
+        options = (plan, max_batch_size, max_queue_delay_us, preferred_batch_sizes, instances)
+        batching = (_batching(plan, gpu, max_batch_size, max_queue_delay_us, preferred_batch_sizes, instances,
+                              "KIND_CPU", model if plan is not None else None)
+                    if any(v is not None for v in options) else served)
+    spec = _model_spec(model_file, model, platform, batching, warmup_batch_sizes)
+    if plan is not None and name is None and model_file.stem != model:
+        # The plan names the model (the name the stack serves); a file named for another one may be the wrong file.
+        err.print(f"note: {model_file} goes in as {model!r}, the model the plan serves on its GPU; if that is "
+                  f"this file, --name {model} says so", highlight=False, soft_wrap=True)
     entry = write_model(repository, spec, model_file, version)
     print(render_config(spec), end="")
-    print(f"wrote {entry.config_path.parent}")
+    print(f"wrote {entry.config_path.parent}"
+          + (" (the local Triton's form: Python backend, ONNX Runtime)" if served is not None else ""))
     if upload:
         upload_cmd(repository, upload, endpoint_url)
 
@@ -499,6 +535,9 @@ def local_cmd(
     if len({http_port, grpc_port, metrics_port}) < 3:
         raise ServingInputError(f"--http-port {http_port}, --grpc-port {grpc_port} and --metrics-port {metrics_port} "
                                 "must differ: each endpoint needs its own port")
+    # Before any work: a port another server holds would have that server answer in our place.
+    for option, port in (("--http-port", http_port), ("--grpc-port", grpc_port), ("--metrics-port", metrics_port)):
+        check_port_free(port, option)
     if model_file is not None:
         _model_file(model_file, (".onnx",))
     if repository is not None:
@@ -547,6 +586,8 @@ def local_cmd(
         while not stop.is_set() and server.running:
             stop.wait(0.5)
         code = server.stop()
+        if code:
+            raise RunFailure(f"Triton stopped with exit status {code}: {server.exit_reason}")
         err.print(f"Triton stopped (exit status {code})", highlight=False)
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpufleet.errors import RunFailure
-from gpufleet.net import LOOPBACK, free_port
+from gpufleet.net import LOOPBACK, free_port, listens_on
 from serving.errors import ServingInputError
 
 
@@ -89,9 +89,9 @@ def bundled_server(server_dir: Path) -> tuple[Path, dict[str, str]]:
 class LocalTriton:
     """``tritonserver`` on loopback serving ``repository``; a context manager that always stops it.
 
-    ``start`` returns once ``/v2/health/ready`` answers 200 (every model loaded and warmed up) or raises
-    :class:`TritonStartError` with the first error line of the server log. ``stop`` sends SIGTERM, which makes
-    Triton finish in-flight requests and unload models, and SIGKILL only after ``grace_s``.
+    ``start`` returns once this server is ready (:meth:`ready`) or raises :class:`TritonStartError` with the first
+    error line of the server log. ``stop`` sends SIGTERM, which makes Triton finish in-flight requests and unload
+    models, and SIGKILL only after ``grace_s``; a stop with an error status keeps its reason in ``exit_reason``.
     """
 
     def __init__(self, repository: Path | str, ports: Ports | None = None, log_path: Path | str | None = None,
@@ -104,6 +104,7 @@ class LocalTriton:
         self._extra = extra_args or []
         self._proc: subprocess.Popen | None = None
         self._log = None
+        self.exit_reason: str | None = None
 
     @property
     def http_url(self) -> str:
@@ -174,6 +175,19 @@ class LocalTriton:
         return self._proc is not None and self._proc.poll() is None
 
     def ready(self) -> bool:
+        """This server is ready: its process runs, it is the one listening on the three ports, and
+        ``/v2/health/ready`` answers 200 (every model loaded and warmed up).
+
+        An answer on the HTTP port alone proves nothing: Triton loads every model first and binds its endpoints only
+        then (gRPC, HTTP, metrics; any failure ends the process with status 1), so while it loads another server on
+        the port answers for it. Its log cannot tell either: "Started HTTPService at" and "Started Metrics Service
+        at" are written before the bind (triton-inference-server/server v2.51.0, the version nvidia-pytriton 0.7.0
+        bundles: src/main.cc ``StartEndpoints`` after ``TRITONSERVER_ServerNew``; src/http_server.cc
+        ``HTTPAPIServer::Create``, ``HTTPMetricsServer::Create``). The listening
+        sockets themselves can (:func:`gpufleet.net.listens_on`)."""
+        if not self.running or not all(listens_on(self._proc.pid, p) for p in
+                                       (self.ports.http, self.ports.grpc, self.ports.metrics)):
+            return False
         try:
             with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=1) as r:
                 return r.status == 200
@@ -211,6 +225,10 @@ class LocalTriton:
         except ProcessLookupError:
             pass
         code = self._proc.returncode
+        if code:
+            # Read before the working folder (and the log in it) goes.
+            self.exit_reason = (f"killed by {signal.Signals(-code).name}" if code < 0 and -code in
+                                signal.valid_signals() else self.first_error())
         self._cleanup()
         return code
 

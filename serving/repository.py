@@ -39,6 +39,27 @@ def python_model_source() -> str:
     return resources.files("serving.templates").joinpath("onnxruntime_python_model.py").read_text()
 
 
+def local_batching(root: Path | str, name: str):
+    """The batching of model ``name`` in ``root`` when a local Triton serves it (``serving local`` wrote it: its
+    config says ``backend: "python"``, which a production repository from ``serving repo`` never does, those naming
+    a ``platform``); None for a new model or a production one. A new version of a local model must keep that form:
+    the bundled ``tritonserver`` has only the Python backend."""
+    from google.protobuf import json_format
+
+    from gpufleet.triton import batching_of
+
+    config = Path(root) / name / "config.pbtxt"
+    if not config.is_file():
+        return None
+    cfg = parse_config(config.read_text(), str(config))
+    if cfg.backend != "python":
+        return None
+    batching = batching_of(json_format.MessageToDict(cfg, preserving_proto_field_name=True))
+    if batching is None:
+        raise RepositoryError(f"{config}: no batching settings to keep; give --max-batch-size")
+    return batching
+
+
 def write_model(root: Path | str, spec: ModelSpec, model_file: Path | str, version: int = 1) -> ModelEntry:
     """Write ``spec``'s config and copy ``model_file`` into ``root/<name>/<version>/`` (:func:`publish_version`).
 

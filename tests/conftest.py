@@ -77,3 +77,13 @@ def stalling_server():
     yield url
     proc.terminate()
     proc.wait(10)
+
+
+def console(name: str) -> str:
+    """The installed console entry ``name`` (``serving``, ``planner``, ...) beside this interpreter: what the README
+    types."""
+    import shutil
+
+    exe = shutil.which(name, path=str(Path(sys.executable).parent))
+    assert exe, f"console entry {name} not installed: pip install -e '.[test]'"
+    return exe

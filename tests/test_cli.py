@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from gpufleet.contracts.plan import read_plan
-from planner.catalog import DEFAULT_CATALOG
+from gpufleet.contracts.catalog import EMBEDDED_CATALOG
 from importlib import resources
 
 
@@ -47,7 +47,7 @@ def test_infeasible_target_names_the_lowest_reachable_p99():
 
 
 def embedded_catalog():
-    return json.loads(resources.files("planner.data").joinpath(DEFAULT_CATALOG).read_text())
+    return json.loads(resources.files("gpufleet.data").joinpath(EMBEDDED_CATALOG).read_text())
 
 
 def test_malformed_catalog_names_the_field(tmp_path):

@@ -77,7 +77,7 @@ def test_tight_pool_limit_is_infeasible_with_one_line():
 
 def test_spot_survival_with_a_degraded_bound_is_checked_by_simulation(tmp_path):
     # Spot priced far below half of on-demand, so that spot backed by spot pays even under survival.
-    cat = json.loads(resources.files("planner.data").joinpath("catalog-us-east-1.json").read_text())
+    cat = json.loads(resources.files("gpufleet.data").joinpath("catalog-us-east-1.json").read_text())
     for it in cat["instances"]:
         if it["instance_type"] in ("g6.xlarge", "g6.2xlarge", "g6.12xlarge") and it["spot"] is None:
             it["spot"] = {"usd_per_hour_range": [0.1, 0.1], "source": "skypilot-v7"}

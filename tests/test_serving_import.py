@@ -96,3 +96,39 @@ def test_wrong_format_gives_one_line_and_exit_2(argv, needle, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+# --- the GPU type must be one the planner knows: the embedded catalog's, or --catalog's (issue 25, item 3) --------
+
+def _import(tmp_path, *extra):
+    import subprocess
+
+    from .conftest import console
+
+    csv = DATA / "perf_analyzer/inception_graphdef.csv"
+    return subprocess.run([console("serving"), "import", "perf-analyzer", str(csv),
+                           "--batch-size", "1", "--model", "inception", "-o", str(tmp_path / "p.json"), *extra],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_serving_import_refuses_a_gpu_type_the_planner_does_not_know(tmp_path):
+    run = _import(tmp_path, "--gpu", "L5")
+    assert run.returncode == 2, run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert "'L5'" in line and "L40S" in line, line
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_serving_import_takes_the_gpu_types_of_a_refreshed_catalog(tmp_path):
+    """A catalog from `planner catalog refresh --family p5e` names H200: with it (`--catalog`, as `planner recommend`
+    takes it) H200 is a known type; without it, not."""
+    from planner.catalog import read_catalog
+    from gpufleet.contracts.catalog import write_catalog
+
+    embedded = read_catalog(None)
+    h200 = embedded.instances[0].model_copy(update={"instance_type": "p5e.48xlarge", "family": "p5e", "gpu": "H200"})
+    write_catalog(embedded.model_copy(update={"instances": [*embedded.instances, h200]}), tmp_path / "cat.json")
+    assert _import(tmp_path, "--gpu", "H200").returncode == 2
+    run = _import(tmp_path, "--gpu", "H200", "--catalog", str(tmp_path / "cat.json"))
+    assert run.returncode == 0, run.stderr
+    assert read_profile(tmp_path / "p.json").gpu == "H200"

@@ -1,8 +1,10 @@
 """A real Triton (the tritonserver bundled with nvidia-pytriton) loading gpufleet's generated config, on loopback."""
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 import time
 import urllib.request
@@ -17,7 +19,7 @@ from tritonclient import http as httpclient  # noqa: E402
 from tritonclient import grpc as grpcclient  # noqa: E402
 
 from serving.demo_models import write_onnx  # noqa: E402
-from serving.local import LocalTriton, TritonStartError  # noqa: E402
+from serving.local import LocalTriton, Ports, TritonStartError  # noqa: E402
 from serving.repository import write_model  # noqa: E402
 from gpufleet.contracts.triton import BatchingConfig  # noqa: E402
 from serving.triton_config import ModelSpec, TensorSpec, onnx_tensors  # noqa: E402
@@ -242,3 +244,185 @@ def test_serving_local_refuses_two_sources_and_a_bad_profile(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "serving.cli", "local", "--standin", str(tmp_path / "bad.json")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "bad.json" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+# --- ports another server holds, and readiness judged on our own server (issue 25, item 2) ----------------------
+
+def _listening_socket():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s
+
+
+@pytest.mark.parametrize("taken", ["--http-port", "--grpc-port", "--metrics-port"])
+def test_serving_local_refuses_a_port_another_server_holds(taken, tmp_path):
+    """Another KServe server answers ready on the HTTP port (or something listens on the gRPC or metrics port):
+    `serving local` says which port, and the option that moves it, in one line, exit 2; it never says ready."""
+    from .conftest import console, start_stub
+
+    stub, _ = start_stub(model="tiny", input_shape="3,32,32")
+    other = _listening_socket()
+    try:
+        ports = {"--http-port": free_port(), "--grpc-port": free_port(), "--metrics-port": free_port()}
+        ports[taken] = int(stub.args[stub.args.index("--port") + 1]) if taken == "--http-port" \
+            else other.getsockname()[1]
+        args = [console("serving"), "local", "--demo", "tiny"]
+        for option, port in ports.items():
+            args += [option, str(port)]
+        run = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    finally:
+        stub.terminate()
+        stub.wait(10)
+        other.close()
+    assert run.returncode == 2, run.stderr
+    assert "Triton ready" not in run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert taken in line and str(ports[taken]) in line, line
+
+
+def test_local_triton_is_ready_only_when_its_own_server_is(tmp_path):
+    """A ready answer from another server on our HTTP port is not our Triton being ready: start fails with the
+    server's own reason (the port in use), never returns."""
+    from .conftest import start_stub
+
+    model = tmp_path / "tiny.onnx"
+    write_onnx("tiny", model)
+    write_model(tmp_path / "repo", ModelSpec("tiny", "python", *onnx_tensors(model), BATCHING), model)
+    stub, _ = start_stub(model="tiny", input_shape="3,32,32")
+    try:
+        http = int(stub.args[stub.args.index("--port") + 1])
+        server = LocalTriton(tmp_path / "repo", Ports(http, free_port(), free_port()),
+                             extra_args=["--exit-timeout-secs=5"])
+        try:
+            with pytest.raises(TritonStartError) as info:
+                server.start(timeout_s=90)
+        finally:
+            server.stop()
+    finally:
+        stub.terminate()
+        stub.wait(10)
+    assert "\n" not in str(info.value) and str(http) in str(info.value), str(info.value)
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def test_serving_local_exits_1_when_triton_dies(tmp_path):
+    """Triton going away with an error status (here killed) is a run failure: one line, exit 1."""
+    from .conftest import console
+
+    ports = [free_port() for _ in range(3)]
+    proc = subprocess.Popen([console("serving"), "local", "--demo", "tiny", "--http-port", str(ports[0]),
+                             "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: "queue.Queue[str]" = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True)
+    reader.start()
+    seen = []
+    try:
+        # Killed only once the command has said ready: the failure under test is Triton's, after a good start.
+        while not any(line.startswith("Triton ready") for line in seen):
+            seen.append(lines.get(timeout=90))
+        (triton,) = _children(proc.pid)
+        os.kill(triton, signal.SIGKILL)
+        proc.wait(timeout=60)
+        reader.join(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    seen += list(lines.queue)
+    assert proc.returncode == 1, seen
+    last = seen[-1]
+    assert "exit status" in last and "-9" in last, seen
+
+
+# --- the README's hot reload, as typed (issue 25, item 5) --------------------------------------------------------
+
+def _index(client) -> dict[tuple[str, str], dict]:
+    return {(m["name"], m.get("version")): m for m in client.get_model_repository_index()}
+
+
+def test_readme_hot_reload_serving_repo_publishes_version_2_into_the_local_triton(tmp_path):
+    """README: `serving local tiny.onnx --repository hrepo/ --poll-s 1`, then `serving repo tiny.onnx hrepo/
+    --version 2`: version 2 loads (READY, answering) and version 1 is unloaded."""
+    from .conftest import console
+
+    serving = console("serving")
+    subprocess.run([serving, "demo-model", "tiny", "tiny.onnx"], cwd=tmp_path, check=True, capture_output=True,
+                   timeout=120)
+    ports = [free_port() for _ in range(3)]
+    proc = subprocess.Popen([serving, "local", "tiny.onnx", "--repository", "hrepo/", "--poll-s", "1",
+                             "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+                             "--metrics-port", str(ports[2])],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{ports[0]}")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if client.is_model_ready("tiny", "1"):
+                    break
+            except Exception:
+                pass
+            time.sleep(0.3)
+        published = subprocess.run([serving, "repo", "tiny.onnx", "hrepo/", "--version", "2"], cwd=tmp_path,
+                                   capture_output=True, text=True, timeout=120)
+        assert published.returncode == 0, published.stderr
+        deadline = time.monotonic() + 60
+        index = _index(client)
+        # Poll until version 2 settles: READY, or a state with a reason (UNAVAILABLE) once Triton gave up on it.
+        while time.monotonic() < deadline and not (index.get(("tiny", "2"), {}).get("reason")
+                                                   or index.get(("tiny", "2"), {}).get("state") == "READY"
+                                                   and index.get(("tiny", "1"), {}).get("state") != "READY"):
+            time.sleep(0.5)
+            index = _index(client)
+        inp = httpclient.InferInput("input", [1, 3, 32, 32], "FP32")
+        inp.set_data_from_numpy(frames(1), binary_data=True)
+        v2 = index.get(("tiny", "2"), {})
+        assert v2.get("state") == "READY", v2
+        assert client.infer("tiny", [inp]).get_response()["model_version"] == "2"
+        assert index.get(("tiny", "1"), {}).get("state") != "READY"
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_serving_repo_keeps_a_production_repository_in_production_form(tmp_path):
+    """A repository `serving repo` wrote (ONNX Runtime platform) gets version 2 in the same form: only a repository a
+    local Triton serves gets the local one."""
+    from .conftest import console
+
+    serving = console("serving")
+    subprocess.run([serving, "demo-model", "tiny", "tiny.onnx"], cwd=tmp_path, check=True, capture_output=True,
+                   timeout=120)
+    for version in ("1", "2"):
+        run = subprocess.run([serving, "repo", "tiny.onnx", "prod/", "--version", version], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+    config = (tmp_path / "prod" / "tiny" / "config.pbtxt").read_text()
+    assert 'platform: "onnxruntime_onnx"' in config and "backend" not in config
+    assert sorted(p.name for p in (tmp_path / "prod" / "tiny" / "2").iterdir()) == ["model.onnx"]
+
+
+def test_serving_repo_refuses_to_upload_a_local_triton_s_model(tmp_path):
+    """A local Triton's model (Python backend, CPU instances) is not one for the stack: `--upload` is refused, in one
+    line, and the repository is left as it was."""
+    from .conftest import console
+
+    model = tmp_path / "tiny.onnx"
+    write_onnx("tiny", model)
+    write_model(tmp_path / "hrepo", ModelSpec("tiny", "python", *onnx_tensors(model), BATCHING), model)
+    run = subprocess.run([console("serving"), "repo", "tiny.onnx", "hrepo/", "--version", "2", "--upload",
+                          "s3://models/dev/tiny/L4"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert "hrepo/tiny" in line and "local" in line, line
+    assert not (tmp_path / "hrepo" / "tiny" / "2").exists()

@@ -146,3 +146,37 @@ def test_corun_measures_two_models_on_one_device_through_the_console_entry_point
                           "--corun", str(tmp_path / "nope.onnx")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "nope.onnx: model file not found" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()
+
+
+# --- the GPU type a profile stands for must be one the planner knows (issue 25, item 3) -------------------------
+
+QUICK = ["--batch-sizes", "1", "--warmup", "0", "--iterations", "2"]
+
+
+def test_serving_profile_refuses_a_gpu_type_the_planner_does_not_know(tmp_path):
+    import subprocess
+
+    from .conftest import console
+
+    out = tmp_path / "p.json"
+    run = subprocess.run([console("serving"), "profile", "--demo", "tiny", "--gpu", "L5", "-o", str(out), *QUICK],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert "'L5'" in line and "L4" in line and "--catalog" in line, line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("gpu", ["L4", "A100-MIG-1g.5gb"])
+def test_serving_profile_takes_a_catalog_gpu_and_a_mig_slice_of_one(gpu, tmp_path):
+    """The embedded catalog's GPU types, and MIG slices of them by the planner's name (`planner recommend --mig`
+    plans with a measured slice profile)."""
+    import subprocess
+
+    from .conftest import console
+
+    out = tmp_path / "p.json"
+    run = subprocess.run([console("serving"), "profile", "--demo", "tiny", "--gpu", gpu, "-o", str(out), *QUICK],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert read_profile(out).gpu == gpu

@@ -163,3 +163,26 @@ def test_repo_refuses_a_name_the_plan_does_not_serve(tmp_path):
     assert run.returncode == 2, (run.stdout, run.stderr)
     assert "somethingelse" in run.stderr and len(run.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+
+
+def test_repo_cli_says_when_a_file_is_published_under_the_plans_model_name(tmp_path):
+    """`serving repo det.onnx repo2/ --plan <a plan for resnet50>`: the file goes in as the plan's model (the name the
+    stack serves); a file named for another model is worth one line saying so, with the option that confirms it."""
+    import subprocess
+
+    from planner.cli import main as planner_main
+    from .conftest import console
+
+    plan = tmp_path / "plan.json"
+    assert planner_main(["recommend", "--qps", "2000", "--gpu", "L4", "--model", "resnet50", "--format", "json",
+                         "--output", str(plan)]) == 0
+    write_onnx("tiny", tmp_path / "det.onnx")
+    serving = console("serving")
+    run = subprocess.run([serving, "repo", "det.onnx", "repo2/", "--plan", str(plan)], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert "det.onnx" in line and "'resnet50'" in line and "--name resnet50" in line, line
+    named = subprocess.run([serving, "repo", "det.onnx", "repo3/", "--plan", str(plan), "--name", "resnet50"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert named.returncode == 0 and named.stderr == "", named.stderr

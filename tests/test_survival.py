@@ -16,7 +16,7 @@ from planner.survival import replica_through_loss
 @pytest.fixture(scope="module")
 def cheap_spot_catalog(tmp_path_factory):
     """L4 spot far below on-demand, so the cheapest fleet leans on spot unless survival is required."""
-    cat = json.loads(resources.files("planner.data").joinpath("catalog-us-east-1.json").read_text())
+    cat = json.loads(resources.files("gpufleet.data").joinpath("catalog-us-east-1.json").read_text())
     for it in cat["instances"]:
         if it["instance_type"] in ("g6.xlarge", "g6.2xlarge", "g6.12xlarge") and it["spot"] is None:
             it["spot"] = {"usd_per_hour_range": [0.1, 0.1], "source": "skypilot-v7"}

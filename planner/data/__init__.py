@@ -1,1 +1,2 @@
-"""Embedded default data: the us-east-1 instance catalog and reference latency profiles, each figure sourced."""
+"""Embedded default data of the planner: reference latency profiles and the MIG geometry, each figure sourced (the
+instance catalog is shared: gpufleet/data)."""
