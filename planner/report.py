@@ -319,6 +319,13 @@ def _plot_day(plan: Plan) -> Plot:
               label="peak in the period (sized for)")
     ax_q.step(starts + [starts[-1] + widths[-1]], [p.mean_qps for p in d.periods] + [d.periods[-1].mean_qps],
               where="post", label="mean in the period")
+    # What the period's fleet holds at the P99 target: every replica at the rate it was sized for.
+    rate = {s.gpu: s.sizing_rate_per_replica for s in plan.sizing}
+    pools = {f"{p.instance_type}/{p.capacity_type}": p for p in plan.pools}
+    held = [sum(n * pools[k].gpus_per_instance * (pools[k].mig_slices_per_gpu or 1) * rate[pools[k].gpu]
+                for k, n in p.instances.items()) for p in d.periods]
+    ax_q.step(starts + [starts[-1] + widths[-1]], held + [held[-1]], where="post", color="black",
+              label="the fleet's capacity\nat the P99 target")
     ax_q.set_ylabel("req/s")
     ax_q.yaxis.set_major_formatter("{x:,.0f}")
     ax_q.set_ylim(bottom=0)

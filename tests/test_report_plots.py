@@ -248,6 +248,19 @@ def test_day_plot_replica_axis_ticks_whole_replicas(day):
     assert ticks and all(float(t).is_integer() for t in ticks), ticks
 
 
+def test_day_plot_draws_the_fleets_capacity_over_the_curve_it_is_sized_for(day):
+    # The top panel promises the curve against the fleet: the capacity line must be there, at or above the peak
+    # each period is sized for (the plan holds at its P99 target), so a reader sees the headroom hour by hour.
+    fig = day["day.png"].figure
+    (ax,) = [a for a in fig.axes if a.get_ylabel() == "req/s"]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    capacity = next((ln for lab, ln in lines.items() if "capacity" in lab), None)
+    assert capacity is not None, list(lines)
+    peak = next(ln for lab, ln in lines.items() if lab.startswith("peak"))
+    assert all(c >= p - 1e-6 for c, p in zip(capacity.get_ydata(), peak.get_ydata())), \
+        (list(capacity.get_ydata()), list(peak.get_ydata()))
+
+
 def test_day_plot_legends_name_only_series_with_data(day):
     fig = day["day.png"].figure
     for ax, legend in _legends(fig):
