@@ -87,3 +87,15 @@ def console(name: str) -> str:
     exe = shutil.which(name, path=str(Path(sys.executable).parent))
     assert exe, f"console entry {name} not installed: pip install -e '.[test]'"
     return exe
+
+
+def fresh_bucket(endpoint_url: str, bucket: str) -> None:
+    """``bucket`` in the session's moto_server, made if missing and emptied: tests share the server, and several use
+    the bucket name a previewed stack gives its models bucket."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint_url)
+    s3.create_bucket(Bucket=bucket)
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for o in page.get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=o["Key"])

@@ -34,7 +34,7 @@ from serving.repository import parse_s3_url, upload_repository  # noqa: E402
 from serving.standin import StandIn  # noqa: E402
 
 from .alb_eval import target_group_services, target_group_setting  # noqa: E402
-from .conftest import free_port  # noqa: E402
+from .conftest import free_port, fresh_bucket  # noqa: E402
 
 # The shortened poll period (the manifest's is 30 s) and what a Python-backend stand-in takes to load on two shared
 # cores after Triton has seen it; both bound the test, neither is a claim about speed.
@@ -142,11 +142,7 @@ def test_first_deploy_empty_bucket_goes_live_unready_then_ready_once_published(r
     # The bucket as `pulumi up` leaves it: created, holding only the objects the stack puts there.
     s3 = boto3.client("s3", endpoint_url=moto_endpoint)
     for b in {o["bucket"] for o in objects} | {bucket}:
-        s3.create_bucket(Bucket=b)
-        # The moto_server is shared by the session: another test may have uploaded under the same bucket name.
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=b):
-            for o in page.get("Contents", []):
-                s3.delete_object(Bucket=b, Key=o["Key"])
+        fresh_bucket(moto_endpoint, b)  # the moto_server is shared: another test may have used the same name
     for o in objects:
         s3.put_object(Bucket=o["bucket"], Key=o["key"], Body=b"")
 

@@ -19,6 +19,7 @@ from infra.program import load_plan
 from infra.settings import ROOT, settings_from_config, stack_file_config
 from serving.triton_config import parse_config
 
+from .conftest import fresh_bucket
 from .test_infra_gates import _console
 
 SECTION = "### A first deploy, from an empty account"
@@ -104,7 +105,7 @@ def test_the_walkthrough_runs_as_written(project, moto_endpoint, aws_env):
         if BUCKET_OUTPUT in line:
             if bucket is None:  # the plan is written by now: the bucket its Deployment reads
                 bucket = _model_repository(project, "T4").removeprefix("s3://").split("/", 1)[0]
-                boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=bucket)
+                fresh_bucket(moto_endpoint, bucket)  # as `pulumi up` leaves it, whatever other tests put there
             line, extra = line.replace(BUCKET_OUTPUT, bucket), ["--endpoint-url", moto_endpoint]
         argv = [ENGINES.get(a, a) for a in shlex.split(line)] + extra
         if any("$(" in a or "<" in a for a in argv):
