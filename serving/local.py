@@ -160,7 +160,7 @@ class LocalTriton:
                     os.killpg(self._proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                message = f"tritonserver exited with {self._proc.returncode}: {self.first_error()}"
+                message = self.exit_message()
                 self._cleanup()
                 raise TritonStartError(message)
             if self.ready():
@@ -194,19 +194,45 @@ class LocalTriton:
         except (urllib.error.URLError, OSError):
             return False
 
-    def first_error(self) -> str:
-        """The log line that explains a failed start, on one line: a model's load failure first, then the server's."""
+    def _log_lines(self) -> list[str]:
         try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
+            return self.log_path.read_text(errors="replace").splitlines()
         except OSError:
-            return "no log"
+            return []
+
+    @staticmethod
+    def _one_line(line: str) -> str:
+        line = line.split("] ", 1)[-1].replace("\\n", " ").strip().strip('"')
+        return line if len(line) <= 400 else line[:397] + "..."
+
+    def explained_error(self) -> str | None:
+        """The log line that explains a failed start, on one line (a model's load failure first, then the server's),
+        or None when the log holds none."""
+        lines = self._log_lines()
         benign = ("CudaDriverHelper", "NVML", "DCGM", "pinned memory")  # a CPU-only machine logs these at every start
         ranked = ([ln for ln in lines if "failed to load '" in ln],
                   [ln for ln in lines if ln.startswith("error:")],
                   [ln for ln in lines if ln[:1] == "E" and not any(b in ln for b in benign)])
-        line = next((group[0] for group in ranked if group), lines[-1] if lines else "empty log")
-        line = line.split("] ", 1)[-1].replace("\\n", " ").strip().strip('"')
-        return line if len(line) <= 400 else line[:397] + "..."
+        line = next((group[0] for group in ranked if group), None)
+        return None if line is None else self._one_line(line)
+
+    def first_error(self) -> str:
+        """What the log says about a failed start: the explaining line, else its last line."""
+        lines = self._log_lines()
+        return self.explained_error() or (self._one_line(lines[-1]) if lines else "empty log")
+
+    def exit_message(self) -> str:
+        """One line for a server that ended while starting. It can crash loading a model before it logs why (seen
+        here: SIGSEGV while a Python-backend model with a wrong warm-up shape loads): then the message names the
+        signal and the models it was loading, not an unrelated last log line."""
+        code = self._proc.returncode
+        why = self.explained_error()
+        if why is not None:
+            return f"tritonserver exited with {code}: {why}"
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+        models = sorted(p.name for p in self.repository.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return (f"tritonserver {how} while loading {', '.join(models) or 'no model'}, before it logged why "
+                f"(check the model's config against the model: inputs, shapes, warm-up)")
 
     def stop(self, grace_s: float = 30.0) -> int | None:
         """Stop the server; return its exit status (None if it was not running)."""

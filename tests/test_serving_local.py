@@ -167,6 +167,22 @@ def test_a_config_that_does_not_match_the_model_fails_to_start_with_one_line(tmp
     assert group_gone(server._proc.pid)  # nothing it started (the backend stubs) is left running
 
 
+def test_a_server_that_crashes_before_logging_why_is_named_with_its_signal_and_models(tmp_path):
+    # Seen on a CI run: the wrong-warm-up model above made tritonserver exit with SIGSEGV before it logged the load
+    # failure, and the message quoted an unrelated line ("failed to allocate pinned system memory ...").
+    model = tmp_path / "tiny.onnx"
+    write_onnx("tiny", model)
+    write_model(tmp_path / "repo", ModelSpec("tiny", "python", *onnx_tensors(model), BATCHING), model)
+    server = LocalTriton(tmp_path / "repo", log_path=tmp_path / "triton.log")
+    (tmp_path / "triton.log").write_text("W1203 10:56:01.1 1 pinned_memory_manager.cc:273] \"failed to allocate "
+                                         "pinned system memory: no pinned memory pool, falling back to non-pinned "
+                                         "system memory\"\n")
+    server._proc = subprocess.Popen(["sh", "-c", "kill -SEGV $$"])
+    server._proc.wait(10)
+    message = server.exit_message()
+    assert "SIGSEGV" in message and "tiny" in message and "pinned" not in message, message
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_serving_local_command_serves_then_stops_on_signal(sig, tmp_path):
     ports = [free_port() for _ in range(3)]
