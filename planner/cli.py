@@ -101,8 +101,8 @@ def recommend_cmd(
         mixed = read_mix(mix)
     curve = None
     if qps_curve is not None:
-        from planner.day import read_demand_curve
-        curve = read_demand_curve(qps_curve, curve_step_min)
+        from planner.day import read_day_curve
+        curve = read_day_curve(qps_curve, curve_step_min)
         if not (math.isfinite(period_min) and period_min > 0):
             raise PlannerInputError(f"--period-min must be a positive number, got {period_min:g}")
     req = RecommendRequest(
