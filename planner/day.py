@@ -4,8 +4,8 @@ Traffic from cameras follows the day. The fleet is chosen for the whole curve at
 every hour (and paid every hour), on-demand and spot instances only in the planning periods that need them, by one
 mixed-integer program whose periods share the reserved counts (:func:`solve_day`). Each period must hold the curve's
 peak inside it at the replicas' sizing rate (the HPA target), under the same constraints as a point plan
-(:func:`planner.optimize._add_period` builds both). Under weighted routing the traffic share of each GPU type is one
-weight for the whole day, as infra deploys fixed route weights.
+(:func:`planner.optimize.add_period_constraints` builds both). Under weighted routing the traffic share of each GPU
+type is one weight for the whole day, as infra deploys fixed route weights.
 
 The plan is then replayed through the HPA it configures (:func:`replay`): the metric's delay, the HPA's tolerance,
 sync period and scale-down stabilization, and the node scale-up lag, with each replica's latency from the batcher
@@ -32,9 +32,9 @@ from gpufleet.contracts.plan import (Cost, DayComparison, DayPeriod, DayPlan, Da
                                      ReservedThreshold, SolverReport)
 from planner.catalog import HOURS_PER_MONTH, Pool
 from planner.errors import PlannerInputError
-from planner.optimize import Infeasible, Problem, Solution, _add_period, solve
+from planner.optimize import Infeasible, Problem, Solution, add_period_constraints, solve
 from planner.recommend import (MAX_ROUNDS, TIGHTEN, VERIFY_REQUESTS, VERIFY_SEED, RecommendRequest, Sized,
-                               _why_no_fleet, finish, pool_plan, prepare, verify_at)
+                               why_no_fleet, finish, pool_plan, prepare, verify_at)
 from planner.simulate import Workload
 from planner.sizing import GpuSizing, fleet_problem
 from planner.survival import mixture_quantile
@@ -179,7 +179,7 @@ def _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elasti
         upper[ix_x:ix_x + n_g] = q
         upper[ix_y:ix_y + n_g] = 1
         integrality[ix_y:ix_y + n_g] = 1
-        _add_period(add, replace(problem, qps=q), q, col, ix_x, ix_y, ub[t])
+        add_period_constraints(add, replace(problem, qps=q), q, col, ix_x, ix_y, ub[t])
         if problem.routing == "weighted":
             for i in range(n_g):
                 add({ix_x + i: 1.0, ix_w + i: -q}, 0.0, 0.0)  # one weight per GPU type all day
@@ -393,7 +393,7 @@ def recommend_day(req: RecommendRequest, curve: DemandCurve, period_s: float = D
         try:
             day = solve_day(problem, demand, hours)
         except Infeasible:
-            raise PlannerInputError(_why_no_fleet(problem).replace("at this QPS", "at the curve's peak")) from None
+            raise PlannerInputError(why_no_fleet(problem).replace("at this QPS", "at the curve's peak")) from None
         top = int(np.argmax(demand))
         peak_usd = sum(p.usd_per_hour * day.counts[top][p.name] for p in problem.pools)
         peak_sol = Solution(day.counts[top], day.traffic[top], peak_usd, day.status, day.mip_gap, peak_usd, day.wall_s)

@@ -208,7 +208,7 @@ def _apply_calibration(req: RecommendRequest) -> Calibration | None:
     return cal
 
 
-def _autoscaling(req: RecommendRequest, cal: Calibration | None) -> AutoscalingSpec:
+def autoscaling_spec(req: RecommendRequest, cal: Calibration | None) -> AutoscalingSpec:
     """The plan's autoscaling spec: the calibration's where the request leaves lag and ramp open; lag-aware targets
     when either is given."""
     if cal is not None and (req.scale_up_lag_s, req.ramp_per_min) == (cal.scaling.scale_up_lag_s,
@@ -242,7 +242,7 @@ def prepare(req: RecommendRequest) -> Sized:
     the rate the fleet must hold at its busiest)."""
     cal = _apply_calibration(req)
     req.check()
-    spec = _autoscaling(req, cal)
+    spec = autoscaling_spec(req, cal)
     catalog = read_catalog(req.catalog)
     profiles = load_profiles(req.profiles, request_pairing(req, catalog))
     if req.mig:
@@ -316,7 +316,7 @@ def recommend(req: RecommendRequest) -> Plan:
         try:
             sol = solve_with_bound(problem)
         except Infeasible:
-            raise PlannerInputError(_why_no_fleet(problem)) from None
+            raise PlannerInputError(why_no_fleet(problem)) from None
         traffic, reps, results, missed = verify_at(sized, problem, sol, verify, req)
         if not missed:
             break
@@ -338,7 +338,8 @@ def finish(req: RecommendRequest, sized: Sized, problem: Problem, sol: Solution,
                        sized.sizing, sized.profiles, binding, saving, second, survival, sized.spec)
 
 
-def _why_no_fleet(problem: Problem) -> str:
+def why_no_fleet(problem: Problem) -> str:
+    """The one line an infeasible fleet problem is refused with: the limits the request set that could be why."""
     limits = []
     if problem.max_spot_share < 1:
         limits.append(f"max spot share {problem.max_spot_share:g}")
