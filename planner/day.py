@@ -32,7 +32,7 @@ from gpufleet.contracts.plan import (Cost, DayComparison, DayPeriod, DayPlan, Da
                                      ReservedThreshold, SolverReport)
 from planner.catalog import HOURS_PER_MONTH, Pool
 from planner.errors import PlannerInputError
-from planner.optimize import Infeasible, Problem, Solution, add_period_constraints, solve
+from planner.optimize import Infeasible, Problem, Solution, add_period_constraints, replicas_by_gpu, solve
 from planner.recommend import (MAX_ROUNDS, TIGHTEN, VERIFY_REQUESTS, VERIFY_SEED, RecommendRequest, Sized,
                                why_no_fleet, finish, pool_plan, prepare, verify_at)
 from planner.simulate import Workload
@@ -345,13 +345,6 @@ def replay(curve: DemandCurve, weights: dict[str, float], sizing: dict[str, GpuS
 # --------------------------------------------------------------------------------------------------------------
 # The day plan.
 
-def _replicas_by_gpu(pools: tuple[Pool, ...], counts: dict[str, int]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for p in pools:
-        out[p.gpu] = out.get(p.gpu, 0) + p.gpus_per_instance * counts.get(p.name, 0)
-    return out
-
-
 def _point_cost(sized: Sized, sizing: dict[str, GpuSizing], qps: float, allow) -> tuple[float, dict[str, int],
                                                                                            Problem] | None:
     pools = tuple(p for p in sized.pools if allow(p))
@@ -399,7 +392,7 @@ def recommend_day(req: RecommendRequest, curve: DemandCurve, period_s: float = D
         peak_sol = Solution(day.counts[top], day.traffic[top], peak_usd, day.status, day.mip_gap, peak_usd, day.wall_s)
         sized_now = replace(sized, sizing=sizing)
         traffic, reps, results, missed = verify_at(sized_now, problem, peak_sol, verify, req)
-        per_period_reps = [_replicas_by_gpu(problem.pools, c) for c in day.counts]
+        per_period_reps = [replicas_by_gpu(problem.pools, c) for c in day.counts]
         floors = {g: min(r.get(g, 0) for r in per_period_reps) for g in day.weights if day.weights[g] > 0}
         highs = {g: max(r.get(g, 0) for r in per_period_reps) for g in floors}
         bounds = {g: hpa_bounds(floors[g], highs[g]) for g in floors}
@@ -519,7 +512,7 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
     for p in pools:
         if (p.instance_type, p.capacity_type) not in at_peak and any(c[p.name] for c in day.counts):
             data["pools"].append(pool_plan(p, 0, sized.catalog).model_dump())
-    per_period_reps = [_replicas_by_gpu(pools, c) for c in day.counts]
+    per_period_reps = [replicas_by_gpu(pools, c) for c in day.counts]
     for d in data["deployments"]:
         low, high = hpa_bounds(min(r.get(d["gpu"], 0) for r in per_period_reps),
                                max(r.get(d["gpu"], 0) for r in per_period_reps))
@@ -553,7 +546,7 @@ def _comparisons(req: RecommendRequest, sized: Sized, curve: DemandCurve, period
         if found is None:
             continue
         usd_h, counts, problem = found
-        reps = _replicas_by_gpu(problem.pools, counts)
+        reps = replicas_by_gpu(problem.pools, counts)
         # Held as bought: the replay with the HPA pinned at the fleet's size.
         weights = _static_weights(problem, counts)
         fixed = {g: (n, n) for g, n in reps.items() if n > 0}
@@ -569,7 +562,7 @@ def _comparisons(req: RecommendRequest, sized: Sized, curve: DemandCurve, period
 
 
 def _static_weights(problem: Problem, counts: dict[str, int]) -> dict[str, float]:
-    reps = _replicas_by_gpu(problem.pools, counts)
+    reps = replicas_by_gpu(problem.pools, counts)
     if problem.routing == "equal":
         total = sum(reps.values())
         return {g: n / total for g, n in reps.items() if n > 0}

@@ -135,6 +135,15 @@ class Solution:
         return frozenset(k for k, v in self.counts.items() if v > 0)
 
 
+def replicas_by_gpu(pools: tuple[Pool, ...], counts: dict[str, int]) -> dict[str, int]:
+    """Replicas (GPUs, or MIG slices for a slice pool) per GPU type of ``pools`` holding ``counts`` instances (pool
+    name -> instances). A pool absent from ``counts`` holds none, as a plan records a period's instances."""
+    out: dict[str, int] = {}
+    for p in pools:
+        out[p.gpu] = out.get(p.gpu, 0) + p.gpus_per_instance * counts.get(p.name, 0)
+    return out
+
+
 class Infeasible(Exception):
     """No fleet satisfies the constraints."""
 

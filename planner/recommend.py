@@ -22,7 +22,8 @@ from gpufleet.contracts.plan import (Alternative, Autoscaling, Binding, Cost, De
 from planner.capacity import Capacity, CapacitySearch, queue_bound
 from planner.catalog import CAPACITY_TYPES, HOURS_PER_MONTH, Catalog, Pool, read_catalog
 from planner.errors import PlannerInputError
-from planner.optimize import Infeasible, Problem, Routing, Solution, binding_constraint, runner_up, solve_with_bound
+from planner.optimize import (Infeasible, Problem, Routing, Solution, binding_constraint, replicas_by_gpu, runner_up,
+                              solve_with_bound)
 from planner.mig import slice_profiles, slices
 from planner.profiles import DEFAULT_MODEL, Pairing, load_profiles
 from planner.simulate import SimResult, Workload
@@ -171,7 +172,7 @@ def _fleet_quantiles(results: dict[str, SimResult], traffic: dict[str, float], o
 
 def _routing(problem: Problem, sol: Solution) -> dict[str, float]:
     """Traffic per GPU type as deployed: weighted routes in proportion to each type's holdable rate."""
-    reps = _replicas_by_gpu(problem.pools, sol.counts)
+    reps = replicas_by_gpu(problem.pools, sol.counts)
     used = [g for g, n in reps.items() if n > 0]
     if problem.routing == "equal":
         total = sum(reps.values())
@@ -179,13 +180,6 @@ def _routing(problem: Problem, sol: Solution) -> dict[str, float]:
     holdable = problem.holdable(tuple(sol.counts[p.name] for p in problem.pools))
     total = sum(holdable[g] for g in used)
     return {g: problem.qps * holdable[g] / total for g in used}
-
-
-def _replicas_by_gpu(pools: tuple[Pool, ...], counts: dict[str, int]) -> dict[str, int]:
-    reps: dict[str, int] = {}
-    for p in pools:
-        reps[p.gpu] = reps.get(p.gpu, 0) + p.gpus_per_instance * counts[p.name]
-    return reps
 
 
 def _describe(pools: tuple[Pool, ...], counts: dict[str, int]) -> list[str]:
@@ -299,7 +293,7 @@ def verify_at(sized: Sized, problem: Problem, sol: Solution, verify: Workload, r
     """Simulate each deployment at its planned per-replica rate: (traffic, replicas, results, GPU types whose P99
     missed the target)."""
     traffic = _routing(problem, sol)
-    reps = _replicas_by_gpu(problem.pools, sol.counts)
+    reps = replicas_by_gpu(problem.pools, sol.counts)
     results = {g: verify.run(traffic[g] / reps[g], sized.caps[g].config, sized.searches[g].model.service,
                              sized.searches[g].model.speedup) for g in traffic}
     missed = [g for g, r in results.items() if r.quantile_ms(0.99) + req.overhead_ms > req.p99_ms]
@@ -363,7 +357,7 @@ def _survival_check(problem: Problem, sol: Solution, traffic: dict[str, float], 
         return None
     lost = max(spot, key=lambda p: (p.gpus_per_instance * sol.counts[p.name], p.name))
     lost_reps = lost.gpus_per_instance * sol.counts[lost.name]
-    reps = _replicas_by_gpu(problem.pools, sol.counts)
+    reps = replicas_by_gpu(problem.pools, sol.counts)
     after = dict(reps)
     after[lost.gpu] -= lost_reps
     bound = req.survival_p99_ms or req.p99_ms
