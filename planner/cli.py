@@ -16,12 +16,8 @@ from rich.console import Console
 from gpufleet.cli import run_app, stdout_console
 from planner.errors import PlannerInputError
 from gpufleet.contracts.plan import write_plan
-from planner.recommend import (
-    ALL_CAPACITY_TYPES,
-    DEFAULT_OVERHEAD_MS,
-    RecommendRequest,
-    recommend,
-)
+from planner.pipeline import ALL_CAPACITY_TYPES, DEFAULT_OVERHEAD_MS, RecommendRequest
+from planner.recommend import recommend
 from gpufleet.contracts.calibration import write_calibration
 from planner.fit import fit
 from planner.profiles import DEFAULT_MODEL

@@ -33,8 +33,8 @@ from gpufleet.contracts.plan import (Cost, DayComparison, DayPeriod, DayPlan, Da
 from planner.catalog import HOURS_PER_MONTH, Pool
 from planner.errors import PlannerInputError
 from planner.optimize import Infeasible, Problem, Solution, add_period_constraints, replicas_by_gpu, solve
-from planner.recommend import (MAX_ROUNDS, TIGHTEN, VERIFY_REQUESTS, VERIFY_SEED, RecommendRequest, Sized,
-                               why_no_fleet, finish, pool_plan, prepare, verify_at)
+from planner.pipeline import (MAX_ROUNDS, TIGHTEN, VERIFY_REQUESTS, VERIFY_SEED, RecommendRequest, Sized,
+                              finish, pool_plan, prepare, verify_at, why_no_fleet)
 from planner.simulate import Workload
 from planner.sizing import GpuSizing, fleet_problem
 from planner.survival import mixture_quantile

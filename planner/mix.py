@@ -22,7 +22,7 @@ from planner.errors import PlannerInputError
 from planner.optimize import Infeasible
 from planner.profiles import load_profiles
 from planner.mig import slice_profiles
-from planner.recommend import RecommendRequest, autoscaling_spec, planned_gpus, pool_plan, request_pairing
+from planner.pipeline import RecommendRequest, autoscaling_spec, planned_gpus, pool_plan, request_pairing
 from planner.sizing import FleetConstraints, fleet_pools
 
 MIX_COLUMNS = ("model", "qps", "p99_ms")

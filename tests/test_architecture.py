@@ -3,6 +3,7 @@ import ast
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 
@@ -21,6 +22,11 @@ def test_import_linter_contracts_are_kept():
     run = _lint_imports()
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "0 broken" in run.stdout
+    # Every contract of pyproject.toml was checked, the planner's inner layers among them.
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    assert "layers" in {c["type"] for c in contracts}
+    for contract in contracts:
+        assert f"{contract['name']} KEPT" in run.stdout, contract["name"]
 
 
 def test_import_linter_sees_the_imports_it_checks(tmp_path):
