@@ -130,7 +130,7 @@ def _step(path, times: list[float], lines: list[int], who: str, step_option: str
 
 
 def read_demand(path: Path | str, step_min: float | None = None, *, error: type[Exception] = ContractError,
-                need_step: bool = True, min_span_s: float = 0.0, step_option: str = "the minutes per row",
+                need_step: bool = True, min_span_s: float = 0.0, step_option: str = "a step",
                 ) -> dict[str, DemandCurve]:
     """Every curve of a demand CSV, by model ('' for a one-model file without a ``model`` column).
 
@@ -145,7 +145,8 @@ def read_demand(path: Path | str, step_min: float | None = None, *, error: type[
     except csv.Error as exc:
         raise error(f"{path}: not a CSV: {exc}") from None
     if not rows or QPS_COLUMN not in rows[0]:
-        raise error(f"{path}: expected a CSV with a '{QPS_COLUMN}' column (and a 'time' column, or {step_option})")
+        timed = f" (and a 'time' column, or {step_option})" if need_step else ""
+        raise error(f"{path}: expected a CSV with a '{QPS_COLUMN}' column{timed}")
     if len(rows) > MAX_CURVE_ROWS:
         raise error(f"{path}: {len(rows)} rows, more than {MAX_CURVE_ROWS}; aggregate to a coarser step")
     time_col = next((c for c in TIME_COLUMNS if c in rows[0]), None)
@@ -218,7 +219,7 @@ def read_demand(path: Path | str, step_min: float | None = None, *, error: type[
 
 def read_demand_curve(path: Path | str, step_min: float | None = None, *, error: type[Exception] = ContractError,
                       need_step: bool = True, min_span_s: float = 0.0,
-                      step_option: str = "the minutes per row") -> DemandCurve:
+                      step_option: str = "a step") -> DemandCurve:
     """The one curve of a demand CSV (a long-form file naming one model is one curve); :func:`read_demand` reads
     it, with the same arguments. A file with several models is refused, naming them."""
     curves = read_demand(path, step_min, error=error, need_step=need_step, min_span_s=min_span_s,
