@@ -4,8 +4,8 @@ Traffic from cameras follows the day. The fleet is chosen for the whole curve at
 every hour (and paid every hour), on-demand and spot instances only in the planning periods that need them, by one
 mixed-integer program whose periods share the reserved counts (:func:`solve_day`). Each period must hold the curve's
 peak inside it at the replicas' sizing rate (the HPA target), under the same constraints as a point plan
-(:func:`planner.optimize._add_period` builds both). Under weighted routing the traffic share of each GPU type is one
-weight for the whole day, as infra deploys fixed route weights.
+(:func:`planner.optimize.add_period_constraints` builds both). Under weighted routing the traffic share of each GPU
+type is one weight for the whole day, as infra deploys fixed route weights.
 
 The plan is then replayed through the HPA it configures (:func:`replay`): the metric's delay, the HPA's tolerance,
 sync period and scale-down stabilization, and the node scale-up lag, with each replica's latency from the batcher
@@ -17,12 +17,9 @@ Compared, at the same P99 target: (a) the peak's fleet all day on on-demand, (b)
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -30,19 +27,19 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
 from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
+from gpufleet.contracts.demand import DemandCurve, read_demand_curve
 from gpufleet.contracts.plan import (Cost, DayComparison, DayPeriod, DayPlan, DayPool, Plan, RampCheck,
                                      ReservedThreshold, SolverReport)
 from planner.catalog import HOURS_PER_MONTH, Pool
 from planner.errors import PlannerInputError
-from planner.optimize import Infeasible, Problem, Solution, _add_period, solve
-from planner.recommend import (MAX_ROUNDS, TIGHTEN, VERIFY_REQUESTS, VERIFY_SEED, RecommendRequest, Sized,
-                               _why_no_fleet, finish, pool_plan, prepare, verify_at)
+from planner.optimize import Infeasible, Problem, Solution, add_period_constraints, replicas_by_gpu, solve
+from planner.pipeline import (MAX_ROUNDS, TIGHTEN, VERIFY_REQUESTS, VERIFY_SEED, RecommendRequest, Sized,
+                              finish, pool_plan, prepare, verify_at, why_no_fleet)
 from planner.simulate import Workload
 from planner.sizing import GpuSizing, fleet_problem
 from planner.survival import mixture_quantile
 
 DEFAULT_PERIOD_S = 3600.0  # the fleet changes at most hourly: the plan reads per hour, and node churn stays low
-MAX_CURVE_ROWS = 100_000
 MIN_SPAN_S = 3600.0
 HOURS_PER_DAY = 24.0
 # Kubernetes' HPA: --horizontal-pod-autoscaler-downscale-stabilization default (EKS does not change it).
@@ -63,124 +60,11 @@ BOUND_DOUBLINGS = 4
 WEIGHT_EPS = 1e-9
 
 
-@dataclass(frozen=True)
-class DemandCurve:
-    """Requests/s at a regular step: ``qps[i]`` holds from ``i * step_s`` for ``step_s``."""
-
-    qps: np.ndarray
-    step_s: float
-    source: str
-
-    @property
-    def span_s(self) -> float:
-        return len(self.qps) * self.step_s
-
-    @property
-    def days(self) -> float:
-        return self.span_s / 86_400.0
-
-    def rate_at(self, t: np.ndarray) -> np.ndarray:
-        """Linear between the rows' midpoints: a ramp, not a staircase of instantaneous jumps."""
-        mids = (np.arange(len(self.qps)) + 0.5) * self.step_s
-        return np.interp(t, mids, self.qps)
-
-    def periods(self, period_s: float) -> list[tuple[float, float, float, float]]:
-        """(start s, hours, peak qps, mean qps) per planning period."""
-        per = max(1, int(round(period_s / self.step_s)))
-        out = []
-        for i in range(0, len(self.qps), per):
-            rows = self.qps[i:i + per]
-            start, end = i * self.step_s, (i + len(rows)) * self.step_s
-            # The curve is linear between the rows' midpoints, so its peak in the period is at a midpoint or an edge.
-            at = np.concatenate([[start, end - 1e-9], (np.arange(i, i + len(rows)) + 0.5) * self.step_s])
-            out.append((start, len(rows) * self.step_s / 3600.0, float(self.rate_at(at).max()), float(rows.mean())))
-        return out
-
-    def fastest_ramp(self, reaction_s: float) -> tuple[float, float]:
-        """(growth per minute compounded, start s) of the steepest rise over ``reaction_s``."""
-        t = np.arange(0.0, max(self.span_s - reaction_s, 0.0) + 1e-9, 15.0)
-        start = self.rate_at(t)
-        end = self.rate_at(t + reaction_s)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            growth = np.where(start > 0, end / start, 1.0)
-        i = int(np.argmax(growth))
-        return max(float(growth[i]) ** (60.0 / reaction_s) - 1.0, 0.0), float(t[i])
-
-
-def _seconds(text: str) -> float | None:
-    """A time cell: seconds, HH:MM[:SS], or an ISO 8601 date-time (None if none of these)."""
-    text = text.strip()
-    try:
-        value = float(text)
-        return value if math.isfinite(value) else None
-    except ValueError:
-        pass
-    parts = text.split(":")
-    if 2 <= len(parts) <= 3 and all(p.strip().isdigit() for p in parts):
-        h, m, *sec = (int(p) for p in parts)
-        return h * 3600.0 + m * 60.0 + (sec[0] if sec else 0)
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return None
-
-
-def read_demand_curve(path: Path | str, step_min: float | None = None) -> DemandCurve:
-    """A CSV with a ``qps`` column and a ``time`` column at a regular step (seconds, HH:MM or ISO date-times), or,
-    as loadtests' ``--replay`` reads it, a ``qps`` column alone with ``step_min`` minutes a row. One line naming what
-    is wrong otherwise."""
-    path = Path(path)
-    try:
-        rows = list(csv.DictReader(io.StringIO(path.read_text())))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlannerInputError(f"{path}: cannot read the demand curve: {getattr(exc, 'strerror', None) or exc}") from None
-    except csv.Error as exc:
-        raise PlannerInputError(f"{path}: not a CSV: {exc}") from None
-    if not rows or "qps" not in rows[0]:
-        raise PlannerInputError(f"{path}: expected a CSV with a 'qps' column (and a 'time' column, or --curve-step-min)")
-    if len(rows) > MAX_CURVE_ROWS:
-        raise PlannerInputError(f"{path}: {len(rows)} rows, more than {MAX_CURVE_ROWS}; aggregate to a coarser step")
-    qps = []
-    for line, row in enumerate(rows, start=2):
-        try:
-            q = float(row["qps"])
-        except (TypeError, ValueError):
-            raise PlannerInputError(f"{path}: line {line}: qps {row['qps']!r} is not a number") from None
-        if not math.isfinite(q) or q < 0:
-            raise PlannerInputError(f"{path}: line {line}: qps {q:g} must be a finite number >= 0")
-        qps.append(q)
-    time_col = next((c for c in ("time", "timestamp") if c in rows[0]), None)
-    if step_min is not None:
-        if not (math.isfinite(step_min) and step_min > 0):
-            raise PlannerInputError(f"--curve-step-min must be a positive number, got {step_min:g}")
-        step_s = step_min * 60.0
-    elif time_col is None:
-        raise PlannerInputError(f"{path}: no 'time' column: give --curve-step-min, the minutes each row stands for")
-    else:
-        times = []
-        for line, row in enumerate(rows, start=2):
-            t = _seconds(row[time_col] or "")
-            if t is None:
-                raise PlannerInputError(f"{path}: line {line}: time {row[time_col]!r} is not seconds, HH:MM or an "
-                                        "ISO date-time")
-            if times and t < times[-1] and ":" in row[time_col] and "T" not in row[time_col] and "-" not in row[time_col]:
-                t += 86_400.0 * math.ceil((times[-1] - t) / 86_400.0)  # a clock time past midnight: the next day
-            times.append(t)
-        if len(times) < 2:
-            raise PlannerInputError(f"{path}: one row cannot say its step; give --curve-step-min")
-        steps = np.diff(times)
-        step_s = float(steps[0])
-        if step_s <= 0 or np.any(np.abs(steps - step_s) > 1e-6 * max(step_s, 1.0)):
-            bad = int(np.argmax(np.abs(steps - step_s) > 1e-6 * max(step_s, 1.0))) + 3 if step_s > 0 else 3
-            raise PlannerInputError(f"{path}: line {bad}: rows must be at one regular, increasing step "
-                                    f"({step_s:g} s from the first two)")
-    curve = DemandCurve(np.array(qps), step_s, str(path))
-    if curve.span_s < MIN_SPAN_S:
-        raise PlannerInputError(f"{path}: the curve spans {curve.span_s / 60:g} minutes; a day plan needs at least "
-                                f"{MIN_SPAN_S / 3600:g} hour")
-    if curve.qps.max() <= 0:
-        raise PlannerInputError(f"{path}: every qps is 0; there is nothing to serve")
-    return curve
+def read_day_curve(path: Path | str, step_min: float | None = None) -> DemandCurve:
+    """The demand contract's one reader with a day plan's rules: the planner's input error, at least
+    :data:`MIN_SPAN_S` of curve, the step from ``--curve-step-min`` where the file has no times."""
+    return read_demand_curve(path, step_min, error=PlannerInputError, min_span_s=MIN_SPAN_S,
+                             step_option="--curve-step-min")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -295,7 +179,7 @@ def _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elasti
         upper[ix_x:ix_x + n_g] = q
         upper[ix_y:ix_y + n_g] = 1
         integrality[ix_y:ix_y + n_g] = 1
-        _add_period(add, replace(problem, qps=q), q, col, ix_x, ix_y, ub[t])
+        add_period_constraints(add, replace(problem, qps=q), q, col, ix_x, ix_y, ub[t])
         if problem.routing == "weighted":
             for i in range(n_g):
                 add({ix_x + i: 1.0, ix_w + i: -q}, 0.0, 0.0)  # one weight per GPU type all day
@@ -461,13 +345,6 @@ def replay(curve: DemandCurve, weights: dict[str, float], sizing: dict[str, GpuS
 # --------------------------------------------------------------------------------------------------------------
 # The day plan.
 
-def _replicas_by_gpu(pools: tuple[Pool, ...], counts: dict[str, int]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for p in pools:
-        out[p.gpu] = out.get(p.gpu, 0) + p.gpus_per_instance * counts.get(p.name, 0)
-    return out
-
-
 def _point_cost(sized: Sized, sizing: dict[str, GpuSizing], qps: float, allow) -> tuple[float, dict[str, int],
                                                                                            Problem] | None:
     pools = tuple(p for p in sized.pools if allow(p))
@@ -509,13 +386,13 @@ def recommend_day(req: RecommendRequest, curve: DemandCurve, period_s: float = D
         try:
             day = solve_day(problem, demand, hours)
         except Infeasible:
-            raise PlannerInputError(_why_no_fleet(problem).replace("at this QPS", "at the curve's peak")) from None
+            raise PlannerInputError(why_no_fleet(problem).replace("at this QPS", "at the curve's peak")) from None
         top = int(np.argmax(demand))
         peak_usd = sum(p.usd_per_hour * day.counts[top][p.name] for p in problem.pools)
         peak_sol = Solution(day.counts[top], day.traffic[top], peak_usd, day.status, day.mip_gap, peak_usd, day.wall_s)
         sized_now = replace(sized, sizing=sizing)
         traffic, reps, results, missed = verify_at(sized_now, problem, peak_sol, verify, req)
-        per_period_reps = [_replicas_by_gpu(problem.pools, c) for c in day.counts]
+        per_period_reps = [replicas_by_gpu(problem.pools, c) for c in day.counts]
         floors = {g: min(r.get(g, 0) for r in per_period_reps) for g in day.weights if day.weights[g] > 0}
         highs = {g: max(r.get(g, 0) for r in per_period_reps) for g in floors}
         bounds = {g: hpa_bounds(floors[g], highs[g]) for g in floors}
@@ -635,7 +512,7 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
     for p in pools:
         if (p.instance_type, p.capacity_type) not in at_peak and any(c[p.name] for c in day.counts):
             data["pools"].append(pool_plan(p, 0, sized.catalog).model_dump())
-    per_period_reps = [_replicas_by_gpu(pools, c) for c in day.counts]
+    per_period_reps = [replicas_by_gpu(pools, c) for c in day.counts]
     for d in data["deployments"]:
         low, high = hpa_bounds(min(r.get(d["gpu"], 0) for r in per_period_reps),
                                max(r.get(d["gpu"], 0) for r in per_period_reps))
@@ -669,7 +546,7 @@ def _comparisons(req: RecommendRequest, sized: Sized, curve: DemandCurve, period
         if found is None:
             continue
         usd_h, counts, problem = found
-        reps = _replicas_by_gpu(problem.pools, counts)
+        reps = replicas_by_gpu(problem.pools, counts)
         # Held as bought: the replay with the HPA pinned at the fleet's size.
         weights = _static_weights(problem, counts)
         fixed = {g: (n, n) for g, n in reps.items() if n > 0}
@@ -685,7 +562,7 @@ def _comparisons(req: RecommendRequest, sized: Sized, curve: DemandCurve, period
 
 
 def _static_weights(problem: Problem, counts: dict[str, int]) -> dict[str, float]:
-    reps = _replicas_by_gpu(problem.pools, counts)
+    reps = replicas_by_gpu(problem.pools, counts)
     if problem.routing == "equal":
         total = sum(reps.values())
         return {g: n / total for g, n in reps.items() if n > 0}

@@ -22,7 +22,7 @@ from planner.errors import PlannerInputError
 from planner.optimize import Infeasible
 from planner.profiles import load_profiles
 from planner.mig import slice_profiles
-from planner.recommend import RecommendRequest, _autoscaling, planned_gpus, pool_plan, request_pairing
+from planner.pipeline import RecommendRequest, autoscaling_spec, planned_gpus, pool_plan, request_pairing
 from planner.sizing import FleetConstraints, fleet_pools
 
 MIX_COLUMNS = ("model", "qps", "p99_ms")
@@ -77,7 +77,7 @@ def recommend_mix(req: RecommendRequest, mix: list[tuple[str, float, float]], wo
         if req.overhead_ms >= t:
             raise PlannerInputError(f"--overhead-ms {req.overhead_ms:g} leaves no latency budget under {m}'s "
                                     f"P99 {t:g} ms")
-    spec = _autoscaling(req, None)
+    spec = autoscaling_spec(req, None)
     catalog = read_catalog(req.catalog)
     profiles = load_profiles(req.profiles, request_pairing(req, catalog, [m for m, _, _ in mix]))
     if req.mig:
