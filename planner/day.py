@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -30,11 +31,11 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
 from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
-from gpufleet.contracts.plan import (Cost, DayComparison, DayPeriod, DayPlan, DayPool, Plan, RampCheck,
+from gpufleet.contracts.plan import (Binding, Cost, DayComparison, DayPeriod, DayPlan, DayPool, Plan, RampCheck,
                                      ReservedThreshold, SolverReport)
 from planner.catalog import HOURS_PER_MONTH, Pool
 from planner.errors import PlannerInputError
-from planner.optimize import Infeasible, Problem, Solution, _add_period, solve
+from planner.optimize import RELAXATIONS, Infeasible, Problem, Solution, _add_period, solve
 from planner.recommend import (MAX_ROUNDS, TIGHTEN, VERIFY_REQUESTS, VERIFY_SEED, RecommendRequest, Sized,
                                _why_no_fleet, finish, pool_plan, prepare, verify_at)
 from planner.simulate import Workload
@@ -61,6 +62,7 @@ DAY_SOLVER_TIME_LIMIT_S = 30.0
 DAY_MIP_REL_GAP = 1e-4
 BOUND_DOUBLINGS = 4
 WEIGHT_EPS = 1e-9
+PEAK_POINT = "point plan at the peak"
 
 
 @dataclass(frozen=True)
@@ -619,16 +621,39 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
     reserved = [f"{c[p.name]} x {p.instance_type} {p.capacity_type}" for p in pools for c in day.counts[:1]
                 if _is_reserved(p) and c[p.name] > 0]
     cheapest = min((c for c in comparisons if c.holds_target), key=lambda c: c.usd_per_day, default=None)
+    binding, binding_saving = _day_binding(problem, [p[2] for p in periods], [p[1] for p in periods], day)
+    peak_t = int(np.argmax([p[2] for p in periods]))
+    peak_usd_h = sum(p.usd_per_hour * day.counts[peak_t][p.name] for p in pools)
+    # The point plan's opening sentences (its fleet, binding constraint and runner-up) are about the point problem at
+    # the peak, whose optimum is not the day plan's peak hour (that one holds reserved instances bought for the whole
+    # day): replaced by the day's own.
+    point_why = " ".join(s for s in _SENTENCE.split(plan.why) if not s.startswith(_POINT_SENTENCES))
+    opening = (f"Peak hour's fleet of this day plan: "
+               f"{', '.join(_describe(pools, day.counts[peak_t])) or 'none'} at ${peak_usd_h:,.2f}/h, reserved "
+               f"instances paid all day. Binding over the day: {binding}")
+    opening += (f" (relaxing it would save ${binding_saving / days:,.2f}/day)." if binding_saving > 0 else ".")
+    at_peak_held = next((c for c in comparisons if c.name == PEAK_POINT), None)
+    if at_peak_held is not None:
+        opening += (f" The point plan at the peak ({', '.join(at_peak_held.pools)}) at "
+                    f"${at_peak_held.usd_per_day / HOURS_PER_DAY:,.2f}/h, held all day: "
+                    f"${at_peak_held.usd_per_day:,.2f}/day, {_difference(at_peak_held.usd_per_day, usd_day)} "
+                    "than this plan.")
     why = (f" Day plan over {curve.source} ({curve.span_s / 3600:g} h, peak {curve.qps.max():,.0f} req/s, mean "
            f"{curve.qps.mean():,.0f}): ${usd_day:,.2f}/day; reserved all day: {', '.join(reserved) or 'none'}; "
            f"on-demand and spot added per hour as the curve rises (the plan's pools are the peak hour's fleet). "
            f"HPA targets allow for a {100 * (sized.spec.ramp_per_min or 0.0):.2f}%/min rise (the curve's fastest: "
            f"{100 * ramp:.2f}%/min); replayed P99 worst hour "
            f"{'overloaded' if worst_p99 is None else f'{worst_p99:.1f} ms'}.")
-    if cheapest is not None:
-        why += f" Against {cheapest.name}: ${cheapest.usd_per_day - usd_day:,.2f}/day less."
+    if cheapest is not None and cheapest is not at_peak_held:
+        why += (f" The cheapest other way that holds the target, {cheapest.name}: ${cheapest.usd_per_day:,.2f}/day, "
+                f"{_difference(cheapest.usd_per_day, usd_day)} than this plan.")
     data = plan.model_dump()
-    data.update(day=day_plan.model_dump(), cost=cost.model_dump(), why=plan.why + why)
+    # A day plan has no point runner-up (the point problem's second fleet is no alternative to a day); its binding
+    # constraint is the one whose relaxation lowers the day's cost most, as the day's average per hour.
+    data.update(day=day_plan.model_dump(), cost=cost.model_dump(), why=opening + " " + point_why + why,
+                runner_up=None, binding_constraint=Binding(
+                    name=binding, usd_per_hour_if_relaxed=round((day.usd - binding_saving) / (days * HOURS_PER_DAY), 4)
+                    if binding_saving > 0 else None).model_dump())
     # Pools the day uses only off the peak are listed too, with no instances at the peak: infra makes their node
     # groups from these facts and sizes them from ``day.pools``.
     at_peak = {(x["instance_type"], x["capacity_type"]) for x in data["pools"]}
@@ -641,6 +666,38 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
                                max(r.get(d["gpu"], 0) for r in per_period_reps))
         d["autoscaling"].update(min_replicas=low, max_replicas=high)
     return Plan.model_validate(data)
+
+
+_SENTENCE = re.compile(r"(?<=\.) (?=[A-Z])")
+_POINT_SENTENCES = ("Cheapest fleet:", "Binding:", "Runner-up:")
+
+
+def _difference(other: float, plan: float) -> str:
+    """``other`` against ``plan`` in words: never a negative amount."""
+    d = other - plan
+    pct = f" ({abs(d) / plan:.1%})" if plan > 0 else ""
+    return f"${abs(d):,.2f}/day{pct} {'more' if d >= 0 else 'less'}"
+
+
+def _describe(pools, counts) -> list[str]:
+    return [f"{counts[p.name]} x {p.instance_type} {p.capacity_type}" for p in pools if counts.get(p.name, 0) > 0]
+
+
+def _day_binding(problem: Problem, demand: list[float], hours: list[float], day: DaySolution) -> tuple[str, float]:
+    """Which constraint family costs the day the most: the day re-solved with each relaxed; (name, $ over the curve
+    it costs). The point plan's :func:`planner.optimize.binding_constraint`, over the day."""
+    best_name, best_saving = "P99 capacity over the curve", 0.0
+    for name, change in RELAXATIONS.items():
+        relaxed = replace(problem, **change)
+        if relaxed == problem:
+            continue
+        try:
+            saving = day.usd - solve_day(relaxed, demand, hours).usd
+        except Infeasible:
+            continue
+        if saving > best_saving + 1e-9:
+            best_name, best_saving = name, saving
+    return best_name, best_saving
 
 
 def hpa_bounds(floor: int, peak: int) -> tuple[int, int]:
@@ -661,6 +718,8 @@ def _comparisons(req: RecommendRequest, sized: Sized, curve: DemandCurve, period
         ("peak on-demand", "the peak's fleet held all day on on-demand instances", peak,
          lambda p: p.capacity_type == "on-demand"),
         ("peak reserved", "the peak's fleet held all day on reserved terms", peak, _is_reserved),
+        (PEAK_POINT, "the point plan at the curve's peak rate (any capacity type), held all day", peak,
+         lambda p: True),
         ("point plan at the mean", "today's single-point plan at the curve's mean rate, held all day", mean,
          lambda p: True),
     ]
@@ -677,7 +736,8 @@ def _comparisons(req: RecommendRequest, sized: Sized, curve: DemandCurve, period
         played = replay(curve, weights, sized.sizing, spec, {g: n for g, (n, _) in fixed.items()}, fixed, tables)
         p99s = [played.p99_ms(tables, s, s + h * 3600.0) for s, h, _, _ in periods]
         worst = None if any(p is None for p in p99s) else max(p99s)
-        out.append(DayComparison(name=name, description=text, usd_per_day=round(usd_h * HOURS_PER_DAY, 2),
+        out.append(DayComparison(name=name, description=text, pools=_describe(problem.pools, counts),
+                                 usd_per_day=round(usd_h * HOURS_PER_DAY, 2),
                                  usd_per_month=round(usd_h * HOURS_PER_MONTH, 2),
                                  worst_period_p99_ms=None if worst is None else round(worst, 3),
                                  holds_target=worst is not None and worst <= req.p99_ms))

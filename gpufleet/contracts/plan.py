@@ -215,6 +215,8 @@ class DayComparison(Strict):
 
     name: str
     description: str
+    pools: list[str] = Field(default_factory=list, description="the fleet held all day: 'count x instance type "
+                                                               "capacity type' per pool")
     usd_per_day: float
     usd_per_month: float
     worst_period_p99_ms: float | None = Field(description="null: a replica past saturation in some period")
