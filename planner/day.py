@@ -736,12 +736,37 @@ def _comparisons(req: RecommendRequest, sized: Sized, curve: DemandCurve, period
         played = replay(curve, weights, sized.sizing, spec, {g: n for g, (n, _) in fixed.items()}, fixed, tables)
         p99s = [played.p99_ms(tables, s, s + h * 3600.0) for s, h, _, _ in periods]
         worst = None if any(p is None for p in p99s) else max(p99s)
+        # Held to the day plan's own two checks: the replay, and every period's peak at the replicas' sizing rate
+        # (what the day MILP asks of each period). The replay alone sees only the curve as given; the sizing rate
+        # is what keeps room for the ramp and the bursts inside a row that the curve does not show.
+        sized_for = _holds_rate(replace(problem, qps=peak), counts)
         out.append(DayComparison(name=name, description=text, pools=_describe(problem.pools, counts),
                                  usd_per_day=round(usd_h * HOURS_PER_DAY, 2),
                                  usd_per_month=round(usd_h * HOURS_PER_MONTH, 2),
                                  worst_period_p99_ms=None if worst is None else round(worst, 3),
-                                 holds_target=worst is not None and worst <= req.p99_ms))
+                                 holds_peak_at_sizing_rate=sized_for,
+                                 holds_target=sized_for and worst is not None and worst <= req.p99_ms))
     return out
+
+
+def _holds_rate(problem: Problem, counts: dict[str, int]) -> bool:
+    """Whether a fleet held as bought carries ``problem.qps`` under the constraints a period of the day MILP puts on
+    its rate (:func:`planner.optimize._add_period`): every replica at most at its sizing rate, and with spot survival
+    what remains after losing any one spot pool at the survival rate."""
+    q = problem.qps * (1 - 1e-9)
+    n = tuple(counts.get(p.name, 0) for p in problem.pools)
+    reps = _replicas_by_gpu(problem.pools, counts)
+    used = [g for g, r in reps.items() if r > 0]
+    if problem.routing == "weighted":
+        return sum(problem.holdable(n)[g] for g in used) >= q
+    total = sum(reps.values())
+    if any(q > problem.capacity[g] * total for g in used):
+        return False
+    if problem.spot_survival:
+        for p, k in zip(problem.pools, n):
+            if p.is_spot and k > 0 and any(q > problem.surv_cap(g) * (total - p.gpus_per_instance * k) for g in used):
+                return False
+    return True
 
 
 def _static_weights(problem: Problem, counts: dict[str, int]) -> dict[str, float]:

@@ -96,9 +96,12 @@ def render_day(plan: Plan, console: Console) -> None:
              "overloaded" if d.worst_period_p99_ms is None else f"{d.worst_period_p99_ms:.1f}",
              "[green]holds[/]" if d.holds_target else "[red]misses[/]"]]
     for c in d.comparisons:
-        ways.append([f"{c.name}: {c.description}", f"{c.usd_per_day:,.2f}", f"{c.usd_per_month:,.0f}",
+        ways.append([f"{c.name}: {c.description}" + (f" ({', '.join(c.pools)})" if c.pools else ""),
+                     f"{c.usd_per_day:,.2f}", f"{c.usd_per_month:,.0f}",
                      "overloaded" if c.worst_period_p99_ms is None else f"{c.worst_period_p99_ms:.1f}",
-                     "[green]holds[/]" if c.holds_target else "[red]misses[/]"])
+                     "[green]holds[/]" if c.holds_target else
+                     "[red]misses[/]" if c.holds_peak_at_sizing_rate else
+                     "[red]misses[/]: the peak exceeds its replicas' HPA target rate"])
     print_table(console, "Against", [Column("way to buy", prose=True)]  # a description: it may wrap
                 + _columns(("$/day", "$/month", "worst-hour P99 ms", "target")), ways)
     r = d.ramp

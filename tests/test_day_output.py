@@ -1,6 +1,7 @@
 """What a day plan prints: every figure says what it is measured against, and no difference is negative. Run
 through the console entry point in-process (``planner.cli.main``), its text and its JSON."""
 import json
+import math
 import re
 from pathlib import Path
 
@@ -24,3 +25,29 @@ def test_a_day_plan_prints_no_negative_difference(capsys):
     text = planner(capsys, "--qps-curve", SATURDAY, "--model", "yolov8m-640")
     text = " ".join(text.split())
     assert not re.search(r"[+]\s?\$-|[+]-|\$-\d", text), re.findall(r".{60}(?:[+]\s?\$-|[+]-|\$-\d).{20}", text)
+
+
+def _curves(tmp_path) -> dict[str, list[str]]:
+    """Curves of every kind, each with the options that read it."""
+    flat = tmp_path / "flat.csv"
+    flat.write_text("time,qps\n" + "".join(f"{h:02d}:00,3000\n" for h in range(24)))
+    # loadtests' --replay format: a qps column alone, a row a minute; an hour rising and falling by 50%.
+    short = tmp_path / "replay.csv"
+    short.write_text("qps\n" + "".join(f"{3000 + 1500 * math.sin(i / 60 * math.pi):.1f}\n" for i in range(60)))
+    ramp = tmp_path / "ramp.csv"
+    ramp.write_text("time,qps\n" + "".join(f"{300 * i},{1000 + 4000 * i / 23:.1f}\n" for i in range(24)))
+    return {"flat": ["--qps-curve", flat], "short": ["--qps-curve", short, "--curve-step-min", 1, "--period-min", 60],
+            "ramp": ["--qps-curve", ramp, "--period-min", 30],
+            "weekday": ["--qps-curve", ROOT / "bench/data/i94-weekday-2012-10-04.csv"],
+            "saturday": ["--qps-curve", SATURDAY, "--model", "yolov8m-640"]}
+
+
+@pytest.mark.parametrize("kind", ["flat", "short", "ramp", "weekday", "saturday"])
+def test_no_way_printed_as_holding_costs_less_than_the_day_plan(capsys, tmp_path, kind):
+    plan = json.loads(planner(capsys, *_curves(tmp_path)[kind], "--format", "json"))
+    day = plan["day"]
+    # What the plan may lose to an alternative: its own MIP gap, and the cent each figure is rounded to.
+    slack = day["usd_per_day"] * day["solver"]["mip_gap"] + 0.01
+    cheaper = [(c["name"], c["usd_per_day"]) for c in day["comparisons"]
+               if c["holds_target"] and c["usd_per_day"] < day["usd_per_day"] - slack]
+    assert not cheaper, f"day plan ${day['usd_per_day']}/day; held and cheaper: {cheaper}"

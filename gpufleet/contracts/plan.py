@@ -220,7 +220,11 @@ class DayComparison(Strict):
     usd_per_day: float
     usd_per_month: float
     worst_period_p99_ms: float | None = Field(description="null: a replica past saturation in some period")
-    holds_target: bool
+    holds_peak_at_sizing_rate: bool = Field(default=True, description="the fleet carries every period's peak with "
+                                            "each replica at most at its sizing rate (the HPA target): the check the "
+                                            "day plan's own periods meet")
+    holds_target: bool = Field(description="both checks the day plan meets: holds_peak_at_sizing_rate, and the "
+                                           "replayed P99 within the target in every period")
 
 
 class ReservedThreshold(Strict):
