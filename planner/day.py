@@ -585,7 +585,8 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
                                      instances={k: v for k, v in counts.items() if v},
                                      replicas=by_cap, usd=round(usd, 4),
                                      p99_ms=None if p99 is None else round(p99, 3),
-                                     replicas_serving=round(serving, 2)))
+                                     replicas_serving=round(serving, 2),
+                                     holds_target=p99 is not None and p99 <= req.p99_ms))
     day_pools = []
     for p in pools:
         ns = [c[p.name] for c in day.counts]
@@ -600,6 +601,8 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
     worst_p99 = None if any(p is None for p in worst) else max(worst)
     holds = worst_p99 is not None and worst_p99 <= req.p99_ms
     gap_lp = (day.usd - lp) / day.usd if lp is not None and day.usd > 0 else None
+    held = next((c.usd_per_day for c in comparisons if c.name == PEAK_POINT), None)
+    saving = None if held is None else held - round(usd_day, 2)
     day_plan = DayPlan(
         curve_source=curve.source, step_s=curve.step_s, period_s=periods[0][1] * 3600.0 if len(periods) > 1 else
         curve.span_s, span_hours=round(curve.span_s / 3600.0, 4),
@@ -614,7 +617,10 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
         ramp=RampCheck(fastest_ramp_per_min=round(ramp, 5), at_s=ramp_at,
                        p99_ms=None if ramp_p99 is None else round(ramp_p99, 3),
                        holds=ramp_p99 is not None and ramp_p99 <= req.p99_ms),
-        worst_period_p99_ms=None if worst_p99 is None else round(worst_p99, 3), holds_target=holds)
+        worst_period_p99_ms=None if worst_p99 is None else round(worst_p99, 3), holds_target=holds,
+        p99_target_ms=req.p99_ms, peak_held_usd_per_day=held,
+        saving_vs_peak_held_usd_per_day=None if saving is None else round(saving, 2),
+        saving_vs_peak_held=None if saving is None or not held else round(saving / held, 4))
     requests_per_day = float(curve.qps.mean()) * 86_400.0
     cost = Cost(usd_per_hour=round(usd_day / HOURS_PER_DAY, 4), usd_per_month=day_plan.usd_per_month,
                 usd_per_million_inferences=round(usd_day / requests_per_day * 1e6, 6))

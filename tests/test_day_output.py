@@ -51,3 +51,37 @@ def test_no_way_printed_as_holding_costs_less_than_the_day_plan(capsys, tmp_path
     cheaper = [(c["name"], c["usd_per_day"]) for c in day["comparisons"]
                if c["holds_target"] and c["usd_per_day"] < day["usd_per_day"] - slack]
     assert not cheaper, f"day plan ${day['usd_per_day']}/day; held and cheaper: {cheaper}"
+
+
+def test_every_period_reports_its_p99_against_the_target(capsys):
+    plan = json.loads(planner(capsys, "--qps-curve", SATURDAY, "--model", "yolov8m-640", "--p99-ms", 60,
+                              "--format", "json"))
+    day = plan["day"]
+    assert day["p99_target_ms"] == 60
+    assert [p["holds_target"] for p in day["periods"]] == \
+        [p["p99_ms"] is not None and p["p99_ms"] <= 60 for p in day["periods"]]
+
+
+def test_the_saving_against_the_peak_held_all_day_is_reported(capsys):
+    plan = json.loads(planner(capsys, "--qps-curve", SATURDAY, "--model", "yolov8m-640", "--format", "json"))
+    day = plan["day"]
+    held = {c["name"]: c for c in day["comparisons"]}["point plan at the peak"]
+    assert day["peak_held_usd_per_day"] == held["usd_per_day"]
+    assert day["saving_vs_peak_held_usd_per_day"] == pytest.approx(held["usd_per_day"] - day["usd_per_day"], abs=0.01)
+    assert day["saving_vs_peak_held_usd_per_day"] > 0  # the Saturday's night trough is bought per hour
+    text = " ".join(planner(capsys, "--qps-curve", SATURDAY, "--model", "yolov8m-640").split())
+    assert f"${day['saving_vs_peak_held_usd_per_day']:,.2f}/day saved against the point plan at the peak" in text
+
+
+def test_the_report_shows_each_periods_p99_against_the_target_and_the_saving(capsys, tmp_path):
+    from gpufleet.contracts.plan import read_plan
+    from planner.report import ReportInputs, write_report
+
+    out = tmp_path / "plan.json"
+    planner(capsys, "--qps-curve", SATURDAY, "--model", "yolov8m-640", "--p99-ms", 60, "--output", out)
+    plan = read_plan(out)
+    page = write_report(ReportInputs(plan), tmp_path / "report").read_text()
+    assert "P99 &lt;= 60 ms" in page or "P99 <= 60 ms" in page
+    verdicts = re.findall(r"<td>(holds|misses)</td>", page)
+    assert verdicts == ["holds" if p.holds_target else "misses" for p in plan.day.periods]
+    assert f"${plan.day.saving_vs_peak_held_usd_per_day:,.2f}/day saved against the point plan at the peak" in page

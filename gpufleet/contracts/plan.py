@@ -198,6 +198,8 @@ class DayPeriod(Strict):
     p99_ms: float | None = Field(description="replayed through the HPA: the P99 of the period's requests; null when a "
                                              "replica was past saturation (the queue grows without bound)")
     replicas_serving: float = Field(ge=0, description="mean replicas serving in the replay")
+    holds_target: bool | None = Field(default=None, description="p99_ms within the plan's P99 target (DayPlan."
+                                                                "p99_target_ms); null in plans written before it")
 
 
 class DayPool(Strict):
@@ -272,6 +274,12 @@ class DayPlan(Strict):
     ramp: RampCheck
     worst_period_p99_ms: float | None
     holds_target: bool = Field(description="every period's replayed P99 within the target")
+    p99_target_ms: float | None = Field(default=None, description="the P99 target every period is held to")
+    peak_held_usd_per_day: float | None = Field(
+        default=None, description="the point plan at the curve's peak held all day (the comparison of that name)")
+    saving_vs_peak_held_usd_per_day: float | None = Field(
+        default=None, description="peak_held_usd_per_day less this plan's usd_per_day")
+    saving_vs_peak_held: float | None = Field(default=None, description="that saving over peak_held_usd_per_day")
 
 
 class MixModel(Strict):
