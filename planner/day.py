@@ -592,7 +592,7 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
         ns = [c[p.name] for c in day.counts]
         if max(ns) > 0:
             day_pools.append(DayPool(instance_type=p.instance_type, gpu=p.gpu, capacity_type=p.capacity_type,
-                                     min_count=min(ns), max_count=max(ns)))
+                                     min_count=min(ns), max_count=max(ns), mig_partition=p.partition))
     comparisons = _comparisons(req, sized, curve, periods, tables)
     thresholds = _reserved_thresholds(pools, curve, day)
     reaction = sized.spec.reaction_s

@@ -85,3 +85,30 @@ def test_the_report_shows_each_periods_p99_against_the_target_and_the_saving(cap
     verdicts = re.findall(r"<td>(holds|misses)</td>", page)
     assert verdicts == ["holds" if p.holds_target else "misses" for p in plan.day.periods]
     assert f"${plan.day.saving_vs_peak_held_usd_per_day:,.2f}/day saved against the point plan at the peak" in page
+
+
+def test_a_day_plan_with_mig_buys_slices_where_they_are_cheaper(capsys, tmp_path):
+    from gpufleet.contracts.profile import BatchLatency, write_profile
+    from planner.profiles import load_profiles
+
+    # A 1g.5gb slice measured at twice the whole A100's latency (a small model that leaves most of the GPU idle):
+    # 56 slices on a p4d hold more than its 8 whole GPUs, so where slices may be bought they are cheaper.
+    whole = load_profiles([])[("yolov8l-1280x720", "A100")]
+    sliced = whole.model_copy(update={"gpu": "A100-MIG-1g.5gb", "batches": [
+        BatchLatency(batch_size=b.batch_size, mean_ms=2 * b.mean_ms, p50_ms=2 * b.p50_ms,
+                     p90_ms=None if b.p90_ms is None else 2 * b.p90_ms, p99_ms=2 * b.p99_ms,
+                     throughput_per_s=None if b.throughput_per_s is None else b.throughput_per_s / 2)
+        for b in whole.batches]})
+    write_profile(sliced, tmp_path / "slice.json")
+    curve = tmp_path / "day.csv"
+    curve.write_text("time,qps\n" + "".join(f"{h:02d}:00,{10_000 + 6_000 * math.sin((h - 9) / 24 * 2 * math.pi):.0f}\n"
+                                            for h in range(24)))
+    common = ["--qps-curve", curve, "--model", "yolov8l-1280x720", "--format", "json"]
+    without = json.loads(planner(capsys, *common, "--gpu", "A100"))
+    with_mig = json.loads(planner(capsys, *common, "--gpu", "A100", "--gpu", "A100-MIG-1g.5gb", "--mig",
+                                  "--profile", tmp_path / "slice.json"))
+    day = with_mig["day"]
+    assert any(p["mig_partition"] == "all-1g.5gb" and p["count"] > 0 for p in with_mig["pools"])
+    assert any(p["mig_partition"] == "all-1g.5gb" for p in day["pools"])
+    assert day["usd_per_day"] < without["day"]["usd_per_day"]
+    assert all(p["p99_ms"] is not None and p["p99_ms"] <= 100 for p in day["periods"])

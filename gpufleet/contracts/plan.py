@@ -210,6 +210,8 @@ class DayPool(Strict):
     capacity_type: CapacityType
     min_count: int = Field(ge=0)
     max_count: int = Field(ge=0)
+    mig_partition: str | None = Field(default=None, description="the MIG partition every GPU of the pool runs (as "
+                                                                 "PoolPlan.mig_partition); null: whole GPUs")
 
 
 class DayComparison(Strict):
