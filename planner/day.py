@@ -35,7 +35,7 @@ from gpufleet.contracts.plan import (Binding, Cost, DayComparison, DayPeriod, Da
                                      ReservedThreshold, SolverReport)
 from planner.catalog import HOURS_PER_MONTH, Pool
 from planner.errors import PlannerInputError
-from planner.optimize import RELAXATIONS, Infeasible, Problem, Solution, _add_period, solve
+from planner.optimize import Infeasible, Problem, Solution, _add_period, binding_constraint, solve
 from planner.recommend import (MAX_ROUNDS, TIGHTEN, VERIFY_REQUESTS, VERIFY_SEED, RecommendRequest, Sized,
                                _why_no_fleet, finish, pool_plan, prepare, verify_at)
 from planner.simulate import Workload
@@ -62,6 +62,7 @@ DAY_SOLVER_TIME_LIMIT_S = 30.0
 DAY_MIP_REL_GAP = 1e-4
 BOUND_DOUBLINGS = 4
 WEIGHT_EPS = 1e-9
+DISP = False
 PEAK_POINT = "point plan at the peak"
 
 
@@ -242,19 +243,30 @@ def solve_day(problem: Problem, demand: list[float], hours: list[float], *, rela
     return replace(sol, counts=[{n: c.get(n, 0) for n in names} for c in sol.counts])
 
 
+def _role(p: Pool) -> str:
+    """What the day MILP does with a pool's instances: reserved ones are held in every period; on-demand and spot are
+    bought per period, and spot counts against the spot share and the survival constraint. Pools of one role and
+    GPU type differ in the MILP only by price and replicas per instance."""
+    return "reserved" if _is_reserved(p) else p.capacity_type
+
+
 def _undominated(problem: Problem) -> tuple[Pool, ...]:
-    """The pools an optimum may need. A pool is never needed beside a cheaper one of the same GPU, GPU count and
-    capacity type when neither is capped (swapping its instances for the cheaper pool's changes no constraint but
-    the cost), except spot pools under spot survival, where two pools split the loss of one."""
-    kept = []
-    for p in problem.pools:
-        dominated = problem.pool_limit(p) is None and not (p.is_spot and problem.spot_survival) and any(
-            q is not p and (q.gpu, q.capacity_type, q.gpus_per_instance) == (p.gpu, p.capacity_type, p.gpus_per_instance)
-            and problem.pool_limit(q) is None and (q.usd_per_hour, q.name) < (p.usd_per_hour, p.name)
-            for q in problem.pools)
-        if not dominated:
-            kept.append(p)
-    return tuple(kept)
+    """The pools an optimum may need. Pool ``p`` is never needed beside an uncapped pool ``q`` of the same GPU type
+    and role (:func:`_role`) whose instances hold a whole fraction of ``p``'s replicas for less: ``p``'s instances,
+    each swapped for ``m = replicas(p) / replicas(q)`` of ``q``'s, change no constraint (the same replicas of the same
+    type and role) and cost less. So a reserved-3yr pool dearer over the horizon than the same instance's 1-year
+    term goes, and so does a 4-GPU instance dearer than four 1-GPU ones. Except spot pools under spot survival,
+    where two pools split the loss of one, and capped pools, whose counts are limited."""
+    def dominates(q: Pool, p: Pool) -> bool:
+        if q is p or (q.gpu, _role(q)) != (p.gpu, _role(p)) or problem.pool_limit(q) is not None \
+                or p.gpus_per_instance % q.gpus_per_instance:
+            return False
+        cost = q.usd_per_hour * (p.gpus_per_instance // q.gpus_per_instance)
+        return (cost, q.gpus_per_instance, q.name) < (p.usd_per_hour, p.gpus_per_instance, p.name)
+
+    return tuple(p for p in problem.pools
+                 if problem.pool_limit(p) is not None or (p.is_spot and problem.spot_survival)
+                 or not any(dominates(q, p) for q in problem.pools))
 
 
 def _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elastic, block, ix_w, n_var) -> DaySolution:
@@ -309,7 +321,7 @@ def _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elasti
     matrix = coo_array((vals, (rows, cols)), shape=(len(lo), n_var)).tocsr()
     t0 = time.perf_counter()
     res = milp(cost, constraints=LinearConstraint(matrix, lo, hi), bounds=Bounds(np.zeros(n_var), upper),
-               integrality=integrality, options={"time_limit": time_limit_s, "mip_rel_gap": DAY_MIP_REL_GAP})
+               integrality=integrality, options={"time_limit": time_limit_s, "mip_rel_gap": DAY_MIP_REL_GAP, "disp": DISP})
     wall = time.perf_counter() - t0
     if res.x is None:
         raise Infeasible(res.message)
@@ -422,6 +434,12 @@ def replay(curve: DemandCurve, weights: dict[str, float], sizing: dict[str, GpuS
         rate = curve.rate_at(times) * w
         target = sizing[g].sizing_rate
         low, high = bounds[g]
+        if low == high and start_replicas[g] == low:  # pinned: the HPA can neither add nor remove a replica
+            serving = np.full(len(times), float(low))
+            per = rate / low if low > 0 else np.full(len(times), np.inf)
+            grid = np.searchsorted(tables[g].rates, per, side="left")
+            out_rate[g], out_serving[g], out_billed[g], out_grid[g] = rate, serving, serving.copy(), grid
+            continue
         serving = np.zeros(len(times))
         billed = np.zeros(len(times))
         ready = start_replicas[g]
@@ -627,7 +645,11 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
     reserved = [f"{c[p.name]} x {p.instance_type} {p.capacity_type}" for p in pools for c in day.counts[:1]
                 if _is_reserved(p) and c[p.name] > 0]
     cheapest = min((c for c in comparisons if c.holds_target), key=lambda c: c.usd_per_day, default=None)
-    binding, binding_saving = _day_binding(problem, [p[2] for p in periods], [p[1] for p in periods], day)
+    # The binding constraint of the point problem at the peak, against that problem's own optimum (the day plan's
+    # peak hour is not it): one day MILP per relaxed family would say the same over the day at several times the
+    # cost of the whole plan.
+    point_opt = solve(problem)
+    binding, binding_saving = binding_constraint(problem, point_opt)
     peak_t = int(np.argmax([p[2] for p in periods]))
     peak_usd_h = sum(p.usd_per_hour * day.counts[peak_t][p.name] for p in pools)
     # The point plan's opening sentences (its fleet, binding constraint and runner-up) are about the point problem at
@@ -636,8 +658,8 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
     point_why = " ".join(s for s in _SENTENCE.split(plan.why) if not s.startswith(_POINT_SENTENCES))
     opening = (f"Peak hour's fleet of this day plan: "
                f"{', '.join(_describe(pools, day.counts[peak_t])) or 'none'} at ${peak_usd_h:,.2f}/h, reserved "
-               f"instances paid all day. Binding over the day: {binding}")
-    opening += (f" (relaxing it would save ${binding_saving / days:,.2f}/day)." if binding_saving > 0 else ".")
+               f"instances paid all day. Binding at the peak alone (the point plan at the peak): {binding}")
+    opening += (f" (relaxing it would save ${binding_saving:,.2f}/h there)." if binding_saving > 0 else ".")
     at_peak_held = next((c for c in comparisons if c.name == PEAK_POINT), None)
     if at_peak_held is not None:
         opening += (f" The point plan at the peak ({', '.join(at_peak_held.pools)}) at "
@@ -655,11 +677,11 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
                 f"{_difference(cheapest.usd_per_day, usd_day)} than this plan.")
     data = plan.model_dump()
     # A day plan has no point runner-up (the point problem's second fleet is no alternative to a day); its binding
-    # constraint is the one whose relaxation lowers the day's cost most, as the day's average per hour.
+    # constraint is the point plan at the peak's, named so, measured against that plan.
     data.update(day=day_plan.model_dump(), cost=cost.model_dump(), why=opening + " " + point_why + why,
                 runner_up=None, binding_constraint=Binding(
-                    name=binding, usd_per_hour_if_relaxed=round((day.usd - binding_saving) / (days * HOURS_PER_DAY), 4)
-                    if binding_saving > 0 else None).model_dump())
+                    name=f"{binding} (at the peak alone)", usd_per_hour_if_relaxed=round(
+                        point_opt.usd_per_hour - binding_saving, 4) if binding_saving > 0 else None).model_dump())
     # Pools the day uses only off the peak are listed too, with no instances at the peak: infra makes their node
     # groups from these facts and sizes them from ``day.pools``.
     at_peak = {(x["instance_type"], x["capacity_type"]) for x in data["pools"]}
@@ -687,23 +709,6 @@ def _difference(other: float, plan: float) -> str:
 
 def _describe(pools, counts) -> list[str]:
     return [f"{counts[p.name]} x {p.instance_type} {p.capacity_type}" for p in pools if counts.get(p.name, 0) > 0]
-
-
-def _day_binding(problem: Problem, demand: list[float], hours: list[float], day: DaySolution) -> tuple[str, float]:
-    """Which constraint family costs the day the most: the day re-solved with each relaxed; (name, $ over the curve
-    it costs). The point plan's :func:`planner.optimize.binding_constraint`, over the day."""
-    best_name, best_saving = "P99 capacity over the curve", 0.0
-    for name, change in RELAXATIONS.items():
-        relaxed = replace(problem, **change)
-        if relaxed == problem:
-            continue
-        try:
-            saving = day.usd - solve_day(relaxed, demand, hours).usd
-        except Infeasible:
-            continue
-        if saving > best_saving + 1e-9:
-            best_name, best_saving = name, saving
-    return best_name, best_saving
 
 
 def hpa_bounds(floor: int, peak: int) -> tuple[int, int]:

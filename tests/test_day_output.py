@@ -112,3 +112,58 @@ def test_a_day_plan_with_mig_buys_slices_where_they_are_cheaper(capsys, tmp_path
     assert any(p["mig_partition"] == "all-1g.5gb" for p in day["pools"])
     assert day["usd_per_day"] < without["day"]["usd_per_day"]
     assert all(p["p99_ms"] is not None and p["p99_ms"] <= 100 for p in day["periods"])
+
+
+def test_a_fleet_pinned_by_its_hpa_serves_and_bills_its_size_all_day():
+    import numpy as np
+
+    from gpufleet.contracts.autoscaling import AutoscalingSpec
+    from gpufleet.contracts.triton import BatchingConfig
+    from planner.day import DemandCurve, replay
+    from planner.sizing import GpuSizing
+
+    class Table:
+        rates = np.array([100.0, 200.0])
+        samples = [np.array([1.0]), np.array([2.0])]
+
+    cfg = BatchingConfig(max_batch_size=1, max_queue_delay_microseconds=0, preferred_batch_sizes=(), instance_count=1)
+    curve = DemandCurve(np.array([100.0, 900.0, 300.0]), 1200.0, "test")  # far past what 3 replicas' target holds
+    played = replay(curve, {"T4": 1.0}, {"T4": GpuSizing("T4", cfg, 150.0, 100.0, 150.0)},
+                    AutoscalingSpec(scale_up_lag_s=60.0, ramp_per_min=0.0), {"T4": 3}, {"T4": (3, 3)}, {"T4": Table})
+    assert set(played.serving["T4"]) == {3.0} and set(played.billed["T4"]) == {3.0}
+    per = played.rate["T4"] / 3
+    assert list(played.grid["T4"]) == list(np.searchsorted(Table.rates, per, side="left"))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pools_the_day_milp_drops_as_dominated_never_change_its_cost(seed):
+    # Multi-GPU instances priced above and below their single-GPU equivalents, and two reserved terms, so the
+    # dominance rule (same GPU type and role, a whole multiple of replicas for less) both drops pools and keeps them.
+    import random
+
+    from planner.bruteforce import brute_force_day
+    from planner.catalog import Pool
+    from planner.day import solve_day
+    from planner.optimize import Infeasible, Problem
+
+    rng = random.Random(seed)
+    compared = 0
+    for _ in range(6):
+        od = round(rng.uniform(0.5, 2.0), 3)
+        pools = (Pool("s.x", "T4", "on-demand", 1, od, None),
+                 Pool("s.4x", "T4", "on-demand", 4, round(4 * od * rng.uniform(0.8, 1.2), 3), None),
+                 Pool("s.x", "T4", "spot", 1, round(od * 0.4, 3), None),
+                 Pool("s.4x", "T4", "spot", 4, round(1.6 * od * rng.uniform(0.8, 1.2), 3), None),
+                 Pool("s.x", "T4", "reserved-1yr", 1, round(od * 0.7, 3), None),
+                 Pool("s.x", "T4", "reserved-3yr", 1, round(od * rng.uniform(0.5, 0.9), 3), None))
+        problem = Problem(pools, {"T4": 100.0}, 1.0, max_spot_share=rng.choice([1.0, 0.5]),
+                          min_replicas_per_gpu=rng.choice([1, 2]), spot_survival=rng.random() < 0.3)
+        demand = [round(rng.uniform(50, 700), 1) for _ in range(3)]
+        hours = [rng.choice([1.0, 6.0, 12.0]) for _ in demand]
+        try:
+            expected = brute_force_day(problem, demand, hours)
+        except Infeasible:
+            continue
+        assert solve_day(problem, demand, hours).usd == pytest.approx(expected, rel=1e-4), (problem, demand, hours)
+        compared += 1
+    assert compared >= 4
