@@ -62,7 +62,6 @@ DAY_SOLVER_TIME_LIMIT_S = 30.0
 DAY_MIP_REL_GAP = 1e-4
 BOUND_DOUBLINGS = 4
 WEIGHT_EPS = 1e-9
-DISP = False
 PEAK_POINT = "point plan at the peak"
 
 
@@ -321,7 +320,7 @@ def _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elasti
     matrix = coo_array((vals, (rows, cols)), shape=(len(lo), n_var)).tocsr()
     t0 = time.perf_counter()
     res = milp(cost, constraints=LinearConstraint(matrix, lo, hi), bounds=Bounds(np.zeros(n_var), upper),
-               integrality=integrality, options={"time_limit": time_limit_s, "mip_rel_gap": DAY_MIP_REL_GAP, "disp": DISP})
+               integrality=integrality, options={"time_limit": time_limit_s, "mip_rel_gap": DAY_MIP_REL_GAP})
     wall = time.perf_counter() - t0
     if res.x is None:
         raise Infeasible(res.message)
