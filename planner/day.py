@@ -663,8 +663,7 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
     if at_peak_held is not None:
         opening += (f" The point plan at the peak ({', '.join(at_peak_held.pools)}) at "
                     f"${at_peak_held.usd_per_day / HOURS_PER_DAY:,.2f}/h, held all day: "
-                    f"${at_peak_held.usd_per_day:,.2f}/day, {_difference(at_peak_held.usd_per_day, usd_day)} "
-                    "than this plan.")
+                    f"${at_peak_held.usd_per_day:,.2f}/day; {_difference(at_peak_held.usd_per_day, usd_day)}.")
     why = (f" Day plan over {curve.source} ({curve.span_s / 3600:g} h, peak {curve.qps.max():,.0f} req/s, mean "
            f"{curve.qps.mean():,.0f}): ${usd_day:,.2f}/day; reserved all day: {', '.join(reserved) or 'none'}; "
            f"on-demand and spot added per hour as the curve rises (the plan's pools are the peak hour's fleet). "
@@ -673,7 +672,7 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
            f"{'overloaded' if worst_p99 is None else f'{worst_p99:.1f} ms'}.")
     if cheapest is not None and cheapest is not at_peak_held:
         why += (f" The cheapest other way that holds the target, {cheapest.name}: ${cheapest.usd_per_day:,.2f}/day, "
-                f"{_difference(cheapest.usd_per_day, usd_day)} than this plan.")
+                f"{_difference(cheapest.usd_per_day, usd_day)}.")
     data = plan.model_dump()
     # A day plan has no point runner-up (the point problem's second fleet is no alternative to a day); its binding
     # constraint is the point plan at the peak's, named so, measured against that plan.
@@ -700,10 +699,11 @@ _POINT_SENTENCES = ("Cheapest fleet:", "Binding:", "Runner-up:")
 
 
 def _difference(other: float, plan: float) -> str:
-    """``other`` against ``plan`` in words: never a negative amount."""
+    """The plan against another way costing ``other``, in words and as a share of ``other`` (as the saving against
+    the peak held all day is): never a negative amount."""
     d = other - plan
-    pct = f" ({abs(d) / plan:.1%})" if plan > 0 else ""
-    return f"${abs(d):,.2f}/day{pct} {'more' if d >= 0 else 'less'}"
+    pct = f" ({abs(d) / other:.1%})" if other > 0 else ""
+    return f"this plan costs ${abs(d):,.2f}/day{pct} {'less' if d >= 0 else 'more'}"
 
 
 def _describe(pools, counts) -> list[str]:
