@@ -88,9 +88,6 @@ def recommend_cmd(
         check_output_file(output, "plan", PlannerInputError)
     if sum(x is not None for x in (qps, qps_curve, mix)) != 1:
         raise PlannerInputError("give exactly one of --qps, --qps-curve and --mix")
-    if mig and qps_curve is not None:
-        raise PlannerInputError("--mig is planned at one rate or for a mix; a day plan (--qps-curve) with MIG "
-                                "slices is not supported yet")
     mixed = None
     if mix is not None:
         from planner.mix import read_mix

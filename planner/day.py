@@ -18,6 +18,7 @@ Compared, at the same P99 target: (a) the peak's fleet all day on on-demand, (b)
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,13 +29,14 @@ from scipy.sparse import coo_array
 
 from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
 from gpufleet.contracts.demand import DemandCurve, read_demand_curve
-from gpufleet.contracts.plan import (Cost, DayComparison, DayPeriod, DayPlan, DayPool, Plan, RampCheck,
+from gpufleet.contracts.plan import (Binding, Cost, DayComparison, DayPeriod, DayPlan, DayPool, Plan, RampCheck,
                                      ReservedThreshold, SolverReport)
 from planner.catalog import HOURS_PER_MONTH, Pool
 from planner.errors import PlannerInputError
-from planner.optimize import Infeasible, Problem, Solution, add_period_constraints, replicas_by_gpu, solve
+from planner.optimize import (Infeasible, Problem, Solution, add_period_constraints, binding_constraint,
+                              replicas_by_gpu, solve)
 from planner.pipeline import (MAX_ROUNDS, TIGHTEN, VERIFY_REQUESTS, VERIFY_SEED, RecommendRequest, Sized,
-                              finish, pool_plan, prepare, verify_at, why_no_fleet)
+                              describe_pools, finish, pool_plan, prepare, verify_at, why_no_fleet)
 from planner.simulate import Workload
 from planner.sizing import GpuSizing, fleet_problem
 from planner.survival import mixture_quantile
@@ -58,6 +60,7 @@ DAY_SOLVER_TIME_LIMIT_S = 30.0
 DAY_MIP_REL_GAP = 1e-4
 BOUND_DOUBLINGS = 4
 WEIGHT_EPS = 1e-9
+PEAK_POINT = "point plan at the peak"
 
 
 def read_day_curve(path: Path | str, step_min: float | None = None) -> DemandCurve:
@@ -124,19 +127,30 @@ def solve_day(problem: Problem, demand: list[float], hours: list[float], *, rela
     return replace(sol, counts=[{n: c.get(n, 0) for n in names} for c in sol.counts])
 
 
+def _role(p: Pool) -> str:
+    """What the day MILP does with a pool's instances: reserved ones are held in every period; on-demand and spot are
+    bought per period, and spot counts against the spot share and the survival constraint. Pools of one role and
+    GPU type differ in the MILP only by price and replicas per instance."""
+    return "reserved" if _is_reserved(p) else p.capacity_type
+
+
 def _undominated(problem: Problem) -> tuple[Pool, ...]:
-    """The pools an optimum may need. A pool is never needed beside a cheaper one of the same GPU, GPU count and
-    capacity type when neither is capped (swapping its instances for the cheaper pool's changes no constraint but
-    the cost), except spot pools under spot survival, where two pools split the loss of one."""
-    kept = []
-    for p in problem.pools:
-        dominated = problem.pool_limit(p) is None and not (p.is_spot and problem.spot_survival) and any(
-            q is not p and (q.gpu, q.capacity_type, q.gpus_per_instance) == (p.gpu, p.capacity_type, p.gpus_per_instance)
-            and problem.pool_limit(q) is None and (q.usd_per_hour, q.name) < (p.usd_per_hour, p.name)
-            for q in problem.pools)
-        if not dominated:
-            kept.append(p)
-    return tuple(kept)
+    """The pools an optimum may need. Pool ``p`` is never needed beside an uncapped pool ``q`` of the same GPU type
+    and role (:func:`_role`) whose instances hold a whole fraction of ``p``'s replicas for less: ``p``'s instances,
+    each swapped for ``m = replicas(p) / replicas(q)`` of ``q``'s, change no constraint (the same replicas of the same
+    type and role) and cost less. So a reserved-3yr pool dearer over the horizon than the same instance's 1-year
+    term goes, and so does a 4-GPU instance dearer than four 1-GPU ones. Except spot pools under spot survival,
+    where two pools split the loss of one, and capped pools, whose counts are limited."""
+    def dominates(q: Pool, p: Pool) -> bool:
+        if q is p or (q.gpu, _role(q)) != (p.gpu, _role(p)) or problem.pool_limit(q) is not None \
+                or p.gpus_per_instance % q.gpus_per_instance:
+            return False
+        cost = q.usd_per_hour * (p.gpus_per_instance // q.gpus_per_instance)
+        return (cost, q.gpus_per_instance, q.name) < (p.usd_per_hour, p.gpus_per_instance, p.name)
+
+    return tuple(p for p in problem.pools
+                 if problem.pool_limit(p) is not None or (p.is_spot and problem.spot_survival)
+                 or not any(dominates(q, p) for q in problem.pools))
 
 
 def _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elastic, block, ix_w, n_var) -> DaySolution:
@@ -304,6 +318,12 @@ def replay(curve: DemandCurve, weights: dict[str, float], sizing: dict[str, GpuS
         rate = curve.rate_at(times) * w
         target = sizing[g].sizing_rate
         low, high = bounds[g]
+        if low == high and start_replicas[g] == low:  # pinned: the HPA can neither add nor remove a replica
+            serving = np.full(len(times), float(low))
+            per = rate / low if low > 0 else np.full(len(times), np.inf)
+            grid = np.searchsorted(tables[g].rates, per, side="left")
+            out_rate[g], out_serving[g], out_billed[g], out_grid[g] = rate, serving, serving.copy(), grid
+            continue
         serving = np.zeros(len(times))
         billed = np.zeros(len(times))
         ready = start_replicas[g]
@@ -460,13 +480,14 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
                                      instances={k: v for k, v in counts.items() if v},
                                      replicas=by_cap, usd=round(usd, 4),
                                      p99_ms=None if p99 is None else round(p99, 3),
-                                     replicas_serving=round(serving, 2)))
+                                     replicas_serving=round(serving, 2),
+                                     holds_target=p99 is not None and p99 <= req.p99_ms))
     day_pools = []
     for p in pools:
         ns = [c[p.name] for c in day.counts]
         if max(ns) > 0:
             day_pools.append(DayPool(instance_type=p.instance_type, gpu=p.gpu, capacity_type=p.capacity_type,
-                                     min_count=min(ns), max_count=max(ns)))
+                                     min_count=min(ns), max_count=max(ns), mig_partition=p.partition))
     comparisons = _comparisons(req, sized, curve, periods, tables)
     thresholds = _reserved_thresholds(pools, curve, day)
     reaction = sized.spec.reaction_s
@@ -475,6 +496,8 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
     worst_p99 = None if any(p is None for p in worst) else max(worst)
     holds = worst_p99 is not None and worst_p99 <= req.p99_ms
     gap_lp = (day.usd - lp) / day.usd if lp is not None and day.usd > 0 else None
+    held = next((c.usd_per_day for c in comparisons if c.name == PEAK_POINT), None)
+    saving = None if held is None else held - round(usd_day, 2)
     day_plan = DayPlan(
         curve_source=curve.source, step_s=curve.step_s, period_s=periods[0][1] * 3600.0 if len(periods) > 1 else
         curve.span_s, span_hours=round(curve.span_s / 3600.0, 4),
@@ -489,23 +512,52 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
         ramp=RampCheck(fastest_ramp_per_min=round(ramp, 5), at_s=ramp_at,
                        p99_ms=None if ramp_p99 is None else round(ramp_p99, 3),
                        holds=ramp_p99 is not None and ramp_p99 <= req.p99_ms),
-        worst_period_p99_ms=None if worst_p99 is None else round(worst_p99, 3), holds_target=holds)
+        worst_period_p99_ms=None if worst_p99 is None else round(worst_p99, 3), holds_target=holds,
+        p99_target_ms=req.p99_ms, peak_held_usd_per_day=held,
+        saving_vs_peak_held_usd_per_day=None if saving is None else round(saving, 2),
+        saving_vs_peak_held=None if saving is None or not held else round(saving / held, 4))
     requests_per_day = float(curve.qps.mean()) * 86_400.0
     cost = Cost(usd_per_hour=round(usd_day / HOURS_PER_DAY, 4), usd_per_month=day_plan.usd_per_month,
                 usd_per_million_inferences=round(usd_day / requests_per_day * 1e6, 6))
     reserved = [f"{c[p.name]} x {p.instance_type} {p.capacity_type}" for p in pools for c in day.counts[:1]
                 if _is_reserved(p) and c[p.name] > 0]
     cheapest = min((c for c in comparisons if c.holds_target), key=lambda c: c.usd_per_day, default=None)
+    # The binding constraint of the point problem at the peak, against that problem's own optimum (the day plan's
+    # peak hour is not it): one day MILP per relaxed family would say the same over the day at several times the
+    # cost of the whole plan.
+    point_opt = solve(problem)
+    binding, binding_saving = binding_constraint(problem, point_opt)
+    peak_t = int(np.argmax([p[2] for p in periods]))
+    peak_usd_h = sum(p.usd_per_hour * day.counts[peak_t][p.name] for p in pools)
+    # The point plan's opening sentences (its fleet, binding constraint and runner-up) are about the point problem at
+    # the peak, whose optimum is not the day plan's peak hour (that one holds reserved instances bought for the whole
+    # day): replaced by the day's own.
+    point_why = " ".join(s for s in _SENTENCE.split(plan.why) if not s.startswith(_POINT_SENTENCES))
+    opening = (f"Peak hour's fleet of this day plan: "
+               f"{', '.join(describe_pools(pools, day.counts[peak_t])) or 'none'} at ${peak_usd_h:,.2f}/h, reserved "
+               f"instances paid all day. Binding at the peak alone (the point plan at the peak): {binding}")
+    opening += (f" (relaxing it would save ${binding_saving:,.2f}/h there)." if binding_saving > 0 else ".")
+    at_peak_held = next((c for c in comparisons if c.name == PEAK_POINT), None)
+    if at_peak_held is not None:
+        opening += (f" The point plan at the peak ({', '.join(at_peak_held.pools)}) at "
+                    f"${at_peak_held.usd_per_day / HOURS_PER_DAY:,.2f}/h, held all day: "
+                    f"${at_peak_held.usd_per_day:,.2f}/day; {_difference(at_peak_held.usd_per_day, usd_day)}.")
     why = (f" Day plan over {curve.source} ({curve.span_s / 3600:g} h, peak {curve.qps.max():,.0f} req/s, mean "
            f"{curve.qps.mean():,.0f}): ${usd_day:,.2f}/day; reserved all day: {', '.join(reserved) or 'none'}; "
            f"on-demand and spot added per hour as the curve rises (the plan's pools are the peak hour's fleet). "
            f"HPA targets allow for a {100 * (sized.spec.ramp_per_min or 0.0):.2f}%/min rise (the curve's fastest: "
            f"{100 * ramp:.2f}%/min); replayed P99 worst hour "
            f"{'overloaded' if worst_p99 is None else f'{worst_p99:.1f} ms'}.")
-    if cheapest is not None:
-        why += f" Against {cheapest.name}: ${cheapest.usd_per_day - usd_day:,.2f}/day less."
+    if cheapest is not None and cheapest is not at_peak_held:
+        why += (f" The cheapest other way that holds the target, {cheapest.name}: ${cheapest.usd_per_day:,.2f}/day, "
+                f"{_difference(cheapest.usd_per_day, usd_day)}.")
     data = plan.model_dump()
-    data.update(day=day_plan.model_dump(), cost=cost.model_dump(), why=plan.why + why)
+    # A day plan has no point runner-up (the point problem's second fleet is no alternative to a day); its binding
+    # constraint is the point plan at the peak's, named so, measured against that plan.
+    data.update(day=day_plan.model_dump(), cost=cost.model_dump(), why=opening + " " + point_why + why,
+                runner_up=None, binding_constraint=Binding(
+                    name=f"{binding} (at the peak alone)", usd_per_hour_if_relaxed=round(
+                        point_opt.usd_per_hour - binding_saving, 4) if binding_saving > 0 else None).model_dump())
     # Pools the day uses only off the peak are listed too, with no instances at the peak: infra makes their node
     # groups from these facts and sizes them from ``day.pools``.
     at_peak = {(x["instance_type"], x["capacity_type"]) for x in data["pools"]}
@@ -518,6 +570,18 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
                                max(r.get(d["gpu"], 0) for r in per_period_reps))
         d["autoscaling"].update(min_replicas=low, max_replicas=high)
     return Plan.model_validate(data)
+
+
+_SENTENCE = re.compile(r"(?<=\.) (?=[A-Z])")
+_POINT_SENTENCES = ("Cheapest fleet:", "Binding:", "Runner-up:")
+
+
+def _difference(other: float, plan: float) -> str:
+    """The plan against another way costing ``other``, in words and as a share of ``other`` (as the saving against
+    the peak held all day is): never a negative amount."""
+    d = other - plan
+    pct = f" ({abs(d) / other:.1%})" if other > 0 else ""
+    return f"this plan costs ${abs(d):,.2f}/day{pct} {'less' if d >= 0 else 'more'}"
 
 
 def hpa_bounds(floor: int, peak: int) -> tuple[int, int]:
@@ -538,6 +602,8 @@ def _comparisons(req: RecommendRequest, sized: Sized, curve: DemandCurve, period
         ("peak on-demand", "the peak's fleet held all day on on-demand instances", peak,
          lambda p: p.capacity_type == "on-demand"),
         ("peak reserved", "the peak's fleet held all day on reserved terms", peak, _is_reserved),
+        (PEAK_POINT, "the point plan at the curve's peak rate (any capacity type), held all day", peak,
+         lambda p: True),
         ("point plan at the mean", "today's single-point plan at the curve's mean rate, held all day", mean,
          lambda p: True),
     ]
@@ -554,11 +620,37 @@ def _comparisons(req: RecommendRequest, sized: Sized, curve: DemandCurve, period
         played = replay(curve, weights, sized.sizing, spec, {g: n for g, (n, _) in fixed.items()}, fixed, tables)
         p99s = [played.p99_ms(tables, s, s + h * 3600.0) for s, h, _, _ in periods]
         worst = None if any(p is None for p in p99s) else max(p99s)
-        out.append(DayComparison(name=name, description=text, usd_per_day=round(usd_h * HOURS_PER_DAY, 2),
+        # Held to the day plan's own two checks: the replay, and every period's peak at the replicas' sizing rate
+        # (what the day MILP asks of each period). The replay alone sees only the curve as given; the sizing rate
+        # is what keeps room for the ramp and the bursts inside a row that the curve does not show.
+        sized_for = _holds_rate(replace(problem, qps=peak), counts)
+        out.append(DayComparison(name=name, description=text, pools=describe_pools(problem.pools, counts),
+                                 usd_per_day=round(usd_h * HOURS_PER_DAY, 2),
                                  usd_per_month=round(usd_h * HOURS_PER_MONTH, 2),
                                  worst_period_p99_ms=None if worst is None else round(worst, 3),
-                                 holds_target=worst is not None and worst <= req.p99_ms))
+                                 holds_peak_at_sizing_rate=sized_for,
+                                 holds_target=sized_for and worst is not None and worst <= req.p99_ms))
     return out
+
+
+def _holds_rate(problem: Problem, counts: dict[str, int]) -> bool:
+    """Whether a fleet held as bought carries ``problem.qps`` under the constraints a period of the day MILP puts on
+    its rate (:func:`planner.optimize.add_period_constraints`): every replica at most at its sizing rate, and with spot survival
+    what remains after losing any one spot pool at the survival rate."""
+    q = problem.qps * (1 - 1e-9)
+    n = tuple(counts.get(p.name, 0) for p in problem.pools)
+    reps = replicas_by_gpu(problem.pools, counts)
+    used = [g for g, r in reps.items() if r > 0]
+    if problem.routing == "weighted":
+        return sum(problem.holdable(n)[g] for g in used) >= q
+    total = sum(reps.values())
+    if any(q > problem.capacity[g] * total for g in used):
+        return False
+    if problem.spot_survival:
+        for p, k in zip(problem.pools, n):
+            if p.is_spot and k > 0 and any(q > problem.surv_cap(g) * (total - p.gpus_per_instance * k) for g in used):
+                return False
+    return True
 
 
 def _static_weights(problem: Problem, counts: dict[str, int]) -> dict[str, float]:

@@ -184,8 +184,9 @@ def _routing(problem: Problem, sol: Solution) -> dict[str, float]:
     return {g: problem.qps * holdable[g] / total for g in used}
 
 
-def _describe(pools: tuple[Pool, ...], counts: dict[str, int]) -> list[str]:
-    return [f"{counts[p.name]} x {p.instance_type} {p.capacity_type}" for p in pools if counts[p.name] > 0]
+def describe_pools(pools: tuple[Pool, ...], counts: dict[str, int]) -> list[str]:
+    """'2 x g6e.2xlarge spot' per pool bought; a pool left out of the counts holds none (as a period records it)."""
+    return [f"{counts[p.name]} x {p.instance_type} {p.capacity_type}" for p in pools if counts.get(p.name, 0) > 0]
 
 
 def _apply_calibration(req: RecommendRequest) -> Calibration | None:
@@ -425,12 +426,12 @@ def _build_plan(req, catalog: Catalog, problem, sol, traffic, reps, results, cap
     fleet_util = sum(util[g] * reps[g] for g in traffic) / sum(reps[g] for g in traffic)
     usd = sol.usd_per_hour
     lp_gap = (usd - sol.lp_bound) / usd if sol.lp_bound is not None and usd > 0 else None
-    mix = ", ".join(_describe(problem.pools, sol.counts))
+    mix = ", ".join(describe_pools(problem.pools, sol.counts))
     why = f"Cheapest fleet: {mix} at ${usd:,.2f}/h. Binding: {binding}"
     why += f" (relaxing it would save ${saving:,.2f}/h)." if saving > 0 else "."
     if second is not None:
         extra = second.usd_per_hour - usd
-        why += (f" Runner-up: {', '.join(_describe(problem.pools, second.counts))} at ${second.usd_per_hour:,.2f}/h "
+        why += (f" Runner-up: {', '.join(describe_pools(problem.pools, second.counts))} at ${second.usd_per_hour:,.2f}/h "
                 f"(+${extra:,.2f}/h, +{100 * extra / usd:.1f}%).")
     if req.min_replicas_per_gpu > 1:
         why += (f" Production: at least {req.min_replicas_per_gpu} replicas of every GPU type that serves, because one "
@@ -470,6 +471,6 @@ def _build_plan(req, catalog: Catalog, problem, sol, traffic, reps, results, cap
                             lp_relaxation_usd_per_hour=None if sol.lp_bound is None else round(sol.lp_bound, 4),
                             lp_gap=None if lp_gap is None else round(lp_gap, 6), wall_s=round(sol.wall_s, 4)),
         binding_constraint=Binding(name=binding, usd_per_hour_if_relaxed=round(usd - saving, 4) if saving > 0 else None),
-        runner_up=None if second is None else Alternative(pools=_describe(problem.pools, second.counts),
+        runner_up=None if second is None else Alternative(pools=describe_pools(problem.pools, second.counts),
                                                           usd_per_hour=round(second.usd_per_hour, 4)),
         survival=survival, sizing=[sizing[g].record() for g in sorted(sizing)], autoscaling=spec, why=why)
