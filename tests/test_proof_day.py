@@ -61,3 +61,28 @@ def test_day_milp_is_within_its_gap_of_enumeration_with_spot_share_and_reserved_
             assert got.lp_bound <= expected + 1e-9, case
         compared += 1
     assert compared >= CASES_PER_SEED // 2
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_one_in_use_mark_per_gpu_type_changes_no_weighted_day_optimum(seed):
+    # The brute force cannot enumerate weighted routing over several GPU types (one weight ties the periods), so the
+    # day MILP with one in-use mark per GPU type is checked against the same MILP with a mark per type and period.
+    rng = random.Random(2000 + seed)
+    compared = 0
+    for _ in range(CASES_PER_SEED):
+        problem, demand, hours = random_day(rng)
+        gpus = sorted(problem.capacity)
+        if len(gpus) < 2:
+            continue
+        problem = Problem(problem.pools, problem.capacity, 1.0, routing="weighted",
+                          max_spot_share=problem.max_spot_share, min_replicas=problem.min_replicas_per_gpu,
+                          min_replicas_per_gpu=problem.min_replicas_per_gpu)
+        try:
+            per_period = solve_day(problem, demand, hours, link_in_use=False)
+        except Infeasible:
+            continue
+        linked = solve_day(problem, demand, hours)
+        tolerance = max(linked.mip_gap, per_period.mip_gap) * per_period.usd + 1e-9
+        assert linked.usd == pytest.approx(per_period.usd, abs=tolerance), (problem, demand, hours)
+        compared += 1
+    assert compared >= 2
