@@ -90,9 +90,10 @@ def _is_reserved(p: Pool) -> bool:
 
 
 def solve_day(problem: Problem, demand: list[float], hours: list[float], *, relax: bool = False,
-              time_limit_s: float = DAY_SOLVER_TIME_LIMIT_S) -> DaySolution:
+              time_limit_s: float = DAY_SOLVER_TIME_LIMIT_S, link_in_use: bool = True) -> DaySolution:
     """Least cost over the periods: reserved pools' counts are one number held in every period, the others one per
-    period. ``problem`` carries the pools, per-replica rates and constraints (its ``qps`` is not read)."""
+    period. ``problem`` carries the pools, per-replica rates and constraints (its ``qps`` is not read).
+    ``link_in_use=False`` leaves out the one in-use mark per GPU type (the check that it changes no optimum)."""
     full = problem
     problem = replace(problem, pools=_undominated(problem))
     pools = problem.pools
@@ -104,7 +105,7 @@ def solve_day(problem: Problem, demand: list[float], hours: list[float], *, rela
     block = len(elastic) + 2 * n_g  # per period: elastic counts | x[g] | y[g]
     ix_w = len(reserved) + n_t * block
     weighted = problem.routing == "weighted"
-    n_var = ix_w + (n_g if weighted else 0)
+    n_var = ix_w + (2 * n_g if weighted else 0)  # the weights w[g], then the day's in-use marks z[g] (if linked)
     # Instance bounds: the peak's provable bound (an optimum never spends more on one pool than the cheapest feasible
     # one-pool fleet at the peak), plus a replica floor's worth; doubled and re-solved while a count sits on it.
     # Instance bounds, per period: an optimum spends no more in a period on one elastic pool than the cheapest
@@ -117,7 +118,8 @@ def solve_day(problem: Problem, demand: list[float], hours: list[float], *, rela
     ub = np.array([[(at_peak if _is_reserved(p) else replace(problem, qps=q)).upper_bound(p) + e
                     for p, e in zip(pools, extra)] for q in demand], dtype=float)
     for _ in range(BOUND_DOUBLINGS):
-        sol = _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elastic, block, ix_w, n_var)
+        sol = _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elastic, block, ix_w, n_var,
+                         link_in_use)
         at_bound = [j for j, p in enumerate(pools) if problem.pool_limit(p) is None
                     and any(c[p.name] >= ub[t, j] - 0.5 for t, c in enumerate(sol.counts))]
         if relax or not at_bound:
@@ -153,7 +155,8 @@ def _undominated(problem: Problem) -> tuple[Pool, ...]:
                  or not any(dominates(q, p) for q in problem.pools))
 
 
-def _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elastic, block, ix_w, n_var) -> DaySolution:
+def _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elastic, block, ix_w, n_var,
+               link_in_use) -> DaySolution:
     pools = problem.pools
     gpus = problem.gpus()
     n_g = len(gpus)
@@ -200,6 +203,21 @@ def _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elasti
     if problem.routing == "weighted":
         upper[ix_w:ix_w + n_g] = 1.0
         add({ix_w + i: 1.0 for i in range(n_g)}, 1.0, 1.0)
+        if link_in_use and problem.min_replicas <= problem.min_replicas_per_gpu:
+            # One weight per GPU type all day, so a type with a share serves in every period with traffic: its
+            # in-use marks y[g, t] of those periods are one mark z[g]. Without this, HiGHS branched on the marks
+            # period by period and spent most of a 20,000 req/s day proving what it had found (4.4 s of MILP against
+            # 1.5 s). Exact under the guard: the marks differ between busy periods only where a type with no traffic
+            # holds idle replicas in some periods, which only the total floor --min-replicas could want; every
+            # routed type already holds min_replicas_per_gpu >= min_replicas replicas, so dropping the idle ones
+            # keeps every constraint and costs no more.
+            ix_z = ix_w + n_g
+            upper[ix_z:ix_z + n_g] = 1.0
+            integrality[ix_z:ix_z + n_g] = 1
+            for i in range(n_g):
+                for start, q in zip(starts, demand):
+                    if q > 0:
+                        add({start + len(elastic) + n_g + i: 1.0, ix_z + i: -1.0}, 0.0, 0.0)
     if relax:
         integrality[:] = 0
     matrix = coo_array((vals, (rows, cols)), shape=(len(lo), n_var)).tocsr()
