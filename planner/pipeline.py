@@ -37,7 +37,6 @@ from planner.simulate import SimResult, Workload
 from planner.sizing import GpuSizing, calibrated_model, constraints_of, fleet_pools, replica_model, size_gpu
 from planner.survival import mixture_quantile, replica_through_loss
 
-ALL_CAPACITY_TYPES = CAPACITY_TYPES
 VERIFY_REQUESTS = 40_000
 VERIFY_SEED = 7
 TIGHTEN = 0.97  # capacity scale applied to a deployment whose verification P99 misses the target
