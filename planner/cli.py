@@ -166,7 +166,7 @@ def fit_cmd(
     stress: Annotated[list[Path], typer.Argument(help="Stress-result JSON files (loadtests run), one Triton replica each.")],
     profile: Annotated[Path, typer.Option(help="Latency profile of the model on the GPU the runs used.")],
     output: Annotated[Path, typer.Option(help="Where to write the calibration JSON (for recommend --calibration).")],
-    p99_ms: Annotated[float, typer.Option(help="P99 target the HPA thresholds are fitted for, ms.")] = 100.0,
+    p99_ms: Annotated[float, typer.Option(help="P99 target the HPA thresholds are fitted for, ms.")] = default_of(_R, "p99_ms"),
     scale_up_lag_min: Annotated[float, typer.Option(help="Minutes from the HPA's decision to a new GPU replica serving (4-8 typical).")] = DEFAULT_SCALE_UP_LAG_S / 60.0,
     ramp_pct_per_min: Annotated[float, typer.Option(help="Fastest traffic growth to absorb, percent per minute.")] = DEFAULT_RAMP_PER_MIN * 100.0,
     triton_config: Annotated[Optional[str], typer.Option(help="MAX_BATCH:QUEUE_DELAY_US:INSTANCES for runs that did not record it.")] = None,

@@ -8,6 +8,7 @@ import pytest
 
 from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S
 from planner.cli import main
+from planner.day import DEFAULT_PERIOD_S
 from planner.errors import PlannerInputError
 from planner.pipeline import DEFAULT_OVERHEAD_MS, PRODUCTION_MIN_REPLICAS_PER_GPU, RecommendRequest
 from planner.recommend import recommend
@@ -54,6 +55,17 @@ def test_every_option_default_is_the_request_models(monkeypatch, capsys):
         assert text == want, f"{option}: help says {text!r}, the request model {want!r}"
         checked += 1
     assert checked >= 15, shown
+
+
+def test_the_period_default_is_the_day_plans(monkeypatch, capsys):
+    assert _help(monkeypatch, capsys)["--period-min"] == str(DEFAULT_PERIOD_S / 60)
+
+
+def test_fit_targets_the_same_default_p99(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "1000")
+    assert main(["fit", "--help"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "--p99-ms" in line)
+    assert f"[default: {RecommendRequest(qps=1.0).p99_ms}]" in row
 
 
 def test_the_help_names_the_fallbacks_the_planner_uses(monkeypatch, capsys):
