@@ -19,7 +19,8 @@ from gpufleet.tables import Column, print_table
 from gpufleet.contracts.io import check_output_file, write_atomic
 from loadtests import shapes
 from loadtests.errors import LoadTestInputError
-from loadtests.settings import StressSettings, build, default_of, settings_error
+from gpufleet.contracts.model import default_of
+from loadtests.settings import StressSettings, build, settings_error
 
 app = typer.Typer(help="Open-loop stress runs against Triton, with Locust.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)

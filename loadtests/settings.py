@@ -120,11 +120,6 @@ class StressSettings(Strict):
         return math.ceil(self.bound_s())
 
 
-def default_of(model: type[Strict], field: str):
-    """A field's declared default, for a command-line option that must not declare its own."""
-    return model.model_fields[field].default
-
-
 def settings_error(exc: ValidationError) -> LoadTestInputError:
     """One line naming the option that is wrong."""
     err = exc.errors()[0]

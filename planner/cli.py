@@ -8,7 +8,7 @@ import math
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, get_args
 
 import typer
 from rich.console import Console
@@ -16,11 +16,14 @@ from rich.console import Console
 from gpufleet.cli import run_app, stdout_console
 from planner.errors import PlannerInputError
 from gpufleet.contracts.plan import write_plan
-from planner.pipeline import ALL_CAPACITY_TYPES, DEFAULT_OVERHEAD_MS, RecommendRequest
+from gpufleet.contracts.catalog import CapacityType
+from gpufleet.contracts.model import default_of
+from gpufleet.contracts.plan import Environment, Routing
+from planner.day import DEFAULT_PERIOD_S, read_day_curve, recommend_day
+from planner.pipeline import DEFAULT_OVERHEAD_MS, PRODUCTION_MIN_REPLICAS_PER_GPU, RecommendRequest
 from planner.recommend import recommend
 from gpufleet.contracts.calibration import write_calibration
 from planner.fit import fit
-from planner.profiles import DEFAULT_MODEL
 from planner.uncertainty import DEFAULT_CONFIDENCE
 from planner.render import render_calibration, render_plan
 from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
@@ -39,14 +42,7 @@ class OutputFormat(str, Enum):
     json = "json"
 
 
-class RoutingMode(str, Enum):
-    weighted = "weighted"
-    equal = "equal"
-
-
-class Environment(str, Enum):
-    production = "production"
-    development = "development"
+_R = RecommendRequest  # the request model: each option's default and allowed values are its field's
 
 
 @app.command("recommend")
@@ -54,30 +50,30 @@ def recommend_cmd(
     qps: Annotated[Optional[float], typer.Option(help="Requests per second to serve (or --qps-curve).")] = None,
     qps_curve: Annotated[Optional[Path], typer.Option(help="Plan over a day: CSV of req/s with a 'time' column (seconds, HH:MM or ISO) at a regular step, or a 'qps' column alone with --curve-step-min.")] = None,
     curve_step_min: Annotated[Optional[float], typer.Option(help="With --qps-curve: minutes each row stands for (for a CSV without a time column).")] = None,
-    period_min: Annotated[float, typer.Option(help="With --qps-curve: the planning period, minutes; the fleet changes at most this often.")] = 60.0,
+    period_min: Annotated[float, typer.Option(help="With --qps-curve: the planning period, minutes; the fleet changes at most this often.")] = DEFAULT_PERIOD_S / 60.0,
     mix: Annotated[Optional[Path], typer.Option(help="Several models, one fleet: CSV with columns model,qps,p99_ms, one row per model (instead of --qps, --model, --p99-ms).")] = None,
-    p99_ms: Annotated[float, typer.Option(help="End-to-end P99 latency target, ms.")] = 100.0,
-    model: Annotated[str, typer.Option(help="Model name in the latency profiles (embedded: yolov8{n,s,m,l,x}-{640,1280x720}, yolov8m-seg-{640,1280x720}, resnet50).")] = DEFAULT_MODEL,
-    gpu: Annotated[Optional[list[str]], typer.Option(help="GPU types to consider (repeat); default all profiled.")] = None,
-    catalog: Annotated[Optional[Path], typer.Option(help="Instance catalog JSON; default the embedded us-east-1 one.")] = None,
-    profile: Annotated[Optional[list[Path]], typer.Option(help="Latency profile JSON (repeat); overrides the embedded one for its model and GPU.")] = None,
-    capacity_type: Annotated[Optional[list[str]], typer.Option(help=f"Capacity types allowed (repeat): {', '.join(ALL_CAPACITY_TYPES)}.")] = None,
-    routing: Annotated[RoutingMode, typer.Option(help="Load balancing as deployed: weighted per GPU type, or equal shares.")] = RoutingMode.weighted,
+    p99_ms: Annotated[float, typer.Option(help="End-to-end P99 latency target, ms.")] = default_of(_R, "p99_ms"),
+    model: Annotated[str, typer.Option(help="Model name in the latency profiles (embedded: yolov8{n,s,m,l,x}-{640,1280x720}, yolov8m-seg-{640,1280x720}, resnet50).")] = default_of(_R, "model"),
+    gpu: Annotated[Optional[list[str]], typer.Option(help="GPU types to consider (repeat); default all profiled.")] = default_of(_R, "gpus"),
+    catalog: Annotated[Optional[Path], typer.Option(help="Instance catalog JSON; default the embedded us-east-1 one.")] = default_of(_R, "catalog"),
+    profile: Annotated[Optional[list[Path]], typer.Option(help="Latency profile JSON (repeat); overrides the embedded one for its model and GPU.")] = default_of(_R, "profiles"),
+    capacity_type: Annotated[list[str], typer.Option(help=f"Capacity types allowed (repeat): {', '.join(get_args(CapacityType))}.")] = default_of(_R, "capacity_types"),
+    routing: Annotated[Routing, typer.Option(help="Load balancing as deployed: weighted per GPU type, or equal shares.")] = default_of(_R, "routing"),
     max_spot_share: Annotated[float, typer.Option(
-        help="Largest share of each GPU type's replicas on spot (each type on spot keeps its own floor).")] = 0.7,
-    spot_survival: Annotated[bool, typer.Option(help="Require the fleet to hold after losing its largest spot pool.")] = False,
-    survival_p99_ms: Annotated[Optional[float], typer.Option(help="Degraded P99 bound while a spot pool is lost; default the target.")] = None,
-    horizon_months: Annotated[float, typer.Option(help="How long the fleet will run; reserved terms must pay over it.")] = 12.0,
-    overhead_ms: Annotated[Optional[float], typer.Option(help=f"Fixed network and pre/post-processing time per request, ms; default the calibration's, else {DEFAULT_OVERHEAD_MS:g}.")] = None,
-    calibration: Annotated[Optional[Path], typer.Option(help="Calibration from `planner fit`: overhead, server costs, their uncertainty, scale-up lag.")] = None,
-    confidence: Annotated[Optional[float], typer.Option(help="With --calibration: size with capacity's lower end at this confidence; default the calibration's.")] = None,
-    scale_up_lag_min: Annotated[Optional[float], typer.Option(help="Minutes for a new GPU replica to serve; default the calibration's, else 6.")] = None,
-    ramp_pct_per_min: Annotated[Optional[float], typer.Option(help="Fastest traffic growth the HPA must absorb, percent per minute; default the calibration's, else 2. 0: targets only allow for the HPA's tolerance.")] = None,
-    min_replicas: Annotated[int, typer.Option(min=1, help="Fewest Triton replicas in the fleet.")] = 1,
-    environment: Annotated[Environment, typer.Option(help="production: at least 2 replicas of every GPU type that serves; development allows 1.")] = Environment.production,
-    max_instances_per_pool: Annotated[Optional[int], typer.Option(min=1, help="Cap on instances from any one pool.")] = None,
-    exhaustive: Annotated[bool, typer.Option(help="Simulate every Triton config instead of pruning.")] = False,
-    mig: Annotated[bool, typer.Option(help="Also consider MIG slices of MIG-capable GPUs (A100) as replicas, with latency derived from the whole GPU's profile as an upper bound (not measured; see planner/mig.py).")] = False,
+        help="Largest share of each GPU type's replicas on spot (each type on spot keeps its own floor).")] = default_of(_R, "max_spot_share"),
+    spot_survival: Annotated[bool, typer.Option(help="Require the fleet to hold after losing its largest spot pool.")] = default_of(_R, "spot_survival"),
+    survival_p99_ms: Annotated[Optional[float], typer.Option(help="Degraded P99 bound while a spot pool is lost; default the target.")] = default_of(_R, "survival_p99_ms"),
+    horizon_months: Annotated[float, typer.Option(help="How long the fleet will run; reserved terms must pay over it.")] = default_of(_R, "horizon_months"),
+    overhead_ms: Annotated[Optional[float], typer.Option(help=f"Fixed network and pre/post-processing time per request, ms; default the calibration's, else {DEFAULT_OVERHEAD_MS:g}.")] = default_of(_R, "overhead_ms"),
+    calibration: Annotated[Optional[Path], typer.Option(help="Calibration from `planner fit`: overhead, server costs, their uncertainty, scale-up lag.")] = default_of(_R, "calibration"),
+    confidence: Annotated[Optional[float], typer.Option(help="With --calibration: size with capacity's lower end at this confidence; default the calibration's.")] = default_of(_R, "confidence"),
+    scale_up_lag_min: Annotated[Optional[float], typer.Option(help=f"Minutes for a new GPU replica to serve; default the calibration's, else {DEFAULT_SCALE_UP_LAG_S / 60:g}.")] = None,
+    ramp_pct_per_min: Annotated[Optional[float], typer.Option(help=f"Fastest traffic growth the HPA must absorb, percent per minute; default the calibration's, else {100 * DEFAULT_RAMP_PER_MIN:g}. 0: targets only allow for the HPA's tolerance.")] = None,
+    min_replicas: Annotated[int, typer.Option(help="Fewest Triton replicas in the fleet.")] = default_of(_R, "min_replicas"),
+    environment: Annotated[Environment, typer.Option(help=f"production: at least {PRODUCTION_MIN_REPLICAS_PER_GPU} replicas of every GPU type that serves; development allows 1.")] = default_of(_R, "environment"),
+    max_instances_per_pool: Annotated[Optional[int], typer.Option(help="Cap on instances from any one pool.")] = default_of(_R, "max_instances_per_pool"),
+    exhaustive: Annotated[bool, typer.Option(help="Simulate every Triton config instead of pruning.")] = default_of(_R, "exhaustive"),
+    mig: Annotated[bool, typer.Option(help="Also consider MIG slices of MIG-capable GPUs (A100) as replicas, with latency derived from the whole GPU's profile as an upper bound (not measured; see planner/mig.py).")] = default_of(_R, "mig"),
     format: Annotated[OutputFormat, typer.Option("--format", help="table for people, json for the plan file.")] = OutputFormat.table,
     output: Annotated[Optional[Path], typer.Option(help="Also write the plan JSON here.")] = None,
     stack: Annotated[Optional[str], typer.Option(help="Also write the plan where this Pulumi stack reads it (gpufleet:planPath).")] = None,
@@ -86,33 +82,32 @@ def recommend_cmd(
     """The cheapest GPU fleet and Triton config that hold the P99 target at the requested rate."""
     if output is not None:
         check_output_file(output, "plan", PlannerInputError)
-    if sum(x is not None for x in (qps, qps_curve, mix)) != 1:
-        raise PlannerInputError("give exactly one of --qps, --qps-curve and --mix")
-    mixed = None
-    if mix is not None:
-        from planner.mix import read_mix
-        mixed = read_mix(mix)
-    curve = None
-    if qps_curve is not None:
-        from planner.day import read_day_curve
+    mode = _demand(qps, qps_curve, mix)
+    curve = mixed = None
+    if mode == "day":
         curve = read_day_curve(qps_curve, curve_step_min)
         if not (math.isfinite(period_min) and period_min > 0):
             raise PlannerInputError(f"--period-min must be a positive number, got {period_min:g}")
+    elif mode == "mix":
+        from planner.mix import read_mix
+        mixed = read_mix(mix)
+    # The one place the request is built: the rate the fleet must hold is the curve's peak or the mix's sum.
     req = RecommendRequest(
-        qps=float(curve.qps.max()) if curve is not None else qps if mixed is None else sum(q for _, q, _ in mixed), p99_ms=p99_ms, model=model, gpus=gpu or None, catalog=catalog, profiles=list(profile or []),
-        capacity_types=list(capacity_type) if capacity_type else list(ALL_CAPACITY_TYPES), routing=routing.value,
-        max_spot_share=max_spot_share, spot_survival=spot_survival, survival_p99_ms=survival_p99_ms,
-        horizon_months=horizon_months, overhead_ms=overhead_ms, min_replicas=min_replicas,
-        max_instances_per_pool=max_instances_per_pool, exhaustive=exhaustive, environment=environment.value, mig=mig, calibration=calibration, confidence=confidence,
-        scale_up_lag_s=None if scale_up_lag_min is None else _non_negative("--scale-up-lag-min", scale_up_lag_min) * 60,
-        ramp_per_min=None if ramp_pct_per_min is None else _non_negative("--ramp-pct-per-min", ramp_pct_per_min) / 100)
+        qps=float(curve.qps.max()) if curve is not None else sum(q for _, q, _ in mixed) if mixed else qps,
+        p99_ms=p99_ms, model=model, gpus=gpu or None, catalog=catalog, profiles=list(profile),
+        capacity_types=list(capacity_type), routing=routing, max_spot_share=max_spot_share,
+        spot_survival=spot_survival, survival_p99_ms=survival_p99_ms, horizon_months=horizon_months,
+        overhead_ms=overhead_ms, calibration=calibration, confidence=confidence,
+        scale_up_lag_s=None if scale_up_lag_min is None else scale_up_lag_min * 60.0,
+        ramp_per_min=None if ramp_pct_per_min is None else ramp_pct_per_min / 100.0,
+        min_replicas=min_replicas, max_instances_per_pool=max_instances_per_pool, exhaustive=exhaustive,
+        environment=environment, mig=mig)
     target = None
     if stack is not None:
         from planner.stack import stack_target
         target = stack_target(stack, project_dir)  # an unusable stack is refused before the planning work
         check_output_file(target.plan_path, "plan", PlannerInputError)
     if curve is not None:
-        from planner.day import recommend_day
         plan = recommend_day(req, curve, period_min * 60.0)
     elif mixed is not None:
         from planner.mix import recommend_mix
@@ -132,6 +127,15 @@ def recommend_cmd(
         sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
     else:
         render_plan(plan, stdout_console())
+
+
+def _demand(qps: float | None, qps_curve: Path | None, mix: Path | None) -> str:
+    """Which demand the options give: "point" (--qps), "day" (--qps-curve) or "mix" (--mix). The one place the
+    modes are told apart on the command line; what a mode cannot plan yet is refused by its planner."""
+    given = {"point": qps is not None, "day": qps_curve is not None, "mix": mix is not None}
+    if sum(given.values()) != 1:
+        raise PlannerInputError("give exactly one of --qps, --qps-curve and --mix")
+    return next(k for k, v in given.items() if v)
 
 
 def _non_negative(option: str, value: float) -> float:
@@ -162,7 +166,7 @@ def fit_cmd(
     stress: Annotated[list[Path], typer.Argument(help="Stress-result JSON files (loadtests run), one Triton replica each.")],
     profile: Annotated[Path, typer.Option(help="Latency profile of the model on the GPU the runs used.")],
     output: Annotated[Path, typer.Option(help="Where to write the calibration JSON (for recommend --calibration).")],
-    p99_ms: Annotated[float, typer.Option(help="P99 target the HPA thresholds are fitted for, ms.")] = 100.0,
+    p99_ms: Annotated[float, typer.Option(help="P99 target the HPA thresholds are fitted for, ms.")] = default_of(_R, "p99_ms"),
     scale_up_lag_min: Annotated[float, typer.Option(help="Minutes from the HPA's decision to a new GPU replica serving (4-8 typical).")] = DEFAULT_SCALE_UP_LAG_S / 60.0,
     ramp_pct_per_min: Annotated[float, typer.Option(help="Fastest traffic growth to absorb, percent per minute.")] = DEFAULT_RAMP_PER_MIN * 100.0,
     triton_config: Annotated[Optional[str], typer.Option(help="MAX_BATCH:QUEUE_DELAY_US:INSTANCES for runs that did not record it.")] = None,

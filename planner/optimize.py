@@ -28,14 +28,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Literal
-
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
+from gpufleet.contracts.plan import Routing  # noqa: F401 (re-exported: the planner's name for it)
 from planner.catalog import Pool
-
-Routing = Literal["weighted", "equal"]
 
 
 @dataclass(frozen=True)

@@ -12,28 +12,31 @@ A plan module imports these and never another plan module (the layers contract i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
 from gpufleet.contracts.calibration import Calibration, read_calibration
-from gpufleet.contracts.plan import (Alternative, Autoscaling, Binding, Cost, Deployment, LatencyPrediction, Plan,
-                                     PlanRequest, PoolPlan, SolverReport, SurvivalCheck)
+from gpufleet.contracts.catalog import CapacityType, check_gpu_type
+from gpufleet.contracts.model import Strict
+from gpufleet.contracts.plan import (Alternative, Autoscaling, Binding, Cost, Deployment, Environment,
+                                     LatencyPrediction, Plan, PlanRequest, PoolPlan, Routing, SolverReport,
+                                     SurvivalCheck)
 from planner.capacity import Capacity, CapacitySearch, queue_bound
 from planner.catalog import CAPACITY_TYPES, HOURS_PER_MONTH, Catalog, Pool, read_catalog
 from planner.errors import PlannerInputError
-from planner.optimize import Problem, Routing, Solution, binding_constraint, replicas_by_gpu, runner_up
+from planner.optimize import Problem, Solution, binding_constraint, replicas_by_gpu, runner_up
 from planner.mig import slice_profiles, slices
 from planner.profiles import DEFAULT_MODEL, Pairing, load_profiles
 from planner.simulate import SimResult, Workload
-from planner.sizing import FleetConstraints, GpuSizing, calibrated_model, fleet_pools, replica_model, size_gpu
+from planner.sizing import GpuSizing, calibrated_model, constraints_of, fleet_pools, replica_model, size_gpu
 from planner.survival import mixture_quantile, replica_through_loss
 
-ALL_CAPACITY_TYPES = CAPACITY_TYPES
 VERIFY_REQUESTS = 40_000
 VERIFY_SEED = 7
 TIGHTEN = 0.97  # capacity scale applied to a deployment whose verification P99 misses the target
@@ -45,77 +48,117 @@ AFTER_REPLACEMENT_S = 60.0
 # A production plan runs at least this many replicas of every GPU type that serves: with one, a single spot reclaim
 # or node failure takes that type's whole share of traffic down until a replacement serves (minutes).
 PRODUCTION_MIN_REPLICAS_PER_GPU = 2
-ENVIRONMENTS = ("production", "development")
 OVERHEAD_ASSUMED = ("assumed default for network transfer and pre/post-processing; "
                     "calibrate it from stress runs with `planner fit`")
 
 
-@dataclass
-class RecommendRequest:
-    """What the user asks; defaults are the CLI's."""
+class RecommendRequest(Strict):
+    """What the user asks: the one request model. Each field's default is declared here once and the CLI's options
+    read it (:func:`gpufleet.contracts.model.default_of`); the plan records the request as its dump
+    (:meth:`recorded`). Every value is checked where it is set, at construction and on assignment (the day and mix
+    plans set the rate and target in place), and a bad one is :class:`PlannerInputError` with one line naming the
+    option (:func:`request_error`). Fields left ``None`` are filled from the calibration or the defaults named
+    beside them by :func:`prepare`."""
 
-    qps: float
-    p99_ms: float = 100.0
-    model: str = DEFAULT_MODEL
-    gpus: list[str] | None = None
-    catalog: Path | None = None
-    profiles: list[Path] = field(default_factory=list)
-    capacity_types: list[str] = field(default_factory=lambda: list(ALL_CAPACITY_TYPES))
+    model_config = ConfigDict(validate_assignment=True)
+
+    qps: float = Field(gt=0)  # the rate the fleet must hold at its busiest (a day's peak, a mix's sum)
+    p99_ms: float = Field(100.0, gt=0)
+    model: str = Field(DEFAULT_MODEL, min_length=1)
+    catalog: Path | None = None  # None: the embedded catalog (before gpus: their check reads it)
+    gpus: list[str] | None = None  # None: every GPU type with a profile and a price
+    profiles: list[Path] = Field(default_factory=list)
+    capacity_types: list[CapacityType] = Field(default_factory=lambda: list(CAPACITY_TYPES), min_length=1)
     routing: Routing = "weighted"
-    max_spot_share: float = 0.7
+    max_spot_share: float = Field(0.7, ge=0, le=1)  # of each GPU type's replicas: at least 30% stay on a floor
     spot_survival: bool = False
-    survival_p99_ms: float | None = None
-    horizon_months: float = 12.0
-    overhead_ms: float | None = None  # None: the calibration's, else DEFAULT_OVERHEAD_MS
+    survival_p99_ms: float | None = Field(None, gt=0)  # None: the target
+    horizon_months: float = Field(12.0, gt=0)
+    overhead_ms: float | None = Field(None, ge=0)  # None: the calibration's, else DEFAULT_OVERHEAD_MS
     overhead_source: str = OVERHEAD_ASSUMED
     calibration: Path | None = None
-    confidence: float | None = None  # None: the calibration's
-    scale_up_lag_s: float | None = None  # with ramp_per_min: lag-aware HPA targets (planner.scaling)
-    ramp_per_min: float | None = None
-    min_replicas: int = 1
-    max_instances_per_pool: int | None = None
+    confidence: float | None = Field(None, gt=0.5, lt=1)  # None: the calibration's
+    scale_up_lag_s: float | None = Field(None, ge=0)  # with ramp_per_min: lag-aware HPA targets
+    ramp_per_min: float | None = Field(None, ge=0)  # None for both: the calibration's, else the autoscaling defaults
+    min_replicas: int = Field(1, ge=1)
+    max_instances_per_pool: int | None = Field(None, ge=1)
     exhaustive: bool = False
-    environment: str = "production"
+    environment: Environment = "production"
     mig: bool = False  # MIG slices as capacity (planner.mig)
+
+    def __init__(self, **values) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise request_error(exc) from None
+
+    def __setattr__(self, name: str, value) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise request_error(exc) from None
+
+    @field_validator("gpus")
+    @classmethod
+    def _known_gpus(cls, gpus: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        # A name no catalog has is refused before any profile is read; whether a slice may be planned (--mig) and
+        # whether a profile exists for it is _gpus_to_plan's.
+        if gpus is not None and "catalog" in info.data:
+            for g in gpus:
+                check_gpu_type(g, info.data["catalog"])
+        return gpus
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RecommendRequest":
+        if self.overhead_ms is not None and self.overhead_ms >= self.p99_ms:
+            raise ValueError(f"--overhead-ms {self.overhead_ms:g} leaves no latency budget under --p99-ms "
+                             f"{self.p99_ms:g}")
+        if self.survival_p99_ms is not None and self.survival_p99_ms < self.p99_ms:
+            raise ValueError(f"--survival-p99-ms {self.survival_p99_ms:g} must be >= --p99-ms {self.p99_ms:g}")
+        return self
 
     @property
     def min_replicas_per_gpu(self) -> int:
         return PRODUCTION_MIN_REPLICAS_PER_GPU if self.environment == "production" else 1
 
     def check(self) -> None:
-        """Reject numbers no plan can answer, each with one line."""
-        def positive(name: str, value: float) -> None:
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise PlannerInputError(f"{name} must be a positive number, got {value}")
-        positive("--qps", self.qps)
-        positive("--p99-ms", self.p99_ms)
-        positive("--horizon-months", self.horizon_months)
+        """Fill the overhead's default (after the calibration had its say) and check the whole request again: a list
+        edited in place is not an assignment."""
         if self.overhead_ms is None:
             self.overhead_ms = DEFAULT_OVERHEAD_MS
-        if not (0.0 <= self.max_spot_share <= 1.0):
-            raise PlannerInputError(f"--max-spot-share must lie in [0, 1], got {self.max_spot_share}")
-        if not (math.isfinite(self.overhead_ms) and self.overhead_ms >= 0):
-            raise PlannerInputError(f"--overhead-ms must be >= 0, got {self.overhead_ms}")
-        if self.overhead_ms >= self.p99_ms:
-            raise PlannerInputError(f"--overhead-ms {self.overhead_ms} leaves no latency budget under "
-                                    f"--p99-ms {self.p99_ms}")
-        if self.survival_p99_ms is not None and not math.isfinite(self.survival_p99_ms):
-            raise PlannerInputError(f"--survival-p99-ms must be a finite number, got {self.survival_p99_ms}")
-        if self.survival_p99_ms is not None and self.survival_p99_ms < self.p99_ms:
-            raise PlannerInputError(f"--survival-p99-ms {self.survival_p99_ms} must be >= --p99-ms {self.p99_ms}")
-        if self.confidence is not None and not (0.5 < self.confidence < 1):
-            raise PlannerInputError(f"--confidence must lie strictly between 0.5 and 1, got {self.confidence}")
-        if self.min_replicas < 1:
-            raise PlannerInputError(f"--min-replicas must be >= 1, got {self.min_replicas}")
-        if self.max_instances_per_pool is not None and self.max_instances_per_pool < 1:
-            raise PlannerInputError(f"--max-instances-per-pool must be >= 1, got {self.max_instances_per_pool}")
-        unknown = set(self.capacity_types) - set(ALL_CAPACITY_TYPES)
-        if unknown or not self.capacity_types:
-            raise PlannerInputError(f"unknown capacity type {sorted(unknown)}; choose from {', '.join(ALL_CAPACITY_TYPES)}")
-        if self.environment not in ENVIRONMENTS:
-            raise PlannerInputError(f"--environment must be one of {', '.join(ENVIRONMENTS)}, got {self.environment}")
-        if self.routing not in ("weighted", "equal"):
-            raise PlannerInputError(f"--routing must be weighted or equal, got {self.routing}")
+        type(self)(**self.model_dump())
+
+    def recorded(self, **found) -> PlanRequest:
+        """The request as a plan records it: this model's dump, with what planning found (``found``: the region,
+        the GPU types sized, the catalog's date)."""
+        asked = self.model_dump(mode="json", include=set(PlanRequest.model_fields) - set(found))
+        return PlanRequest(**asked, min_replicas_per_gpu=self.min_replicas_per_gpu, **found)
+
+
+# A request field whose option has another name, and the factor from the field's unit to the option's.
+_OPTIONS = {"gpus": ("--gpu", None), "profiles": ("--profile", None), "capacity_types": ("--capacity-type", None),
+            "scale_up_lag_s": ("--scale-up-lag-min", 1 / 60), "ramp_per_min": ("--ramp-pct-per-min", 100)}
+
+
+def option_of(field: str) -> str:
+    """The command-line option that fills request field ``field``."""
+    return _OPTIONS.get(field, ("--" + field.replace("_", "-"), None))[0]
+
+
+def request_error(exc: ValidationError) -> PlannerInputError:
+    """The first defect of a request as one line naming its option (and the value as the option took it)."""
+    err = exc.errors()[0]
+    message = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
+    field = next((str(p) for p in err["loc"] if not isinstance(p, int)), None)
+    if err["type"] == "value_error" or field is None:
+        return PlannerInputError(message)  # our validators' messages name the option already
+    if err["type"] == "extra_forbidden":
+        return PlannerInputError(f"a request has no field {field!r}; its fields: {', '.join(RecommendRequest.model_fields)}")
+    option, factor = _OPTIONS.get(field, (option_of(field), None))
+    value = err.get("input")
+    if factor is not None and isinstance(value, (int, float)):
+        value = value * factor  # the value as typed; the only bound of these fields is 0, the same in either unit
+    return PlannerInputError(f"{option} {value!r}: {message}")
 
 
 def planned_gpus(catalog: Catalog, mig: bool) -> set[str]:
@@ -266,9 +309,7 @@ def prepare(req: RecommendRequest) -> Sized:
                                 f"{lowest[0]:.2f} ms (on {lowest[1]}, batch 1, no load, overhead "
                                 f"{req.overhead_ms:g} ms)")
 
-    constraints = FleetConstraints(req.routing, req.max_spot_share, req.spot_survival, req.min_replicas,
-                                   req.max_instances_per_pool, req.horizon_months, tuple(req.capacity_types),
-                                   req.min_replicas_per_gpu, req.mig)
+    constraints = constraints_of(req)
     pools = fleet_pools(catalog, set(caps), constraints)
     if not pools:
         raise PlannerInputError(f"the catalog has no {'/'.join(req.capacity_types)} pools for {', '.join(caps)}")
@@ -453,15 +494,7 @@ def _build_plan(req, catalog: Catalog, problem, sol, traffic, reps, results, cap
     return Plan(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         gpufleet_version=pkg_version,
-        request=PlanRequest(qps=req.qps, p99_ms=req.p99_ms, model=req.model, region=catalog.region,
-                            gpus=sorted(caps), capacity_types=list(req.capacity_types), routing=req.routing,
-                            max_spot_share=req.max_spot_share, spot_survival=req.spot_survival,
-                            survival_p99_ms=req.survival_p99_ms, horizon_months=req.horizon_months,
-                            overhead_ms=req.overhead_ms, overhead_source=req.overhead_source,
-                            min_replicas=req.min_replicas, max_instances_per_pool=req.max_instances_per_pool,
-                            environment=req.environment, min_replicas_per_gpu=req.min_replicas_per_gpu,
-                            catalog_as_of=catalog.as_of, mig=req.mig,
-                            calibration=None if req.calibration is None else str(req.calibration)),
+        request=req.recorded(region=catalog.region, gpus=sorted(caps), catalog_as_of=catalog.as_of),
         pools=pool_plans, deployments=deployments,
         predicted=LatencyPrediction(p50_ms=round(p50, 3), p90_ms=round(p90, 3), p99_ms=round(p99, 3),
                                     utilization=round(min(fleet_util, 1.0), 4)),

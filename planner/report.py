@@ -101,7 +101,7 @@ class FleetModel:
         self.sizing = {s.gpu: GpuSizing.from_record(s) for s in plan.sizing}
         self.config = {g: s.config for g, s in self.sizing.items()}
         self.capacity = {g: s.sizing_rate for g, s in self.sizing.items()}
-        self.constraints = constraints_of(plan)
+        self.constraints = constraints_of(r)
         self.pools = fleet_pools(self.catalog, set(self.sizing), self.constraints)
 
     def problem(self, qps: float, gpus: list[str], **override) -> Problem:

@@ -7,12 +7,12 @@ spot pool is lost; and the MILP :class:`~planner.optimize.Problem` over the cata
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from gpufleet.contracts.autoscaling import AutoscalingSpec
 from gpufleet.contracts.calibration import Calibration
 from gpufleet.contracts.catalog import Catalog, CapacityType
-from gpufleet.contracts.plan import CapacityRange, Plan, SizingRecord
+from gpufleet.contracts.plan import CapacityRange, SizingRecord
 from gpufleet.contracts.profile import LatencyProfile
 from gpufleet.contracts.triton import BatchingConfig
 from planner.capacity import Capacity, CapacitySearch, ReplicaModel
@@ -124,7 +124,9 @@ def fleet_problem(pools: tuple[Pool, ...], sizing: dict[str, GpuSizing], qps: fl
                    min_replicas_per_gpu=c.min_replicas_per_gpu)
 
 
-def constraints_of(plan: Plan) -> FleetConstraints:
-    r = plan.request
-    return FleetConstraints(r.routing, r.max_spot_share, r.spot_survival, r.min_replicas, r.max_instances_per_pool,
-                            r.horizon_months, tuple(r.capacity_types), r.min_replicas_per_gpu, r.mig)
+def constraints_of(request) -> FleetConstraints:
+    """The fleet constraints of a request, read by field name: the one being planned
+    (:class:`planner.pipeline.RecommendRequest`) or the one a plan records (:class:`gpufleet.contracts.plan.PlanRequest`,
+    which the report re-solves with), the same fields either way."""
+    values = {f.name: getattr(request, f.name) for f in fields(FleetConstraints)}
+    return FleetConstraints(**values | {"capacity_types": tuple(values["capacity_types"])})

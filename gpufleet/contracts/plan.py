@@ -12,13 +12,17 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from gpufleet.contracts.autoscaling import AutoscalingSpec
+from gpufleet.contracts.catalog import CapacityType
 from gpufleet.contracts.io import read_contract_json, validate, write_atomic
 from gpufleet.contracts.model import Strict
 from gpufleet.contracts.triton import BatchingConfig
 from gpufleet.errors import ContractError
 
 SCHEMA_VERSION = 2
-CapacityType = Literal["on-demand", "spot", "reserved-1yr", "reserved-3yr"]
+# How traffic is split over GPU types as deployed: in proportion to what each type holds, or equal shares per replica.
+Routing = Literal["weighted", "equal"]
+# production: at least PRODUCTION_MIN_REPLICAS_PER_GPU (planner.pipeline) replicas of every GPU type that serves.
+Environment = Literal["production", "development"]
 
 
 class PlanRequest(Strict):
@@ -30,7 +34,7 @@ class PlanRequest(Strict):
     region: str
     gpus: list[str]
     capacity_types: list[str]
-    routing: Literal["weighted", "equal"]
+    routing: Routing
     max_spot_share: float = Field(ge=0, le=1, description="Largest share of each GPU type's replicas on spot.")
     spot_survival: bool
     survival_p99_ms: float | None
@@ -38,7 +42,7 @@ class PlanRequest(Strict):
     overhead_ms: float = Field(ge=0)
     overhead_source: str
     min_replicas: int = Field(ge=1)
-    environment: Literal["production", "development"] = Field(
+    environment: Environment = Field(
         default="development", description="production: at least min_replicas_per_gpu replicas of every GPU type "
                                            "that serves, and lag-aware HPA targets unless the request set others")
     min_replicas_per_gpu: int = Field(default=1, ge=1, description="fewest replicas of any GPU type in use")
