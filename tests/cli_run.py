@@ -7,7 +7,8 @@ test calls :func:`run_cli` instead of a subprocess. It reproduces what a process
 - ``sys.argv`` is ``[<console path>, *argv]`` (Click names the program from it in usage messages);
 - ``sys.stdout`` / ``sys.stderr`` are fresh text buffers that are not terminals (as in a pipe), ``sys.stdin`` is
   empty (as ``stdin=DEVNULL``);
-- the working directory and any environment overrides hold for the call only;
+- the working directory, any environment overrides and the SIGINT/SIGTERM handlers (``serving local`` sets its own)
+  hold for the call only;
 - warnings are shown on stderr under Python's default filters, as in a fresh interpreter (pytest would otherwise
   swallow them, and a stray warning breaks the "one stderr line" rule);
 - an exception that escapes ``main`` is written to stderr as the interpreter writes it (``Traceback ...``) with exit
@@ -26,6 +27,7 @@ import importlib
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import traceback
@@ -105,6 +107,7 @@ def run_cli(cli: str, argv: list[str] | tuple[str, ...], *, cwd: str | Path | No
     args = [str(a) for a in argv]
     out, err = _Pipe(), _Pipe()
     saved = sys.argv, sys.stdin, os.getcwd()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     faulthandler.dump_traceback_later(timeout_s, exit=True)
     try:
         sys.argv = [console(cli), *args]
@@ -124,6 +127,8 @@ def run_cli(cli: str, argv: list[str] | tuple[str, ...], *, cwd: str | Path | No
             sys.stdout.flush()
     finally:
         faulthandler.cancel_dump_traceback_later()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         sys.argv, sys.stdin = saved[0], saved[1]
         os.chdir(saved[2])
     return Result(int(code or 0), out.getvalue(), err.getvalue(), (cli, *args))
