@@ -1,6 +1,5 @@
 """`serving profile`: measured profiles in the planner's format, from ONNX Runtime and PyTorch."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
