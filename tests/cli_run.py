@@ -16,13 +16,12 @@ test calls :func:`run_cli` instead of a subprocess. It reproduces what a process
 
 What it cannot see: output written by child processes the command starts (they inherit the real file descriptors)
 and anything that happens only once per interpreter (import-time warnings, start-up). Each console keeps true
-subprocess cases for those (:func:`run_console`). A call that hangs past ``timeout_s`` ends the test session with a
-traceback of every thread (``faulthandler``) rather than hanging it: in-process, nothing else can stop it.
+subprocess cases for those (:func:`run_console`). A call still running after ``timeout_s`` is interrupted by SIGALRM
+(as ``subprocess.run(timeout=...)`` would stop a process) and the test fails with :class:`CliTimeout` and where it hung.
 """
 from __future__ import annotations
 
 import contextlib
-import faulthandler
 import importlib
 import io
 import os
@@ -30,6 +29,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -55,6 +55,29 @@ def console(name: str) -> str:
     exe = shutil.which(name, path=str(BIN))
     assert exe, f"console entry {name} not installed: pip install -e '.[test]'"
     return exe
+
+
+class CliTimeout(BaseException):
+    """Raised into a call that ran past its time. A BaseException, so that no ``except Exception`` in the command
+    turns it into an exit status."""
+
+
+@contextlib.contextmanager
+def _deadline(cli: str, args: list[str], timeout_s: float):
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+
+    def expired(signum, frame):
+        raise CliTimeout(f"{cli} {' '.join(args)}: still running after {timeout_s:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class _Pipe(io.StringIO):
@@ -108,13 +131,13 @@ def run_cli(cli: str, argv: list[str] | tuple[str, ...], *, cwd: str | Path | No
     out, err = _Pipe(), _Pipe()
     saved = sys.argv, sys.stdin, os.getcwd()
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    faulthandler.dump_traceback_later(timeout_s, exit=True)
     try:
         sys.argv = [console(cli), *args]
         sys.stdin = io.StringIO("")
         if cwd is not None:
             os.chdir(cwd)
-        with _environment(env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _fresh_warnings():
+        with _environment(env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _fresh_warnings(), \
+                _deadline(cli, args, timeout_s):
             try:
                 code = main(args)
             except SystemExit as exc:
@@ -126,9 +149,9 @@ def run_cli(cli: str, argv: list[str] | tuple[str, ...], *, cwd: str | Path | No
                 code = 1
             sys.stdout.flush()
     finally:
-        faulthandler.cancel_dump_traceback_later()
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
         sys.argv, sys.stdin = saved[0], saved[1]
         os.chdir(saved[2])
     return Result(int(code or 0), out.getvalue(), err.getvalue(), (cli, *args))

@@ -1,5 +1,4 @@
 """MIG slices as capacity: the derived slice profiles, the partitioned pools, and `planner recommend --mig`."""
-
 import pytest
 
 from gpufleet.contracts.plan import read_plan
