@@ -1,9 +1,14 @@
-"""The planner command line: bad input gets one stderr line and exit status 2; good input a plan."""
+"""The planner command line: bad input gets one stderr line and exit status 2; good input a plan.
+
+The cases call the console's ``main(argv)`` in-process (tests/cli_run.py); ``python -m planner`` and the installed
+``planner`` script run as processes in a bad-input case, a good-input case and the pipe case."""
 import json
 import subprocess
 import sys
 
 import pytest
+
+from tests.cli_run import run_cli
 
 from gpufleet.contracts.plan import read_plan
 from gpufleet.contracts.catalog import EMBEDDED_CATALOG
@@ -11,6 +16,11 @@ from importlib import resources
 
 
 def run(*args, cwd=None):
+    return run_cli("planner", args, cwd=cwd)
+
+
+def run_module(*args, cwd=None):
+    """``python -m planner ...``: the module entry (planner/__main__.py) in its own interpreter."""
     return subprocess.run([sys.executable, "-m", "planner", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=120)
 
@@ -79,13 +89,13 @@ def test_missing_profile_file(tmp_path):
 
 def test_failed_run_writes_no_plan(tmp_path):
     out = tmp_path / "plan.json"
-    assert_one_line_error(run("recommend", "--qps", "-1", "--output", str(out)), "--qps")
+    assert_one_line_error(run_module("recommend", "--qps", "-1", "--output", str(out)), "--qps")
     assert not out.exists()
 
 
 def test_json_plan_is_valid_and_written_to_output(tmp_path):
     out = tmp_path / "plan.json"
-    proc = run("recommend", "--qps", "5000", "--p99-ms", "100", "--format", "json", "--output", str(out))
+    proc = run_module("recommend", "--qps", "5000", "--p99-ms", "100", "--format", "json", "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout)
     plan = read_plan(out)

@@ -1,15 +1,15 @@
-"""Plausible mistakes thrown at the four command lines through their console entry points (subprocesses, as a user
-and CI run them). Each must end as one stderr line and exit status 2: no traceback, and nothing written.
+"""Plausible mistakes thrown at the four command lines. Each must end as one stderr line and exit status 2: no
+traceback, and nothing written.
 
 The cases are hand-picked classes of mistakes (paths, file kinds, ranges, URLs, impossible values inside schema-valid
-files); hypothesis adds generated bad numbers for the numeric options."""
+files); hypothesis adds generated bad numbers for the numeric options. What is under test is what each console's
+``main(argv)`` does with the arguments, so the cases call it in-process (tests/cli_run.py: the same argv, a pipe's
+stdout/stderr, the exit status the script would return, an escaped exception as the interpreter prints it); a few
+cases per console run the installed script in its own interpreter, as a user and CI type it, so the start-up and
+the script's wiring are covered too."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -19,16 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpufleet.net import free_port
+from tests.cli_run import run_cli, run_console
 
-BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 120
-
-
-def _exe(name: str) -> str:
-    exe = shutil.which(name, path=str(BIN))
-    assert exe, f"console entry {name} missing: pip install -e '.[test]'"
-    return exe
+COLUMNS = {"COLUMNS": "200"}
 
 
 @pytest.fixture(scope="module")
@@ -247,13 +242,11 @@ def _listing(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
 
-def _run(cli: str, argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, COLUMNS="200")
-    return subprocess.run([_exe(cli), *argv], capture_output=True, text=True, timeout=TIMEOUT_S, cwd=cwd, env=env,
-                          stdin=subprocess.DEVNULL)
+def _run(cli: str, argv: list[str], cwd: Path):
+    return run_cli(cli, argv, cwd=cwd, env=COLUMNS, timeout_s=TIMEOUT_S)
 
 
-def _verdict(cli: str, argv: list[str], proc: subprocess.CompletedProcess) -> str | None:
+def _verdict(cli: str, argv: list[str], proc) -> str | None:
     err = proc.stderr.strip().splitlines()
     if proc.returncode != 2:
         return f"exit {proc.returncode}: {proc.stderr[-400:]}"
@@ -268,13 +261,8 @@ def test_at_least_a_hundred_bad_inputs_each_end_in_one_line_and_exit_2(files, tm
     assert len(CASES) >= 100
     snapshot = _listing(Path(files["DIR"]).parent)
     out = tmp_path / "out"
-
-    def one(case):
-        cli, argv = case
-        return cli, argv, _run(cli, _expand(argv, files, out), tmp_path)
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(one, CASES))
+    # One after another: in-process calls share sys.stdout, the working directory and the environment.
+    results = [(cli, argv, _run(cli, _expand(argv, files, out), tmp_path)) for cli, argv in CASES]
     failures = [f"{cli} {' '.join(argv)} -> {why}" for cli, argv, proc in results
                 if (why := _verdict(cli, argv, proc))]
     assert not failures, "\n".join(failures)
@@ -282,6 +270,27 @@ def test_at_least_a_hundred_bad_inputs_each_end_in_one_line_and_exit_2(files, tm
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*")), sorted(_listing(out))
     assert _listing(Path(files["DIR"]).parent) == snapshot
     assert not list(tmp_path.glob("rendered*")) and not list(tmp_path.glob("stress*"))
+
+
+# One mistake per console, typed as a user types it: the installed script in a fresh interpreter (its start-up, its
+# entry point's wiring, its import-time warnings), not only main(argv).
+AS_TYPED = [(P, ["recommend", "--qps", "-10"]), (S, ["demo-model", "yolo", "OUT/d.onnx"]),
+            (L, ["show", "NEG_STRESS"]), (I, ["render", "--plan", "ZERO_PLAN", "--out", "OUT/r"])]
+
+
+def test_each_console_script_as_typed_ends_a_mistake_in_one_line_and_exit_2(files, tmp_path):
+    out = tmp_path / "out"
+
+    def one(case):
+        cli, argv = case
+        return cli, argv, run_console(cli, _expand(argv, files, out), cwd=tmp_path, env=COLUMNS, timeout_s=TIMEOUT_S)
+
+    with ThreadPoolExecutor(max_workers=len(AS_TYPED)) as pool:
+        results = list(pool.map(one, AS_TYPED))
+    failures = [f"{cli} {' '.join(argv)} -> {why}" for cli, argv, proc in results
+                if (why := _verdict(cli, argv, proc))]
+    assert not failures, "\n".join(failures)
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*")), sorted(_listing(out))
 
 
 BAD_NUMBERS = st.sampled_from(["0", "-1", "-0.5", "nan", "-inf", "inf", "1e999", "abc", "", "1,5", "0x10", "--"])

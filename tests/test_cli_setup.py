@@ -5,6 +5,9 @@
   extra's module cannot be imported: a meta-path finder refuses it, as a missing distribution would.
 * An output path that cannot be written is one line, exit 2, before any work, and nothing is left behind.
 * Files the tools write honour the user's umask, as any other program's do.
+
+A missing extra needs an interpreter that never imported it, so those cases run the installed script in a process;
+the others call the console's ``main(argv)`` in-process (tests/cli_run.py), the umask set for the call and put back.
 """
 import json
 import os
@@ -15,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from infra.settings import ROOT
+
+from tests.cli_run import run_cli
 
 from .test_infra_gates import _console
 
@@ -115,7 +120,7 @@ DATA = Path(__file__).parent / "data"
 ], ids=lambda a: " ".join(a[:2]))
 def test_an_unwritable_output_is_one_line_exit_2(argv, tiny_onnx, tmp_path):
     args = [a.format(onnx=tiny_onnx) for a in argv]
-    run = subprocess.run([_console(args[0]), *args[1:]], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    run = run_cli(args[0], args[1:], cwd=ROOT)
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2, (run.returncode, run.stderr[-2000:])
     assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
@@ -125,31 +130,32 @@ def test_an_unwritable_output_is_one_line_exit_2(argv, tiny_onnx, tmp_path):
 def test_a_refused_output_folder_leaves_nothing_behind(tmp_path):
     """The check makes the folders it needs to try a write, and removes them again when the run is refused."""
     out = tmp_path / "new" / "deeper" / "report"
-    run = subprocess.run([_console("planner"), "report", str(tmp_path / "missing.plan.json"), "--out", str(out)],
-                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    run = run_cli("planner", ["report", str(tmp_path / "missing.plan.json"), "--out", str(out)], cwd=tmp_path)
     assert run.returncode == 2, run.stderr
     assert list(tmp_path.iterdir()) == []
 
 
 # --- file modes ----------------------------------------------------------------------------------------------------
 
-def _umask_022():
-    os.umask(0o022)
+@pytest.fixture
+def umask_022():
+    """The user's umask is 022 for the test (as a shell's usually is), and whatever it was afterwards."""
+    saved = os.umask(0o022)
+    yield
+    os.umask(saved)
 
 
-def test_written_files_follow_the_umask(tmp_path):
+def test_written_files_follow_the_umask(tmp_path, umask_022):
     plan = tmp_path / "p.json"
-    run = subprocess.run([_console("planner"), "recommend", "--qps", "500", "--p99-ms", "100", "--output", str(plan)],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path, preexec_fn=_umask_022)
+    run = run_cli("planner", ["recommend", "--qps", "500", "--p99-ms", "100", "--output", str(plan)], cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert json.loads(plan.read_text())["schema_version"] == 2
     assert plan.stat().st_mode & 0o777 == 0o644
 
 
-def test_the_report_follows_the_umask(tmp_path):
-    run = subprocess.run([_console("planner"), "report", str(ROOT / "infra/plans/dev.plan.json"), "--out",
-                          str(tmp_path / "report")], capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                         preexec_fn=_umask_022)
+def test_the_report_follows_the_umask(tmp_path, umask_022):
+    run = run_cli("planner", ["report", str(ROOT / "infra/plans/dev.plan.json"), "--out", str(tmp_path / "report")],
+                  cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "report").iterdir()}
     assert "report.html" in modes and set(modes.values()) == {0o644}, modes

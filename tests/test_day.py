@@ -1,8 +1,6 @@
 """The day plan: its MILP against enumeration, the cases whose answer is known, the HPA replay, the curve reader and
 the console entry point."""
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +18,8 @@ from planner.optimize import Infeasible, Problem, solve
 from planner.recommend import RecommendRequest, recommend
 from planner.sizing import GpuSizing
 from gpufleet.contracts.triton import BatchingConfig
+from tests.cli_run import run_cli
 
-PLANNER = str(Path(sys.executable).with_name("planner"))
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -196,8 +194,8 @@ def test_a_flat_day_plan_is_the_point_plan(tmp_path):
 
 def test_day_plan_through_the_console_entry_point(tmp_path):
     out = tmp_path / "plan.json"
-    run = subprocess.run([PLANNER, "recommend", "--qps-curve", str(ROOT / "bench/data/i94-weekday-2012-10-04.csv"),
-                          "--output", str(out)], capture_output=True, text=True, timeout=300)
+    run = run_cli("planner", ["recommend", "--qps-curve", str(ROOT / "bench/data/i94-weekday-2012-10-04.csv"),
+                              "--output", str(out)])
     assert run.returncode == 0, run.stderr
     plan = read_plan(out)
     day = plan.day
@@ -219,9 +217,8 @@ def test_day_plan_through_the_console_entry_point(tmp_path):
 
 def test_a_bad_curve_exits_2_with_one_line(tmp_path):
     bad = write(tmp_path, "time,qps\n00:00,1\n00:30,abc\n")
-    run = subprocess.run([PLANNER, "recommend", "--qps-curve", str(bad)], capture_output=True, text=True, timeout=120)
+    run = run_cli("planner", ["recommend", "--qps-curve", str(bad)])
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0 and "line 3: qps 'abc'" in run.stderr
-    both = subprocess.run([PLANNER, "recommend", "--qps", "10", "--qps-curve", str(bad)], capture_output=True,
-                          text=True, timeout=120)
+    both = run_cli("planner", ["recommend", "--qps", "10", "--qps-curve", str(bad)])
     assert both.returncode == 2 and "exactly one of --qps, --qps-curve and --mix" in both.stderr

@@ -1,5 +1,8 @@
 """`infra render` is a gate: through its console entry, it exits non-zero on a policy violation and on an invalid
-manifest; and the stack is built from the plan alone."""
+manifest; and the stack is built from the plan alone.
+
+The gate's cases call the console's ``main(argv)`` in-process (tests/cli_run.py), the faults injected with
+monkeypatch and undone after; a good stack renders through the installed ``infra`` script as a user types it."""
 import json
 import shutil
 import subprocess
@@ -11,6 +14,7 @@ from gpufleet.contracts.plan import read_plan, write_plan
 from infra.preview import manifests, preview
 from infra.program import load_plan
 from infra.settings import ROOT, settings_from_config, stack_file_config
+from tests.cli_run import run_cli
 
 BIN = Path(sys.executable).parent
 
@@ -23,35 +27,38 @@ def _console(name: str) -> str:
 
 def test_render_exits_1_on_a_policy_violation(tmp_path):
     plan = tmp_path / "allspot.json"
-    made = subprocess.run([_console("planner"), "recommend", "--qps", "20000", "--p99-ms", "100",
-                           "--max-spot-share", "1.0", "--format", "json", "--output", str(plan)],
-                          capture_output=True, text=True, timeout=300)
+    made = run_cli("planner", ["recommend", "--qps", "20000", "--p99-ms", "100", "--max-spot-share", "1.0",
+                               "--format", "json", "--output", str(plan)])
     assert made.returncode == 0, made.stderr
     assert {p.capacity_type for p in read_plan(plan).pools} == {"spot"}
-    run = subprocess.run([_console("infra"), "render", "--stack", "dev", "--plan", str(plan), "--out",
-                          str(tmp_path / "r")], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    run = run_cli("infra", ["render", "--stack", "dev", "--plan", str(plan), "--out", str(tmp_path / "r")], cwd=ROOT)
     assert run.returncode == 1, (run.stdout, run.stderr)
     assert "policy on-demand-floor" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_render_exits_1_on_an_invalid_manifest(tmp_path):
-    # Fault injection in a real process: a container port that is not an integer, which Kubernetes' schema refuses.
-    code = ("import sys, infra.triton as t; t.PORTS[0] = {'name': 'http', 'containerPort': 'eight-thousand'}; "
-            "from infra.cli import main; sys.exit(main(sys.argv[1:]))")
-    run = subprocess.run([sys.executable, "-c", code, "render", "--stack", "dev", "--out", str(tmp_path / "r")],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    # Fault injection: a container port that is not an integer, which Kubernetes' schema refuses. PORTS is one list
+    # that every manifest reads, so it is changed in place, and put back whatever happens.
+    import infra.triton as t
+
+    saved = t.PORTS[0]
+    t.PORTS[0] = {"name": "http", "containerPort": "eight-thousand"}
+    try:
+        run = run_cli("infra", ["render", "--stack", "dev", "--out", str(tmp_path / "r")], cwd=ROOT)
+    finally:
+        t.PORTS[0] = saved
     assert run.returncode == 1, (run.stdout, run.stderr)
     assert "Deployment" in run.stderr and "invalid" in run.stderr and "Traceback" not in run.stderr
 
 
-def test_render_exits_1_on_an_aws_input_aws_refuses(tmp_path):
-    # Fault injection in a real process: an IMDS setting EC2 does not take (CloudFormation's schema lists the two).
-    code = ("import sys, pulumi_aws as aws; orig = aws.ec2.LaunchTemplate.__init__; "
-            "aws.ec2.LaunchTemplate.__init__ = lambda self, n, *a, **k: orig(self, n, *a, **{**k, 'metadata_options': "
-            "{**k['metadata_options'], 'http_tokens': 'sometimes'}}); "
-            "from infra.cli import main; sys.exit(main(sys.argv[1:]))")
-    run = subprocess.run([sys.executable, "-c", code, "render", "--stack", "dev", "--out", str(tmp_path / "r")],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+def test_render_exits_1_on_an_aws_input_aws_refuses(tmp_path, monkeypatch):
+    # Fault injection: an IMDS setting EC2 does not take (CloudFormation's schema lists the two).
+    import pulumi_aws as aws
+
+    orig = aws.ec2.LaunchTemplate.__init__
+    monkeypatch.setattr(aws.ec2.LaunchTemplate, "__init__", lambda self, n, *a, **k: orig(self, n, *a, **{
+        **k, "metadata_options": {**k["metadata_options"], "http_tokens": "sometimes"}}))
+    run = run_cli("infra", ["render", "--stack", "dev", "--out", str(tmp_path / "r")], cwd=ROOT)
     assert run.returncode == 1, (run.stdout, run.stderr)
     assert "aws " in run.stderr and "sometimes" in run.stderr and "Traceback" not in run.stderr
 
@@ -123,15 +130,15 @@ def test_the_dev_stack_serves_the_model_its_plan_is_for_and_prod_pins_one(tmp_pa
     other["model"] = "detector"
     prof = tmp_path / "detector-L4.json"
     prof.write_text(json.dumps(other))
-    base = [_console("planner"), "recommend", "--qps", "500", "--p99-ms", "100", "--model", "detector",
-            "--profile", str(prof), "--gpu", "L4", "--project-dir", str(project)]
-    ok = subprocess.run(base + ["--stack", "dev"], capture_output=True, text=True, timeout=300)
+    base = ["recommend", "--qps", "500", "--p99-ms", "100", "--model", "detector", "--profile", str(prof), "--gpu",
+            "L4", "--project-dir", str(project)]
+    ok = run_cli("planner", base + ["--stack", "dev"])
     assert ok.returncode == 0, ok.stderr
     settings = settings_from_config(stack_file_config("dev", project), "dev")
     plan = load_plan(settings, project)
     assert {d.model for d in plan.deployments} == {"detector"}
     names = {r.name for r in preview(settings, plan) if r.type == "kubernetes:apps/v1:Deployment"}
     assert any(n.startswith("gpufleet-dev-detector") or "triton-detector" in n for n in names), names
-    refused = subprocess.run(base + ["--stack", "prod"], capture_output=True, text=True, timeout=300)
+    refused = run_cli("planner", base + ["--stack", "prod"])
     assert refused.returncode == 2 and "serves model 'resnet50'" in refused.stderr
     assert not (project / "infra" / "plans" / "prod.plan.json").exists()

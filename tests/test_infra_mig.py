@@ -20,8 +20,8 @@ from infra.policy.rules import Resource, check
 from infra.preview import manifests, preview
 from infra.program import load_plan
 from infra.settings import settings_from_config, stack_file_config
+from tests.cli_run import run_cli
 
-PLANNER = str(Path(sys.executable).with_name("planner"))
 SLICE = "A100-MIG-1g.5gb"
 STUBS = Path(__file__).with_name("mig_stubs.py")
 
@@ -29,9 +29,8 @@ STUBS = Path(__file__).with_name("mig_stubs.py")
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     out = tmp_path_factory.mktemp("mig") / "plan.json"
-    run = subprocess.run([PLANNER, "recommend", "--model", "yolov8n-640", "--qps", "3000", "--p99-ms", "100",
-                          "--mig", "--gpu", SLICE, "--output", str(out)], capture_output=True, text=True,
-                         timeout=300)
+    run = run_cli("planner", ["recommend", "--model", "yolov8n-640", "--qps", "3000", "--p99-ms", "100", "--mig",
+                              "--gpu", SLICE, "--output", str(out)])
     assert run.returncode == 0, run.stderr
     settings = settings_from_config(stack_file_config("dev"), "dev").model_copy(update={"plan_path": str(out)})
     plan = load_plan(settings)

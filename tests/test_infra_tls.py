@@ -7,8 +7,6 @@ The preview's mock account answers Route 53 and ELB lookups the way AWS does (``
 """
 import json
 import logging
-import subprocess
-import sys
 
 import pulumi
 import pytest
@@ -17,6 +15,7 @@ import infra.preview as preview_mod
 from infra.preview import Recorder, account_zones, manifests, preview
 from infra.program import build, load_plan
 from infra.settings import ROOT, InfraInputError, settings_from_config, stack_file_config
+from tests.cli_run import run_cli
 
 ROUTE53_RECORD = "aws:route53/record:Record"
 # The canonical hosted zone of Application Load Balancers in us-east-1 (AWS General Reference, "Elastic Load
@@ -193,13 +192,14 @@ def test_certificate_validation_gives_up_in_minutes_not_75():
     assert timeout is not None and timeout.create == f"{VALIDATION_TIMEOUT_MIN}m"
 
 
-def test_render_refuses_a_domain_whose_zone_is_not_in_the_account_in_one_line(tmp_path):
-    # The prod stack names a domain and no zone id; the mock account (in a real process) holds no zone for it.
-    code = ("import sys, infra.preview as p; p.ACCOUNT_ZONES = {'Z0OTHER000000000000001': {'name': 'other.org'}}; "
-            "from infra.cli import main; sys.exit(main(sys.argv[1:]))")
+def test_render_refuses_a_domain_whose_zone_is_not_in_the_account_in_one_line(tmp_path, monkeypatch):
+    # The prod stack names a domain and no zone id; the mock account (set for this test only) holds no zone for it.
+    # The console's main(argv) runs in-process (tests/cli_run.py).
+    import infra.preview as p
+
+    monkeypatch.setattr(p, "ACCOUNT_ZONES", {"Z0OTHER000000000000001": {"name": "other.org"}})
     out = tmp_path / "r"
-    run = subprocess.run([sys.executable, "-c", code, "render", "--stack", "prod", "--out", str(out)],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    run = run_cli("infra", ["render", "--stack", "prod", "--out", str(out)], cwd=ROOT)
     assert run.returncode == 2, (run.stdout, run.stderr)
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "gpufleet:tlsDomain" in lines[0] and "Traceback" not in run.stderr, run.stderr

@@ -1,6 +1,8 @@
 """`loadtests run` and `loadtests show` through their console entry, as the README types them, against the stub
 server on loopback: the knee search stops at the first step whose P99 passes the bound, counting requests still
-unanswered past the bound; and what the commands print reads right in a terminal of 80 or 120 columns."""
+unanswered past the bound; and what the commands print reads right in a terminal of 80 or 120 columns. `loadtests
+run` calls the console's main(argv) in-process (tests/cli_run.py); `loadtests show` runs as the installed script on a
+pseudo-terminal."""
 import importlib.util
 import json
 import os
@@ -17,6 +19,7 @@ if importlib.util.find_spec("locust") is None:
     pytest.skip("locust is not installed (pip install -e '.[loadtests]')", allow_module_level=True)
 
 from gpufleet.contracts.stress_result import read_stress_result  # noqa: E402
+from tests.cli_run import run_cli  # noqa: E402
 
 from .conftest import start_stub  # noqa: E402
 
@@ -38,9 +41,10 @@ def _env(**extra) -> dict:
     return dict(os.environ, PYTHONPATH=str(ROOT), **extra)
 
 
-def _loadtests(*args, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run([_console("loadtests"), *args], capture_output=True, text=True, timeout=timeout,
-                          env=_env(), cwd=ROOT)
+def _loadtests(*args, timeout=120):
+    """``loadtests ARGS``: the console's main(argv) in-process (tests/cli_run.py); Locust runs in its own processes
+    either way, and they inherit PYTHONPATH from the environment set for the call."""
+    return run_cli("loadtests", args, env={"PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout_s=timeout)
 
 
 def _stub(**params):

@@ -1,8 +1,4 @@
 """MIG slices as capacity: the derived slice profiles, the partitioned pools, and `planner recommend --mig`."""
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from gpufleet.contracts.plan import read_plan
@@ -11,8 +7,8 @@ from planner.capacity import CapacitySearch, ReplicaModel
 from planner.catalog import pools_for, read_catalog
 from planner.mig import slice_pools, slice_profiles, slices
 from planner.profiles import load_profiles
+from tests.cli_run import run_cli
 
-PLANNER = str(Path(sys.executable).with_name("planner"))
 # The A100-SXM4-40GB's geometry as its sources state it (planner/data/mig.json): 108 SMs, 14 per compute slice,
 # 8 memory slices; a 1g.5gb slice holds 1 compute and 1 memory slice, 2g.10gb 2 and 2, 3g.20gb 3 and 4.
 EXPECTED_SLOWDOWN = {"A100-MIG-1g.5gb": 8.0, "A100-MIG-2g.10gb": 4.0, "A100-MIG-3g.20gb": 108 / 42}
@@ -67,9 +63,8 @@ def test_a_slice_holds_less_than_its_whole_gpu_and_more_than_its_share():
 
 def test_recommend_mig_buys_partitioned_instances_and_says_how(tmp_path):
     out = tmp_path / "plan.json"
-    run = subprocess.run([PLANNER, "recommend", "--model", "yolov8n-640", "--qps", "3000", "--p99-ms", "100", "--mig",
-                          "--gpu", "A100-MIG-1g.5gb", "--output", str(out)], capture_output=True, text=True,
-                         timeout=300)
+    run = run_cli("planner", ["recommend", "--model", "yolov8n-640", "--qps", "3000", "--p99-ms", "100", "--mig",
+                              "--gpu", "A100-MIG-1g.5gb", "--output", str(out)])
     assert run.returncode == 0, run.stderr
     plan = read_plan(out)
     assert plan.request.mig
@@ -77,7 +72,6 @@ def test_recommend_mig_buys_partitioned_instances_and_says_how(tmp_path):
         assert p.gpu == "A100-MIG-1g.5gb" and p.mig_partition == "all-1g.5gb" and p.instance_type == "p4d.24xlarge"
         assert p.replicas == 56 * p.count
     assert plan.deployments[0].predicted.p99_ms <= 100
-    report = subprocess.run([PLANNER, "report", str(out), "--out", str(tmp_path / "r")], capture_output=True,
-                            text=True, timeout=300)
+    report = run_cli("planner", ["report", str(out), "--out", str(tmp_path / "r")])
     assert report.returncode == 0, report.stderr
     assert "A100-MIG-1g.5gb" in (tmp_path / "r" / "report.html").read_text()

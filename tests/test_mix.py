@@ -1,8 +1,6 @@
 """Several models, one fleet, end to end: `planner recommend --mix` through its console entry point, the plan it
 writes, and the co-location planner against brute force on small cases."""
 import itertools
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +11,8 @@ from planner.capacity import CapacitySearch, ReplicaModel
 from planner.catalog import pools_for, read_catalog
 from planner.colocate import UNMEASURED_WAYS, ModelDemand, _partitions, _simulate, plan_mix
 from planner.profiles import load_profiles
+from tests.cli_run import run_cli
 
-PLANNER = str(Path(sys.executable).with_name("planner"))
 LIGHT = "model,qps,p99_ms\nyolov8m-seg-640,100,150\nyolov8n-640,150,50\n"
 
 
@@ -26,8 +24,8 @@ def mix_file(tmp_path, text, name="mix.csv"):
 
 def test_a_mix_plan_serves_every_model_within_its_own_target(tmp_path):
     out = tmp_path / "plan.json"
-    run = subprocess.run([PLANNER, "recommend", "--mix", str(mix_file(tmp_path, LIGHT)), "--gpu", "T4", "--gpu", "L4",
-                          "--output", str(out)], capture_output=True, text=True, timeout=300)
+    run = run_cli("planner", ["recommend", "--mix", str(mix_file(tmp_path, LIGHT)), "--gpu", "T4", "--gpu", "L4",
+                              "--output", str(out)])
     assert run.returncode == 0, run.stderr
     plan = read_plan(out)
     targets = {m.model: m.p99_ms for m in plan.mix.models}
@@ -55,15 +53,13 @@ def test_a_mix_plan_serves_every_model_within_its_own_target(tmp_path):
     ("model,qps,p99_ms\n", "one row per model"),
 ])
 def test_a_bad_mix_exits_2_with_one_line(tmp_path, text, says):
-    run = subprocess.run([PLANNER, "recommend", "--mix", str(mix_file(tmp_path, text))], capture_output=True,
-                         text=True, timeout=120)
+    run = run_cli("planner", ["recommend", "--mix", str(mix_file(tmp_path, text))])
     assert run.returncode == 2, run.stdout
     assert run.stderr.strip().count("\n") == 0 and says in run.stderr and "Traceback" not in run.stderr
 
 
 def test_a_mix_with_a_rate_is_refused(tmp_path):
-    run = subprocess.run([PLANNER, "recommend", "--mix", str(mix_file(tmp_path, LIGHT)), "--qps", "10"],
-                         capture_output=True, text=True, timeout=120)
+    run = run_cli("planner", ["recommend", "--mix", str(mix_file(tmp_path, LIGHT)), "--qps", "10"])
     assert run.returncode == 2 and "exactly one of --qps, --qps-curve and --mix" in run.stderr
 
 
@@ -107,8 +103,7 @@ def test_the_mix_planner_matches_brute_force(mix):
 
 def test_a_mix_plan_reports_every_models_p99_against_its_target(tmp_path):
     plan_path = Path(__file__).resolve().parents[1] / "infra/plans/mix.plan.json"
-    run = subprocess.run([PLANNER, "report", str(plan_path), "--out", str(tmp_path / "r")], capture_output=True,
-                         text=True, timeout=120)
+    run = run_cli("planner", ["report", str(plan_path), "--out", str(tmp_path / "r")])
     assert run.returncode == 0, run.stderr
     page = (tmp_path / "r" / "report.html").read_text()
     plan = read_plan(plan_path)

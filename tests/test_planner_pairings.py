@@ -1,4 +1,5 @@
-"""Issue 25 (#3, #4): the planner's files paired wrongly, through the console entry as the README types it.
+"""Issue 25 (#3, #4): the planner's files paired wrongly, through the console entry as the README types it (its
+``main(argv)`` in-process, tests/cli_run.py).
 
 A stress run, a profile, a calibration and a plan name the model (and the profile and calibration the GPU) they are
 about. A name that does not match is one stderr line and exit status 2 at the first command that can know, never a
@@ -8,9 +9,6 @@ what it is, not called an old version of the one expected.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,21 +17,19 @@ from gpufleet.contracts.profile import write_profile
 from gpufleet.contracts.triton import BatchingConfig
 from planner.capacity import ReplicaModel
 from planner.service import ServerCost
+from tests.cli_run import Result, run_cli
 from tests.synthetic import affine_profile, stress_result
 
-BIN = Path(sys.executable).parent
 COST = ServerCost(2.0, 0.5, 1.2)
 CONFIG = BatchingConfig(max_batch_size=8, max_queue_delay_microseconds=2000, preferred_batch_sizes=(),
                         instance_count=1)
 
 
-def planner(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    exe = shutil.which("planner", path=str(BIN))
-    assert exe, "console entry planner not installed: pip install -e '.[test]'"
-    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd)
+def planner(*args: str | Path, cwd: Path | None = None) -> Result:
+    return run_cli("planner", args, cwd=cwd)
 
 
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
+def one_line_error(proc: Result) -> str:
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr

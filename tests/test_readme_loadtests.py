@@ -3,7 +3,9 @@
 The commands are read from README.md's code blocks, never retyped, and run through the console entries in a scratch
 folder. The only changes are the substitutions below: free loopback ports in place of 8000-8002 (other tests run
 servers at the same time), and shorter steps (the runs keep their shape and rates; a step still holds enough
-requests for `planner fit`). What each section's commands leave behind is output git ignores.
+requests for `planner fit`). What each section's commands leave behind is output git ignores. `serving local` runs as
+the installed script in its own process (the README's shell 1, stopped with Ctrl-C's SIGINT); the other commands call
+their console's main(argv) in-process with the README's argv (tests/cli_run.py; Locust runs in its own processes).
 """
 import re
 import shlex
@@ -17,6 +19,8 @@ from gpufleet.contracts.plan import read_plan
 from gpufleet.contracts.stress_result import read_stress_result
 from gpufleet.net import free_port
 from infra.settings import ROOT
+
+from tests.cli_run import run_cli
 
 from .test_infra_gates import _console
 
@@ -104,8 +108,7 @@ def _run_section(heading: str, cwd: Path, shorter: dict[str, str] = SHORTER) -> 
                     continue
                 words = triton.loadtests_args(words)
             argv = _shorter(words, shorter)
-            run = subprocess.run([_console(argv[0]), *argv[1:]], cwd=cwd, capture_output=True, text=True,
-                                 timeout=300)
+            run = run_cli(argv[0], argv[1:], cwd=cwd)
             if run.returncode != 0:
                 failures.append(f"{' '.join(words)} -> exit {run.returncode}: {run.stderr.strip()[-400:]}")
     finally:

@@ -3,9 +3,6 @@ plans the README makes (a point, a day, a mix; a small calibrated model), and it
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,22 +16,17 @@ from gpufleet.contracts.profile import write_profile
 from gpufleet.contracts.triton import BatchingConfig
 from planner.report import ReportInputs, report_plots
 from planner.service import ServerCost
+from tests.cli_run import Result, run_cli
 from tests.synthetic import affine_profile, stress_result
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 VALIDATION = ROOT / "docs" / "validation"
 TIMEOUT_S = 300  # a report is a few seconds of simulation and MILPs; this only bounds a hang
 
 
-def _console(name: str) -> str:
-    exe = shutil.which(name, path=str(BIN))
-    assert exe, f"console entry {name} not installed: pip install -e '.[test]'"
-    return exe
-
-
-def _planner(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    run = subprocess.run([_console("planner"), *args], capture_output=True, text=True, timeout=TIMEOUT_S, cwd=cwd)
+def _planner(*args: str, cwd: Path = ROOT) -> Result:
+    """The planner's console entry, ``main(argv)`` in-process (tests/cli_run.py), as the README types it."""
+    run = run_cli("planner", args, cwd=cwd, timeout_s=TIMEOUT_S)
     assert run.returncode == 0 and "Traceback" not in run.stderr, (args, run.stdout[-2000:], run.stderr[-2000:])
     return run
 

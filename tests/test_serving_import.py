@@ -101,14 +101,11 @@ def test_wrong_format_gives_one_line_and_exit_2(argv, needle, tmp_path, capsys):
 # --- the GPU type must be one the planner knows: the embedded catalog's, or --catalog's (issue 25, item 3) --------
 
 def _import(tmp_path, *extra):
-    import subprocess
-
-    from .conftest import console
+    from tests.cli_run import run_cli
 
     csv = DATA / "perf_analyzer/inception_graphdef.csv"
-    return subprocess.run([console("serving"), "import", "perf-analyzer", str(csv),
-                           "--batch-size", "1", "--model", "inception", "-o", str(tmp_path / "p.json"), *extra],
-                          capture_output=True, text=True, timeout=120)
+    return run_cli("serving", ["import", "perf-analyzer", str(csv), "--batch-size", "1", "--model", "inception", "-o",
+                               str(tmp_path / "p.json"), *extra])
 
 
 def test_serving_import_refuses_a_gpu_type_the_planner_does_not_know(tmp_path):

@@ -253,12 +253,12 @@ def test_serving_local_standin_serves_a_profile_by_sleeping(tmp_path):
 
 
 def test_serving_local_refuses_two_sources_and_a_bad_profile(tmp_path):
-    both = subprocess.run([sys.executable, "-m", "serving.cli", "local", "--demo", "tiny", "--standin", "p.json"],
-                          capture_output=True, text=True, timeout=60)
+    from tests.cli_run import run_cli
+
+    both = run_cli("serving", ["local", "--demo", "tiny", "--standin", "p.json"], cwd=tmp_path)
     assert both.returncode == 2 and "give one of" in both.stderr and len(both.stderr.strip().splitlines()) == 1
     (tmp_path / "bad.json").write_text("{}")
-    bad = subprocess.run([sys.executable, "-m", "serving.cli", "local", "--standin", str(tmp_path / "bad.json")],
-                         capture_output=True, text=True, timeout=60)
+    bad = run_cli("serving", ["local", "--standin", str(tmp_path / "bad.json")])
     assert bad.returncode == 2 and "bad.json" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
@@ -276,7 +276,9 @@ def _listening_socket():
 def test_serving_local_refuses_a_port_another_server_holds(taken, tmp_path):
     """Another KServe server answers ready on the HTTP port (or something listens on the gRPC or metrics port):
     `serving local` says which port, and the option that moves it, in one line, exit 2; it never says ready."""
-    from .conftest import console, start_stub
+    from tests.cli_run import run_cli
+
+    from .conftest import start_stub
 
     stub, _ = start_stub(model="tiny", input_shape="3,32,32")
     other = _listening_socket()
@@ -284,10 +286,10 @@ def test_serving_local_refuses_a_port_another_server_holds(taken, tmp_path):
         ports = {"--http-port": free_port(), "--grpc-port": free_port(), "--metrics-port": free_port()}
         ports[taken] = int(stub.args[stub.args.index("--port") + 1]) if taken == "--http-port" \
             else other.getsockname()[1]
-        args = [console("serving"), "local", "--demo", "tiny"]
+        args = ["local", "--demo", "tiny"]
         for option, port in ports.items():
             args += [option, str(port)]
-        run = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        run = run_cli("serving", args, timeout_s=120)
     finally:
         stub.terminate()
         stub.wait(10)
@@ -364,12 +366,15 @@ def _index(client) -> dict[tuple[str, str], dict]:
 
 def test_readme_hot_reload_serving_repo_publishes_version_2_into_the_local_triton(tmp_path):
     """README: `serving local tiny.onnx --repository hrepo/ --poll-s 1`, then `serving repo tiny.onnx hrepo/
-    --version 2`: version 2 loads (READY, answering) and version 1 is unloaded."""
+    --version 2`: version 2 loads (READY, answering) and version 1 is unloaded. Triton runs as the README's shell 1
+    does, in its own process; the other commands call the console's main(argv) in-process (tests/cli_run.py)."""
+    from tests.cli_run import run_cli
+
     from .conftest import console
 
     serving = console("serving")
-    subprocess.run([serving, "demo-model", "tiny", "tiny.onnx"], cwd=tmp_path, check=True, capture_output=True,
-                   timeout=120)
+    made = run_cli("serving", ["demo-model", "tiny", "tiny.onnx"], cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
     ports = [free_port() for _ in range(3)]
     proc = subprocess.Popen([serving, "local", "tiny.onnx", "--repository", "hrepo/", "--poll-s", "1",
                              "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
@@ -385,8 +390,7 @@ def test_readme_hot_reload_serving_repo_publishes_version_2_into_the_local_trito
             except Exception:
                 pass
             time.sleep(0.3)
-        published = subprocess.run([serving, "repo", "tiny.onnx", "hrepo/", "--version", "2"], cwd=tmp_path,
-                                   capture_output=True, text=True, timeout=120)
+        published = run_cli("serving", ["repo", "tiny.onnx", "hrepo/", "--version", "2"], cwd=tmp_path)
         assert published.returncode == 0, published.stderr
         deadline = time.monotonic() + 60
         index = _index(client)
@@ -414,14 +418,12 @@ def test_readme_hot_reload_serving_repo_publishes_version_2_into_the_local_trito
 def test_serving_repo_keeps_a_production_repository_in_production_form(tmp_path):
     """A repository `serving repo` wrote (ONNX Runtime platform) gets version 2 in the same form: only a repository a
     local Triton serves gets the local one."""
-    from .conftest import console
+    from tests.cli_run import run_cli
 
-    serving = console("serving")
-    subprocess.run([serving, "demo-model", "tiny", "tiny.onnx"], cwd=tmp_path, check=True, capture_output=True,
-                   timeout=120)
+    made = run_cli("serving", ["demo-model", "tiny", "tiny.onnx"], cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
     for version in ("1", "2"):
-        run = subprocess.run([serving, "repo", "tiny.onnx", "prod/", "--version", version], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=120)
+        run = run_cli("serving", ["repo", "tiny.onnx", "prod/", "--version", version], cwd=tmp_path)
         assert run.returncode == 0, run.stderr
     config = (tmp_path / "prod" / "tiny" / "config.pbtxt").read_text()
     assert 'platform: "onnxruntime_onnx"' in config and "backend" not in config
@@ -431,13 +433,13 @@ def test_serving_repo_keeps_a_production_repository_in_production_form(tmp_path)
 def test_serving_repo_refuses_to_upload_a_local_triton_s_model(tmp_path):
     """A local Triton's model (Python backend, CPU instances) is not one for the stack: `--upload` is refused, in one
     line, and the repository is left as it was."""
-    from .conftest import console
+    from tests.cli_run import run_cli
 
     model = tmp_path / "tiny.onnx"
     write_onnx("tiny", model)
     write_model(tmp_path / "hrepo", ModelSpec("tiny", "python", *onnx_tensors(model), BATCHING), model)
-    run = subprocess.run([console("serving"), "repo", "tiny.onnx", "hrepo/", "--version", "2", "--upload",
-                          "s3://models/dev/tiny/L4"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    run = run_cli("serving", ["repo", "tiny.onnx", "hrepo/", "--version", "2", "--upload", "s3://models/dev/tiny/L4"],
+                  cwd=tmp_path)
     assert run.returncode == 2, run.stderr
     (line,) = run.stderr.strip().splitlines()
     assert "hrepo/tiny" in line and "local" in line, line

@@ -1,6 +1,5 @@
 """`serving profile`: measured profiles in the planner's format, from ONNX Runtime and PyTorch."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,19 +130,18 @@ def test_concurrency_speedup_compares_instances_running_together_with_one(tmp_pa
 
 
 def test_corun_measures_two_models_on_one_device_through_the_console_entry_point(tmp_path):
-    import subprocess
-    import sys
-    serving = str(Path(sys.executable).with_name("serving"))
+    from tests.cli_run import run_cli
+
     out = tmp_path / "tiny-T4.json"
-    run = subprocess.run([serving, "profile", "--demo", "tiny", "--gpu", "T4", "-o", str(out), "--batch-sizes", "1,2",
-                          "--warmup", "2", "--iterations", "40", "--threads", "1", "--corun", "detector",
-                          "--height", "64", "--width", "64"], capture_output=True, text=True, timeout=300)
+    run = run_cli("serving", ["profile", "--demo", "tiny", "--gpu", "T4", "-o", str(out), "--batch-sizes", "1,2",
+                              "--warmup", "2", "--iterations", "40", "--threads", "1", "--corun", "detector",
+                              "--height", "64", "--width", "64"])
     assert run.returncode == 0, run.stderr
     prof = read_profile(out)
     assert set(prof.corun_speedup) == {"detector"}
     assert 0 < prof.corun_speedup["detector"] <= 2
-    bad = subprocess.run([serving, "profile", "--demo", "tiny", "--gpu", "T4", "-o", str(tmp_path / "x.json"),
-                          "--corun", str(tmp_path / "nope.onnx")], capture_output=True, text=True, timeout=120)
+    bad = run_cli("serving", ["profile", "--demo", "tiny", "--gpu", "T4", "-o", str(tmp_path / "x.json"), "--corun",
+                              str(tmp_path / "nope.onnx")])
     assert bad.returncode == 2 and "nope.onnx: model file not found" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()
 
@@ -154,13 +152,10 @@ QUICK = ["--batch-sizes", "1", "--warmup", "0", "--iterations", "2"]
 
 
 def test_serving_profile_refuses_a_gpu_type_the_planner_does_not_know(tmp_path):
-    import subprocess
-
-    from .conftest import console
+    from tests.cli_run import run_cli
 
     out = tmp_path / "p.json"
-    run = subprocess.run([console("serving"), "profile", "--demo", "tiny", "--gpu", "L5", "-o", str(out), *QUICK],
-                         capture_output=True, text=True, timeout=120)
+    run = run_cli("serving", ["profile", "--demo", "tiny", "--gpu", "L5", "-o", str(out), *QUICK])
     assert run.returncode == 2, run.stderr
     (line,) = run.stderr.strip().splitlines()
     assert "'L5'" in line and "L4" in line and "--catalog" in line, line
@@ -171,12 +166,9 @@ def test_serving_profile_refuses_a_gpu_type_the_planner_does_not_know(tmp_path):
 def test_serving_profile_takes_a_catalog_gpu_and_a_mig_slice_of_one(gpu, tmp_path):
     """The embedded catalog's GPU types, and MIG slices of them by the planner's name (`planner recommend --mig`
     plans with a measured slice profile)."""
-    import subprocess
-
-    from .conftest import console
+    from tests.cli_run import run_cli
 
     out = tmp_path / "p.json"
-    run = subprocess.run([console("serving"), "profile", "--demo", "tiny", "--gpu", gpu, "-o", str(out), *QUICK],
-                         capture_output=True, text=True, timeout=120)
+    run = run_cli("serving", ["profile", "--demo", "tiny", "--gpu", gpu, "-o", str(out), *QUICK])
     assert run.returncode == 0, run.stderr
     assert read_profile(out).gpu == gpu

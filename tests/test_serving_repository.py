@@ -5,7 +5,7 @@ import tritonclient  # noqa: E402,F401 (a [test] dependency: a broken install fa
 
 from planner.recommend import RecommendRequest, recommend  # noqa: E402
 from serving.cli import main as serving_main  # noqa: E402
-from .test_infra_gates import _console  # noqa: E402
+from tests.cli_run import run_cli  # noqa: E402
 from serving.demo_models import write_onnx  # noqa: E402
 from serving.repository import RepositoryError, upload_repository, write_model  # noqa: E402
 from gpufleet.contracts.triton import BatchingConfig  # noqa: E402
@@ -133,7 +133,6 @@ def test_repo_cli_bad_input(extra, needle, tmp_path, capsys):
 def test_repo_from_a_plan_names_the_model_as_the_plan_does(tmp_path):
     """The stack's pods load the repository at <env>/<model>/<gpu> and are asked for /v2/models/<model>: a repository
     made from a plan holds the plan's model under that name, whatever the file is called (issue 24, defect 11)."""
-    import subprocess
 
     from infra.settings import ROOT
 
@@ -142,8 +141,7 @@ def test_repo_from_a_plan_names_the_model_as_the_plan_does(tmp_path):
     (dep,) = read_plan(plan).deployments
     model = tmp_path / "model.onnx"
     write_onnx("tiny", model)
-    run = subprocess.run([_console("serving"), "repo", str(model), str(tmp_path / "repo"), "--plan", str(plan),
-                          "--gpu", dep.gpu], capture_output=True, text=True, timeout=120)
+    run = run_cli("serving", ["repo", str(model), str(tmp_path / "repo"), "--plan", str(plan), "--gpu", dep.gpu])
     assert run.returncode == 0, run.stderr
     assert [p.name for p in (tmp_path / "repo").iterdir()] == [dep.model]
     cfg = parse_config((tmp_path / "repo" / dep.model / "config.pbtxt").read_text())
@@ -151,15 +149,13 @@ def test_repo_from_a_plan_names_the_model_as_the_plan_does(tmp_path):
 
 
 def test_repo_refuses_a_name_the_plan_does_not_serve(tmp_path):
-    import subprocess
-
     from infra.settings import ROOT
 
     plan = ROOT / "infra" / "plans" / "dev.plan.json"
     model = tmp_path / "model.onnx"
     write_onnx("tiny", model)
-    run = subprocess.run([_console("serving"), "repo", str(model), str(tmp_path / "repo"), "--plan", str(plan),
-                          "--name", "somethingelse"], capture_output=True, text=True, timeout=120)
+    run = run_cli("serving", ["repo", str(model), str(tmp_path / "repo"), "--plan", str(plan), "--name",
+                              "somethingelse"])
     assert run.returncode == 2, (run.stdout, run.stderr)
     assert "somethingelse" in run.stderr and len(run.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
@@ -168,21 +164,17 @@ def test_repo_refuses_a_name_the_plan_does_not_serve(tmp_path):
 def test_repo_cli_says_when_a_file_is_published_under_the_plans_model_name(tmp_path):
     """`serving repo det.onnx repo2/ --plan <a plan for resnet50>`: the file goes in as the plan's model (the name the
     stack serves); a file named for another model is worth one line saying so, with the option that confirms it."""
-    import subprocess
 
     from planner.cli import main as planner_main
-    from .conftest import console
 
     plan = tmp_path / "plan.json"
     assert planner_main(["recommend", "--qps", "2000", "--gpu", "L4", "--model", "resnet50", "--format", "json",
                          "--output", str(plan)]) == 0
     write_onnx("tiny", tmp_path / "det.onnx")
-    serving = console("serving")
-    run = subprocess.run([serving, "repo", "det.onnx", "repo2/", "--plan", str(plan)], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
+    run = run_cli("serving", ["repo", "det.onnx", "repo2/", "--plan", str(plan)], cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     (line,) = run.stderr.strip().splitlines()
     assert "det.onnx" in line and "'resnet50'" in line and "--name resnet50" in line, line
-    named = subprocess.run([serving, "repo", "det.onnx", "repo3/", "--plan", str(plan), "--name", "resnet50"],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    named = run_cli("serving", ["repo", "det.onnx", "repo3/", "--plan", str(plan), "--name", "resnet50"],
+                    cwd=tmp_path)
     assert named.returncode == 0 and named.stderr == "", named.stderr

@@ -11,6 +11,7 @@ from planner.profiles import load_profiles
 from planner.recommend import RecommendRequest, recommend
 from gpufleet.contracts.triton import BatchingConfig
 from planner.survival import replica_through_loss
+from tests.cli_run import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -67,17 +68,11 @@ def test_the_window_carries_the_raised_rate_and_the_backlog_drains_after():
 @pytest.mark.parametrize("routing", ["weighted", "equal"])
 def test_an_all_spot_fleet_of_one_pool_reports_that_nothing_survives(routing, tmp_path):
     """Losing the only pool leaves no replica at all: the check says so (it crashed under equal routing)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     from gpufleet.contracts.plan import read_plan
 
-    planner = Path(sys.executable).parent / "planner"
     out = tmp_path / "plan.json"
-    run = subprocess.run([str(planner), "recommend", "--qps", "3000", "--p99-ms", "100", "--max-spot-share", "1.0",
-                          "--capacity-type", "spot", "--routing", routing, "--output", str(out)],
-                         capture_output=True, text=True, timeout=300)
+    run = run_cli("planner", ["recommend", "--qps", "3000", "--p99-ms", "100", "--max-spot-share", "1.0",
+                              "--capacity-type", "spot", "--routing", routing, "--output", str(out)])
     assert run.returncode == 0, run.stderr
     check = read_plan(out).survival
     assert check is not None and not check.holds and check.constraint_holds is False
