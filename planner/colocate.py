@@ -95,7 +95,7 @@ class MixPlan:
     lp_bound: float | None = None  # the LP relaxation over every candidate, unsimulated ones at their upper bounds
     mip_gap: float = 0.0
     status: str = "optimal"
-    wall_s: float = 0.0  # in the MILPs
+    wall_s: float = field(default=0.0, compare=False)  # in the MILPs
     milps: int = 0  # set-cover MILPs solved (lazy simulation and verification rounds)
     pruned: int = 0  # sets x GPU types dropped as dearer than their members apart, whatever their share
     # (models, GPU type) -> the candidate as the MILP last saw it (simulated, or at its bound)
