@@ -140,35 +140,47 @@ def bundle_share(demands: list[ModelDemand], models: list[ReplicaModel], cfgs: l
     """The largest share of each model's traffic one co-located replica holds with every P99 within its budget,
     by bisection (P99 rises with the share) up to ``at_most``; 0 when none does. Also the P99s (s) at it, each
     model's worst over the ``ways`` the GPU is shared ((speedup, turns) pairs; by default the one given)."""
+    lo, _, best = share_bracket(demands, models, cfgs, speedup, turns, at_most, ways)
+    return lo, best
+
+
+def _share_holds(demands, models, cfgs, ways, share: float) -> tuple[bool, list[float]]:
+    """Whether one replica at ``share`` of every model's traffic holds every budget, every way the GPU may be
+    shared; the worst P99s (s) when it does. A way that fails settles it: the others are not run."""
+    worst = [0.0] * len(demands)
+    for speed, one_at_a_time in ways:
+        p99 = simulate_p99(demands, models, cfgs, share, speed, one_at_a_time, give_up=True)
+        if p99 is None or any(p > d.budget_s for p, d in zip(p99, demands)):
+            return False, []
+        worst = [max(a, b) for a, b in zip(worst, p99)]
+    return True, worst
+
+
+def share_bracket(demands: list[ModelDemand], models: list[ReplicaModel], cfgs: list[BatchingConfig],
+                  speedup=None, turns: bool = False, at_most: float | None = None,
+                  ways: tuple[tuple[object, bool], ...] | None = None, at_least: float = 0.0,
+                  top_known_to_fail: bool = False) -> tuple[float, float, list[float]]:
+    """(lo, hi, P99s at lo): a share that holds (``at_least`` when none is found above it, 0 when none at all)
+    and the least share found failing (the upper end when none failed), by bisection in [``at_least``, top];
+    top is the GPU-time bound (the shares' device loads sum to at most 1), or ``at_most`` below it."""
     ways = ways or ((speedup, turns),)
-    # No replica serves more than the GPU's time allows: the shares' device loads sum to at most 1.
     top = 1.0 / sum(d.qps / m.saturation_rate(c) for d, m, c in zip(demands, models, cfgs))
     if at_most is not None:
         top = min(top, at_most)
-
-    def holds(share: float) -> tuple[bool, list[float]]:
-        worst = [0.0] * len(demands)
-        for speed, one_at_a_time in ways:  # a way that fails settles it: the others are not run
-            p99 = simulate_p99(demands, models, cfgs, share, speed, one_at_a_time, give_up=True)
-            if p99 is None or any(p > d.budget_s for p, d in zip(p99, demands)):
-                return False, []
-            worst = [max(a, b) for a, b in zip(worst, p99)]
-        return True, worst
-
-    lo, hi = 0.0, top
+    lo, hi = at_least, top
     best: list[float] = []
-    if at_most is not None:  # a known upper end may hold already: one run settles it
-        ok, p99 = holds(top)
+    if at_most is not None and not top_known_to_fail:  # a known upper end may hold already: one run settles it
+        ok, p99 = _share_holds(demands, models, cfgs, ways, top)
         if ok:
-            return top, p99
+            return top, top, p99
     for _ in range(SHARE_STEPS):
         mid = (lo + hi) / 2
-        ok, p99 = holds(mid)
+        ok, p99 = _share_holds(demands, models, cfgs, ways, mid)
         if ok:
             lo, best = mid, p99
         else:
             hi = mid
-    return lo, best
+    return lo, hi, best
 
 
 def solo_capacity(job: tuple[ModelDemand, ReplicaModel]):
@@ -180,10 +192,23 @@ def search_share(job) -> tuple[float, list[float]]:
     """One model set's share on one GPU type: at the measured co-run speed, or, unmeasured, the least of taking
     turns and sharing with no gain (a small model's batch waits out a large one's; a large batch runs slower while
     small ones run)."""
-    ds, rms, cfgs, speed, at_most = job
-    if speed is not None:
-        return bundle_share(ds, rms, cfgs, speed, at_most=at_most)
-    return bundle_share(ds, rms, cfgs, ways=UNMEASURED_WAYS, at_most=at_most)
+    ds, rms, cfgs, speed, at_most, at_least = job
+    ways = ((speed, False),) if speed is not None else UNMEASURED_WAYS
+    return share_bracket(ds, rms, cfgs, ways=ways, at_most=at_most, at_least=at_least)
+
+
+def check_share(job) -> tuple[bool, float, float, list[float]]:
+    """Whether one candidate holds the share an optimum asks of it (one run per way of sharing the GPU): (True,
+    that share, None, P99s). When it does not, the share that fails is an upper bound, and a bisection below it
+    (from the share known to hold) finds a new lower one: (False, lo, hi, P99s at lo)."""
+    ds, rms, cfgs, speed, need, known = job
+    ways = ((speed, False),) if speed is not None else UNMEASURED_WAYS
+    ok, p99 = _share_holds(ds, rms, cfgs, ways, need)
+    if ok:
+        return True, need, None, p99
+    # Shares within the bisection's resolution below a failing one count as failing too: otherwise an optimum may
+    # creep up on the failing share by routing slivers elsewhere, one check at a time.
+    return False, known, need * (1 - 2.0 ** -SHARE_STEPS), []
 
 
 _FORKED: tuple = ()  # (fn, jobs) as the forked workers inherit them: jobs carry megabytes of service tables
@@ -363,37 +388,83 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
                     continue
                 speed = speedup or corun_speed(names, g, sum(c.instance_count for c in cfgs), profiles)
                 columns[(names, g)] = Column(names, g, (bound * safe * headroom,), (bound * safe,), False,
-                                             {"configs": tuple(cfgs), "bound": bound, "safety": safe, "speed": speed})
+                                             {"configs": tuple(cfgs), "bound": bound, "safety": safe, "speed": speed,
+                                              "lo": 0.0, "hi": bound})
     candidates = len(columns)
     simulated = 0
 
+    def settle(c: Column, lo: float, hi: float, p99) -> None:
+        """Record what simulation found of a candidate: ``lo`` holds (its P99s ``p99``), ``hi`` fails."""
+        safe = c.data["safety"]
+        if p99:
+            c.data["lo"] = lo
+            c.data["max_rates"] = tuple(lo * safe * by_name[m].qps for m in c.models)
+            c.data["sizing_rates"] = tuple(spec.sizing_rate(r) for r in c.data["max_rates"])
+            c.data["survival_rates"] = c.data["max_rates"]
+            c.data["p99_ms"] = tuple(p * 1000.0 + by_name[m].overhead_ms for p, m in zip(p99, c.models))
+        c.data["hi"] = min(c.data["hi"], hi)
+        c.share, c.survival = (c.data["hi"] * safe * headroom,), (c.data["hi"] * safe,)
+        c.exact = c.data["lo"] >= c.data["hi"] * (1 - 1e-12)
+
     def evaluate(keys: list[tuple]) -> None:
-        """Simulate these candidates' shares; a set no replica holds leaves the MILP."""
+        """Bisect these candidates' shares (the reference's way: every candidate, to 1/32 of its bracket)."""
         nonlocal simulated
         jobs = []
         for k in keys:
             c = columns[k]
-            ds = [by_name[m] for m in c.models]
-            jobs.append((ds, [replica[(m, c.gpu)] for m in c.models], list(c.data["configs"]), c.data["speed"],
-                         c.data["bound"]))
-        # Longest first, so forked workers finish together: smaller shares batch less, more events per request.
-        order = sorted(range(len(jobs)), key=lambda j: (-len(keys[j][0]) / jobs[j][4], keys[j]))
-        found = dict(zip(order, map_jobs(search_share, [jobs[j] for j in order],
-                                         workers if len(jobs) >= PARALLEL_AT_LEAST else 1)))
-        for j, k in enumerate(keys):
-            share, p99 = found[j]
+            jobs.append(([by_name[m] for m in c.models], [replica[(m, c.gpu)] for m in c.models],
+                         list(c.data["configs"]), c.data["speed"], c.data["bound"], 0.0))
+        found = map_jobs(search_share, jobs, workers if len(jobs) >= PARALLEL_AT_LEAST else 1)
+        for k, (lo, hi, p99) in zip(keys, found):
+            simulated += 1
+            # The share is the largest found to hold (as the partition search took it): within 1/32 of the bracket.
+            settle(columns[k], lo, lo, p99)
+            if columns[k].data["lo"] <= 0:
+                del columns[k]
+
+    def check(needs: dict[tuple, float]) -> None:
+        """Simulate each candidate at the share an optimum asks of it; a failure bounds it from above."""
+        nonlocal simulated
+        keys = sorted(needs)
+        jobs = []
+        for k in keys:
+            c = columns[k]
+            jobs.append(([by_name[m] for m in c.models], [replica[(m, c.gpu)] for m in c.models],
+                         list(c.data["configs"]), c.data["speed"], needs[k], c.data["lo"]))
+        found = map_jobs(check_share, jobs, workers if len(jobs) >= PARALLEL_AT_LEAST else 1)
+        for k, (ok, lo, hi, p99) in zip(keys, found):
             simulated += 1
             c = columns[k]
-            if share <= 0:
-                del columns[k]
-                continue
-            safe = c.data["safety"]
-            c.data["simulated"] = share
-            c.share, c.survival, c.exact = (share * safe * headroom,), (share * safe,), True
-            c.data["max_rates"] = tuple(share * safe * by_name[m].qps for m in c.models)
-            c.data["sizing_rates"] = tuple(spec.sizing_rate(r) for r in c.data["max_rates"])
-            c.data["survival_rates"] = c.data["max_rates"]
-            c.data["p99_ms"] = tuple(p * 1000.0 + by_name[m].overhead_ms for p, m in zip(p99, c.models))
+            settle(c, lo, c.data["hi"] if ok else hi, p99)
+            if c.data["lo"] <= 0 and c.data["hi"] < c.data["bound"] / 2 ** (2 * SHARE_STEPS):
+                del columns[k]  # no share worth a replica holds (a thousandth of its bound fails)
+
+    def needs_of(sol, keys) -> dict[tuple, float]:
+        """The share of each member's traffic (at its target, in simulation's units) that each used candidate's
+        replicas carry in ``sol``, and while a spot pool is lost; those above what is known to hold."""
+        out = {}
+        by_pool = {p.name: p for p in pools}
+        for k in keys:
+            c = columns[k]
+            if c.data.get("lo") is None:
+                continue  # a single model: its capacity search is exact
+            mates = [j for j in sol.used() if j[0] == k[0]]
+            reps = {j: _replicas(sol, j, pools) for j in mates}
+            lost = {j: max([by_pool[p].gpus_per_instance * v[0] for p, v in sol.counts[j].items()
+                            if by_pool[p].is_spot and v[0] > 0], default=0) for j in mates}
+            if routing == "equal":
+                per = 1.0 / sum(reps.values())
+                surv = 1.0 / max(sum(reps.values()) - max(lost.values()), 1e-9)
+            else:
+                per = sol.traffic[k][0] / reps[k]
+                surv = sol.traffic[k][0] / max(reps[k] - lost[k], 1e-9)
+            need = per / headroom
+            if spot_survival:
+                need = max(need, surv)
+            need /= c.data["safety"]
+            if need > c.data["lo"] * (1 + 1e-12):
+                out[k] = need
+        return out
 
     if simulate_all:
         evaluate([k for k, c in columns.items() if not c.exact])
@@ -425,10 +496,10 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
         if coupled:  # lazy column evaluation on the joint MILP
             while True:
                 sol = solve(problem(names_all, columns.values()), incumbent=incumbent)
-                lazy = [k for k in sol.used() if not columns[k].exact]
-                if not lazy:
+                needs = needs_of(sol, sol.used())
+                if not needs:
                     return sol
-                evaluate(lazy)
+                evaluate(sorted(needs))
         # Decomposed: the master picks sets by their costs; a set's cost is a lower bound until its own MILP uses
         # simulated columns only. The master's optimum over exact costs and lower bounds is then the optimum.
         while True:
@@ -444,10 +515,11 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
                         set_sol[n] = None
                     changed = True
                     continue
-                lazy += [k for k in set_sol[n].used() if not columns[k].exact]
-            if lazy:
-                evaluate(lazy)
-                for n in {k[0] for k in lazy}:
+                lazy.append(needs_of(set_sol[n], set_sol[n].used()))
+            needs = {k: v for d in lazy for k, v in d.items()}
+            if needs:
+                evaluate(sorted(needs))
+                for n in {k[0] for k in needs}:
                     set_sol.pop(n, None)
                 changed = True
             if not changed:
@@ -472,11 +544,14 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
         for k in missed:
             set_sol.pop(k[0], None)
             c = columns[k]
+            if len(k[0]) > 1:  # what held in the search missed here: the share known to hold is now below it
+                c.data["lo"] *= TIGHTEN
+                c.data["hi"] = c.data["lo"]
             c.data["max_rates"] = tuple(r * TIGHTEN for r in c.data["max_rates"])
             c.data["sizing_rates"] = tuple(spec.sizing_rate(r) for r in c.data["max_rates"])
             at_target = c.data["max_rates"][0] / by_name[k[0][0]].qps
             c.share = (c.data["sizing_rates"][0] / by_name[k[0][0]].qps,)
-            c.survival = (max(c.survival[0] * TIGHTEN, at_target),)
+            c.survival = (max(c.survival[0] * TIGHTEN, at_target),) if len(k[0]) == 1 else (at_target,)
             c.data["survival_rates"] = tuple(max(r * TIGHTEN, t) for r, t in zip(c.data["survival_rates"],
                                                                                   c.data["max_rates"]))
     try:
@@ -493,10 +568,10 @@ def _bound_share(c: Column, columns: dict) -> float:
     """An unsimulated column's share bound, tightened by every simulated subset of it on the same GPU type: a model
     sharing the GPU with more models is never faster (a physical bound; the simulations draw their own random
     numbers, so it holds up to their sampling)."""
-    bound = c.data["bound"]
+    bound = c.data["hi"]
     for k, other in columns.items():
-        if other.exact and k[1] == c.gpu and len(k[0]) > 1 and set(k[0]) < set(c.models):
-            bound = min(bound, other.data["simulated"])
+        if k[1] == c.gpu and len(k[0]) > 1 and set(k[0]) < set(c.models):
+            bound = min(bound, other.data["hi"])
     return bound
 
 
@@ -504,7 +579,7 @@ def _optimistic_columns(cols: list[Column], columns: dict) -> list[Column]:
     """The set's columns for its own MILP: simulated ones as they are, the others at their tightest bound."""
     out = []
     for c in cols:
-        if c.exact:
+        if len(c.models) == 1:
             out.append(c)
             continue
         b = _bound_share(c, columns) * c.data["safety"]

@@ -1,6 +1,7 @@
 """``planner recommend --mix``: several models, each at its own rate and P99, planned as one fleet.
 
-The mix file is a CSV with one row per model: ``model,qps,p99_ms``. :func:`recommend_mix` finds the cheapest
+The mix file is a CSV with one row per model: ``model,qps,p99_ms``; lines starting with ``#`` are comments (where
+the rates and targets come from). :func:`recommend_mix` finds the cheapest
 partition of the models into shared Deployments (:func:`planner.colocate.plan_mix`) and writes it as a plan: one
 ``deployments`` entry per model and GPU type, the co-located ones naming their shared Deployment, and the
 comparison with one Deployment per model in ``mix``.
@@ -30,8 +31,8 @@ from planner.sizing import FleetConstraints, calibrated_model, fleet_pools, repl
 MIX_COLUMNS = ("model", "qps", "p99_ms")
 # Every set of models is a candidate up to ALL_SETS_UP_TO models (2^8 - 1 = 255 sets); past it, sets of up to
 # MAX_SET_SIZE models (Nexus packs a handful of models per GPU), and the plan says its optimum is over those.
-ALL_SETS_UP_TO = 8
-MAX_SET_SIZE = 4
+ALL_SETS_UP_TO = 4
+MAX_SET_SIZE = 3
 MAX_MIX_MODELS = 12  # C(12, <=4) = 793 sets x GPU types: the MILP stays seconds
 
 
@@ -40,7 +41,8 @@ def read_mix(path: Path | str) -> list[tuple[str, float, float]]:
     path = Path(path)
     try:
         with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+            # Lines starting with '#' say where the rates and targets come from; they are not rows.
+            rows = list(csv.DictReader(line for line in f if not line.lstrip().startswith("#")))
             header = tuple(rows[0].keys()) if rows else ()
     except OSError as exc:
         raise PlannerInputError(f"{path}: cannot read mix: {exc.strerror}") from None
