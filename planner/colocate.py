@@ -197,20 +197,6 @@ def search_share(job) -> tuple[float, list[float]]:
     return share_bracket(ds, rms, cfgs, ways=ways, at_most=at_most, at_least=at_least)
 
 
-def check_share(job) -> tuple[bool, float, float, list[float]]:
-    """Whether one candidate holds the share an optimum asks of it (one run per way of sharing the GPU): (True,
-    that share, None, P99s). When it does not, the share that fails is an upper bound, and a bisection below it
-    (from the share known to hold) finds a new lower one: (False, lo, hi, P99s at lo)."""
-    ds, rms, cfgs, speed, need, known = job
-    ways = ((speed, False),) if speed is not None else UNMEASURED_WAYS
-    ok, p99 = _share_holds(ds, rms, cfgs, ways, need)
-    if ok:
-        return True, need, None, p99
-    # Shares within the bisection's resolution below a failing one count as failing too: otherwise an optimum may
-    # creep up on the failing share by routing slivers elsewhere, one check at a time.
-    return False, known, need * (1 - 2.0 ** -SHARE_STEPS), []
-
-
 _FORKED: tuple = ()  # (fn, jobs) as the forked workers inherit them: jobs carry megabytes of service tables
 
 
@@ -421,23 +407,6 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
             settle(columns[k], lo, lo, p99)
             if columns[k].data["lo"] <= 0:
                 del columns[k]
-
-    def check(needs: dict[tuple, float]) -> None:
-        """Simulate each candidate at the share an optimum asks of it; a failure bounds it from above."""
-        nonlocal simulated
-        keys = sorted(needs)
-        jobs = []
-        for k in keys:
-            c = columns[k]
-            jobs.append(([by_name[m] for m in c.models], [replica[(m, c.gpu)] for m in c.models],
-                         list(c.data["configs"]), c.data["speed"], needs[k], c.data["lo"]))
-        found = map_jobs(check_share, jobs, workers if len(jobs) >= PARALLEL_AT_LEAST else 1)
-        for k, (ok, lo, hi, p99) in zip(keys, found):
-            simulated += 1
-            c = columns[k]
-            settle(c, lo, c.data["hi"] if ok else hi, p99)
-            if c.data["lo"] <= 0 and c.data["hi"] < c.data["bound"] / 2 ** (2 * SHARE_STEPS):
-                del columns[k]  # no share worth a replica holds (a thousandth of its bound fails)
 
     def needs_of(sol, keys) -> dict[tuple, float]:
         """The share of each member's traffic (at its target, in simulation's units) that each used candidate's

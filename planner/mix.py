@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from gpufleet.contracts.plan import (Alternative, Autoscaling, Binding, Cost, Deployment, LatencyPrediction, MixModel,
+from gpufleet.contracts.plan import (Autoscaling, Binding, Cost, Deployment, LatencyPrediction, MixModel,
                                      MixPlan, Plan, PlanRequest, SolverReport)
 from gpufleet.contracts.calibration import read_calibration
 from planner.capacity import CapacitySearch, queue_bound
