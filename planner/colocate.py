@@ -4,10 +4,11 @@ A *bundle* is a set of models served together by one Triton server per GPU (each
 and instances, every batch sharing the GPU: :func:`planner.simulate.simulate_colocated`). A replica of a bundle
 carries a fixed share of each of its models' traffic; :func:`bundle_share` finds the largest share one replica holds
 with every model's simulated P99 within its target. The fleet is one Deployment per bundle and GPU type: a partition
-of the models into bundles, each sized by the point MILP (:func:`planner.optimize.solve`) in units of the bundle's
-traffic, with every constraint a point plan has (spot share, production floor of replicas per GPU type).
-:func:`plan_mix` enumerates the partitions (15 for four models) and keeps the cheapest; the same with singletons only
-is one fleet per model, the baseline.
+of the models into bundles chosen by one set-partitioning MILP over candidate bundles (:mod:`planner.setcover`), with
+every constraint a point plan has (spot share and survival, replica floors, pool limits, routing). :func:`plan_mix`
+enters each candidate at an upper bound on its share and simulates it only where an optimum uses it; the same with
+singletons only is one fleet per model, the baseline. The old enumeration of partitions is the tests' reference
+(:mod:`planner.mixbrute`).
 
 Interference between co-located models: processor sharing at the speed ``serving profile --corun`` measured for
 them on that GPU type (the profile's ``corun_speedup``). Where it was not measured, every model must hold its target

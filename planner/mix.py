@@ -2,7 +2,8 @@
 
 The mix file is a CSV with one row per model: ``model,qps,p99_ms``; lines starting with ``#`` are comments (where
 the rates and targets come from). :func:`recommend_mix` finds the cheapest
-partition of the models into shared Deployments (:func:`planner.colocate.plan_mix`) and writes it as a plan: one
+partition of the models into shared Deployments (:func:`planner.colocate.plan_mix`: one set-partitioning MILP over
+candidate sets) and writes it as a plan: one
 ``deployments`` entry per model and GPU type, the co-located ones naming their shared Deployment, and the
 comparison with one Deployment per model in ``mix``.
 """
