@@ -251,12 +251,21 @@ def least_per_replica(pools: list[Pool], max_spot_share: float) -> float:
 
 
 def column_bound(demands: list[ModelDemand], models: list[ReplicaModel], cfgs: list[BatchingConfig],
-                 solo_max_rates: list[float]) -> float:
+                 solo_max_rates: list[float], shared_speed=None) -> float:
     """An upper bound on the share of each member's traffic one co-located replica holds at every target, without
     simulating: the GPU's time (the shares' device loads sum to at most 1: :func:`bundle_share`'s own bracket) and
-    each member alone with its config (a model sharing the GPU is never faster than alone on it)."""
-    top = 1.0 / sum(d.qps / m.saturation_rate(c) for d, m, c in zip(demands, models, cfgs))
-    return min([top] + [r / d.qps for r, d in zip(solo_max_rates, demands)])
+    each member alone with its config (a model sharing the GPU is never faster than alone on it). Where the co-run
+    was not measured (``shared_speed`` None: batches take turns, or share the GPU at no gain), also each member on
+    what the others leave of the GPU: while they run it waits, so at best it is a replica slowed to the fraction
+    of time they leave, and its rate at its target is at most its rate alone times that fraction (a server that
+    stops now and then has the longer tail of the two)."""
+    loads = [d.qps / m.saturation_rate(c) for d, m, c in zip(demands, models, cfgs)]
+    bound = min([1.0 / sum(loads)] + [r / d.qps for r, d in zip(solo_max_rates, demands)])
+    if shared_speed is None and len(demands) > 1:
+        for i, (r, d) in enumerate(zip(solo_max_rates, demands)):
+            others = sum(loads) - loads[i]
+            bound = min(bound, r / (d.qps + r * others))
+    return bound
 
 
 def _verify_runs(ds, rms, cfgs, routed: tuple[float, float, int], speed):
@@ -366,14 +375,14 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
                     continue
                 rms = [replica[(m, g)] for m in names]
                 cfgs = [solo[(m, g)].config for m in names]
-                bound = column_bound(ds, rms, cfgs, [solo[(m, g)].max_rate / safety[(m, g)] for m in names])
+                speed = speedup or corun_speed(names, g, sum(c.instance_count for c in cfgs), profiles)
+                bound = column_bound(ds, rms, cfgs, [solo[(m, g)].max_rate / safety[(m, g)] for m in names], speed)
                 safe = min(safety[(m, g)] for m in names)
                 least = max(cheapest[g] / (bound * safe * headroom), min_replicas_per_gpu * cheapest[g],
                             min_replicas * cheapest[g])
                 if least >= apart_usd - 1e-9:
                     pruned += 1
                     continue
-                speed = speedup or corun_speed(names, g, sum(c.instance_count for c in cfgs), profiles)
                 columns[(names, g)] = Column(names, g, (bound * safe * headroom,), (bound * safe,), False,
                                              {"configs": tuple(cfgs), "bound": bound, "safety": safe, "speed": speed,
                                               "lo": 0.0, "hi": bound})
