@@ -43,6 +43,10 @@ from planner.optimize import Infeasible, Routing
 
 RESERVED = ("reserved-1yr", "reserved-3yr")  # counts shared by every period (bought for the horizon)
 MIP_REL_GAP = 1e-6
+# Between fleets of equal cost, the one with fewer models sharing a replica: less interference to be wrong about,
+# fewer models an HPA scales together. $/h per model added to a set: below any price difference (prices have four
+# decimals), above the MIP gap's slack on fleets of a few $/h.
+TIE_BREAK_USD = 1e-5
 TOL = 1e-9
 
 
@@ -151,7 +155,7 @@ def _solve(problem: SetCoverProblem, relax: bool, time_limit_s: float, incumbent
         integ.append(1 if integer else 0)
         return len(names) - 1
 
-    z = [var(f"z{s}", 0.0, 1.0, True) for s in sets]
+    z = [var(f"z{s}", TIE_BREAK_USD * (len(s) - 1), 1.0, True) for s in sets]
     n_ix: list[list[list[int]]] = []  # column -> pool -> period -> variable
     for c, ps in zip(cols, mine):
         per_pool = []
@@ -283,7 +287,8 @@ def _solve(problem: SetCoverProblem, relax: bool, time_limit_s: float, incumbent
         if by_pool:
             counts[c.key] = by_pool
             traffic[c.key] = [float(v[x[k][t]]) for t in range(T)]
-    usd = float(np.array(cost) @ v) if relax else _cost(problem, pools, cols, mine, counts)
+    usd = float(np.array(cost) @ v - sum(cost[j] * v[j] for j in z)) if relax else \
+        _cost(problem, pools, cols, mine, counts)  # the tie-break is no cost
     gap = 0.0 if relax else float(getattr(res, "mip_gap", 0.0) or 0.0)
     bound = usd if relax else float(getattr(res, "mip_dual_bound", usd) or usd)
     status = "optimal" if res.status == 0 else res.message
@@ -326,7 +331,7 @@ def choose_partition(models: tuple[str, ...], costs: dict[tuple[str, ...], float
     for j, s in enumerate(sets):
         for i, m in enumerate(models):
             a[i, j] = 1.0 if m in s else 0.0
-    c = np.array([costs[s] for s in sets])
+    c = np.array([costs[s] + TIE_BREAK_USD * (len(s) - 1) for s in sets])
     res = milp(c, constraints=LinearConstraint(a, np.ones(len(models)), np.ones(len(models))),
                bounds=Bounds(np.zeros(len(sets)), np.ones(len(sets))), integrality=np.ones(len(sets)),
                options={"mip_rel_gap": MIP_REL_GAP})
