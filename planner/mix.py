@@ -1,7 +1,9 @@
 """``planner recommend --mix``: several models, each at its own rate and P99, planned as one fleet.
 
-The mix file is a CSV with one row per model: ``model,qps,p99_ms``. :func:`recommend_mix` finds the cheapest
-partition of the models into shared Deployments (:func:`planner.colocate.plan_mix`) and writes it as a plan: one
+The mix file is a CSV with one row per model: ``model,qps,p99_ms``; lines starting with ``#`` are comments (where
+the rates and targets come from). :func:`recommend_mix` finds the cheapest
+partition of the models into shared Deployments (:func:`planner.colocate.plan_mix`: one set-partitioning MILP over
+candidate sets) and writes it as a plan: one
 ``deployments`` entry per model and GPU type, the co-located ones naming their shared Deployment, and the
 comparison with one Deployment per model in ``mix``.
 """
@@ -13,20 +15,26 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from gpufleet.contracts.plan import (Alternative, Autoscaling, Binding, Cost, Deployment, LatencyPrediction, MixModel,
+from gpufleet.contracts.plan import (Autoscaling, Binding, Cost, Deployment, LatencyPrediction, MixModel,
                                      MixPlan, Plan, PlanRequest, SolverReport)
-from planner.capacity import ReplicaModel, queue_bound
+from gpufleet.contracts.calibration import read_calibration
+from planner.capacity import CapacitySearch, queue_bound
 from planner.catalog import HOURS_PER_MONTH, read_catalog
-from planner.colocate import ModelDemand, Part, corun_speed, plan_mix
+from planner.colocate import PARALLEL_AT_LEAST, ModelDemand, Part, corun_speed, map_jobs, plan_mix
 from planner.errors import PlannerInputError
 from planner.optimize import Infeasible
 from planner.profiles import load_profiles
 from planner.mig import slice_profiles
-from planner.pipeline import RecommendRequest, autoscaling_spec, planned_gpus, pool_plan, request_pairing
-from planner.sizing import FleetConstraints, fleet_pools
+from planner.pipeline import (DEFAULT_OVERHEAD_MS, OVERHEAD_ASSUMED, RecommendRequest, autoscaling_spec,
+                              planned_gpus, pool_plan, request_pairing)
+from planner.sizing import FleetConstraints, calibrated_model, fleet_pools, replica_model, size_gpu
 
 MIX_COLUMNS = ("model", "qps", "p99_ms")
-MAX_MIX_MODELS = 5  # 52 partitions; each added model multiplies them (Bell numbers) and the sets to simulate
+# Every set of models is a candidate up to ALL_SETS_UP_TO models (2^8 - 1 = 255 sets); past it, sets of up to
+# MAX_SET_SIZE models (Nexus packs a handful of models per GPU), and the plan says its optimum is over those.
+ALL_SETS_UP_TO = 4
+MAX_SET_SIZE = 3
+MAX_MIX_MODELS = 12  # C(12, <=4) = 793 sets x GPU types: the MILP stays seconds
 
 
 def read_mix(path: Path | str) -> list[tuple[str, float, float]]:
@@ -34,7 +42,8 @@ def read_mix(path: Path | str) -> list[tuple[str, float, float]]:
     path = Path(path)
     try:
         with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+            # Lines starting with '#' say where the rates and targets come from; they are not rows.
+            rows = list(csv.DictReader(line for line in f if not line.lstrip().startswith("#")))
             header = tuple(rows[0].keys()) if rows else ()
     except OSError as exc:
         raise PlannerInputError(f"{path}: cannot read mix: {exc.strerror}") from None
@@ -64,22 +73,39 @@ def read_mix(path: Path | str) -> list[tuple[str, float, float]]:
 
 def recommend_mix(req: RecommendRequest, mix: list[tuple[str, float, float]], workers: int | None = None) -> Plan:
     """The cheapest fleet for every model of ``mix`` at its own P99, models sharing Triton servers where that is
-    cheaper. ``req`` carries the fleet's constraints; its rate, target and model are the mix's."""
-    if req.spot_survival or req.calibration is not None or req.max_instances_per_pool is not None \
-            or req.routing != "weighted" or req.min_replicas != 1:
-        raise PlannerInputError("--mix plans with weighted routing and the production/development floor; "
-                                "--spot-survival, --calibration, --max-instances-per-pool, --min-replicas and "
-                                "--routing equal are not planned for a mix yet")
+    cheaper. ``req`` carries the fleet's constraints (routing, spot share and survival, replica floors, pool
+    limits, a calibration of one of the models); its rate, target and model are the mix's."""
+    if req.survival_p99_ms is not None:
+        raise PlannerInputError("--survival-p99-ms is one bound; a mix holds every model's own target while a spot "
+                                "pool is lost (drop --survival-p99-ms)")
+    names = [m for m, _, _ in mix]
+    cal = None
+    if req.calibration is not None:
+        cal = read_calibration(req.calibration)
+        if cal.model not in names:
+            raise PlannerInputError(f"{req.calibration}: calibrated for model '{cal.model}', which the mix does not "
+                                    f"plan ({', '.join(names)})")
+        if req.scale_up_lag_s is None and req.ramp_per_min is None:
+            req.scale_up_lag_s, req.ramp_per_min = cal.scaling.scale_up_lag_s, cal.scaling.ramp_per_min
+    overhead = {m: req.overhead_ms if req.overhead_ms is not None else
+                cal.overhead_ms if cal is not None and cal.model == m else DEFAULT_OVERHEAD_MS for m in names}
     req.qps, req.p99_ms = sum(q for _, q, _ in mix), min(t for _, _, t in mix)
-    req.model = "+".join(m for m, _, _ in mix)
+    req.model = "+".join(names)
+    explicit_overhead = req.overhead_ms is not None
+    req.overhead_ms = max(overhead.values()) if not explicit_overhead else req.overhead_ms
+    if cal is not None and not explicit_overhead:
+        req.overhead_source = (f"{cal.model}: fitted by planner fit on {cal.created_at[:10]} from {len(cal.steps)} "
+                               f"stress steps; the other models: {DEFAULT_OVERHEAD_MS:g} ms, {OVERHEAD_ASSUMED}")
+    if req.overhead_ms >= req.p99_ms:
+        req.overhead_ms = min(overhead.values())
     req.check()
     for m, _, t in mix:
-        if req.overhead_ms >= t:
-            raise PlannerInputError(f"--overhead-ms {req.overhead_ms:g} leaves no latency budget under {m}'s "
+        if overhead[m] >= t:
+            raise PlannerInputError(f"--overhead-ms {overhead[m]:g} leaves no latency budget under {m}'s "
                                     f"P99 {t:g} ms")
-    spec = autoscaling_spec(req, None)
+    spec = autoscaling_spec(req, cal)
     catalog = read_catalog(req.catalog)
-    profiles = load_profiles(req.profiles, request_pairing(req, catalog, [m for m, _, _ in mix]))
+    profiles = load_profiles(req.profiles, request_pairing(req, catalog, names))
     if req.mig:
         profiles.update(slice_profiles(profiles))
     priced = planned_gpus(catalog, req.mig)
@@ -88,22 +114,34 @@ def recommend_mix(req: RecommendRequest, mix: list[tuple[str, float, float]], wo
             raise PlannerInputError(f"unknown GPU '{g}'; the catalog has: {', '.join(sorted(priced))}")
     gpus = set(req.gpus or priced) & priced
     known = sorted({m for m, _ in profiles})
-    for m, _, _ in mix:
+    for m in names:
         if m not in known:
             raise PlannerInputError(f"unknown model '{m}'; profiles exist for: {', '.join(known)}")
         if not any((m, g) in profiles for g in gpus):
             raise PlannerInputError(f"no latency profile for model '{m}' on {', '.join(sorted(gpus))}")
-    constraints = FleetConstraints(req.routing, req.max_spot_share, False, 1, None, req.horizon_months,
-                                   tuple(req.capacity_types), req.min_replicas_per_gpu, req.mig)
-    pools = fleet_pools(catalog, {g for g in gpus if any((m, g) in profiles for m, _, _ in mix)}, constraints)
+    if cal is not None and (cal.model, cal.gpu) not in {(m, g) for m, g in profiles if g in gpus}:
+        raise PlannerInputError(f"{req.calibration}: calibrated on GPU '{cal.gpu}', which this plan does not "
+                                f"consider ({', '.join(sorted(gpus))}); plan with that GPU, or without the calibration")
+    constraints = FleetConstraints(req.routing, req.max_spot_share, req.spot_survival, req.min_replicas,
+                                   req.max_instances_per_pool, req.horizon_months, tuple(req.capacity_types),
+                                   req.min_replicas_per_gpu, req.mig)
+    pools = fleet_pools(catalog, {g for g in gpus if any((m, g) in profiles for m in names)}, constraints)
     if not pools:
         raise PlannerInputError(f"the catalog has no {'/'.join(req.capacity_types)} pools for {', '.join(sorted(gpus))}")
-    demands = [ModelDemand(m, q, t, req.overhead_ms) for m, q, t in mix]
+    demands = [ModelDemand(m, q, t, overhead[m]) for m, q, t in mix]
+    replicas, solo = _solo_sizing(req, demands, profiles, {p.gpu for p in pools}, cal, spec, workers)
+    if not any(k[0] == cal.model for k in solo) if cal is not None else False:
+        raise PlannerInputError(f"{req.calibration}: at {100 * (req.confidence or cal.uncertainty.confidence):g}% "
+                                "confidence the calibration cannot promise any capacity at this target; add stress "
+                                "steps at 50-85% load or lower --confidence")
     try:
         planned = plan_mix(demands, profiles, pools, max_spot_share=req.max_spot_share,
-                           min_replicas_per_gpu=req.min_replicas_per_gpu, spec=spec, workers=workers)
-    except Infeasible:
-        raise PlannerInputError("infeasible: some model's P99 target cannot be met on any GPU type here, even alone"
+                           min_replicas_per_gpu=req.min_replicas_per_gpu, spec=spec, workers=workers,
+                           routing=req.routing, spot_survival=req.spot_survival, min_replicas=req.min_replicas,
+                           max_instances_per_pool=req.max_instances_per_pool, solo=solo, replicas=replicas,
+                           max_set_size=MAX_SET_SIZE if len(mix) > ALL_SETS_UP_TO else None)
+    except Infeasible as exc:
+        raise PlannerInputError(f"infeasible: {exc}; no fleet holds every model's P99 target under these constraints"
                                 ) from None
 
     by_name = {d.model: d for d in demands}
@@ -112,22 +150,29 @@ def recommend_mix(req: RecommendRequest, mix: list[tuple[str, float, float]], wo
         for pool, n in part.counts.items():
             counts[pool] = counts.get(pool, 0) + n
     pool_plans = [pool_plan(p, counts[p.name], catalog) for p in pools if counts.get(p.name)]
-    headroom = spec.sizing_rate(1.0)
     deployments, sharing = [], {}
     for part in planned.parts:
-        deployments += _deployments(part, by_name, profiles, pools, spec, headroom, sharing)
+        deployments += _deployments(part, by_name, replicas, pools, spec, sharing, profiles)
     closest = max(deployments, key=lambda d: d.predicted.p99_ms / by_name[d.model].p99_ms)
     usd = planned.usd_per_hour
-    sols = [p.solution for p in planned.parts]
     lp = planned.lp_bound
     sets = [" + ".join(p.models) for p in planned.parts]
+    capped = len(mix) > ALL_SETS_UP_TO
     why = (f"Cheapest partition: {'; '.join(sets)} at ${usd:,.2f}/h against ${planned.separate_usd_per_hour:,.2f}/h "
-           f"for one Deployment per model ({100 * planned.saving:.1f}% saved); {planned.partitions} partitions "
-           f"costed, {planned.bundles_evaluated} model sets x GPU types simulated. Co-located models keep each one's "
-           "best Triton config alone; the shared Deployment scales on every model's rate (one HPA metric each).")
+           f"for one Deployment per model ({100 * planned.saving:.1f}% saved). One set-partitioning MILP over "
+           f"{planned.candidates} candidate model sets x GPU types ({'sets of up to ' + str(MAX_SET_SIZE) + ' models' if capped else 'every set'}; "
+           f"{planned.pruned} more dropped as dearer than their members apart at any share), "
+           f"{planned.bundles_evaluated} simulated where an optimum used them, the rest at an upper bound on their "
+           f"share: the optimum over {'those' if capped else 'all'} candidates, within the MIP gap "
+           f"{planned.mip_gap:.2%}; LP bound ${lp if lp is not None else float('nan'):,.2f}/h. "
+           "Co-located models keep each one's best Triton config alone; the shared Deployment scales on every "
+           "model's rate (one HPA metric each).")
     if any("unmeasured" in v for v in sharing.values()):
         why += (" Where `serving profile --corun` did not measure a pair, every model holds its target both with "
                 "batches taking turns on the GPU and with processor sharing at no gain.")
+    if req.spot_survival:
+        why += (" Spot survival: every Deployment holds each model's target on its other replicas when any one of "
+                "its spot pools is lost.")
     try:
         pkg_version = version("gpufleet")
     except PackageNotFoundError:
@@ -136,44 +181,72 @@ def recommend_mix(req: RecommendRequest, mix: list[tuple[str, float, float]], wo
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), gpufleet_version=pkg_version,
         request=PlanRequest(qps=req.qps, p99_ms=req.p99_ms, model=req.model, region=catalog.region,
                             gpus=sorted({p.gpu for p in pools}), capacity_types=list(req.capacity_types),
-                            routing=req.routing, max_spot_share=req.max_spot_share, spot_survival=False,
+                            routing=req.routing, max_spot_share=req.max_spot_share, spot_survival=req.spot_survival,
                             survival_p99_ms=None, horizon_months=req.horizon_months, overhead_ms=req.overhead_ms,
-                            overhead_source=req.overhead_source, min_replicas=1, max_instances_per_pool=None,
+                            overhead_source=req.overhead_source, min_replicas=req.min_replicas,
+                            max_instances_per_pool=req.max_instances_per_pool,
                             environment=req.environment, min_replicas_per_gpu=req.min_replicas_per_gpu,
-                            catalog_as_of=catalog.as_of, calibration=None, mig=req.mig),
+                            catalog_as_of=catalog.as_of, mig=req.mig,
+                            calibration=None if req.calibration is None else str(req.calibration)),
         pools=pool_plans, deployments=deployments, predicted=closest.predicted,
         cost=Cost(usd_per_hour=round(usd, 4), usd_per_month=round(usd * HOURS_PER_MONTH, 2),
                   usd_per_million_inferences=round(usd / (req.qps * 3600.0) * 1e6, 6)),
-        solver=SolverReport(solver="HiGHS (scipy.optimize.milp), one MILP per shared set",
-                            status="; ".join(sorted({s.status for s in sols})),
-                            mip_gap=max(s.mip_gap for s in sols),
+        solver=SolverReport(solver="HiGHS (scipy.optimize.milp), one set-partitioning MILP over candidate sets",
+                            status=planned.status, mip_gap=planned.mip_gap,
                             lp_relaxation_usd_per_hour=None if lp is None else round(lp, 4),
                             lp_gap=None if lp is None or usd <= 0 else round((usd - lp) / usd, 6),
-                            wall_s=round(sum(s.wall_s for s in sols), 4)),
+                            wall_s=round(planned.wall_s, 4)),
         binding_constraint=Binding(name="the partition into shared Deployments", usd_per_hour_if_relaxed=None),
-        runner_up=None if planned.runner_up is None else Alternative(
-            pools=[" + ".join(s) for s in planned.runner_up[0]], usd_per_hour=round(planned.runner_up[1], 4)),
-        survival=None, sizing=[], autoscaling=spec, why=why,
+        runner_up=None, survival=None, sizing=[], autoscaling=spec, why=why,
         mix=MixPlan(models=[MixModel(model=d.model, qps=d.qps, p99_ms=d.p99_ms) for d in demands],
                     separate_usd_per_hour=round(planned.separate_usd_per_hour, 4), saving=round(planned.saving, 6),
-                    partitions_evaluated=planned.partitions, bundles_evaluated=planned.bundles_evaluated,
+                    partitions_evaluated=max(planned.milps, 1), bundles_evaluated=planned.bundles_evaluated,
                     gpu_sharing=sharing, lp_bound_usd_per_hour=None if lp is None else round(lp, 4)))
+
+
+def _solo_sizing(req: RecommendRequest, demands: list[ModelDemand], profiles: dict, gpus: set[str], cal, spec,
+                 workers) -> tuple[dict, dict]:
+    """Per model and GPU type: the replica model (calibrated on the calibration's GPU) and its sizing alone, as a
+    point plan sizes it (:func:`planner.sizing.size_gpu`: the best config at the target, the HPA target, the
+    safe end of a calibrated capacity)."""
+    keys = sorted((d.model, g) for d in demands for g in gpus if (d.model, g) in profiles)
+    by_name = {d.model: d for d in demands}
+    calibrated = {k: calibrated_model(profiles[k], cal, req.confidence) if cal is not None and cal.model == k[0]
+                  else None for k in keys}
+    replicas = {k: calibrated[k].replica() if calibrated[k] else replica_model(profiles[k], None) for k in keys}
+    searches = {k: CapacitySearch(replicas[k]) for k in keys}
+    caps = map_jobs(_best, [(searches[k], by_name[k[0]].budget_s * 1000.0, req.exhaustive) for k in keys],
+                    workers if len(keys) >= PARALLEL_AT_LEAST else 1)
+    solo = {}
+    for k, cap in zip(keys, caps):
+        if cap is None:
+            continue
+        d = by_name[k[0]]
+        z = size_gpu(searches[k], cap, spec, d.p99_ms, None, d.overhead_ms, False, calibrated[k])
+        if z.sizing_rate > 0:
+            solo[k] = z
+    return replicas, solo
+
+
+def _best(job):
+    search, budget_ms, exhaustive = job
+    return search.best(budget_ms, exhaustive=exhaustive)
 
 
 def shared_name(models: tuple[str, ...], gpu: str) -> str:
     return f"{'+'.join(models)}@{gpu}"
 
 
-def _deployments(part: Part, by_name: dict[str, ModelDemand], profiles: dict, pools, spec, headroom: float,
-                 sharing: dict[str, str]) -> list[Deployment]:
+def _deployments(part: Part, by_name: dict[str, ModelDemand], replicas: dict, pools, spec,
+                 sharing: dict[str, str], profiles: dict) -> list[Deployment]:
+    """The set's Deployments, one entry per model and GPU type; a single model's as a point plan writes it."""
     out = []
     for bundle in part.bundles:
         g, reps = bundle.gpu, part.replicas[bundle.gpu]
-        weight = part.solution.traffic[g]  # of each member's traffic: the set is sized in units of it
-        share = weight / reps
-        models = [ReplicaModel.from_profile(profiles[(m, g)]) for m in part.models]
-        busy = sum(share * by_name[m].qps / rm.saturation_rate(c) for m, rm, c in zip(part.models, models,
-                                                                                   bundle.configs))
+        holds, total = part.weights[g]
+        models = [replicas[(m, g)] for m in part.models]
+        busy = sum(by_name[m].qps * holds / total / reps / rm.saturation_rate(c)
+                   for m, rm, c in zip(part.models, models, bundle.configs))
         floor = sum(p.gpus_per_instance * part.counts.get(p.name, 0) for p in pools
                     if p.gpu == g and not p.is_spot)
         name = shared_name(part.models, g) if len(part.models) > 1 else None
@@ -185,15 +258,17 @@ def _deployments(part: Part, by_name: dict[str, ModelDemand], profiles: dict, po
         for i, m in enumerate(part.models):
             d, run, cfg = by_name[m], part.results[g][i], bundle.configs[i]
             p50, p90, p99 = (run.quantile_ms(q) + d.overhead_ms for q in (0.5, 0.9, 0.99))
-            most = d.qps * bundle.share
+            traffic = d.qps * holds / total
+            most = bundle.max_rates[i]
+            target = spec.sizing_rate(most) if spec.lag_aware else traffic / reps
             out.append(Deployment(
-                gpu=g, model=m, replicas=reps, routing_weight=round(weight, 6),
-                rate_per_replica=round(share * d.qps, 3), triton=queue_bound(models[i], cfg, d.budget_s),
+                gpu=g, model=m, replicas=reps, routing_weight=round(traffic / d.qps, 6),
+                rate_per_replica=round(traffic / reps, 3), triton=queue_bound(models[i], cfg, d.budget_s),
                 predicted=LatencyPrediction(p50_ms=round(p50, 3), p90_ms=round(p90, 3), p99_ms=round(p99, 3),
                                             utilization=round(min(busy, 1.0), 4),
                                             mean_batch_size=round(run.mean_batch_size, 2)),
                 autoscaling=Autoscaling(
-                    target_rate_per_replica=round(most * headroom, 3), max_rate_per_replica=round(most, 3),
+                    target_rate_per_replica=round(target, 3), max_rate_per_replica=round(most, 3),
                     min_replicas=max(floor, 1), max_replicas=max(2 * reps, reps + 1),
                     basis=spec.basis(most) + (f" Co-located in {name}: max_rate is this model's share of the "
                                               "largest traffic share one replica holds with every model of it "

@@ -34,13 +34,10 @@ from planner.optimize import Problem, Solution, binding_constraint, replicas_by_
 from planner.mig import slice_profiles, slices
 from planner.profiles import DEFAULT_MODEL, Pairing, load_profiles
 from planner.simulate import SimResult, Workload
-from planner.sizing import GpuSizing, calibrated_model, constraints_of, fleet_pools, replica_model, size_gpu
+from planner.sizing import (MAX_ROUNDS, TIGHTEN, VERIFY_REQUESTS, VERIFY_SEED, GpuSizing, calibrated_model,
+                            constraints_of, fleet_pools, replica_model, size_gpu)
 from planner.survival import mixture_quantile, replica_through_loss
 
-VERIFY_REQUESTS = 40_000
-VERIFY_SEED = 7
-TIGHTEN = 0.97  # capacity scale applied to a deployment whose verification P99 misses the target
-MAX_ROUNDS = 5
 DEFAULT_OVERHEAD_MS = 2.0
 # Far beyond any AWS account's GPU quota; past it the MILP's numbers lose the precision that makes it exact.
 MAX_FLEET_REPLICAS = 1_000_000

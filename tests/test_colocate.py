@@ -7,7 +7,8 @@ import pytest
 from gpufleet.contracts.triton import BatchingConfig
 from planner.capacity import ReplicaModel
 from planner.catalog import pools_for, read_catalog
-from planner.colocate import SHARE_STEPS, ModelDemand, _partitions, _simulate, bundle_share, plan_mix
+from planner.colocate import SHARE_STEPS, ModelDemand, bundle_share, plan_mix, simulate_p99
+from planner.mixbrute import partitions
 from planner.profiles import load_profiles
 from planner.simulate import simulate, simulate_colocated
 
@@ -93,13 +94,13 @@ def test_bundle_share_is_the_largest_share_that_holds_every_target(profiles):
     assert share > 0
     assert all(p <= d.budget_s for p, d in zip(p99, demands))
     top = 1.0 / sum(d.qps / m.saturation_rate(c) for d, m, c in zip(demands, models, cfgs))
-    over = _simulate(demands, models, cfgs, min(share + 2 * top / 2 ** SHARE_STEPS, top), None)
+    over = simulate_p99(demands, models, cfgs, min(share + 2 * top / 2 ** SHARE_STEPS, top), None)
     assert any(p > d.budget_s for p, d in zip(over, demands))
 
 
 def test_partitions_are_counted_by_bell_numbers():
-    assert [sum(1 for _ in _partitions(list("abcd")[:n])) for n in range(1, 5)] == [1, 2, 5, 15]
-    seen = {tuple(sorted(tuple(sorted(p)) for p in part)) for part in _partitions(list("abcd"))}
+    assert [sum(1 for _ in partitions(list("abcd")[:n])) for n in range(1, 5)] == [1, 2, 5, 15]
+    seen = {tuple(sorted(tuple(sorted(p)) for p in part)) for part in partitions(list("abcd"))}
     assert len(seen) == 15
 
 

@@ -9,7 +9,8 @@ from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_U
 from gpufleet.contracts.plan import read_plan
 from planner.capacity import CapacitySearch, ReplicaModel
 from planner.catalog import pools_for, read_catalog
-from planner.colocate import UNMEASURED_WAYS, ModelDemand, _partitions, _simulate, plan_mix
+from planner.colocate import UNMEASURED_WAYS, ModelDemand, plan_mix, simulate_p99
+from planner.mixbrute import partitions
 from planner.profiles import load_profiles
 from tests.cli_run import run_cli
 
@@ -77,10 +78,10 @@ def brute_force(demands, profiles, pool, headroom, floor):
         ways = UNMEASURED_WAYS if len(ds) > 1 else ((None, False),)
         for n in itertools.count(floor):
             share = 1.0 / (n * headroom)
-            if all(all(p <= d.budget_s for p, d in zip(_simulate(ds, rms, cfgs, share, s, t), ds)) for s, t in ways):
+            if all(all(p <= d.budget_s for p, d in zip(simulate_p99(ds, rms, cfgs, share, s, t), ds)) for s, t in ways):
                 return n
 
-    best = min(sum(replicas(tuple(sorted(p))) for p in part) for part in _partitions(sorted(models)))
+    best = min(sum(replicas(tuple(sorted(p))) for p in part) for part in partitions(sorted(models)))
     return best * pool.usd_per_hour
 
 
