@@ -446,7 +446,7 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}img{{max-width:
 <p>{html.escape(r.region)}, catalog {html.escape(r.catalog_as_of)}, plan made {html.escape(plan.created_at)} by
 gpufleet {html.escape(plan.gpufleet_version)}. Cost {_money(plan.cost.usd_per_hour)} (${plan.cost.usd_per_month:,.0f}
 /month) against {_money(m.separate_usd_per_hour)} for one Deployment per model: {m.saving:.1%} saved.
-{m.partitions_evaluated} partitions costed, {m.bundles_evaluated} model sets x GPU types simulated; MIP gap
+{m.partitions_evaluated} set-partitioning MILPs solved, {m.bundles_evaluated} model sets x GPU types simulated; MIP gap
 {s.mip_gap:.2%}, LP-relaxation gap {'n/a' if s.lp_gap is None else f'{s.lp_gap:.2%}'}.</p>
 <p>{html.escape(plan.why)}</p>
 <h2>The plan</h2><img src="mix.png" alt="each model's P99 against its target; the saving">{pools}{deps}{sharing}

@@ -305,13 +305,14 @@ class MixPlan(Strict):
     models: list[MixModel]
     separate_usd_per_hour: float = Field(ge=0, description="one Deployment per model, the same constraints")
     saving: float = Field(description="1 - cost / separate cost")
-    partitions_evaluated: int = Field(ge=1)
+    partitions_evaluated: int = Field(ge=1, description="set-partitioning MILPs solved (the name predates the MILP: "
+                                                       "plans made before it counted partitions enumerated)")
     bundles_evaluated: int = Field(ge=0, description="model sets x GPU types whose shared share was simulated")
     gpu_sharing: dict[str, str] = Field(description="shared Deployment -> how its models' batches share the GPU as "
                                                     "planned: a measured co-run speed, or unmeasured (held both ways)")
-    lp_bound_usd_per_hour: float | None = Field(description="the least, over every partition costed, of its sets' "
-                                                            "LP relaxations summed: no fleet at these per-replica "
-                                                            "shares costs less")
+    lp_bound_usd_per_hour: float | None = Field(description="the LP relaxation of the set-partitioning "
+                                                            "MILP over every candidate set: no fleet at these "
+                                                            "per-replica shares costs less")
 
 
 class Plan(Strict):
