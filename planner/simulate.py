@@ -27,6 +27,11 @@ from gpufleet.contracts.triton import BatchingConfig
 from planner.service import ServiceTime
 
 WARMUP_FRACTION = 0.05
+P99 = 0.99
+# A give-up counts only requests above the bound by this relative margin, so that the rounding of a latency (an
+# arrival subtracted from a completion time) or of the quantile's interpolation cannot turn a give-up into a run
+# whose P99 would in fact have met the bound: giving up decides exactly as the full run's P99 would.
+GIVE_UP_MARGIN = 1e-6
 
 
 @dataclass(frozen=True)
@@ -62,9 +67,12 @@ def _batching_rule(cfg: BatchingConfig) -> tuple[list[int], int, int, float]:
 
 
 def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service: ServiceTime, draws: np.ndarray,
-                           warmup_fraction: float) -> SimResult:
+                           warmup_fraction: float, give_up_above_s: float | None = None) -> SimResult | None:
     """One model instance: batches run one after another, so each starts when the instance is free and the batcher
-    sends it (the same rule as :func:`_simulate_shared`, without the processor sharing it needs for several)."""
+    sends it (the same rule as :func:`_simulate_shared`, without the processor sharing it needs for several).
+
+    With ``give_up_above_s``, returns None as soon as P99 after warm-up is sure to exceed it (see
+    :func:`p99_exceeds`)."""
     a = arrivals_s.tolist()
     n_req = len(a)
     preferred, trigger, big_b, delay = _batching_rule(cfg)
@@ -80,6 +88,14 @@ def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service:
     started: list[float] = []
     add_size, add_done, add_start, count = sizes.append, done.append, started.append, bisect_right
     batch = 0
+    if give_up_above_s is not None:
+        # Requests after warm-up that arrived before ``done - bound`` finish above the bound; once more than
+        # ``n - floor((n - 1) q)`` of them do, the lower order statistic of the quantile is above it.
+        first = int(n_req * warmup_fraction)
+        kept = n_req - first
+        must_exceed = kept - int((kept - 1) * P99) + 1  # one more than needed: safe against the index rounding
+        bound = give_up_above_s * (1.0 + GIVE_UP_MARGIN)
+        above = 0
     while head < n_req:
         last = head + trigger - 1
         t = a[last] if last < n_req else inf
@@ -100,6 +116,12 @@ def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service:
         add_start(t)
         add_done(free_at)
         add_size(m)
+        if give_up_above_s is not None:
+            lo = head if head > first else first
+            if lo < head + m:
+                above += count(a, free_at - bound, lo, head + m) - lo
+                if above >= must_exceed:
+                    return None
         head += m
     return _result(arrivals_s, sizes, started, done, busy, free_at, warmup_fraction)
 
@@ -195,6 +217,20 @@ class Workload:
     def run(self, rate: float, cfg: BatchingConfig, service: ServiceTime,
             speedup: Sequence[float] | None = None) -> SimResult:
         return simulate(self.unit_arrivals / rate, cfg, service, self.draws, speedup)
+
+    def p99_exceeds(self, rate: float, cfg: BatchingConfig, service: ServiceTime, bound_s: float,
+                    speedup: Sequence[float] | None = None) -> bool:
+        """Whether ``run(rate, ...)``'s P99 (``quantile_ms(0.99) / 1000``) is above ``bound_s``: the same answer,
+        sooner. A single-instance run stops once enough requests after warm-up have finished above the bound
+        that the quantile's lower order statistic is above it (a search's failing probes stop early)."""
+        if cfg.instance_count == 1 and cfg.effective_max_batch <= service.max_batch_size:
+            res = _simulate_one_instance(self.unit_arrivals / rate, cfg, service, self.draws, WARMUP_FRACTION,
+                                         give_up_above_s=bound_s)
+            if res is None:
+                return True
+        else:
+            res = self.run(rate, cfg, service, speedup)
+        return res.quantile_ms(P99) / 1000.0 > bound_s
 
 
 def simulate_colocated(arrivals_s: Sequence[np.ndarray], cfgs: Sequence[BatchingConfig],
