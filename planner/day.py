@@ -343,7 +343,8 @@ def _mixture_p99(tables: list[LatencyTable], grid: list[int], weights: list[floa
 
     Merging the presorted runs orders the latencies as sorting the raw samples does, up to the order within runs of
     equal latencies (a replica at light load repeats its service-time table's values). That order changes only the
-    rounding of the cumulative weights, by at most the length times the unit roundoff (under 1e-10 here), so when
+    rounding of the cumulative weights, and only where a run mixes weights: where none does, the sums are the same
+    floats. Where one does, they differ by at most the length times the unit roundoff (under 1e-10 here), so when
     the cumulative weight is more than ``MIXTURE_TIE_MARGIN`` from the quantile level at both ends of the answer's run
     of equal values, both orders give the same answer; otherwise the raw samples go through ``mixture_quantile``."""
     parts = [(t, k, w) for t, k, w in zip(tables, grid, weights) if len(t.samples[k]) and w > 0]
@@ -353,8 +354,12 @@ def _mixture_p99(tables: list[LatencyTable], grid: list[int], weights: list[floa
     order = np.argsort(lat, kind="stable")  # runs already sorted: a merge
     lat = lat[order]
     wt = np.concatenate([np.full(len(t.samples[k]), w / len(t.samples[k])) for t, k, w in parts])
-    cdf = np.cumsum(wt[order]) / wt.sum()
+    ordered = wt[order]
+    cdf = np.cumsum(ordered) / wt.sum()
     at = int(np.searchsorted(cdf, REPLAY_QUANTILE))
+    if bool(np.all((lat[1:] != lat[:-1]) | (ordered[1:] == ordered[:-1]))):
+        # Every run of equal latencies carries equal weights: any order within it sums the same terms in turn.
+        return float(lat[min(at, len(lat) - 1)])
     if at < len(lat):
         first = int(np.searchsorted(lat, lat[at], side="left"))
         last = int(np.searchsorted(lat, lat[at], side="right")) - 1
