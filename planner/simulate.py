@@ -73,13 +73,19 @@ def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service:
 
     With ``give_up_above_s``, returns None as soon as P99 after warm-up is sure to exceed it (see
     :func:`p99_exceeds`)."""
-    a = arrivals_s.tolist()
-    n_req = len(a)
+    n_req = len(arrivals_s)
     preferred, trigger, big_b, delay = _batching_rule(cfg)
-    u = draws.tolist()
     tables = service._lists
-    grid = [len(t) for t in tables]
     inf = float("inf")
+    # Past the last arrival, sentinels that never arrive: a pending batch's trigger request is then never in time,
+    # and a count of the queue stops at the end without a bound of its own.
+    a = arrivals_s.tolist() + [inf] * max(trigger, big_b)
+    # Each batch's index into its service table, int(u * grid) as ServiceTime.draw takes it: one grid for every
+    # batch size (ServiceTime builds them so), so computed for all draws at once (the same product and truncation).
+    grid = len(tables[1])
+    if any(len(t) != grid for t in tables[1:]):
+        raise ValueError("service tables of different lengths")
+    pick = (draws[:n_req] * grid).astype(np.int64).tolist()
     head = 0
     free_at = 0.0
     busy = 0.0
@@ -88,7 +94,8 @@ def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service:
     started: list[float] = []
     add_size, add_done, add_start, count = sizes.append, done.append, started.append, bisect_right
     batch = 0
-    if give_up_above_s is not None:
+    give_up = give_up_above_s is not None
+    if give_up:
         # Requests after warm-up that arrived before ``done - bound`` finish above the bound; once more than
         # ``n - floor((n - 1) q)`` of them do, the lower order statistic of the quantile is above it.
         first = int(n_req * warmup_fraction)
@@ -97,26 +104,26 @@ def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service:
         bound = give_up_above_s * (1.0 + GIVE_UP_MARGIN)
         above = 0
     while head < n_req:
-        last = head + trigger - 1
-        t = a[last] if last < n_req else inf
-        if a[head] + delay < t:
-            t = a[head] + delay
+        # Sent when the trigger size has arrived or the oldest has waited out the delay, once the instance is free.
+        t = a[head] + delay
+        if a[head + trigger - 1] < t:
+            t = a[head + trigger - 1]
         if t < free_at:
             t = free_at
         if big_b == 1:
             m = 1
         else:
-            m = count(a, t, head, min(head + big_b, n_req)) - head
+            m = count(a, t, head, head + big_b) - head
             if preferred and m >= trigger:
                 m = max(p for p in preferred if p <= m)
-        s = tables[m][int(u[batch] * grid[m])]
+        s = tables[m][pick[batch]]
         batch += 1
         busy += s
         free_at = t + s
         add_start(t)
         add_done(free_at)
         add_size(m)
-        if give_up_above_s is not None:
+        if give_up and free_at - bound >= a[head]:  # the batch's oldest request is above the bound: count them
             lo = head if head > first else first
             if lo < head + m:
                 above += count(a, free_at - bound, lo, head + m) - lo
