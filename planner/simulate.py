@@ -17,7 +17,7 @@ Model instances on one GPU share it: while ``n`` batches execute together, each 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from heapq import heappop, heappush
 from typing import Sequence
 
@@ -67,7 +67,8 @@ def _batching_rule(cfg: BatchingConfig) -> tuple[list[int], int, int, float]:
 
 
 def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service: ServiceTime, draws: np.ndarray,
-                           warmup_fraction: float, give_up_above_s: float | None = None) -> SimResult | None:
+                           warmup_fraction: float, give_up_above_s: float | None = None,
+                           picks: list[int] | None = None) -> SimResult | None:
     """One model instance: batches run one after another, so each starts when the instance is free and the batcher
     sends it (the same rule as :func:`_simulate_shared`, without the processor sharing it needs for several).
 
@@ -85,7 +86,7 @@ def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service:
     grid = len(tables[1])
     if any(len(t) != grid for t in tables[1:]):
         raise ValueError("service tables of different lengths")
-    pick = (draws[:n_req] * grid).astype(np.int64).tolist()
+    pick = picks if picks is not None else table_indices(draws[:n_req], grid)
     head = 0
     free_at = 0.0
     busy = 0.0
@@ -131,6 +132,12 @@ def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service:
                     return None
         head += m
     return _result(arrivals_s, sizes, started, done, busy, free_at, warmup_fraction)
+
+
+def table_indices(draws: np.ndarray, grid: int) -> list[int]:
+    """Each draw's index into a service table of ``grid`` entries: ``int(u * grid)``, as ServiceTime.draw takes it
+    (the same product and truncation, for all draws at once)."""
+    return (draws * grid).astype(np.int64).tolist()
 
 
 def _result(arrivals_s: np.ndarray, sizes: list[int], started: list[float], done: list[float], busy: float,
@@ -215,6 +222,13 @@ class Workload:
 
     unit_arrivals: np.ndarray
     draws: np.ndarray
+    # Table indices per table length, computed once for every rate a search tries.
+    _picks: dict[int, list[int]] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def picks(self, grid: int) -> list[int]:
+        if grid not in self._picks:
+            self._picks[grid] = table_indices(self.draws, grid)
+        return self._picks[grid]
 
     @classmethod
     def poisson(cls, n_requests: int, seed: int = 0) -> "Workload":
@@ -232,7 +246,7 @@ class Workload:
         that the quantile's lower order statistic is above it (a search's failing probes stop early)."""
         if cfg.instance_count == 1 and cfg.effective_max_batch <= service.max_batch_size:
             res = _simulate_one_instance(self.unit_arrivals / rate, cfg, service, self.draws, WARMUP_FRACTION,
-                                         give_up_above_s=bound_s)
+                                         give_up_above_s=bound_s, picks=self.picks(len(service.tables[1])))
             if res is None:
                 return True
         else:
