@@ -237,6 +237,9 @@ class Workload:
 
     def run(self, rate: float, cfg: BatchingConfig, service: ServiceTime,
             speedup: Sequence[float] | None = None) -> SimResult:
+        if cfg.instance_count == 1 and cfg.effective_max_batch <= service.max_batch_size:  # as simulate() would
+            return _simulate_one_instance(self.unit_arrivals / rate, cfg, service, self.draws, WARMUP_FRACTION,
+                                          picks=self.picks(len(service.tables[1])))
         return simulate(self.unit_arrivals / rate, cfg, service, self.draws, speedup)
 
     def p99_exceeds(self, rate: float, cfg: BatchingConfig, service: ServiceTime, bound_s: float,
