@@ -120,6 +120,10 @@ class CapacitySearch:
     def p99_s(self, rate: float, cfg: BatchingConfig) -> float:
         return self.simulate(rate, cfg).quantile_ms(0.99) / 1000.0
 
+    def holds(self, rate: float, cfg: BatchingConfig, budget_s: float) -> bool:
+        """``p99_s(rate, cfg) <= budget_s``, decided without finishing a run that is sure to miss."""
+        return not self.workload.p99_exceeds(rate, cfg, self.model.service, budget_s, self.model.speedup)
+
     def max_rate(self, cfg: BatchingConfig, budget_s: float, floor: float = 0.0) -> float:
         """Largest rate with simulated P99 <= budget, to 1/512 of saturation; 0 if the config cannot beat ``floor``.
 
@@ -129,13 +133,13 @@ class CapacitySearch:
         hi = self.model.saturation_rate(cfg)
         if hi <= floor or self.light_load_p99_s(cfg) > budget_s:
             return 0.0
-        if floor > 0 and self.p99_s(floor, cfg) > budget_s:
+        if floor > 0 and not self.holds(floor, cfg, budget_s):
             return 0.0
         lo = floor
         step_floor = hi / 2 ** BISECTION_STEPS
         while hi - lo > step_floor:
             mid = 0.5 * (lo + hi)
-            if self.p99_s(mid, cfg) <= budget_s:
+            if self.holds(mid, cfg, budget_s):
                 lo = mid
             else:
                 hi = mid

@@ -23,7 +23,6 @@ from planner.day import DEFAULT_PERIOD_S, read_day_curve, recommend_day
 from planner.pipeline import DEFAULT_OVERHEAD_MS, PRODUCTION_MIN_REPLICAS_PER_GPU, RecommendRequest
 from planner.recommend import recommend
 from gpufleet.contracts.calibration import write_calibration
-from planner.fit import fit
 from planner.uncertainty import DEFAULT_CONFIDENCE
 from planner.render import render_calibration, render_plan
 from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
@@ -178,6 +177,9 @@ def fit_cmd(
     for path in stress:
         if not path.is_file():
             raise PlannerInputError(f"{path}: stress result not found")
+    # Imported here: the fit's modules (least squares, stress results) are no part of a recommend's start-up.
+    from planner.fit import fit
+
     prof = read_profile(profile)
     console = _console()
     with console.status(f"fitting {len(stress)} stress result(s) by simulation"):

@@ -21,6 +21,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,8 @@ LATENCY_GRID_POINTS = 40
 LATENCY_GRID_LOW = 0.02
 LATENCY_GRID_HIGH = 0.98
 LATENCY_GRID_REQUESTS = 8_000
+REPLAY_QUANTILE = 0.99
+MIXTURE_TIE_MARGIN = 1e-9  # see _mixture_p99
 DAY_SOLVER_TIME_LIMIT_S = 30.0
 # The day MILP stops within 0.01% of its proven bound (cents on a day of hundreds of dollars; the plan reports the
 # gap): its periods repeat the point problem's near-symmetric choices between GPU types and pools, and closing the
@@ -276,6 +279,11 @@ class LatencyTable:
                    for r in rates]
         return cls(rates, samples)
 
+    @cached_property
+    def sorted_samples(self) -> list[np.ndarray]:
+        """Each grid point's samples in increasing order, sorted once for every P99 the replays read from them."""
+        return [np.sort(s) for s in self.samples]
+
 
 class LatencyTables(dict):
     """GPU type -> :class:`LatencyTable`, each built when first read (only the types a fleet uses are simulated)."""
@@ -300,23 +308,65 @@ class Replay:
     def p99_ms(self, tables: dict[str, LatencyTable], start_s: float, end_s: float) -> float | None:
         """P99 over the requests in [start, end): the traffic-weighted mixture of each step's latency; None when
         more than 1% of them met an overloaded replica."""
-        weights: dict[tuple[str, int], float] = {}
-        overloaded = total = 0.0
         sel = (self.times >= start_s) & (self.times < end_s)
+        # Each sum adds its terms one by one in time order, GPU type after GPU type (cumulative sums and bincount
+        # add sequentially), so every figure is the same float a loop over the steps gives.
+        steps, over, weights = [], [], {}
         for g, rate in self.rate.items():
             table = tables[g]
-            for k, r in zip(self.grid[g][sel], rate[sel]):
-                total += r
-                if k >= len(table.rates):
-                    overloaded += r
-                else:
-                    weights[(g, int(k))] = weights.get((g, int(k)), 0.0) + r
+            ks, rs = self.grid[g][sel], rate[sel]
+            steps.append(rs)
+            past = ks >= len(table.rates)
+            over.append(rs[past])
+            ks, rs = ks[~past], rs[~past]
+            if len(ks):
+                sums = np.bincount(ks, weights=rs)
+                for k in np.flatnonzero(np.bincount(ks)):
+                    weights[(g, int(k))] = float(sums[k])
+        total = _sequential_sum(steps)
         if total <= 0:
             return 0.0
-        if overloaded > 0.01 * total:
+        if _sequential_sum(over) > 0.01 * total:
             return None
         keys = sorted(weights)
-        return mixture_quantile([tables[g].samples[k] for g, k in keys], [weights[x] for x in keys], 0.99)
+        return _mixture_p99([tables[g] for g, _ in keys], [k for _, k in keys], [weights[x] for x in keys])
+
+
+def _sequential_sum(parts: list[np.ndarray]) -> float:
+    """0.0 plus every term in order, one addition at a time (not numpy's pairwise sum)."""
+    terms = np.concatenate(parts) if parts else np.zeros(0)
+    return float(np.add.accumulate(terms)[-1]) if len(terms) else 0.0
+
+
+def _mixture_p99(tables: list[LatencyTable], grid: list[int], weights: list[float]) -> float:
+    """:func:`planner.survival.mixture_quantile` at 0.99 of the tables' samples, from their sorted copies.
+
+    Merging the presorted runs orders the latencies as sorting the raw samples does, up to the order within runs of
+    equal latencies (a replica at light load repeats its service-time table's values). That order changes only the
+    rounding of the cumulative weights, and only where a run mixes weights: where none does, the sums are the same
+    floats. Where one does, they differ by at most the length times the unit roundoff (under 1e-10 here), so when
+    the cumulative weight is more than ``MIXTURE_TIE_MARGIN`` from the quantile level at both ends of the answer's run
+    of equal values, both orders give the same answer; otherwise the raw samples go through ``mixture_quantile``."""
+    parts = [(t, k, w) for t, k, w in zip(tables, grid, weights) if len(t.samples[k]) and w > 0]
+    if not parts:
+        return math.nan
+    lat = np.concatenate([t.sorted_samples[k] for t, k, _ in parts])
+    order = np.argsort(lat, kind="stable")  # runs already sorted: a merge
+    lat = lat[order]
+    wt = np.concatenate([np.full(len(t.samples[k]), w / len(t.samples[k])) for t, k, w in parts])
+    ordered = wt[order]
+    cdf = np.cumsum(ordered) / wt.sum()
+    at = int(np.searchsorted(cdf, REPLAY_QUANTILE))
+    if bool(np.all((lat[1:] != lat[:-1]) | (ordered[1:] == ordered[:-1]))):
+        # Every run of equal latencies carries equal weights: any order within it sums the same terms in turn.
+        return float(lat[min(at, len(lat) - 1)])
+    if at < len(lat):
+        first = int(np.searchsorted(lat, lat[at], side="left"))
+        last = int(np.searchsorted(lat, lat[at], side="right")) - 1
+        if ((first == 0 or cdf[first - 1] < REPLAY_QUANTILE - MIXTURE_TIE_MARGIN)
+                and cdf[last] >= REPLAY_QUANTILE + MIXTURE_TIE_MARGIN):
+            return float(lat[at])
+    return mixture_quantile([t.samples[k] for t, k, _ in parts], [w for _, _, w in parts], REPLAY_QUANTILE)
 
 
 def replay(curve: DemandCurve, weights: dict[str, float], sizing: dict[str, GpuSizing], spec: AutoscalingSpec,

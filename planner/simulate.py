@@ -17,7 +17,7 @@ Model instances on one GPU share it: while ``n`` batches execute together, each 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from heapq import heappop, heappush
 from typing import Sequence
 
@@ -27,6 +27,11 @@ from gpufleet.contracts.triton import BatchingConfig
 from planner.service import ServiceTime
 
 WARMUP_FRACTION = 0.05
+P99 = 0.99
+# A give-up counts only requests above the bound by this relative margin, so that the rounding of a latency (an
+# arrival subtracted from a completion time) or of the quantile's interpolation cannot turn a give-up into a run
+# whose P99 would in fact have met the bound: giving up decides exactly as the full run's P99 would.
+GIVE_UP_MARGIN = 1e-6
 
 
 @dataclass(frozen=True)
@@ -62,16 +67,26 @@ def _batching_rule(cfg: BatchingConfig) -> tuple[list[int], int, int, float]:
 
 
 def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service: ServiceTime, draws: np.ndarray,
-                           warmup_fraction: float) -> SimResult:
+                           warmup_fraction: float, give_up_above_s: float | None = None,
+                           picks: list[int] | None = None) -> SimResult | None:
     """One model instance: batches run one after another, so each starts when the instance is free and the batcher
-    sends it (the same rule as :func:`_simulate_shared`, without the processor sharing it needs for several)."""
-    a = arrivals_s.tolist()
-    n_req = len(a)
+    sends it (the same rule as :func:`_simulate_shared`, without the processor sharing it needs for several).
+
+    With ``give_up_above_s``, returns None as soon as P99 after warm-up is sure to exceed it (see
+    :func:`p99_exceeds`)."""
+    n_req = len(arrivals_s)
     preferred, trigger, big_b, delay = _batching_rule(cfg)
-    u = draws.tolist()
     tables = service._lists
-    grid = [len(t) for t in tables]
     inf = float("inf")
+    # Past the last arrival, sentinels that never arrive: a pending batch's trigger request is then never in time,
+    # and a count of the queue stops at the end without a bound of its own.
+    a = arrivals_s.tolist() + [inf] * max(trigger, big_b)
+    # Each batch's index into its service table, int(u * grid) as ServiceTime.draw takes it: one grid for every
+    # batch size (ServiceTime builds them so), so computed for all draws at once (the same product and truncation).
+    grid = len(tables[1])
+    if any(len(t) != grid for t in tables[1:]):
+        raise ValueError("service tables of different lengths")
+    pick = picks if picks is not None else table_indices(draws[:n_req], grid)
     head = 0
     free_at = 0.0
     busy = 0.0
@@ -80,28 +95,49 @@ def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service:
     started: list[float] = []
     add_size, add_done, add_start, count = sizes.append, done.append, started.append, bisect_right
     batch = 0
+    give_up = give_up_above_s is not None
+    if give_up:
+        # Requests after warm-up that arrived before ``done - bound`` finish above the bound; once more than
+        # ``n - floor((n - 1) q)`` of them do, the lower order statistic of the quantile is above it.
+        first = int(n_req * warmup_fraction)
+        kept = n_req - first
+        must_exceed = kept - int((kept - 1) * P99) + 1  # one more than needed: safe against the index rounding
+        bound = give_up_above_s * (1.0 + GIVE_UP_MARGIN)
+        above = 0
     while head < n_req:
-        last = head + trigger - 1
-        t = a[last] if last < n_req else inf
-        if a[head] + delay < t:
-            t = a[head] + delay
+        # Sent when the trigger size has arrived or the oldest has waited out the delay, once the instance is free.
+        t = a[head] + delay
+        if a[head + trigger - 1] < t:
+            t = a[head + trigger - 1]
         if t < free_at:
             t = free_at
         if big_b == 1:
             m = 1
         else:
-            m = count(a, t, head, min(head + big_b, n_req)) - head
+            m = count(a, t, head, head + big_b) - head
             if preferred and m >= trigger:
                 m = max(p for p in preferred if p <= m)
-        s = tables[m][int(u[batch] * grid[m])]
+        s = tables[m][pick[batch]]
         batch += 1
         busy += s
         free_at = t + s
         add_start(t)
         add_done(free_at)
         add_size(m)
+        if give_up and free_at - bound >= a[head]:  # the batch's oldest request is above the bound: count them
+            lo = head if head > first else first
+            if lo < head + m:
+                above += count(a, free_at - bound, lo, head + m) - lo
+                if above >= must_exceed:
+                    return None
         head += m
     return _result(arrivals_s, sizes, started, done, busy, free_at, warmup_fraction)
+
+
+def table_indices(draws: np.ndarray, grid: int) -> list[int]:
+    """Each draw's index into a service table of ``grid`` entries: ``int(u * grid)``, as ServiceTime.draw takes it
+    (the same product and truncation, for all draws at once)."""
+    return (draws * grid).astype(np.int64).tolist()
 
 
 def _result(arrivals_s: np.ndarray, sizes: list[int], started: list[float], done: list[float], busy: float,
@@ -186,6 +222,13 @@ class Workload:
 
     unit_arrivals: np.ndarray
     draws: np.ndarray
+    # Table indices per table length, computed once for every rate a search tries.
+    _picks: dict[int, list[int]] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def picks(self, grid: int) -> list[int]:
+        if grid not in self._picks:
+            self._picks[grid] = table_indices(self.draws, grid)
+        return self._picks[grid]
 
     @classmethod
     def poisson(cls, n_requests: int, seed: int = 0) -> "Workload":
@@ -194,7 +237,24 @@ class Workload:
 
     def run(self, rate: float, cfg: BatchingConfig, service: ServiceTime,
             speedup: Sequence[float] | None = None) -> SimResult:
+        if cfg.instance_count == 1 and cfg.effective_max_batch <= service.max_batch_size:  # as simulate() would
+            return _simulate_one_instance(self.unit_arrivals / rate, cfg, service, self.draws, WARMUP_FRACTION,
+                                          picks=self.picks(len(service.tables[1])))
         return simulate(self.unit_arrivals / rate, cfg, service, self.draws, speedup)
+
+    def p99_exceeds(self, rate: float, cfg: BatchingConfig, service: ServiceTime, bound_s: float,
+                    speedup: Sequence[float] | None = None) -> bool:
+        """Whether ``run(rate, ...)``'s P99 (``quantile_ms(0.99) / 1000``) is above ``bound_s``: the same answer,
+        sooner. A single-instance run stops once enough requests after warm-up have finished above the bound
+        that the quantile's lower order statistic is above it (a search's failing probes stop early)."""
+        if cfg.instance_count == 1 and cfg.effective_max_batch <= service.max_batch_size:
+            res = _simulate_one_instance(self.unit_arrivals / rate, cfg, service, self.draws, WARMUP_FRACTION,
+                                         give_up_above_s=bound_s, picks=self.picks(len(service.tables[1])))
+            if res is None:
+                return True
+        else:
+            res = self.run(rate, cfg, service, speedup)
+        return res.quantile_ms(P99) / 1000.0 > bound_s
 
 
 def simulate_colocated(arrivals_s: Sequence[np.ndarray], cfgs: Sequence[BatchingConfig],
