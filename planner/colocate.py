@@ -92,7 +92,7 @@ class MixPlan:
     bundles_evaluated: int  # model sets x GPU types whose share was simulated
     candidates: int  # model sets x GPU types in the set-cover MILP (simulated or bounded)
     separate: list[Part] = field(default_factory=list)
-    lp_bound: float | None = None  # the LP relaxation over every candidate, unsimulated ones at their upper bounds
+    lp_bound: float | None = None  # the LP relaxation over every candidate, the not fully searched at upper bounds
     mip_gap: float = 0.0
     status: str = "optimal"
     wall_s: float = field(default=0.0, compare=False)  # in the MILPs
@@ -313,11 +313,15 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
     for all of them, less those whose cheapest conceivable fleet (at :func:`column_bound`) costs no less than their
     members' own fleets (dominated: splitting the set never costs more, so the optimum does not need it). A
     candidate enters the MILP at its upper bound and is simulated only when an optimum uses it (lazy column
-    evaluation); the MILP is re-solved until its optimum uses simulated candidates only. Every unsimulated
-    candidate being optimistic, that optimum is the optimum over all candidates at their simulated shares: exact,
-    within the MIP gap and the bisection's resolution of each share (1/32 of its bracket). ``simulate_all``
-    simulates every candidate up front instead (the reference the tests compare with). The LP relaxation over
-    every candidate, unsimulated ones at their bounds, is a lower bound on any fleet of these candidates.
+    evaluation), one step of its share search at a time (the search's upper end, then each halving: the
+    candidate's upper bound falls to the least share found failing), so that a candidate the optimum drops
+    is not searched further; the MILP is re-solved until its optimum uses fully searched candidates only. Every
+    other candidate being optimistic, that optimum is the optimum over all candidates at their searched shares:
+    exact, within the MIP gap and the bisection's resolution of each share (1/32 of its bracket); each share the
+    same as a whole search (:func:`search_share`) finds. ``simulate_all`` searches every candidate up front
+    instead (the reference the tests compare with). The LP relaxation over every candidate, the others at their
+    upper bounds (a partly searched one at the least share found failing), is a lower bound on any fleet of these
+    candidates.
 
     Then each Deployment is simulated at the share it is routed (``verify``); one whose P99 misses has its share
     tightened by :data:`planner.sizing.TIGHTEN` and the MILP is solved again, as a point plan does."""
