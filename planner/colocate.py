@@ -92,7 +92,7 @@ class MixPlan:
     bundles_evaluated: int  # model sets x GPU types whose share was simulated
     candidates: int  # model sets x GPU types in the set-cover MILP (simulated or bounded)
     separate: list[Part] = field(default_factory=list)
-    lp_bound: float | None = None  # the LP relaxation over every candidate, unsimulated ones at their upper bounds
+    lp_bound: float | None = None  # the LP relaxation over every candidate, the not fully searched at upper bounds
     mip_gap: float = 0.0
     status: str = "optimal"
     wall_s: float = field(default=0.0, compare=False)  # in the MILPs
@@ -181,6 +181,16 @@ def share_bracket(demands: list[ModelDemand], models: list[ReplicaModel], cfgs: 
         else:
             hi = mid
     return lo, hi, best
+
+
+def share_step(job) -> tuple[bool, float, list[float]]:
+    """One step of :func:`search_share`'s bracket, for a search done a step at a time: whether one replica holds
+    ``share`` (the way(s) :func:`search_share` tries) and the P99s (s) when it does. ``job``: (demands, replica
+    models, configs, co-run speed, share)."""
+    ds, rms, cfgs, speed, share = job
+    ways = ((speed, False),) if speed is not None else UNMEASURED_WAYS
+    ok, p99 = _share_holds(ds, rms, cfgs, ways, share)
+    return ok, share, p99
 
 
 def solo_capacity(job: tuple[ModelDemand, ReplicaModel]):
@@ -303,11 +313,15 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
     for all of them, less those whose cheapest conceivable fleet (at :func:`column_bound`) costs no less than their
     members' own fleets (dominated: splitting the set never costs more, so the optimum does not need it). A
     candidate enters the MILP at its upper bound and is simulated only when an optimum uses it (lazy column
-    evaluation); the MILP is re-solved until its optimum uses simulated candidates only. Every unsimulated
-    candidate being optimistic, that optimum is the optimum over all candidates at their simulated shares: exact,
-    within the MIP gap and the bisection's resolution of each share (1/32 of its bracket). ``simulate_all``
-    simulates every candidate up front instead (the reference the tests compare with). The LP relaxation over
-    every candidate, unsimulated ones at their bounds, is a lower bound on any fleet of these candidates.
+    evaluation), one step of its share search at a time (the search's upper end, then each halving: the
+    candidate's upper bound falls to the least share found failing), so that a candidate the optimum drops
+    is not searched further; the MILP is re-solved until its optimum uses fully searched candidates only. Every
+    other candidate being optimistic, that optimum is the optimum over all candidates at their searched shares:
+    exact, within the MIP gap and the bisection's resolution of each share (1/32 of its bracket); each share the
+    same as a whole search (:func:`search_share`) finds. ``simulate_all`` searches every candidate up front
+    instead (the reference the tests compare with). The LP relaxation over every candidate, the others at their
+    upper bounds (a partly searched one at the least share found failing), is a lower bound on any fleet of these
+    candidates.
 
     Then each Deployment is simulated at the share it is routed (``verify``); one whose P99 misses has its share
     tightened by :data:`planner.sizing.TIGHTEN` and the MILP is solved again, as a point plan does."""
@@ -401,21 +415,53 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
         c.share, c.survival = (c.data["hi"] * safe * headroom,), (c.data["hi"] * safe,)
         c.exact = c.data["lo"] >= c.data["hi"] * (1 - 1e-12)
 
-    def evaluate(keys: list[tuple]) -> None:
-        """Bisect these candidates' shares (the reference's way: every candidate, to 1/32 of its bracket)."""
+    def evaluate(keys: list[tuple], full: bool = False) -> set[tuple]:
+        """The next step of these candidates' share searches (all of them with ``full``): the same bracket as
+        :func:`search_share` (the upper end first, then SHARE_STEPS halvings: 1/32 of the bracket), run a step at
+        a time so that a candidate an optimum stops using once its upper end falls is not bisected further. A
+        candidate's share is the largest found to hold once its search is done (as the partition search took it);
+        until then it enters at the least share found failing, an upper bound. Returns the candidates whose
+        upper end moved (or that were dropped): a MILP that saw the others saw them as they still are."""
         nonlocal simulated
-        jobs = []
-        for k in keys:
-            c = columns[k]
-            jobs.append(([by_name[m] for m in c.models], [replica[(m, c.gpu)] for m in c.models],
-                         list(c.data["configs"]), c.data["speed"], c.data["bound"], 0.0))
-        found = map_jobs(search_share, jobs, workers if len(jobs) >= PARALLEL_AT_LEAST else 1)
-        for k, (lo, hi, p99) in zip(keys, found):
-            simulated += 1
-            # The share is the largest found to hold (as the partition search took it): within 1/32 of the bracket.
-            settle(columns[k], lo, lo, p99)
-            if columns[k].data["lo"] <= 0:
-                del columns[k]
+        keys = list(keys)
+        moved = set()
+        while keys:
+            jobs = []
+            for k in keys:
+                c = columns[k]
+                st = c.data.setdefault("search", {"lo": 0.0, "hi": _bracket_top(c, by_name, replica), "steps": 0,
+                                                  "best": []})
+                share = st["hi"] if st["steps"] == 0 else (st["lo"] + st["hi"]) / 2
+                jobs.append(([by_name[m] for m in c.models], [replica[(m, c.gpu)] for m in c.models],
+                             list(c.data["configs"]), c.data["speed"], share))
+            found = map_jobs(share_step, jobs, workers if len(jobs) >= PARALLEL_AT_LEAST else 1)
+            more = []
+            for k, (ok, share, p99) in zip(keys, found):
+                c = columns[k]
+                st = c.data["search"]
+                if st["steps"] == 0:
+                    simulated += 1
+                top = st["steps"] == 0
+                st["steps"] += 1
+                if ok:
+                    st["lo"], st["best"] = share, p99
+                    if top:  # the upper end holds: nothing above it to find
+                        st["steps"] = SHARE_STEPS + 1
+                elif not top:
+                    st["hi"] = share
+                before = c.data["hi"]
+                if st["steps"] > SHARE_STEPS:
+                    settle(c, st["lo"], st["lo"], st["best"])
+                    if c.data["lo"] <= 0:
+                        del columns[k]
+                else:
+                    settle(c, st["lo"], st["hi"], st["best"] if ok else [])
+                    if full:
+                        more.append(k)
+                if k not in columns or c.data["hi"] != before:
+                    moved.add(k)
+            keys = more
+        return moved
 
     def needs_of(sol, keys) -> dict[tuple, float]:
         """The share of each member's traffic (at its target, in simulation's units) that each used candidate's
@@ -440,12 +486,12 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
             if spot_survival:
                 need = max(need, surv)
             need /= c.data["safety"]
-            if need > c.data["lo"] * (1 + 1e-12):
+            if need > c.data["lo"] * (1 + 1e-12) or not c.exact:  # not exact: its search is not done
                 out[k] = need
         return out
 
     if simulate_all:
-        evaluate([k for k, c in columns.items() if not c.exact])
+        evaluate([k for k, c in columns.items() if not c.exact], full=True)
     incumbent = None
     if max_instances_per_pool is None and not any(p.max_instances is not None for p in pools):
         incumbent = sum(separate_usd.values())  # one Deployment per model is a feasible fleet
@@ -470,19 +516,27 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
             return set_sol[names].usd_per_hour if set_sol[names] is not None else math.inf
         return optimistic(names)
 
+    masters: dict[tuple, list] = {}
+
     def optimum():
         if coupled:  # lazy column evaluation on the joint MILP
+            sol = None
             while True:
-                sol = solve(problem(names_all, columns.values()), incumbent=incumbent)
+                if sol is None:  # re-solved only when a candidate's upper end moved: else the same optimum
+                    sol = solve(problem(names_all, columns.values()), incumbent=incumbent)
                 needs = needs_of(sol, sol.used())
                 if not needs:
                     return sol
-                evaluate(sorted(needs))
+                if evaluate(sorted(needs)):
+                    sol = None
         # Decomposed: the master picks sets by their costs; a set's cost is a lower bound until its own MILP uses
         # simulated columns only. The master's optimum over exact costs and lower bounds is then the optimum.
         while True:
             costs = {n: set_cost(n) for n in {c.models for c in columns.values()}}
-            chosen, _ = choose_partition(names_all, {n: v for n, v in costs.items() if v < math.inf})
+            finite = tuple(sorted((n, v) for n, v in costs.items() if v < math.inf))
+            if finite not in masters:  # the same costs: the same master optimum
+                masters[finite] = choose_partition(names_all, dict(finite))[0]
+            chosen = masters[finite]
             lazy, changed = [], False
             for n in chosen:
                 if n not in set_sol:
@@ -496,8 +550,8 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
                 lazy.append(needs_of(set_sol[n], set_sol[n].used()))
             needs = {k: v for d in lazy for k, v in d.items()}
             if needs:
-                evaluate(sorted(needs))
-                for n in {k[0] for k in needs}:
+                # a set's MILP is solved again only where a candidate's upper end moved: else its optimum stands
+                for n in {k[0] for k in evaluate(sorted(needs))}:
                     set_sol.pop(n, None)
                 changed = True
             if not changed:
@@ -540,6 +594,14 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
     separate = [_part((m,), separate_sol[m], columns, pools, {}, by_name) for m in names_all]
     return MixPlan(parts, sol.usd_per_hour, sum(separate_usd.values()), simulated, candidates, separate, lp,
                    sol.mip_gap, sol.status, walls[0], milps[0], pruned, dict(columns))
+
+
+def _bracket_top(c: Column, by_name: dict, replica: dict) -> float:
+    """The upper end of a candidate's share search (:func:`share_bracket`'s top): its GPU-time bound, or its
+    column bound below it."""
+    models = [replica[(m, c.gpu)] for m in c.models]
+    top = 1.0 / sum(by_name[m].qps / rm.saturation_rate(cfg) for m, rm, cfg in zip(c.models, models, c.data["configs"]))
+    return min(top, c.data["bound"])
 
 
 def _bound_share(c: Column, columns: dict) -> float:

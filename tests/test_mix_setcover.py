@@ -16,7 +16,7 @@ from gpufleet.contracts.triton import BatchingConfig
 from planner.capacity import ReplicaModel
 from planner.catalog import pools_for, read_catalog
 from planner.cli import main
-from planner.colocate import UNMEASURED_WAYS, ModelDemand, plan_mix, simulate_p99
+from planner.colocate import UNMEASURED_WAYS, ModelDemand, plan_mix, search_share, simulate_p99
 from planner.mixbrute import cheapest_partition
 from planner.profiles import load_profiles
 from planner.service import ServerCost
@@ -68,6 +68,22 @@ def test_the_set_cover_milp_equals_every_partition_costed(profiles, mix):
                                   min_replicas_per_gpu=2)
     assert lazy.usd_per_hour == pytest.approx(truth, abs=1e-9)
     assert lazy.lp_bound <= lazy.usd_per_hour + 1e-9
+
+
+def test_the_share_search_run_a_step_at_a_time_finds_what_the_whole_bracket_finds(profiles):
+    """plan_mix runs each candidate's share search a step at a time (so it can stop bisecting candidates an
+    optimum drops); finished, every candidate's share is the one search_share's whole bracket finds, to the bit."""
+    pools = tuple(pools_for(read_catalog(), {"T4", "L4"}, 12.0))
+    demands = [ModelDemand(m, q, t) for m, q, t in CASES[3]]
+    by_name = {d.model: d for d in demands}
+    full = plan_mix(demands, profiles, pools, workers=1, verify=False, simulate_all=True)
+    shared = [c for c in full.columns.values() if len(c.models) > 1]
+    assert shared
+    for c in shared:
+        rms = [ReplicaModel.from_profile(profiles[(m, c.gpu)]) for m in c.models]
+        lo, _, _ = search_share(([by_name[m] for m in c.models], rms, list(c.data["configs"]), c.data["speed"],
+                                 c.data["bound"], 0.0))
+        assert c.data["lo"] == lo, f"{c.models}@{c.gpu}"
 
 
 @pytest.mark.parametrize("constraints", [
