@@ -23,7 +23,8 @@ from planner.capacity import CapacitySearch, ReplicaModel  # noqa: E402
 from planner.catalog import pools_for, read_catalog  # noqa: E402
 from planner.optimize import Infeasible, Problem, solve  # noqa: E402
 from planner.profiles import load_profiles  # noqa: E402
-from planner.recommend import DEFAULT_OVERHEAD_MS, RecommendRequest, recommend  # noqa: E402
+from planner.pipeline import DEFAULT_OVERHEAD_MS, RecommendRequest  # noqa: E402
+from planner.recommend import recommend  # noqa: E402
 
 QPS = (100, 1_000, 10_000, 100_000, 1_000_000)  # the last row shows the integrality gap shrinking
 P99_MS = 100.0

@@ -52,7 +52,7 @@ from loadtests.settings import StressSettings  # noqa: E402
 from loadtests.shapes import Steps  # noqa: E402
 from planner.capacity import ReplicaModel  # noqa: E402
 from planner.fit import fit  # noqa: E402
-from planner.recommend import DEFAULT_OVERHEAD_MS  # noqa: E402
+from planner.pipeline import DEFAULT_OVERHEAD_MS  # noqa: E402
 from planner.simulate import simulate  # noqa: E402
 from planner.uncertainty import CalibratedModel  # noqa: E402
 from serving.local import LocalTriton  # noqa: E402

@@ -224,14 +224,15 @@ class GpuNodePools(pulumi.ComponentResource):
 
         # A day plan (planner recommend --qps-curve): each pool's node group runs from the day's fewest instances
         # to its most; the plan's counts are the peak hour's. A point plan holds its counts all day.
-        day = {(d.instance_type, d.capacity_type): (d.min_count, d.max_count) for d in plan.day.pools} \
-            if plan.day is not None else {}
+        # Keyed with the MIG partition too: a day plan may hold one instance type whole and partitioned.
+        day = {(d.instance_type, d.capacity_type, d.mig_partition): (d.min_count, d.max_count)
+               for d in plan.day.pools} if plan.day is not None else {}
 
         def low(p) -> int:
-            return day.get((p.instance_type, p.capacity_type), (p.count, p.count))[0]
+            return day.get((p.instance_type, p.capacity_type, p.mig_partition), (p.count, p.count))[0]
 
         def high(p) -> int:
-            return day.get((p.instance_type, p.capacity_type), (p.count, p.count))[1]
+            return day.get((p.instance_type, p.capacity_type, p.mig_partition), (p.count, p.count))[1]
 
         pools = defaultdict(list)
         for p in plan.pools:

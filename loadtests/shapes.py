@@ -13,8 +13,6 @@ settings, the locustfile and the result writer only call the methods below.
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, NamedTuple, Union
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, NamedTuple, Unio
 from pydantic import ConfigDict, Field, model_validator
 
 from gpufleet.cli import plural
+from gpufleet.contracts.demand import read_demand_curve
 from gpufleet.contracts.model import Strict
 from loadtests.errors import LoadTestInputError
 from loadtests.schedule import Schedule, Step
@@ -219,26 +218,14 @@ class Replay(LoadShape):
     def from_csv(cls, path: Path | str, seconds_per_row: float = 2.0, rate_scale: float = 1.0) -> "Replay":
         """A CSV with a ``qps`` column, a row per interval (say, per minute of a day), each replayed for
         ``seconds_per_row`` at ``qps * rate_scale``; :class:`LoadTestInputError` naming the line that is wrong."""
-        path = Path(path)
-        try:
-            rows = list(csv.DictReader(io.StringIO(path.read_text())))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise LoadTestInputError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
-        if not rows or "qps" not in rows[0]:
-            raise LoadTestInputError(f"{path}: expected a CSV with a 'qps' column")
-        if len(rows) > MAX_REPLAY_ROWS:
-            raise LoadTestInputError(f"{path}: {len(rows)} rows, more than {MAX_REPLAY_ROWS}")
         if not (math.isfinite(rate_scale) and rate_scale > 0):
             raise LoadTestInputError(f"--rate-scale {rate_scale}: must be > 0")
-        rates = []
-        for i, row in enumerate(rows, start=2):
-            try:
-                q = float(row["qps"])
-            except (TypeError, ValueError):
-                raise LoadTestInputError(f"{path}: line {i}: qps {row['qps']!r} is not a number") from None
-            if not math.isfinite(q) or q < 0:
-                raise LoadTestInputError(f"{path}: line {i}: qps {q} must be >= 0")
-            rates.append(max(q * rate_scale, REPLAY_FLOOR_RATE))
+        # The planner's reader: a curve replayed here is the curve a fleet is planned for, row for row. The rows are
+        # paced by seconds_per_row, so a file without times is read without a step.
+        curve = read_demand_curve(path, error=LoadTestInputError, need_step=False)
+        if len(curve.qps) > MAX_REPLAY_ROWS:
+            raise LoadTestInputError(f"{path}: {len(curve.qps)} rows, more than {MAX_REPLAY_ROWS}")
+        rates = [max(float(q) * rate_scale, REPLAY_FLOOR_RATE) for q in curve.qps]
         return cls(rates=rates, seconds_per_row=seconds_per_row, source=str(path))
 
 

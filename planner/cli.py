@@ -16,12 +16,8 @@ from rich.console import Console
 from gpufleet.cli import run_app, stdout_console
 from planner.errors import PlannerInputError
 from gpufleet.contracts.plan import write_plan
-from planner.recommend import (
-    ALL_CAPACITY_TYPES,
-    DEFAULT_OVERHEAD_MS,
-    RecommendRequest,
-    recommend,
-)
+from planner.pipeline import ALL_CAPACITY_TYPES, DEFAULT_OVERHEAD_MS, RecommendRequest
+from planner.recommend import recommend
 from gpufleet.contracts.calibration import write_calibration
 from planner.fit import fit
 from planner.profiles import DEFAULT_MODEL
@@ -92,17 +88,14 @@ def recommend_cmd(
         check_output_file(output, "plan", PlannerInputError)
     if sum(x is not None for x in (qps, qps_curve, mix)) != 1:
         raise PlannerInputError("give exactly one of --qps, --qps-curve and --mix")
-    if mig and qps_curve is not None:
-        raise PlannerInputError("--mig is planned at one rate or for a mix; a day plan (--qps-curve) with MIG "
-                                "slices is not supported yet")
     mixed = None
     if mix is not None:
         from planner.mix import read_mix
         mixed = read_mix(mix)
     curve = None
     if qps_curve is not None:
-        from planner.day import read_demand_curve
-        curve = read_demand_curve(qps_curve, curve_step_min)
+        from planner.day import read_day_curve
+        curve = read_day_curve(qps_curve, curve_step_min)
         if not (math.isfinite(period_min) and period_min > 0):
             raise PlannerInputError(f"--period-min must be a positive number, got {period_min:g}")
     req = RecommendRequest(

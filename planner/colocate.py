@@ -30,10 +30,9 @@ import numpy as np
 from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
 from gpufleet.contracts.triton import BatchingConfig
 from planner.capacity import CapacitySearch, ReplicaModel
-from planner.sizing import GpuSizing
+from planner.sizing import MAX_ROUNDS, TIGHTEN, VERIFY_REQUESTS, VERIFY_SEED, GpuSizing
 from planner.catalog import Pool
 from planner.optimize import Infeasible
-from planner.recommend import MAX_ROUNDS, TIGHTEN, VERIFY_REQUESTS, VERIFY_SEED
 from planner.setcover import Column, SetCoverProblem, choose_partition, merge, solve_set_cover
 from planner.simulate import SimResult, Workload, simulate_colocated
 
@@ -260,7 +259,7 @@ def column_bound(demands: list[ModelDemand], models: list[ReplicaModel], cfgs: l
 
 def _verify_runs(ds, rms, cfgs, routed: tuple[float, float, int], speed):
     """Each model's simulation at ``share`` of its traffic per replica, for the plan: a single model as the point
-    plan verifies it (:data:`planner.recommend.VERIFY_REQUESTS` on fresh random numbers, at the same rate), a set
+    plan verifies it (:data:`planner.sizing.VERIFY_REQUESTS` on fresh random numbers, at the same rate), a set
     co-located (both
     ways where the co-run was not measured: per model the way with the higher P99)."""
     holds, total, reps = routed
@@ -301,7 +300,7 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
     every candidate, unsimulated ones at their bounds, is a lower bound on any fleet of these candidates.
 
     Then each Deployment is simulated at the share it is routed (``verify``); one whose P99 misses has its share
-    tightened by :data:`planner.recommend.TIGHTEN` and the MILP is solved again, as a point plan does."""
+    tightened by :data:`planner.sizing.TIGHTEN` and the MILP is solved again, as a point plan does."""
     spec = spec or AutoscalingSpec(scale_up_lag_s=DEFAULT_SCALE_UP_LAG_S, ramp_per_min=DEFAULT_RAMP_PER_MIN)
     by_name = {d.model: d for d in demands}
     names_all = tuple(sorted(by_name))

@@ -4,8 +4,8 @@ Traffic from cameras follows the day. The fleet is chosen for the whole curve at
 every hour (and paid every hour), on-demand and spot instances only in the planning periods that need them, by one
 mixed-integer program whose periods share the reserved counts (:func:`solve_day`). Each period must hold the curve's
 peak inside it at the replicas' sizing rate (the HPA target), under the same constraints as a point plan
-(:func:`planner.optimize._add_period` builds both). Under weighted routing the traffic share of each GPU type is one
-weight for the whole day, as infra deploys fixed route weights.
+(:func:`planner.optimize.add_period_constraints` builds both). Under weighted routing the traffic share of each GPU
+type is one weight for the whole day, as infra deploys fixed route weights.
 
 The plan is then replayed through the HPA it configures (:func:`replay`): the metric's delay, the HPA's tolerance,
 sync period and scale-down stabilization, and the node scale-up lag, with each replica's latency from the batcher
@@ -17,12 +17,10 @@ Compared, at the same P99 target: (a) the peak's fleet all day on on-demand, (b)
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
+import re
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -30,19 +28,20 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
 from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
-from gpufleet.contracts.plan import (Cost, DayComparison, DayPeriod, DayPlan, DayPool, Plan, RampCheck,
+from gpufleet.contracts.demand import DemandCurve, read_demand_curve
+from gpufleet.contracts.plan import (Binding, Cost, DayComparison, DayPeriod, DayPlan, DayPool, Plan, RampCheck,
                                      ReservedThreshold, SolverReport)
 from planner.catalog import HOURS_PER_MONTH, Pool
 from planner.errors import PlannerInputError
-from planner.optimize import Infeasible, Problem, Solution, _add_period, solve
-from planner.recommend import (MAX_ROUNDS, TIGHTEN, VERIFY_REQUESTS, VERIFY_SEED, RecommendRequest, Sized,
-                               _why_no_fleet, finish, pool_plan, prepare, verify_at)
+from planner.optimize import (Infeasible, Problem, Solution, add_period_constraints, binding_constraint,
+                              replicas_by_gpu, solve)
+from planner.pipeline import (MAX_ROUNDS, TIGHTEN, VERIFY_REQUESTS, VERIFY_SEED, RecommendRequest, Sized,
+                              describe_pools, finish, pool_plan, prepare, verify_at, why_no_fleet)
 from planner.simulate import Workload
 from planner.sizing import GpuSizing, fleet_problem
 from planner.survival import mixture_quantile
 
 DEFAULT_PERIOD_S = 3600.0  # the fleet changes at most hourly: the plan reads per hour, and node churn stays low
-MAX_CURVE_ROWS = 100_000
 MIN_SPAN_S = 3600.0
 HOURS_PER_DAY = 24.0
 # Kubernetes' HPA: --horizontal-pod-autoscaler-downscale-stabilization default (EKS does not change it).
@@ -61,126 +60,14 @@ DAY_SOLVER_TIME_LIMIT_S = 30.0
 DAY_MIP_REL_GAP = 1e-4
 BOUND_DOUBLINGS = 4
 WEIGHT_EPS = 1e-9
+PEAK_POINT = "point plan at the peak"
 
 
-@dataclass(frozen=True)
-class DemandCurve:
-    """Requests/s at a regular step: ``qps[i]`` holds from ``i * step_s`` for ``step_s``."""
-
-    qps: np.ndarray
-    step_s: float
-    source: str
-
-    @property
-    def span_s(self) -> float:
-        return len(self.qps) * self.step_s
-
-    @property
-    def days(self) -> float:
-        return self.span_s / 86_400.0
-
-    def rate_at(self, t: np.ndarray) -> np.ndarray:
-        """Linear between the rows' midpoints: a ramp, not a staircase of instantaneous jumps."""
-        mids = (np.arange(len(self.qps)) + 0.5) * self.step_s
-        return np.interp(t, mids, self.qps)
-
-    def periods(self, period_s: float) -> list[tuple[float, float, float, float]]:
-        """(start s, hours, peak qps, mean qps) per planning period."""
-        per = max(1, int(round(period_s / self.step_s)))
-        out = []
-        for i in range(0, len(self.qps), per):
-            rows = self.qps[i:i + per]
-            start, end = i * self.step_s, (i + len(rows)) * self.step_s
-            # The curve is linear between the rows' midpoints, so its peak in the period is at a midpoint or an edge.
-            at = np.concatenate([[start, end - 1e-9], (np.arange(i, i + len(rows)) + 0.5) * self.step_s])
-            out.append((start, len(rows) * self.step_s / 3600.0, float(self.rate_at(at).max()), float(rows.mean())))
-        return out
-
-    def fastest_ramp(self, reaction_s: float) -> tuple[float, float]:
-        """(growth per minute compounded, start s) of the steepest rise over ``reaction_s``."""
-        t = np.arange(0.0, max(self.span_s - reaction_s, 0.0) + 1e-9, 15.0)
-        start = self.rate_at(t)
-        end = self.rate_at(t + reaction_s)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            growth = np.where(start > 0, end / start, 1.0)
-        i = int(np.argmax(growth))
-        return max(float(growth[i]) ** (60.0 / reaction_s) - 1.0, 0.0), float(t[i])
-
-
-def _seconds(text: str) -> float | None:
-    """A time cell: seconds, HH:MM[:SS], or an ISO 8601 date-time (None if none of these)."""
-    text = text.strip()
-    try:
-        value = float(text)
-        return value if math.isfinite(value) else None
-    except ValueError:
-        pass
-    parts = text.split(":")
-    if 2 <= len(parts) <= 3 and all(p.strip().isdigit() for p in parts):
-        h, m, *sec = (int(p) for p in parts)
-        return h * 3600.0 + m * 60.0 + (sec[0] if sec else 0)
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return None
-
-
-def read_demand_curve(path: Path | str, step_min: float | None = None) -> DemandCurve:
-    """A CSV with a ``qps`` column and a ``time`` column at a regular step (seconds, HH:MM or ISO date-times), or,
-    as loadtests' ``--replay`` reads it, a ``qps`` column alone with ``step_min`` minutes a row. One line naming what
-    is wrong otherwise."""
-    path = Path(path)
-    try:
-        rows = list(csv.DictReader(io.StringIO(path.read_text())))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlannerInputError(f"{path}: cannot read the demand curve: {getattr(exc, 'strerror', None) or exc}") from None
-    except csv.Error as exc:
-        raise PlannerInputError(f"{path}: not a CSV: {exc}") from None
-    if not rows or "qps" not in rows[0]:
-        raise PlannerInputError(f"{path}: expected a CSV with a 'qps' column (and a 'time' column, or --curve-step-min)")
-    if len(rows) > MAX_CURVE_ROWS:
-        raise PlannerInputError(f"{path}: {len(rows)} rows, more than {MAX_CURVE_ROWS}; aggregate to a coarser step")
-    qps = []
-    for line, row in enumerate(rows, start=2):
-        try:
-            q = float(row["qps"])
-        except (TypeError, ValueError):
-            raise PlannerInputError(f"{path}: line {line}: qps {row['qps']!r} is not a number") from None
-        if not math.isfinite(q) or q < 0:
-            raise PlannerInputError(f"{path}: line {line}: qps {q:g} must be a finite number >= 0")
-        qps.append(q)
-    time_col = next((c for c in ("time", "timestamp") if c in rows[0]), None)
-    if step_min is not None:
-        if not (math.isfinite(step_min) and step_min > 0):
-            raise PlannerInputError(f"--curve-step-min must be a positive number, got {step_min:g}")
-        step_s = step_min * 60.0
-    elif time_col is None:
-        raise PlannerInputError(f"{path}: no 'time' column: give --curve-step-min, the minutes each row stands for")
-    else:
-        times = []
-        for line, row in enumerate(rows, start=2):
-            t = _seconds(row[time_col] or "")
-            if t is None:
-                raise PlannerInputError(f"{path}: line {line}: time {row[time_col]!r} is not seconds, HH:MM or an "
-                                        "ISO date-time")
-            if times and t < times[-1] and ":" in row[time_col] and "T" not in row[time_col] and "-" not in row[time_col]:
-                t += 86_400.0 * math.ceil((times[-1] - t) / 86_400.0)  # a clock time past midnight: the next day
-            times.append(t)
-        if len(times) < 2:
-            raise PlannerInputError(f"{path}: one row cannot say its step; give --curve-step-min")
-        steps = np.diff(times)
-        step_s = float(steps[0])
-        if step_s <= 0 or np.any(np.abs(steps - step_s) > 1e-6 * max(step_s, 1.0)):
-            bad = int(np.argmax(np.abs(steps - step_s) > 1e-6 * max(step_s, 1.0))) + 3 if step_s > 0 else 3
-            raise PlannerInputError(f"{path}: line {bad}: rows must be at one regular, increasing step "
-                                    f"({step_s:g} s from the first two)")
-    curve = DemandCurve(np.array(qps), step_s, str(path))
-    if curve.span_s < MIN_SPAN_S:
-        raise PlannerInputError(f"{path}: the curve spans {curve.span_s / 60:g} minutes; a day plan needs at least "
-                                f"{MIN_SPAN_S / 3600:g} hour")
-    if curve.qps.max() <= 0:
-        raise PlannerInputError(f"{path}: every qps is 0; there is nothing to serve")
-    return curve
+def read_day_curve(path: Path | str, step_min: float | None = None) -> DemandCurve:
+    """The demand contract's one reader with a day plan's rules: the planner's input error, at least
+    :data:`MIN_SPAN_S` of curve, the step from ``--curve-step-min`` where the file has no times."""
+    return read_demand_curve(path, step_min, error=PlannerInputError, min_span_s=MIN_SPAN_S,
+                             step_option="--curve-step-min")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -203,9 +90,10 @@ def _is_reserved(p: Pool) -> bool:
 
 
 def solve_day(problem: Problem, demand: list[float], hours: list[float], *, relax: bool = False,
-              time_limit_s: float = DAY_SOLVER_TIME_LIMIT_S) -> DaySolution:
+              time_limit_s: float = DAY_SOLVER_TIME_LIMIT_S, link_in_use: bool = True) -> DaySolution:
     """Least cost over the periods: reserved pools' counts are one number held in every period, the others one per
-    period. ``problem`` carries the pools, per-replica rates and constraints (its ``qps`` is not read)."""
+    period. ``problem`` carries the pools, per-replica rates and constraints (its ``qps`` is not read).
+    ``link_in_use=False`` leaves out the one in-use mark per GPU type (the check that it changes no optimum)."""
     full = problem
     problem = replace(problem, pools=_undominated(problem))
     pools = problem.pools
@@ -217,7 +105,7 @@ def solve_day(problem: Problem, demand: list[float], hours: list[float], *, rela
     block = len(elastic) + 2 * n_g  # per period: elastic counts | x[g] | y[g]
     ix_w = len(reserved) + n_t * block
     weighted = problem.routing == "weighted"
-    n_var = ix_w + (n_g if weighted else 0)
+    n_var = ix_w + (2 * n_g if weighted else 0)  # the weights w[g], then the day's in-use marks z[g] (if linked)
     # Instance bounds: the peak's provable bound (an optimum never spends more on one pool than the cheapest feasible
     # one-pool fleet at the peak), plus a replica floor's worth; doubled and re-solved while a count sits on it.
     # Instance bounds, per period: an optimum spends no more in a period on one elastic pool than the cheapest
@@ -230,7 +118,8 @@ def solve_day(problem: Problem, demand: list[float], hours: list[float], *, rela
     ub = np.array([[(at_peak if _is_reserved(p) else replace(problem, qps=q)).upper_bound(p) + e
                     for p, e in zip(pools, extra)] for q in demand], dtype=float)
     for _ in range(BOUND_DOUBLINGS):
-        sol = _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elastic, block, ix_w, n_var)
+        sol = _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elastic, block, ix_w, n_var,
+                         link_in_use)
         at_bound = [j for j, p in enumerate(pools) if problem.pool_limit(p) is None
                     and any(c[p.name] >= ub[t, j] - 0.5 for t, c in enumerate(sol.counts))]
         if relax or not at_bound:
@@ -240,22 +129,34 @@ def solve_day(problem: Problem, demand: list[float], hours: list[float], *, rela
     return replace(sol, counts=[{n: c.get(n, 0) for n in names} for c in sol.counts])
 
 
+def _role(p: Pool) -> str:
+    """What the day MILP does with a pool's instances: reserved ones are held in every period; on-demand and spot are
+    bought per period, and spot counts against the spot share and the survival constraint. Pools of one role and
+    GPU type differ in the MILP only by price and replicas per instance."""
+    return "reserved" if _is_reserved(p) else p.capacity_type
+
+
 def _undominated(problem: Problem) -> tuple[Pool, ...]:
-    """The pools an optimum may need. A pool is never needed beside a cheaper one of the same GPU, GPU count and
-    capacity type when neither is capped (swapping its instances for the cheaper pool's changes no constraint but
-    the cost), except spot pools under spot survival, where two pools split the loss of one."""
-    kept = []
-    for p in problem.pools:
-        dominated = problem.pool_limit(p) is None and not (p.is_spot and problem.spot_survival) and any(
-            q is not p and (q.gpu, q.capacity_type, q.gpus_per_instance) == (p.gpu, p.capacity_type, p.gpus_per_instance)
-            and problem.pool_limit(q) is None and (q.usd_per_hour, q.name) < (p.usd_per_hour, p.name)
-            for q in problem.pools)
-        if not dominated:
-            kept.append(p)
-    return tuple(kept)
+    """The pools an optimum may need. Pool ``p`` is never needed beside an uncapped pool ``q`` of the same GPU type
+    and role (:func:`_role`) whose instances hold a whole fraction of ``p``'s replicas for less: ``p``'s instances,
+    each swapped for ``m = replicas(p) / replicas(q)`` of ``q``'s, change no constraint (the same replicas of the same
+    type and role) and cost less. So a reserved-3yr pool dearer over the horizon than the same instance's 1-year
+    term goes, and so does a 4-GPU instance dearer than four 1-GPU ones. Except spot pools under spot survival,
+    where two pools split the loss of one, and capped pools, whose counts are limited."""
+    def dominates(q: Pool, p: Pool) -> bool:
+        if q is p or (q.gpu, _role(q)) != (p.gpu, _role(p)) or problem.pool_limit(q) is not None \
+                or p.gpus_per_instance % q.gpus_per_instance:
+            return False
+        cost = q.usd_per_hour * (p.gpus_per_instance // q.gpus_per_instance)
+        return (cost, q.gpus_per_instance, q.name) < (p.usd_per_hour, p.gpus_per_instance, p.name)
+
+    return tuple(p for p in problem.pools
+                 if problem.pool_limit(p) is not None or (p.is_spot and problem.spot_survival)
+                 or not any(dominates(q, p) for q in problem.pools))
 
 
-def _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elastic, block, ix_w, n_var) -> DaySolution:
+def _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elastic, block, ix_w, n_var,
+               link_in_use) -> DaySolution:
     pools = problem.pools
     gpus = problem.gpus()
     n_g = len(gpus)
@@ -295,13 +196,28 @@ def _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elasti
         upper[ix_x:ix_x + n_g] = q
         upper[ix_y:ix_y + n_g] = 1
         integrality[ix_y:ix_y + n_g] = 1
-        _add_period(add, replace(problem, qps=q), q, col, ix_x, ix_y, ub[t])
+        add_period_constraints(add, replace(problem, qps=q), q, col, ix_x, ix_y, ub[t])
         if problem.routing == "weighted":
             for i in range(n_g):
                 add({ix_x + i: 1.0, ix_w + i: -q}, 0.0, 0.0)  # one weight per GPU type all day
     if problem.routing == "weighted":
         upper[ix_w:ix_w + n_g] = 1.0
         add({ix_w + i: 1.0 for i in range(n_g)}, 1.0, 1.0)
+        if link_in_use and problem.min_replicas <= problem.min_replicas_per_gpu:
+            # One weight per GPU type all day, so a type with a share serves in every period with traffic: its
+            # in-use marks y[g, t] of those periods are one mark z[g]. Without this, HiGHS branched on the marks
+            # period by period and spent most of a 20,000 req/s day proving what it had found (4.4 s of MILP against
+            # 1.5 s). Exact under the guard: the marks differ between busy periods only where a type with no traffic
+            # holds idle replicas in some periods, which only the total floor --min-replicas could want; every
+            # routed type already holds min_replicas_per_gpu >= min_replicas replicas, so dropping the idle ones
+            # keeps every constraint and costs no more.
+            ix_z = ix_w + n_g
+            upper[ix_z:ix_z + n_g] = 1.0
+            integrality[ix_z:ix_z + n_g] = 1
+            for i in range(n_g):
+                for start, q in zip(starts, demand):
+                    if q > 0:
+                        add({start + len(elastic) + n_g + i: 1.0, ix_z + i: -1.0}, 0.0, 0.0)
     if relax:
         integrality[:] = 0
     matrix = coo_array((vals, (rows, cols)), shape=(len(lo), n_var)).tocsr()
@@ -420,6 +336,12 @@ def replay(curve: DemandCurve, weights: dict[str, float], sizing: dict[str, GpuS
         rate = curve.rate_at(times) * w
         target = sizing[g].sizing_rate
         low, high = bounds[g]
+        if low == high and start_replicas[g] == low:  # pinned: the HPA can neither add nor remove a replica
+            serving = np.full(len(times), float(low))
+            per = rate / low if low > 0 else np.full(len(times), np.inf)
+            grid = np.searchsorted(tables[g].rates, per, side="left")
+            out_rate[g], out_serving[g], out_billed[g], out_grid[g] = rate, serving, serving.copy(), grid
+            continue
         serving = np.zeros(len(times))
         billed = np.zeros(len(times))
         ready = start_replicas[g]
@@ -460,13 +382,6 @@ def replay(curve: DemandCurve, weights: dict[str, float], sizing: dict[str, GpuS
 
 # --------------------------------------------------------------------------------------------------------------
 # The day plan.
-
-def _replicas_by_gpu(pools: tuple[Pool, ...], counts: dict[str, int]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for p in pools:
-        out[p.gpu] = out.get(p.gpu, 0) + p.gpus_per_instance * counts.get(p.name, 0)
-    return out
-
 
 def _point_cost(sized: Sized, sizing: dict[str, GpuSizing], qps: float, allow) -> tuple[float, dict[str, int],
                                                                                            Problem] | None:
@@ -509,13 +424,13 @@ def recommend_day(req: RecommendRequest, curve: DemandCurve, period_s: float = D
         try:
             day = solve_day(problem, demand, hours)
         except Infeasible:
-            raise PlannerInputError(_why_no_fleet(problem).replace("at this QPS", "at the curve's peak")) from None
+            raise PlannerInputError(why_no_fleet(problem).replace("at this QPS", "at the curve's peak")) from None
         top = int(np.argmax(demand))
         peak_usd = sum(p.usd_per_hour * day.counts[top][p.name] for p in problem.pools)
         peak_sol = Solution(day.counts[top], day.traffic[top], peak_usd, day.status, day.mip_gap, peak_usd, day.wall_s)
         sized_now = replace(sized, sizing=sizing)
         traffic, reps, results, missed = verify_at(sized_now, problem, peak_sol, verify, req)
-        per_period_reps = [_replicas_by_gpu(problem.pools, c) for c in day.counts]
+        per_period_reps = [replicas_by_gpu(problem.pools, c) for c in day.counts]
         floors = {g: min(r.get(g, 0) for r in per_period_reps) for g in day.weights if day.weights[g] > 0}
         highs = {g: max(r.get(g, 0) for r in per_period_reps) for g in floors}
         bounds = {g: hpa_bounds(floors[g], highs[g]) for g in floors}
@@ -583,13 +498,14 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
                                      instances={k: v for k, v in counts.items() if v},
                                      replicas=by_cap, usd=round(usd, 4),
                                      p99_ms=None if p99 is None else round(p99, 3),
-                                     replicas_serving=round(serving, 2)))
+                                     replicas_serving=round(serving, 2),
+                                     holds_target=p99 is not None and p99 <= req.p99_ms))
     day_pools = []
     for p in pools:
         ns = [c[p.name] for c in day.counts]
         if max(ns) > 0:
             day_pools.append(DayPool(instance_type=p.instance_type, gpu=p.gpu, capacity_type=p.capacity_type,
-                                     min_count=min(ns), max_count=max(ns)))
+                                     min_count=min(ns), max_count=max(ns), mig_partition=p.partition))
     comparisons = _comparisons(req, sized, curve, periods, tables)
     thresholds = _reserved_thresholds(pools, curve, day)
     reaction = sized.spec.reaction_s
@@ -598,6 +514,8 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
     worst_p99 = None if any(p is None for p in worst) else max(worst)
     holds = worst_p99 is not None and worst_p99 <= req.p99_ms
     gap_lp = (day.usd - lp) / day.usd if lp is not None and day.usd > 0 else None
+    held = next((c.usd_per_day for c in comparisons if c.name == PEAK_POINT), None)
+    saving = None if held is None else held - round(usd_day, 2)
     day_plan = DayPlan(
         curve_source=curve.source, step_s=curve.step_s, period_s=periods[0][1] * 3600.0 if len(periods) > 1 else
         curve.span_s, span_hours=round(curve.span_s / 3600.0, 4),
@@ -612,35 +530,76 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
         ramp=RampCheck(fastest_ramp_per_min=round(ramp, 5), at_s=ramp_at,
                        p99_ms=None if ramp_p99 is None else round(ramp_p99, 3),
                        holds=ramp_p99 is not None and ramp_p99 <= req.p99_ms),
-        worst_period_p99_ms=None if worst_p99 is None else round(worst_p99, 3), holds_target=holds)
+        worst_period_p99_ms=None if worst_p99 is None else round(worst_p99, 3), holds_target=holds,
+        p99_target_ms=req.p99_ms, peak_held_usd_per_day=held,
+        saving_vs_peak_held_usd_per_day=None if saving is None else round(saving, 2),
+        saving_vs_peak_held=None if saving is None or not held else round(saving / held, 4))
     requests_per_day = float(curve.qps.mean()) * 86_400.0
     cost = Cost(usd_per_hour=round(usd_day / HOURS_PER_DAY, 4), usd_per_month=day_plan.usd_per_month,
                 usd_per_million_inferences=round(usd_day / requests_per_day * 1e6, 6))
     reserved = [f"{c[p.name]} x {p.instance_type} {p.capacity_type}" for p in pools for c in day.counts[:1]
                 if _is_reserved(p) and c[p.name] > 0]
     cheapest = min((c for c in comparisons if c.holds_target), key=lambda c: c.usd_per_day, default=None)
+    # The binding constraint of the point problem at the peak, against that problem's own optimum (the day plan's
+    # peak hour is not it): one day MILP per relaxed family would say the same over the day at several times the
+    # cost of the whole plan.
+    point_opt = solve(problem)
+    binding, binding_saving = binding_constraint(problem, point_opt)
+    peak_t = int(np.argmax([p[2] for p in periods]))
+    peak_usd_h = sum(p.usd_per_hour * day.counts[peak_t][p.name] for p in pools)
+    # The point plan's opening sentences (its fleet, binding constraint and runner-up) are about the point problem at
+    # the peak, whose optimum is not the day plan's peak hour (that one holds reserved instances bought for the whole
+    # day): replaced by the day's own.
+    point_why = " ".join(s for s in _SENTENCE.split(plan.why) if not s.startswith(_POINT_SENTENCES))
+    opening = (f"Peak hour's fleet of this day plan: "
+               f"{', '.join(describe_pools(pools, day.counts[peak_t])) or 'none'} at ${peak_usd_h:,.2f}/h, reserved "
+               f"instances paid all day. Binding at the peak alone (the point plan at the peak): {binding}")
+    opening += (f" (relaxing it would save ${binding_saving:,.2f}/h there)." if binding_saving > 0 else ".")
+    at_peak_held = next((c for c in comparisons if c.name == PEAK_POINT), None)
+    if at_peak_held is not None:
+        opening += (f" The point plan at the peak ({', '.join(at_peak_held.pools)}) at "
+                    f"${at_peak_held.usd_per_day / HOURS_PER_DAY:,.2f}/h, held all day: "
+                    f"${at_peak_held.usd_per_day:,.2f}/day; {_difference(at_peak_held.usd_per_day, usd_day)}.")
     why = (f" Day plan over {curve.source} ({curve.span_s / 3600:g} h, peak {curve.qps.max():,.0f} req/s, mean "
            f"{curve.qps.mean():,.0f}): ${usd_day:,.2f}/day; reserved all day: {', '.join(reserved) or 'none'}; "
            f"on-demand and spot added per hour as the curve rises (the plan's pools are the peak hour's fleet). "
            f"HPA targets allow for a {100 * (sized.spec.ramp_per_min or 0.0):.2f}%/min rise (the curve's fastest: "
            f"{100 * ramp:.2f}%/min); replayed P99 worst hour "
            f"{'overloaded' if worst_p99 is None else f'{worst_p99:.1f} ms'}.")
-    if cheapest is not None:
-        why += f" Against {cheapest.name}: ${cheapest.usd_per_day - usd_day:,.2f}/day less."
+    if cheapest is not None and cheapest is not at_peak_held:
+        why += (f" The cheapest other way that holds the target, {cheapest.name}: ${cheapest.usd_per_day:,.2f}/day, "
+                f"{_difference(cheapest.usd_per_day, usd_day)}.")
     data = plan.model_dump()
-    data.update(day=day_plan.model_dump(), cost=cost.model_dump(), why=plan.why + why)
+    # A day plan has no point runner-up (the point problem's second fleet is no alternative to a day); its binding
+    # constraint is the point plan at the peak's, named so, measured against that plan.
+    data.update(day=day_plan.model_dump(), cost=cost.model_dump(), why=opening + " " + point_why + why,
+                runner_up=None, binding_constraint=Binding(
+                    name=f"{binding} (at the peak alone)", usd_per_hour_if_relaxed=round(
+                        point_opt.usd_per_hour - binding_saving, 4) if binding_saving > 0 else None).model_dump())
     # Pools the day uses only off the peak are listed too, with no instances at the peak: infra makes their node
     # groups from these facts and sizes them from ``day.pools``.
     at_peak = {(x["instance_type"], x["capacity_type"]) for x in data["pools"]}
     for p in pools:
         if (p.instance_type, p.capacity_type) not in at_peak and any(c[p.name] for c in day.counts):
             data["pools"].append(pool_plan(p, 0, sized.catalog).model_dump())
-    per_period_reps = [_replicas_by_gpu(pools, c) for c in day.counts]
+    per_period_reps = [replicas_by_gpu(pools, c) for c in day.counts]
     for d in data["deployments"]:
         low, high = hpa_bounds(min(r.get(d["gpu"], 0) for r in per_period_reps),
                                max(r.get(d["gpu"], 0) for r in per_period_reps))
         d["autoscaling"].update(min_replicas=low, max_replicas=high)
     return Plan.model_validate(data)
+
+
+_SENTENCE = re.compile(r"(?<=\.) (?=[A-Z])")
+_POINT_SENTENCES = ("Cheapest fleet:", "Binding:", "Runner-up:")
+
+
+def _difference(other: float, plan: float) -> str:
+    """The plan against another way costing ``other``, in words and as a share of ``other`` (as the saving against
+    the peak held all day is): never a negative amount."""
+    d = other - plan
+    pct = f" ({abs(d) / other:.1%})" if other > 0 else ""
+    return f"this plan costs ${abs(d):,.2f}/day{pct} {'less' if d >= 0 else 'more'}"
 
 
 def hpa_bounds(floor: int, peak: int) -> tuple[int, int]:
@@ -661,6 +620,8 @@ def _comparisons(req: RecommendRequest, sized: Sized, curve: DemandCurve, period
         ("peak on-demand", "the peak's fleet held all day on on-demand instances", peak,
          lambda p: p.capacity_type == "on-demand"),
         ("peak reserved", "the peak's fleet held all day on reserved terms", peak, _is_reserved),
+        (PEAK_POINT, "the point plan at the curve's peak rate (any capacity type), held all day", peak,
+         lambda p: True),
         ("point plan at the mean", "today's single-point plan at the curve's mean rate, held all day", mean,
          lambda p: True),
     ]
@@ -669,7 +630,7 @@ def _comparisons(req: RecommendRequest, sized: Sized, curve: DemandCurve, period
         if found is None:
             continue
         usd_h, counts, problem = found
-        reps = _replicas_by_gpu(problem.pools, counts)
+        reps = replicas_by_gpu(problem.pools, counts)
         # Held as bought: the replay with the HPA pinned at the fleet's size.
         weights = _static_weights(problem, counts)
         fixed = {g: (n, n) for g, n in reps.items() if n > 0}
@@ -677,15 +638,41 @@ def _comparisons(req: RecommendRequest, sized: Sized, curve: DemandCurve, period
         played = replay(curve, weights, sized.sizing, spec, {g: n for g, (n, _) in fixed.items()}, fixed, tables)
         p99s = [played.p99_ms(tables, s, s + h * 3600.0) for s, h, _, _ in periods]
         worst = None if any(p is None for p in p99s) else max(p99s)
-        out.append(DayComparison(name=name, description=text, usd_per_day=round(usd_h * HOURS_PER_DAY, 2),
+        # Held to the day plan's own two checks: the replay, and every period's peak at the replicas' sizing rate
+        # (what the day MILP asks of each period). The replay alone sees only the curve as given; the sizing rate
+        # is what keeps room for the ramp and the bursts inside a row that the curve does not show.
+        sized_for = _holds_rate(replace(problem, qps=peak), counts)
+        out.append(DayComparison(name=name, description=text, pools=describe_pools(problem.pools, counts),
+                                 usd_per_day=round(usd_h * HOURS_PER_DAY, 2),
                                  usd_per_month=round(usd_h * HOURS_PER_MONTH, 2),
                                  worst_period_p99_ms=None if worst is None else round(worst, 3),
-                                 holds_target=worst is not None and worst <= req.p99_ms))
+                                 holds_peak_at_sizing_rate=sized_for,
+                                 holds_target=sized_for and worst is not None and worst <= req.p99_ms))
     return out
 
 
+def _holds_rate(problem: Problem, counts: dict[str, int]) -> bool:
+    """Whether a fleet held as bought carries ``problem.qps`` under the constraints a period of the day MILP puts on
+    its rate (:func:`planner.optimize.add_period_constraints`): every replica at most at its sizing rate, and with spot survival
+    what remains after losing any one spot pool at the survival rate."""
+    q = problem.qps * (1 - 1e-9)
+    n = tuple(counts.get(p.name, 0) for p in problem.pools)
+    reps = replicas_by_gpu(problem.pools, counts)
+    used = [g for g, r in reps.items() if r > 0]
+    if problem.routing == "weighted":
+        return sum(problem.holdable(n)[g] for g in used) >= q
+    total = sum(reps.values())
+    if any(q > problem.capacity[g] * total for g in used):
+        return False
+    if problem.spot_survival:
+        for p, k in zip(problem.pools, n):
+            if p.is_spot and k > 0 and any(q > problem.surv_cap(g) * (total - p.gpus_per_instance * k) for g in used):
+                return False
+    return True
+
+
 def _static_weights(problem: Problem, counts: dict[str, int]) -> dict[str, float]:
-    reps = _replicas_by_gpu(problem.pools, counts)
+    reps = replicas_by_gpu(problem.pools, counts)
     if problem.routing == "equal":
         total = sum(reps.values())
         return {g: n / total for g, n in reps.items() if n > 0}

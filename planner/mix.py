@@ -24,8 +24,8 @@ from planner.errors import PlannerInputError
 from planner.optimize import Infeasible
 from planner.profiles import load_profiles
 from planner.mig import slice_profiles
-from planner.recommend import (DEFAULT_OVERHEAD_MS, OVERHEAD_ASSUMED, RecommendRequest, _autoscaling, planned_gpus,
-                               pool_plan, request_pairing)
+from planner.pipeline import (DEFAULT_OVERHEAD_MS, OVERHEAD_ASSUMED, RecommendRequest, autoscaling_spec,
+                              planned_gpus, pool_plan, request_pairing)
 from planner.sizing import FleetConstraints, calibrated_model, fleet_pools, replica_model, size_gpu
 
 MIX_COLUMNS = ("model", "qps", "p99_ms")
@@ -102,7 +102,7 @@ def recommend_mix(req: RecommendRequest, mix: list[tuple[str, float, float]], wo
         if overhead[m] >= t:
             raise PlannerInputError(f"--overhead-ms {overhead[m]:g} leaves no latency budget under {m}'s "
                                     f"P99 {t:g} ms")
-    spec = _autoscaling(req, cal)
+    spec = autoscaling_spec(req, cal)
     catalog = read_catalog(req.catalog)
     profiles = load_profiles(req.profiles, request_pairing(req, catalog, names))
     if req.mig:

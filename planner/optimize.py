@@ -135,6 +135,15 @@ class Solution:
         return frozenset(k for k, v in self.counts.items() if v > 0)
 
 
+def replicas_by_gpu(pools: tuple[Pool, ...], counts: dict[str, int]) -> dict[str, int]:
+    """Replicas (GPUs, or MIG slices for a slice pool) per GPU type of ``pools`` holding ``counts`` instances (pool
+    name -> instances). A pool absent from ``counts`` holds none, as a plan records a period's instances."""
+    out: dict[str, int] = {}
+    for p in pools:
+        out[p.gpu] = out.get(p.gpu, 0) + p.gpus_per_instance * counts.get(p.name, 0)
+    return out
+
+
 class Infeasible(Exception):
     """No fleet satisfies the constraints."""
 
@@ -181,7 +190,7 @@ def _solve(problem: Problem, relax: bool, exclude: tuple[frozenset[str], ...], t
         lo.append(lower)
         hi.append(upper)
 
-    _add_period(add, problem, problem.qps, list(range(n_p)), ix_x, ix_y, ub_n)
+    add_period_constraints(add, problem, problem.qps, list(range(n_p)), ix_x, ix_y, ub_n)
     if use_support:
         for j in range(n_p):
             add({j: 1.0, ix_u + j: -max(ub_n[j], 1.0)}, upper=0.0)  # n > 0 => u = 1
@@ -215,7 +224,7 @@ def _solve(problem: Problem, relax: bool, exclude: tuple[frozenset[str], ...], t
     return Solution(counts, traffic, usd, status, gap, bound, wall, excluded=exclude)
 
 
-def _add_period(add, problem: Problem, q: float, col: list[int], ix_x: int, ix_y: int, ub_n) -> None:
+def add_period_constraints(add, problem: Problem, q: float, col: list[int], ix_x: int, ix_y: int, ub_n) -> None:
     """The constraints of one period at rate ``q``: pool ``j``'s instance count is column ``col[j]``; the period's
     traffic per GPU type starts at column ``ix_x``, its in-use marks at ``ix_y``. :func:`_solve` adds one period,
     the day plan (:mod:`planner.day`) one per period, with the reserved pools' columns shared between them."""

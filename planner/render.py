@@ -88,17 +88,25 @@ def render_day(plan: Plan, console: Console) -> None:
         h, m = divmod(int(p.start_s // 60), 60)
         hours.append([f"{h:02d}:{m:02d}", f"{p.qps:,.0f}", f"{p.mean_qps:,.0f}", str(p.replicas.get("reserved", 0)),
                       str(p.replicas.get("on-demand", 0)), str(p.replicas.get("spot", 0)), f"{p.usd:,.2f}",
-                      "overloaded" if p.p99_ms is None else f"{p.p99_ms:.1f}"])
+                      "overloaded" if p.p99_ms is None else f"{p.p99_ms:.1f}",
+                      "-" if p.holds_target is None else "[green]holds[/]" if p.holds_target else "[red]misses[/]"])
+    target = plan.request.p99_ms if d.p99_target_ms is None else d.p99_target_ms
     print_table(console, f"Over the day ({d.curve_source}, {d.span_hours:g} h)",
                 _columns(("from", "peak req/s", "mean req/s", "reserved", "on-demand", "spot", "$",
-                          "replayed P99 ms")), hours)
+                          "replayed P99 ms", f"P99 <= {target:g} ms")), hours)
+    if d.saving_vs_peak_held_usd_per_day is not None:
+        console.print(f"${d.saving_vs_peak_held_usd_per_day:,.2f}/day saved against the point plan at the peak held "
+                      f"all day (${d.peak_held_usd_per_day:,.2f}/day): {d.saving_vs_peak_held:.1%}")
     ways = [["this day plan", f"{d.usd_per_day:,.2f}", f"{d.usd_per_month:,.0f}",
              "overloaded" if d.worst_period_p99_ms is None else f"{d.worst_period_p99_ms:.1f}",
              "[green]holds[/]" if d.holds_target else "[red]misses[/]"]]
     for c in d.comparisons:
-        ways.append([f"{c.name}: {c.description}", f"{c.usd_per_day:,.2f}", f"{c.usd_per_month:,.0f}",
+        ways.append([f"{c.name}: {c.description}" + (f" ({', '.join(c.pools)})" if c.pools else ""),
+                     f"{c.usd_per_day:,.2f}", f"{c.usd_per_month:,.0f}",
                      "overloaded" if c.worst_period_p99_ms is None else f"{c.worst_period_p99_ms:.1f}",
-                     "[green]holds[/]" if c.holds_target else "[red]misses[/]"])
+                     "[green]holds[/]" if c.holds_target else
+                     "[red]misses[/]" if c.holds_peak_at_sizing_rate else
+                     "[red]misses[/]: the peak exceeds its replicas' HPA target rate"])
     print_table(console, "Against", [Column("way to buy", prose=True)]  # a description: it may wrap
                 + _columns(("$/day", "$/month", "worst-hour P99 ms", "target")), ways)
     r = d.ramp

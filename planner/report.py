@@ -362,13 +362,22 @@ def _day_section(plan: Plan) -> str:
               "overloaded" if c.worst_period_p99_ms is None else f"{c.worst_period_p99_ms:.1f}"]
              for c in d.comparisons]
     compare = _table(["way to buy", "per day", "per month", "worst-period P99 ms"], rows)
+    target = plan.request.p99_ms if d.p99_target_ms is None else d.p99_target_ms
+    per_period = _table(
+        ["from", "peak req/s", "replicas", "$", "replayed P99 ms", f"P99 <= {target:g} ms"],
+        [[f"{int(p.start_s // 3600):02d}:{int(p.start_s % 3600 // 60):02d}", f"{p.qps:,.0f}",
+          sum(p.replicas.values()), f"{p.usd:,.2f}", "overloaded" if p.p99_ms is None else f"{p.p99_ms:.1f}",
+          "holds" if (p.p99_ms is not None and p.p99_ms <= target) else "misses"] for p in d.periods])
+    saving = "" if d.saving_vs_peak_held_usd_per_day is None else (
+        f"<p>${d.saving_vs_peak_held_usd_per_day:,.2f}/day saved against the point plan at the peak held all day "
+        f"(${d.peak_held_usd_per_day:,.2f}/day): {d.saving_vs_peak_held:.1%}.</p>")
     thresholds = _table(["reserved pool", "$/h", "on-demand $/h", "break-even h/day", "pays under req/s", "bought"],
                         [[t.pool, f"{t.usd_per_hour:.4f}", f"{t.on_demand_usd_per_hour:.4f}",
                           f"{t.break_even_hours_per_day:.1f}",
                           "never" if t.demand_at_break_even_qps is None else f"{t.demand_at_break_even_qps:,.0f}",
                           t.bought] for t in d.reserved_thresholds])
     r = d.ramp
-    return (f"<h2>Over the day</h2><img src=\"day.png\" alt=\"the day plan\">{compare}"
+    return (f"<h2>Over the day</h2><img src=\"day.png\" alt=\"the day plan\">{per_period}{saving}{compare}"
             f"<p>Fastest ramp {100 * r.fastest_ramp_per_min:.2f}%/min from hour {r.at_s / 3600:.2f}: replayed P99 "
             f"{'overloaded' if r.p99_ms is None else f'{r.p99_ms:.1f} ms'} through the HPA's reaction "
             f"({'holds' if r.holds else 'misses'}). The HPA replay's replica-hours cost ${d.replay_usd_per_day:,.2f}"

@@ -22,6 +22,13 @@ from planner.optimize import Problem, Routing
 from planner.uncertainty import CalibratedModel
 
 
+# Every plan (point, day, mix) is verified by simulating the fleet it would buy, and a Deployment whose simulated P99
+# misses its target has its capacity scaled by TIGHTEN and the MILP solved again, at most MAX_ROUNDS times.
+VERIFY_REQUESTS = 40_000
+VERIFY_SEED = 7
+TIGHTEN = 0.97
+MAX_ROUNDS = 5
+
 def calibrated_model(profile: LatencyProfile, calibration: Calibration | None,
                      confidence: float | None = None) -> CalibratedModel | None:
     """The calibration applied to the GPU it was fitted on; ``None`` for every other GPU (the bare profile)."""

@@ -3,6 +3,7 @@ import ast
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 
@@ -21,6 +22,11 @@ def test_import_linter_contracts_are_kept():
     run = _lint_imports()
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "0 broken" in run.stdout
+    # Every contract of pyproject.toml was checked, the planner's inner layers among them.
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    assert "layers" in {c["type"] for c in contracts}
+    for contract in contracts:
+        assert f"{contract['name']} KEPT" in run.stdout, contract["name"]
 
 
 def test_import_linter_sees_the_imports_it_checks(tmp_path):
@@ -68,3 +74,35 @@ def test_infra_never_reads_a_catalog():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 assert "catalog" not in (node.module or ""), f"{path}: imports {node.module}"
+
+
+def _private_imports():
+    """Every use of another module's private name (``from m import _x``, ``m._x``), as 'file:line: m._x'."""
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            ours = set()  # local names bound by an import of ours (import m, import m as n, from pkg import m)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
+                    for alias in node.names:
+                        if alias.name.startswith("_") and not alias.name.startswith("__"):
+                            yield f"{path.relative_to(ROOT)}:{node.lineno}: {node.module}.{alias.name}"
+                        ours.add(alias.asname or alias.name)
+                elif isinstance(node, ast.Import):
+                    for alias in node.names:
+                        if alias.name.split(".")[0] in PACKAGES:
+                            ours.add(alias.asname or alias.name.split(".")[0])
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                        and isinstance(node.value, (ast.Name, ast.Attribute))):
+                    dotted = ast.unparse(node.value)
+                    head = dotted.split(".")[0]
+                    if head in ours or head in PACKAGES:
+                        yield f"{path.relative_to(ROOT)}:{node.lineno}: {dotted}.{node.attr}"
+
+
+def test_no_module_uses_another_modules_private_names():
+    """A name with a leading underscore is its module's own: a stage another module needs is public, named for what
+    it does, so that it can be found, tested and kept."""
+    found = list(_private_imports())
+    assert not found, "\n".join(found)

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from gpufleet.contracts.autoscaling import AutoscalingSpec
+from gpufleet.contracts.demand import DemandCurve
 from gpufleet.contracts.plan import read_plan
 from planner.bruteforce import brute_force_day
 from planner.catalog import Pool
-from planner.day import (DemandCurve, SCALE_DOWN_STABILIZATION_S, read_demand_curve, recommend_day, replay,
+from planner.day import (SCALE_DOWN_STABILIZATION_S, read_day_curve, recommend_day, replay,
                          solve_day)
 from planner.errors import PlannerInputError
 from planner.optimize import Infeasible, Problem, solve
@@ -151,14 +152,14 @@ def write(tmp_path, text, name="curve.csv"):
 
 
 def test_curve_formats(tmp_path):
-    hhmm = read_demand_curve(write(tmp_path, "time,qps\n00:00,1\n00:30,2\n01:00,3\n"))
+    hhmm = read_day_curve(write(tmp_path, "time,qps\n00:00,1\n00:30,2\n01:00,3\n"))
     assert hhmm.step_s == 1800 and list(hhmm.qps) == [1, 2, 3]
-    iso = read_demand_curve(write(tmp_path, "timestamp,qps\n2026-01-01T00:00:00,5\n2026-01-01T00:15:00,6\n"
+    iso = read_day_curve(write(tmp_path, "timestamp,qps\n2026-01-01T00:00:00,5\n2026-01-01T00:15:00,6\n"
                                             "2026-01-01T00:30:00,7\n2026-01-01T00:45:00,8\n"))
     assert iso.step_s == 900 and iso.span_s == 3600
-    replay_format = read_demand_curve(write(tmp_path, "qps\n" + "10\n" * 60), step_min=1)
+    replay_format = read_day_curve(write(tmp_path, "qps\n" + "10\n" * 60), step_min=1)
     assert replay_format.step_s == 60 and replay_format.span_s == 3600
-    overnight = read_demand_curve(write(tmp_path, "time,qps\n23:00,1\n23:30,2\n00:00,3\n00:30,4\n"))
+    overnight = read_day_curve(write(tmp_path, "time,qps\n23:00,1\n23:30,2\n00:00,3\n00:30,4\n"))
     assert overnight.step_s == 1800 and list(overnight.qps) == [1, 2, 3, 4]
 
 
@@ -174,7 +175,7 @@ def test_curve_formats(tmp_path):
 ])
 def test_curve_errors_are_one_line(tmp_path, text, step, needle):
     with pytest.raises(PlannerInputError, match=needle.replace("(", r"\(")):
-        read_demand_curve(write(tmp_path, text), step)
+        read_day_curve(write(tmp_path, text), step)
 
 
 # ------------------------------------------------------------------------------------------------ end to end
@@ -186,7 +187,7 @@ def flat_csv(tmp_path, qps: float, hours: int = 24) -> Path:
 def test_a_flat_day_plan_is_the_point_plan(tmp_path):
     kwargs = dict(model="resnet50", gpus=["T4"], p99_ms=50.0, ramp_per_min=0.02)
     point = recommend(RecommendRequest(qps=900.0, **kwargs))
-    day = recommend_day(RecommendRequest(qps=1.0, **kwargs), read_demand_curve(flat_csv(tmp_path, 900.0)))
+    day = recommend_day(RecommendRequest(qps=1.0, **kwargs), read_day_curve(flat_csv(tmp_path, 900.0)))
     assert {(p.instance_type, p.capacity_type, p.count) for p in day.pools} == \
         {(p.instance_type, p.capacity_type, p.count) for p in point.pools}
     assert day.day.usd_per_day == pytest.approx(point.cost.usd_per_hour * 24, rel=1e-3)

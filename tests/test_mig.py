@@ -81,11 +81,3 @@ def test_recommend_mig_buys_partitioned_instances_and_says_how(tmp_path):
                             text=True, timeout=300)
     assert report.returncode == 0, report.stderr
     assert "A100-MIG-1g.5gb" in (tmp_path / "r" / "report.html").read_text()
-
-
-def test_mig_is_refused_for_a_day_plan(tmp_path):
-    curve = tmp_path / "c.csv"
-    curve.write_text("time,qps\n00:00,10\n01:00,20\n02:00,10\n")
-    run = subprocess.run([PLANNER, "recommend", "--qps-curve", str(curve), "--mig"], capture_output=True, text=True,
-                         timeout=120)
-    assert run.returncode == 2 and "--mig" in run.stderr and run.stderr.strip().count("\n") == 0

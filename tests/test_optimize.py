@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from planner.bruteforce import brute_force, search_bounds
 from planner.catalog import Pool, reserved_price_over_horizon
-from planner.optimize import Infeasible, Problem, binding_constraint, runner_up, solve
+from planner.optimize import Infeasible, Problem, binding_constraint, replicas_by_gpu, runner_up, solve
 
 SEARCH_LIMIT = 200_000  # fleets brute force may enumerate per case
 
@@ -162,3 +162,13 @@ def test_every_gpu_type_in_use_keeps_its_replica_floor():
     assert sol.usd_per_hour == pytest.approx(brute_force(floored)[0])
     assert sol.counts == {"a.x/on-demand": 0, "b.x/on-demand": 5}
     assert binding_constraint(floored, sol)[0] == "replicas per GPU type"
+
+
+def test_replicas_by_gpu_reads_a_pool_left_out_of_the_counts_as_holding_none():
+    """Counts as a plan records a period's instances (pools without any left out) give the same replicas per GPU
+    type as the full counts; the point planner's copy raised KeyError on them, the day planner's read them as 0."""
+    pools = (pool("g5.12xlarge", "A10G", "on-demand", 5.67, per=4), pool("g4dn.xlarge", "T4", "spot", 0.21),
+             pool("g4dn.xlarge", "T4", "on-demand", 0.53))
+    full = dict(zip((p.name for p in pools), (2, 3, 0)))
+    sparse = {name: n for name, n in full.items() if n}
+    assert replicas_by_gpu(pools, sparse) == replicas_by_gpu(pools, full) == {"A10G": 8, "T4": 3}

@@ -12,6 +12,7 @@
 | :mod:`.catalog` | the instance catalog |
 | :mod:`.plan` | the plan, which ``infra`` provisions from alone |
 | :mod:`.stack` | a Pulumi stack's file, as far as the planner writes into it |
+| :mod:`.demand` | the demand curve CSV (rates over time, per model): planner and loadtests' replay read it alike |
 | :mod:`.engine_sidecar` | the TensorRT engine's settings file |
 
 Stages import these and :mod:`gpufleet`, never each other (an import-linter contract in ``pyproject.toml``).

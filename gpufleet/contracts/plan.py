@@ -198,6 +198,8 @@ class DayPeriod(Strict):
     p99_ms: float | None = Field(description="replayed through the HPA: the P99 of the period's requests; null when a "
                                              "replica was past saturation (the queue grows without bound)")
     replicas_serving: float = Field(ge=0, description="mean replicas serving in the replay")
+    holds_target: bool | None = Field(default=None, description="p99_ms within the plan's P99 target (DayPlan."
+                                                                "p99_target_ms); null in plans written before it")
 
 
 class DayPool(Strict):
@@ -208,6 +210,8 @@ class DayPool(Strict):
     capacity_type: CapacityType
     min_count: int = Field(ge=0)
     max_count: int = Field(ge=0)
+    mig_partition: str | None = Field(default=None, description="the MIG partition every GPU of the pool runs (as "
+                                                                 "PoolPlan.mig_partition); null: whole GPUs")
 
 
 class DayComparison(Strict):
@@ -215,10 +219,16 @@ class DayComparison(Strict):
 
     name: str
     description: str
+    pools: list[str] = Field(default_factory=list, description="the fleet held all day: 'count x instance type "
+                                                               "capacity type' per pool")
     usd_per_day: float
     usd_per_month: float
     worst_period_p99_ms: float | None = Field(description="null: a replica past saturation in some period")
-    holds_target: bool
+    holds_peak_at_sizing_rate: bool = Field(default=True, description="the fleet carries every period's peak with "
+                                            "each replica at most at its sizing rate (the HPA target): the check the "
+                                            "day plan's own periods meet")
+    holds_target: bool = Field(description="both checks the day plan meets: holds_peak_at_sizing_rate, and the "
+                                           "replayed P99 within the target in every period")
 
 
 class ReservedThreshold(Strict):
@@ -266,6 +276,12 @@ class DayPlan(Strict):
     ramp: RampCheck
     worst_period_p99_ms: float | None
     holds_target: bool = Field(description="every period's replayed P99 within the target")
+    p99_target_ms: float | None = Field(default=None, description="the P99 target every period is held to")
+    peak_held_usd_per_day: float | None = Field(
+        default=None, description="the point plan at the curve's peak held all day (the comparison of that name)")
+    saving_vs_peak_held_usd_per_day: float | None = Field(
+        default=None, description="peak_held_usd_per_day less this plan's usd_per_day")
+    saving_vs_peak_held: float | None = Field(default=None, description="that saving over peak_held_usd_per_day")
 
 
 class MixModel(Strict):

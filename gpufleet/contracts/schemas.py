@@ -12,6 +12,7 @@ from pathlib import Path
 from gpufleet.contracts.calibration import SCHEMA_VERSION as CALIBRATION_VERSION
 from gpufleet.contracts.calibration import Calibration
 from gpufleet.contracts.catalog import Catalog
+from gpufleet.contracts.demand import DemandRow
 from gpufleet.contracts.engine_sidecar import EngineSidecar
 from gpufleet.contracts.plan import SCHEMA_VERSION as PLAN_VERSION
 from gpufleet.contracts.plan import Plan
@@ -25,6 +26,7 @@ SCHEMAS = {
     "catalog.v1.schema.json": Catalog,
     "engine-sidecar.v1.schema.json": EngineSidecar,
     f"calibration.v{CALIBRATION_VERSION}.schema.json": Calibration,
+    "demand-row.v1.schema.json": DemandRow,  # a row of the demand curve CSV (gpufleet.contracts.demand)
 }
 
 
