@@ -55,7 +55,7 @@ def recommend_cmd(
     qps_curve: Annotated[Optional[Path], typer.Option(help="Plan over a day: CSV of req/s with a 'time' column (seconds, HH:MM or ISO) at a regular step, or a 'qps' column alone with --curve-step-min.")] = None,
     curve_step_min: Annotated[Optional[float], typer.Option(help="With --qps-curve: minutes each row stands for (for a CSV without a time column).")] = None,
     period_min: Annotated[float, typer.Option(help="With --qps-curve: the planning period, minutes; the fleet changes at most this often.")] = 60.0,
-    mix: Annotated[Optional[Path], typer.Option(help="Several models, one fleet: CSV with columns model,qps,p99_ms, one row per model (instead of --qps, --model, --p99-ms).")] = None,
+    mix: Annotated[Optional[Path], typer.Option(help="Several models, one fleet: CSV with columns model,qps,p99_ms, one row per model (instead of --qps, --model, --p99-ms); model,curve,p99_ms plans each model over its own curve (a demand CSV relative to the mix file).")] = None,
     p99_ms: Annotated[float, typer.Option(help="End-to-end P99 latency target, ms.")] = 100.0,
     model: Annotated[str, typer.Option(help="Model name in the latency profiles (embedded: yolov8{n,s,m,l,x}-{640,1280x720}, yolov8m-seg-{640,1280x720}, resnet50).")] = DEFAULT_MODEL,
     gpu: Annotated[Optional[list[str]], typer.Option(help="GPU types to consider (repeat); default all profiled.")] = None,
@@ -89,9 +89,17 @@ def recommend_cmd(
     if sum(x is not None for x in (qps, qps_curve, mix)) != 1:
         raise PlannerInputError("give exactly one of --qps, --qps-curve and --mix")
     mixed = None
+    mixed_day = None
     if mix is not None:
-        from planner.mix import read_mix
-        mixed = read_mix(mix)
+        from planner.mixday import is_day_mix, read_mix_day
+        if is_day_mix(mix):  # a curve per model: the mix over the day
+            mixed_day = read_mix_day(mix)
+            mixed = [(m.model, float(m.curve.qps.max()), m.p99_ms) for m in mixed_day]
+            if not (math.isfinite(period_min) and period_min > 0):
+                raise PlannerInputError(f"--period-min must be a positive number, got {period_min:g}")
+        else:
+            from planner.mix import read_mix
+            mixed = read_mix(mix)
     curve = None
     if qps_curve is not None:
         from planner.day import read_day_curve
@@ -114,6 +122,9 @@ def recommend_cmd(
     if curve is not None:
         from planner.day import recommend_day
         plan = recommend_day(req, curve, period_min * 60.0)
+    elif mixed_day is not None:
+        from planner.mixday import recommend_mix_day
+        plan = recommend_mix_day(req, mixed_day, period_min * 60.0)
     elif mixed is not None:
         from planner.mix import recommend_mix
         plan = recommend_mix(req, mixed)
