@@ -56,7 +56,7 @@ from planner.capacity import ReplicaModel, queue_bound
 from planner.catalog import HOURS_PER_MONTH, read_catalog
 from planner.colocate import (PARALLEL_AT_LEAST, UNMEASURED_WAYS, ModelDemand, corun_speed, least_per_replica,
                               map_jobs, search_share, simulate_p99, solo_capacity)
-from planner.day import DEFAULT_PERIOD_S, MIN_SPAN_S, recommend_day
+from planner.day import DEFAULT_PERIOD_S, HOURS_PER_DAY, MIN_SPAN_S, recommend_day
 from planner.errors import PlannerInputError
 from planner.mig import slice_profiles
 from planner.mix import MAX_MIX_MODELS, recommend_mix, shared_name
@@ -240,7 +240,7 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
                 busy = sum(r[t, i] / replica[(m, g)].saturation_rate(caps[(m, g)].config) for i, m in enumerate(s))
                 best = min(best, cheapest[g] * max(busy / headroom, floor))
             usd += weights[t] * best
-        return usd * span_h
+        return usd * HOURS_PER_DAY
 
     sets: dict[tuple[str, ...], _Set] = {}
     for n in range(2, min(MAX_SET_SIZE, len(names)) + 1):
@@ -295,8 +295,8 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
             st.usd_per_day = math.inf
             return
         try:
-            st.sol = solve_set_cover(problem(s, st.columns), incumbent=sum(solo_usd[m] for m in s) / span_h)
-            st.usd_per_day = st.sol.usd_per_hour * span_h
+            st.sol = solve_set_cover(problem(s, st.columns), incumbent=sum(solo_usd[m] for m in s) / HOURS_PER_DAY)
+            st.usd_per_day = st.sol.usd_per_hour * HOURS_PER_DAY
         except Infeasible:
             st.usd_per_day = math.inf
 
@@ -342,13 +342,13 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
 
     # The LP bound over every candidate: the master's LP with each set at its own LP relaxation (unevaluated sets at
     # their lower bound), the singletons at their day plan's LP bound.
-    lp_costs = {(m,): (solo_plans[m].solver.lp_relaxation_usd_per_hour or 0.0) * span_h for m in names}
+    lp_costs = {(m,): solo_plans[m].day.solver.lp_relaxation_usd_per_hour * HOURS_PER_DAY for m in names}
     for s, st in sets.items():
         if st.usd_per_day is None:
             lp_costs[s] = lower_bound(s)
         elif st.usd_per_day < math.inf:
             lp_costs[s] = solve_set_cover(problem(s, st.columns), relax=True,
-                                          incumbent=sum(solo_usd[m] for m in s) / span_h).usd_per_hour * span_h
+                                          incumbent=sum(solo_usd[m] for m in s) / HOURS_PER_DAY).usd_per_hour * HOURS_PER_DAY
     lp_day = _lp_master(names, lp_costs)
     gaps = [solo_plans[s[0]].solver.mip_gap if len(s) == 1 else sets[s].sol.mip_gap for s in chosen]
     return _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spec, replica, profiles,
@@ -486,15 +486,15 @@ def _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spe
     separate = sum(p.day.usd_per_day for p in solo_plans.values())
     peak_held = sum((p.day.peak_held_usd_per_day or p.day.usd_per_day) for p in solo_plans.values())
     holds = all(p is not None and p <= by_name[m].p99_ms for m in names for p in period_p99[m])
-    usd_h = usd_day / span_h
+    usd_h = usd_day / HOURS_PER_DAY
     comparisons = [
         DayComparison(name="one day plan per model",
                       description="each model alone over its own curve (planner recommend --qps-curve), summed",
-                      usd_per_day=round(separate, 2), usd_per_month=round(separate / span_h * HOURS_PER_MONTH, 2),
+                      usd_per_day=round(separate, 2), usd_per_month=round(separate / HOURS_PER_DAY * HOURS_PER_MONTH, 2),
                       worst_period_p99_ms=None, holds_target=all(p.day.holds_target for p in solo_plans.values())),
         DayComparison(name="peak held all day, one fleet per model",
                       description="each model's point plan at its own curve's peak, held all day, summed",
-                      usd_per_day=round(peak_held, 2), usd_per_month=round(peak_held / span_h * HOURS_PER_MONTH, 2),
+                      usd_per_day=round(peak_held, 2), usd_per_month=round(peak_held / HOURS_PER_DAY * HOURS_PER_MONTH, 2),
                       worst_period_p99_ms=None, holds_target=True)]
     ramps = [p.day.ramp for p in solo_plans.values()]
     ramp = max(ramps, key=lambda r: r.fastest_ramp_per_min)
@@ -520,7 +520,7 @@ def _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spe
     total_qps = float(sum(peaks[m].max() for m in names))
     solver = SolverReport(solver="HiGHS: one day MILP per model alone (planner.day), one set-cover MILP over the "
                                  "periods per co-located set, a set-partitioning master over the sets",
-                          status="optimal", mip_gap=gap, lp_relaxation_usd_per_hour=round(lp_day / span_h, 4),
+                          status="optimal", mip_gap=gap, lp_relaxation_usd_per_hour=round(lp_day / HOURS_PER_DAY, 4),
                           lp_gap=round((usd_day - lp_day) / usd_day, 6) if usd_day > 0 else None, wall_s=round(wall, 4))
     lo = {p: min(per.get(p, 0) for per in inst) for p in used_pools}
     day = DayPlan(
@@ -553,10 +553,10 @@ def _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spe
         runner_up=None, survival=None, sizing=[], autoscaling=spec, why=" ".join(lines), day=day,
         mix=MixPlan(models=[MixModel(model=m, qps=float(peaks[m].max()), p99_ms=by_name[m].p99_ms,
                                      period_p99_ms=period_p99[m]) for m in names],
-                    separate_usd_per_hour=round(separate / span_h, 4),
+                    separate_usd_per_hour=round(separate / HOURS_PER_DAY, 4),
                     saving=round(1 - usd_day / separate, 6) if separate > 0 else 0.0,
                     partitions_evaluated=1, bundles_evaluated=simulated, gpu_sharing=sharing,
-                    lp_bound_usd_per_hour=round(lp_day / span_h, 4)))
+                    lp_bound_usd_per_hour=round(lp_day / HOURS_PER_DAY, 4)))
 
 
 def _saving(other: float, plan: float) -> str:
