@@ -166,8 +166,13 @@ class _Set:
 
 
 def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: float = DEFAULT_PERIOD_S,
-                      workers: int | None = None) -> Plan:
-    """The cheapest fleet for every model of ``mix`` over its own curve at its own P99 (see the module's doc)."""
+                      workers: int | None = None, *, partition: list[tuple[str, ...]] | None = None,
+                      solo: dict[str, Plan] | None = None) -> Plan:
+    """The cheapest fleet for every model of ``mix`` over its own curve at its own P99 (see the module's doc).
+
+    ``partition``: plan this partition of the models (sorted tuples) instead of choosing one, every set of it costed
+    (none pruned): the reference the tests enumerate. ``solo``: each model's day plan, when already made (it is
+    what :func:`planner.day.recommend_day` returns for the model over its curve)."""
     if req.calibration is not None:
         raise PlannerInputError("--calibration with a mix over a day is not planned yet; plan the mix at its peak "
                                 "rates (qps column), or each model over its curve")
@@ -192,8 +197,8 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
     peaks = {m: np.array([p[2] for p in periods[m]]) for m in names}
 
     # Each model alone over its day: the day plan exactly as --qps-curve makes it (the singleton sets' cost).
-    solo_plans: dict[str, Plan] = {}
-    for m in names:
+    solo_plans: dict[str, Plan] = dict(solo or {})
+    for m in (m for m in names if m not in solo_plans):
         r = replace(req, model=m, p99_ms=by_name[m].p99_ms, qps=float(by_name[m].curve.qps.max()))
         solo_plans[m] = recommend_day(r, by_name[m].curve, period_s)
     if len(names) == 1:
@@ -245,7 +250,10 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
     sets: dict[tuple[str, ...], _Set] = {}
     for n in range(2, min(MAX_SET_SIZE, len(names)) + 1):
         for s in itertools.combinations(names, n):
-            if lower_bound(s) < sum(solo_usd[m] for m in s) - 1e-9:
+            if partition is not None:
+                if s in partition:
+                    sets[s] = _Set(s, [])
+            elif lower_bound(s) < sum(solo_usd[m] for m in s) - 1e-9:
                 sets[s] = _Set(s, [])
     simulated = [0]
     sharing: dict[str, str] = {}
@@ -302,7 +310,7 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
 
     def master() -> tuple[list[tuple[str, ...]], float]:
         while True:
-            costs = {(m,): solo_usd[m] for m in names}
+            costs = {(m,): solo_usd[m] for m in names if partition is None or (m,) in partition}
             for s, st in sets.items():
                 v = st.usd_per_day if st.usd_per_day is not None else lower_bound(s)
                 if v < math.inf:
