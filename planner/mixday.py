@@ -198,9 +198,11 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
 
     # Each model alone over its day: the day plan exactly as --qps-curve makes it (the singleton sets' cost).
     solo_plans: dict[str, Plan] = dict(solo or {})
-    for m in (m for m in names if m not in solo_plans):
-        r = replace(req, model=m, p99_ms=by_name[m].p99_ms, qps=float(by_name[m].curve.qps.max()))
-        solo_plans[m] = recommend_day(r, by_name[m].curve, period_s)
+    todo = [m for m in names if m not in solo_plans]
+    # The models' day plans are independent: one forked worker each (up to the cores).
+    jobs = [(replace(req, model=m, p99_ms=by_name[m].p99_ms, qps=float(by_name[m].curve.qps.max())),
+             by_name[m].curve, period_s) for m in todo]
+    solo_plans.update(zip(todo, map_jobs(_day_plan, jobs, workers if len(jobs) > 1 else 1)))
     if len(names) == 1:
         return solo_plans[names[0]]
     solo_usd = {m: solo_plans[m].day.usd_per_day for m in names}
@@ -264,49 +266,69 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
                                min_replicas=req.min_replicas, min_replicas_per_gpu=req.min_replicas_per_gpu)
 
     def evaluate(s: tuple[str, ...]) -> None:
-        """Simulate the set's columns (one per GPU type holding every member): one share per direction bucket."""
+        """The set's columns (one per GPU type holding every member) at upper bounds on their shares, unsimulated:
+        per period, the GPU-time bound in the period's direction (the members' device loads sum to at most 1) and
+        each member alone (a model sharing the GPU is never faster than alone on it)."""
+        r = rates(s)
+        cols = []
+        for g in gpus:
+            if not all((m, g) in caps for m in s):
+                continue
+            f = []
+            for t in range(T):
+                busy = sum(r[t, i] / replica[(m, g)].saturation_rate(caps[(m, g)].config) for i, m in enumerate(s))
+                alone = min(caps[(m, g)].max_rate / r[t, i] if r[t, i] > 0 else math.inf for i, m in enumerate(s))
+                f.append(min(1.0 / busy if busy > 0 else math.inf, alone, 1e6))
+            speed = corun_speed(s, g, sum(caps[(m, g)].config.instance_count for m in s), profiles)
+            cols.append(Column(s, g, tuple(v * headroom for v in f), tuple(f), False,
+                               {"speed": speed, "configs": tuple(caps[(m, g)].config for m in s)}))
+        sets[s].columns = cols
+
+    def simulate(s: tuple[str, ...], cols: list[Column]) -> None:
+        """Simulate these columns' shares: one bisection per direction bucket (the module's doc)."""
         r = rates(s)
         total = r.sum(axis=1)
         u = r / total[:, None]
         buckets = _buckets(u)
+        ref = float(total.max())  # simulate at the day's scale of the set's traffic
         jobs, where = [], []
-        for g in gpus:
-            if not all((m, g) in caps for m in s):
-                continue
-            speed = corun_speed(s, g, sum(caps[(m, g)].config.instance_count for m in s), profiles)
+        for c in cols:
             for b in buckets:
                 e = u[b].max(axis=0)
                 e = np.maximum(e, MIN_DIRECTION * e.max())
-                ref = float(total.max())  # simulate at the day's scale of the set's traffic
                 ds = [ModelDemand(m, float(e[i] * ref), by_name[m].p99_ms, overhead) for i, m in enumerate(s)]
-                jobs.append((ds, [replica[(m, g)] for m in s], [caps[(m, g)].config for m in s], speed, None, 0.0))
-                where.append((g, b, float(e.sum() * ref), speed))
+                jobs.append((ds, [replica[(m, c.gpu)] for m in s], list(c.data["configs"]), c.data["speed"],
+                             None, 0.0))
+                where.append((c, b, float(e.sum() * ref)))
         found = map_jobs(search_share, jobs, workers if len(jobs) >= PARALLEL_AT_LEAST else 1)
         simulated[0] += len(jobs)
-        share: dict[str, list[float]] = {}
-        info: dict[str, dict] = {}
-        for (g, b, held, speed), (lo, _, _) in zip(where, found):
-            f = share.setdefault(g, [0.0] * T)
+        f = {id(c): [0.0] * T for c in cols}
+        for (c, b, held), (lo, _, _) in zip(where, found):
             for t in b:
-                f[t] = lo * held / total[t] if total[t] > 0 else math.inf  # fraction of period t's traffic
-            info[g] = {"speed": speed, "configs": tuple(caps[(m, g)].config for m in s)}
-        cols = []
-        for g, f in share.items():
-            if all(0 < v for v in f):
-                f = [min(v, 1e6) for v in f]
-                cols.append(Column(s, g, tuple(v * headroom for v in f), tuple(f), True, info[g]))
-        sets[s].columns = cols
+                f[id(c)][t] = min(lo * held / total[t], 1e6) if total[t] > 0 else 1e6  # of period t's traffic
+        for c in cols:
+            c.share, c.survival, c.exact = tuple(v * headroom for v in f[id(c)]), tuple(f[id(c)]), True
+        sets[s].columns = [c for c in sets[s].columns if not c.exact or all(v > 0 for v in c.survival)]
 
     def solve_set(s: tuple[str, ...]) -> None:
+        """The set's own optimum over the day: re-solved until it uses simulated columns only (the others being
+        optimistic, that is the optimum over all of them at their simulated shares)."""
         st = sets[s]
-        if not st.columns:
-            st.usd_per_day = math.inf
-            return
-        try:
-            st.sol = solve_set_cover(problem(s, st.columns), incumbent=sum(solo_usd[m] for m in s) / HOURS_PER_DAY)
-            st.usd_per_day = st.sol.usd_per_hour * HOURS_PER_DAY
-        except Infeasible:
-            st.usd_per_day = math.inf
+        while True:
+            if not st.columns:
+                st.usd_per_day = math.inf
+                return
+            try:
+                st.sol = solve_set_cover(problem(s, st.columns),
+                                         incumbent=sum(solo_usd[m] for m in s) / HOURS_PER_DAY)
+            except Infeasible:
+                st.usd_per_day = math.inf
+                return
+            lazy = [c for c in st.columns if not c.exact and c.key in st.sol.used()]
+            if not lazy:
+                st.usd_per_day = st.sol.usd_per_hour * HOURS_PER_DAY
+                return
+            simulate(s, lazy)
 
     def master() -> tuple[list[tuple[str, ...]], float]:
         while True:
@@ -362,6 +384,11 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
     return _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spec, replica, profiles,
                  by_name, peaks, periods, hours, usd_day, lp_day, max(gaps), simulated[0], len(sets), sharing,
                  time.perf_counter() - t0, overhead, period_s)
+
+
+def _day_plan(job) -> Plan:
+    req, curve, period_s = job
+    return recommend_day(req, curve, period_s)
 
 
 def _lp_master(names: tuple[str, ...], costs: dict[tuple[str, ...], float]) -> float:
