@@ -162,7 +162,8 @@ class _Set:
     columns: list[Column]
     usd_per_day: float | None = None  # its own MILP's optimum
     sol: object = None
-    lp_usd_per_day: float | None = None
+    lp_usd_per_day: float | None = None  # its LP relaxation at bounded shares: a lower bound
+    bound: float = 0.0  # the GPU-time lower bound
 
 
 def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: float = DEFAULT_PERIOD_S,
@@ -254,9 +255,9 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
         for s in itertools.combinations(names, n):
             if partition is not None:
                 if s in partition:
-                    sets[s] = _Set(s, [])
-            elif lower_bound(s) < sum(solo_usd[m] for m in s) - 1e-9:
-                sets[s] = _Set(s, [])
+                    sets[s] = _Set(s, [], bound=lower_bound(s))
+            elif (lb := lower_bound(s)) < sum(solo_usd[m] for m in s) - 1e-9:
+                sets[s] = _Set(s, [], bound=lb)
     simulated = [0]
     sharing: dict[str, str] = {}
 
@@ -334,16 +335,28 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
         while True:
             costs = {(m,): solo_usd[m] for m in names if partition is None or (m,) in partition}
             for s, st in sets.items():
-                v = st.usd_per_day if st.usd_per_day is not None else lower_bound(s)
+                v = (st.usd_per_day if st.usd_per_day is not None else st.lp_usd_per_day
+                     if st.lp_usd_per_day is not None else st.bound)
                 if v < math.inf:
                     costs[s] = v
             chosen, usd = choose_partition(names, costs)
             pending = [s for s in chosen if len(s) > 1 and sets[s].usd_per_day is None]
             if not pending:
                 return chosen, usd
+            # A chosen set's cost is raised a level at a time, each a lower bound on the next: the GPU-time bound,
+            # then its LP relaxation at bounded shares (an LP: fast), then its own MILP to simulated columns only.
             for s in pending:
-                evaluate(s)
-                solve_set(s)
+                st = sets[s]
+                if st.lp_usd_per_day is None:
+                    evaluate(s)
+                    try:
+                        st.lp_usd_per_day = solve_set_cover(problem(s, st.columns), relax=True, incumbent=sum(
+                            solo_usd[m] for m in s) / HOURS_PER_DAY).usd_per_hour * HOURS_PER_DAY if st.columns \
+                            else math.inf
+                    except Infeasible:
+                        st.lp_usd_per_day = math.inf
+                else:
+                    solve_set(s)
 
     checks: dict[tuple[str, ...], dict] = {}
     for _ in range(MAX_ROUNDS):
@@ -375,7 +388,7 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
     lp_costs = {(m,): solo_plans[m].day.solver.lp_relaxation_usd_per_hour * HOURS_PER_DAY for m in names}
     for s, st in sets.items():
         if st.usd_per_day is None:
-            lp_costs[s] = lower_bound(s)
+            lp_costs[s] = st.lp_usd_per_day if st.lp_usd_per_day is not None else st.bound
         elif st.usd_per_day < math.inf:
             lp_costs[s] = solve_set_cover(problem(s, st.columns), relax=True,
                                           incumbent=sum(solo_usd[m] for m in s) / HOURS_PER_DAY).usd_per_hour * HOURS_PER_DAY
