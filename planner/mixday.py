@@ -27,7 +27,8 @@ simulated in the direction e = the members' component-wise maximum of u_t (each 
 ``MIN_DIRECTION`` of the largest so no simulated rate is 0). e >= u_t component-wise for every period of the
 bucket, so a replica that holds s x e holds s x u_t (the region is downward closed): the bucket's share is
 conservative for each of its periods, and it loses at most the tolerance against simulating each. Then
-f_t = s x sum(e) / sum(r_t) ... as a fraction of period t's traffic (see :func:`_column_shares`).
+f_t = s x ref x min_m(e_m / u_t,m) / sum(r_t) is the fraction of period t's traffic one replica holds, ref the set's largest
+total rate of the day, the scale it is simulated at.
 
 Check by simulation. After the MILP, each chosen co-located Deployment is simulated at every period's own rates per
 replica (its routed fraction of r_t over its replicas, not the bucket's envelope), every way the GPU may be shared;
@@ -56,7 +57,7 @@ from planner.capacity import ReplicaModel, queue_bound
 from planner.catalog import HOURS_PER_MONTH, read_catalog
 from planner.colocate import (PARALLEL_AT_LEAST, UNMEASURED_WAYS, ModelDemand, corun_speed, least_per_replica,
                               map_jobs, search_share, simulate_p99, solo_capacity)
-from planner.day import DEFAULT_PERIOD_S, HOURS_PER_DAY, MIN_SPAN_S, recommend_day
+from planner.day import DAY_MIP_REL_GAP, DEFAULT_PERIOD_S, HOURS_PER_DAY, MIN_SPAN_S, recommend_day
 from planner.errors import PlannerInputError
 from planner.mig import slice_profiles
 from planner.mix import MAX_MIX_MODELS, recommend_mix, shared_name
@@ -68,12 +69,16 @@ from planner.setcover import RESERVED, Column, SetCoverProblem, choose_partition
 from planner.sizing import MAX_ROUNDS, TIGHTEN, FleetConstraints, fleet_pools
 
 MIX_DAY_COLUMNS = ("model", "curve", "p99_ms")
-# Periods whose per-model share of the set's traffic differs by at most 10% (relative) from the bucket's first
-# share one simulation; its envelope direction is then at most ~10% above any of its periods in any model, which
-# the share pays for (conservatively) -- the same order as the bisection's own resolution (1/32 of the bracket)
-# plus the HPA headroom; tighter buckets simulate more.
-BUCKET_TOLERANCE = 0.10
+# Periods whose per-model share of the set's traffic differs by at most 20% (relative) from the bucket's first
+# share one simulation; its envelope direction is then at most 20% above the first period's in any model, which the
+# share pays for conservatively (a replica is simulated with more of some models than the period sends). Safe at any
+# tolerance (the envelope dominates every member period); the tolerance trades cost for simulations: at 10% the
+# camera stack's pairs and triples need 13 buckets on average of 24 periods, at 20% 10, at 30% 7.
+BUCKET_TOLERANCE = 0.20
 MIN_DIRECTION = 0.02  # a member's floor in a simulated direction, of the largest member's rate
+# A co-located set's own day MILP stops within the day plan's gap (DAY_MIP_REL_GAP: cents a day), or at this time
+# limit with the gap it reached (the plan reports the largest); its periods repeat near-symmetric pool choices.
+SET_TIME_LIMIT_S = 5.0
 MAX_SET_SIZE = 3  # co-located sets of up to three models (Nexus packs a handful per GPU)
 
 
@@ -141,7 +146,7 @@ def read_mix_day(path: Path | str) -> list[ModelDay]:
     return out
 
 
-def _buckets(directions: np.ndarray) -> list[list[int]]:
+def direction_buckets(directions: np.ndarray) -> list[list[int]]:
     """Periods grouped by direction (rows of ``directions``, each summing to 1): a period joins the first bucket whose
     first period's share of every model is within BUCKET_TOLERANCE of its own, relative."""
     out: list[list[int]] = []
@@ -290,7 +295,7 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
         r = rates(s)
         total = r.sum(axis=1)
         u = r / total[:, None]
-        buckets = _buckets(u)
+        buckets = direction_buckets(u)
         ref = float(total.max())  # simulate at the day's scale of the set's traffic
         jobs, where = [], []
         for c in cols:
@@ -300,36 +305,48 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
                 ds = [ModelDemand(m, float(e[i] * ref), by_name[m].p99_ms, overhead) for i, m in enumerate(s)]
                 jobs.append((ds, [replica[(m, c.gpu)] for m in s], list(c.data["configs"]), c.data["speed"],
                              None, 0.0))
-                where.append((c, b, float(e.sum() * ref)))
+                where.append((c, b, e))
         found = map_jobs(search_share, jobs, workers if len(jobs) >= PARALLEL_AT_LEAST else 1)
         simulated[0] += len(jobs)
         f = {id(c): [0.0] * T for c in cols}
-        for (c, b, held), (lo, _, _) in zip(where, found):
+        for (c, b, e), (lo, _, _) in zip(where, found):
             for t in b:
-                f[id(c)][t] = min(lo * held / total[t], 1e6) if total[t] > 0 else 1e6  # of period t's traffic
+                # One replica holds lo x ref x e; period t's traffic is total_t x u_t, so a fraction f of it fits
+                # where f x total_t x u_t <= lo x ref x e in every model: f = lo x ref x min(e / u_t) / total_t.
+                fit = min(e[i] / u[t, i] for i in range(len(s)) if u[t, i] > 0)
+                f[id(c)][t] = min(lo * ref * fit / total[t], 1e6) if total[t] > 0 else 1e6
         for c in cols:
             c.share, c.survival, c.exact = tuple(v * headroom for v in f[id(c)]), tuple(f[id(c)]), True
         sets[s].columns = [c for c in sets[s].columns if not c.exact or all(v > 0 for v in c.survival)]
 
     def solve_set(s: tuple[str, ...]) -> None:
-        """The set's own optimum over the day: re-solved until it uses simulated columns only (the others being
-        optimistic, that is the optimum over all of them at their simulated shares)."""
+        """The set's own optimum over the day, one GPU type per shared Deployment: each type's column by its own
+        MILP, in the order of their LP bounds (at bounded shares until simulated), stopping where the next bound is
+        no less than the best found -- the optimum over the set's columns at their simulated shares."""
         st = sets[s]
-        while True:
-            if not st.columns:
-                st.usd_per_day = math.inf
-                return
+        incumbent = sum(solo_usd[m] for m in s) / HOURS_PER_DAY
+        order = []
+        for c in st.columns:
             try:
-                st.sol = solve_set_cover(problem(s, st.columns),
-                                         incumbent=sum(solo_usd[m] for m in s) / HOURS_PER_DAY)
+                order.append((solve_set_cover(problem(s, [c]), relax=True, incumbent=incumbent).usd_per_hour, c))
             except Infeasible:
-                st.usd_per_day = math.inf
-                return
-            lazy = [c for c in st.columns if not c.exact and c.key in st.sol.used()]
-            if not lazy:
-                st.usd_per_day = st.sol.usd_per_hour * HOURS_PER_DAY
-                return
-            simulate(s, lazy)
+                continue
+        best, st.sol = math.inf, None
+        for lp, c in sorted(order, key=lambda x: x[0]):
+            if lp * HOURS_PER_DAY >= best - 1e-9:
+                break
+            if not c.exact:
+                simulate(s, [c])
+                if c not in st.columns:
+                    continue
+            try:
+                sol = solve_set_cover(problem(s, [c]), time_limit_s=SET_TIME_LIMIT_S, incumbent=incumbent,
+                                      mip_rel_gap=DAY_MIP_REL_GAP)
+            except Infeasible:
+                continue
+            if sol.usd_per_hour * HOURS_PER_DAY < best:
+                best, st.sol = sol.usd_per_hour * HOURS_PER_DAY, sol
+        st.usd_per_day = best
 
     def master() -> tuple[list[tuple[str, ...]], float]:
         while True:

@@ -14,7 +14,7 @@ import pytest
 from gpufleet.contracts.plan import Plan
 from planner.cli import main
 from planner.day import recommend_day
-from planner.mixday import _buckets, read_mix_day, recommend_mix_day
+from planner.mixday import BUCKET_TOLERANCE, direction_buckets, read_mix_day, recommend_mix_day
 from planner.optimize import Infeasible
 from planner.pipeline import RecommendRequest
 from planner.errors import PlannerInputError
@@ -81,10 +81,10 @@ def test_a_bucket_of_mix_directions_holds_each_period_in_it():
     rng = np.random.default_rng(3)
     r = rng.uniform(0.5, 1.5, size=(24, 3)) * np.array([1.0, 2.0, 0.5])
     u = r / r.sum(axis=1)[:, None]
-    for b in _buckets(u):
+    for b in direction_buckets(u):
         e = u[b].max(axis=0)
         assert np.all(e[None, :] >= u[b] - 1e-15)
-        assert np.all(e <= 1.1 * u[b[0]] + 1e-12)
+        assert np.all(e <= (1 + BUCKET_TOLERANCE) * u[b[0]] + 1e-12)
 
 
 @pytest.fixture(scope="module")
