@@ -79,7 +79,9 @@ MIN_DIRECTION = 0.02  # a member's floor in a simulated direction, of the larges
 # A co-located set's own day MILP stops within the day plan's gap (DAY_MIP_REL_GAP: cents a day), or at this time
 # limit with the gap it reached (the plan reports the largest); its periods repeat near-symmetric pool choices.
 SET_TIME_LIMIT_S = 5.0
-MAX_SET_SIZE = 3  # co-located sets of up to three models (Nexus packs a handful per GPU)
+MAX_SET_SIZE = 3  # co-located sets of up to three models (Nexus packs a handful per GPU) ...
+ALL_TRIPLES_UP_TO = 4  # ... past four models, pairs only: each set over a day costs ~10 bucket bisections, each
+# simulating up to 100k requests where the members' rates differ 20-fold; the 8-model stack's 56 triples took minutes
 
 
 @dataclass(frozen=True)
@@ -256,7 +258,8 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
         return usd * HOURS_PER_DAY
 
     sets: dict[tuple[str, ...], _Set] = {}
-    for n in range(2, min(MAX_SET_SIZE, len(names)) + 1):
+    largest = MAX_SET_SIZE if len(names) <= ALL_TRIPLES_UP_TO else 2
+    for n in range(2, min(largest, len(names)) + 1):
         for s in itertools.combinations(names, n):
             if partition is not None:
                 if s in partition:
@@ -568,7 +571,7 @@ def _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spe
              f"one day plan per model ({_saving(separate, usd_day)}) and ${peak_held:,.2f}/day for each model's peak "
              f"held all day ({_saving(peak_held, usd_day)})."]
     lines.append(f"MIP gap {gap:.2%} (the largest of the sets' own MILPs); LP bound ${lp_day:,.2f}/day over "
-                 f"{candidates} candidate sets of 2-{MAX_SET_SIZE} models (unevaluated ones at their lower bound) and "
+                 f"{candidates} candidate sets of 2-{MAX_SET_SIZE if len(names) <= ALL_TRIPLES_UP_TO else 2} models (unevaluated ones at their lower bound) and "
                  f"the singletons' day LPs; {simulated} co-located simulations for shares.")
     lines.append("Co-located capacity: per period the largest scale of that period's rates one replica holds at every "
                  f"member's P99 (periods whose mixes lie within {BUCKET_TOLERANCE:.0%} share one simulation at their "
