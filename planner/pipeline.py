@@ -125,6 +125,10 @@ class RecommendRequest(Strict):
             self.overhead_ms = DEFAULT_OVERHEAD_MS
         type(self)(**self.model_dump())
 
+    def but(self, **changes) -> "RecommendRequest":
+        """A new request with ``changes``, checked as a whole (pydantic's ``model_copy`` would skip the checks)."""
+        return type(self)(**{**self.model_dump(), **changes})
+
     def recorded(self, **found) -> PlanRequest:
         """The request as a plan records it: this model's dump, with what planning found (``found``: the region,
         the GPU types sized, the catalog's date)."""

@@ -122,19 +122,20 @@ def _useful_pools(problem: SetCoverProblem) -> tuple[Pool, ...]:
 
 
 def solve_set_cover(problem: SetCoverProblem, *, relax: bool = False, time_limit_s: float = 30.0,
-                    incumbent: float | None = None) -> SetCoverSolution:
+                    incumbent: float | None = None, mip_rel_gap: float = MIP_REL_GAP) -> SetCoverSolution:
     """The cheapest partition and fleet. ``incumbent``: the cost of a fleet known feasible (e.g. one Deployment
     per model); it bounds every pool's instances (an optimum spends no more on one pool than the whole fleet
     costs), so the bound cuts off nothing. Without it a generous heuristic bound is used and, as
     :func:`planner.optimize.solve` does, the problem is solved again within the proven one where that is looser."""
-    first = _solve(problem, relax, time_limit_s, incumbent)
+    first = _solve(problem, relax, time_limit_s, incumbent, mip_rel_gap)
     if incumbent is not None or relax:
         return first
-    again = _solve(problem, relax, time_limit_s, first.usd_per_hour)
+    again = _solve(problem, relax, time_limit_s, first.usd_per_hour, mip_rel_gap)
     return again if again.usd_per_hour <= first.usd_per_hour + TOL else first
 
 
-def _solve(problem: SetCoverProblem, relax: bool, time_limit_s: float, incumbent: float | None) -> SetCoverSolution:
+def _solve(problem: SetCoverProblem, relax: bool, time_limit_s: float, incumbent: float | None,
+           mip_rel_gap: float = MIP_REL_GAP) -> SetCoverSolution:
     pools = _useful_pools(problem)
     T = problem.periods
     sets = sorted({c.models for c in problem.columns})
@@ -271,7 +272,7 @@ def _solve(problem: SetCoverProblem, relax: bool, time_limit_s: float, incumbent
     integrality = np.zeros(n_var) if relax else np.array(integ)
     t0 = time.perf_counter()
     res = milp(np.array(cost), constraints=LinearConstraint(a, lo, hi), bounds=Bounds(np.zeros(n_var), np.array(ub)),
-               integrality=integrality, options={"time_limit": time_limit_s, "mip_rel_gap": MIP_REL_GAP})
+               integrality=integrality, options={"time_limit": time_limit_s, "mip_rel_gap": mip_rel_gap})
     wall = time.perf_counter() - t0
     if res.x is None:
         raise Infeasible(res.message)

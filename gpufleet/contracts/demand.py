@@ -56,6 +56,7 @@ class DemandCurve:
     step_s: float | None
     source: str
     model: str = ""
+    start_s: float | None = None  # the first row's time as the file gives it (None: no time column)
 
     @property
     def span_s(self) -> float:
@@ -207,7 +208,8 @@ def read_demand(path: Path | str, step_min: float | None = None, *, error: type[
                 raise error(f"{path}: model {name!r} and model {shared[0]!r} differ in their times (first at "
                             f"{differ[0] - min(shared[1][0], times[0]):g} s from the start): give every model a "
                             "rate at every time")
-        curve = DemandCurve(np.array(qps), step_s, str(path), name)
+        start = shared[1][0] if (shared is not None and time_col is not None and step_min is None) else None
+        curve = DemandCurve(np.array(qps), step_s, str(path), name, start)
         if step_s is not None and curve.span_s < min_span_s:
             raise error(f"{path}: {who}the curve spans {curve.span_s / 60:g} minutes; at least "
                         f"{min_span_s / 3600:g} hour is needed")

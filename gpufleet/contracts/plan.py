@@ -294,6 +294,9 @@ class MixModel(Strict):
     model: str
     qps: float = Field(gt=0)
     p99_ms: float = Field(gt=0)
+    period_p99_ms: list[float | None] | None = Field(
+        default=None, description="a mix over a day: the model's simulated P99 in each period (null: past "
+                                  "saturation); qps is then its curve's peak")
 
 
 class MixPlan(Strict):

@@ -1,0 +1,136 @@
+"""Issue 26, item 2: a mix over a day. Each model gives a curve; co-located sets are sized per period at that
+period's mix of rates (planner/mixday.py). Proof: a one-model mix is its day plan and a flat-curve mix is the point
+mix, exactly, through the console entry; the chosen partition is the cheapest of every partition planned on its own;
+every period's P99 is simulated within every model's target."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpufleet.contracts.plan import Plan
+from planner.cli import main
+from planner.day import recommend_day
+from planner.mixday import BUCKET_TOLERANCE, direction_buckets, read_mix_day, recommend_mix_day
+from planner.optimize import Infeasible
+from planner.pipeline import RecommendRequest
+from planner.errors import PlannerInputError
+
+T4 = ["--gpu", "T4"]
+# Three light models whose rates move against each other over six hours (resnet50 high when yolov8n-640 is low).
+THREE = {"yolov8n-640": ([100, 300, 500, 400, 200, 100], 50), "resnet50": ([300, 200, 100, 150, 300, 400], 40),
+         "yolov8s-640": ([50, 80, 120, 200, 100, 60], 80)}
+
+
+def write_mix(tmp_path: Path, models: dict[str, tuple[list[float], float]], name: str = "mix.csv") -> Path:
+    rows = ["time,model,qps"] + [f"{h:02d}:00,{m},{q}" for m, (qs, _) in models.items() for h, q in enumerate(qs)]
+    (tmp_path / "curves.csv").write_text("\n".join(rows) + "\n")
+    mix = tmp_path / name
+    mix.write_text("model,curve,p99_ms\n" + "".join(f"{m},curves.csv,{t}\n" for m, (_, t) in models.items()))
+    return mix
+
+
+def plan_of(capsys, *argv) -> Plan:
+    status = main(["recommend", *map(str, argv), "--format", "json"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    return Plan.model_validate_json(out)
+
+
+def fleet(plan: Plan) -> list[tuple[str, str, int]]:
+    return sorted((p.instance_type, p.capacity_type, p.count) for p in plan.pools)
+
+
+def test_one_model_mix_with_a_curve_is_its_day_plan(tmp_path, capsys):
+    qs = [300, 200, 100, 150, 300, 400]
+    mix = write_mix(tmp_path, {"resnet50": (qs, 40)})
+    curve = tmp_path / "one.csv"
+    curve.write_text("time,qps\n" + "".join(f"{h:02d}:00,{q}\n" for h, q in enumerate(qs)))
+    as_mix = plan_of(capsys, "--mix", mix, *T4)
+    as_day = plan_of(capsys, "--qps-curve", curve, "--model", "resnet50", "--p99-ms", "40", *T4)
+    assert (as_mix.day.usd_per_day, fleet(as_mix), [p.instances for p in as_mix.day.periods]) == (
+        as_day.day.usd_per_day, fleet(as_day), [p.instances for p in as_day.day.periods])
+
+
+def test_flat_curve_mix_is_the_point_mix(tmp_path, capsys):
+    flat = {"yolov8m-seg-640": ([100] * 3, 150), "yolov8n-640": ([150] * 3, 50)}
+    mix = write_mix(tmp_path, flat)
+    point = tmp_path / "point.csv"
+    point.write_text("model,qps,p99_ms\nyolov8m-seg-640,100,150\nyolov8n-640,150,50\n")
+    a, b = plan_of(capsys, "--mix", mix, *T4), plan_of(capsys, "--mix", point, *T4)
+    assert (a.cost, fleet(a), [d.model_dump() for d in a.deployments]) == (
+        b.cost, fleet(b), [d.model_dump() for d in b.deployments])
+
+
+def test_curves_at_different_steps_are_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "a.csv").write_text("time,qps\n00:00,10\n01:00,20\n02:00,10\n")
+    (tmp_path / "b.csv").write_text("time,qps\n00:00,10\n00:30,20\n01:00,10\n01:30,5\n02:00,5\n02:30,5\n")
+    mix = tmp_path / "mix.csv"
+    mix.write_text("model,curve,p99_ms\nresnet50,a.csv,40\nyolov8n-640,b.csv,50\n")
+    assert main(["recommend", "--mix", str(mix)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "same step and times" in err
+
+
+def test_a_bucket_of_mix_directions_holds_each_period_in_it():
+    """The bucket's simulated direction is at least every member period's direction in every model, so the share
+    found for it holds each period (the capacity region is downward closed)."""
+    rng = np.random.default_rng(3)
+    r = rng.uniform(0.5, 1.5, size=(24, 3)) * np.array([1.0, 2.0, 0.5])
+    u = r / r.sum(axis=1)[:, None]
+    for b in direction_buckets(u):
+        e = u[b].max(axis=0)
+        assert np.all(e[None, :] >= u[b] - 1e-15)
+        assert np.all(e <= (1 + BUCKET_TOLERANCE) * u[b[0]] + 1e-12)
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory):
+    """The 3-model x 6-period case: each model's own day plan, and the mix over the day."""
+    tmp = tmp_path_factory.mktemp("mixday")
+    mix = read_mix_day(write_mix(tmp, THREE))
+    req = RecommendRequest(qps=1.0, gpus=["T4"])
+    solo = {m.model: recommend_day(req.but(model=m.model, p99_ms=m.p99_ms, qps=float(m.curve.qps.max())),
+                                   m.curve) for m in mix}
+    return mix, req, solo, recommend_mix_day(req.but(), mix, solo=solo, workers=1)
+
+
+def test_mix_day_equals_the_cheapest_partition_planned_one_by_one(three):
+    """Brute force: every partition of the three models, each planned as given (its sets' columns simulated, none
+    pruned), costs no less than the plan, and the cheapest is the plan's cost."""
+    mix, req, solo, plan = three
+    names = sorted(m.model for m in mix)
+    costs = []
+    for parts in _partitions(names):
+        try:
+            costs.append(recommend_mix_day(req.but(), mix, solo=solo, workers=1,
+                                           partition=[tuple(sorted(p)) for p in parts]).day.usd_per_day)
+        except (Infeasible, PlannerInputError):
+            continue
+    assert plan.day.usd_per_day == pytest.approx(min(costs), abs=0.01)
+
+
+def test_every_period_is_simulated_within_every_models_target(three):
+    mix, _, _, plan = three
+    assert any(d.shared for d in plan.deployments)  # the case co-locates, so the per-period check is exercised
+    for m in plan.mix.models:
+        assert len(m.period_p99_ms) == 6
+        assert all(p is not None and p <= m.p99_ms for p in m.period_p99_ms), (m.model, m.period_p99_ms)
+
+
+def test_the_mix_over_the_day_costs_no_more_than_one_day_plan_per_model(three):
+    _, _, solo, plan = three
+    assert plan.day.usd_per_day <= sum(p.day.usd_per_day for p in solo.values()) + 0.01
+
+
+def _partitions(items):
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for part in _partitions(rest):
+        for i in range(len(part)):
+            yield part[:i] + [[first] + part[i]] + part[i + 1:]
+        yield [[first]] + part
