@@ -20,7 +20,7 @@ from planner.profiles import load_profiles
 from planner.render import render_day
 from planner.cli import main
 from planner.day import recommend_day
-from planner.mixday import BUCKET_TOLERANCE, _check_job, direction_buckets, read_mix_day, recommend_mix_day
+from planner.mixday import BUCKET_TOLERANCE, check_replica, direction_buckets, read_mix_day, recommend_mix_day
 from planner.optimize import Infeasible
 from planner.pipeline import RecommendRequest
 from planner.errors import PlannerInputError
@@ -177,6 +177,6 @@ def test_the_periods_check_simulates_fresh_random_numbers_not_the_searchs():
     models = [ReplicaModel.from_profile(profiles[(d.model, "T4")]) for d in demands]
     cfgs = [BatchingConfig(max_batch_size=b, max_queue_delay_microseconds=q, preferred_batch_sizes=(),
                            instance_count=1) for b, q in ((4, 2000), (8, 1000))]
-    checked = _check_job((demands, models, cfgs, ((None, False),)))
+    checked = [r.quantile_ms(0.99) / 1000.0 for r in check_replica((demands, models, cfgs, ((None, False),)))]
     searched = simulate_p99(demands, models, cfgs, 1.0, None)
     assert checked != searched
