@@ -107,12 +107,14 @@ class MixPlan:
 
 
 def simulate_runs(bundle_models: list[ModelDemand], models: list[ReplicaModel], cfgs: list[BatchingConfig],
-          share: float, speedup, turns: bool = False, give_up: bool = False) -> list[SimResult] | None:
+          share: float, speedup, turns: bool = False, give_up: bool = False, *, seed: int = SEED,
+          requests: int = SHARE_REQUESTS) -> list[SimResult] | None:
     """Each model's simulated latencies on one replica carrying ``share`` of every model's traffic; with
-    ``give_up``, None as soon as some model's P99 is sure to exceed its budget."""
+    ``give_up``, None as soon as some model's P99 is sure to exceed its budget. ``seed`` and ``requests`` (the
+    busiest model's): the share search's by default; a verification passes its own (fresh numbers)."""
     rates = [d.qps * share for d in bundle_models]
-    span = max(SHARE_REQUESTS / max(rates), MIN_MODEL_REQUESTS / min(rates))
-    rng = np.random.default_rng(SEED)
+    span = max(requests / max(rates), MIN_MODEL_REQUESTS / min(rates))
+    rng = np.random.default_rng(seed)
     arrivals, draws = [], []
     for r in rates:
         n = max(int(r * span), 1)

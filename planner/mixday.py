@@ -56,7 +56,7 @@ from gpufleet.contracts.autoscaling import AutoscalingSpec
 from planner.capacity import ReplicaModel, queue_bound
 from planner.catalog import HOURS_PER_MONTH, read_catalog
 from planner.colocate import (PARALLEL_AT_LEAST, UNMEASURED_WAYS, ModelDemand, corun_speed, least_per_replica,
-                              map_jobs, search_share, simulate_p99, solo_capacity)
+                              map_jobs, search_share, simulate_runs, solo_capacity)
 from planner.day import DAY_MIP_REL_GAP, DEFAULT_PERIOD_S, HOURS_PER_DAY, MIN_SPAN_S, recommend_day
 from planner.errors import PlannerInputError
 from planner.mig import slice_profiles
@@ -66,7 +66,9 @@ from planner.pipeline import (DEFAULT_OVERHEAD_MS, RecommendRequest, autoscaling
                               request_pairing)
 from planner.profiles import load_profiles
 from planner.setcover import RESERVED, Column, SetCoverProblem, choose_partition, solve_set_cover
-from planner.sizing import MAX_ROUNDS, TIGHTEN, FleetConstraints, fleet_pools
+from planner.simulate import SimResult
+from planner.sizing import (MAX_ROUNDS, TIGHTEN, VERIFY_REQUESTS, VERIFY_SEED, FleetConstraints,
+                             fleet_pools)
 
 MIX_DAY_COLUMNS = ("model", "curve", "p99_ms")
 # Periods whose per-model share of the set's traffic differs by at most 20% (relative) from the bucket's first
@@ -387,8 +389,8 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
                 continue
             checks[s] = _check_set(sets[s], rates(s), pools, req.routing, by_name, replica, overhead, T, workers)
             for g, per in checks[s].items():
-                bad = [t for t, (_, p99s) in per.items()
-                       if any(p is None or p > by_name[m].p99_ms for p, m in zip(p99s, s))]
+                bad = [t for t, (_, lat, _, _) in per.items()
+                       if any(p99 > by_name[m].p99_ms for (_, _, p99), m in zip(lat, s))]
                 if bad:
                     missed = True
                     for c in sets[s].columns:
@@ -437,18 +439,24 @@ def _reps(sol, key, pools, t: int) -> int:
     return sum(by[p].gpus_per_instance * v[t] for p, v in sol.counts.get(key, {}).items())
 
 
-def _check_job(job):
+def check_replica(job) -> list[SimResult]:
+    """One co-located replica at a period's per-replica rates, as the check simulates it: on fresh random numbers
+    (:data:`planner.sizing.VERIFY_SEED`, :data:`planner.sizing.VERIFY_REQUESTS` of the busiest model), not the
+    share search's, so the check is a sample independent of the search it checks (as a point plan verifies). Per
+    model the run of the way of sharing the GPU with the higher P99 (``ways``: (co-run speed, turns) pairs).
+    ``job``: (demands at the per-replica rates, replica models, configs, ways)."""
     ds, rms, cfgs, ways = job
-    worst = [0.0] * len(ds)
+    worst: list[SimResult] | None = None
     for speed, turns in ways:
-        p99 = simulate_p99(ds, rms, cfgs, 1.0, speed, turns)
-        worst = [max(a, b) for a, b in zip(worst, p99)]
+        runs = simulate_runs(ds, rms, cfgs, 1.0, speed, turns, seed=VERIFY_SEED, requests=VERIFY_REQUESTS)
+        worst = runs if worst is None else [max(a, b, key=lambda r: r.quantile_ms(0.99)) for a, b in zip(worst, runs)]
     return worst
 
 
 def _check_set(st: _Set, r: np.ndarray, pools, routing: str, by_name, replica, overhead: float, T: int, workers):
-    """Every used column of the set's fleet simulated at every period's own per-replica rates: GPU type -> period ->
-    (per-replica rates, each member's P99 in ms end to end)."""
+    """Every used column of the set's fleet simulated at every period's own per-replica rates (:func:`check_replica`):
+    GPU type -> period -> (per-replica rates, each member's (P50, P90, P99) in ms end to end, each member's mean
+    batch size, the replica's GPU busy fraction: the members' device loads at those rates, summed, at most 1)."""
     sol = st.sol
     jobs, where = [], []
     cols = {c.gpu: c for c in st.columns}
@@ -469,10 +477,14 @@ def _check_set(st: _Set, r: np.ndarray, pools, routing: str, by_name, replica, o
             ds = [ModelDemand(m, q, by_name[m].p99_ms, overhead) for m, q in zip(st.models, per)]
             jobs.append((ds, [replica[(m, g)] for m in st.models], list(c.data["configs"]), ways))
             where.append((g, t, per))
-    found = map_jobs(_check_job, jobs, workers if len(jobs) >= PARALLEL_AT_LEAST else 1)
+    found = map_jobs(check_replica, jobs, workers if len(jobs) >= PARALLEL_AT_LEAST else 1)
     out: dict[str, dict[int, tuple]] = {}
-    for (g, t, per), p99 in zip(where, found):
-        out.setdefault(g, {})[t] = (per, [p * 1000.0 + overhead for p in p99])
+    for (g, t, per), (_, rms, cfgs, _), runs in zip(where, jobs, found):
+        # The GPU's busy fraction as the point mix writes it (planner.mix: each member's rate over its saturation
+        # rate with its config, summed): what the members' batches take of the device at these rates.
+        busy = min(sum(q / rm.saturation_rate(c) for q, rm, c in zip(per, rms, cfgs)), 1.0)
+        out.setdefault(g, {})[t] = (per, [tuple(r.quantile_ms(q) + overhead for q in (0.5, 0.9, 0.99)) for r in runs],
+                                    [r.mean_batch_size for r in runs], busy)
     return out
 
 
@@ -502,8 +514,8 @@ def _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spe
                     if n:
                         inst[t][pool] = inst[t].get(pool, 0) + n
         for g, per in checks[s].items():
-            for t, (_, p99s) in per.items():
-                for m, p in zip(s, p99s):
+            for t, (_, lat, _, _) in per.items():
+                for m, (_, _, p) in zip(s, lat):
                     period_p99[m][t] = max(period_p99[m][t] or 0.0, p)
             name = shared_name(s, g)
             sharing[name] = ("measured co-run speed (serving profile --corun)" if sets[s].columns and
@@ -511,7 +523,7 @@ def _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spe
                              "unmeasured: holds both with batches taking turns and with processor sharing at no gain")
             key = (s, g)
             top = max(per, key=lambda t: sum(per[t][0]))  # the period this Deployment is busiest
-            rates_top, p99_top = per[top]
+            rates_top, lat_top, batch_top, busy_top = per[top]
             reps_top = _reps(sol, key, pools, top)
             reps_all = [_reps(sol, key, pools, t) for t in range(T)]
             col = next(c for c in sets[s].columns if c.gpu == g)
@@ -523,8 +535,11 @@ def _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spe
                     routing_weight=round(min(max(sol.traffic[key][top], 0.0), 1.0), 6),
                     rate_per_replica=round(rates_top[i], 3),
                     triton=queue_bound(replica[(m, g)], cfg, (by_name[m].p99_ms - overhead) / 1000.0),
-                    predicted=LatencyPrediction(p50_ms=round(p99_top[i], 3), p90_ms=round(p99_top[i], 3),
-                                                p99_ms=round(p99_top[i], 3), utilization=0.0, mean_batch_size=1.0),
+                    # The check's simulation at the busiest period (the one rate_per_replica gives); every
+                    # period's P99 is in mix.models[].period_p99_ms.
+                    predicted=LatencyPrediction(p50_ms=round(lat_top[i][0], 3), p90_ms=round(lat_top[i][1], 3),
+                                                p99_ms=round(lat_top[i][2], 3), utilization=round(busy_top, 4),
+                                                mean_batch_size=round(batch_top[i], 2)),
                     autoscaling=Autoscaling(
                         target_rate_per_replica=round(max(col.share[top] * float(peaks[m][top]), 1e-3), 3),
                         max_rate_per_replica=round(max(most, 1e-3), 3),

@@ -95,8 +95,12 @@ def render_day(plan: Plan, console: Console) -> None:
                 _columns(("from", "peak req/s", "mean req/s", "reserved", "on-demand", "spot", "$",
                           "replayed P99 ms", f"P99 <= {target:g} ms")), hours)
     if d.saving_vs_peak_held_usd_per_day is not None:
-        console.print(f"${d.saving_vs_peak_held_usd_per_day:,.2f}/day saved against the point plan at the peak held "
-                      f"all day (${d.peak_held_usd_per_day:,.2f}/day): {d.saving_vs_peak_held:.1%}")
+        # A mix's models peak in different periods: its figure is each model's own point plan at its own peak, held
+        # all day, summed (planner.mixday), not one plan at one peak.
+        held = ("each model's own peak held all day, summed (its point plan at its curve's peak)"
+                if plan.mix is not None else "the point plan at the peak held all day")
+        console.print(f"${d.saving_vs_peak_held_usd_per_day:,.2f}/day saved against {held} "
+                      f"(${d.peak_held_usd_per_day:,.2f}/day): {d.saving_vs_peak_held:.1%}")
     ways = [["this day plan", f"{d.usd_per_day:,.2f}", f"{d.usd_per_month:,.0f}",
              "overloaded" if d.worst_period_p99_ms is None else f"{d.worst_period_p99_ms:.1f}",
              "[green]holds[/]" if d.holds_target else "[red]misses[/]"]]

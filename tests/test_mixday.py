@@ -10,10 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rich.console import Console
+
 from gpufleet.contracts.plan import Plan
+from gpufleet.contracts.triton import BatchingConfig
+from planner.capacity import ReplicaModel
+from planner.colocate import ModelDemand, simulate_p99
+from planner.profiles import load_profiles
+from planner.render import render_day
 from planner.cli import main
 from planner.day import recommend_day
-from planner.mixday import BUCKET_TOLERANCE, direction_buckets, read_mix_day, recommend_mix_day
+from planner.mixday import BUCKET_TOLERANCE, check_replica, direction_buckets, read_mix_day, recommend_mix_day
 from planner.optimize import Infeasible
 from planner.pipeline import RecommendRequest
 from planner.errors import PlannerInputError
@@ -134,3 +141,42 @@ def _partitions(items):
         for i in range(len(part)):
             yield part[:i] + [[first] + part[i]] + part[i + 1:]
         yield [[first]] + part
+
+
+def test_shared_deployments_p50_and_p90_are_simulated_not_the_p99(three):
+    """A shared Deployment's P50 and P90 come from its simulation (the busiest period's), not copies of its P99."""
+    shared = [d for d in three[3].deployments if d.shared]
+    assert shared
+    assert all(d.predicted.p50_ms < d.predicted.p90_ms < d.predicted.p99_ms for d in shared), \
+        [(d.model, d.predicted) for d in shared]
+
+
+def test_shared_deployments_utilization_is_the_gpus_busy_time(three):
+    """A shared replica's GPU is busy some of the time at its busiest period's rates: one figure per Deployment,
+    the same for every model in it (they share the GPU)."""
+    shared = [d for d in three[3].deployments if d.shared]
+    by_name: dict[str, set[float]] = {}
+    for d in shared:
+        by_name.setdefault(d.shared, set()).add(d.predicted.utilization)
+    assert all(len(u) == 1 and 0.0 < next(iter(u)) <= 1.0 for u in by_name.values()), by_name
+
+
+def test_mix_day_render_names_the_sum_of_each_models_own_peak(three):
+    """The saving line of a mix over a day compares with each model's own peak held all day, summed: not "the point
+    plan at the peak" (the mix's peaks fall in different periods)."""
+    console = Console(record=True, width=200)
+    render_day(three[3], console)
+    text = console.export_text()
+    assert "point plan at the peak" not in text and "each model's own peak held all day, summed" in text, text
+
+
+def test_the_periods_check_simulates_fresh_random_numbers_not_the_searchs():
+    """The check of a shared replica at a period's rates is an independent sample: not the share search's numbers."""
+    profiles = load_profiles([])
+    demands = [ModelDemand("yolov8m-seg-640", 30.0, 150), ModelDemand("yolov8n-640", 50.0, 50)]
+    models = [ReplicaModel.from_profile(profiles[(d.model, "T4")]) for d in demands]
+    cfgs = [BatchingConfig(max_batch_size=b, max_queue_delay_microseconds=q, preferred_batch_sizes=(),
+                           instance_count=1) for b, q in ((4, 2000), (8, 1000))]
+    checked = [r.quantile_ms(0.99) / 1000.0 for r in check_replica((demands, models, cfgs, ((None, False),)))]
+    searched = simulate_p99(demands, models, cfgs, 1.0, None)
+    assert checked != searched

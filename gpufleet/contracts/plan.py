@@ -81,12 +81,16 @@ class PoolPlan(Strict):
 
 
 class LatencyPrediction(Strict):
-    """Simulated end-to-end latency at the planned rate."""
+    """Simulated end-to-end latency at the planned rate. A shared Deployment of a mix over a day (``planner
+    recommend --mix`` with curves): the simulation of its busiest period (the period its ``rate_per_replica`` is
+    from), on the check's own random numbers; every period's P99 is in ``mix.models[].period_p99_ms``."""
 
     p50_ms: float
     p90_ms: float
     p99_ms: float
-    utilization: float = Field(ge=0, le=1, description="share of time the GPU is executing a batch")
+    utilization: float = Field(ge=0, le=1, description="share of time the GPU is executing a batch; a shared "
+                               "Deployment: every member's rate over its saturation rate with its config, summed "
+                               "(the same figure for each member)")
     mean_batch_size: float | None = None
 
 
