@@ -279,19 +279,22 @@ def column_bound(demands: list[ModelDemand], models: list[ReplicaModel], cfgs: l
     return bound
 
 
-def _verify_runs(ds, rms, cfgs, routed: tuple[float, float, int], speed):
+def verify_runs(ds, rms, cfgs, routed: tuple[float, float, int], speed):
     """Each model's simulation at ``share`` of its traffic per replica, for the plan: a single model as the point
     plan verifies it (:data:`planner.sizing.VERIFY_REQUESTS` on fresh random numbers, at the same rate), a set
-    co-located (both
-    ways where the co-run was not measured: per model the way with the higher P99)."""
+    co-located on fresh numbers too (the busiest model's VERIFY_REQUESTS; both ways where the co-run was not
+    measured: per model the way with the higher P99)."""
     holds, total, reps = routed
     if len(ds) == 1:
         verify = Workload.poisson(VERIFY_REQUESTS, seed=VERIFY_SEED)
         return [verify.run(ds[0].qps * holds / total / reps, cfgs[0], rms[0].service, rms[0].speedup)]
     share = holds / total / reps
-    sim = simulate_runs(ds, rms, cfgs, share, speed)
+    # Fresh numbers, as a point plan is verified: the share was bisected on the search's sample, which it passes by
+    # construction.
+    fresh = {"seed": VERIFY_SEED, "requests": VERIFY_REQUESTS}
+    sim = simulate_runs(ds, rms, cfgs, share, speed, **fresh)
     if speed is None:
-        turns = simulate_runs(ds, rms, cfgs, share, None, turns=True)
+        turns = simulate_runs(ds, rms, cfgs, share, None, turns=True, **fresh)
         sim = [max(a, b, key=lambda r: r.quantile_ms(0.99)) for a, b in zip(sim, turns)]
     return sim
 
@@ -675,7 +678,7 @@ def _check(sol, columns, by_name, replica, routing, spot_survival, pools) -> dic
             reps = _replicas(sol, k, pools)
             ds = [by_name[m] for m in s]
             rms = [replica[(m, k[1])] for m in s]
-            runs = _verify_runs(ds, rms, list(c.data["configs"]), (holds[k], total, reps), c.data["speed"])
+            runs = verify_runs(ds, rms, list(c.data["configs"]), (holds[k], total, reps), c.data["speed"])
             out[k] = ((holds[k], total), reps, runs)
     return out
 

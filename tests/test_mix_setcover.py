@@ -214,3 +214,23 @@ def test_a_mix_with_a_calibrated_model_plans_it_with_its_fitted_overhead(calibra
     # The fitted overhead is in det's predicted P99 at least: its prediction is queue + device + overhead.
     assert det and all(d.predicted.p50_ms >= cal.overhead_ms for d in det)
     assert "det: fitted by planner fit" in plan.request.overhead_source
+
+
+def test_a_co_located_sets_verification_simulates_fresh_random_numbers_not_the_searchs():
+    """The plan's check of a shared replica is an independent sample, as a point plan's is: not the numbers the
+    share search bisected on (a share tuned to one sample passes that sample by construction)."""
+    from planner.capacity import ReplicaModel
+    from planner.colocate import simulate_runs, verify_runs
+    from planner.profiles import load_profiles
+    from gpufleet.contracts.triton import BatchingConfig
+    profiles = load_profiles([])
+    demands = [ModelDemand("yolov8m-seg-640", 30.0, 150), ModelDemand("yolov8n-640", 50.0, 50)]
+    models = [ReplicaModel.from_profile(profiles[(d.model, "T4")]) for d in demands]
+    cfgs = [BatchingConfig(max_batch_size=b, max_queue_delay_microseconds=q, preferred_batch_sizes=(),
+                           instance_count=1) for b, q in ((4, 2000), (8, 1000))]
+    verified = verify_runs(demands, models, cfgs, (1.0, 1.0, 1), None)
+    # The search's sample at the same share, both ways of sharing the GPU, the worse kept per model (as verified).
+    ways = [simulate_runs(demands, models, cfgs, 1.0, None, turns=t) for t in (False, True)]
+    searched = [max(a, b, key=lambda r: r.quantile_ms(0.99)) for a, b in zip(*ways)]
+    assert not any(len(v.latency_s) == len(s.latency_s) and np.array_equal(v.latency_s, s.latency_s)
+                   for v, s in zip(verified, searched))
