@@ -50,7 +50,7 @@ def recommend_cmd(
     qps_curve: Annotated[Optional[Path], typer.Option(help="Plan over a day: CSV of req/s with a 'time' column (seconds, HH:MM or ISO) at a regular step, or a 'qps' column alone with --curve-step-min.")] = None,
     curve_step_min: Annotated[Optional[float], typer.Option(help="With --qps-curve: minutes each row stands for (for a CSV without a time column).")] = None,
     period_min: Annotated[float, typer.Option(help="With --qps-curve: the planning period, minutes; the fleet changes at most this often.")] = DEFAULT_PERIOD_S / 60.0,
-    mix: Annotated[Optional[Path], typer.Option(help="Several models, one fleet: CSV with columns model,qps,p99_ms, one row per model (instead of --qps, --model, --p99-ms); model,curve,p99_ms plans each model over its own curve (a demand CSV relative to the mix file).")] = None,
+    mix: Annotated[Optional[Path], typer.Option(help="Several models, one fleet: CSV with columns model,qps,p99_ms, one row per model (instead of --qps, --model, --p99-ms); model,curve,p99_ms plans each model over its own curve (a demand CSV relative to the mix file); an optional calibration column names each model's `planner fit` file.")] = None,
     p99_ms: Annotated[float, typer.Option(help="End-to-end P99 latency target, ms.")] = default_of(_R, "p99_ms"),
     model: Annotated[str, typer.Option(help="Model name in the latency profiles (embedded: yolov8{n,s,m,l,x}-{640,1280x720}, yolov8m-seg-{640,1280x720}, resnet50).")] = default_of(_R, "model"),
     gpu: Annotated[Optional[list[str]], typer.Option(help="GPU types to consider (repeat); default all profiled.")] = default_of(_R, "gpus"),
@@ -84,15 +84,12 @@ def recommend_cmd(
     mode = _demand(qps, qps_curve, mix)
     curve = mixed = mixed_day = None
     if mode == "mix":
-        from planner.mixday import is_day_mix, read_mix_day
-        if is_day_mix(mix):  # a curve per model: the mix over the day
-            mixed_day = read_mix_day(mix)
-            mixed = [(m.model, float(m.curve.qps.max()), m.p99_ms) for m in mixed_day]
+        from planner.mixday import read_mix
+        mixed = read_mix(mix)
+        if any(r.curve is not None for r in mixed):  # a curve per model: the mix over the day
+            mixed_day = mixed
             if not (math.isfinite(period_min) and period_min > 0):
                 raise PlannerInputError(f"--period-min must be a positive number, got {period_min:g}")
-        else:
-            from planner.mix import read_mix
-            mixed = read_mix(mix)
     elif mode == "day":
         from planner.day import read_day_curve
         curve = read_day_curve(qps_curve, curve_step_min)
@@ -100,7 +97,7 @@ def recommend_cmd(
             raise PlannerInputError(f"--period-min must be a positive number, got {period_min:g}")
     # The one place the request is built: the rate the fleet must hold is the curve's peak or the mix's sum.
     req = RecommendRequest(
-        qps=float(curve.qps.max()) if curve is not None else sum(q for _, q, _ in mixed) if mixed else qps,
+        qps=float(curve.qps.max()) if curve is not None else sum(r.qps for r in mixed) if mixed else qps,
         p99_ms=p99_ms, model=model, gpus=gpu or None, catalog=catalog, profiles=list(profile),
         capacity_types=list(capacity_type), routing=routing, max_spot_share=max_spot_share,
         spot_survival=spot_survival, survival_p99_ms=survival_p99_ms, horizon_months=horizon_months,

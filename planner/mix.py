@@ -1,7 +1,9 @@
 """``planner recommend --mix``: several models, each at its own rate and P99, planned as one fleet.
 
-The mix file is a CSV with one row per model: ``model,qps,p99_ms``; lines starting with ``#`` are comments (where
-the rates and targets come from). :func:`recommend_mix` finds the cheapest
+The mix file is a CSV with one row per model: ``model,qps,p99_ms`` and optionally ``calibration`` (a ``planner fit``
+calibration of the row's model, relative to the mix file); lines starting with ``#`` are comments (where the rates
+and targets come from). :func:`planner.mixday.read_mix` reads it, and the form with a curve per model.
+:func:`recommend_mix` finds the cheapest
 partition of the models into shared Deployments (:func:`planner.colocate.plan_mix`: one set-partitioning MILP over
 candidate sets) and writes it as a plan: one
 ``deployments`` entry per model and GPU type, the co-located ones naming their shared Deployment, and the
@@ -9,15 +11,16 @@ comparison with one Deployment per model in ``mix``.
 """
 from __future__ import annotations
 
-import csv
 import math
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from gpufleet.contracts.plan import (Autoscaling, Binding, Cost, Deployment, LatencyPrediction, MixModel,
                                      MixPlan, Plan, PlanRequest, SolverReport)
-from gpufleet.contracts.calibration import read_calibration
+from gpufleet.contracts.calibration import Calibration, read_calibration
+from gpufleet.contracts.demand import DemandCurve
 from planner.capacity import CapacitySearch, queue_bound
 from planner.catalog import HOURS_PER_MONTH, read_catalog
 from planner.colocate import PARALLEL_AT_LEAST, ModelDemand, Part, corun_speed, map_jobs, plan_mix
@@ -37,69 +40,73 @@ MAX_SET_SIZE = 3
 MAX_MIX_MODELS = 12  # C(12, <=4) = 793 sets x GPU types: the MILP stays seconds
 
 
-def read_mix(path: Path | str) -> list[tuple[str, float, float]]:
-    """(model, qps, p99_ms) per row of a mix CSV; :class:`PlannerInputError` with one line on any defect."""
-    path = Path(path)
-    try:
-        with path.open(newline="") as f:
-            # Lines starting with '#' say where the rates and targets come from; they are not rows.
-            rows = list(csv.DictReader(line for line in f if not line.lstrip().startswith("#")))
-            header = tuple(rows[0].keys()) if rows else ()
-    except OSError as exc:
-        raise PlannerInputError(f"{path}: cannot read mix: {exc.strerror}") from None
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise PlannerInputError(f"{path}: not a CSV: {exc}") from None
-    missing = [c for c in MIX_COLUMNS if c not in header]
-    if not rows or missing:
-        raise PlannerInputError(f"{path}: a mix needs a header {','.join(MIX_COLUMNS)} and one row per model"
-                                + (f"; missing {', '.join(missing)}" if rows else ""))
-    mix, seen = [], set()
-    for line, row in enumerate(rows, start=2):
-        name = (row["model"] or "").strip()
-        try:
-            qps, p99 = float(row["qps"]), float(row["p99_ms"])
-        except (TypeError, ValueError):
-            raise PlannerInputError(f"{path}:{line}: qps and p99_ms must be numbers") from None
-        if not name or not all(math.isfinite(v) and v > 0 for v in (qps, p99)):
-            raise PlannerInputError(f"{path}:{line}: a model name, and qps and p99_ms > 0")
-        if name in seen:
-            raise PlannerInputError(f"{path}:{line}: model {name!r} appears twice")
-        seen.add(name)
-        mix.append((name, qps, p99))
-    if len(mix) > MAX_MIX_MODELS:
-        raise PlannerInputError(f"{path}: {len(mix)} models; a mix plans up to {MAX_MIX_MODELS} together")
-    return mix
+@dataclass(frozen=True)
+class MixRow:
+    """One model of a mix file: its P99 target, its rate (a point) or its curve over a day (``qps`` is then the
+    curve's peak), and the calibration it is planned with, if any."""
+
+    model: str
+    qps: float
+    p99_ms: float
+    curve: DemandCurve | None = None
+    calibration: Path | None = None
 
 
-def recommend_mix(req: RecommendRequest, mix: list[tuple[str, float, float]], workers: int | None = None) -> Plan:
-    """The cheapest fleet for every model of ``mix`` at its own P99, models sharing Triton servers where that is
-    cheaper. ``req`` carries the fleet's constraints (routing, spot share and survival, replica floors, pool
-    limits, a calibration of one of the models); its rate, target and model are the mix's."""
-    if req.survival_p99_ms is not None:
-        raise PlannerInputError("--survival-p99-ms is one bound; a mix holds every model's own target while a spot "
-                                "pool is lost (drop --survival-p99-ms)")
-    names = [m for m, _, _ in mix]
-    cal = None
+def mix_calibrations(req: RecommendRequest, mix: list[MixRow]) -> dict[str, tuple[Path, Calibration]]:
+    """Each calibrated model's calibration: the mix file's ``calibration`` column, and ``--calibration`` for the
+    model it was fitted on. One line and :class:`PlannerInputError` where a calibration is for another model, or a
+    model is given two."""
+    names = [r.model for r in mix]
+    out: dict[str, tuple[Path, Calibration]] = {}
+    for r in mix:
+        if r.calibration is not None:
+            cal = read_calibration(r.calibration)
+            if cal.model != r.model:
+                raise PlannerInputError(f"{r.calibration}: calibrated for model '{cal.model}', not '{r.model}' (the "
+                                        "mix file's row names it)")
+            out[r.model] = (r.calibration, cal)
     if req.calibration is not None:
         cal = read_calibration(req.calibration)
         if cal.model not in names:
             raise PlannerInputError(f"{req.calibration}: calibrated for model '{cal.model}', which the mix does not "
                                     f"plan ({', '.join(names)})")
-        if req.scale_up_lag_s is None and req.ramp_per_min is None:
-            req.scale_up_lag_s, req.ramp_per_min = cal.scaling.scale_up_lag_s, cal.scaling.ramp_per_min
-    overhead = {m: req.overhead_ms if req.overhead_ms is not None else
-                cal.overhead_ms if cal is not None and cal.model == m else DEFAULT_OVERHEAD_MS for m in names}
-    req.qps, req.p99_ms = sum(q for _, q, _ in mix), min(t for _, _, t in mix)
+        if cal.model in out and out[cal.model][0].resolve() != Path(req.calibration).resolve():
+            raise PlannerInputError(f"{req.calibration}: model '{cal.model}' already has a calibration in the mix "
+                                    f"file ({out[cal.model][0]}); give one")
+        out[cal.model] = (Path(req.calibration), cal)
+    return out
+
+
+def most_cautious(cals: dict[str, tuple[Path, Calibration]]) -> Calibration | None:
+    """The calibration whose scaling sizes a replica lowest (the longest lag at the steepest ramp): a Deployment
+    that scales on several models' rates scales as its most cautious model needs."""
+    return min((c for _, c in cals.values()), key=lambda c: c.scaling.sizing_rate(1.0), default=None)
+
+
+def recommend_mix(req: RecommendRequest, mix: list[MixRow], workers: int | None = None) -> Plan:
+    """The cheapest fleet for every model of ``mix`` at its own P99, models sharing Triton servers where that is
+    cheaper. ``req`` carries the fleet's constraints (routing, spot share and survival, replica floors, pool
+    limits, a calibration of one of the models); its rate, target and model are the mix's. Each model is planned
+    with its own calibration (:func:`mix_calibrations`)."""
+    if req.survival_p99_ms is not None:
+        raise PlannerInputError("--survival-p99-ms is one bound; a mix holds every model's own target while a spot "
+                                "pool is lost (drop --survival-p99-ms)")
+    names = [r.model for r in mix]
+    cals = mix_calibrations(req, mix)
+    cal = most_cautious(cals)
+    if cal is not None and req.scale_up_lag_s is None and req.ramp_per_min is None:
+        req.scale_up_lag_s, req.ramp_per_min = cal.scaling.scale_up_lag_s, cal.scaling.ramp_per_min
+    overhead = mix_overheads(req, names, cals)
+    req.qps, req.p99_ms = sum(r.qps for r in mix), min(r.p99_ms for r in mix)
     req.model = "+".join(names)
     explicit_overhead = req.overhead_ms is not None
     req.overhead_ms = max(overhead.values()) if not explicit_overhead else req.overhead_ms
-    if cal is not None and not explicit_overhead:
-        req.overhead_source = (f"{cal.model}: fitted by planner fit on {cal.created_at[:10]} from {len(cal.steps)} "
-                               f"stress steps; the other models: {DEFAULT_OVERHEAD_MS:g} ms, {OVERHEAD_ASSUMED}")
+    if cals and not explicit_overhead:
+        req.overhead_source = overhead_source(names, cals)
     if req.overhead_ms >= req.p99_ms:
         req.overhead_ms = min(overhead.values())
     req.check()
-    for m, _, t in mix:
+    for m, t in ((r.model, r.p99_ms) for r in mix):
         if overhead[m] >= t:
             raise PlannerInputError(f"--overhead-ms {overhead[m]:g} leaves no latency budget under {m}'s "
                                     f"P99 {t:g} ms")
@@ -119,21 +126,23 @@ def recommend_mix(req: RecommendRequest, mix: list[tuple[str, float, float]], wo
             raise PlannerInputError(f"unknown model '{m}'; profiles exist for: {', '.join(known)}")
         if not any((m, g) in profiles for g in gpus):
             raise PlannerInputError(f"no latency profile for model '{m}' on {', '.join(sorted(gpus))}")
-    if cal is not None and (cal.model, cal.gpu) not in {(m, g) for m, g in profiles if g in gpus}:
-        raise PlannerInputError(f"{req.calibration}: calibrated on GPU '{cal.gpu}', which this plan does not "
-                                f"consider ({', '.join(sorted(gpus))}); plan with that GPU, or without the calibration")
+    for path, c in cals.values():
+        if (c.model, c.gpu) not in {(m, g) for m, g in profiles if g in gpus}:
+            raise PlannerInputError(f"{path}: calibrated on GPU '{c.gpu}', which this plan does not consider "
+                                    f"({', '.join(sorted(gpus))}); plan with that GPU, or without the calibration")
     constraints = FleetConstraints(req.routing, req.max_spot_share, req.spot_survival, req.min_replicas,
                                    req.max_instances_per_pool, req.horizon_months, tuple(req.capacity_types),
                                    req.min_replicas_per_gpu, req.mig)
     pools = fleet_pools(catalog, {g for g in gpus if any((m, g) in profiles for m in names)}, constraints)
     if not pools:
         raise PlannerInputError(f"the catalog has no {'/'.join(req.capacity_types)} pools for {', '.join(sorted(gpus))}")
-    demands = [ModelDemand(m, q, t, overhead[m]) for m, q, t in mix]
-    replicas, solo = _solo_sizing(req, demands, profiles, {p.gpu for p in pools}, cal, spec, workers)
-    if not any(k[0] == cal.model for k in solo) if cal is not None else False:
-        raise PlannerInputError(f"{req.calibration}: at {100 * (req.confidence or cal.uncertainty.confidence):g}% "
-                                "confidence the calibration cannot promise any capacity at this target; add stress "
-                                "steps at 50-85% load or lower --confidence")
+    demands = [ModelDemand(r.model, r.qps, r.p99_ms, overhead[r.model]) for r in mix]
+    replicas, solo = _solo_sizing(req, demands, profiles, {p.gpu for p in pools}, cals, spec, workers)
+    for m, (path, c) in cals.items():
+        if not any(k[0] == m for k in solo):
+            raise PlannerInputError(f"{path}: at {100 * (req.confidence or c.uncertainty.confidence):g}% confidence "
+                                    "the calibration cannot promise any capacity at this target; add stress steps at "
+                                    "50-85% load or lower --confidence")
     try:
         planned = plan_mix(demands, profiles, pools, max_spot_share=req.max_spot_share,
                            min_replicas_per_gpu=req.min_replicas_per_gpu, spec=spec, workers=workers,
@@ -198,21 +207,23 @@ def recommend_mix(req: RecommendRequest, mix: list[tuple[str, float, float]], wo
                             wall_s=round(planned.wall_s, 4)),
         binding_constraint=Binding(name="the partition into shared Deployments", usd_per_hour_if_relaxed=None),
         runner_up=None, survival=None, sizing=[], autoscaling=spec, why=why,
-        mix=MixPlan(models=[MixModel(model=d.model, qps=d.qps, p99_ms=d.p99_ms) for d in demands],
+        mix=MixPlan(models=[MixModel(model=d.model, qps=d.qps, p99_ms=d.p99_ms,
+                                     calibration=str(cals[d.model][0]) if d.model in cals else None)
+                            for d in demands],
                     separate_usd_per_hour=round(planned.separate_usd_per_hour, 4), saving=round(planned.saving, 6),
                     partitions_evaluated=max(planned.milps, 1), bundles_evaluated=planned.bundles_evaluated,
                     gpu_sharing=sharing, lp_bound_usd_per_hour=None if lp is None else round(lp, 4)))
 
 
-def _solo_sizing(req: RecommendRequest, demands: list[ModelDemand], profiles: dict, gpus: set[str], cal, spec,
-                 workers) -> tuple[dict, dict]:
+def _solo_sizing(req: RecommendRequest, demands: list[ModelDemand], profiles: dict, gpus: set[str], cals: dict,
+                 spec, workers) -> tuple[dict, dict]:
     """Per model and GPU type: the replica model (calibrated on the calibration's GPU) and its sizing alone, as a
     point plan sizes it (:func:`planner.sizing.size_gpu`: the best config at the target, the HPA target, the
     safe end of a calibrated capacity)."""
     keys = sorted((d.model, g) for d in demands for g in gpus if (d.model, g) in profiles)
     by_name = {d.model: d for d in demands}
-    calibrated = {k: calibrated_model(profiles[k], cal, req.confidence) if cal is not None and cal.model == k[0]
-                  else None for k in keys}
+    calibrated = {k: calibrated_model(profiles[k], cals[k[0]][1], req.confidence) if k[0] in cals else None
+                  for k in keys}
     replicas = {k: calibrated[k].replica() if calibrated[k] else replica_model(profiles[k], None) for k in keys}
     searches = {k: CapacitySearch(replicas[k]) for k in keys}
     caps = map_jobs(_best, [(searches[k], by_name[k[0]].budget_s * 1000.0, req.exhaustive) for k in keys],
@@ -226,6 +237,21 @@ def _solo_sizing(req: RecommendRequest, demands: list[ModelDemand], profiles: di
         if z.sizing_rate > 0:
             solo[k] = z
     return replicas, solo
+
+
+def mix_overheads(req: RecommendRequest, names: list[str], cals: dict) -> dict[str, float]:
+    """Each model's overhead: ``--overhead-ms`` when given, else its calibration's, else the default."""
+    return {m: req.overhead_ms if req.overhead_ms is not None else cals[m][1].overhead_ms if m in cals else
+            DEFAULT_OVERHEAD_MS for m in names}
+
+
+def overhead_source(names: list[str], cals: dict) -> str:
+    """Where each model's overhead comes from, for the plan's ``overhead_source``."""
+    fitted = [f"{m}: fitted by planner fit on {c.created_at[:10]} from {len(c.steps)} stress steps"
+              for m, (_, c) in cals.items()]
+    rest = [m for m in names if m not in cals]
+    return "; ".join(fitted + ([f"{'the other models' if len(rest) > 1 else rest[0]}: {DEFAULT_OVERHEAD_MS:g} ms, "
+                                f"{OVERHEAD_ASSUMED}"] if rest else []))
 
 
 def _best(job):

@@ -49,28 +49,27 @@ from pathlib import Path
 import numpy as np
 
 from gpufleet.contracts.demand import DemandCurve, read_demand
+from gpufleet.contracts.profile import read_profile
 from gpufleet.contracts.plan import (Autoscaling, Binding, Cost, DayComparison, DayPeriod, DayPlan, DayPool,
-                                     Deployment, LatencyPrediction, MixModel, MixPlan, Plan, PlanRequest, RampCheck,
-                                     SolverReport)
+                                     Deployment, LatencyPrediction, MixModel, MixPlan, Plan, PlanRequest, SolverReport)
 from gpufleet.contracts.autoscaling import AutoscalingSpec
-from planner.capacity import ReplicaModel, queue_bound
+from planner.capacity import queue_bound
 from planner.catalog import HOURS_PER_MONTH, read_catalog
 from planner.colocate import (PARALLEL_AT_LEAST, UNMEASURED_WAYS, ModelDemand, corun_speed, least_per_replica,
                               map_jobs, search_share, simulate_runs, solo_capacity)
 from planner.day import DAY_MIP_REL_GAP, DEFAULT_PERIOD_S, HOURS_PER_DAY, MIN_SPAN_S, recommend_day
 from planner.errors import PlannerInputError
 from planner.mig import slice_profiles
-from planner.mix import MAX_MIX_MODELS, recommend_mix, shared_name
+from planner.mix import (MAX_MIX_MODELS, MixRow, mix_calibrations, mix_overheads, overhead_source, recommend_mix,
+                         shared_name)
 from planner.optimize import Infeasible
-from planner.pipeline import (DEFAULT_OVERHEAD_MS, RecommendRequest, autoscaling_spec, planned_gpus, pool_plan,
-                              request_pairing)
+from planner.pipeline import RecommendRequest, planned_gpus, pool_plan, request_pairing
 from planner.profiles import load_profiles
-from planner.setcover import RESERVED, Column, SetCoverProblem, choose_partition, solve_set_cover
+from planner.setcover import Column, SetCoverProblem, choose_partition, solve_set_cover
 from planner.simulate import SimResult
 from planner.sizing import (MAX_ROUNDS, TIGHTEN, VERIFY_REQUESTS, VERIFY_SEED, FleetConstraints,
-                             fleet_pools)
+                             calibrated_model, fleet_pools, replica_model)
 
-MIX_DAY_COLUMNS = ("model", "curve", "p99_ms")
 # Periods whose per-model share of the set's traffic differs by at most 20% (relative) from the bucket's first
 # share one simulation; its envelope direction is then at most 20% above the first period's in any model, which the
 # share pays for conservatively (a replica is simulated with more of some models than the period sends). Safe at any
@@ -86,25 +85,13 @@ ALL_TRIPLES_UP_TO = 4  # ... past four models, pairs only: each set over a day c
 # simulating up to 100k requests where the members' rates differ 20-fold; the 8-model stack's 56 triples took minutes
 
 
-@dataclass(frozen=True)
-class ModelDay:
-    model: str
-    curve: DemandCurve
-    p99_ms: float
-
-
-def is_day_mix(path: Path | str) -> bool:
-    """Whether a mix file gives curves (a ``curve`` column) rather than rates."""
-    try:
-        with Path(path).open(newline="") as f:
-            header = next(csv.reader(line for line in f if not line.lstrip().startswith("#")), [])
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return False  # read_mix says what is wrong with it
-    return "curve" in [h.strip() for h in header]
-
-
-def read_mix_day(path: Path | str) -> list[ModelDay]:
-    """(model, curve, P99) per row; :class:`PlannerInputError` with one line on any defect."""
+def read_mix(path: Path | str) -> list[MixRow]:
+    """The mix file, one reader for both forms: per row a model, its P99 target (``p99_ms``), and either its rate
+    (``qps``: a point mix) or its curve (``curve``: a demand CSV relative to the mix file, read by
+    :func:`gpufleet.contracts.demand.read_demand`: a one-model curve, or a long-form ``time,model,qps`` file from
+    which the row's model is taken); optionally a ``calibration`` (a ``planner fit`` file of the row's model,
+    relative to the mix file; empty for none). Lines starting with ``#`` are comments. Every curve must have the
+    same step and times. :class:`PlannerInputError` with one line on any defect."""
     path = Path(path)
     try:
         with path.open(newline="") as f:
@@ -113,38 +100,51 @@ def read_mix_day(path: Path | str) -> list[ModelDay]:
         raise PlannerInputError(f"{path}: cannot read mix: {exc.strerror}") from None
     except (csv.Error, UnicodeDecodeError) as exc:
         raise PlannerInputError(f"{path}: not a CSV: {exc}") from None
-    header = tuple(rows[0].keys()) if rows else ()
-    missing = [c for c in MIX_DAY_COLUMNS if c not in header]
-    if not rows or missing or "qps" in header:
-        raise PlannerInputError(f"{path}: a mix over a day needs a header {','.join(MIX_DAY_COLUMNS)} (a curve in "
-                                "place of qps) and one row per model"
-                                + (f"; missing {', '.join(missing)}" if rows and missing else "")
-                                + ("; drop the qps column" if "qps" in header else ""))
-    out: list[ModelDay] = []
+    header = [h.strip() for h in rows[0].keys() if h is not None] if rows else []
+    forms = [c for c in ("qps", "curve") if c in header]
+    missing = [c for c in ("model", "p99_ms") if c not in header]
+    if not rows or missing or len(forms) != 1:
+        raise PlannerInputError(
+            f"{path}: a mix needs a header model,qps,p99_ms (a rate per model) or model,curve,p99_ms (a curve per "
+            "model), optionally calibration, and one row per model"
+            + (f"; missing {', '.join(missing)}" if rows and missing else "")
+            + ("; give qps or curve, not both" if len(forms) == 2 else ""))
+    over_day = forms[0] == "curve"
+    out: list[MixRow] = []
     first: tuple[str, DemandCurve] | None = None
-    for line, row in enumerate(rows, start=2):
-        name, where = (row["model"] or "").strip(), (row["curve"] or "").strip()
+    for line, row in enumerate(({(k or "").strip(): (v or "").strip() if isinstance(v, str) else v
+                                 for k, v in r.items()} for r in rows), start=2):
+        name = row.get("model") or ""
         try:
             p99 = float(row["p99_ms"])
+            qps = None if over_day else float(row["qps"])
         except (TypeError, ValueError):
-            raise PlannerInputError(f"{path}:{line}: p99_ms must be a number") from None
-        if not name or not where or not (math.isfinite(p99) and p99 > 0):
-            raise PlannerInputError(f"{path}:{line}: a model name, a curve file and p99_ms > 0")
+            raise PlannerInputError(f"{path}:{line}: {'p99_ms' if over_day else 'qps and p99_ms'} must be "
+                                    f"number{'' if over_day else 's'}") from None
+        if not name or not all(math.isfinite(v) and v > 0 for v in (p99, qps or 1.0)) or (over_day and not row["curve"]):
+            raise PlannerInputError(f"{path}:{line}: " + ("a model name, a curve file and p99_ms > 0" if over_day else
+                                                          "a model name, and qps and p99_ms > 0"))
         if any(m.model == name for m in out):
             raise PlannerInputError(f"{path}:{line}: model {name!r} appears twice")
-        curves = read_demand(path.parent / where, error=PlannerInputError, min_span_s=MIN_SPAN_S)
-        curve = curves.get(name) if name in curves else curves.get("") if len(curves) == 1 else None
-        if curve is None:
-            raise PlannerInputError(f"{path}:{line}: {where} has no curve for model {name!r} "
-                                    f"(it has {', '.join(repr(m) for m in curves)})")
-        if first is None:
-            first = (name, curve)
-        elif (curve.step_s, len(curve.qps), curve.start_s) != (first[1].step_s, len(first[1].qps), first[1].start_s):
-            raise PlannerInputError(f"{path}:{line}: model {name!r}'s curve ({curve.step_s:g} s x {len(curve.qps)} rows "
-                                    f"from {curve.start_s or 0:g} s) and {first[0]!r}'s ({first[1].step_s:g} s x "
-                                    f"{len(first[1].qps)} from {first[1].start_s or 0:g} s) differ: every model's "
-                                    "curve must have the same step and times")
-        out.append(ModelDay(name, curve, p99))
+        cal = path.parent / row["calibration"] if row.get("calibration") else None
+        curve = None
+        if over_day:
+            where = row["curve"]
+            curves = read_demand(path.parent / where, error=PlannerInputError, min_span_s=MIN_SPAN_S)
+            curve = curves.get(name) if name in curves else curves.get("") if len(curves) == 1 else None
+            if curve is None:
+                raise PlannerInputError(f"{path}:{line}: {where} has no curve for model {name!r} "
+                                        f"(it has {', '.join(repr(m) for m in curves)})")
+            if first is None:
+                first = (name, curve)
+            elif (curve.step_s, len(curve.qps), curve.start_s) != (first[1].step_s, len(first[1].qps),
+                                                                   first[1].start_s):
+                raise PlannerInputError(f"{path}:{line}: model {name!r}'s curve ({curve.step_s:g} s x {len(curve.qps)} "
+                                        f"rows from {curve.start_s or 0:g} s) and {first[0]!r}'s ({first[1].step_s:g} "
+                                        f"s x {len(first[1].qps)} from {first[1].start_s or 0:g} s) differ: every "
+                                        "model's curve must have the same step and times")
+            qps = float(curve.qps.max())
+        out.append(MixRow(name, qps, p99, curve, cal))
     if len(out) > MAX_MIX_MODELS:
         raise PlannerInputError(f"{path}: {len(out)} models; a mix plans up to {MAX_MIX_MODELS} together")
     return out
@@ -175,17 +175,19 @@ class _Set:
     bound: float = 0.0  # the GPU-time lower bound
 
 
-def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: float = DEFAULT_PERIOD_S,
+def recommend_mix_day(req: RecommendRequest, mix: list[MixRow], period_s: float = DEFAULT_PERIOD_S,
                       workers: int | None = None, *, partition: list[tuple[str, ...]] | None = None,
                       solo: dict[str, Plan] | None = None) -> Plan:
     """The cheapest fleet for every model of ``mix`` over its own curve at its own P99 (see the module's doc).
 
     ``partition``: plan this partition of the models (sorted tuples) instead of choosing one, every set of it costed
     (none pruned): the reference the tests enumerate. ``solo``: each model's day plan, when already made (it is
-    what :func:`planner.day.recommend_day` returns for the model over its curve)."""
-    if req.calibration is not None:
-        raise PlannerInputError("--calibration with a mix over a day is not planned yet; plan the mix at its peak "
-                                "rates (qps column), or each model over its curve")
+    what :func:`planner.day.recommend_day` returns for the model over its curve).
+
+    Calibrations (:func:`planner.mix.mix_calibrations`): a calibrated model's day plan is the calibrated day plan;
+    co-located, it is simulated with the calibration's server costs on the GPU it was fitted on, and a set with it
+    holds the fraction of its simulated share that the model's capacity interval keeps at its safe end (as a point
+    mix does), the least such fraction of its members."""
     if req.max_instances_per_pool is not None:
         raise PlannerInputError("--max-instances-per-pool with a mix over a day is not planned yet (a pool limit "
                                 "couples the models' fleets)")
@@ -194,7 +196,8 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
                                 "pool is lost (drop --survival-p99-ms)")
     flat = all(np.all(m.curve.qps == m.curve.qps[0]) for m in mix)
     if flat:  # a point: the point mix, exactly
-        return recommend_mix(req, [(m.model, float(m.curve.qps[0]), m.p99_ms) for m in mix], workers)
+        return recommend_mix(req, [MixRow(m.model, float(m.curve.qps[0]), m.p99_ms, None, m.calibration)
+                                   for m in mix], workers)
     t0 = time.perf_counter()
     names = tuple(sorted(m.model for m in mix))
     by_name = {m.model: m for m in mix}
@@ -205,23 +208,26 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
     weights = tuple(h / span_h for h in hours)
     T = len(hours)
     peaks = {m: np.array([p[2] for p in periods[m]]) for m in names}
+    cals = mix_calibrations(req, mix)
+    overhead = mix_overheads(req, list(names), cals)
 
-    # Each model alone over its day: the day plan exactly as --qps-curve makes it (the singleton sets' cost).
+    catalog = read_catalog(req.catalog)
+    profiles = load_profiles(req.profiles, request_pairing(req, catalog, list(names)))  # checks every --profile
+    # Each model alone over its day: the day plan exactly as --qps-curve makes it (the singleton sets' cost), with
+    # the model's own --profile files and calibration.
     solo_plans: dict[str, Plan] = dict(solo or {})
     todo = [m for m in names if m not in solo_plans]
+    own = {m: [p for p in req.profiles if read_profile(p).model == m] for m in todo}
     # The models' day plans are independent: one forked worker each (up to the cores).
-    jobs = [(req.but(model=m, p99_ms=by_name[m].p99_ms, qps=float(by_name[m].curve.qps.max())),
-             by_name[m].curve, period_s) for m in todo]
+    jobs = [(req.but(model=m, p99_ms=by_name[m].p99_ms, qps=float(by_name[m].curve.qps.max()), profiles=own[m],
+                     calibration=cals[m][0] if m in cals else None), by_name[m].curve, period_s) for m in todo]
     solo_plans.update(zip(todo, map_jobs(_day_plan, jobs, workers if len(jobs) > 1 else 1)))
     if len(names) == 1:
         return solo_plans[names[0]]
     solo_usd = {m: solo_plans[m].day.usd_per_day for m in names}
 
-    overhead = req.overhead_ms if req.overhead_ms is not None else DEFAULT_OVERHEAD_MS
     # The HPA the shared Deployments scale on: the day plans' most cautious (the steepest ramp any model's curve has).
     spec = min((p.autoscaling for p in solo_plans.values()), key=lambda a: a.sizing_rate(1.0))
-    catalog = read_catalog(req.catalog)
-    profiles = load_profiles(req.profiles, request_pairing(req, catalog, list(names)))
     if req.mig:
         profiles.update(slice_profiles(profiles))
     priced = planned_gpus(catalog, req.mig)
@@ -231,15 +237,27 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
                                    req.min_replicas_per_gpu, req.mig)
     pools = fleet_pools(catalog, {g for g in gpus if any((m, g) in profiles for m in names)}, constraints)
     gpus = sorted({p.gpu for p in pools})
-    demand = {m: ModelDemand(m, float(peaks[m].max()), by_name[m].p99_ms, overhead) for m in names}
-    replica = {(m, g): ReplicaModel.from_profile(profiles[(m, g)]) for m in names for g in gpus if (m, g) in profiles}
+    demand = {m: ModelDemand(m, float(peaks[m].max()), by_name[m].p99_ms, overhead[m]) for m in names}
+    replica = {(m, g): replica_model(profiles[(m, g)], cals[m][1] if m in cals else None)
+               for m in names for g in gpus if (m, g) in profiles}
     keys = sorted(replica)
     caps = dict(zip(keys, map_jobs(solo_capacity, [(demand[k[0]], replica[k]) for k in keys],
                                    workers if len(keys) >= PARALLEL_AT_LEAST else 1)))
     caps = {k: c for k, c in caps.items() if c is not None and c.max_rate > 0}
+    # A calibrated model's capacity is its interval's safe end at the confidence (planner.sizing.size_gpu): a set
+    # with it holds that fraction of its simulated share.
+    safety = {}
+    for k, cap in caps.items():
+        cm = calibrated_model(profiles[k], cals[k[0]][1], req.confidence) if k[0] in cals else None
+        if cm is not None:
+            ci = cm.capacity(cap.config, by_name[k[0]].p99_ms, overhead[k[0]], nominal=cap.max_rate)
+            safety[k] = ci.planned / ci.nominal if ci.nominal > 0 else 0.0
     headroom = spec.sizing_rate(1.0)
     cheapest = {g: least_per_replica([p for p in pools if p.gpu == g], req.max_spot_share) for g in gpus}
     floor = max(req.min_replicas_per_gpu, req.min_replicas)
+
+    def safe(s: tuple[str, ...], g: str) -> float:
+        return min(safety.get((m, g), 1.0) for m in s)
 
     def rates(s: tuple[str, ...]) -> np.ndarray:  # T x members: each member's peak in each period
         return np.stack([peaks[m] for m in s], axis=1)
@@ -289,7 +307,7 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
             for t in range(T):
                 busy = sum(r[t, i] / replica[(m, g)].saturation_rate(caps[(m, g)].config) for i, m in enumerate(s))
                 alone = min(caps[(m, g)].max_rate / r[t, i] if r[t, i] > 0 else math.inf for i, m in enumerate(s))
-                f.append(min(1.0 / busy if busy > 0 else math.inf, alone, 1e6))
+                f.append(min(1.0 / busy if busy > 0 else math.inf, alone, 1e6) * safe(s, g))
             speed = corun_speed(s, g, sum(caps[(m, g)].config.instance_count for m in s), profiles)
             cols.append(Column(s, g, tuple(v * headroom for v in f), tuple(f), False,
                                {"speed": speed, "configs": tuple(caps[(m, g)].config for m in s)}))
@@ -307,7 +325,7 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
             for b in buckets:
                 e = u[b].max(axis=0)
                 e = np.maximum(e, MIN_DIRECTION * e.max())
-                ds = [ModelDemand(m, float(e[i] * ref), by_name[m].p99_ms, overhead) for i, m in enumerate(s)]
+                ds = [ModelDemand(m, float(e[i] * ref), by_name[m].p99_ms, overhead[m]) for i, m in enumerate(s)]
                 jobs.append((ds, [replica[(m, c.gpu)] for m in s], list(c.data["configs"]), c.data["speed"],
                              None, 0.0))
                 where.append((c, b, e))
@@ -319,7 +337,7 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
                 # One replica holds lo x ref x e; period t's traffic is total_t x u_t, so a fraction f of it fits
                 # where f x total_t x u_t <= lo x ref x e in every model: f = lo x ref x min(e / u_t) / total_t.
                 fit = min(e[i] / u[t, i] for i in range(len(s)) if u[t, i] > 0)
-                f[id(c)][t] = min(lo * ref * fit / total[t], 1e6) if total[t] > 0 else 1e6
+                f[id(c)][t] = min(lo * safe(s, c.gpu) * ref * fit / total[t], 1e6) if total[t] > 0 else 1e6
         for c in cols:
             c.share, c.survival, c.exact = tuple(v * headroom for v in f[id(c)]), tuple(f[id(c)]), True
         sets[s].columns = [c for c in sets[s].columns if not c.exact or all(v > 0 for v in c.survival)]
@@ -418,7 +436,7 @@ def recommend_mix_day(req: RecommendRequest, mix: list[ModelDay], period_s: floa
     gaps = [solo_plans[s[0]].solver.mip_gap if len(s) == 1 else sets[s].sol.mip_gap for s in chosen]
     return _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spec, replica, profiles,
                  by_name, peaks, periods, hours, usd_day, lp_day, max(gaps), simulated[0], len(sets), sharing,
-                 time.perf_counter() - t0, overhead, period_s)
+                 time.perf_counter() - t0, overhead, period_s, cals)
 
 
 def _day_plan(job) -> Plan:
@@ -453,7 +471,8 @@ def check_replica(job) -> list[SimResult]:
     return worst
 
 
-def _check_set(st: _Set, r: np.ndarray, pools, routing: str, by_name, replica, overhead: float, T: int, workers):
+def _check_set(st: _Set, r: np.ndarray, pools, routing: str, by_name, replica, overhead: dict[str, float], T: int,
+               workers):
     """Every used column of the set's fleet simulated at every period's own per-replica rates (:func:`check_replica`):
     GPU type -> period -> (per-replica rates, each member's (P50, P90, P99) in ms end to end, each member's mean
     batch size, the replica's GPU busy fraction: the members' device loads at those rates, summed, at most 1)."""
@@ -474,7 +493,7 @@ def _check_set(st: _Set, r: np.ndarray, pools, routing: str, by_name, replica, o
             else:
                 frac = sol.traffic[key][t]
             per = [max(frac * float(r[t, i]) / n, 1e-6) for i in range(len(st.models))]
-            ds = [ModelDemand(m, q, by_name[m].p99_ms, overhead) for m, q in zip(st.models, per)]
+            ds = [ModelDemand(m, q, by_name[m].p99_ms, overhead[m]) for m, q in zip(st.models, per)]
             jobs.append((ds, [replica[(m, g)] for m in st.models], list(c.data["configs"]), ways))
             where.append((g, t, per))
     found = map_jobs(check_replica, jobs, workers if len(jobs) >= PARALLEL_AT_LEAST else 1)
@@ -483,14 +502,15 @@ def _check_set(st: _Set, r: np.ndarray, pools, routing: str, by_name, replica, o
         # The GPU's busy fraction as the point mix writes it (planner.mix: each member's rate over its saturation
         # rate with its config, summed): what the members' batches take of the device at these rates.
         busy = min(sum(q / rm.saturation_rate(c) for q, rm, c in zip(per, rms, cfgs)), 1.0)
-        out.setdefault(g, {})[t] = (per, [tuple(r.quantile_ms(q) + overhead for q in (0.5, 0.9, 0.99)) for r in runs],
+        out.setdefault(g, {})[t] = (per, [tuple(r.quantile_ms(q) + overhead[m] for q in (0.5, 0.9, 0.99))
+                                          for r, m in zip(runs, st.models)],
                                     [r.mean_batch_size for r in runs], busy)
     return out
 
 
 def _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spec: AutoscalingSpec, replica,
           profiles, by_name, peaks, periods, hours, usd_day, lp_day, gap, simulated, candidates, sharing, wall,
-          overhead, period_s) -> Plan:
+          overhead, period_s, cals) -> Plan:
     T = len(hours)
     span_h = sum(hours)
     price = {p.name: p for p in pools}
@@ -534,7 +554,7 @@ def _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spe
                     gpu=g, model=m, replicas=max(reps_top, 1),
                     routing_weight=round(min(max(sol.traffic[key][top], 0.0), 1.0), 6),
                     rate_per_replica=round(rates_top[i], 3),
-                    triton=queue_bound(replica[(m, g)], cfg, (by_name[m].p99_ms - overhead) / 1000.0),
+                    triton=queue_bound(replica[(m, g)], cfg, (by_name[m].p99_ms - overhead[m]) / 1000.0),
                     # The check's simulation at the busiest period (the one rate_per_replica gives); every
                     # period's P99 is in mix.models[].period_p99_ms.
                     predicted=LatencyPrediction(p50_ms=round(lat_top[i][0], 3), p90_ms=round(lat_top[i][1], 3),
@@ -623,11 +643,13 @@ def _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spe
                             region=catalog.region, gpus=sorted({p.gpu for p in pools}),
                             capacity_types=list(req.capacity_types), routing=req.routing,
                             max_spot_share=req.max_spot_share, spot_survival=req.spot_survival, survival_p99_ms=None,
-                            horizon_months=req.horizon_months, overhead_ms=overhead,
-                            overhead_source=req.overhead_source, min_replicas=req.min_replicas,
+                            horizon_months=req.horizon_months,
+                            overhead_ms=req.overhead_ms if req.overhead_ms is not None else max(overhead.values()),
+                            overhead_source=(overhead_source(list(names), cals) if cals and req.overhead_ms is None
+                                             else req.overhead_source), min_replicas=req.min_replicas,
                             max_instances_per_pool=None, environment=req.environment,
                             min_replicas_per_gpu=req.min_replicas_per_gpu, catalog_as_of=catalog.as_of, mig=req.mig,
-                            calibration=None),
+                            calibration=None if req.calibration is None else str(req.calibration)),
         pools=pool_plans, deployments=deployments, predicted=closest.predicted,
         cost=Cost(usd_per_hour=round(usd_h, 4), usd_per_month=round(usd_h * HOURS_PER_MONTH, 2),
                   usd_per_million_inferences=round(usd_h / (total_qps * 3600.0) * 1e6, 6)),
@@ -635,7 +657,8 @@ def _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spe
                                                   usd_per_hour_if_relaxed=None),
         runner_up=None, survival=None, sizing=[], autoscaling=spec, why=" ".join(lines), day=day,
         mix=MixPlan(models=[MixModel(model=m, qps=float(peaks[m].max()), p99_ms=by_name[m].p99_ms,
-                                     period_p99_ms=period_p99[m]) for m in names],
+                                     period_p99_ms=period_p99[m],
+                                     calibration=str(cals[m][0]) if m in cals else None) for m in names],
                     separate_usd_per_hour=round(separate / HOURS_PER_DAY, 4),
                     saving=round(1 - usd_day / separate, 6) if separate > 0 else 0.0,
                     partitions_evaluated=1, bundles_evaluated=simulated, gpu_sharing=sharing,

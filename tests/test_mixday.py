@@ -20,7 +20,7 @@ from planner.profiles import load_profiles
 from planner.render import render_day
 from planner.cli import main
 from planner.day import recommend_day
-from planner.mixday import BUCKET_TOLERANCE, check_replica, direction_buckets, read_mix_day, recommend_mix_day
+from planner.mixday import BUCKET_TOLERANCE, check_replica, direction_buckets, read_mix, recommend_mix_day
 from planner.optimize import Infeasible
 from planner.pipeline import RecommendRequest
 from planner.errors import PlannerInputError
@@ -97,7 +97,7 @@ def test_a_bucket_of_mix_directions_holds_each_period_in_it():
 def three(tmp_path_factory):
     """The 3-model x 6-period case: each model's own day plan, and the mix over the day."""
     tmp = tmp_path_factory.mktemp("mixday")
-    mix = read_mix_day(write_mix(tmp, THREE))
+    mix = read_mix(write_mix(tmp, THREE))
     req = RecommendRequest(qps=1.0, gpus=["T4"])
     solo = {m.model: recommend_day(req.but(model=m.model, p99_ms=m.p99_ms, qps=float(m.curve.qps.max())),
                                    m.curve) for m in mix}

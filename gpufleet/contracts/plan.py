@@ -301,6 +301,9 @@ class MixModel(Strict):
     period_p99_ms: list[float | None] | None = Field(
         default=None, description="a mix over a day: the model's simulated P99 in each period (null: past "
                                   "saturation); qps is then its curve's peak")
+    calibration: str | None = Field(
+        default=None, description="the `planner fit` calibration this model was planned with (the mix file's "
+                                  "calibration column, or --calibration), null for the profile alone")
 
 
 class MixPlan(Strict):
