@@ -10,7 +10,11 @@ the day, elastic per period, replayed through its HPA) -- or several models co-l
 planned by one set-cover MILP over the periods (:func:`planner.setcover.solve_set_cover`: reserved counts shared by
 every period, on-demand and spot per period, one column per GPU type). The partition into sets is chosen by
 :func:`planner.setcover.choose_partition` over the sets' own optimal day costs: with no pool limit coupling the
-sets' fleets the joint problem decomposes into exactly that (see :func:`planner.colocate.plan_mix`). Sets are
+sets' fleets the joint problem decomposes into exactly that (see :func:`planner.colocate.plan_mix`). With pool
+limits (``--max-instances-per-pool``, a catalog pool's own) each set's fleet is planned within them; the partition's
+cost is then a lower bound on any fleet that holds them together, and where the chosen sets' fleets fit together in
+every period it is the optimum. Where they do not, the sets compete for a pool and the plan says which pool and when
+(exit 2) rather than plan what this decomposition cannot. Sets are
 costed lazily: an unevaluated set enters the master at a lower bound (GPU time at the cheapest per-replica price,
 the replica floors, every period); the master is re-solved until every chosen set is costed by its own MILP. The
 optimum is then the optimum over the candidate sets (every set up to ``MAX_SET_SIZE`` models), within the MIP gaps.
@@ -188,9 +192,6 @@ def recommend_mix_day(req: RecommendRequest, mix: list[MixRow], period_s: float 
     co-located, it is simulated with the calibration's server costs on the GPU it was fitted on, and a set with it
     holds the fraction of its simulated share that the model's capacity interval keeps at its safe end (as a point
     mix does), the least such fraction of its members."""
-    if req.max_instances_per_pool is not None:
-        raise PlannerInputError("--max-instances-per-pool with a mix over a day is not planned yet (a pool limit "
-                                "couples the models' fleets)")
     if req.survival_p99_ms is not None:
         raise PlannerInputError("--survival-p99-ms is one bound; a mix holds every model's own target while a spot "
                                 "pool is lost (drop --survival-p99-ms)")
@@ -292,7 +293,8 @@ def recommend_mix_day(req: RecommendRequest, mix: list[MixRow], period_s: float 
     def problem(s: tuple[str, ...], cols) -> SetCoverProblem:
         return SetCoverProblem(s, tuple(cols), pools, weights=weights, routing=req.routing,
                                max_spot_share=req.max_spot_share, spot_survival=req.spot_survival,
-                               min_replicas=req.min_replicas, min_replicas_per_gpu=req.min_replicas_per_gpu)
+                               min_replicas=req.min_replicas, min_replicas_per_gpu=req.min_replicas_per_gpu,
+                               max_instances_per_pool=req.max_instances_per_pool)
 
     def evaluate(s: tuple[str, ...]) -> None:
         """The set's columns (one per GPU type holding every member) at upper bounds on their shares, unsimulated:
@@ -423,6 +425,16 @@ def recommend_mix_day(req: RecommendRequest, mix: list[MixRow], period_s: float 
         raise PlannerInputError(f"infeasible: simulation could not confirm every model's P99 in every period after "
                                 f"{MAX_ROUNDS} rounds")
 
+    # Pool limits. Each set's own fleet is planned within them (its day plan or its MILP), so the partition's cost is
+    # a lower bound on any fleet that holds them together; where the sets' fleets also fit together, that fleet is
+    # the optimum. Where they do not, the sets compete for a pool, which this decomposition does not plan: say so.
+    crowded = over_limit(pool_use(chosen, sets, solo_plans, T), pools, req.max_instances_per_pool,
+                         [p[0] for p in periods[names[0]]])
+    if crowded is not None:
+        raise PlannerInputError(f"infeasible as planned: the models' fleets together need {crowded}; a mix over a "
+                                "day plans pool limits where each set's cheapest fleet fits beside the others' "
+                                "(raise --max-instances-per-pool, or plan the mix at its peak rates)")
+
     # The LP bound over every candidate: the master's LP with each set at its own LP relaxation (unevaluated sets at
     # their lower bound), the singletons at their day plan's LP bound.
     lp_costs = {(m,): solo_plans[m].day.solver.lp_relaxation_usd_per_hour * HOURS_PER_DAY for m in names}
@@ -514,25 +526,17 @@ def _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spe
     T = len(hours)
     span_h = sum(hours)
     price = {p.name: p for p in pools}
-    # Instances per pool per period, over every set's fleet.
-    inst: list[dict[str, int]] = [dict() for _ in range(T)]
+    inst = pool_use(chosen, sets, solo_plans, T)
     deployments: list[Deployment] = []
     period_p99: dict[str, list[float | None]] = {m: [None] * T for m in names}
     for s in chosen:
         if len(s) == 1:
             plan = solo_plans[s[0]]
             for t, per in enumerate(plan.day.periods):
-                for pool, n in per.instances.items():
-                    inst[t][pool] = inst[t].get(pool, 0) + n
                 period_p99[s[0]][t] = per.p99_ms
             deployments += plan.deployments
             continue
         sol = sets[s].sol
-        for key, by_pool in sol.counts.items():
-            for pool, vals in by_pool.items():
-                for t, n in enumerate(vals):
-                    if n:
-                        inst[t][pool] = inst[t].get(pool, 0) + n
         for g, per in checks[s].items():
             for t, (_, lat, _, _) in per.items():
                 for m, (_, _, p) in zip(s, lat):
@@ -647,7 +651,7 @@ def _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spe
                             overhead_ms=req.overhead_ms if req.overhead_ms is not None else max(overhead.values()),
                             overhead_source=(overhead_source(list(names), cals) if cals and req.overhead_ms is None
                                              else req.overhead_source), min_replicas=req.min_replicas,
-                            max_instances_per_pool=None, environment=req.environment,
+                            max_instances_per_pool=req.max_instances_per_pool, environment=req.environment,
                             min_replicas_per_gpu=req.min_replicas_per_gpu, catalog_as_of=catalog.as_of, mig=req.mig,
                             calibration=None if req.calibration is None else str(req.calibration)),
         pools=pool_plans, deployments=deployments, predicted=closest.predicted,
@@ -663,6 +667,37 @@ def _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spe
                     saving=round(1 - usd_day / separate, 6) if separate > 0 else 0.0,
                     partitions_evaluated=1, bundles_evaluated=simulated, gpu_sharing=sharing,
                     lp_bound_usd_per_hour=round(lp_day / HOURS_PER_DAY, 4)))
+
+
+def pool_use(chosen, sets, solo_plans, T: int) -> list[dict[str, int]]:
+    """Instances per pool in each period, over every chosen set's fleet (a single model's from its day plan)."""
+    inst: list[dict[str, int]] = [dict() for _ in range(T)]
+    for s in chosen:
+        if len(s) == 1:
+            for t, per in enumerate(solo_plans[s[0]].day.periods):
+                for pool, n in per.instances.items():
+                    inst[t][pool] = inst[t].get(pool, 0) + n
+            continue
+        for by_pool in sets[s].sol.counts.values():
+            for pool, vals in by_pool.items():
+                for t, n in enumerate(vals):
+                    if n:
+                        inst[t][pool] = inst[t].get(pool, 0) + n
+    return inst
+
+
+def over_limit(inst: list[dict[str, int]], pools, cap: int | None, starts: list[float]) -> str | None:
+    """The first pool whose summed instances exceed its limit (the catalog's, or ``cap``) in some period, said in
+    one line; None when every pool is within its limit."""
+    for p in pools:
+        limit = min([x for x in (p.max_instances, cap) if x is not None], default=None)
+        if limit is None:
+            continue
+        for t, per in enumerate(inst):
+            if per.get(p.name, 0) > limit:
+                hh, mm = divmod(int(starts[t] // 60) % (24 * 60), 60)
+                return f"{per[p.name]} instances of {p.name} at {hh:02d}:{mm:02d}, over its limit of {limit}"
+    return None
 
 
 def _saving(other: float, plan: float) -> str:

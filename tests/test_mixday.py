@@ -180,3 +180,26 @@ def test_the_periods_check_simulates_fresh_random_numbers_not_the_searchs():
     checked = [r.quantile_ms(0.99) / 1000.0 for r in check_replica((demands, models, cfgs, ((None, False),)))]
     searched = simulate_p99(demands, models, cfgs, 1.0, None)
     assert checked != searched
+
+
+# THREE at eight times the rates: two Deployments (a pair and a single) that both buy T4 spot instances.
+HEAVY = {m: ([8 * q for q in qs], t) for m, (qs, t) in THREE.items()}
+
+
+@pytest.mark.parametrize("cap", [2, 5])
+def test_a_pool_limit_holds_over_every_set_together_or_the_plan_says_which_pool_it_cannot(tmp_path, capsys, cap):
+    """Each set's fleet is planned within --max-instances-per-pool; a plan is given only where their sum is within
+    it in every period too (then it is the optimum: the sets' own optima, each within the limit, are a lower bound).
+    Else one line naming the pool, its need and its limit, exit 2."""
+    mix = write_mix(tmp_path, HEAVY)
+    capsys.readouterr()
+    status = main(["recommend", "--mix", str(mix), *T4, "--max-instances-per-pool", str(cap), "--format", "json"])
+    out, err = capsys.readouterr()
+    if cap == 2:  # the pair and the single each fit in two, together not (measured: 3 at 00:00)
+        assert status == 2 and err.strip().count("\n") == 0 and "over its limit of 2" in err, err
+        return
+    assert status == 0, err
+    plan = Plan.model_validate_json(out)
+    assert plan.request.max_instances_per_pool == cap
+    assert len({d.shared or d.model for d in plan.deployments}) > 1  # several fleets share the pools
+    assert all(n <= cap for per in plan.day.periods for n in per.instances.values())
