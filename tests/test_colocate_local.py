@@ -43,13 +43,13 @@ QPS = (300.0, 500.0)
 LOAD = 0.8  # of the share one co-located replica holds: each model at 80% of its planned per-replica rate
 STEP_S = 30.0
 TOLERANCE = 0.35  # |measured / predicted - 1| for each model's P99
-# Contention, told from a wrong prediction: over the drive, the host's CPUs were nearly all busy (SATURATED_BUSY of
-# every core's time, /proc/stat, steal included) and other work (every process but this test's: pytest with the
-# Locust runs it reaped, the server and its children) took at least OTHERS_CORES cores of it. The run alone takes
-# about one of this machine's two cores (measured: see the report printed on each run). A miss under that is rerun
-# once and, saturated again, skipped with the figures; a miss on a quiet host fails.
+# Contention, told from a wrong prediction: over the drive the host's CPUs were at least SATURATED_BUSY busy (of
+# every core's time, /proc/stat, steal included: under a tenth idle, a thread of the server or of Locust that wakes
+# mostly finds every core taken) and other work took more CPU than this test did (every process but this test's:
+# pytest with the Locust runs it reaps, the server and its children). Our own load saturating the host is not
+# contention: that miss is the test's and fails. A miss on a saturated host is rerun once and, saturated again,
+# skipped with the figures; a miss on a quiet host fails. Every run prints the figures it judged by.
 SATURATED_BUSY = 0.9
-OTHERS_CORES = 0.5
 ATTEMPTS = 2
 
 
@@ -178,14 +178,14 @@ class HostLoad:
     def busy(self) -> float:
         return self.busy_s / (self.wall_s * (os.cpu_count() or 1))
 
-    def others_cores(self) -> float:
-        return max(self.busy_s - self.ours_s, 0.0) / self.wall_s
+    def others_s(self) -> float:
+        return max(self.busy_s - self.ours_s, 0.0)
 
     def saturated(self) -> bool:
-        return self.busy() >= SATURATED_BUSY and self.others_cores() >= OTHERS_CORES
+        return self.busy() >= SATURATED_BUSY and self.others_s() > self.ours_s
 
     def __str__(self) -> str:
         return (f"{self.wall_s:.0f} s, CPUs {self.busy():.0%} busy of {os.cpu_count()}, this test "
-                f"{self.ours_s / self.wall_s:.2f} cores, others {self.others_cores():.2f} cores, the server's threads "
+                f"{self.ours_s / self.wall_s:.2f} cores, others {self.others_s() / self.wall_s:.2f} cores, the server's threads "
                 f"waited {self.server_wait_s / self.wall_s:.2f} s per s for a CPU: "
                 f"{'saturated' if self.saturated() else 'not saturated'}")
