@@ -6,7 +6,9 @@ The server is PyTriton's `tritonserver` on 127.0.0.1 running two GPU stand-ins (
 time, so the models take turns as the planner's co-located simulation assumes without a measured co-run speedup. The
 stand-in server's own costs per batch and per request are this machine's, from the stand-in calibration in
 docs/validation (the same Python backend). Two Locust runs (loadtests) drive the models at once, 30 s each after a
-warm-up; bounded in time and loopback only.
+warm-up; bounded in time and loopback only. The host's CPUs are measured over the drive (``HostLoad``): a miss while
+other work saturated them is rerun once, then skipped with the figures; a miss on a quiet host fails. At most two
+drives: about 45 s each here.
 """
 import os
 import signal
