@@ -144,7 +144,13 @@ class HostLoad:
     """CPU seconds over a window: the host's busy time from /proc/stat (all cores; steal counts as busy, it is time
     the hypervisor gave to others), this test's own (pytest, which reaps the Locust processes, plus the server
     process and its live children), and the server threads' wait for a CPU (/proc/<tid>/schedstat's run-queue
-    delay). A sample holds totals since boot; ``until`` turns two into the window's figures."""
+    delay). A sample holds totals since boot; ``until`` turns two into the window's figures.
+
+    Fields as the kernel documents them (torvalds/linux, read at 03c11eb3b16d Documentation/filesystems/proc.rst,
+    1.8: the first "cpu" line sums every CPU in USER_HZ, columns user nice system idle iowait irq softirq steal guest
+    guest_nice, guest already counted in user; and at 0898782247ae Documentation/scheduler/sched-stats.rst:
+    /proc/<pid>/schedstat is time on the CPU, time spent waiting on a runqueue, timeslices, in ns). The snapshot
+    holds no tag for this machine's 6.18 kernel; both formats have stood unchanged for many releases."""
 
     wall_s: float
     busy_s: float
