@@ -28,20 +28,31 @@ GOAL_S = 3.0
 RUNS = 3
 
 
-def main() -> int:
+def write_mix(path: Path, models: list[tuple[str, float, float]]) -> Path:
+    """A point mix file (`model,qps,p99_ms`), one row per (model, req/s, P99 target ms); mix_bench and paths_bench
+    write theirs with it."""
+    path.write_text("model,qps,p99_ms\n" + "".join(f"{m},{q:g},{t:g}\n" for m, q, t in models))
+    return path
+
+
+def time_mix(mix: Path, runs: int) -> tuple[list[float], dict]:
+    """`planner recommend --mix` as a user runs it, a fresh process each time: each run's whole-process seconds, and
+    the last run's plan."""
     planner = str(Path(sys.executable).with_name("planner"))
+    walls = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        out = subprocess.run([planner, "recommend", "--mix", str(mix), "--format", "json"], capture_output=True,
+                             text=True)
+        walls.append(time.perf_counter() - t0)
+        if out.returncode != 0:
+            raise SystemExit(out.stderr)
+    return walls, json.loads(out.stdout)
+
+
+def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        mix = Path(tmp) / "mix.csv"
-        mix.write_text("model,qps,p99_ms\n" + "".join(f"{m},{q:g},{t:g}\n" for m, q, t in MIX))
-        walls = []
-        for _ in range(RUNS):
-            t0 = time.perf_counter()
-            out = subprocess.run([planner, "recommend", "--mix", str(mix), "--format", "json"], capture_output=True,
-                                 text=True)
-            walls.append(time.perf_counter() - t0)
-            if out.returncode != 0:
-                raise SystemExit(out.stderr)
-    plan = json.loads(out.stdout)
+        walls, plan = time_mix(write_mix(Path(tmp) / "mix.csv", MIX), RUNS)
     m, s = plan["mix"], plan["solver"]
     targets = {x["model"]: x["p99_ms"] for x in m["models"]}
     print(f"mix: {', '.join(f'{x} {q:,.0f} req/s at P99 <= {t:g} ms' for x, q, t in MIX)}")

@@ -11,33 +11,21 @@ target.
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from colocate_bench import time_mix, write_mix  # noqa: E402
+
 FOUR = [("yolov8s-1280x720", 2000.0, 100.0), ("yolov8m-seg-640", 300.0, 150.0), ("yolov8n-640", 500.0, 50.0),
         ("resnet50", 400.0, 50.0)]  # colocate_bench.py's three, plus re-identification at 400 req/s
 EIGHT = ROOT / "bench/data/camera-stack-8.csv"
 GOALS_S = {"4-model point mix": 3.0, "8-model camera stack": 15.0}
 RUNS = 2
-
-
-def run(mix: Path) -> tuple[list[float], dict]:
-    planner = str(Path(sys.executable).with_name("planner"))
-    walls = []
-    for _ in range(RUNS):
-        t0 = time.perf_counter()
-        out = subprocess.run([planner, "recommend", "--mix", str(mix), "--format", "json"], capture_output=True,
-                             text=True)
-        walls.append(time.perf_counter() - t0)
-        if out.returncode != 0:
-            raise SystemExit(out.stderr)
-    return walls, json.loads(out.stdout)
 
 
 def report(name: str, walls: list[float], plan: dict) -> None:
@@ -60,10 +48,9 @@ def report(name: str, walls: list[float], plan: dict) -> None:
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        four = Path(tmp) / "four.csv"
-        four.write_text("model,qps,p99_ms\n" + "".join(f"{m},{q:g},{t:g}\n" for m, q, t in FOUR))
+        four = write_mix(Path(tmp) / "four.csv", FOUR)
         for name, path in (("4-model point mix", four), ("8-model camera stack", EIGHT)):
-            report(name, *run(path))
+            report(name, *time_mix(path, RUNS))
     return 0
 
 

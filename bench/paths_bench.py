@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from colocate_bench import MIX  # noqa: E402
+from colocate_bench import MIX, write_mix  # noqa: E402
 from recommend_bench import P99_MS, QPS  # noqa: E402
 
 DAY_CURVES = (ROOT / "bench" / "data" / "i94-weekday-2012-10-04.csv",
@@ -78,9 +78,7 @@ def inputs(mix_files: list[Path], tmp: Path) -> list[tuple[str, list[str]]]:
     rows += [(f"day {c.stem}", ["--qps-curve", str(c), "--model", DAY_MODEL, "--p99-ms", f"{P99_MS:g}"])
              for c in DAY_CURVES]
     if not mix_files:
-        default = tmp / "colocate-bench-mix.csv"
-        default.write_text("model,qps,p99_ms\n" + "".join(f"{m},{q:g},{t:g}\n" for m, q, t in MIX))
-        mix_files = [default]
+        mix_files = [write_mix(tmp / "colocate-bench-mix.csv", MIX)]
     rows += [(f"mix {m.stem}", ["--mix", str(m.resolve())]) for m in mix_files]
     return rows
 

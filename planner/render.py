@@ -1,6 +1,8 @@
 """The plan for people: rich tables and the one-paragraph why."""
 from __future__ import annotations
 
+import math
+
 from rich.console import Console
 
 from gpufleet.cli import plural
@@ -81,19 +83,32 @@ def render_plan(plan: Plan, console: Console) -> None:
     console.print(f"Why: {plan.why}")
 
 
+def _p99(p99_ms: float | None) -> str:
+    """A simulated or replayed P99; null in a plan means a replica was past saturation (the queue grew without bound)."""
+    return "overloaded" if p99_ms is None else f"{p99_ms:.1f}"
+
+
+def _verdict(holds: bool | None) -> str:
+    return "-" if holds is None else "[green]holds[/]" if holds else "[red]misses[/]"
+
+
 def render_day(plan: Plan, console: Console) -> None:
     d = plan.day
+    # A mix over a day records each model's P99 per period against its own target (MixPlan.models[].period_p99_ms);
+    # the period's own p99_ms is only the model closest to its target, so a column headed by one target misreads it.
+    models = plan.mix.models if plan.mix is not None and all(
+        m.period_p99_ms is not None for m in plan.mix.models) else None
     hours = []
     for p in d.periods:
-        h, m = divmod(int(p.start_s // 60), 60)
-        hours.append([f"{h:02d}:{m:02d}", f"{p.qps:,.0f}", f"{p.mean_qps:,.0f}", str(p.replicas.get("reserved", 0)),
+        hours.append([_clock(p.start_s), f"{p.qps:,.0f}", f"{p.mean_qps:,.0f}", str(p.replicas.get("reserved", 0)),
                       str(p.replicas.get("on-demand", 0)), str(p.replicas.get("spot", 0)), f"{p.usd:,.2f}",
-                      "overloaded" if p.p99_ms is None else f"{p.p99_ms:.1f}",
-                      "-" if p.holds_target is None else "[green]holds[/]" if p.holds_target else "[red]misses[/]"])
+                      *([] if models else [_p99(p.p99_ms), _verdict(p.holds_target)])])
     target = plan.request.p99_ms if d.p99_target_ms is None else d.p99_target_ms
     print_table(console, f"Over the day ({d.curve_source}, {d.span_hours:g} h)",
-                _columns(("from", "peak req/s", "mean req/s", "reserved", "on-demand", "spot", "$",
-                          "replayed P99 ms", f"P99 <= {target:g} ms")), hours)
+                _columns(("from", "peak req/s", "mean req/s", "reserved", "on-demand", "spot", "$")
+                         + (() if models else ("replayed P99 ms", f"P99 <= {target:g} ms"))), hours)
+    if models:
+        _render_model_periods(plan, models, console)
     if d.saving_vs_peak_held_usd_per_day is not None:
         # A mix's models peak in different periods: its figure is each model's own point plan at its own peak, held
         # all day, summed (planner.mixday), not one plan at one peak.
@@ -101,18 +116,27 @@ def render_day(plan: Plan, console: Console) -> None:
                 if plan.mix is not None else "the point plan at the peak held all day")
         console.print(f"${d.saving_vs_peak_held_usd_per_day:,.2f}/day saved against {held} "
                       f"(${d.peak_held_usd_per_day:,.2f}/day): {d.saving_vs_peak_held:.1%}")
-    ways = [["this day plan", f"{d.usd_per_day:,.2f}", f"{d.usd_per_month:,.0f}",
-             "overloaded" if d.worst_period_p99_ms is None else f"{d.worst_period_p99_ms:.1f}",
-             "[green]holds[/]" if d.holds_target else "[red]misses[/]"]]
+    if models:
+        # Each model against its own target: the figure is the model closest to it, named.
+        p99, worst = max(((p, m) for m in models for p in m.period_p99_ms),
+                         key=lambda pm: math.inf if pm[0] is None else pm[0] / pm[1].p99_ms)
+        own = f"{_p99(p99)} of {worst.p99_ms:g} ({worst.model})"
+    else:
+        own = _p99(d.worst_period_p99_ms)
+    ways = [["this day plan", f"{d.usd_per_day:,.2f}", f"{d.usd_per_month:,.0f}", own, _verdict(d.holds_target)]]
     for c in d.comparisons:
+        # planner/mixday.py sizes a mix's alternatives (one day plan per model, each model's peak held all day) and
+        # simulates no P99 for them as a whole: their null is "not simulated", not a replica past saturation (which is
+        # what the null means in a day plan's comparisons, replayed in planner/day.py).
+        figure = "not simulated" if models and c.worst_period_p99_ms is None else _p99(c.worst_period_p99_ms)
         ways.append([f"{c.name}: {c.description}" + (f" ({', '.join(c.pools)})" if c.pools else ""),
-                     f"{c.usd_per_day:,.2f}", f"{c.usd_per_month:,.0f}",
-                     "overloaded" if c.worst_period_p99_ms is None else f"{c.worst_period_p99_ms:.1f}",
+                     f"{c.usd_per_day:,.2f}", f"{c.usd_per_month:,.0f}", figure,
                      "[green]holds[/]" if c.holds_target else
                      "[red]misses[/]" if c.holds_peak_at_sizing_rate else
                      "[red]misses[/]: the peak exceeds its replicas' HPA target rate"])
+    worst_head = "worst-period P99 ms of its target (model)" if models else "worst-hour P99 ms"
     print_table(console, "Against", [Column("way to buy", prose=True)]  # a description: it may wrap
-                + _columns(("$/day", "$/month", "worst-hour P99 ms", "target")), ways)
+                + _columns(("$/day", "$/month", worst_head, "target")), ways)
     r = d.ramp
     console.print(f"Fastest ramp: {100 * r.fastest_ramp_per_min:.2f}%/min from {r.at_s / 3600:.2f} h; P99 through "
                   f"the HPA's reaction {'overloaded' if r.p99_ms is None else f'{r.p99_ms:.1f} ms'}: "
@@ -127,6 +151,24 @@ def render_day(plan: Plan, console: Console) -> None:
     lp = "n/a" if s.lp_gap is None else f"{s.lp_gap:.2%}"
     console.print(f"Day solver: {s.solver}, {s.status}, MIP gap {s.mip_gap:.2%}, LP-relaxation gap {lp}, "
                   f"{s.wall_s:.2f} s")
+
+
+def _clock(start_s: float) -> str:
+    h, m = divmod(int(start_s // 60), 60)
+    return f"{h:02d}:{m:02d}"
+
+
+def _render_model_periods(plan: Plan, models, console: Console) -> None:
+    """A mix over a day: each model's simulated P99 in each period, judged against its own target."""
+    rows = []
+    for t, p in enumerate(plan.day.periods):
+        missed = [m.model for m in models if m.period_p99_ms[t] is None or m.period_p99_ms[t] > m.p99_ms]
+        rows.append([_clock(p.start_s)]
+                    + [f"{_p99(m.period_p99_ms[t])} {_verdict(m.model not in missed)}" for m in models]
+                    + ["[green]holds[/]" if not missed else f"[red]misses[/]: {', '.join(missed)}"])
+    print_table(console, "P99 per period, each model against its own target (simulated at the period's rates)",
+                _columns(("from", *(f"{m.model} P99 ms (<= {m.p99_ms:g} ms)" for m in models), "every model"),
+                         left=("every model",)), rows)
 
 
 def render_calibration(cal: Calibration, console: Console) -> None:

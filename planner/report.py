@@ -450,11 +450,41 @@ gpufleet {html.escape(plan.gpufleet_version)}. Cost {_money(plan.cost.usd_per_ho
 {s.mip_gap:.2%}, LP-relaxation gap {'n/a' if s.lp_gap is None else f'{s.lp_gap:.2%}'}.</p>
 <p>{html.escape(plan.why)}</p>
 <h2>The plan</h2><img src="mix.png" alt="each model's P99 against its target; the saving">{pools}{deps}{sharing}
-</body></html>
+{_mix_day_section(plan)}</body></html>
 """
     path = out_dir / "report.html"
     write_atomic(path, page)
     return path
+
+
+def _mix_day_section(plan: Plan) -> str:
+    """A mix over a day: each model's simulated P99 per period against its own target (MixPlan.models[].
+    period_p99_ms; null: past saturation), and what the day costs against the other ways of buying it."""
+    d, models = plan.day, plan.mix.models
+    if d is None or any(m.period_p99_ms is None for m in models):
+        return ""
+
+    def cell(p99: float | None, target: float) -> str:
+        return "overloaded misses" if p99 is None else f"{p99:.1f} {'holds' if p99 <= target else 'misses'}"
+
+    rows = []
+    for t, p in enumerate(d.periods):
+        missed = [m.model for m in models if m.period_p99_ms[t] is None or m.period_p99_ms[t] > m.p99_ms]
+        rows.append([f"{int(p.start_s // 3600):02d}:{int(p.start_s % 3600 // 60):02d}", f"{p.qps:,.0f}",
+                     f"{p.usd:,.2f}", *(cell(m.period_p99_ms[t], m.p99_ms) for m in models),
+                     "holds" if not missed else f"misses: {', '.join(missed)}"])
+    per_period = _table(["from", "peak req/s", "$", *(f"{m.model} P99 ms (<= {m.p99_ms:g} ms)" for m in models),
+                         "every model"], rows)
+    # planner/mixday.py simulates no P99 for a mix's alternatives as a whole (one day plan per model, each model's
+    # peak held all day): their null is "not simulated", not the saturation it means in a single model's day plan.
+    ways = _table(["way to buy", "per day", "per month", "worst-period P99 ms", "target"],
+                  [["this day plan", f"${d.usd_per_day:,.2f}", f"${d.usd_per_month:,.0f}", "per model above",
+                    "holds" if d.holds_target else "misses"]]
+                  + [[f"{c.name}: {c.description}", f"${c.usd_per_day:,.2f}", f"${c.usd_per_month:,.0f}",
+                      "not simulated" if c.worst_period_p99_ms is None else f"{c.worst_period_p99_ms:.1f}",
+                      "holds" if c.holds_target else "misses"] for c in d.comparisons])
+    return (f"<h2>Over the day</h2><p>Each model's P99 per period, simulated at the period's rates, against its own "
+            f"target.</p>{per_period}{ways}")
 
 
 def report_plots(inputs: ReportInputs) -> dict[str, Plot]:

@@ -6,17 +6,22 @@ The server is PyTriton's `tritonserver` on 127.0.0.1 running two GPU stand-ins (
 time, so the models take turns as the planner's co-located simulation assumes without a measured co-run speedup. The
 stand-in server's own costs per batch and per request are this machine's, from the stand-in calibration in
 docs/validation (the same Python backend). Two Locust runs (loadtests) drive the models at once, 30 s each after a
-warm-up; bounded in time and loopback only.
+warm-up; bounded in time and loopback only. The host's CPUs are measured over the drive (``HostLoad``): a miss while
+other work saturated them is rerun once, then skipped with the figures; a miss on a quiet host fails. At most two
+drives: about 45 s each here.
 """
+import os
 import signal
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from tritonclient import http as httpclient
 
@@ -40,6 +45,14 @@ QPS = (300.0, 500.0)
 LOAD = 0.8  # of the share one co-located replica holds: each model at 80% of its planned per-replica rate
 STEP_S = 30.0
 TOLERANCE = 0.35  # |measured / predicted - 1| for each model's P99
+# Contention, told from a wrong prediction: over the drive the host's CPUs were at least SATURATED_BUSY busy (of
+# every core's time, /proc/stat, steal included: under a tenth idle, a thread of the server or of Locust that wakes
+# mostly finds every core taken) and other work took more CPU than this test did (every process but this test's:
+# pytest with the Locust runs it reaps, the server and its children). Our own load saturating the host is not
+# contention: that miss is the test's and fails. A miss on a saturated host is rerun once and, saturated again,
+# skipped with the figures; a miss on a quiet host fails. Every run prints the figures it judged by.
+SATURATED_BUSY = 0.9
+ATTEMPTS = 2
 
 
 def test_two_models_on_one_stand_in_gpu_meet_their_predicted_p99(tmp_path):
@@ -61,6 +74,34 @@ def test_two_models_on_one_stand_in_gpu_meet_their_predicted_p99(tmp_path):
     assert share > 0
     rates = [q * share * LOAD for q in QPS]
 
+    n = [int(r * STEP_S * 4) for r in rates]
+    rng = np.random.default_rng(7)
+    arrivals = [np.cumsum(rng.exponential(1.0 / r, k)) for r, k in zip(rates, n)]
+    sims = simulate_colocated(arrivals, [cfg, cfg], [m.service for m in models], [rng.random(k) for k in n],
+                              turns=True)
+    predicted = [s.quantile_ms(0.99) + cal.overhead_ms for s in sims]
+
+    for attempt in range(ATTEMPTS):
+        measured, host = _serve_and_drive(paths, rates, tmp_path / f"attempt{attempt}")
+        report = ", ".join(f"{m} at {r:.1f} req/s: measured {a:.1f} ms, predicted {b:.1f} ms"
+                           for m, r, a, b in zip(MODELS, rates, measured, predicted)) + f"; host: {host}"
+        print(report)
+        if not host.saturated() or _within(measured, predicted, TARGETS_MS):
+            break  # a quiet host's miss is the planner's; judged below
+    else:
+        pytest.skip(f"the host was saturated by other work in {ATTEMPTS} runs; last: {report}")
+    for a, b, target in zip(measured, predicted, TARGETS_MS):
+        assert abs(a / b - 1) <= TOLERANCE, report
+        assert a <= target, report
+
+
+def _within(measured, predicted, targets) -> bool:
+    return all(abs(a / b - 1) <= TOLERANCE and a <= t for a, b, t in zip(measured, predicted, targets))
+
+
+def _serve_and_drive(paths: list[Path], rates: list[float], out: Path) -> tuple[list[float], "HostLoad"]:
+    """The two stand-ins in one local Triton, both driven at once: each model's measured P99, and what the host's
+    CPUs did over the drive."""
     ports = [free_port() for _ in range(3)]
     cmd = [sys.executable, "-m", "serving.cli", "local", "--standin", str(paths[0]), "--standin", str(paths[1]),
            "--max-batch-size", "4", "--max-queue-delay-us", "1000", "--http-port", str(ports[0]),
@@ -83,26 +124,76 @@ def test_two_models_on_one_stand_in_gpu_meet_their_predicted_p99(tmp_path):
         def drive(i: int):
             settings = StressSettings(host=f"http://127.0.0.1:{ports[0]}", model=MODELS[i],
                                       shape=Steps(rates=[round(rates[i], 1)], step_duration=STEP_S, warmup=3.0),
-                                      seed=40 + i, timeout_s=30, out=tmp_path / f"run{i}", name=MODELS[i],
+                                      seed=40 + i, timeout_s=30, out=out / f"run{i}", name=MODELS[i],
                                       metrics_url="")
             return run_stress(settings)
 
+        before = HostLoad.sample(proc.pid)
         with ThreadPoolExecutor(2) as pool:
             results = list(pool.map(drive, range(2)))
+        host = before.until(HostLoad.sample(proc.pid))
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
 
-    measured = [r.reported_steps()[0].latency_ms.p99 for r in results]
-    n = [int(r * STEP_S * 4) for r in rates]
-    rng = np.random.default_rng(7)
-    arrivals = [np.cumsum(rng.exponential(1.0 / r, k)) for r, k in zip(rates, n)]
-    sims = simulate_colocated(arrivals, [cfg, cfg], [m.service for m in models], [rng.random(k) for k in n],
-                              turns=True)
-    predicted = [s.quantile_ms(0.99) + cal.overhead_ms for s in sims]
-    report = ", ".join(f"{m} at {r:.1f} req/s: measured {a:.1f} ms, predicted {b:.1f} ms"
-                       for m, r, a, b in zip(MODELS, rates, measured, predicted))
-    print(report)
-    for a, b, target in zip(measured, predicted, TARGETS_MS):
-        assert abs(a / b - 1) <= TOLERANCE, report
-        assert a <= target, report
+    return [r.reported_steps()[0].latency_ms.p99 for r in results], host
+
+
+@dataclass(frozen=True)
+class HostLoad:
+    """CPU seconds over a window: the host's busy time from /proc/stat (all cores; steal counts as busy, it is time
+    the hypervisor gave to others), this test's own (pytest, which reaps the Locust processes, plus the server
+    process and its live children), and the server threads' wait for a CPU (/proc/<tid>/schedstat's run-queue
+    delay). A sample holds totals since boot; ``until`` turns two into the window's figures.
+
+    Fields as the kernel documents them (torvalds/linux, read at 03c11eb3b16d Documentation/filesystems/proc.rst,
+    1.8: the first "cpu" line sums every CPU in USER_HZ, columns user nice system idle iowait irq softirq steal guest
+    guest_nice, guest already counted in user; and at 0898782247ae Documentation/scheduler/sched-stats.rst:
+    /proc/<pid>/schedstat is time on the CPU, time spent waiting on a runqueue, timeslices, in ns). The snapshot
+    holds no tag for this machine's 6.18 kernel; both formats have stood unchanged for many releases."""
+
+    wall_s: float
+    busy_s: float
+    ours_s: float
+    server_wait_s: float
+
+    @staticmethod
+    def sample(server_pid: int) -> "HostLoad":
+        tick = os.sysconf("SC_CLK_TCK")
+        with open("/proc/stat") as f:
+            # user nice system idle iowait irq softirq steal (guest time is already in user)
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+        busy = (user + nice + system + irq + softirq + steal) / tick
+        me = os.times()
+        ours = me.user + me.system + me.children_user + me.children_system
+        wait = 0.0
+        server = psutil.Process(server_pid)
+        for proc in [server, *server.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+                ours += t.user + t.system + t.children_user + t.children_system
+                for tid in os.listdir(f"/proc/{proc.pid}/task"):
+                    with open(f"/proc/{proc.pid}/task/{tid}/schedstat") as f:
+                        wait += int(f.read().split()[1]) / 1e9
+            except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+                continue
+        return HostLoad(time.monotonic(), busy, ours, wait)
+
+    def until(self, end: "HostLoad") -> "HostLoad":
+        return HostLoad(end.wall_s - self.wall_s, end.busy_s - self.busy_s, end.ours_s - self.ours_s,
+                        end.server_wait_s - self.server_wait_s)
+
+    def busy(self) -> float:
+        return self.busy_s / (self.wall_s * (os.cpu_count() or 1))
+
+    def others_s(self) -> float:
+        return max(self.busy_s - self.ours_s, 0.0)
+
+    def saturated(self) -> bool:
+        return self.busy() >= SATURATED_BUSY and self.others_s() > self.ours_s
+
+    def __str__(self) -> str:
+        return (f"{self.wall_s:.0f} s, CPUs {self.busy():.0%} busy of {os.cpu_count()}, this test "
+                f"{self.ours_s / self.wall_s:.2f} cores, others {self.others_s() / self.wall_s:.2f} cores, the server's threads "
+                f"waited {self.server_wait_s / self.wall_s:.2f} s per s for a CPU: "
+                f"{'saturated' if self.saturated() else 'not saturated'}")

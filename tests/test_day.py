@@ -9,16 +9,16 @@ import pytest
 from gpufleet.contracts.autoscaling import AutoscalingSpec
 from gpufleet.contracts.demand import DemandCurve
 from gpufleet.contracts.plan import read_plan
-from planner.bruteforce import brute_force_day
 from planner.catalog import Pool
 from planner.day import (SCALE_DOWN_STABILIZATION_S, read_day_curve, recommend_day, replay,
                          solve_day)
 from planner.errors import PlannerInputError
-from planner.optimize import Infeasible, Problem, solve
+from planner.optimize import Problem, solve
 from planner.recommend import RecommendRequest, recommend
 from planner.sizing import GpuSizing
 from gpufleet.contracts.triton import BatchingConfig
 from tests.cli_run import run_cli
+from tests.day_enumeration import against_enumeration, random_case
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,30 +36,16 @@ def random_day(rng: random.Random):
         if rng.random() < 0.6:
             pools.append(pool(f"{g}.x", g, "spot", round(od * rng.uniform(0.3, 0.6), 3)))
         pools.append(pool(f"{g}.x", g, rng.choice(["reserved-1yr", "reserved-3yr"]), round(od * rng.uniform(0.5, 0.9), 3)))
-    capacity = {g: rng.uniform(200, 600) for g in gpus}
-    routing = "equal" if len(gpus) > 1 else rng.choice(["weighted", "equal"])
-    problem = Problem(tuple(pools), capacity, 1.0, routing=routing, max_spot_share=rng.choice([1.0, 0.5]),
-                      min_replicas=rng.choice([1, 2]), min_replicas_per_gpu=rng.choice([1, 2]))
-    periods = rng.randint(2, 4)
-    demand = [round(rng.uniform(50, 1200), 1) for _ in range(periods)]
-    hours = [rng.choice([1.0, 2.0, 6.0]) for _ in range(periods)]
-    return problem, demand, hours
+    return random_case(rng, pools, gpus, capacity=(200, 600), spot_shares=[1.0, 0.5], periods=(2, 4),
+                       demand=(50, 1200))
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_day_milp_cost_equals_enumeration_on_small_curves(seed):
     rng = random.Random(seed)
     compared = 0
-    for _ in range(12):
-        problem, demand, hours = random_day(rng)
-        try:
-            expected = brute_force_day(problem, demand, hours)
-        except Infeasible:
-            with pytest.raises(Infeasible):
-                solve_day(problem, demand, hours)
-            continue
-        got = solve_day(problem, demand, hours)
-        assert got.usd == pytest.approx(expected, rel=1e-9, abs=1e-9), (problem, demand, hours)
+    for case, got, expected in against_enumeration(random_day(rng) for _ in range(12)):
+        assert got.usd == pytest.approx(expected, rel=1e-9, abs=1e-9), case
         assert got.lp_bound is None or got.lp_bound <= got.usd + 1e-9
         compared += 1
     assert compared >= 8

@@ -10,10 +10,10 @@ import random
 
 import pytest
 
-from planner.bruteforce import brute_force_day
 from planner.catalog import Pool
 from planner.day import solve_day
 from planner.optimize import Infeasible, Problem
+from tests.day_enumeration import against_enumeration, random_case
 
 CASES_PER_SEED = 8
 
@@ -32,30 +32,16 @@ def random_day(rng: random.Random):
         if len(pools) < 4 and rng.random() < 0.7:
             pools.append(Pool(f"{g}.x", g, "spot", per, round(od * rng.uniform(0.25, 0.6), 3), None))
     pools = pools[:4]
-    capacity = {g: rng.uniform(150, 500) for g in gpus}
-    routing = "equal" if len(gpus) > 1 else rng.choice(["weighted", "equal"])
-    problem = Problem(tuple(pools), capacity, 1.0, routing=routing, max_spot_share=rng.choice([0.5, 0.7, 0.34]),
-                      min_replicas=rng.choice([1, 2]), min_replicas_per_gpu=rng.choice([1, 2]))
-    periods = rng.randint(2, 6)
-    demand = [round(rng.uniform(50, 1000), 1) for _ in range(periods)]
-    hours = [rng.choice([1.0, 2.0, 6.0]) for _ in range(periods)]
-    return problem, demand, hours
+    return random_case(rng, pools, gpus, capacity=(150, 500), spot_shares=[0.5, 0.7, 0.34], periods=(2, 6),
+                       demand=(50, 1000))
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_day_milp_is_within_its_gap_of_enumeration_with_spot_share_and_reserved_pools(seed):
     rng = random.Random(1000 + seed)
     compared = 0
-    for _ in range(CASES_PER_SEED):
-        problem, demand, hours = random_day(rng)
-        try:
-            expected = brute_force_day(problem, demand, hours)
-        except Infeasible:
-            with pytest.raises(Infeasible):
-                solve_day(problem, demand, hours)
-            continue
-        got = solve_day(problem, demand, hours)
-        case = (problem, demand, hours, got)
+    for case, got, expected in against_enumeration(random_day(rng) for _ in range(CASES_PER_SEED)):
+        case = (*case, got)
         assert expected - 1e-9 <= got.usd <= expected * (1 + got.mip_gap) + 1e-9, case
         if got.lp_bound is not None:
             assert got.lp_bound <= expected + 1e-9, case
