@@ -61,7 +61,7 @@ from planner.capacity import queue_bound
 from planner.catalog import HOURS_PER_MONTH, read_catalog
 from planner.colocate import (PARALLEL_AT_LEAST, UNMEASURED_WAYS, ModelDemand, corun_speed, least_per_replica,
                               map_jobs, search_share, simulate_runs, solo_capacity)
-from planner.day import DAY_MIP_REL_GAP, DEFAULT_PERIOD_S, HOURS_PER_DAY, MIN_SPAN_S, recommend_day
+from planner.day import DAY_MIP_REL_GAP, DEFAULT_PERIOD_S, HOURS_PER_DAY, MIN_SPAN_S, PEAK_POINT, recommend_day
 from planner.errors import PlannerInputError
 from planner.mig import slice_profiles
 from planner.mix import (MAX_MIX_MODELS, MixRow, mix_calibrations, mix_overheads, overhead_source, recommend_mix,
@@ -591,18 +591,20 @@ def _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spe
             replicas=reps_by_type, usd=round(usd * hours[t], 4), p99_ms=period_p99[worst_m][t],
             replicas_serving=float(sum(reps_by_type.values())), holds_target=ratio <= 1.0))
     separate = sum(p.day.usd_per_day for p in solo_plans.values())
-    peak_held = sum((p.day.peak_held_usd_per_day or p.day.usd_per_day) for p in solo_plans.values())
+    at_peak = {m: next((c for c in solo_plans[m].day.comparisons if c.name == PEAK_POINT), None) for m in names}
+    # Without a point plan at its peak (none held the peak), a model's own day plan stands in for its cost; such an
+    # alternative then is not one that holds.
+    peak_held = sum(at_peak[m].usd_per_day if at_peak[m] else solo_plans[m].day.usd_per_day for m in names)
     holds = all(p is not None and p <= by_name[m].p99_ms for m in names for p in period_p99[m])
     usd_h = usd_day / HOURS_PER_DAY
     comparisons = [
-        DayComparison(name="one day plan per model",
-                      description="each model alone over its own curve (planner recommend --qps-curve), summed",
-                      usd_per_day=round(separate, 2), usd_per_month=round(separate / HOURS_PER_DAY * HOURS_PER_MONTH, 2),
-                      worst_period_p99_ms=None, holds_target=all(p.day.holds_target for p in solo_plans.values())),
-        DayComparison(name="peak held all day, one fleet per model",
-                      description="each model's point plan at its own curve's peak, held all day, summed",
-                      usd_per_day=round(peak_held, 2), usd_per_month=round(peak_held / HOURS_PER_DAY * HOURS_PER_MONTH, 2),
-                      worst_period_p99_ms=None, holds_target=True)]
+        _summed("one day plan per model", "each model alone over its own curve (planner recommend --qps-curve), summed",
+                separate, {m: (solo_plans[m].day.worst_period_p99_ms, solo_plans[m].day.holds_target) for m in names},
+                by_name),
+        _summed("peak held all day, one fleet per model",
+                "each model's point plan at its own curve's peak, held all day, summed", peak_held,
+                {m: (at_peak[m].worst_period_p99_ms, at_peak[m].holds_target) if at_peak[m] else (None, False)
+                 for m in names}, by_name)]
     ramps = [p.day.ramp for p in solo_plans.values()]
     ramp = max(ramps, key=lambda r: r.fastest_ramp_per_min)
     sets_text = "; ".join(" + ".join(s) for s in chosen)
@@ -637,7 +639,8 @@ def _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spe
                        min_count=lo[p], max_count=held[p], mig_partition=price[p].partition) for p in used_pools],
         usd_per_day=round(usd_day, 2), usd_per_month=round(usd_h * HOURS_PER_MONTH, 2),
         replay_usd_per_day=round(usd_day, 2), comparisons=comparisons, reserved_thresholds=[], solver=solver,
-        ramp=ramp, worst_period_p99_ms=None if not holds else max(p for m in names for p in period_p99[m]),
+        ramp=ramp, worst_period_p99_ms=None if any(p is None for m in names for p in period_p99[m])
+        else max(p for m in names for p in period_p99[m]),
         holds_target=holds, p99_target_ms=min(m.p99_ms for m in mix), peak_held_usd_per_day=round(peak_held, 2),
         saving_vs_peak_held_usd_per_day=round(peak_held - usd_day, 2),
         saving_vs_peak_held=round(1 - usd_day / peak_held, 6) if peak_held > 0 else None)
@@ -698,6 +701,23 @@ def over_limit(inst: list[dict[str, int]], pools, cap: int | None, starts: list[
                 hh, mm = divmod(int(starts[t] // 60) % (24 * 60), 60)
                 return f"{per[p.name]} instances of {p.name} at {hh:02d}:{mm:02d}, over its limit of {limit}"
     return None
+
+
+def _summed(name: str, description: str, usd_day: float, per_model: dict[str, tuple[float | None, bool]],
+            by_name) -> DayComparison:
+    """An alternative made of one fleet per model, each replayed in its own day plan (planner.day): it holds where
+    every model's does, and its worst P99 is that of the model closest to its own target (named; null when some
+    model's replica was past saturation, as in a day plan's comparisons)."""
+    figures = {m: p for m, (p, _) in per_model.items()}
+    worst = None if any(p is None for p in figures.values()) else max(
+        figures, key=lambda m: figures[m] / by_name[m].p99_ms)
+    if worst is not None:
+        description += (f"; worst-period P99 closest to its target: {worst}, {figures[worst]:.1f} of "
+                        f"{by_name[worst].p99_ms:g} ms (each model replayed in its own day plan)")
+    return DayComparison(name=name, description=description, usd_per_day=round(usd_day, 2),
+                         usd_per_month=round(usd_day / HOURS_PER_DAY * HOURS_PER_MONTH, 2),
+                         worst_period_p99_ms=None if worst is None else figures[worst],
+                         holds_target=all(h for _, h in per_model.values()))
 
 
 def _saving(other: float, plan: float) -> str:

@@ -125,10 +125,9 @@ def render_day(plan: Plan, console: Console) -> None:
         own = _p99(d.worst_period_p99_ms)
     ways = [["this day plan", f"{d.usd_per_day:,.2f}", f"{d.usd_per_month:,.0f}", own, _verdict(d.holds_target)]]
     for c in d.comparisons:
-        # planner/mixday.py sizes a mix's alternatives (one day plan per model, each model's peak held all day) and
-        # simulates no P99 for them as a whole: their null is "not simulated", not a replica past saturation (which is
-        # what the null means in a day plan's comparisons, replayed in planner/day.py).
-        figure = "not simulated" if models and c.worst_period_p99_ms is None else _p99(c.worst_period_p99_ms)
+        # A mix's alternatives are one fleet per model, each replayed in its own day plan (planner/mixday.py): the
+        # figure is the model closest to its target, named in the description; null is past saturation, as in a day.
+        figure = _p99(c.worst_period_p99_ms)
         ways.append([f"{c.name}: {c.description}" + (f" ({', '.join(c.pools)})" if c.pools else ""),
                      f"{c.usd_per_day:,.2f}", f"{c.usd_per_month:,.0f}", figure,
                      "[green]holds[/]" if c.holds_target else

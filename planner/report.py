@@ -475,13 +475,13 @@ def _mix_day_section(plan: Plan) -> str:
                      "holds" if not missed else f"misses: {', '.join(missed)}"])
     per_period = _table(["from", "peak req/s", "$", *(f"{m.model} P99 ms (<= {m.p99_ms:g} ms)" for m in models),
                          "every model"], rows)
-    # planner/mixday.py simulates no P99 for a mix's alternatives as a whole (one day plan per model, each model's
-    # peak held all day): their null is "not simulated", not the saturation it means in a single model's day plan.
+    # A mix's alternatives are one fleet per model, each replayed in its own day plan: the figure is the model closest
+    # to its target (named in the description); null, as in a day plan, is a replica past saturation.
     ways = _table(["way to buy", "per day", "per month", "worst-period P99 ms", "target"],
                   [["this day plan", f"${d.usd_per_day:,.2f}", f"${d.usd_per_month:,.0f}", "per model above",
                     "holds" if d.holds_target else "misses"]]
                   + [[f"{c.name}: {c.description}", f"${c.usd_per_day:,.2f}", f"${c.usd_per_month:,.0f}",
-                      "not simulated" if c.worst_period_p99_ms is None else f"{c.worst_period_p99_ms:.1f}",
+                      "overloaded" if c.worst_period_p99_ms is None else f"{c.worst_period_p99_ms:.1f}",
                       "holds" if c.holds_target else "misses"] for c in d.comparisons])
     return (f"<h2>Over the day</h2><p>Each model's P99 per period, simulated at the period's rates, against its own "
             f"target.</p>{per_period}{ways}")
