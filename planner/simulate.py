@@ -16,9 +16,7 @@ Model instances on one GPU share it: while ``n`` batches execute together, each 
 """
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
-from heapq import heappop, heappush
 from typing import Sequence
 
 import numpy as np
@@ -68,34 +66,30 @@ def _batching_rule(cfg: BatchingConfig) -> tuple[list[int], int, int, float]:
 
 def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service: ServiceTime, draws: np.ndarray,
                            warmup_fraction: float, give_up_above_s: float | None = None,
-                           picks: list[int] | None = None) -> SimResult | None:
+                           picks: np.ndarray | None = None) -> SimResult | None:
     """One model instance: batches run one after another, so each starts when the instance is free and the batcher
     sends it (the same rule as :func:`_simulate_shared`, without the processor sharing it needs for several).
+    The loop is :func:`planner.simkernels.one_instance`.
 
     With ``give_up_above_s``, returns None as soon as P99 after warm-up is sure to exceed it (see
     :func:`p99_exceeds`)."""
-    n_req = len(arrivals_s)
+    kernels = _kernels()
+    arrivals = _floats(arrivals_s)
+    n_req = len(arrivals)
     preferred, trigger, big_b, delay = _batching_rule(cfg)
-    tables = service._lists
-    inf = float("inf")
     # Past the last arrival, sentinels that never arrive: a pending batch's trigger request is then never in time,
     # and a count of the queue stops at the end without a bound of its own.
-    a = arrivals_s.tolist() + [inf] * max(trigger, big_b)
+    a = np.concatenate((arrivals, np.full(max(trigger, big_b), np.inf)))
     # Each batch's index into its service table, int(u * grid) as ServiceTime.draw takes it: one grid for every
     # batch size (ServiceTime builds them so), so computed for all draws at once (the same product and truncation).
+    tables = service.tables
     grid = len(tables[1])
     if any(len(t) != grid for t in tables[1:]):
         raise ValueError("service tables of different lengths")
-    pick = picks if picks is not None else table_indices(draws[:n_req], grid)
-    head = 0
-    free_at = 0.0
-    busy = 0.0
-    sizes: list[int] = []
-    done: list[float] = []
-    started: list[float] = []
-    add_size, add_done, add_start, count = sizes.append, done.append, started.append, bisect_right
-    batch = 0
+    pick = np.ascontiguousarray(picks if picks is not None else table_indices(draws[:n_req], grid), dtype=np.int64)
     give_up = give_up_above_s is not None
+    first = must_exceed = 0
+    bound = 0.0
     if give_up:
         # Requests after warm-up that arrived before ``done - bound`` finish above the bound; once more than
         # ``n - floor((n - 1) q)`` of them do, the lower order statistic of the quantile is above it.
@@ -103,48 +97,42 @@ def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service:
         kept = n_req - first
         must_exceed = kept - int((kept - 1) * P99) + 1  # one more than needed: safe against the index rounding
         bound = give_up_above_s * (1.0 + GIVE_UP_MARGIN)
-        above = 0
-    while head < n_req:
-        # Sent when the trigger size has arrived or the oldest has waited out the delay, once the instance is free.
-        t = a[head] + delay
-        if a[head + trigger - 1] < t:
-            t = a[head + trigger - 1]
-        if t < free_at:
-            t = free_at
-        if big_b == 1:
-            m = 1
-        else:
-            m = count(a, t, head, head + big_b) - head
-            if preferred and m >= trigger:
-                m = max(p for p in preferred if p <= m)
-        s = tables[m][pick[batch]]
-        batch += 1
-        busy += s
-        free_at = t + s
-        add_start(t)
-        add_done(free_at)
-        add_size(m)
-        if give_up and free_at - bound >= a[head]:  # the batch's oldest request is above the bound: count them
-            lo = head if head > first else first
-            if lo < head + m:
-                above += count(a, free_at - bound, lo, head + m) - lo
-                if above >= must_exceed:
-                    return None
-        head += m
-    return _result(arrivals_s, sizes, started, done, busy, free_at, warmup_fraction)
+    batches, sizes, started, done, busy, end = kernels.one_instance(
+        a, n_req, _ints(preferred), trigger, big_b, delay, service.array, pick, give_up, first, must_exceed, bound)
+    if batches < 0:
+        return None
+    return _result(arrivals_s, sizes, started, done, busy, end, warmup_fraction)
 
 
-def table_indices(draws: np.ndarray, grid: int) -> list[int]:
+def _kernels():
+    """The compiled loops, imported on the first simulation (numba's import and the kernels' load cost about half
+    a second, which a process that simulates nothing should not pay)."""
+    from planner import simkernels
+    return simkernels
+
+
+def _floats(x) -> np.ndarray:
+    """``x`` as the kernels take it: float64, C-contiguous, writable (numba types a read-only array apart)."""
+    arr = np.ascontiguousarray(x, dtype=np.float64)
+    return arr if arr.flags.writeable else arr.copy()
+
+
+def _ints(x) -> np.ndarray:
+    arr = np.ascontiguousarray(x, dtype=np.int64).reshape(-1)
+    return arr if arr.flags.writeable else arr.copy()
+
+
+def table_indices(draws: np.ndarray, grid: int) -> np.ndarray:
     """Each draw's index into a service table of ``grid`` entries: ``int(u * grid)``, as ServiceTime.draw takes it
     (the same product and truncation, for all draws at once)."""
-    return (draws * grid).astype(np.int64).tolist()
+    return (np.asarray(draws, dtype=np.float64) * grid).astype(np.int64)
 
 
-def _result(arrivals_s: np.ndarray, sizes: list[int], started: list[float], done: list[float], busy: float,
+def _result(arrivals_s: np.ndarray, sizes: np.ndarray, started: np.ndarray, done: np.ndarray, busy: float,
             end: float, warmup_fraction: float) -> SimResult:
     n_req = len(arrivals_s)
-    latency = np.repeat(np.array(done), sizes) - arrivals_s
-    queued_for = np.repeat(np.array(started), sizes) - arrivals_s
+    latency = np.repeat(np.asarray(done, dtype=np.float64), sizes) - arrivals_s
+    queued_for = np.repeat(np.asarray(started, dtype=np.float64), sizes) - arrivals_s
     first = int(n_req * warmup_fraction)
     span = end - arrivals_s[0] if n_req else 0.0
     return SimResult(latency_s=latency[first:], queue_s=queued_for[first:], mean_batch_size=n_req / max(len(sizes), 1),
@@ -153,63 +141,17 @@ def _result(arrivals_s: np.ndarray, sizes: list[int], started: list[float], done
 
 def _simulate_shared(arrivals_s: np.ndarray, cfg: BatchingConfig, service: ServiceTime, draws: np.ndarray,
                      speedup: Sequence[float] | None, warmup_fraction: float) -> SimResult:
-    """Any number of instances sharing the GPU (processor sharing at ``speedup[n] / n`` each)."""
+    """Any number of instances sharing the GPU (processor sharing at ``speedup[n] / n`` each); the loop is
+    :func:`planner.simkernels.shared`."""
     k = cfg.instance_count
     speed = list(speedup) if speedup is not None else [0.0] + [1.0] * k
     if len(speed) <= k:
         raise ValueError(f"speedup needs entries up to {k} concurrent batches")
-    a = arrivals_s.tolist()
-    n_req = len(a)
     preferred, trigger, big_b, delay = _batching_rule(cfg)
-    u = draws.tolist()
-    inf = float("inf")
-
-    head = 0
-    t = 0.0
-    busy = 0.0
-    inflight: list[list[float]] = []  # [remaining solo work, slot]
-    sizes: list[int] = []
-    done: list[float] = []
-    started: list[float] = []
-    while head < n_req or inflight:
-        n_fl = len(inflight)
-        if n_fl:
-            rate = speed[n_fl] / n_fl
-            j_next = min(range(n_fl), key=lambda j: inflight[j][0]) if n_fl > 1 else 0
-            t_complete = t + inflight[j_next][0] / rate
-        else:
-            t_complete = inf
-        if n_fl < k and head < n_req:
-            last = head + trigger - 1
-            t_trigger = a[last] if last < n_req else inf
-            t_dispatch = min(t_trigger, a[head] + delay)
-            if t_dispatch < t:
-                t_dispatch = t
-        else:
-            t_dispatch = inf
-
-        t_next = t_dispatch if t_dispatch <= t_complete else t_complete
-        if n_fl:
-            progressed = (t_next - t) * rate
-            for f in inflight:
-                f[0] -= progressed
-            busy += t_next - t
-        t = t_next
-        if t_dispatch <= t_complete:
-            queued = bisect_right(a, t, head) - head
-            m = queued if queued < big_b else big_b
-            if preferred and m >= trigger:
-                m = max(p for p in preferred if p <= m)
-            inflight.append([service.draw(m, u[len(sizes)]), float(len(sizes))])
-            sizes.append(m)
-            started.append(t)
-            done.append(0.0)
-            head += m
-        else:
-            finished = inflight.pop(j_next)
-            done[int(finished[1])] = t
-
-    return _result(arrivals_s, sizes, started, done, busy, t, warmup_fraction)
+    sizes, started, done, busy, end = _kernels().shared(
+        _floats(arrivals_s), _ints(preferred), trigger, big_b, delay, k, _floats(speed), _floats(draws),
+        service.array, service.lengths)
+    return _result(arrivals_s, sizes, started, done, busy, end, warmup_fraction)
 
 
 @dataclass(frozen=True)
@@ -223,9 +165,9 @@ class Workload:
     unit_arrivals: np.ndarray
     draws: np.ndarray
     # Table indices per table length, computed once for every rate a search tries.
-    _picks: dict[int, list[int]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _picks: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def picks(self, grid: int) -> list[int]:
+    def picks(self, grid: int) -> np.ndarray:
         if grid not in self._picks:
             self._picks[grid] = table_indices(self.draws, grid)
         return self._picks[grid]
@@ -273,7 +215,6 @@ def simulate_colocated(arrivals_s: Sequence[np.ndarray], cfgs: Sequence[Batching
     after warm-up is certain to exceed its bound: enough of its requests already finished above it that the
     quantile's lower order statistic is above it, whatever the rest do. A search for the largest rate that holds
     learns the same as from a full run, sooner."""
-    models = len(cfgs)
     for cfg, service in zip(cfgs, services):
         if cfg.effective_max_batch > service.max_batch_size:
             raise ValueError(f"max_batch_size {cfg.effective_max_batch} exceeds the profile's {service.max_batch_size}")
@@ -281,126 +222,47 @@ def simulate_colocated(arrivals_s: Sequence[np.ndarray], cfgs: Sequence[Batching
     speed = list(speedup) if speedup is not None else [0.0] + [1.0] * most
     if len(speed) <= most:
         raise ValueError(f"speedup needs entries up to {most} concurrent batches")
-    a = [x.tolist() for x in arrivals_s]
-    u = [d.tolist() for d in draws]
+    if not cfgs:
+        return []
+    kernels = _kernels()
+    arrivals = [_floats(x) for x in arrivals_s]
+    uniforms = [_floats(d) for d in draws]
     rules = [_batching_rule(c) for c in cfgs]
-    heads = [0] * models
-    running = [0] * models  # batches in flight per model (at most its instance count)
-    inf = float("inf")
-    t = busy = 0.0
-    # Batches in flight, keyed by when they finish: under processor sharing every batch progresses at the same rate,
-    # so each finishes when the GPU's virtual work clock (solo seconds done per batch) reaches its start plus its
-    # work; taking turns, they finish one after another in the order sent, known when sent.
-    inflight: list[tuple[float, int, int, int]] = []  # (finish, sequence, model, batch index)
-    clock = 0.0  # virtual work clock (processor sharing)
-    gpu_free = 0.0  # when the last batch sent is done (turns)
-    sent = 0
-    sizes: list[list[int]] = [[] for _ in range(models)]
-    started: list[list[float]] = [[] for _ in range(models)]
-    done: list[list[float]] = [[] for _ in range(models)]
-    starts: list[list[int]] = [[] for _ in range(models)]  # each batch's first request
-    lengths = [len(x) for x in a]
-    instances = [c.instance_count for c in cfgs]
-    triggers = [r[1] for r in rules]
-    delays = [r[3] for r in rules]
-    undispatched = sum(lengths)
+    lengths = [len(x) for x in arrivals]
     firsts = [int(n * warmup_fraction) for n in lengths]
     # P99 (linear between order statistics, as numpy's) exceeds a bound once the order statistic below its position
     # does: once this many post-warm-up requests finished above the bound.
-    fatal = [n - f - int(0.99 * (n - f - 1)) if n > f else inf for n, f in zip(lengths, firsts)]
-    over = [0] * models
-
-    # The loop below runs once per batch sent and once per batch done (hundreds of thousands per plan): names are
-    # bound locally and the batcher's next send time is computed inline (as ``ready`` would), the arithmetic in the
-    # same order, so that the result is the same to the last bit.
-    draw = [s.draw for s in services]
+    fatal = [n - f - int(0.99 * (n - f - 1)) if n > f else float("inf") for n, f in zip(lengths, firsts)]
+    # Every model's service tables in one array, padded to the longest (a draw indexes a row within its length).
+    rows = max(s.array.shape[0] for s in services)
+    width = max(s.array.shape[1] for s in services)
+    tables = np.zeros((len(services), rows, width))
+    table_lengths = np.zeros((len(services), rows), dtype=np.int64)
+    for i, s in enumerate(services):
+        tables[i, :s.array.shape[0], :s.array.shape[1]] = s.array
+        table_lengths[i, :len(s.lengths)] = s.lengths
     bounds = give_up_above_s
-    order = range(models)
+    status, n_batches, sizes, started, done, busy, end = kernels.colocated(
+        _concat(arrivals), _offsets(lengths), _concat(uniforms), _offsets([len(d) for d in uniforms]), tables,
+        table_lengths, _ints([p for r in rules for p in r[0]]), _offsets([len(r[0]) for r in rules]),
+        _ints([r[1] for r in rules]), _ints([r[2] for r in rules]), _floats([r[3] for r in rules]),
+        _ints([c.instance_count for c in cfgs]), _floats(speed), bool(turns), bounds is not None,
+        _floats(bounds if bounds is not None else [0.0] * len(cfgs)), _ints(firsts), _floats(fatal))
+    if status < 0:
+        return None
+    out = []
+    base = 0
+    for i, n in enumerate(lengths):
+        nb = n_batches[i]
+        out.append(_result(arrivals_s[i], sizes[base:base + nb], started[base:base + nb], done[base:base + nb],
+                           busy, end, warmup_fraction))
+        base += n
+    return out
 
-    def ready(i: int) -> float:
-        """When model i's batcher would send its next batch, were the clock there (inf: no free instance or
-        nothing queued)."""
-        head = heads[i]
-        if running[i] >= instances[i] or head >= lengths[i]:
-            return inf
-        arr = a[i]
-        when = arr[head] + delays[i]
-        last = head + triggers[i] - 1
-        if last < lengths[i] and arr[last] < when:
-            when = arr[last]
-        return when
 
-    ready_at = [ready(i) for i in order]
-    while undispatched or inflight:
-        n_fl = len(inflight)
-        if not n_fl:
-            t_complete = inf
-        elif turns:
-            t_complete = inflight[0][0]
-        else:
-            rate = speed[n_fl] / n_fl
-            t_complete = t + (inflight[0][0] - clock) / rate
-        t_dispatch = min(ready_at)
-        if t_dispatch < t:
-            t_dispatch = t
-        dispatch = t_dispatch <= t_complete
-        t_next = t_dispatch if dispatch else t_complete
-        if n_fl:
-            if not turns:
-                clock += (t_next - t) * rate
-            busy += t_next - t
-        t = t_next
-        if dispatch:
-            i = 0
-            while ready_at[i] > t:  # the first model whose batcher sends now
-                i += 1
-            preferred, trigger, big_b, delay = rules[i]
-            arr = a[i]
-            head = heads[i]
-            n_i = lengths[i]
-            queued = bisect_right(arr, t, head) - head
-            m = queued if queued < big_b else big_b
-            if preferred and m >= trigger:
-                m = max(p for p in preferred if p <= m)
-            size_i = sizes[i]
-            batch = len(size_i)
-            work = draw[i](m, u[i][batch])
-            if turns:
-                gpu_free = (gpu_free if gpu_free > t else t) + work
-                heappush(inflight, (gpu_free, sent, i, batch))
-            else:
-                heappush(inflight, (clock + work, sent, i, batch))
-            sent += 1
-            size_i.append(m)
-            started[i].append(t)
-            done[i].append(0.0)
-            starts[i].append(head)
-            head += m
-            heads[i] = head
-            undispatched -= m
-            r = running[i] + 1
-            running[i] = r
-            # ready(i), inline
-            if r >= instances[i] or head >= n_i:
-                ready_at[i] = inf
-            else:
-                when = arr[head] + delay
-                last = head + trigger - 1
-                if last < n_i and arr[last] < when:
-                    when = arr[last]
-                ready_at[i] = when
-        else:
-            _, _, i, batch = heappop(inflight)
-            done[i][batch] = t
-            running[i] -= 1
-            ready_at[i] = ready(i)
-            if bounds is not None:
-                first = starts[i][batch]
-                lo = first if first > firsts[i] else firsts[i]
-                hi = first + sizes[i][batch]
-                if hi > lo:
-                    # this batch's requests that arrived before t - bound finished above it
-                    over[i] += bisect_left(a[i], t - bounds[i], lo, hi) - lo
-                    if over[i] >= fatal[i]:
-                        return None
-    return [_result(arrivals_s[i], sizes[i], started[i], done[i], busy, t, warmup_fraction) for i in range(models)]
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros(0)
+
+
+def _offsets(lengths: list[int]) -> np.ndarray:
+    return _ints(np.concatenate(([0], np.cumsum(lengths, dtype=np.int64))))
