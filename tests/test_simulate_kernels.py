@@ -343,9 +343,10 @@ N_REQUESTS = 1_500
 
 
 def _service(rng) -> ServiceTime:
-    """Affine-in-batch service tables; a coarse grid (few distinct times: ties between finishing batches) or the
-    planner's."""
-    base, per, spread = rng.uniform(0.5e-3, 4e-3), rng.uniform(0.1e-3, 1.5e-3), rng.uniform(0.0, 3e-3)
+    """Affine-in-batch service tables; a coarse grid or none (few distinct times: ties between finishing batches) or
+    the planner's."""
+    base, per = rng.uniform(0.5e-3, 4e-3), rng.uniform(0.1e-3, 1.5e-3)
+    spread = rng.uniform(0.0, 3e-3) if rng.random() < 0.7 else 0.0  # or deterministic: ties between instances
     grid = int(rng.choice([4, 64, 2048]))
     return ServiceTime.from_quantile_function(lambda b, u: base + per * b + spread * u ** 3, 16, grid)
 
@@ -370,11 +371,14 @@ def _speedup(rng, most: int) -> list[float]:
 
 def _arrivals(rng, cfg: BatchingConfig, service: ServiceTime, n: int = N_REQUESTS) -> np.ndarray:
     """Poisson arrivals at 20-130% of the replica's solo capacity at its largest batch; sometimes on a coarse clock
-    (simultaneous arrivals)."""
+    or in bursts of 8 (simultaneous arrivals: instances that start equal batches together and finish together)."""
     b = cfg.effective_max_batch
     rate = rng.uniform(0.2, 1.3) * cfg.instance_count * b / service.mean(b)
     times = np.cumsum(rng.exponential(1.0 / rate, n))
-    return np.round(times, 3) if rng.random() < 0.3 else times
+    clock = rng.random()
+    if clock < 0.2:
+        return np.repeat(np.cumsum(rng.exponential(8.0 / rate, n // 8 + 1)), 8)[:n]
+    return np.round(times, 3) if clock < 0.5 else times
 
 
 def _same(got: SimResult | None, want: SimResult | None) -> bool:
@@ -511,6 +515,19 @@ def test_shared_serves_as_the_python_loop():
         speedup = _speedup(rng, cfg.instance_count) if rng.random() < 0.8 else None
         want = _simulate_shared(arrivals, cfg, service, draws, speedup, 0.05)
         assert _same(new._simulate_shared(arrivals, cfg, service, draws, speedup, 0.05), want), cfg
+
+
+def test_shared_breaks_ties_as_the_python_loop():
+    """Bursts of simultaneous requests on a deterministic service: instances start equal batches together and finish
+    together, and which is done first (the first of the smallest, as ``min`` takes it) decides every later time."""
+    rng = np.random.default_rng(206)
+    service = ServiceTime.from_quantile_function(lambda b, u: 0.001 + 0.0003 * b + 0.0 * u, 16, 4)
+    for _ in range(CASES):
+        cfg = BatchingConfig(max_batch_size=4, max_queue_delay_microseconds=0, instance_count=int(rng.integers(2, 4)))
+        arrivals = np.repeat(np.cumsum(rng.exponential(0.004, 300)), 8)
+        draws, speedup = rng.random(len(arrivals)), _speedup(rng, cfg.instance_count)
+        want = _simulate_shared(arrivals, cfg, service, draws, speedup, 0.05)
+        assert _same(new._simulate_shared(arrivals, cfg, service, draws, speedup, 0.05), want), (cfg, speedup)
 
 
 def test_colocated_serves_as_the_python_loop():
