@@ -10,11 +10,14 @@ both). Rules that keep it so:
 * a table index is ``int(u * length)`` as :meth:`planner.service.ServiceTime.draw` takes it;
 * minima are taken as Python's ``min`` takes them (the first strictly smaller wins).
 
-This module imports numba, which costs about half a second: :mod:`planner.simulate` imports it on its first
-simulation, never at import, so that ``planner --help`` and the plans that simulate nothing stay quick. The kernels
-are compiled for one signature each (eagerly, when this module is first imported) and cached in ``__pycache__``
-(``cache=True``): a first run after the cache is cleared compiles them (seconds), later processes load them. Forked
-workers inherit the parent's compiled code. ``NUMBA_DISABLE_JIT=1`` runs them as plain Python (slow; for a debugger).
+This module imports numba, which with the kernels' load costs about 0.6 s of CPU: :mod:`planner.simulate` imports it
+only once a process has simulated for ``INTERPRETED_BUDGET_S`` in the Python loops it keeps for one model, on the
+first co-located simulation, or before it forks workers (which then inherit the compiled code); never at import, so
+that ``planner --help`` and a point plan stay quick. The three kernels are compiled for one signature each (eagerly,
+when this module is first imported; a call with other types is refused, not compiled again) and cached in
+``planner/__pycache__`` (``cache=True``): a first run after the cache is cleared or this file changes compiles them
+(seconds), later processes load them. The small helpers are compiled into the kernels, not cached apart.
+``NUMBA_DISABLE_JIT=1`` runs everything as plain Python (slow; for a debugger or prints).
 """
 from __future__ import annotations
 
@@ -66,7 +69,7 @@ ONE_INSTANCE_SIG = ("Tuple((int64, int64[::1], float64[::1], float64[::1], float
                     " boolean, int64, int64, float64)")
 
 
-@njit(cache=True)
+@njit(ONE_INSTANCE_SIG, cache=True)
 def one_instance(a, n_req, preferred, trigger, big_b, delay, tables, pick, give_up, first, must_exceed, bound):
     """One model instance (``simulate._simulate_one_instance``). ``a``: the arrivals followed by ``max(trigger,
     big_b)`` infinite sentinels; ``pick[batch]``: each batch's index into its service table row ``tables[m]``.
@@ -118,7 +121,7 @@ SHARED_SIG = ("Tuple((int64[::1], float64[::1], float64[::1], float64, float64))
               " float64[:, ::1], int64[::1])")
 
 
-@njit(cache=True)
+@njit(SHARED_SIG, cache=True)
 def shared(a, preferred, trigger, big_b, delay, k, speed, u, tables, lengths):
     """``k`` instances sharing the GPU by processor sharing (``simulate._simulate_shared``); ``tables[m]`` the
     service table of a batch of ``m``, ``lengths[m]`` its length. Returns (sizes, started, done, busy, end)."""
@@ -243,7 +246,7 @@ COLOCATED_SIG = ("Tuple((int64, int64[::1], int64[::1], float64[::1], float64[::
                  " boolean, boolean, float64[::1], int64[::1], float64[::1])")
 
 
-@njit(cache=True)
+@njit(COLOCATED_SIG, cache=True)
 def colocated(a, a_off, u, u_off, tables, lengths, preferred, pref_off, triggers, big_bs, delays, instances, speed,
               turns, give_up, bounds, firsts, fatal):
     """Several models on one GPU (``simulate.simulate_colocated``). Model ``i``'s arrivals are

@@ -16,6 +16,10 @@ Model instances on one GPU share it: while ``n`` batches execute together, each 
 """
 from __future__ import annotations
 
+import os
+import time
+from bisect import bisect_right
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -30,6 +34,12 @@ P99 = 0.99
 # arrival subtracted from a completion time) or of the quantile's interpolation cannot turn a give-up into a run
 # whose P99 would in fact have met the bound: giving up decides exactly as the full run's P99 would.
 GIVE_UP_MARGIN = 1e-6
+# A process runs the one-model loops as Python until it has spent this long in them, then loads the compiled kernels
+# (planner/simkernels.py) and runs those: loading numba and the kernels costs about 0.6 s of CPU, more than all the
+# simulations of a point plan (about 0.4 s), and pays for itself within a second of a larger plan's. Spending as
+# long as the load costs before paying it is at most twice the better choice, whichever it was (the ski-rental
+# rule). The answers are the same either way, to the bit (tests/test_simulate_kernels.py).
+INTERPRETED_BUDGET_S = 0.6
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,11 @@ def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service:
 
     With ``give_up_above_s``, returns None as soon as P99 after warm-up is sure to exceed it (see
     :func:`p99_exceeds`)."""
-    kernels = _kernels()
+    kernels = _kernels_when_worth_it()
+    if kernels is None:
+        with _interpreted():
+            return _one_instance_interpreted(arrivals_s, cfg, service, draws, warmup_fraction, give_up_above_s,
+                                             picks.tolist() if picks is not None else None)
     arrivals = _floats(arrivals_s)
     n_req = len(arrivals)
     preferred, trigger, big_b, delay = _batching_rule(cfg)
@@ -104,11 +118,53 @@ def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service:
     return _result(arrivals_s, sizes, started, done, busy, end, warmup_fraction)
 
 
+_interpreted_s = 0.0  # time this process has spent in the Python loops
+_loaded = None  # planner.simkernels, once imported
+
+
 def _kernels():
-    """The compiled loops, imported on the first simulation (numba's import and the kernels' load cost about half
-    a second, which a process that simulates nothing should not pay)."""
-    from planner import simkernels
-    return simkernels
+    """The compiled loops, imported on first use, never at import (numba's import and the kernels' load cost about
+    0.6 s, which a process that simulates nothing or little should not pay)."""
+    global _loaded
+    if _loaded is None:
+        from planner import simkernels
+        _loaded = simkernels
+    return _loaded
+
+
+def load_kernels() -> None:
+    """Load the compiled loops now (about 0.6 s; compiling them, when the cache in ``__pycache__`` is missing or
+    stale, takes seconds): the simulations after it run compiled. For a process that knows it will simulate a lot,
+    and for tests of the compiled path."""
+    _kernels()
+
+
+def _kernels_when_worth_it():
+    """The compiled loops once this process has spent :data:`INTERPRETED_BUDGET_S` in the Python ones (or loaded
+    them already); None before."""
+    if _loaded is None and _interpreted_s < INTERPRETED_BUDGET_S:
+        return None
+    return _kernels()
+
+
+@contextmanager
+def _interpreted():
+    global _interpreted_s
+    start = time.process_time()
+    try:
+        yield
+    finally:
+        _interpreted_s += time.process_time() - start
+
+
+def _load_before_fork() -> None:
+    """A forked worker (planner.colocate.map_jobs) inherits the parent's compiled kernels; loading them in each worker
+    instead would cost every worker the load, every time a pool starts (workers are started to simulate a lot)."""
+    load_kernels()
+
+
+# Only forks that return to Python call this (multiprocessing's, not subprocess's fork-exec).
+os.register_at_fork(before=_load_before_fork)
 
 
 def _floats(x) -> np.ndarray:
@@ -147,11 +203,142 @@ def _simulate_shared(arrivals_s: np.ndarray, cfg: BatchingConfig, service: Servi
     speed = list(speedup) if speedup is not None else [0.0] + [1.0] * k
     if len(speed) <= k:
         raise ValueError(f"speedup needs entries up to {k} concurrent batches")
+    kernels = _kernels_when_worth_it()
+    if kernels is None:
+        with _interpreted():
+            return _shared_interpreted(arrivals_s, cfg, service, draws, speedup, warmup_fraction)
     preferred, trigger, big_b, delay = _batching_rule(cfg)
-    sizes, started, done, busy, end = _kernels().shared(
+    sizes, started, done, busy, end = kernels.shared(
         _floats(arrivals_s), _ints(preferred), trigger, big_b, delay, k, _floats(speed), _floats(draws),
         service.array, service.lengths)
     return _result(arrivals_s, sizes, started, done, busy, end, warmup_fraction)
+
+
+def _one_instance_interpreted(arrivals_s: np.ndarray, cfg: BatchingConfig, service: ServiceTime, draws: np.ndarray,
+                           warmup_fraction: float, give_up_above_s: float | None = None,
+                           picks: list[int] | None = None) -> SimResult | None:
+    """:func:`_simulate_one_instance` as the Python loop it was (36e3756), for a process that simulates little."""
+    n_req = len(arrivals_s)
+    preferred, trigger, big_b, delay = _batching_rule(cfg)
+    tables = service._lists
+    inf = float("inf")
+    # Past the last arrival, sentinels that never arrive: a pending batch's trigger request is then never in time,
+    # and a count of the queue stops at the end without a bound of its own.
+    a = arrivals_s.tolist() + [inf] * max(trigger, big_b)
+    # Each batch's index into its service table, int(u * grid) as ServiceTime.draw takes it: one grid for every
+    # batch size (ServiceTime builds them so), so computed for all draws at once (the same product and truncation).
+    grid = len(tables[1])
+    if any(len(t) != grid for t in tables[1:]):
+        raise ValueError("service tables of different lengths")
+    pick = picks if picks is not None else table_indices(draws[:n_req], grid).tolist()
+    head = 0
+    free_at = 0.0
+    busy = 0.0
+    sizes: list[int] = []
+    done: list[float] = []
+    started: list[float] = []
+    add_size, add_done, add_start, count = sizes.append, done.append, started.append, bisect_right
+    batch = 0
+    give_up = give_up_above_s is not None
+    if give_up:
+        # Requests after warm-up that arrived before ``done - bound`` finish above the bound; once more than
+        # ``n - floor((n - 1) q)`` of them do, the lower order statistic of the quantile is above it.
+        first = int(n_req * warmup_fraction)
+        kept = n_req - first
+        must_exceed = kept - int((kept - 1) * P99) + 1  # one more than needed: safe against the index rounding
+        bound = give_up_above_s * (1.0 + GIVE_UP_MARGIN)
+        above = 0
+    while head < n_req:
+        # Sent when the trigger size has arrived or the oldest has waited out the delay, once the instance is free.
+        t = a[head] + delay
+        if a[head + trigger - 1] < t:
+            t = a[head + trigger - 1]
+        if t < free_at:
+            t = free_at
+        if big_b == 1:
+            m = 1
+        else:
+            m = count(a, t, head, head + big_b) - head
+            if preferred and m >= trigger:
+                m = max(p for p in preferred if p <= m)
+        s = tables[m][pick[batch]]
+        batch += 1
+        busy += s
+        free_at = t + s
+        add_start(t)
+        add_done(free_at)
+        add_size(m)
+        if give_up and free_at - bound >= a[head]:  # the batch's oldest request is above the bound: count them
+            lo = head if head > first else first
+            if lo < head + m:
+                above += count(a, free_at - bound, lo, head + m) - lo
+                if above >= must_exceed:
+                    return None
+        head += m
+    return _result(arrivals_s, sizes, started, done, busy, free_at, warmup_fraction)
+
+
+
+def _shared_interpreted(arrivals_s: np.ndarray, cfg: BatchingConfig, service: ServiceTime, draws: np.ndarray,
+                     speedup: Sequence[float] | None, warmup_fraction: float) -> SimResult:
+    """:func:`_simulate_shared` as the Python loop it was (36e3756), for a process that simulates little."""
+    k = cfg.instance_count
+    speed = list(speedup) if speedup is not None else [0.0] + [1.0] * k
+    if len(speed) <= k:
+        raise ValueError(f"speedup needs entries up to {k} concurrent batches")
+    a = arrivals_s.tolist()
+    n_req = len(a)
+    preferred, trigger, big_b, delay = _batching_rule(cfg)
+    u = draws.tolist()
+    inf = float("inf")
+
+    head = 0
+    t = 0.0
+    busy = 0.0
+    inflight: list[list[float]] = []  # [remaining solo work, slot]
+    sizes: list[int] = []
+    done: list[float] = []
+    started: list[float] = []
+    while head < n_req or inflight:
+        n_fl = len(inflight)
+        if n_fl:
+            rate = speed[n_fl] / n_fl
+            j_next = min(range(n_fl), key=lambda j: inflight[j][0]) if n_fl > 1 else 0
+            t_complete = t + inflight[j_next][0] / rate
+        else:
+            t_complete = inf
+        if n_fl < k and head < n_req:
+            last = head + trigger - 1
+            t_trigger = a[last] if last < n_req else inf
+            t_dispatch = min(t_trigger, a[head] + delay)
+            if t_dispatch < t:
+                t_dispatch = t
+        else:
+            t_dispatch = inf
+
+        t_next = t_dispatch if t_dispatch <= t_complete else t_complete
+        if n_fl:
+            progressed = (t_next - t) * rate
+            for f in inflight:
+                f[0] -= progressed
+            busy += t_next - t
+        t = t_next
+        if t_dispatch <= t_complete:
+            queued = bisect_right(a, t, head) - head
+            m = queued if queued < big_b else big_b
+            if preferred and m >= trigger:
+                m = max(p for p in preferred if p <= m)
+            inflight.append([service.draw(m, u[len(sizes)]), float(len(sizes))])
+            sizes.append(m)
+            started.append(t)
+            done.append(0.0)
+            head += m
+        else:
+            finished = inflight.pop(j_next)
+            done[int(finished[1])] = t
+
+    return _result(arrivals_s, sizes, started, done, busy, t, warmup_fraction)
+
 
 
 @dataclass(frozen=True)

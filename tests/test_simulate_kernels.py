@@ -13,8 +13,12 @@ The reference loops below, from ``_batching_rule`` to ``simulate_colocated``, ar
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from bisect import bisect_left, bisect_right
 from heapq import heappop, heappush
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -338,6 +342,9 @@ def simulate_colocated(arrivals_s: Sequence[np.ndarray], cfgs: Sequence[Batching
 # Random cases
 # ---------------------------------------------------------------------------------------------------------------------
 
+# The wrappers below run the compiled kernels: a process runs its first simulations of one model as Python.
+new.load_kernels()
+
 CASES = 40
 N_REQUESTS = 1_500
 
@@ -573,3 +580,42 @@ def test_each_kernel_is_compiled_once_whatever_the_callers_pass():
             new.simulate_colocated([a, a], [cfg, cfg], [service, service], [draws, draws], [0, 1, 2, 3, 4])
     for kernel in (simkernels.one_instance, simkernels.shared, simkernels.colocated):
         assert len(kernel.signatures) == 1, (kernel.py_func.__name__, kernel.signatures)
+
+
+def test_a_process_answers_alike_before_and_after_it_loads_the_kernels(tmp_path):
+    """A fresh process runs its first one-model simulations in Python, then the compiled kernels: the same answers.
+    (A subprocess: which loops run depends on what the process did before.)"""
+    script = tmp_path / "both.py"
+    script.write_text("""
+import numpy as np
+from gpufleet.contracts.triton import BatchingConfig
+from planner import simulate
+from planner.service import ServiceTime
+
+service = ServiceTime.from_quantile_function(lambda b, u: 0.002 + 0.0007 * b + 0.002 * u ** 3, 16)
+rng = np.random.default_rng(7)
+arrivals = np.cumsum(rng.exponential(1 / 900.0, 3000))
+draws = rng.random(3000)
+cfgs = [BatchingConfig(max_batch_size=16, max_queue_delay_microseconds=d, preferred_batch_sizes=p, instance_count=k)
+        for d, p, k in [(0, (), 1), (2000, (4, 8), 1), (500, (), 2), (0, (8,), 3)]]
+
+def runs():
+    out = [simulate.simulate(arrivals, c, service, draws, [0.0, 1.0, 1.6, 1.9]) for c in cfgs]
+    out.append(simulate._simulate_one_instance(arrivals, cfgs[1], service, draws, 0.05,
+                                               give_up_above_s=out[1].quantile_ms(0.99) / 1000.0 * 0.9))
+    return out
+
+before = runs()
+assert simulate._loaded is None, "the Python loops ran"
+simulate.load_kernels()
+after = runs()
+assert after[-1] is None and before[-1] is None
+for x, y in zip(before[:-1], after[:-1]):
+    assert np.array_equal(x.latency_s, y.latency_s) and np.array_equal(x.queue_s, y.queue_s)
+    assert x.mean_batch_size == y.mean_batch_size and x.busy_fraction == y.busy_fraction
+print("same")
+""")
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=root,
+                          env=dict(os.environ, PYTHONPATH=root))
+    assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr
