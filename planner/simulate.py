@@ -87,7 +87,7 @@ def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service:
     if kernels is None:
         with _interpreted():
             return _one_instance_interpreted(arrivals_s, cfg, service, draws, warmup_fraction, give_up_above_s,
-                                             picks.tolist() if picks is not None else None)
+                                             np.asarray(picks).tolist() if picks is not None else None)
     arrivals = _floats(arrivals_s)
     n_req = len(arrivals)
     preferred, trigger, big_b, delay = _batching_rule(cfg)
