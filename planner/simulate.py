@@ -420,14 +420,7 @@ def simulate_colocated(arrivals_s: Sequence[np.ndarray], cfgs: Sequence[Batching
     # P99 (linear between order statistics, as numpy's) exceeds a bound once the order statistic below its position
     # does: once this many post-warm-up requests finished above the bound.
     fatal = [n - f - int(0.99 * (n - f - 1)) if n > f else float("inf") for n, f in zip(lengths, firsts)]
-    # Every model's service tables in one array, padded to the longest (a draw indexes a row within its length).
-    rows = max(s.array.shape[0] for s in services)
-    width = max(s.array.shape[1] for s in services)
-    tables = np.zeros((len(services), rows, width))
-    table_lengths = np.zeros((len(services), rows), dtype=np.int64)
-    for i, s in enumerate(services):
-        tables[i, :s.array.shape[0], :s.array.shape[1]] = s.array
-        table_lengths[i, :len(s.lengths)] = s.lengths
+    tables, table_lengths = _stacked(tuple(services))
     bounds = give_up_above_s
     status, n_batches, sizes, started, done, busy, end = kernels.colocated(
         _concat(arrivals), _offsets(lengths), _concat(uniforms), _offsets([len(d) for d in uniforms]), tables,
@@ -445,6 +438,32 @@ def simulate_colocated(arrivals_s: Sequence[np.ndarray], cfgs: Sequence[Batching
                            busy, end, warmup_fraction))
         base += n
     return out
+
+
+# The stacked tables of the last few sets of services: a search simulates one set hundreds of times, and stacking
+# copies half a megabyte per model. Keyed by the services themselves (held, so that an id is not reused meanwhile).
+_STACKED: dict[tuple[int, ...], tuple[tuple[ServiceTime, ...], np.ndarray, np.ndarray]] = {}
+STACKED_KEPT = 16
+
+
+def _stacked(services: tuple[ServiceTime, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Every model's service tables in one array, padded to the longest (a draw indexes a row within its length),
+    and the lengths of their rows."""
+    key = tuple(id(s) for s in services)
+    hit = _STACKED.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], services)):
+        return hit[1], hit[2]
+    rows = max(s.array.shape[0] for s in services)
+    width = max(s.array.shape[1] for s in services)
+    tables = np.zeros((len(services), rows, width))
+    table_lengths = np.zeros((len(services), rows), dtype=np.int64)
+    for i, s in enumerate(services):
+        tables[i, :s.array.shape[0], :s.array.shape[1]] = s.array
+        table_lengths[i, :len(s.lengths)] = s.lengths
+    if len(_STACKED) >= STACKED_KEPT:
+        del _STACKED[next(iter(_STACKED))]  # the oldest
+    _STACKED[key] = (services, tables, table_lengths)
+    return tables, table_lengths
 
 
 def _concat(arrays: list[np.ndarray]) -> np.ndarray:
