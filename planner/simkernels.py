@@ -10,7 +10,7 @@ both). Rules that keep it so:
 * a table index is ``int(u * length)`` as :meth:`planner.service.ServiceTime.draw` takes it;
 * minima are taken as Python's ``min`` takes them (the first strictly smaller wins).
 
-This module imports numba, which with the kernels' load costs about 0.6 s of CPU: :mod:`planner.simulate` imports it
+This module imports numba, which with the kernels' load costs 0.5-1 s of CPU: :mod:`planner.simulate` imports it
 only once a process has simulated for ``INTERPRETED_BUDGET_S`` in the Python loops it keeps for one model, on the
 first co-located simulation, or before it forks workers (which then inherit the compiled code); never at import, so
 that ``planner --help`` and a point plan stay quick. The three kernels are compiled for one signature each (eagerly,

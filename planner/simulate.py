@@ -34,11 +34,12 @@ P99 = 0.99
 # arrival subtracted from a completion time) or of the quantile's interpolation cannot turn a give-up into a run
 # whose P99 would in fact have met the bound: giving up decides exactly as the full run's P99 would.
 GIVE_UP_MARGIN = 1e-6
-# A process runs the one-model loops as Python until it has spent this long in them, then loads the compiled kernels
-# (planner/simkernels.py) and runs those: loading numba and the kernels costs about 0.6 s of CPU, more than all the
-# simulations of a point plan (about 0.4 s), and pays for itself within a second of a larger plan's. Spending as
-# long as the load costs before paying it is at most twice the better choice, whichever it was (the ski-rental
-# rule). The answers are the same either way, to the bit (tests/test_simulate_kernels.py).
+# A process runs the one-model loops as Python until it has spent this long (CPU) in them, then loads the compiled
+# kernels (planner/simkernels.py) and runs those: loading numba and the kernels costs 0.5-1 s of CPU on the 2-core
+# development machine (1.0 s measured beside other work), more than all the simulations of a point or a day plan
+# (0.4 s), and pays for itself within a second of a mix's. Spending about what the load costs before paying it is
+# at most about twice the better choice, whichever it was (the ski-rental rule). The answers are the same either
+# way, to the bit (tests/test_simulate_kernels.py).
 INTERPRETED_BUDGET_S = 0.6
 
 
@@ -124,7 +125,7 @@ _loaded = None  # planner.simkernels, once imported
 
 def _kernels():
     """The compiled loops, imported on first use, never at import (numba's import and the kernels' load cost about
-    0.6 s, which a process that simulates nothing or little should not pay)."""
+    0.5-1 s of CPU, which a process that simulates nothing or little should not pay)."""
     global _loaded
     if _loaded is None:
         from planner import simkernels
@@ -133,7 +134,7 @@ def _kernels():
 
 
 def load_kernels() -> None:
-    """Load the compiled loops now (about 0.6 s; compiling them, when the cache in ``__pycache__`` is missing or
+    """Load the compiled loops now (0.5-1 s of CPU; compiling them, when the cache in ``__pycache__`` is missing or
     stale, takes seconds): the simulations after it run compiled. For a process that knows it will simulate a lot,
     and for tests of the compiled path."""
     _kernels()
