@@ -4,9 +4,11 @@ Each kernel is the loop :mod:`planner.simulate` ran in Python before (commit 36e
 order, so every latency is the same to the last bit (tests/test_simulate_kernels.py holds the Python loops and checks
 both). Rules that keep it so:
 
-* no ``fastmath`` (it would let LLVM reorder sums and fuse multiply-adds);
-* the bisections are CPython's ``bisect`` algorithm probe for probe (the same midpoints), so even an input the
-  Python code would have bisected oddly is answered alike;
+* no ``fastmath`` (it would let LLVM reorder sums and fuse multiply-adds: numba 0.68.1 runs its fastmath pass,
+  whose flags include ``contract``, only when asked; numba/core/cpu.py and cpu_options.py of the installed wheel);
+* the bisections are CPython's ``bisect`` algorithm probe for probe (``mid = (lo + hi) // 2``, CPython 3.11.7
+  Lib/bisect.py; the C module computes the same midpoint), so even an input the Python code would have bisected
+  oddly is answered alike;
 * a table index is ``int(u * length)`` as :meth:`planner.service.ServiceTime.draw` takes it;
 * minima are taken as Python's ``min`` takes them (the first strictly smaller wins).
 
@@ -15,8 +17,9 @@ only once a process has simulated for ``INTERPRETED_BUDGET_S`` in the Python loo
 first co-located simulation, or before it forks workers (which then inherit the compiled code); never at import, so
 that ``planner --help`` and a point plan stay quick. The three kernels are compiled for one signature each (eagerly,
 when this module is first imported; a call with other types is refused, not compiled again) and cached in
-``planner/__pycache__`` (``cache=True``): a first run after the cache is cleared or this file changes compiles them
-(seconds), later processes load them. The small helpers are compiled into the kernels, not cached apart.
+``planner/__pycache__`` (``cache=True``), keyed on this file's content (numba 0.68.1 numba/core/caching.py,
+``get_source_stamp``: a sha256 of the source): a first run after the cache is cleared or this file changes compiles
+them (seconds), later processes load them. The small helpers are compiled into the kernels, not cached apart.
 ``NUMBA_DISABLE_JIT=1`` runs everything as plain Python (slow; for a debugger or prints).
 """
 from __future__ import annotations
