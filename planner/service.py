@@ -11,6 +11,7 @@ replica adds its own work to the device's (:class:`ServerCost`), which ``planner
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -51,6 +52,20 @@ class ServiceTime:
         # tables[b] for b >= 1; tables[0] is unused so that a batch size indexes directly.
         self.tables = tables
         self._lists = [t.tolist() for t in tables]
+
+    @cached_property
+    def array(self) -> np.ndarray:
+        """The tables as one array for the compiled simulators: row ``b`` is ``tables[b]``, padded with zeros to the
+        longest (``lengths[b]`` says how many entries are its own)."""
+        out = np.zeros((len(self.tables), max((len(t) for t in self.tables), default=0)))
+        for b, t in enumerate(self.tables):
+            out[b, :len(t)] = t
+        return out
+
+    @cached_property
+    def lengths(self) -> np.ndarray:
+        """How many entries each table row has: a draw ``u`` takes entry ``int(u * lengths[b])`` of row ``b``."""
+        return np.array([len(t) for t in self.tables], dtype=np.int64)
 
     @property
     def max_batch_size(self) -> int:

@@ -16,9 +16,11 @@ Model instances on one GPU share it: while ``n`` batches execute together, each 
 """
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+import os
+import time
+from bisect import bisect_right
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from heapq import heappop, heappush
 from typing import Sequence
 
 import numpy as np
@@ -32,6 +34,13 @@ P99 = 0.99
 # arrival subtracted from a completion time) or of the quantile's interpolation cannot turn a give-up into a run
 # whose P99 would in fact have met the bound: giving up decides exactly as the full run's P99 would.
 GIVE_UP_MARGIN = 1e-6
+# A process runs the one-model loops as Python until it has spent this long (CPU) in them, then loads the compiled
+# kernels (planner/simkernels.py) and runs those: loading numba and the kernels costs 0.5-1 s of CPU on the 2-core
+# development machine (1.0 s measured beside other work), more than all the simulations of a point or a day plan
+# (0.4 s), and pays for itself within a second of a mix's. Spending about what the load costs before paying it is
+# at most about twice the better choice, whichever it was (the ski-rental rule). The answers are the same either
+# way, to the bit (tests/test_simulate_kernels.py).
+INTERPRETED_BUDGET_S = 0.6
 
 
 @dataclass(frozen=True)
@@ -68,12 +77,148 @@ def _batching_rule(cfg: BatchingConfig) -> tuple[list[int], int, int, float]:
 
 def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service: ServiceTime, draws: np.ndarray,
                            warmup_fraction: float, give_up_above_s: float | None = None,
-                           picks: list[int] | None = None) -> SimResult | None:
+                           picks: np.ndarray | None = None) -> SimResult | None:
     """One model instance: batches run one after another, so each starts when the instance is free and the batcher
     sends it (the same rule as :func:`_simulate_shared`, without the processor sharing it needs for several).
+    The loop is :func:`planner.simkernels.one_instance`.
 
     With ``give_up_above_s``, returns None as soon as P99 after warm-up is sure to exceed it (see
     :func:`p99_exceeds`)."""
+    kernels = _kernels_when_worth_it()
+    if kernels is None:
+        with _interpreted():
+            return _one_instance_interpreted(arrivals_s, cfg, service, draws, warmup_fraction, give_up_above_s,
+                                             np.asarray(picks).tolist() if picks is not None else None)
+    arrivals = _floats(arrivals_s)
+    n_req = len(arrivals)
+    preferred, trigger, big_b, delay = _batching_rule(cfg)
+    # Past the last arrival, sentinels that never arrive: a pending batch's trigger request is then never in time,
+    # and a count of the queue stops at the end without a bound of its own.
+    a = np.concatenate((arrivals, np.full(max(trigger, big_b), np.inf)))
+    # Each batch's index into its service table, int(u * grid) as ServiceTime.draw takes it: one grid for every
+    # batch size (ServiceTime builds them so), so computed for all draws at once (the same product and truncation).
+    tables = service.tables
+    grid = len(tables[1])
+    if any(len(t) != grid for t in tables[1:]):
+        raise ValueError("service tables of different lengths")
+    pick = np.ascontiguousarray(picks if picks is not None else table_indices(draws[:n_req], grid), dtype=np.int64)
+    give_up = give_up_above_s is not None
+    first = must_exceed = 0
+    bound = 0.0
+    if give_up:
+        # Requests after warm-up that arrived before ``done - bound`` finish above the bound; once more than
+        # ``n - floor((n - 1) q)`` of them do, the lower order statistic of the quantile is above it.
+        first = int(n_req * warmup_fraction)
+        kept = n_req - first
+        must_exceed = kept - int((kept - 1) * P99) + 1  # one more than needed: safe against the index rounding
+        bound = give_up_above_s * (1.0 + GIVE_UP_MARGIN)
+    batches, sizes, started, done, busy, end = kernels.one_instance(
+        a, n_req, _ints(preferred), trigger, big_b, delay, service.array, pick, give_up, first, must_exceed, bound)
+    if batches < 0:
+        return None
+    return _result(arrivals_s, sizes, started, done, busy, end, warmup_fraction)
+
+
+_interpreted_s = 0.0  # time this process has spent in the Python loops
+_loaded = None  # planner.simkernels, once imported
+
+
+def _kernels():
+    """The compiled loops, imported on first use, never at import (numba's import and the kernels' load cost about
+    0.5-1 s of CPU, which a process that simulates nothing or little should not pay)."""
+    global _loaded
+    if _loaded is None:
+        from planner import simkernels
+        _loaded = simkernels
+    return _loaded
+
+
+def load_kernels() -> None:
+    """Load the compiled loops now (0.5-1 s of CPU; compiling them, when the cache in ``__pycache__`` is missing or
+    stale, takes seconds): the simulations after it run compiled. For a process that knows it will simulate a lot,
+    and for tests of the compiled path."""
+    _kernels()
+
+
+def _kernels_when_worth_it():
+    """The compiled loops once this process has spent :data:`INTERPRETED_BUDGET_S` in the Python ones (or loaded
+    them already); None before."""
+    if _loaded is None and _interpreted_s < INTERPRETED_BUDGET_S:
+        return None
+    return _kernels()
+
+
+@contextmanager
+def _interpreted():
+    global _interpreted_s
+    start = time.process_time()
+    try:
+        yield
+    finally:
+        _interpreted_s += time.process_time() - start
+
+
+def _load_before_fork() -> None:
+    """A forked worker (planner.colocate.map_jobs) inherits the parent's compiled kernels; loading them in each worker
+    instead would cost every worker the load, every time a pool starts (workers are started to simulate a lot)."""
+    load_kernels()
+
+
+# Only forks that return to Python call this (multiprocessing's, not subprocess's fork-exec).
+os.register_at_fork(before=_load_before_fork)
+
+
+def _floats(x) -> np.ndarray:
+    """``x`` as the kernels take it: float64, C-contiguous, writable (numba types a read-only array apart)."""
+    arr = np.ascontiguousarray(x, dtype=np.float64)
+    return arr if arr.flags.writeable else arr.copy()
+
+
+def _ints(x) -> np.ndarray:
+    arr = np.ascontiguousarray(x, dtype=np.int64).reshape(-1)
+    return arr if arr.flags.writeable else arr.copy()
+
+
+def table_indices(draws: np.ndarray, grid: int) -> np.ndarray:
+    """Each draw's index into a service table of ``grid`` entries: ``int(u * grid)``, as ServiceTime.draw takes it
+    (the same product and truncation, for all draws at once)."""
+    return (np.asarray(draws, dtype=np.float64) * grid).astype(np.int64)
+
+
+def _result(arrivals_s: np.ndarray, sizes: np.ndarray, started: np.ndarray, done: np.ndarray, busy: float,
+            end: float, warmup_fraction: float) -> SimResult:
+    n_req = len(arrivals_s)
+    latency = np.repeat(np.asarray(done, dtype=np.float64), sizes) - arrivals_s
+    queued_for = np.repeat(np.asarray(started, dtype=np.float64), sizes) - arrivals_s
+    first = int(n_req * warmup_fraction)
+    span = end - arrivals_s[0] if n_req else 0.0
+    return SimResult(latency_s=latency[first:], queue_s=queued_for[first:], mean_batch_size=n_req / max(len(sizes), 1),
+                     busy_fraction=busy / span if span > 0 else 0.0)
+
+
+def _simulate_shared(arrivals_s: np.ndarray, cfg: BatchingConfig, service: ServiceTime, draws: np.ndarray,
+                     speedup: Sequence[float] | None, warmup_fraction: float) -> SimResult:
+    """Any number of instances sharing the GPU (processor sharing at ``speedup[n] / n`` each); the loop is
+    :func:`planner.simkernels.shared`."""
+    k = cfg.instance_count
+    speed = list(speedup) if speedup is not None else [0.0] + [1.0] * k
+    if len(speed) <= k:
+        raise ValueError(f"speedup needs entries up to {k} concurrent batches")
+    kernels = _kernels_when_worth_it()
+    if kernels is None:
+        with _interpreted():
+            return _shared_interpreted(arrivals_s, cfg, service, draws, speedup, warmup_fraction)
+    preferred, trigger, big_b, delay = _batching_rule(cfg)
+    sizes, started, done, busy, end = kernels.shared(
+        _floats(arrivals_s), _ints(preferred), trigger, big_b, delay, k, _floats(speed), _floats(draws),
+        service.array, service.lengths)
+    return _result(arrivals_s, sizes, started, done, busy, end, warmup_fraction)
+
+
+def _one_instance_interpreted(arrivals_s: np.ndarray, cfg: BatchingConfig, service: ServiceTime, draws: np.ndarray,
+                           warmup_fraction: float, give_up_above_s: float | None = None,
+                           picks: list[int] | None = None) -> SimResult | None:
+    """:func:`_simulate_one_instance` as the Python loop it was (36e3756), for a process that simulates little."""
     n_req = len(arrivals_s)
     preferred, trigger, big_b, delay = _batching_rule(cfg)
     tables = service._lists
@@ -86,7 +231,7 @@ def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service:
     grid = len(tables[1])
     if any(len(t) != grid for t in tables[1:]):
         raise ValueError("service tables of different lengths")
-    pick = picks if picks is not None else table_indices(draws[:n_req], grid)
+    pick = picks if picks is not None else table_indices(draws[:n_req], grid).tolist()
     head = 0
     free_at = 0.0
     busy = 0.0
@@ -134,26 +279,10 @@ def _simulate_one_instance(arrivals_s: np.ndarray, cfg: BatchingConfig, service:
     return _result(arrivals_s, sizes, started, done, busy, free_at, warmup_fraction)
 
 
-def table_indices(draws: np.ndarray, grid: int) -> list[int]:
-    """Each draw's index into a service table of ``grid`` entries: ``int(u * grid)``, as ServiceTime.draw takes it
-    (the same product and truncation, for all draws at once)."""
-    return (draws * grid).astype(np.int64).tolist()
 
-
-def _result(arrivals_s: np.ndarray, sizes: list[int], started: list[float], done: list[float], busy: float,
-            end: float, warmup_fraction: float) -> SimResult:
-    n_req = len(arrivals_s)
-    latency = np.repeat(np.array(done), sizes) - arrivals_s
-    queued_for = np.repeat(np.array(started), sizes) - arrivals_s
-    first = int(n_req * warmup_fraction)
-    span = end - arrivals_s[0] if n_req else 0.0
-    return SimResult(latency_s=latency[first:], queue_s=queued_for[first:], mean_batch_size=n_req / max(len(sizes), 1),
-                     busy_fraction=busy / span if span > 0 else 0.0)
-
-
-def _simulate_shared(arrivals_s: np.ndarray, cfg: BatchingConfig, service: ServiceTime, draws: np.ndarray,
+def _shared_interpreted(arrivals_s: np.ndarray, cfg: BatchingConfig, service: ServiceTime, draws: np.ndarray,
                      speedup: Sequence[float] | None, warmup_fraction: float) -> SimResult:
-    """Any number of instances sharing the GPU (processor sharing at ``speedup[n] / n`` each)."""
+    """:func:`_simulate_shared` as the Python loop it was (36e3756), for a process that simulates little."""
     k = cfg.instance_count
     speed = list(speedup) if speedup is not None else [0.0] + [1.0] * k
     if len(speed) <= k:
@@ -212,6 +341,7 @@ def _simulate_shared(arrivals_s: np.ndarray, cfg: BatchingConfig, service: Servi
     return _result(arrivals_s, sizes, started, done, busy, t, warmup_fraction)
 
 
+
 @dataclass(frozen=True)
 class Workload:
     """Common random numbers for a replica: unit-rate Poisson arrivals and per-batch uniforms.
@@ -223,9 +353,9 @@ class Workload:
     unit_arrivals: np.ndarray
     draws: np.ndarray
     # Table indices per table length, computed once for every rate a search tries.
-    _picks: dict[int, list[int]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _picks: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def picks(self, grid: int) -> list[int]:
+    def picks(self, grid: int) -> np.ndarray:
         if grid not in self._picks:
             self._picks[grid] = table_indices(self.draws, grid)
         return self._picks[grid]
@@ -273,7 +403,6 @@ def simulate_colocated(arrivals_s: Sequence[np.ndarray], cfgs: Sequence[Batching
     after warm-up is certain to exceed its bound: enough of its requests already finished above it that the
     quantile's lower order statistic is above it, whatever the rest do. A search for the largest rate that holds
     learns the same as from a full run, sooner."""
-    models = len(cfgs)
     for cfg, service in zip(cfgs, services):
         if cfg.effective_max_batch > service.max_batch_size:
             raise ValueError(f"max_batch_size {cfg.effective_max_batch} exceeds the profile's {service.max_batch_size}")
@@ -281,126 +410,66 @@ def simulate_colocated(arrivals_s: Sequence[np.ndarray], cfgs: Sequence[Batching
     speed = list(speedup) if speedup is not None else [0.0] + [1.0] * most
     if len(speed) <= most:
         raise ValueError(f"speedup needs entries up to {most} concurrent batches")
-    a = [x.tolist() for x in arrivals_s]
-    u = [d.tolist() for d in draws]
+    if not cfgs:
+        return []
+    kernels = _kernels()
+    arrivals = [_floats(x) for x in arrivals_s]
+    uniforms = [_floats(d) for d in draws]
     rules = [_batching_rule(c) for c in cfgs]
-    heads = [0] * models
-    running = [0] * models  # batches in flight per model (at most its instance count)
-    inf = float("inf")
-    t = busy = 0.0
-    # Batches in flight, keyed by when they finish: under processor sharing every batch progresses at the same rate,
-    # so each finishes when the GPU's virtual work clock (solo seconds done per batch) reaches its start plus its
-    # work; taking turns, they finish one after another in the order sent, known when sent.
-    inflight: list[tuple[float, int, int, int]] = []  # (finish, sequence, model, batch index)
-    clock = 0.0  # virtual work clock (processor sharing)
-    gpu_free = 0.0  # when the last batch sent is done (turns)
-    sent = 0
-    sizes: list[list[int]] = [[] for _ in range(models)]
-    started: list[list[float]] = [[] for _ in range(models)]
-    done: list[list[float]] = [[] for _ in range(models)]
-    starts: list[list[int]] = [[] for _ in range(models)]  # each batch's first request
-    lengths = [len(x) for x in a]
-    instances = [c.instance_count for c in cfgs]
-    triggers = [r[1] for r in rules]
-    delays = [r[3] for r in rules]
-    undispatched = sum(lengths)
+    lengths = [len(x) for x in arrivals]
     firsts = [int(n * warmup_fraction) for n in lengths]
     # P99 (linear between order statistics, as numpy's) exceeds a bound once the order statistic below its position
     # does: once this many post-warm-up requests finished above the bound.
-    fatal = [n - f - int(0.99 * (n - f - 1)) if n > f else inf for n, f in zip(lengths, firsts)]
-    over = [0] * models
-
-    # The loop below runs once per batch sent and once per batch done (hundreds of thousands per plan): names are
-    # bound locally and the batcher's next send time is computed inline (as ``ready`` would), the arithmetic in the
-    # same order, so that the result is the same to the last bit.
-    draw = [s.draw for s in services]
+    fatal = [n - f - int(0.99 * (n - f - 1)) if n > f else float("inf") for n, f in zip(lengths, firsts)]
+    tables, table_lengths = _stacked(tuple(services))
     bounds = give_up_above_s
-    order = range(models)
+    status, n_batches, sizes, started, done, busy, end = kernels.colocated(
+        _concat(arrivals), _offsets(lengths), _concat(uniforms), _offsets([len(d) for d in uniforms]), tables,
+        table_lengths, _ints([p for r in rules for p in r[0]]), _offsets([len(r[0]) for r in rules]),
+        _ints([r[1] for r in rules]), _ints([r[2] for r in rules]), _floats([r[3] for r in rules]),
+        _ints([c.instance_count for c in cfgs]), _floats(speed), bool(turns), bounds is not None,
+        _floats(bounds if bounds is not None else [0.0] * len(cfgs)), _ints(firsts), _floats(fatal))
+    if status < 0:
+        return None
+    out = []
+    base = 0
+    for i, n in enumerate(lengths):
+        nb = n_batches[i]
+        out.append(_result(arrivals_s[i], sizes[base:base + nb], started[base:base + nb], done[base:base + nb],
+                           busy, end, warmup_fraction))
+        base += n
+    return out
 
-    def ready(i: int) -> float:
-        """When model i's batcher would send its next batch, were the clock there (inf: no free instance or
-        nothing queued)."""
-        head = heads[i]
-        if running[i] >= instances[i] or head >= lengths[i]:
-            return inf
-        arr = a[i]
-        when = arr[head] + delays[i]
-        last = head + triggers[i] - 1
-        if last < lengths[i] and arr[last] < when:
-            when = arr[last]
-        return when
 
-    ready_at = [ready(i) for i in order]
-    while undispatched or inflight:
-        n_fl = len(inflight)
-        if not n_fl:
-            t_complete = inf
-        elif turns:
-            t_complete = inflight[0][0]
-        else:
-            rate = speed[n_fl] / n_fl
-            t_complete = t + (inflight[0][0] - clock) / rate
-        t_dispatch = min(ready_at)
-        if t_dispatch < t:
-            t_dispatch = t
-        dispatch = t_dispatch <= t_complete
-        t_next = t_dispatch if dispatch else t_complete
-        if n_fl:
-            if not turns:
-                clock += (t_next - t) * rate
-            busy += t_next - t
-        t = t_next
-        if dispatch:
-            i = 0
-            while ready_at[i] > t:  # the first model whose batcher sends now
-                i += 1
-            preferred, trigger, big_b, delay = rules[i]
-            arr = a[i]
-            head = heads[i]
-            n_i = lengths[i]
-            queued = bisect_right(arr, t, head) - head
-            m = queued if queued < big_b else big_b
-            if preferred and m >= trigger:
-                m = max(p for p in preferred if p <= m)
-            size_i = sizes[i]
-            batch = len(size_i)
-            work = draw[i](m, u[i][batch])
-            if turns:
-                gpu_free = (gpu_free if gpu_free > t else t) + work
-                heappush(inflight, (gpu_free, sent, i, batch))
-            else:
-                heappush(inflight, (clock + work, sent, i, batch))
-            sent += 1
-            size_i.append(m)
-            started[i].append(t)
-            done[i].append(0.0)
-            starts[i].append(head)
-            head += m
-            heads[i] = head
-            undispatched -= m
-            r = running[i] + 1
-            running[i] = r
-            # ready(i), inline
-            if r >= instances[i] or head >= n_i:
-                ready_at[i] = inf
-            else:
-                when = arr[head] + delay
-                last = head + trigger - 1
-                if last < n_i and arr[last] < when:
-                    when = arr[last]
-                ready_at[i] = when
-        else:
-            _, _, i, batch = heappop(inflight)
-            done[i][batch] = t
-            running[i] -= 1
-            ready_at[i] = ready(i)
-            if bounds is not None:
-                first = starts[i][batch]
-                lo = first if first > firsts[i] else firsts[i]
-                hi = first + sizes[i][batch]
-                if hi > lo:
-                    # this batch's requests that arrived before t - bound finished above it
-                    over[i] += bisect_left(a[i], t - bounds[i], lo, hi) - lo
-                    if over[i] >= fatal[i]:
-                        return None
-    return [_result(arrivals_s[i], sizes[i], started[i], done[i], busy, t, warmup_fraction) for i in range(models)]
+# The stacked tables of the last few sets of services: a search simulates one set hundreds of times, and stacking
+# copies half a megabyte per model. Keyed by the services themselves (held, so that an id is not reused meanwhile).
+_STACKED: dict[tuple[int, ...], tuple[tuple[ServiceTime, ...], np.ndarray, np.ndarray]] = {}
+STACKED_KEPT = 16
+
+
+def _stacked(services: tuple[ServiceTime, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Every model's service tables in one array, padded to the longest (a draw indexes a row within its length),
+    and the lengths of their rows."""
+    key = tuple(id(s) for s in services)
+    hit = _STACKED.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], services)):
+        return hit[1], hit[2]
+    rows = max(s.array.shape[0] for s in services)
+    width = max(s.array.shape[1] for s in services)
+    tables = np.zeros((len(services), rows, width))
+    table_lengths = np.zeros((len(services), rows), dtype=np.int64)
+    for i, s in enumerate(services):
+        tables[i, :s.array.shape[0], :s.array.shape[1]] = s.array
+        table_lengths[i, :len(s.lengths)] = s.lengths
+    if len(_STACKED) >= STACKED_KEPT:
+        del _STACKED[next(iter(_STACKED))]  # the oldest
+    _STACKED[key] = (services, tables, table_lengths)
+    return tables, table_lengths
+
+
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros(0)
+
+
+def _offsets(lengths: list[int]) -> np.ndarray:
+    return _ints(np.concatenate(([0], np.cumsum(lengths, dtype=np.int64))))
