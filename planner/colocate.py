@@ -233,6 +233,48 @@ def map_jobs(fn, jobs: list, workers: int | None) -> list:
         _FORKED = ()
 
 
+_SHARED: dict = {}  # what a SharedPool's workers inherit when they are forked
+
+
+def _run_shared(fn, job):
+    return fn(_SHARED, job)
+
+
+class SharedPool:
+    """Worker processes forked once for a whole plan, each inheriting ``shared`` (the replica models: megabytes of
+    service tables), so that a job names what it needs by key and pickles in bytes. A mix over a day maps hundreds of
+    small batches of simulations (each a few milliseconds since they run compiled); a pool started per batch, as
+    :func:`map_jobs` does, cost more in forks than the batch took. ``map(fn, jobs)`` returns ``[fn(shared, job)
+    ...]`` in order, in this process when there is one worker or one job. Use it as a context manager: the workers
+    end with it."""
+
+    def __init__(self, shared: dict, workers: int | None):
+        self.shared = shared
+        self.workers = workers or os.cpu_count() or 1
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> "SharedPool":
+        global _SHARED
+        if self.workers > 1:
+            if _SHARED:
+                raise RuntimeError("one SharedPool at a time: its workers inherit the module's shared state")
+            _SHARED = self.shared  # the workers are forked at the first map, and inherit it
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _SHARED
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+            _SHARED = {}
+
+    def map(self, fn, jobs: list) -> list:
+        if self._pool is None or len(jobs) < 2:
+            return [fn(self.shared, j) for j in jobs]
+        return list(self._pool.map(_run_shared, [fn] * len(jobs), jobs))
+
+
 def corun_speed(names: tuple[str, ...], gpu: str, most: int, profiles: dict) -> list[float] | None:
     """The GPU's aggregate speed with ``n`` batches of these models in flight, from what ``serving profile --corun``
     measured for every pair of them on this GPU type (the least, for any ``n`` >= 2); None when a pair was not

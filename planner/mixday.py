@@ -59,8 +59,8 @@ from gpufleet.contracts.plan import (Autoscaling, Binding, Cost, DayComparison, 
 from gpufleet.contracts.autoscaling import AutoscalingSpec
 from planner.capacity import queue_bound
 from planner.catalog import HOURS_PER_MONTH, read_catalog
-from planner.colocate import (PARALLEL_AT_LEAST, UNMEASURED_WAYS, ModelDemand, corun_speed, least_per_replica,
-                              map_jobs, search_share, simulate_runs, solo_capacity)
+from planner.colocate import (UNMEASURED_WAYS, ModelDemand, SharedPool, corun_speed, least_per_replica, search_share,
+                              simulate_runs, solo_capacity)
 from planner.day import DAY_MIP_REL_GAP, DEFAULT_PERIOD_S, HOURS_PER_DAY, MIN_SPAN_S, PEAK_POINT, recommend_day
 from planner.errors import PlannerInputError
 from planner.mig import slice_profiles
@@ -214,21 +214,6 @@ def recommend_mix_day(req: RecommendRequest, mix: list[MixRow], period_s: float 
 
     catalog = read_catalog(req.catalog)
     profiles = load_profiles(req.profiles, request_pairing(req, catalog, list(names)))  # checks every --profile
-    # Each model alone over its day: the day plan exactly as --qps-curve makes it (the singleton sets' cost), with
-    # the model's own --profile files and calibration.
-    solo_plans: dict[str, Plan] = dict(solo or {})
-    todo = [m for m in names if m not in solo_plans]
-    own = {m: [p for p in req.profiles if read_profile(p).model == m] for m in todo}
-    # The models' day plans are independent: one forked worker each (up to the cores).
-    jobs = [(req.but(model=m, p99_ms=by_name[m].p99_ms, qps=float(by_name[m].curve.qps.max()), profiles=own[m],
-                     calibration=cals[m][0] if m in cals else None), by_name[m].curve, period_s) for m in todo]
-    solo_plans.update(zip(todo, map_jobs(_day_plan, jobs, workers if len(jobs) > 1 else 1)))
-    if len(names) == 1:
-        return solo_plans[names[0]]
-    solo_usd = {m: solo_plans[m].day.usd_per_day for m in names}
-
-    # The HPA the shared Deployments scale on: the day plans' most cautious (the steepest ramp any model's curve has).
-    spec = min((p.autoscaling for p in solo_plans.values()), key=lambda a: a.sizing_rate(1.0))
     if req.mig:
         profiles.update(slice_profiles(profiles))
     priced = planned_gpus(catalog, req.mig)
@@ -242,218 +227,254 @@ def recommend_mix_day(req: RecommendRequest, mix: list[MixRow], period_s: float 
     replica = {(m, g): replica_model(profiles[(m, g)], cals[m][1] if m in cals else None)
                for m in names for g in gpus if (m, g) in profiles}
     keys = sorted(replica)
-    caps = dict(zip(keys, map_jobs(solo_capacity, [(demand[k[0]], replica[k]) for k in keys],
-                                   workers if len(keys) >= PARALLEL_AT_LEAST else 1)))
-    caps = {k: c for k, c in caps.items() if c is not None and c.max_rate > 0}
-    # A calibrated model's capacity is its interval's safe end at the confidence (planner.sizing.size_gpu): a set
-    # with it holds that fraction of its simulated share.
-    safety = {}
-    for k, cap in caps.items():
-        cm = calibrated_model(profiles[k], cals[k[0]][1], req.confidence) if k[0] in cals else None
-        if cm is not None:
-            ci = cm.capacity(cap.config, by_name[k[0]].p99_ms, overhead[k[0]], nominal=cap.max_rate)
-            safety[k] = ci.planned / ci.nominal if ci.nominal > 0 else 0.0
-    headroom = spec.sizing_rate(1.0)
-    cheapest = {g: least_per_replica([p for p in pools if p.gpu == g], req.max_spot_share) for g in gpus}
-    floor = max(req.min_replicas_per_gpu, req.min_replicas)
+    # One pool of workers for the whole plan, forked once with the replica models (jobs name them by key).
+    with SharedPool({"replica": replica}, workers) as pool:
+        # Each model alone over its day: the day plan exactly as --qps-curve makes it (the singleton sets' cost), with
+        # the model's own --profile files and calibration.
+        solo_plans: dict[str, Plan] = dict(solo or {})
+        todo = [m for m in names if m not in solo_plans]
+        own = {m: [p for p in req.profiles if read_profile(p).model == m] for m in todo}
+        # The models' day plans are independent: one worker each (up to the cores).
+        jobs = [(req.but(model=m, p99_ms=by_name[m].p99_ms, qps=float(by_name[m].curve.qps.max()), profiles=own[m],
+                         calibration=cals[m][0] if m in cals else None), by_name[m].curve, period_s) for m in todo]
+        solo_plans.update(zip(todo, pool.map(_day_plan, jobs)))
+        if len(names) == 1:
+            return solo_plans[names[0]]
+        solo_usd = {m: solo_plans[m].day.usd_per_day for m in names}
 
-    def safe(s: tuple[str, ...], g: str) -> float:
-        return min(safety.get((m, g), 1.0) for m in s)
+        # The HPA the shared Deployments scale on: the day plans' most cautious (the steepest ramp of any model's
+        # curve).
+        spec = min((p.autoscaling for p in solo_plans.values()), key=lambda a: a.sizing_rate(1.0))
+        caps = dict(zip(keys, pool.map(_capacity_of, [(demand[k[0]], k) for k in keys])))
+        caps = {k: c for k, c in caps.items() if c is not None and c.max_rate > 0}
+        # A calibrated model's capacity is its interval's safe end at the confidence (planner.sizing.size_gpu): a set
+        # with it holds that fraction of its simulated share.
+        safety = {}
+        for k, cap in caps.items():
+            cm = calibrated_model(profiles[k], cals[k[0]][1], req.confidence) if k[0] in cals else None
+            if cm is not None:
+                ci = cm.capacity(cap.config, by_name[k[0]].p99_ms, overhead[k[0]], nominal=cap.max_rate)
+                safety[k] = ci.planned / ci.nominal if ci.nominal > 0 else 0.0
+        headroom = spec.sizing_rate(1.0)
+        cheapest = {g: least_per_replica([p for p in pools if p.gpu == g], req.max_spot_share) for g in gpus}
+        floor = max(req.min_replicas_per_gpu, req.min_replicas)
 
-    def rates(s: tuple[str, ...]) -> np.ndarray:  # T x members: each member's peak in each period
-        return np.stack([peaks[m] for m in s], axis=1)
+        def safe(s: tuple[str, ...], g: str) -> float:
+            return min(safety.get((m, g), 1.0) for m in s)
 
-    def lower_bound(s: tuple[str, ...]) -> float:
-        """No fleet of the set costs less: per period, its GPU time at the cheapest per-replica price on the best
-        type (the shares' device loads sum to at most 1), or the replica floor."""
-        r = rates(s)
-        usd = 0.0
-        for t in range(T):
-            best = math.inf
+        def rates(s: tuple[str, ...]) -> np.ndarray:  # T x members: each member's peak in each period
+            return np.stack([peaks[m] for m in s], axis=1)
+
+        def lower_bound(s: tuple[str, ...]) -> float:
+            """No fleet of the set costs less: per period, its GPU time at the cheapest per-replica price on the best
+            type (the shares' device loads sum to at most 1), or the replica floor."""
+            r = rates(s)
+            usd = 0.0
+            for t in range(T):
+                best = math.inf
+                for g in gpus:
+                    if not all((m, g) in caps for m in s):
+                        continue
+                    busy = sum(r[t, i] / replica[(m, g)].saturation_rate(caps[(m, g)].config) for i, m in enumerate(s))
+                    best = min(best, cheapest[g] * max(busy / headroom, floor))
+                usd += weights[t] * best
+            return usd * HOURS_PER_DAY
+
+        sets: dict[tuple[str, ...], _Set] = {}
+        largest = MAX_SET_SIZE if len(names) <= ALL_TRIPLES_UP_TO else 2
+        for n in range(2, min(largest, len(names)) + 1):
+            for s in itertools.combinations(names, n):
+                if partition is not None:
+                    if s in partition:
+                        sets[s] = _Set(s, [], bound=lower_bound(s))
+                elif (lb := lower_bound(s)) < sum(solo_usd[m] for m in s) - 1e-9:
+                    sets[s] = _Set(s, [], bound=lb)
+        simulated = [0]
+        sharing: dict[str, str] = {}
+
+        def problem(s: tuple[str, ...], cols) -> SetCoverProblem:
+            return SetCoverProblem(s, tuple(cols), pools, weights=weights, routing=req.routing,
+                                   max_spot_share=req.max_spot_share, spot_survival=req.spot_survival,
+                                   min_replicas=req.min_replicas, min_replicas_per_gpu=req.min_replicas_per_gpu,
+                                   max_instances_per_pool=req.max_instances_per_pool)
+
+        def evaluate(s: tuple[str, ...]) -> None:
+            """The set's columns (one per GPU type holding every member) at upper bounds on their shares, unsimulated:
+            per period, the GPU-time bound in the period's direction (the members' device loads sum to at most 1) and
+            each member alone (a model sharing the GPU is never faster than alone on it)."""
+            r = rates(s)
+            cols = []
             for g in gpus:
                 if not all((m, g) in caps for m in s):
                     continue
-                busy = sum(r[t, i] / replica[(m, g)].saturation_rate(caps[(m, g)].config) for i, m in enumerate(s))
-                best = min(best, cheapest[g] * max(busy / headroom, floor))
-            usd += weights[t] * best
-        return usd * HOURS_PER_DAY
+                f = []
+                for t in range(T):
+                    busy = sum(r[t, i] / replica[(m, g)].saturation_rate(caps[(m, g)].config) for i, m in enumerate(s))
+                    alone = min(caps[(m, g)].max_rate / r[t, i] if r[t, i] > 0 else math.inf for i, m in enumerate(s))
+                    f.append(min(1.0 / busy if busy > 0 else math.inf, alone, 1e6) * safe(s, g))
+                speed = corun_speed(s, g, sum(caps[(m, g)].config.instance_count for m in s), profiles)
+                cols.append(Column(s, g, tuple(v * headroom for v in f), tuple(f), False,
+                                   {"speed": speed, "configs": tuple(caps[(m, g)].config for m in s)}))
+            sets[s].columns = cols
 
-    sets: dict[tuple[str, ...], _Set] = {}
-    largest = MAX_SET_SIZE if len(names) <= ALL_TRIPLES_UP_TO else 2
-    for n in range(2, min(largest, len(names)) + 1):
-        for s in itertools.combinations(names, n):
-            if partition is not None:
-                if s in partition:
-                    sets[s] = _Set(s, [], bound=lower_bound(s))
-            elif (lb := lower_bound(s)) < sum(solo_usd[m] for m in s) - 1e-9:
-                sets[s] = _Set(s, [], bound=lb)
-    simulated = [0]
-    sharing: dict[str, str] = {}
+        def simulate(s: tuple[str, ...], cols: list[Column]) -> None:
+            """Simulate these columns' shares: one bisection per direction bucket (the module's doc)."""
+            r = rates(s)
+            total = r.sum(axis=1)
+            u = r / total[:, None]
+            buckets = direction_buckets(u)
+            ref = float(total.max())  # simulate at the day's scale of the set's traffic
+            jobs, where = [], []
+            for c in cols:
+                for b in buckets:
+                    e = u[b].max(axis=0)
+                    e = np.maximum(e, MIN_DIRECTION * e.max())
+                    ds = [ModelDemand(m, float(e[i] * ref), by_name[m].p99_ms, overhead[m]) for i, m in enumerate(s)]
+                    jobs.append((ds, [(m, c.gpu) for m in s], list(c.data["configs"]), c.data["speed"]))
+                    where.append((c, b, e))
+            found = pool.map(_share_of, jobs)
+            simulated[0] += len(jobs)
+            f = {id(c): [0.0] * T for c in cols}
+            for (c, b, e), (lo, _, _) in zip(where, found):
+                for t in b:
+                    # One replica holds lo x ref x e; period t's traffic is total_t x u_t, so a fraction f of it fits
+                    # where f x total_t x u_t <= lo x ref x e in every model: f = lo x ref x min(e / u_t) / total_t.
+                    fit = min(e[i] / u[t, i] for i in range(len(s)) if u[t, i] > 0)
+                    f[id(c)][t] = min(lo * safe(s, c.gpu) * ref * fit / total[t], 1e6) if total[t] > 0 else 1e6
+            for c in cols:
+                c.share, c.survival, c.exact = tuple(v * headroom for v in f[id(c)]), tuple(f[id(c)]), True
+            sets[s].columns = [c for c in sets[s].columns if not c.exact or all(v > 0 for v in c.survival)]
 
-    def problem(s: tuple[str, ...], cols) -> SetCoverProblem:
-        return SetCoverProblem(s, tuple(cols), pools, weights=weights, routing=req.routing,
-                               max_spot_share=req.max_spot_share, spot_survival=req.spot_survival,
-                               min_replicas=req.min_replicas, min_replicas_per_gpu=req.min_replicas_per_gpu,
-                               max_instances_per_pool=req.max_instances_per_pool)
-
-    def evaluate(s: tuple[str, ...]) -> None:
-        """The set's columns (one per GPU type holding every member) at upper bounds on their shares, unsimulated:
-        per period, the GPU-time bound in the period's direction (the members' device loads sum to at most 1) and
-        each member alone (a model sharing the GPU is never faster than alone on it)."""
-        r = rates(s)
-        cols = []
-        for g in gpus:
-            if not all((m, g) in caps for m in s):
-                continue
-            f = []
-            for t in range(T):
-                busy = sum(r[t, i] / replica[(m, g)].saturation_rate(caps[(m, g)].config) for i, m in enumerate(s))
-                alone = min(caps[(m, g)].max_rate / r[t, i] if r[t, i] > 0 else math.inf for i, m in enumerate(s))
-                f.append(min(1.0 / busy if busy > 0 else math.inf, alone, 1e6) * safe(s, g))
-            speed = corun_speed(s, g, sum(caps[(m, g)].config.instance_count for m in s), profiles)
-            cols.append(Column(s, g, tuple(v * headroom for v in f), tuple(f), False,
-                               {"speed": speed, "configs": tuple(caps[(m, g)].config for m in s)}))
-        sets[s].columns = cols
-
-    def simulate(s: tuple[str, ...], cols: list[Column]) -> None:
-        """Simulate these columns' shares: one bisection per direction bucket (the module's doc)."""
-        r = rates(s)
-        total = r.sum(axis=1)
-        u = r / total[:, None]
-        buckets = direction_buckets(u)
-        ref = float(total.max())  # simulate at the day's scale of the set's traffic
-        jobs, where = [], []
-        for c in cols:
-            for b in buckets:
-                e = u[b].max(axis=0)
-                e = np.maximum(e, MIN_DIRECTION * e.max())
-                ds = [ModelDemand(m, float(e[i] * ref), by_name[m].p99_ms, overhead[m]) for i, m in enumerate(s)]
-                jobs.append((ds, [replica[(m, c.gpu)] for m in s], list(c.data["configs"]), c.data["speed"],
-                             None, 0.0))
-                where.append((c, b, e))
-        found = map_jobs(search_share, jobs, workers if len(jobs) >= PARALLEL_AT_LEAST else 1)
-        simulated[0] += len(jobs)
-        f = {id(c): [0.0] * T for c in cols}
-        for (c, b, e), (lo, _, _) in zip(where, found):
-            for t in b:
-                # One replica holds lo x ref x e; period t's traffic is total_t x u_t, so a fraction f of it fits
-                # where f x total_t x u_t <= lo x ref x e in every model: f = lo x ref x min(e / u_t) / total_t.
-                fit = min(e[i] / u[t, i] for i in range(len(s)) if u[t, i] > 0)
-                f[id(c)][t] = min(lo * safe(s, c.gpu) * ref * fit / total[t], 1e6) if total[t] > 0 else 1e6
-        for c in cols:
-            c.share, c.survival, c.exact = tuple(v * headroom for v in f[id(c)]), tuple(f[id(c)]), True
-        sets[s].columns = [c for c in sets[s].columns if not c.exact or all(v > 0 for v in c.survival)]
-
-    def solve_set(s: tuple[str, ...]) -> None:
-        """The set's own optimum over the day, one GPU type per shared Deployment: each type's column by its own
-        MILP, in the order of their LP bounds (at bounded shares until simulated), stopping where the next bound is
-        no less than the best found -- the optimum over the set's columns at their simulated shares."""
-        st = sets[s]
-        incumbent = sum(solo_usd[m] for m in s) / HOURS_PER_DAY
-        order = []
-        for c in st.columns:
-            try:
-                order.append((solve_set_cover(problem(s, [c]), relax=True, incumbent=incumbent).usd_per_hour, c))
-            except Infeasible:
-                continue
-        best, st.sol = math.inf, None
-        for lp, c in sorted(order, key=lambda x: x[0]):
-            if lp * HOURS_PER_DAY >= best - 1e-9:
-                break
-            if not c.exact:
-                simulate(s, [c])
-                if c not in st.columns:
+        def solve_set(s: tuple[str, ...]) -> None:
+            """The set's own optimum over the day, one GPU type per shared Deployment: each type's column by its own
+            MILP, in the order of their LP bounds (at bounded shares until simulated), stopping where the next bound is
+            no less than the best found -- the optimum over the set's columns at their simulated shares."""
+            st = sets[s]
+            incumbent = sum(solo_usd[m] for m in s) / HOURS_PER_DAY
+            order = []
+            for c in st.columns:
+                try:
+                    order.append((solve_set_cover(problem(s, [c]), relax=True, incumbent=incumbent).usd_per_hour, c))
+                except Infeasible:
                     continue
-            try:
-                sol = solve_set_cover(problem(s, [c]), time_limit_s=SET_TIME_LIMIT_S, incumbent=incumbent,
-                                      mip_rel_gap=DAY_MIP_REL_GAP)
-            except Infeasible:
-                continue
-            if sol.usd_per_hour * HOURS_PER_DAY < best:
-                best, st.sol = sol.usd_per_hour * HOURS_PER_DAY, sol
-        st.usd_per_day = best
+            best, st.sol = math.inf, None
+            for lp, c in sorted(order, key=lambda x: x[0]):
+                if lp * HOURS_PER_DAY >= best - 1e-9:
+                    break
+                if not c.exact:
+                    simulate(s, [c])
+                    if c not in st.columns:
+                        continue
+                try:
+                    sol = solve_set_cover(problem(s, [c]), time_limit_s=SET_TIME_LIMIT_S, incumbent=incumbent,
+                                          mip_rel_gap=DAY_MIP_REL_GAP)
+                except Infeasible:
+                    continue
+                if sol.usd_per_hour * HOURS_PER_DAY < best:
+                    best, st.sol = sol.usd_per_hour * HOURS_PER_DAY, sol
+            st.usd_per_day = best
 
-    def master() -> tuple[list[tuple[str, ...]], float]:
-        while True:
-            costs = {(m,): solo_usd[m] for m in names if partition is None or (m,) in partition}
-            for s, st in sets.items():
-                v = (st.usd_per_day if st.usd_per_day is not None else st.lp_usd_per_day
-                     if st.lp_usd_per_day is not None else st.bound)
-                if v < math.inf:
-                    costs[s] = v
-            chosen, usd = choose_partition(names, costs)
-            pending = [s for s in chosen if len(s) > 1 and sets[s].usd_per_day is None]
-            if not pending:
-                return chosen, usd
-            # A chosen set's cost is raised a level at a time, each a lower bound on the next: the GPU-time bound,
-            # then its LP relaxation at bounded shares (an LP: fast), then its own MILP to simulated columns only.
-            for s in pending:
-                st = sets[s]
-                if st.lp_usd_per_day is None:
-                    evaluate(s)
-                    try:
-                        st.lp_usd_per_day = solve_set_cover(problem(s, st.columns), relax=True, incumbent=sum(
-                            solo_usd[m] for m in s) / HOURS_PER_DAY).usd_per_hour * HOURS_PER_DAY if st.columns \
-                            else math.inf
-                    except Infeasible:
-                        st.lp_usd_per_day = math.inf
-                else:
+        def master() -> tuple[list[tuple[str, ...]], float]:
+            while True:
+                costs = {(m,): solo_usd[m] for m in names if partition is None or (m,) in partition}
+                for s, st in sets.items():
+                    v = (st.usd_per_day if st.usd_per_day is not None else st.lp_usd_per_day
+                         if st.lp_usd_per_day is not None else st.bound)
+                    if v < math.inf:
+                        costs[s] = v
+                chosen, usd = choose_partition(names, costs)
+                pending = [s for s in chosen if len(s) > 1 and sets[s].usd_per_day is None]
+                if not pending:
+                    return chosen, usd
+                # A chosen set's cost is raised a level at a time, each a lower bound on the next: the GPU-time bound,
+                # then its LP relaxation at bounded shares (an LP: fast), then its own MILP to simulated columns only.
+                for s in pending:
+                    st = sets[s]
+                    if st.lp_usd_per_day is None:
+                        evaluate(s)
+                        try:
+                            st.lp_usd_per_day = solve_set_cover(problem(s, st.columns), relax=True, incumbent=sum(
+                                solo_usd[m] for m in s) / HOURS_PER_DAY).usd_per_hour * HOURS_PER_DAY if st.columns \
+                                else math.inf
+                        except Infeasible:
+                            st.lp_usd_per_day = math.inf
+                    else:
+                        solve_set(s)
+
+        checks: dict[tuple[str, ...], dict] = {}
+        for _ in range(MAX_ROUNDS):
+            chosen, usd_day = master()
+            missed = False
+            for s in chosen:
+                if len(s) == 1:
+                    continue
+                checks[s] = _check_set(sets[s], rates(s), pools, req.routing, by_name, replica, overhead, T, pool)
+                for g, per in checks[s].items():
+                    bad = [t for t, (_, lat, _, _) in per.items()
+                           if any(p99 > by_name[m].p99_ms for (_, _, p99), m in zip(lat, s))]
+                    if bad:
+                        missed = True
+                        for c in sets[s].columns:
+                            if c.gpu == g:
+                                c.share = tuple(v * TIGHTEN if t in bad else v for t, v in enumerate(c.share))
+                                c.survival = tuple(v * TIGHTEN if t in bad else v for t, v in enumerate(c.survival))
+                if missed:
                     solve_set(s)
+            if not missed:
+                break
+        else:
+            raise PlannerInputError(f"infeasible: simulation could not confirm every model's P99 in every period after "
+                                    f"{MAX_ROUNDS} rounds")
 
-    checks: dict[tuple[str, ...], dict] = {}
-    for _ in range(MAX_ROUNDS):
-        chosen, usd_day = master()
-        missed = False
-        for s in chosen:
-            if len(s) == 1:
-                continue
-            checks[s] = _check_set(sets[s], rates(s), pools, req.routing, by_name, replica, overhead, T, workers)
-            for g, per in checks[s].items():
-                bad = [t for t, (_, lat, _, _) in per.items()
-                       if any(p99 > by_name[m].p99_ms for (_, _, p99), m in zip(lat, s))]
-                if bad:
-                    missed = True
-                    for c in sets[s].columns:
-                        if c.gpu == g:
-                            c.share = tuple(v * TIGHTEN if t in bad else v for t, v in enumerate(c.share))
-                            c.survival = tuple(v * TIGHTEN if t in bad else v for t, v in enumerate(c.survival))
-            if missed:
-                solve_set(s)
-        if not missed:
-            break
-    else:
-        raise PlannerInputError(f"infeasible: simulation could not confirm every model's P99 in every period after "
-                                f"{MAX_ROUNDS} rounds")
+        # Pool limits. Each set's own fleet is planned within them (its day plan or its MILP), so the partition's
+        # cost is a lower bound on any fleet that holds them together; where the sets' fleets also fit together, that
+        # fleet is the optimum. Where they do not, the sets compete for a pool, which this decomposition does not plan:
+        # say so.
+        crowded = over_limit(pool_use(chosen, sets, solo_plans, T), pools, req.max_instances_per_pool,
+                             [p[0] for p in periods[names[0]]])
+        if crowded is not None:
+            raise PlannerInputError(f"infeasible as planned: the models' fleets together need {crowded}; a mix over a "
+                                    "day plans pool limits where each set's cheapest fleet fits beside the others' "
+                                    "(raise --max-instances-per-pool, or plan the mix at its peak rates)")
 
-    # Pool limits. Each set's own fleet is planned within them (its day plan or its MILP), so the partition's cost is
-    # a lower bound on any fleet that holds them together; where the sets' fleets also fit together, that fleet is
-    # the optimum. Where they do not, the sets compete for a pool, which this decomposition does not plan: say so.
-    crowded = over_limit(pool_use(chosen, sets, solo_plans, T), pools, req.max_instances_per_pool,
-                         [p[0] for p in periods[names[0]]])
-    if crowded is not None:
-        raise PlannerInputError(f"infeasible as planned: the models' fleets together need {crowded}; a mix over a "
-                                "day plans pool limits where each set's cheapest fleet fits beside the others' "
-                                "(raise --max-instances-per-pool, or plan the mix at its peak rates)")
-
-    # The LP bound over every candidate: the master's LP with each set at its own LP relaxation (unevaluated sets at
-    # their lower bound), the singletons at their day plan's LP bound.
-    lp_costs = {(m,): solo_plans[m].day.solver.lp_relaxation_usd_per_hour * HOURS_PER_DAY for m in names}
-    for s, st in sets.items():
-        if st.usd_per_day is None:
-            lp_costs[s] = st.lp_usd_per_day if st.lp_usd_per_day is not None else st.bound
-        elif st.usd_per_day < math.inf:
-            lp_costs[s] = solve_set_cover(problem(s, st.columns), relax=True,
-                                          incumbent=sum(solo_usd[m] for m in s) / HOURS_PER_DAY).usd_per_hour * HOURS_PER_DAY
-    lp_day = _lp_master(names, lp_costs)
-    gaps = [solo_plans[s[0]].solver.mip_gap if len(s) == 1 else sets[s].sol.mip_gap for s in chosen]
-    return _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spec, replica, profiles,
-                 by_name, peaks, periods, hours, usd_day, lp_day, max(gaps), simulated[0], len(sets), sharing,
-                 time.perf_counter() - t0, overhead, period_s, cals)
+        # The LP bound over every candidate: the master's LP with each set at its own LP relaxation (unevaluated sets at
+        # their lower bound), the singletons at their day plan's LP bound.
+        lp_costs = {(m,): solo_plans[m].day.solver.lp_relaxation_usd_per_hour * HOURS_PER_DAY for m in names}
+        for s, st in sets.items():
+            if st.usd_per_day is None:
+                lp_costs[s] = st.lp_usd_per_day if st.lp_usd_per_day is not None else st.bound
+            elif st.usd_per_day < math.inf:
+                relaxed = solve_set_cover(problem(s, st.columns), relax=True,
+                                          incumbent=sum(solo_usd[m] for m in s) / HOURS_PER_DAY)
+                lp_costs[s] = relaxed.usd_per_hour * HOURS_PER_DAY
+        lp_day = _lp_master(names, lp_costs)
+        gaps = [solo_plans[s[0]].solver.mip_gap if len(s) == 1 else sets[s].sol.mip_gap for s in chosen]
+        return _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spec, replica, profiles,
+                     by_name, peaks, periods, hours, usd_day, lp_day, max(gaps), simulated[0], len(sets), sharing,
+                     time.perf_counter() - t0, overhead, period_s, cals)
 
 
-def _day_plan(job) -> Plan:
+def _day_plan(shared: dict, job) -> Plan:
     req, curve, period_s = job
     return recommend_day(req, curve, period_s)
+
+
+def _capacity_of(shared: dict, job):
+    """A model's best config and capacity alone on a GPU type (``job``: its demand, the replica model's key)."""
+    demand, key = job
+    return solo_capacity((demand, shared["replica"][key]))
+
+
+def _share_of(shared: dict, job):
+    """A set's share search in one direction (``job``: demands, replica keys, configs, co-run speed)."""
+    ds, keys, cfgs, speed = job
+    return search_share((ds, [shared["replica"][k] for k in keys], cfgs, speed, None, 0.0))
+
+
+def _check_of(shared: dict, job) -> list[SimResult]:
+    """:func:`check_replica` with the replica models named by key."""
+    ds, keys, cfgs, ways = job
+    return check_replica((ds, [shared["replica"][k] for k in keys], cfgs, ways))
 
 
 def _lp_master(names: tuple[str, ...], costs: dict[tuple[str, ...], float]) -> float:
@@ -484,7 +505,7 @@ def check_replica(job) -> list[SimResult]:
 
 
 def _check_set(st: _Set, r: np.ndarray, pools, routing: str, by_name, replica, overhead: dict[str, float], T: int,
-               workers):
+               pool: SharedPool):
     """Every used column of the set's fleet simulated at every period's own per-replica rates (:func:`check_replica`):
     GPU type -> period -> (per-replica rates, each member's (P50, P90, P99) in ms end to end, each member's mean
     batch size, the replica's GPU busy fraction: the members' device loads at those rates, summed, at most 1)."""
@@ -506,14 +527,14 @@ def _check_set(st: _Set, r: np.ndarray, pools, routing: str, by_name, replica, o
                 frac = sol.traffic[key][t]
             per = [max(frac * float(r[t, i]) / n, 1e-6) for i in range(len(st.models))]
             ds = [ModelDemand(m, q, by_name[m].p99_ms, overhead[m]) for m, q in zip(st.models, per)]
-            jobs.append((ds, [replica[(m, g)] for m in st.models], list(c.data["configs"]), ways))
+            jobs.append((ds, [(m, g) for m in st.models], list(c.data["configs"]), ways))
             where.append((g, t, per))
-    found = map_jobs(check_replica, jobs, workers if len(jobs) >= PARALLEL_AT_LEAST else 1)
+    found = pool.map(_check_of, jobs)
     out: dict[str, dict[int, tuple]] = {}
-    for (g, t, per), (_, rms, cfgs, _), runs in zip(where, jobs, found):
+    for (g, t, per), (_, keys, cfgs, _), runs in zip(where, jobs, found):
         # The GPU's busy fraction as the point mix writes it (planner.mix: each member's rate over its saturation
         # rate with its config, summed): what the members' batches take of the device at these rates.
-        busy = min(sum(q / rm.saturation_rate(c) for q, rm, c in zip(per, rms, cfgs)), 1.0)
+        busy = min(sum(q / replica[k].saturation_rate(c) for q, k, c in zip(per, keys, cfgs)), 1.0)
         out.setdefault(g, {})[t] = (per, [tuple(r.quantile_ms(q) + overhead[m] for q in (0.5, 0.9, 0.99))
                                           for r, m in zip(runs, st.models)],
                                     [r.mean_batch_size for r in runs], busy)
