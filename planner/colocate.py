@@ -25,6 +25,7 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -118,12 +119,38 @@ def simulate_runs(bundle_models: list[ModelDemand], models: list[ReplicaModel], 
     arrivals, draws = [], []
     for r in rates:
         n = max(int(r * span), 1)
-        unit = Workload.poisson(n, seed=int(rng.integers(1 << 30)))
+        unit = unit_workload(n, int(rng.integers(1 << 30)))
         arrivals.append(unit.unit_arrivals / r)
         draws.append(unit.draws)
     results = simulate_colocated(arrivals, cfgs, [m.service for m in models], draws, speedup, turns=turns,
                                  give_up_above_s=[d.budget_s for d in bundle_models] if give_up else None)
     return results
+
+
+@lru_cache(maxsize=64)
+def unit_workload(n: int, seed: int) -> Workload:
+    """:meth:`Workload.poisson`, remembered: a bisection on the share draws the same unit-rate arrivals at every step
+    (each model's request count, its rate times the span, does not depend on the share), so each step reuses them.
+    The arrays are read-only: a run that would change them raises."""
+    unit = Workload.poisson(n, seed=seed)
+    unit.unit_arrivals.setflags(write=False)
+    unit.draws.setflags(write=False)
+    return unit
+
+
+def p99_within(latency_s: np.ndarray, bound_s: float) -> bool:
+    """Whether ``np.quantile(latency_s, 0.99) <= bound_s``, the same answer, mostly by counting: numpy's P99 lies
+    between the order statistics at and after position 0.99 (n - 1) (linear interpolation), so the count of samples
+    above the bound settles it unless it falls between them (the position's floor taken one either side, against
+    its rounding); then the quantile decides."""
+    n = len(latency_s)
+    k = math.floor(0.99 * (n - 1))
+    above = int(np.count_nonzero(latency_s > bound_s))
+    if above <= n - k - 3:  # every order statistic from k - 1 up to k + 2 is within the bound
+        return True
+    if above >= n - k + 1:  # the order statistic k - 1 is above it
+        return False
+    return float(np.quantile(latency_s, 0.99)) <= bound_s
 
 
 def simulate_p99(bundle_models: list[ModelDemand], models: list[ReplicaModel], cfgs: list[BatchingConfig],
@@ -146,16 +173,27 @@ def bundle_share(demands: list[ModelDemand], models: list[ReplicaModel], cfgs: l
     return lo, best
 
 
-def _share_holds(demands, models, cfgs, ways, share: float) -> tuple[bool, list[float]]:
+def _share_runs(demands, models, cfgs, ways, share: float) -> tuple[bool, list[list[SimResult]]]:
     """Whether one replica at ``share`` of every model's traffic holds every budget, every way the GPU may be
-    shared; the worst P99s (s) when it does. A way that fails settles it: the others are not run."""
-    worst = [0.0] * len(demands)
+    shared, and each way's runs when it does. A way that fails settles it: the others are not run."""
+    runs = []
     for speed, one_at_a_time in ways:
-        p99 = simulate_p99(demands, models, cfgs, share, speed, one_at_a_time, give_up=True)
-        if p99 is None or any(p > d.budget_s for p, d in zip(p99, demands)):
+        way = simulate_runs(demands, models, cfgs, share, speed, one_at_a_time, give_up=True)
+        if way is None or not all(p99_within(r.latency_s, d.budget_s) for r, d in zip(way, demands)):
             return False, []
-        worst = [max(a, b) for a, b in zip(worst, p99)]
-    return True, worst
+        runs.append(way)
+    return True, runs
+
+
+def _worst_p99(runs: list[list[SimResult]]) -> list[float]:
+    """Each model's P99 (s), the worst over the ways its runs were simulated."""
+    return [max(float(np.quantile(way[i].latency_s, 0.99)) for way in runs) for i in range(len(runs[0]))]
+
+
+def _share_holds(demands, models, cfgs, ways, share: float) -> tuple[bool, list[float]]:
+    """:func:`_share_runs`, with the worst P99s (s) when it holds."""
+    ok, runs = _share_runs(demands, models, cfgs, ways, share)
+    return ok, _worst_p99(runs) if ok else []
 
 
 def share_bracket(demands: list[ModelDemand], models: list[ReplicaModel], cfgs: list[BatchingConfig],
@@ -170,19 +208,19 @@ def share_bracket(demands: list[ModelDemand], models: list[ReplicaModel], cfgs: 
     if at_most is not None:
         top = min(top, at_most)
     lo, hi = at_least, top
-    best: list[float] = []
+    best: list[list[SimResult]] = []
     if at_most is not None and not top_known_to_fail:  # a known upper end may hold already: one run settles it
-        ok, p99 = _share_holds(demands, models, cfgs, ways, top)
+        ok, runs = _share_runs(demands, models, cfgs, ways, top)
         if ok:
-            return top, top, p99
+            return top, top, _worst_p99(runs)
     for _ in range(SHARE_STEPS):
         mid = (lo + hi) / 2
-        ok, p99 = _share_holds(demands, models, cfgs, ways, mid)
+        ok, runs = _share_runs(demands, models, cfgs, ways, mid)
         if ok:
-            lo, best = mid, p99
+            lo, best = mid, runs
         else:
             hi = mid
-    return lo, hi, best
+    return lo, hi, _worst_p99(best) if best else []
 
 
 def share_step(job) -> tuple[bool, float, list[float]]:

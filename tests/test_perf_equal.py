@@ -84,3 +84,24 @@ def test_replay_p99_is_the_mixture_quantile_of_the_raw_samples(discrete):
             keys = sorted(weights)
             expected = mixture_quantile([tables[g].samples[k] for g, k in keys], [weights[x] for x in keys], 0.99)
         assert played.p99_ms(tables, start, end) == expected
+
+
+def test_p99_within_decides_as_numpys_quantile_at_every_bound_that_matters():
+    """colocate.p99_within settles most share-search steps by counting; it must answer as np.quantile(x, 0.99) <= b
+    does, at bounds on, just under and just over the order statistics around the P99's position, for sample sizes
+    whose position 0.99 (n - 1) is and is not a whole number, with and without ties."""
+    from planner.colocate import p99_within
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 99, 100, 101, 201, 1001, 5000, 5001):
+        for ties in (False, True):
+            x = rng.exponential(1.0, n)
+            if ties:
+                x = np.round(x, 1)
+            srt = np.sort(x)
+            k = int(0.99 * (n - 1))
+            for j in range(max(k - 3, 0), min(k + 4, n)):
+                for b in (srt[j], np.nextafter(srt[j], -np.inf), np.nextafter(srt[j], np.inf)):
+                    assert p99_within(x, b) == (float(np.quantile(x, 0.99)) <= b), (n, ties, j, b)
+            q = float(np.quantile(x, 0.99))
+            for b in (q, np.nextafter(q, -np.inf), np.nextafter(q, np.inf)):
+                assert p99_within(x, b) == (q <= b), (n, ties, b)
