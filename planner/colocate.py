@@ -313,6 +313,19 @@ class SharedPool:
         return list(self._pool.map(_run_shared, [fn] * len(jobs), jobs))
 
 
+def capacity_of(shared: dict, job):
+    """A model's best config and capacity alone on a GPU type (``job``: its demand, its replica model's key in a
+    :class:`SharedPool`'s ``shared["replica"]``)."""
+    demand, key = job
+    return solo_capacity((demand, shared["replica"][key]))
+
+
+def _step_of(shared: dict, job):
+    """:func:`share_step` with the replica models named by key."""
+    ds, keys, cfgs, speed, share = job
+    return share_step((ds, [shared["replica"][k] for k in keys], cfgs, speed, share))
+
+
 def corun_speed(names: tuple[str, ...], gpu: str, most: int, profiles: dict) -> list[float] | None:
     """The GPU's aggregate speed with ``n`` batches of these models in flight, from what ``serving profile --corun``
     measured for every pair of them on this GPU type (the least, for any ``n`` >= 2); None when a pair was not
@@ -416,269 +429,270 @@ def plan_mix(demands: list[ModelDemand], profiles: dict, pools: tuple[Pool, ...]
     gpus = sorted({p.gpu for p in pools})
     replica = {(d.model, g): (replicas or {}).get((d.model, g)) or ReplicaModel.from_profile(profiles[(d.model, g)])
                for d in demands for g in gpus if (d.model, g) in profiles}
-    if solo is None:
-        keys = sorted(replica)
-        found = map_jobs(solo_capacity, [(by_name[k[0]], replica[k]) for k in keys],
-                         workers if len(keys) >= PARALLEL_AT_LEAST else 1)
-        solo = {k: GpuSizing(k[1], cap.config, cap.max_rate, spec.sizing_rate(cap.max_rate), cap.max_rate)
-                for k, cap in zip(keys, found) if cap is not None}
-    solo = {k: z for k, z in solo.items() if z.sizing_rate > 0}
-    # A calibrated model's capacity is its interval's safe end: sets with it hold that fraction of their share.
-    safety = {k: (z.max_rate / z.interval.nominal if z.interval is not None and z.interval.nominal > 0 else 1.0)
-              for k, z in solo.items()}
+    # One pool of workers for the whole search, forked once with the replica models (jobs name them by key).
+    with SharedPool({"replica": replica}, workers) as pool:
+        if solo is None:
+            keys = sorted(replica)
+            found = pool.map(capacity_of, [(by_name[k[0]], k) for k in keys])
+            solo = {k: GpuSizing(k[1], cap.config, cap.max_rate, spec.sizing_rate(cap.max_rate), cap.max_rate)
+                    for k, cap in zip(keys, found) if cap is not None}
+        solo = {k: z for k, z in solo.items() if z.sizing_rate > 0}
+        # A calibrated model's capacity is its interval's safe end: sets with it hold that fraction of their share.
+        safety = {k: (z.max_rate / z.interval.nominal if z.interval is not None and z.interval.nominal > 0 else 1.0)
+                  for k, z in solo.items()}
 
-    def single(m: str, g: str) -> Column:
-        z = solo[(m, g)]
-        d = by_name[m]
-        return Column((m,), g, (z.sizing_rate / d.qps,), (z.survival_rate / d.qps,), True,
-                      {"configs": (z.config,), "max_rates": (z.max_rate,), "sizing_rates": (z.sizing_rate,),
-                       "survival_rates": (z.survival_rate,), "speed": None})
+        def single(m: str, g: str) -> Column:
+            z = solo[(m, g)]
+            d = by_name[m]
+            return Column((m,), g, (z.sizing_rate / d.qps,), (z.survival_rate / d.qps,), True,
+                          {"configs": (z.config,), "max_rates": (z.max_rate,), "sizing_rates": (z.sizing_rate,),
+                           "survival_rates": (z.survival_rate,), "speed": None})
 
-    columns: dict[tuple, Column] = {(c.models, c.gpu): c for c in (single(m, g) for m, g in sorted(solo))}
+        columns: dict[tuple, Column] = {(c.models, c.gpu): c for c in (single(m, g) for m, g in sorted(solo))}
 
-    def problem(models: tuple[str, ...], cols) -> SetCoverProblem:
-        return SetCoverProblem(models, tuple(cols), pools, routing=routing, max_spot_share=max_spot_share,
-                               spot_survival=spot_survival, min_replicas=min_replicas,
-                               min_replicas_per_gpu=min_replicas_per_gpu,
-                               max_instances_per_pool=max_instances_per_pool)
+        def problem(models: tuple[str, ...], cols) -> SetCoverProblem:
+            return SetCoverProblem(models, tuple(cols), pools, routing=routing, max_spot_share=max_spot_share,
+                                   spot_survival=spot_survival, min_replicas=min_replicas,
+                                   min_replicas_per_gpu=min_replicas_per_gpu,
+                                   max_instances_per_pool=max_instances_per_pool)
 
-    milps, walls = [0], [0.0]
+        milps, walls = [0], [0.0]
 
-    def solve(prob, **kw):
-        milps[0] += 1
-        out = solve_set_cover(prob, **kw)
-        walls[0] += out.wall_s
-        return out
+        def solve(prob, **kw):
+            milps[0] += 1
+            out = solve_set_cover(prob, **kw)
+            walls[0] += out.wall_s
+            return out
 
-    separate_sol = {}
-    for m in names_all:
-        mine = [c for c in columns.values() if c.models == (m,)]
-        try:
-            separate_sol[m] = solve(problem((m,), mine))
-        except Infeasible:
-            raise Infeasible(f"no fleet holds {m}'s P99 target") from None
-    separate_usd = {m: s.usd_per_hour for m, s in separate_sol.items()}
-    # Any fleet of the set costs at least its GPU time at the cheapest per-replica price, and one that uses a type
-    # at least that type's replica floor.
-    cheapest = {g: least_per_replica([p for p in pools if p.gpu == g], max_spot_share) for g in gpus}
-    headroom = spec.sizing_rate(1.0)
-    pruned = 0
-    largest = min(max_set_size or len(names_all), len(names_all))
-    for n in range(2, largest + 1):
-        for names in itertools.combinations(names_all, n):
-            apart_usd = sum(separate_usd[m] for m in names)
-            ds = [by_name[m] for m in names]
-            for g in gpus:
-                if not all((m, g) in solo for m in names):
-                    continue
-                rms = [replica[(m, g)] for m in names]
-                cfgs = [solo[(m, g)].config for m in names]
-                speed = speedup or corun_speed(names, g, sum(c.instance_count for c in cfgs), profiles)
-                bound = column_bound(ds, rms, cfgs, [solo[(m, g)].max_rate / safety[(m, g)] for m in names], speed)
-                safe = min(safety[(m, g)] for m in names)
-                least = max(cheapest[g] / (bound * safe * headroom), min_replicas_per_gpu * cheapest[g],
-                            min_replicas * cheapest[g])
-                if least >= apart_usd - 1e-9:
-                    pruned += 1
-                    continue
-                columns[(names, g)] = Column(names, g, (bound * safe * headroom,), (bound * safe,), False,
-                                             {"configs": tuple(cfgs), "bound": bound, "safety": safe, "speed": speed,
-                                              "lo": 0.0, "hi": bound})
-    candidates = len(columns)
-    simulated = 0
+        separate_sol = {}
+        for m in names_all:
+            mine = [c for c in columns.values() if c.models == (m,)]
+            try:
+                separate_sol[m] = solve(problem((m,), mine))
+            except Infeasible:
+                raise Infeasible(f"no fleet holds {m}'s P99 target") from None
+        separate_usd = {m: s.usd_per_hour for m, s in separate_sol.items()}
+        # Any fleet of the set costs at least its GPU time at the cheapest per-replica price, and one that uses a type
+        # at least that type's replica floor.
+        cheapest = {g: least_per_replica([p for p in pools if p.gpu == g], max_spot_share) for g in gpus}
+        headroom = spec.sizing_rate(1.0)
+        pruned = 0
+        largest = min(max_set_size or len(names_all), len(names_all))
+        for n in range(2, largest + 1):
+            for names in itertools.combinations(names_all, n):
+                apart_usd = sum(separate_usd[m] for m in names)
+                ds = [by_name[m] for m in names]
+                for g in gpus:
+                    if not all((m, g) in solo for m in names):
+                        continue
+                    rms = [replica[(m, g)] for m in names]
+                    cfgs = [solo[(m, g)].config for m in names]
+                    speed = speedup or corun_speed(names, g, sum(c.instance_count for c in cfgs), profiles)
+                    bound = column_bound(ds, rms, cfgs, [solo[(m, g)].max_rate / safety[(m, g)] for m in names], speed)
+                    safe = min(safety[(m, g)] for m in names)
+                    least = max(cheapest[g] / (bound * safe * headroom), min_replicas_per_gpu * cheapest[g],
+                                min_replicas * cheapest[g])
+                    if least >= apart_usd - 1e-9:
+                        pruned += 1
+                        continue
+                    columns[(names, g)] = Column(names, g, (bound * safe * headroom,), (bound * safe,), False,
+                                                 {"configs": tuple(cfgs), "bound": bound, "safety": safe,
+                                                  "speed": speed, "lo": 0.0, "hi": bound})
+        candidates = len(columns)
+        simulated = 0
 
-    def settle(c: Column, lo: float, hi: float, p99) -> None:
-        """Record what simulation found of a candidate: ``lo`` holds (its P99s ``p99``), ``hi`` fails."""
-        safe = c.data["safety"]
-        if p99:
-            c.data["lo"] = lo
-            c.data["max_rates"] = tuple(lo * safe * by_name[m].qps for m in c.models)
-            c.data["sizing_rates"] = tuple(spec.sizing_rate(r) for r in c.data["max_rates"])
-            c.data["survival_rates"] = c.data["max_rates"]
-            c.data["p99_ms"] = tuple(p * 1000.0 + by_name[m].overhead_ms for p, m in zip(p99, c.models))
-        c.data["hi"] = min(c.data["hi"], hi)
-        c.share, c.survival = (c.data["hi"] * safe * headroom,), (c.data["hi"] * safe,)
-        c.exact = c.data["lo"] >= c.data["hi"] * (1 - 1e-12)
+        def settle(c: Column, lo: float, hi: float, p99) -> None:
+            """Record what simulation found of a candidate: ``lo`` holds (its P99s ``p99``), ``hi`` fails."""
+            safe = c.data["safety"]
+            if p99:
+                c.data["lo"] = lo
+                c.data["max_rates"] = tuple(lo * safe * by_name[m].qps for m in c.models)
+                c.data["sizing_rates"] = tuple(spec.sizing_rate(r) for r in c.data["max_rates"])
+                c.data["survival_rates"] = c.data["max_rates"]
+                c.data["p99_ms"] = tuple(p * 1000.0 + by_name[m].overhead_ms for p, m in zip(p99, c.models))
+            c.data["hi"] = min(c.data["hi"], hi)
+            c.share, c.survival = (c.data["hi"] * safe * headroom,), (c.data["hi"] * safe,)
+            c.exact = c.data["lo"] >= c.data["hi"] * (1 - 1e-12)
 
-    def evaluate(keys: list[tuple], full: bool = False) -> set[tuple]:
-        """The next step of these candidates' share searches (all of them with ``full``): the same bracket as
-        :func:`search_share` (the upper end first, then SHARE_STEPS halvings: 1/32 of the bracket), run a step at
-        a time so that a candidate an optimum stops using once its upper end falls is not bisected further. A
-        candidate's share is the largest found to hold once its search is done (as the partition search took it);
-        until then it enters at the least share found failing, an upper bound. Returns the candidates whose
-        upper end moved (or that were dropped): a MILP that saw the others saw them as they still are."""
-        nonlocal simulated
-        keys = list(keys)
-        moved = set()
-        while keys:
-            jobs = []
+        def evaluate(keys: list[tuple], full: bool = False) -> set[tuple]:
+            """The next step of these candidates' share searches (all of them with ``full``): the same bracket as
+            :func:`search_share` (the upper end first, then SHARE_STEPS halvings: 1/32 of the bracket), run a step at
+            a time so that a candidate an optimum stops using once its upper end falls is not bisected further. A
+            candidate's share is the largest found to hold once its search is done (as the partition search took it);
+            until then it enters at the least share found failing, an upper bound. Returns the candidates whose
+            upper end moved (or that were dropped): a MILP that saw the others saw them as they still are."""
+            nonlocal simulated
+            keys = list(keys)
+            moved = set()
+            while keys:
+                jobs = []
+                for k in keys:
+                    c = columns[k]
+                    st = c.data.setdefault("search", {"lo": 0.0, "hi": _bracket_top(c, by_name, replica), "steps": 0,
+                                                      "best": []})
+                    share = st["hi"] if st["steps"] == 0 else (st["lo"] + st["hi"]) / 2
+                    jobs.append(([by_name[m] for m in c.models], [(m, c.gpu) for m in c.models],
+                                 list(c.data["configs"]), c.data["speed"], share))
+                found = pool.map(_step_of, jobs)
+                more = []
+                for k, (ok, share, p99) in zip(keys, found):
+                    c = columns[k]
+                    st = c.data["search"]
+                    if st["steps"] == 0:
+                        simulated += 1
+                    top = st["steps"] == 0
+                    st["steps"] += 1
+                    if ok:
+                        st["lo"], st["best"] = share, p99
+                        if top:  # the upper end holds: nothing above it to find
+                            st["steps"] = SHARE_STEPS + 1
+                    elif not top:
+                        st["hi"] = share
+                    before = c.data["hi"]
+                    if st["steps"] > SHARE_STEPS:
+                        settle(c, st["lo"], st["lo"], st["best"])
+                        if c.data["lo"] <= 0:
+                            del columns[k]
+                    else:
+                        settle(c, st["lo"], st["hi"], st["best"] if ok else [])
+                        if full:
+                            more.append(k)
+                    if k not in columns or c.data["hi"] != before:
+                        moved.add(k)
+                keys = more
+            return moved
+
+        def needs_of(sol, keys) -> dict[tuple, float]:
+            """The share of each member's traffic (at its target, in simulation's units) that each used candidate's
+            replicas carry in ``sol``, and while a spot pool is lost; those above what is known to hold."""
+            out = {}
+            by_pool = {p.name: p for p in pools}
             for k in keys:
                 c = columns[k]
-                st = c.data.setdefault("search", {"lo": 0.0, "hi": _bracket_top(c, by_name, replica), "steps": 0,
-                                                  "best": []})
-                share = st["hi"] if st["steps"] == 0 else (st["lo"] + st["hi"]) / 2
-                jobs.append(([by_name[m] for m in c.models], [replica[(m, c.gpu)] for m in c.models],
-                             list(c.data["configs"]), c.data["speed"], share))
-            found = map_jobs(share_step, jobs, workers if len(jobs) >= PARALLEL_AT_LEAST else 1)
-            more = []
-            for k, (ok, share, p99) in zip(keys, found):
-                c = columns[k]
-                st = c.data["search"]
-                if st["steps"] == 0:
-                    simulated += 1
-                top = st["steps"] == 0
-                st["steps"] += 1
-                if ok:
-                    st["lo"], st["best"] = share, p99
-                    if top:  # the upper end holds: nothing above it to find
-                        st["steps"] = SHARE_STEPS + 1
-                elif not top:
-                    st["hi"] = share
-                before = c.data["hi"]
-                if st["steps"] > SHARE_STEPS:
-                    settle(c, st["lo"], st["lo"], st["best"])
-                    if c.data["lo"] <= 0:
-                        del columns[k]
+                if c.data.get("lo") is None:
+                    continue  # a single model: its capacity search is exact
+                mates = [j for j in sol.used() if j[0] == k[0]]
+                reps = {j: _replicas(sol, j, pools) for j in mates}
+                lost = {j: max([by_pool[p].gpus_per_instance * v[0] for p, v in sol.counts[j].items()
+                                if by_pool[p].is_spot and v[0] > 0], default=0) for j in mates}
+                if routing == "equal":
+                    per = 1.0 / sum(reps.values())
+                    surv = 1.0 / max(sum(reps.values()) - max(lost.values()), 1e-9)
                 else:
-                    settle(c, st["lo"], st["hi"], st["best"] if ok else [])
-                    if full:
-                        more.append(k)
-                if k not in columns or c.data["hi"] != before:
-                    moved.add(k)
-            keys = more
-        return moved
+                    per = sol.traffic[k][0] / reps[k]
+                    surv = sol.traffic[k][0] / max(reps[k] - lost[k], 1e-9)
+                need = per / headroom
+                if spot_survival:
+                    need = max(need, surv)
+                need /= c.data["safety"]
+                if need > c.data["lo"] * (1 + 1e-12) or not c.exact:  # not exact: its search is not done
+                    out[k] = need
+            return out
 
-    def needs_of(sol, keys) -> dict[tuple, float]:
-        """The share of each member's traffic (at its target, in simulation's units) that each used candidate's
-        replicas carry in ``sol``, and while a spot pool is lost; those above what is known to hold."""
-        out = {}
-        by_pool = {p.name: p for p in pools}
-        for k in keys:
-            c = columns[k]
-            if c.data.get("lo") is None:
-                continue  # a single model: its capacity search is exact
-            mates = [j for j in sol.used() if j[0] == k[0]]
-            reps = {j: _replicas(sol, j, pools) for j in mates}
-            lost = {j: max([by_pool[p].gpus_per_instance * v[0] for p, v in sol.counts[j].items()
-                            if by_pool[p].is_spot and v[0] > 0], default=0) for j in mates}
-            if routing == "equal":
-                per = 1.0 / sum(reps.values())
-                surv = 1.0 / max(sum(reps.values()) - max(lost.values()), 1e-9)
-            else:
-                per = sol.traffic[k][0] / reps[k]
-                surv = sol.traffic[k][0] / max(reps[k] - lost[k], 1e-9)
-            need = per / headroom
-            if spot_survival:
-                need = max(need, surv)
-            need /= c.data["safety"]
-            if need > c.data["lo"] * (1 + 1e-12) or not c.exact:  # not exact: its search is not done
-                out[k] = need
-        return out
+        if simulate_all:
+            evaluate([k for k, c in columns.items() if not c.exact], full=True)
+        incumbent = None
+        if max_instances_per_pool is None and not any(p.max_instances is not None for p in pools):
+            incumbent = sum(separate_usd.values())  # one Deployment per model is a feasible fleet
 
-    if simulate_all:
-        evaluate([k for k, c in columns.items() if not c.exact], full=True)
-    incumbent = None
-    if max_instances_per_pool is None and not any(p.max_instances is not None for p in pools):
-        incumbent = sum(separate_usd.values())  # one Deployment per model is a feasible fleet
+        coupled = incumbent is None  # a pool limit is shared by every set's fleet: only the joint MILP holds it
+        set_sol: dict[tuple[str, ...], object] = {(m,): separate_sol[m] for m in names_all}  # a set's own optimum
 
-    coupled = incumbent is None  # a pool limit is shared by every set's fleet: only the joint MILP holds it
-    set_sol: dict[tuple[str, ...], object] = {(m,): separate_sol[m] for m in names_all}  # a set's own optimum
+        def set_columns(names: tuple[str, ...]) -> list[Column]:
+            return [c for c in columns.values() if c.models == names]
 
-    def set_columns(names: tuple[str, ...]) -> list[Column]:
-        return [c for c in columns.values() if c.models == names]
+        def optimistic(names: tuple[str, ...]) -> float:
+            """A lower bound on any fleet of the set, without a MILP: GPU time at the cheapest per-replica price on
+            the best type for it, and the replica floors."""
+            cols = _optimistic_columns(set_columns(names), columns)
+            if not cols:
+                return math.inf
+            per = min(cheapest[c.gpu] / c.share[0] for c in cols)
+            return max(per, max(min_replicas_per_gpu, min_replicas) * min(cheapest[c.gpu] for c in cols))
 
-    def optimistic(names: tuple[str, ...]) -> float:
-        """A lower bound on any fleet of the set, without a MILP: GPU time at the cheapest per-replica price on
-        the best type for it, and the replica floors."""
-        cols = _optimistic_columns(set_columns(names), columns)
-        if not cols:
-            return math.inf
-        per = min(cheapest[c.gpu] / c.share[0] for c in cols)
-        return max(per, max(min_replicas_per_gpu, min_replicas) * min(cheapest[c.gpu] for c in cols))
+        def set_cost(names: tuple[str, ...]) -> float:
+            if names in set_sol:
+                return set_sol[names].usd_per_hour if set_sol[names] is not None else math.inf
+            return optimistic(names)
 
-    def set_cost(names: tuple[str, ...]) -> float:
-        if names in set_sol:
-            return set_sol[names].usd_per_hour if set_sol[names] is not None else math.inf
-        return optimistic(names)
+        masters: dict[tuple, list] = {}
 
-    masters: dict[tuple, list] = {}
-
-    def optimum():
-        if coupled:  # lazy column evaluation on the joint MILP
-            sol = None
+        def optimum():
+            if coupled:  # lazy column evaluation on the joint MILP
+                sol = None
+                while True:
+                    if sol is None:  # re-solved only when a candidate's upper end moved: else the same optimum
+                        sol = solve(problem(names_all, columns.values()), incumbent=incumbent)
+                    needs = needs_of(sol, sol.used())
+                    if not needs:
+                        return sol
+                    if evaluate(sorted(needs)):
+                        sol = None
+            # Decomposed: the master picks sets by their costs; a set's cost is a lower bound until its own MILP uses
+            # simulated columns only. The master's optimum over exact costs and lower bounds is then the optimum.
             while True:
-                if sol is None:  # re-solved only when a candidate's upper end moved: else the same optimum
-                    sol = solve(problem(names_all, columns.values()), incumbent=incumbent)
-                needs = needs_of(sol, sol.used())
-                if not needs:
-                    return sol
-                if evaluate(sorted(needs)):
-                    sol = None
-        # Decomposed: the master picks sets by their costs; a set's cost is a lower bound until its own MILP uses
-        # simulated columns only. The master's optimum over exact costs and lower bounds is then the optimum.
-        while True:
-            costs = {n: set_cost(n) for n in {c.models for c in columns.values()}}
-            finite = tuple(sorted((n, v) for n, v in costs.items() if v < math.inf))
-            if finite not in masters:  # the same costs: the same master optimum
-                masters[finite] = choose_partition(names_all, dict(finite))[0]
-            chosen = masters[finite]
-            lazy, changed = [], False
-            for n in chosen:
-                if n not in set_sol:
-                    try:
-                        set_sol[n] = solve(problem(n, _optimistic_columns(set_columns(n), columns)),
-                                           incumbent=sum(separate_usd[m] for m in n))
-                    except Infeasible:
-                        set_sol[n] = None
+                costs = {n: set_cost(n) for n in {c.models for c in columns.values()}}
+                finite = tuple(sorted((n, v) for n, v in costs.items() if v < math.inf))
+                if finite not in masters:  # the same costs: the same master optimum
+                    masters[finite] = choose_partition(names_all, dict(finite))[0]
+                chosen = masters[finite]
+                lazy, changed = [], False
+                for n in chosen:
+                    if n not in set_sol:
+                        try:
+                            set_sol[n] = solve(problem(n, _optimistic_columns(set_columns(n), columns)),
+                                               incumbent=sum(separate_usd[m] for m in n))
+                        except Infeasible:
+                            set_sol[n] = None
+                        changed = True
+                        continue
+                    lazy.append(needs_of(set_sol[n], set_sol[n].used()))
+                needs = {k: v for d in lazy for k, v in d.items()}
+                if needs:
+                    # a set's MILP is solved again only where a candidate's upper end moved: else its optimum stands
+                    for n in {k[0] for k in evaluate(sorted(needs))}:
+                        set_sol.pop(n, None)
                     changed = True
-                    continue
-                lazy.append(needs_of(set_sol[n], set_sol[n].used()))
-            needs = {k: v for d in lazy for k, v in d.items()}
-            if needs:
-                # a set's MILP is solved again only where a candidate's upper end moved: else its optimum stands
-                for n in {k[0] for k in evaluate(sorted(needs))}:
-                    set_sol.pop(n, None)
-                changed = True
-            if not changed:
-                return merge([set_sol[n] for n in chosen])
+                if not changed:
+                    return merge([set_sol[n] for n in chosen])
 
-    rounds = 0
-    while True:
-        sol = optimum()
-        if not verify:
-            checked = {}
-            break
-        checked = _check(sol, columns, by_name, replica, routing, spot_survival, pools)
-        missed = [k for k, (_, _, runs) in checked.items()
-                  if any(r.quantile_ms(0.99) + by_name[m].overhead_ms > by_name[m].p99_ms
-                         for r, m in zip(runs, k[0]))]
-        if not missed:
-            break
-        rounds += 1
-        if rounds >= MAX_ROUNDS:
-            raise Infeasible(f"simulation could not confirm every model's P99 for {', '.join(shared_key(k) for k in missed)} "
-                             f"after {MAX_ROUNDS} rounds")
-        for k in missed:
-            set_sol.pop(k[0], None)
-            c = columns[k]
-            if len(k[0]) > 1:  # what held in the search missed here: the share known to hold is now below it
-                c.data["lo"] *= TIGHTEN
-                c.data["hi"] = c.data["lo"]
-            c.data["max_rates"] = tuple(r * TIGHTEN for r in c.data["max_rates"])
-            c.data["sizing_rates"] = tuple(spec.sizing_rate(r) for r in c.data["max_rates"])
-            at_target = c.data["max_rates"][0] / by_name[k[0][0]].qps
-            c.share = (c.data["sizing_rates"][0] / by_name[k[0][0]].qps,)
-            c.survival = (max(c.survival[0] * TIGHTEN, at_target),) if len(k[0]) == 1 else (at_target,)
-            c.data["survival_rates"] = tuple(max(r * TIGHTEN, t) for r, t in zip(c.data["survival_rates"],
-                                                                                  c.data["max_rates"]))
-    try:
-        lp = solve(problem(names_all, columns.values()), relax=True, incumbent=incumbent).usd_per_hour
-    except Infeasible:
-        lp = None
-    parts = [_part(s, sol, columns, pools, checked, by_name) for s in sol.sets]
-    separate = [_part((m,), separate_sol[m], columns, pools, {}, by_name) for m in names_all]
-    return MixPlan(parts, sol.usd_per_hour, sum(separate_usd.values()), simulated, candidates, separate, lp,
-                   sol.mip_gap, sol.status, walls[0], milps[0], pruned, dict(columns))
+        rounds = 0
+        while True:
+            sol = optimum()
+            if not verify:
+                checked = {}
+                break
+            checked = _check(sol, columns, by_name, replica, routing, spot_survival, pools)
+            missed = [k for k, (_, _, runs) in checked.items()
+                      if any(r.quantile_ms(0.99) + by_name[m].overhead_ms > by_name[m].p99_ms
+                             for r, m in zip(runs, k[0]))]
+            if not missed:
+                break
+            rounds += 1
+            if rounds >= MAX_ROUNDS:
+                raise Infeasible("simulation could not confirm every model's P99 for "
+                                 f"{', '.join(shared_key(k) for k in missed)} after {MAX_ROUNDS} rounds")
+            for k in missed:
+                set_sol.pop(k[0], None)
+                c = columns[k]
+                if len(k[0]) > 1:  # what held in the search missed here: the share known to hold is now below it
+                    c.data["lo"] *= TIGHTEN
+                    c.data["hi"] = c.data["lo"]
+                c.data["max_rates"] = tuple(r * TIGHTEN for r in c.data["max_rates"])
+                c.data["sizing_rates"] = tuple(spec.sizing_rate(r) for r in c.data["max_rates"])
+                at_target = c.data["max_rates"][0] / by_name[k[0][0]].qps
+                c.share = (c.data["sizing_rates"][0] / by_name[k[0][0]].qps,)
+                c.survival = (max(c.survival[0] * TIGHTEN, at_target),) if len(k[0]) == 1 else (at_target,)
+                c.data["survival_rates"] = tuple(max(r * TIGHTEN, t) for r, t in zip(c.data["survival_rates"],
+                                                                                      c.data["max_rates"]))
+        try:
+            lp = solve(problem(names_all, columns.values()), relax=True, incumbent=incumbent).usd_per_hour
+        except Infeasible:
+            lp = None
+        parts = [_part(s, sol, columns, pools, checked, by_name) for s in sol.sets]
+        separate = [_part((m,), separate_sol[m], columns, pools, {}, by_name) for m in names_all]
+        return MixPlan(parts, sol.usd_per_hour, sum(separate_usd.values()), simulated, candidates, separate, lp,
+                       sol.mip_gap, sol.status, walls[0], milps[0], pruned, dict(columns))
 
 
 def _bracket_top(c: Column, by_name: dict, replica: dict) -> float:

@@ -59,8 +59,8 @@ from gpufleet.contracts.plan import (Autoscaling, Binding, Cost, DayComparison, 
 from gpufleet.contracts.autoscaling import AutoscalingSpec
 from planner.capacity import queue_bound
 from planner.catalog import HOURS_PER_MONTH, read_catalog
-from planner.colocate import (UNMEASURED_WAYS, ModelDemand, SharedPool, corun_speed, least_per_replica, search_share,
-                              simulate_runs, solo_capacity)
+from planner.colocate import (UNMEASURED_WAYS, ModelDemand, SharedPool, capacity_of, corun_speed, least_per_replica,
+                              search_share, simulate_runs)
 from planner.day import DAY_MIP_REL_GAP, DEFAULT_PERIOD_S, HOURS_PER_DAY, MIN_SPAN_S, PEAK_POINT, recommend_day
 from planner.errors import PlannerInputError
 from planner.mig import slice_profiles
@@ -245,7 +245,7 @@ def recommend_mix_day(req: RecommendRequest, mix: list[MixRow], period_s: float 
         # The HPA the shared Deployments scale on: the day plans' most cautious (the steepest ramp of any model's
         # curve).
         spec = min((p.autoscaling for p in solo_plans.values()), key=lambda a: a.sizing_rate(1.0))
-        caps = dict(zip(keys, pool.map(_capacity_of, [(demand[k[0]], k) for k in keys])))
+        caps = dict(zip(keys, pool.map(capacity_of, [(demand[k[0]], k) for k in keys])))
         caps = {k: c for k, c in caps.items() if c is not None and c.max_rate > 0}
         # A calibrated model's capacity is its interval's safe end at the confidence (planner.sizing.size_gpu): a set
         # with it holds that fraction of its simulated share.
@@ -457,12 +457,6 @@ def recommend_mix_day(req: RecommendRequest, mix: list[MixRow], period_s: float 
 def _day_plan(shared: dict, job) -> Plan:
     req, curve, period_s = job
     return recommend_day(req, curve, period_s)
-
-
-def _capacity_of(shared: dict, job):
-    """A model's best config and capacity alone on a GPU type (``job``: its demand, the replica model's key)."""
-    demand, key = job
-    return solo_capacity((demand, shared["replica"][key]))
 
 
 def _share_of(shared: dict, job):
