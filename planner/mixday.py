@@ -529,7 +529,7 @@ def _check_set(st: _Set, r: np.ndarray, pools, routing: str, by_name, replica, o
         # The GPU's busy fraction as the point mix writes it (planner.mix: each member's rate over its saturation
         # rate with its config, summed): what the members' batches take of the device at these rates.
         busy = min(sum(q / replica[k].saturation_rate(c) for q, k, c in zip(per, keys, cfgs)), 1.0)
-        out.setdefault(g, {})[t] = (per, [tuple(r.quantile_ms(q) + overhead[m] for q in (0.5, 0.9, 0.99))
+        out.setdefault(g, {})[t] = (per, [tuple(v + overhead[m] for v in r.quantiles_ms((0.5, 0.9, 0.99)))
                                           for r, m in zip(runs, st.models)],
                                     [r.mean_batch_size for r in runs], busy)
     return out

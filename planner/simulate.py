@@ -49,9 +49,21 @@ class SimResult:
     queue_s: np.ndarray  # per request after warm-up, arrival to its batch's start, seconds
     mean_batch_size: float
     busy_fraction: float  # share of time the GPU had at least one batch executing
+    # Quantiles already read (ms by level): a plan reads a run's P99 several times (to pick the worse way of sharing
+    # a GPU, to check it, to write it), each a partition of tens of thousands of samples.
+    _read: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def quantile_ms(self, q: float) -> float:
-        return float(np.quantile(self.latency_s, q)) * 1000.0
+        if q not in self._read:
+            self._read[q] = float(np.quantile(self.latency_s, q)) * 1000.0
+        return self._read[q]
+
+    def quantiles_ms(self, qs: Sequence[float]) -> list[float]:
+        """Several quantiles at once (one partition of the samples), each the same as :meth:`quantile_ms`'s."""
+        todo = [q for q in qs if q not in self._read]
+        if todo:
+            self._read.update(zip(todo, (float(v) * 1000.0 for v in np.quantile(self.latency_s, todo))))
+        return [self._read[q] for q in qs]
 
 
 def simulate(arrivals_s: np.ndarray, cfg: BatchingConfig, service: ServiceTime, draws: np.ndarray,
