@@ -114,9 +114,16 @@ def solve_day(problem: Problem, demand: list[float], hours: list[float], *, rela
     # and re-solved while a count sits on its bound, so the bound never decides the answer.
     extra = [math.ceil(max(problem.min_replicas, problem.min_replicas_per_gpu) / p.gpus_per_instance)
              if problem.pool_limit(p) is None else 0 for p in pools]
-    at_peak = replace(problem, qps=max(demand))
-    ub = np.array([[(at_peak if _is_reserved(p) else replace(problem, qps=q)).upper_bound(p) + e
-                    for p, e in zip(pools, extra)] for q in demand], dtype=float)
+    # One cheapest one-pool fleet per rate (Problem.upper_bound would find it again for every pool).
+    rates = {q: replace(problem, qps=q) for q in {*demand, max(demand)}}
+    incumbents = {q: at.incumbent_cost() for q, at in rates.items()}
+    peak = max(demand)
+
+    def bound(p: Pool, q: float) -> int:
+        q = peak if _is_reserved(p) else q
+        return rates[q].upper_bound(p, incumbents[q])
+
+    ub = np.array([[bound(p, q) + e for p, e in zip(pools, extra)] for q in demand], dtype=float)
     for _ in range(BOUND_DOUBLINGS):
         sol = _solve_day(problem, demand, hours, relax, time_limit_s, ub, link_in_use)
         at_bound = [j for j, p in enumerate(pools) if problem.pool_limit(p) is None
