@@ -33,8 +33,8 @@ from dataclasses import dataclass, field, replace
 
 from gpufleet.contracts.plan import Routing  # noqa: F401 (re-exported: the planner's name for it)
 from planner.catalog import Pool
-from planner.setcover import MIP_REL_GAP, Column, Infeasible, SetCoverProblem, solve_milp  # noqa: F401 (Infeasible
-# re-exported: the planner's name for it)
+# Infeasible is re-exported: the planner's name for it.
+from planner.setcover import MIP_REL_GAP, Column, Infeasible, SetCoverProblem, solve_milp  # noqa: F401
 
 
 @dataclass(frozen=True)
