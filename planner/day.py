@@ -3,8 +3,8 @@
 Traffic from cameras follows the day. The fleet is chosen for the whole curve at once: reserved instances are held
 every hour (and paid every hour), on-demand and spot instances only in the planning periods that need them, by one
 mixed-integer program whose periods share the reserved counts (:func:`solve_day`). Each period must hold the curve's
-peak inside it at the replicas' sizing rate (the HPA target), under the same constraints as a point plan
-(:func:`planner.optimize.add_period_constraints` builds both). Under weighted routing the traffic share of each GPU
+peak inside it at the replicas' sizing rate (the HPA target), under the same constraints as a point plan (one
+builder, :func:`planner.setcover.solve_milp`, makes both). Under weighted routing the traffic share of each GPU
 type is one weight for the whole day, as infra deploys fixed route weights.
 
 The plan is then replayed through the HPA it configures (:func:`replay`): the metric's delay, the HPA's tolerance,
@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import coo_array
 
 from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
 from gpufleet.contracts.demand import DemandCurve, read_demand_curve
@@ -34,10 +31,11 @@ from gpufleet.contracts.plan import (Binding, Cost, DayComparison, DayPeriod, Da
                                      ReservedThreshold, SolverReport)
 from planner.catalog import HOURS_PER_MONTH, Pool
 from planner.errors import PlannerInputError
-from planner.optimize import (Infeasible, Problem, Solution, add_period_constraints, binding_constraint,
-                              replicas_by_gpu, solve)
+from planner.optimize import (POINT_MODEL, Infeasible, Problem, Solution, binding_constraint, replicas_by_gpu,
+                              set_cover_problem, solve)
 from planner.pipeline import (MAX_ROUNDS, TIGHTEN, VERIFY_REQUESTS, VERIFY_SEED, RecommendRequest, Sized,
                               describe_pools, finish, pool_plan, prepare, verify_at, why_no_fleet)
+from planner.setcover import SetCoverProblem, solve_milp, useful_pools
 from planner.simulate import Workload
 from planner.sizing import GpuSizing, fleet_problem
 from planner.survival import mixture_quantile
@@ -92,37 +90,42 @@ def _is_reserved(p: Pool) -> bool:
     return p.capacity_type.startswith("reserved")
 
 
+def _day_problem(problem: Problem, demand: list[float], hours: list[float], link_in_use: bool) -> SetCoverProblem:
+    """The day as the one fleet MILP's problem: periods weighted by their hours, reserved counts one number held
+    (and paid) over every hour, under weighted routing one route weight per GPU type all day, as infra deploys fixed
+    route weights, and its one in-use mark over the busy periods; pools dominated within a GPU type and role dropped
+    (:func:`planner.setcover.useful_pools`, ``whole-fraction``)."""
+    return set_cover_problem(problem, demand=tuple(demand), weights=tuple(hours), horizon=float(sum(hours)),
+                             share_reserved=True, one_route=problem.routing == "weighted", link_in_use=link_in_use,
+                             prune="whole-fraction")
+
+
 def solve_day(problem: Problem, demand: list[float], hours: list[float], *, relax: bool = False,
               time_limit_s: float = DAY_SOLVER_TIME_LIMIT_S, link_in_use: bool = True) -> DaySolution:
     """Least cost over the periods: reserved pools' counts are one number held in every period, the others one per
     period. ``problem`` carries the pools, per-replica rates and constraints (its ``qps`` is not read).
     ``link_in_use=False`` leaves out the one in-use mark per GPU type (the check that it changes no optimum)."""
     full = problem
-    problem = replace(problem, pools=_undominated(problem))
+    problem = replace(problem, pools=useful_pools(_day_problem(problem, demand, hours, link_in_use)))
     pools = problem.pools
-    gpus = problem.gpus()
-    n_g = len(gpus)
-    reserved = [j for j, p in enumerate(pools) if _is_reserved(p)]
-    elastic = [j for j, p in enumerate(pools) if not _is_reserved(p)]
-    n_t = len(demand)
-    block = len(elastic) + 2 * n_g  # per period: elastic counts | x[g] | y[g]
-    ix_w = len(reserved) + n_t * block
-    weighted = problem.routing == "weighted"
-    n_var = ix_w + (2 * n_g if weighted else 0)  # the weights w[g], then the day's in-use marks z[g] (if linked)
-    # Instance bounds: the peak's provable bound (an optimum never spends more on one pool than the cheapest feasible
-    # one-pool fleet at the peak), plus a replica floor's worth; doubled and re-solved while a count sits on it.
     # Instance bounds, per period: an optimum spends no more in a period on one elastic pool than the cheapest
     # feasible one-pool fleet at that period's rate costs, nor holds more of a reserved pool than that at the peak;
     # plus a replica floor's worth (reserved instances of another type can leave a type short of its floor). Doubled
     # and re-solved while a count sits on its bound, so the bound never decides the answer.
     extra = [math.ceil(max(problem.min_replicas, problem.min_replicas_per_gpu) / p.gpus_per_instance)
              if problem.pool_limit(p) is None else 0 for p in pools]
-    at_peak = replace(problem, qps=max(demand))
-    ub = np.array([[(at_peak if _is_reserved(p) else replace(problem, qps=q)).upper_bound(p) + e
-                    for p, e in zip(pools, extra)] for q in demand], dtype=float)
+    # One cheapest one-pool fleet per rate (Problem.upper_bound would find it again for every pool).
+    rates = {q: replace(problem, qps=q) for q in {*demand, max(demand)}}
+    incumbents = {q: at.incumbent_cost() for q, at in rates.items()}
+    peak = max(demand)
+
+    def bound(p: Pool, q: float) -> int:
+        q = peak if _is_reserved(p) else q
+        return rates[q].upper_bound(p, incumbents[q])
+
+    ub = np.array([[bound(p, q) + e for p, e in zip(pools, extra)] for q in demand], dtype=float)
     for _ in range(BOUND_DOUBLINGS):
-        sol = _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elastic, block, ix_w, n_var,
-                         link_in_use)
+        sol = _solve_day(problem, demand, hours, relax, time_limit_s, ub, link_in_use)
         at_bound = [j for j, p in enumerate(pools) if problem.pool_limit(p) is None
                     and any(c[p.name] >= ub[t, j] - 0.5 for t, c in enumerate(sol.counts))]
         if relax or not at_bound:
@@ -132,130 +135,31 @@ def solve_day(problem: Problem, demand: list[float], hours: list[float], *, rela
     return replace(sol, counts=[{n: c.get(n, 0) for n in names} for c in sol.counts])
 
 
-def _role(p: Pool) -> str:
-    """What the day MILP does with a pool's instances: reserved ones are held in every period; on-demand and spot are
-    bought per period, and spot counts against the spot share and the survival constraint. Pools of one role and
-    GPU type differ in the MILP only by price and replicas per instance."""
-    return "reserved" if _is_reserved(p) else p.capacity_type
-
-
-def _undominated(problem: Problem) -> tuple[Pool, ...]:
-    """The pools an optimum may need. Pool ``p`` is never needed beside an uncapped pool ``q`` of the same GPU type
-    and role (:func:`_role`) whose instances hold a whole fraction of ``p``'s replicas for less: ``p``'s instances,
-    each swapped for ``m = replicas(p) / replicas(q)`` of ``q``'s, change no constraint (the same replicas of the same
-    type and role) and cost less. So a reserved-3yr pool dearer over the horizon than the same instance's 1-year
-    term goes, and so does a 4-GPU instance dearer than four 1-GPU ones. Except spot pools under spot survival,
-    where two pools split the loss of one, and capped pools, whose counts are limited."""
-    def dominates(q: Pool, p: Pool) -> bool:
-        if q is p or (q.gpu, _role(q)) != (p.gpu, _role(p)) or problem.pool_limit(q) is not None \
-                or p.gpus_per_instance % q.gpus_per_instance:
-            return False
-        cost = q.usd_per_hour * (p.gpus_per_instance // q.gpus_per_instance)
-        return (cost, q.gpus_per_instance, q.name) < (p.usd_per_hour, p.gpus_per_instance, p.name)
-
-    return tuple(p for p in problem.pools
-                 if problem.pool_limit(p) is not None or (p.is_spot and problem.spot_survival)
-                 or not any(dominates(q, p) for q in problem.pools))
-
-
-def _solve_day(problem, demand, hours, relax, time_limit_s, ub, reserved, elastic, block, ix_w, n_var,
-               link_in_use) -> DaySolution:
+def _solve_day(problem: Problem, demand, hours, relax, time_limit_s, ub, link_in_use) -> DaySolution:
+    """One solve of the day's MILP within the instance bounds ``ub`` (period x pool of ``problem.pools``)."""
     pools = problem.pools
     gpus = problem.gpus()
-    n_g = len(gpus)
-    n_p = len(pools)
-    rows, cols, vals, lo, hi = [], [], [], [], []
-
-    def add(coef: dict[int, float], lower: float = -np.inf, upper: float = np.inf) -> None:
-        r = len(lo)
-        for c, v in coef.items():
-            rows.append(r)
-            cols.append(c)
-            vals.append(v)
-        lo.append(lower)
-        hi.append(upper)
-
-    cost = np.zeros(n_var)
-    upper = np.zeros(n_var)
-    integrality = np.zeros(n_var)
+    col = {p.name: j for j, p in enumerate(pools)}
+    r = solve_milp(replace(_day_problem(problem, demand, hours, link_in_use), prune="none"), relax=relax,
+                   time_limit_s=time_limit_s, mip_rel_gap=DAY_MIP_REL_GAP, bound=lambda c, p, t: ub[t, col[p.name]])
     total_hours = float(sum(hours))
-    for k, j in enumerate(reserved):
-        cost[k] = pools[j].usd_per_hour * total_hours
-        upper[k] = ub[0, j]
-        integrality[k] = 1
-    starts = []
-    for t, (q, h) in enumerate(zip(demand, hours)):
-        start = len(reserved) + t * block
-        starts.append(start)
-        col = [0] * n_p
-        for k, j in enumerate(reserved):
-            col[j] = k
-        for k, j in enumerate(elastic):
-            col[j] = start + k
-            cost[start + k] = pools[j].usd_per_hour * h
-            upper[start + k] = ub[t, j]
-            integrality[start + k] = 1
-        ix_x, ix_y = start + len(elastic), start + len(elastic) + n_g
-        upper[ix_x:ix_x + n_g] = q
-        upper[ix_y:ix_y + n_g] = 1
-        integrality[ix_y:ix_y + n_g] = 1
-        add_period_constraints(add, replace(problem, qps=q), q, col, ix_x, ix_y, ub[t])
-        if problem.routing == "weighted":
-            for i in range(n_g):
-                add({ix_x + i: 1.0, ix_w + i: -q}, 0.0, 0.0)  # one weight per GPU type all day
-    if problem.routing == "weighted":
-        upper[ix_w:ix_w + n_g] = 1.0
-        add({ix_w + i: 1.0 for i in range(n_g)}, 1.0, 1.0)
-        if link_in_use and problem.min_replicas <= problem.min_replicas_per_gpu:
-            # One weight per GPU type all day, so a type with a share serves in every period with traffic: its
-            # in-use marks y[g, t] of those periods are one mark z[g]. Without this, HiGHS branched on the marks
-            # period by period and spent most of a 20,000 req/s day proving what it had found (4.4 s of MILP against
-            # 1.5 s). Exact under the guard: the marks differ between busy periods only where a type with no traffic
-            # holds idle replicas in some periods, which only the total floor --min-replicas could want; every
-            # routed type already holds min_replicas_per_gpu >= min_replicas replicas, so dropping the idle ones
-            # keeps every constraint and costs no more.
-            ix_z = ix_w + n_g
-            upper[ix_z:ix_z + n_g] = 1.0
-            integrality[ix_z:ix_z + n_g] = 1
-            for i in range(n_g):
-                for start, q in zip(starts, demand):
-                    if q > 0:
-                        add({start + len(elastic) + n_g + i: 1.0, ix_z + i: -1.0}, 0.0, 0.0)
-    if relax:
-        integrality[:] = 0
-    matrix = coo_array((vals, (rows, cols)), shape=(len(lo), n_var)).tocsr()
-    t0 = time.perf_counter()
-    res = milp(cost, constraints=LinearConstraint(matrix, lo, hi), bounds=Bounds(np.zeros(n_var), upper),
-               integrality=integrality, options={"time_limit": time_limit_s, "mip_rel_gap": DAY_MIP_REL_GAP})
-    wall = time.perf_counter() - t0
-    if res.x is None:
-        raise Infeasible(res.message)
-    x = res.x
-    counts, traffic = [], []
-    for t, start in enumerate(starts):
-        c = {}
-        for k, j in enumerate(reserved):
-            c[pools[j].name] = int(round(x[k])) if not relax else float(x[k])
-        for k, j in enumerate(elastic):
-            c[pools[j].name] = int(round(x[start + k])) if not relax else float(x[start + k])
-        counts.append(c)
-        ix_x = start + len(elastic)
-        traffic.append({g: float(x[ix_x + i]) for i, g in enumerate(gpus)})
+    held = {name: vals for by_pool in r.counts.values() for name, vals in by_pool.items()}
+    counts = [{p.name: held[p.name][t] for p in pools} for t in range(len(demand))]
+    traffic = [{g: r.traffic[(POINT_MODEL,), g][t] for g in gpus} for t in range(len(demand))]
     peak = int(np.argmax(demand))
-    if problem.routing == "weighted":
-        weights = {g: float(x[ix_w + i]) for i, g in enumerate(gpus)}
+    if r.route is not None:
+        weights = {g: r.route[(POINT_MODEL,), g] for g in gpus}
     else:
         weights = {g: traffic[peak][g] / demand[peak] if demand[peak] > 0 else 0.0 for g in gpus}
     # HiGHS leaves shares of 1e-15 on types it does not use: those are no route.
     weights = {g: (w if w > WEIGHT_EPS else 0.0) for g, w in weights.items()}
     total = sum(weights.values()) or 1.0
     weights = {g: w / total for g, w in weights.items()}
-    usd = float(cost @ x) if relax else sum(
+    usd = r.objective if relax else sum(
         (p.usd_per_hour * counts[0][p.name] * total_hours) if _is_reserved(p) else
         sum(p.usd_per_hour * counts[t][p.name] * hours[t] for t in range(len(demand)))
         for p in pools)
-    gap = float(getattr(res, "mip_gap", 0.0) or 0.0)
-    return DaySolution(counts, traffic, weights, usd, "optimal" if res.status == 0 else res.message, gap, None, wall)
+    return DaySolution(counts, traffic, weights, usd, r.status, r.mip_gap, None, r.wall_s)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -703,7 +607,7 @@ def _comparisons(req: RecommendRequest, sized: Sized, curve: DemandCurve, period
 
 def _holds_rate(problem: Problem, counts: dict[str, int]) -> bool:
     """Whether a fleet held as bought carries ``problem.qps`` under the constraints a period of the day MILP puts on
-    its rate (:func:`planner.optimize.add_period_constraints`): every replica at most at its sizing rate, and with spot survival
+    its rate (:func:`planner.setcover.solve_milp`): every replica at most at its sizing rate, and with spot survival
     what remains after losing any one spot pool at the survival rate."""
     q = problem.qps * (1 - 1e-9)
     n = tuple(counts.get(p.name, 0) for p in problem.pools)

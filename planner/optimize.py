@@ -1,5 +1,8 @@
 """The fleet optimizer: how many instances of each pool to buy, as a mixed-integer program solved by HiGHS.
 
+The program is the one fleet MILP (:func:`planner.setcover.solve_milp`) with one model, one period and one singleton
+column per GPU type (:func:`set_cover_problem`); what follows is what it says for a point.
+
 Decision variables: ``n[p]``, instances bought from pool ``p`` (instance type x capacity type), and ``x[g]``,
 the requests/s routed to GPU type ``g``. One Triton replica runs per GPU, so pool ``p`` adds
 ``gpus[p] * n[p]`` replicas of its GPU type.
@@ -26,13 +29,12 @@ the remaining replicas split ``Q``.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field, replace
-import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
 
 from gpufleet.contracts.plan import Routing  # noqa: F401 (re-exported: the planner's name for it)
 from planner.catalog import Pool
+# Infeasible is re-exported: the planner's name for it.
+from planner.setcover import MIP_REL_GAP, Column, Infeasible, SetCoverProblem, solve_milp  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -141,10 +143,6 @@ def replicas_by_gpu(pools: tuple[Pool, ...], counts: dict[str, int]) -> dict[str
     return out
 
 
-class Infeasible(Exception):
-    """No fleet satisfies the constraints."""
-
-
 def solve(problem: Problem, *, relax: bool = False, exclude: tuple[frozenset[str], ...] = (),
           time_limit_s: float = 20.0) -> Solution:
     """Minimize $/h. ``relax`` drops integrality (the LP bound); ``exclude`` forbids fleets with these pool sets.
@@ -163,112 +161,40 @@ def solve(problem: Problem, *, relax: bool = False, exclude: tuple[frozenset[str
     return _solve(problem, relax, exclude, time_limit_s, first.usd_per_hour)
 
 
+POINT_MODEL = "model"  # the one model of a point or day plan, as the set-cover MILP names it
+
+
+def set_cover_problem(problem: Problem, demand: tuple[float, ...] = (), weights: tuple[float, ...] = (1.0,),
+                      **options) -> SetCoverProblem:
+    """This fleet problem as the one MILP builder's (:mod:`planner.setcover`): one model, one singleton column per
+    GPU type holding its per-replica rates (req/s, so the demand is the rate: ``problem.qps`` unless ``demand`` gives
+    one per period), the same pools and constraints. ``options``: the builder's layout and extras (the day plan's
+    shared reserved counts, one route per GPU type, pruning)."""
+    periods = len(weights)
+    return SetCoverProblem(
+        models=(POINT_MODEL,),
+        columns=tuple(Column((POINT_MODEL,), g, (problem.capacity[g],) * periods, (problem.surv_cap(g),) * periods)
+                      for g in problem.gpus()),
+        pools=problem.pools, weights=weights, routing=problem.routing, max_spot_share=problem.max_spot_share,
+        spot_survival=problem.spot_survival, min_replicas=problem.min_replicas,
+        min_replicas_per_gpu=problem.min_replicas_per_gpu, max_instances_per_pool=problem.max_instances_per_pool,
+        respect_pool_limits=problem.respect_pool_limits, demand=tuple(demand) or (problem.qps,) * periods,
+        **{"share_reserved": False, "prune": "none", **options})
+
+
 def _solve(problem: Problem, relax: bool, exclude: tuple[frozenset[str], ...], time_limit_s: float,
            incumbent: float | None) -> Solution:
-    pools = problem.pools
-    gpus = problem.gpus()
-    n_p, n_g = len(pools), len(gpus)
-    use_support = bool(exclude)
-    # Variable layout: n[0:P] | x[P:P+G] | y[P+G:P+2G] | u[P+2G:2P+2G] when supports are excluded.
-    ix_x, ix_y, ix_u = n_p, n_p + n_g, n_p + 2 * n_g
-    n_var = ix_u + (n_p if use_support else 0)
-    gi = {g: i for i, g in enumerate(gpus)}
-    ub_n = np.array([problem.upper_bound(p, incumbent) for p in pools], dtype=float)
-
-    rows: list[np.ndarray] = []
-    lo: list[float] = []
-    hi: list[float] = []
-
-    def add(coef: dict[int, float], lower: float = -np.inf, upper: float = np.inf) -> None:
-        row = np.zeros(n_var)
-        for j, c in coef.items():
-            row[j] += c
-        rows.append(row)
-        lo.append(lower)
-        hi.append(upper)
-
-    add_period_constraints(add, problem, problem.qps, list(range(n_p)), ix_x, ix_y, ub_n)
-    if use_support:
-        for j in range(n_p):
-            add({j: 1.0, ix_u + j: -max(ub_n[j], 1.0)}, upper=0.0)  # n > 0 => u = 1
-            add({j: 1.0, ix_u + j: -1.0}, lower=0.0)  # u = 1 => n >= 1
-        names = [p.name for p in pools]
-        for support in exclude:
-            coef = {ix_u + j: (-1.0 if names[j] in support else 1.0) for j in range(n_p)}
-            add(coef, lower=1.0 - len(support))
-
-    cost = np.zeros(n_var)
-    cost[:n_p] = [p.usd_per_hour for p in pools]
-    lower = np.zeros(n_var)
-    upper = np.concatenate([ub_n, np.full(n_g, problem.qps), np.ones(n_g), np.ones(n_var - ix_u)])
-    integrality = np.zeros(n_var)
-    if not relax:
-        integrality[:n_p] = 1
-        integrality[ix_y:] = 1
-    t0 = time.perf_counter()
-    res = milp(cost, constraints=LinearConstraint(np.array(rows), lo, hi), bounds=Bounds(lower, upper),
-               integrality=integrality, options={"time_limit": time_limit_s, "mip_rel_gap": 1e-6})
-    wall = time.perf_counter() - t0
-    if res.x is None:
-        raise Infeasible(res.message)
-    x = res.x
-    counts = {p.name: int(round(x[j])) if not relax else float(x[j]) for j, p in enumerate(pools)}
-    traffic = {g: float(x[ix_x + gi[g]]) for g in gpus}
-    usd = float(cost @ x) if relax else sum(p.usd_per_hour * counts[p.name] for p in pools)
-    gap = float(getattr(res, "mip_gap", 0.0) or 0.0)
-    bound = float(getattr(res, "mip_dual_bound", usd) or usd) if not relax else usd
-    status = "optimal" if res.status == 0 else res.message
-    return Solution(counts, traffic, usd, status, gap, bound, wall, excluded=exclude)
-
-
-def add_period_constraints(add, problem: Problem, q: float, col: list[int], ix_x: int, ix_y: int, ub_n) -> None:
-    """The constraints of one period at rate ``q``: pool ``j``'s instance count is column ``col[j]``; the period's
-    traffic per GPU type starts at column ``ix_x``, its in-use marks at ``ix_y``. :func:`_solve` adds one period,
-    the day plan (:mod:`planner.day`) one per period, with the reserved pools' columns shared between them."""
-    pools = problem.pools
-    n_p = len(pools)
-    gpus = problem.gpus()
-    n_g = len(gpus)
-    gi = {g: i for i, g in enumerate(gpus)}
-    replicas = {col[j]: float(p.gpus_per_instance) for j, p in enumerate(pools)}
-    # Traffic is all routed.
-    add({ix_x + i: 1.0 for i in range(n_g)}, q, q)
-    for g in gpus:
-        members = [col[j] for j, p in enumerate(pools) if p.gpu == g]
-        # y[g] marks a GPU type in use; x[g] only flows where replicas exist.
-        big = sum(ub_n[j] * replicas[col[j]] for j, p in enumerate(pools) if p.gpu == g) or 1.0
-        add({**{c: replicas[c] for c in members}, ix_y + gi[g]: -big}, upper=0.0)
-        add({ix_x + gi[g]: 1.0, ix_y + gi[g]: -q}, upper=0.0)
-        if problem.min_replicas_per_gpu > 1:
-            add({**{c: replicas[c] for c in members}, ix_y + gi[g]: -float(problem.min_replicas_per_gpu)}, lower=0.0)
-        if problem.routing == "weighted":
-            add({ix_x + gi[g]: 1.0, **{c: -problem.capacity[g] * replicas[c] for c in members}}, upper=0.0)
-        else:
-            add({ix_y + gi[g]: q, **{col[j]: -problem.capacity[g] * replicas[col[j]] for j in range(n_p)}}, upper=0.0)
-    if problem.max_spot_share < 1.0:
-        s = problem.max_spot_share
-        for g in gpus:
-            add({col[j]: (1.0 - s if p.is_spot else -s) * replicas[col[j]] for j, p in enumerate(pools) if p.gpu == g},
-                upper=0.0)
-    add({col[j]: replicas[col[j]] for j in range(n_p)}, lower=float(problem.min_replicas))
-    if problem.spot_survival:
-        for lost, lp in enumerate(pools):
-            if not lp.is_spot:
-                continue
-            if problem.routing == "weighted":
-                g = lp.gpu
-                coef = {ix_x + gi[g]: 1.0}
-                for j, p in enumerate(pools):
-                    if p.gpu == g and j != lost:
-                        coef[col[j]] = -problem.surv_cap(g) * replicas[col[j]]
-                add(coef, upper=0.0)
-            else:
-                for g in gpus:
-                    coef = {ix_y + gi[g]: q}
-                    for j in range(n_p):
-                        if j != lost:
-                            coef[col[j]] = coef.get(col[j], 0.0) - problem.surv_cap(g) * replicas[col[j]]
-                    add(coef, upper=0.0)
+    """One period of weight 1 at ``problem.qps``, every pool, each pool's instances bounded by
+    :meth:`Problem.upper_bound`."""
+    ub = {p.name: float(problem.upper_bound(p, incumbent)) for p in problem.pools}
+    r = solve_milp(set_cover_problem(problem), relax=relax, exclude=exclude, time_limit_s=time_limit_s,
+                   mip_rel_gap=MIP_REL_GAP, bound=lambda c, p, t: ub[p.name])
+    held = {name: vals[0] for by_pool in r.counts.values() for name, vals in by_pool.items()}
+    counts = {p.name: held[p.name] for p in problem.pools}
+    traffic = {g: r.traffic[(POINT_MODEL,), g][0] for g in problem.gpus()}
+    usd = r.objective if relax else sum(p.usd_per_hour * counts[p.name] for p in problem.pools)
+    bound = usd if relax else float(r.dual_bound or usd)
+    return Solution(counts, traffic, usd, r.status, r.mip_gap, bound, r.wall_s, excluded=exclude)
 
 
 def solve_with_bound(problem: Problem) -> Solution:
