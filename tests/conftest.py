@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 # Files whose tests measure in real time: Locust runs whose latencies, rates or verdicts are judged against
-# predictions, bounds or the fit's needs, and Triton's readiness within a probe's period. Under pytest-xdist (`-n`,
-# pyproject's addopts) each of their tests runs alone: no other worker runs a test meanwhile, since on two cores a
-# CPU-bound planner test beside it would change what it measures. Every other test holds the CPU lock shared, so
-# those run side by side; test_serving_local starts Triton many times but measures no latency (its bounds are
-# generous deadlines and a lower bound), so it is one of them.
+# predictions, bounds or the fit's needs, and Triton's readiness within a probe's period. The suite runs in one
+# process by default. Run under pytest-xdist (`pip install pytest-xdist`, then `-n 2 --dist loadfile`: one file
+# per worker at a time, so module fixtures start once), each of their tests runs alone: no other worker runs a test
+# meanwhile, since on two cores a CPU-bound planner test beside it would change what it measures. Every other test
+# holds the CPU lock shared, so those run side by side; test_serving_local starts Triton many times but measures no
+# latency (its bounds are generous deadlines and a lower bound), so it is one of them.
 ALONE = frozenset({
     "test_closed_loop.py", "test_colocate_local.py", "test_first_deploy_local.py", "test_loadtests_ground_truth.py",
     "test_loadtests_knee.py", "test_loadtests_triton.py", "test_readme_loadtests.py", "test_serving_rollout.py",
