@@ -1,13 +1,85 @@
-"""Shared fixtures: servers on loopback, bounded in time, always stopped."""
+"""Shared fixtures: servers on loopback, bounded in time, always stopped; and, under pytest-xdist, the rule that a
+real-time test runs alone."""
+import contextlib
+import fcntl
 import os
+import tempfile
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
+
+# Files whose tests measure in real time: Locust runs whose latencies, rates or verdicts are judged against
+# predictions, bounds or the fit's needs, and Triton's readiness within a probe's period. The suite runs in one
+# process by default. Run under pytest-xdist (`pip install pytest-xdist`, then `-n 2 --dist loadfile`: one file
+# per worker at a time, so module fixtures start once), each of their tests runs alone: no other worker runs a test
+# meanwhile, since on two cores a CPU-bound planner test beside it would change what it measures. Every other test
+# holds the CPU lock shared, so those run side by side; test_serving_local starts Triton many times but measures no
+# latency (its bounds are generous deadlines and a lower bound), so it is one of them.
+ALONE = frozenset({
+    "test_closed_loop.py", "test_colocate_local.py", "test_first_deploy_local.py", "test_loadtests_ground_truth.py",
+    "test_loadtests_knee.py", "test_loadtests_triton.py", "test_readme_loadtests.py", "test_serving_rollout.py",
+})
+
+
+@contextlib.contextmanager
+def _flock(path: Path, mode: int):
+    with open(path, "a") as f:
+        fcntl.flock(f, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _lock_files(run_id: str) -> tuple[Path, Path]:
+    base = Path(tempfile.gettempdir()) / f"gpufleet-pytest-{run_id}"
+    return base.with_suffix(".turnstile"), base.with_suffix(".cpu")
+
+
+@contextlib.contextmanager
+def _cpu_lock(run_id: str, alone: bool):
+    """A readers-writer lock over the run's workers (flock on two files in the temp folder): a real-time test holds
+    it exclusively, any other test shared. Passing the turnstile first makes a waiting real-time test hold back new
+    shared holders, so it waits only for the tests already running, never for ever."""
+    turnstile, cpu = _lock_files(run_id)
+    with contextlib.ExitStack() as held:
+        with _flock(turnstile, fcntl.LOCK_EX):
+            if alone:
+                held.enter_context(_flock(cpu, fcntl.LOCK_EX))
+        if not alone:
+            held.enter_context(_flock(cpu, fcntl.LOCK_SH))
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Setup, call and teardown (so module fixtures' servers too) inside the CPU lock, when xdist runs workers."""
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run_id is None:
+        yield
+        return
+    with _cpu_lock(run_id, item.path.name in ALONE):
+        yield
+
+
+def pytest_configure(config):
+    # The controller names the run (xdist passes the id to every worker), so it can remove the lock files after.
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput") \
+            and config.option.testrunuid is None:
+        config.option.testrunuid = uuid.uuid4().hex
+
+
+def pytest_unconfigure(config):
+    run_id = getattr(config.option, "testrunuid", None)
+    if run_id and not hasattr(config, "workerinput"):  # the controller, once every worker has finished
+        for path in _lock_files(run_id):
+            path.unlink(missing_ok=True)
 
 
 def free_port() -> int:

@@ -6,6 +6,7 @@ version handling and HTTP path are real while the two cores stay with the load g
 import importlib.util
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 import urllib.request
 
 import pytest
@@ -107,17 +108,26 @@ def test_at_three_times_capacity_the_queue_bound_sheds_load_and_keeps_p99_within
     assert 0 < bounded.queue_timeout_microseconds < budget_s * 1e6
     surge = Steps(rates=[round(3 * capacity)], step_duration=8, warmup=2)
 
-    results = {}
-    for name, served in (("bounded", bounded), ("unbounded", cfg)):
-        root = tmp_path / name
-        StandIn("standin", prof).write(root / "repo", served)
-        with LocalTriton(root / "repo", extra_args=["--exit-timeout-secs=5"]) as triton:
-            loaded = loaded_batching(f"http://{triton.http_url}", "standin")
-            assert (loaded.max_queue_size, loaded.queue_timeout_microseconds) == (
-                served.max_queue_size, served.queue_timeout_microseconds)
-            results[name] = run_stress(StressSettings(
-                host=f"http://{triton.http_url}", model="standin", out=root / "run", shape=surge,
-                metrics_url=triton.metrics_url, timeout_s=10, name=name))
+    results, served_by = {}, {"bounded": bounded, "unbounded": cfg}
+    tritons = {}
+    for name, served in served_by.items():
+        StandIn("standin", prof).write(tmp_path / name / "repo", served)
+        tritons[name] = LocalTriton(tmp_path / name / "repo", extra_args=["--exit-timeout-secs=5"])
+    # The two servers start together before the runs and stop together after them (start-up and shutdown are
+    # waiting, not work); the runs stay one after the other, and an idle stand-in server takes nothing from a run.
+    with ThreadPoolExecutor(len(tritons)) as pool:
+        try:
+            list(pool.map(LocalTriton.start, tritons.values()))
+            for name, served in served_by.items():  # bounded first: its run leaves no backlog behind
+                triton = tritons[name]
+                loaded = loaded_batching(f"http://{triton.http_url}", "standin")
+                assert (loaded.max_queue_size, loaded.queue_timeout_microseconds) == (
+                    served.max_queue_size, served.queue_timeout_microseconds)
+                results[name] = run_stress(StressSettings(
+                    host=f"http://{triton.http_url}", model="standin", out=tmp_path / name / "run", shape=surge,
+                    metrics_url=triton.metrics_url, timeout_s=10, name=name))
+        finally:
+            list(pool.map(LocalTriton.stop, tritons.values()))
 
     (shed,) = results["bounded"].reported_steps()
     assert results["bounded"].target.triton.latency_shape == results["unbounded"].target.triton
