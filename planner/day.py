@@ -477,7 +477,7 @@ def _with_day(plan: Plan, req: RecommendRequest, sized: Sized, curve: DemandCurv
         periods=out_periods, pools=day_pools, usd_per_day=round(usd_day, 2),
         usd_per_month=round(usd_day * HOURS_PER_MONTH / HOURS_PER_DAY, 2),
         replay_usd_per_day=round(replay_usd / days, 2), comparisons=comparisons, reserved_thresholds=thresholds,
-        solver=SolverReport(solver="HiGHS (scipy.optimize.milp), one MILP over every period", status=day.status,
+        solver=SolverReport(solver="HiGHS (highspy), one MILP over every period", status=day.status,
                             mip_gap=day.mip_gap, lp_relaxation_usd_per_hour=None if lp is None else
                             round(lp / (days * HOURS_PER_DAY), 4), lp_gap=None if gap_lp is None else round(gap_lp, 6),
                             wall_s=round(day.wall_s, 4)),

@@ -200,7 +200,7 @@ def recommend_mix(req: RecommendRequest, mix: list[MixRow], workers: int | None 
         pools=pool_plans, deployments=deployments, predicted=closest.predicted,
         cost=Cost(usd_per_hour=round(usd, 4), usd_per_month=round(usd * HOURS_PER_MONTH, 2),
                   usd_per_million_inferences=round(usd / (req.qps * 3600.0) * 1e6, 6)),
-        solver=SolverReport(solver="HiGHS (scipy.optimize.milp), one set-partitioning MILP over candidate sets",
+        solver=SolverReport(solver="HiGHS (highspy), one set-partitioning MILP over candidate sets",
                             status=planned.status, mip_gap=planned.mip_gap,
                             lp_relaxation_usd_per_hour=None if lp is None else round(lp, 4),
                             lp_gap=None if lp is None or usd <= 0 else round((usd - lp) / usd, 6),

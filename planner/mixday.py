@@ -62,6 +62,7 @@ from planner.catalog import HOURS_PER_MONTH, read_catalog
 from planner.colocate import (UNMEASURED_WAYS, ModelDemand, SharedPool, capacity_of, corun_speed, least_per_replica,
                               search_share, simulate_runs)
 from planner.day import DAY_MIP_REL_GAP, DEFAULT_PERIOD_S, HOURS_PER_DAY, MIN_SPAN_S, PEAK_POINT, recommend_day
+from planner import highs
 from planner.errors import PlannerInputError
 from planner.mig import slice_profiles
 from planner.mix import (MAX_MIX_MODELS, MixRow, mix_calibrations, mix_overheads, overhead_source, recommend_mix,
@@ -472,11 +473,14 @@ def _check_of(shared: dict, job) -> list[SimResult]:
 
 
 def _lp_master(names: tuple[str, ...], costs: dict[tuple[str, ...], float]) -> float:
-    from scipy.optimize import linprog
+    """The master problem's LP relaxation: each model in exactly one set, fractions of sets allowed."""
     sets = sorted(costs)
     a = np.array([[1.0 if m in s else 0.0 for s in sets] for m in names])
-    res = linprog([costs[s] for s in sets], A_eq=a, b_eq=np.ones(len(names)), bounds=(0, 1), method="highs")
-    return float(res.fun) if res.status == 0 else math.nan
+    rows, cols = np.nonzero(a)
+    c = np.array([costs[s] for s in sets])
+    res = highs.solve(c, rows, cols, a[rows, cols], np.ones(len(names)), np.ones(len(names)), np.zeros(len(sets)),
+                      np.ones(len(sets)), np.zeros(len(sets)))
+    return float(c @ res.x) if res.status == 0 else math.nan
 
 
 def _reps(sol, key, pools, t: int) -> int:

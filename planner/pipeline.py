@@ -501,7 +501,7 @@ def _build_plan(req, catalog: Catalog, problem, sol, traffic, reps, results, cap
                                     utilization=round(min(fleet_util, 1.0), 4)),
         cost=Cost(usd_per_hour=round(usd, 4), usd_per_month=round(usd * HOURS_PER_MONTH, 2),
                   usd_per_million_inferences=round(usd / (req.qps * 3600.0) * 1e6, 6)),
-        solver=SolverReport(solver="HiGHS (scipy.optimize.milp)", status=sol.status, mip_gap=sol.mip_gap,
+        solver=SolverReport(solver="HiGHS (highspy)", status=sol.status, mip_gap=sol.mip_gap,
                             lp_relaxation_usd_per_hour=None if sol.lp_bound is None else round(sol.lp_bound, 4),
                             lp_gap=None if lp_gap is None else round(lp_gap, 6), wall_s=round(sol.wall_s, 4)),
         binding_constraint=Binding(name=binding, usd_per_hour_if_relaxed=round(usd - saving, 4) if saving > 0 else None),

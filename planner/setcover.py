@@ -44,10 +44,9 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Literal
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import csr_array
 
 from gpufleet.contracts.plan import Routing
+from planner import highs
 from planner.catalog import Pool
 
 RESERVED = ("reserved-1yr", "reserved-3yr")  # counts shared by every period (bought for the horizon)
@@ -402,12 +401,12 @@ def solve_milp(problem: SetCoverProblem, *, relax: bool = False, exclude: tuple[
             add({n[k, i][t]: 1.0 for k in users[i]}, upper=float(limit))
 
     n_var = len(names)
-    a = csr_array((rows_v, (rows_i, rows_j)), shape=(len(lo), n_var))
     c_vec = np.array(cost)
     integrality = np.zeros(n_var) if relax else np.array(integ)
     t0 = time.perf_counter()
-    res = milp(c_vec, constraints=LinearConstraint(a, lo, hi), bounds=Bounds(np.zeros(n_var), np.array(ub)),
-               integrality=integrality, options={"time_limit": time_limit_s, "mip_rel_gap": mip_rel_gap})
+    res = highs.solve(c_vec, rows_i, rows_j, rows_v, np.array(lo, dtype=float), np.array(hi, dtype=float),
+                      np.zeros(n_var), np.array(ub, dtype=float), integrality, time_limit_s=time_limit_s,
+                      mip_rel_gap=mip_rel_gap)
     wall = time.perf_counter() - t0
     if res.x is None:
         raise Infeasible(res.message)
@@ -423,8 +422,8 @@ def solve_milp(problem: SetCoverProblem, *, relax: bool = False, exclude: tuple[
     route = {c.key: float(v[w[k]]) for k, c in enumerate(cols)} if problem.one_route else None
     objective = float(c_vec @ v)
     tie = float(sum(cost[j] * v[j] for j in z.values()))
-    gap = float(getattr(res, "mip_gap", 0.0) or 0.0)
-    dual = getattr(res, "mip_dual_bound", None)
+    gap = float(res.mip_gap or 0.0)
+    dual = res.mip_dual_bound
     status = "optimal" if res.status == 0 else res.message
     return MilpResult(pools, chosen, counts, traffic, route, objective, tie, status, gap,
                       None if dual is None else float(dual), wall, relax)
@@ -468,9 +467,9 @@ def choose_partition(models: tuple[str, ...], costs: dict[tuple[str, ...], float
         for i, m in enumerate(models):
             a[i, j] = 1.0 if m in s else 0.0
     c = np.array([costs[s] + TIE_BREAK_USD * (len(s) - 1) for s in sets])
-    res = milp(c, constraints=LinearConstraint(a, np.ones(len(models)), np.ones(len(models))),
-               bounds=Bounds(np.zeros(len(sets)), np.ones(len(sets))), integrality=np.ones(len(sets)),
-               options={"mip_rel_gap": MIP_REL_GAP})
+    rows, cols = np.nonzero(a)
+    res = highs.solve(c, rows, cols, a[rows, cols], np.ones(len(models)), np.ones(len(models)), np.zeros(len(sets)),
+                      np.ones(len(sets)), np.ones(len(sets)), mip_rel_gap=MIP_REL_GAP)
     if res.x is None:
         raise Infeasible(res.message)
     chosen = [s for s, v in zip(sets, res.x) if v > 0.5]
