@@ -128,6 +128,7 @@ def _serve_and_drive(paths: list[Path], rates: list[float], out: Path) -> tuple[
                                       metrics_url="")
             return run_stress(settings)
 
+        out.mkdir(parents=True, exist_ok=True)  # the two runs' folders go in it; neither should make it alone
         before = HostLoad.sample(proc.pid)
         with ThreadPoolExecutor(2) as pool:
             results = list(pool.map(drive, range(2)))

@@ -120,7 +120,10 @@ def _try_writing(folder: Path, path: Path, what: str, error: type[Exception]) ->
     try:
         for folder_ in reversed([folder, *folder.parents]):
             if not folder_.exists():
-                folder_.mkdir()
+                try:
+                    folder_.mkdir()
+                except FileExistsError:
+                    continue  # another run made it meanwhile (two runs writing beside each other): it is theirs
                 made.append(folder_)
         fd, probe = tempfile.mkstemp(prefix=".gpufleet-probe.", dir=folder)
         os.close(fd)
