@@ -247,30 +247,6 @@ def search_share(job) -> tuple[float, list[float]]:
     return share_bracket(ds, rms, cfgs, ways=ways, at_most=at_most, at_least=at_least)
 
 
-_FORKED: tuple = ()  # (fn, jobs) as the forked workers inherit them: jobs carry megabytes of service tables
-
-
-def _run_forked(i: int):
-    fn, jobs = _FORKED
-    return fn(jobs[i])
-
-
-def map_jobs(fn, jobs: list, workers: int | None) -> list:
-    """``fn`` over ``jobs`` in order, on up to ``workers`` processes (default: every core). The jobs are
-    independent simulations, so processes scale them with the cores a planner machine has; forked workers inherit
-    the jobs rather than receive them pickled."""
-    global _FORKED
-    workers = min(workers or os.cpu_count() or 1, len(jobs))
-    if workers <= 1:
-        return [fn(j) for j in jobs]
-    _FORKED = (fn, jobs)
-    try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            return list(pool.map(_run_forked, range(len(jobs))))
-    finally:
-        _FORKED = ()
-
-
 _SHARED: dict = {}  # what a SharedPool's workers inherit when they are forked
 
 
@@ -281,8 +257,8 @@ def _run_shared(fn, job):
 class SharedPool:
     """Worker processes forked once for a whole plan, each inheriting ``shared`` (the replica models: megabytes of
     service tables), so that a job names what it needs by key and pickles in bytes. A mix over a day maps hundreds of
-    small batches of simulations (each a few milliseconds since they run compiled); a pool started per batch, as
-    :func:`map_jobs` does, cost more in forks than the batch took. ``map(fn, jobs)`` returns ``[fn(shared, job)
+    small batches of simulations (each a few milliseconds since they run compiled); a pool started per batch cost
+    more in forks than the batch took. ``map(fn, jobs)`` returns ``[fn(shared, job)
     ...]`` in order, in this process when there is one worker or one job. Use it as a context manager: the workers
     end with it."""
 

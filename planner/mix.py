@@ -23,7 +23,7 @@ from gpufleet.contracts.calibration import Calibration, read_calibration
 from gpufleet.contracts.demand import DemandCurve
 from planner.capacity import CapacitySearch, queue_bound
 from planner.catalog import HOURS_PER_MONTH, read_catalog
-from planner.colocate import PARALLEL_AT_LEAST, ModelDemand, Part, corun_speed, map_jobs, plan_mix
+from planner.colocate import PARALLEL_AT_LEAST, ModelDemand, Part, SharedPool, corun_speed, plan_mix
 from planner.errors import PlannerInputError
 from planner.optimize import Infeasible
 from planner.profiles import load_profiles
@@ -226,8 +226,8 @@ def _solo_sizing(req: RecommendRequest, demands: list[ModelDemand], profiles: di
                   for k in keys}
     replicas = {k: calibrated[k].replica() if calibrated[k] else replica_model(profiles[k], None) for k in keys}
     searches = {k: CapacitySearch(replicas[k]) for k in keys}
-    caps = map_jobs(_best, [(searches[k], by_name[k[0]].budget_s * 1000.0, req.exhaustive) for k in keys],
-                    workers if len(keys) >= PARALLEL_AT_LEAST else 1)
+    with SharedPool({"searches": searches}, workers if len(keys) >= PARALLEL_AT_LEAST else 1) as pool:
+        caps = pool.map(_best, [(k, by_name[k[0]].budget_s * 1000.0, req.exhaustive) for k in keys])
     solo = {}
     for k, cap in zip(keys, caps):
         if cap is None:
@@ -254,9 +254,9 @@ def overhead_source(names: list[str], cals: dict) -> str:
                                 f"{OVERHEAD_ASSUMED}"] if rest else []))
 
 
-def _best(job):
-    search, budget_ms, exhaustive = job
-    return search.best(budget_ms, exhaustive=exhaustive)
+def _best(shared: dict, job):
+    key, budget_ms, exhaustive = job
+    return shared["searches"][key].best(budget_ms, exhaustive=exhaustive)
 
 
 def shared_name(models: tuple[str, ...], gpu: str) -> str:

@@ -171,7 +171,7 @@ def _interpreted():
 
 
 def _load_before_fork() -> None:
-    """A forked worker (planner.colocate.map_jobs) inherits the parent's compiled kernels; loading them in each worker
+    """A forked worker (planner.colocate.SharedPool) inherits the parent's compiled kernels; loading them in each worker
     instead would cost every worker the load, every time a pool starts (workers are started to simulate a lot)."""
     load_kernels()
 
