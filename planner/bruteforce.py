@@ -57,11 +57,22 @@ def search_bounds(problem: Problem) -> list[int] | None:
     cheapest = None
     for i, p in enumerate(problem.pools):
         top = _limit(problem, i)
-        for n in range(1, (ONE_POOL_SCAN if top is None else top) + 1):
-            if feasible(problem, tuple(n if j == i else 0 for j in range(k))):
-                cost = n * p.usd_per_hour
-                cheapest = cost if cheapest is None else min(cheapest, cost)
-                break
+        top = ONE_POOL_SCAN if top is None else top
+
+        def alone(n: int) -> bool:
+            return feasible(problem, tuple(n if j == i else 0 for j in range(k)))
+
+        # One pool alone only gains by growing (the floors and the rate are met from some count on; its spot share and
+        # a lost spot pool do not change with the count), so the fewest instances that hold are found by bisection.
+        # Any feasible fleet's cost bounds the search soundly; the fewest only keeps the bounds tight.
+        if top < 1 or not alone(top):
+            continue
+        low, high = 0, top  # alone(low) is false (or low = 0), alone(high) is true
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (low, mid) if alone(mid) else (mid, high)
+        cost = high * p.usd_per_hour
+        cheapest = cost if cheapest is None else min(cheapest, cost)
     if cheapest is None:
         return None
     bounds = []
@@ -77,14 +88,28 @@ def brute_force(problem: Problem) -> tuple[float, dict[str, int]]:
     bounds = search_bounds(problem)
     if bounds is None:
         raise ValueError("no feasible one-pool fleet: the brute force cannot bound this search")
-    ranges = [range(b + 1) for b in bounds]
+    prices = [p.usd_per_hour for p in problem.pools]
     best: tuple[float, tuple[int, ...]] | None = None
-    for counts in itertools.product(*ranges):
-        cost = sum(p.usd_per_hour * n for p, n in zip(problem.pools, counts))
-        if best is not None and cost >= best[0]:
-            continue
-        if feasible(problem, counts):
-            best = (cost, counts)
+    counts = [0] * len(bounds)
+
+    def search(i: int, partial: float) -> None:
+        # Every fleet in lexicographic order, as itertools.product would give them, but a branch whose pools chosen so
+        # far already cost as much as the best fleet found is not entered: prices are non-negative, so nothing in it
+        # could replace the best (only a strictly cheaper fleet does), and the answer is the same, to the counts.
+        nonlocal best
+        if i == len(bounds):
+            if feasible(problem, tuple(counts)):
+                best = (partial, tuple(counts))
+            return
+        for n in range(bounds[i] + 1):
+            cost = partial + prices[i] * n
+            if best is not None and cost >= best[0]:
+                break
+            counts[i] = n
+            search(i + 1, cost)
+        counts[i] = 0
+
+    search(0, 0.0)
     if best is None:
         raise Infeasible("no fleet within the pool bounds")
     return best[0], {p.name: n for p, n in zip(problem.pools, best[1])}
