@@ -2,10 +2,11 @@
 
 The commands are read from README.md's code blocks, never retyped, and run through the console entries in a scratch
 folder. The only changes are the substitutions below: free loopback ports in place of 8000-8002 (other tests run
-servers at the same time), and shorter steps (the runs keep their shape and rates; a step still holds enough
-requests for `planner fit`). What each section's commands leave behind is output git ignores. `serving local` runs as
-the installed script in its own process (the README's shell 1, stopped with Ctrl-C's SIGINT); the other commands call
-their console's main(argv) in-process with the README's argv (tests/cli_run.py; Locust runs in its own processes).
+servers at the same time), and shorter steps and warm-ups (the runs keep their shape and rates; a step still holds
+enough requests for `planner fit`). What each section's commands leave behind is output git ignores. `serving local`
+runs as the installed script in its own process (the README's shell 1, stopped with Ctrl-C's SIGINT); the other
+commands call their console's main(argv) in-process with the README's argv (tests/cli_run.py; Locust runs in its own
+processes).
 """
 import re
 import shlex
@@ -31,6 +32,8 @@ NOT_HERE = {
 }
 # Shorter runs: option -> the value used here (seconds). 6 s at 40 req/s is 240 requests, over fit's 200.
 SHORTER = {"--step-duration": "6", "--warmup": "1", "--seconds-per-row": "0.25", "--duration": "3"}
+# A step or ramp run that leaves its warm-up at the default (10 s) gets the short one too: it is discarded either way.
+WARMED = ("--rates", "--ramp")
 READY_S = 120
 
 
@@ -57,6 +60,8 @@ def _shorter(words: list[str], shorter: dict[str, str]) -> list[str]:
     for i, w in enumerate(out[:-1]):
         if w in shorter:
             out[i + 1] = shorter[w]
+    if words[:2] == ["loadtests", "run"] and any(w in words for w in WARMED) and "--warmup" not in words:
+        out += ["--warmup", shorter["--warmup"]]
     return out
 
 
@@ -131,9 +136,9 @@ def _unignored(names: list[str]) -> list[str]:
 
 def test_the_loadtests_walkthrough_runs_on_a_cpu(tmp_path):
     (tmp_path / "bench").symlink_to(ROOT / "bench")  # the README runs from the repository root
-    # Nothing here is fitted, so the steps can be shorter still than fit's 200 requests need.
+    # Nothing here is fitted, so the steps can be shorter still than fit's 200 requests need: 20 at the lowest rate.
     failures = _run_section("## `loadtests`: open-loop stress runs against Triton", tmp_path,
-                            {**SHORTER, "--step-duration": "3"})
+                            {**SHORTER, "--step-duration": "1"})
     assert not failures, "\n".join(failures)
     results = sorted((tmp_path / "stress").glob("*.stress.json"))
     assert [p.name for p in results] == ["closed.stress.json", "day.stress.json", "ramp.stress.json",
