@@ -14,6 +14,7 @@ Two environment facts make the Python-backend stub work:
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -30,6 +31,48 @@ from pathlib import Path
 from gpufleet.errors import RunFailure
 from gpufleet.net import LOOPBACK, free_port, listens_on
 from serving.errors import ServingInputError
+
+
+# Each Python-backend stub works through one POSIX shared-memory region that the server creates, names on the stub's
+# command line, and removes when it unloads the model (triton-inference-server/python_backend, read at f9088ff, the
+# snapshot's head; no release tags in it: src/python_be.cc sets the prefix "triton_" + backend name +
+# "_backend_shm_region_", src/stub_launcher.cc names the region prefix + a UUID and passes it as the stub's argument,
+# src/shm_manager.cc ~SharedMemoryManager removes the region it created). A killed server never removes them: one MiB
+# each stays in /dev/shm until reboot (121 had piled up here from killed test servers).
+STUB_REGION_PREFIX = "triton_python_backend_shm_region_"
+SHM_DIR = Path("/dev/shm")
+
+
+SPAWN_TRIES = 20
+SPAWN_RETRY_S = 0.05
+
+
+def stub_regions(pgid: int) -> list[Path]:
+    """The shared-memory regions named on the command lines of the processes in process group ``pgid``."""
+    regions = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != pgid:
+                continue
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ProcessLookupError):
+            continue  # gone meanwhile
+        regions += [SHM_DIR / a.decode() for a in args if a.startswith(STUB_REGION_PREFIX.encode()) and b"/" not in a]
+    return regions
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL every process in group ``pgid`` (a tritonserver started in its own session, and its stubs), then remove
+    the stubs' shared-memory regions, which only a clean shutdown would have removed."""
+    regions = stub_regions(pgid)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for region in regions:
+        region.unlink(missing_ok=True)
 
 
 class TritonStartError(RunFailure):
@@ -150,16 +193,12 @@ class LocalTriton:
         self._workdir.mkdir(parents=True, exist_ok=True)
         server_dir, env = self._prepare()
         self._log = open(self.log_path, "wb")
-        self._proc = subprocess.Popen(self.command(server_dir), stdout=self._log, stderr=subprocess.STDOUT,
-                                      env=env, start_new_session=True)
+        self._proc = self._spawn(self.command(server_dir), env)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 # The Python-backend stubs it started can outlive it; they share its process group.
-                try:
-                    os.killpg(self._proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                kill_group(self._proc.pid)
                 message = self.exit_message()
                 self._cleanup()
                 raise TritonStartError(message)
@@ -169,6 +208,20 @@ class LocalTriton:
         message = f"tritonserver not ready after {timeout_s:.0f} s: {self.first_error()}"
         self.stop()
         raise TritonStartError(message)
+
+    def _spawn(self, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+        """Popen, again after ETXTBSY. The binary was copied a moment ago; a child another thread forked while the copy
+        was open for writing holds that descriptor until it execs, and exec refuses a file open for writing (seen
+        with two servers started from two threads: "Text file busy"). The child execs within milliseconds."""
+        for attempt in range(SPAWN_TRIES):
+            try:
+                return subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True)
+            except OSError as exc:
+                if exc.errno != errno.ETXTBSY or attempt == SPAWN_TRIES - 1:
+                    raise
+                time.sleep(SPAWN_RETRY_S)
+        raise AssertionError("unreachable")
 
     @property
     def running(self) -> bool:
@@ -243,13 +296,26 @@ class LocalTriton:
             try:
                 self._proc.wait(grace_s)
             except subprocess.TimeoutExpired:
-                os.killpg(self._proc.pid, signal.SIGKILL)
+                kill_group(self._proc.pid)
                 self._proc.wait()
         # The Python-backend stubs are children of tritonserver in its own session; none may outlive it.
-        try:
-            os.killpg(self._proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(self._proc.pid)
+        return self._stopped()
+
+    def kill(self) -> int | None:
+        """Stop at once, for a server whose own shutdown is not what a caller waits on (a test's fixture between
+        measurements). A graceful :meth:`stop` lets Triton unload: here ~3 s, most of it the Python-backend stubs
+        finalizing one after another and Triton's one-second shutdown poll. This kills the process group and removes
+        what only that shutdown would have removed (the stubs' shared memory); returns the exit status (-9)."""
+        if self._proc is None:
+            return None
+        if self._proc.poll() is None:
+            kill_group(self._proc.pid)
+            self._proc.wait()
+        kill_group(self._proc.pid)
+        return self._stopped()
+
+    def _stopped(self) -> int | None:
         code = self._proc.returncode
         if code:
             # Read before the working folder (and the log in it) goes.

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 # Files whose tests measure in real time: Locust runs whose latencies, rates or verdicts are judged against
-# predictions, bounds or the fit's needs, and Triton's readiness within a probe's period. The suite runs in one
-# process by default. Run under pytest-xdist (`pip install pytest-xdist`, then `-n 2 --dist loadfile`: one file
-# per worker at a time, so module fixtures start once), each of their tests runs alone: no other worker runs a test
+# predictions, bounds or the fit's needs, and Triton's readiness within a probe's period. The suite runs under
+# pytest-xdist (pyproject's addopts: `-n auto --dist loadfile`: one file per worker at a time, so module fixtures
+# start once); each of their tests runs alone: no other worker runs a test
 # meanwhile, since on two cores a CPU-bound planner test beside it would change what it measures. Every other test
 # holds the CPU lock shared, so those run side by side; test_serving_local starts Triton many times but measures no
 # latency (its bounds are generous deadlines and a lower bound), so it is one of them.

@@ -19,7 +19,7 @@ from tritonclient import http as httpclient  # noqa: E402
 from tritonclient import grpc as grpcclient  # noqa: E402
 
 from serving.demo_models import write_onnx  # noqa: E402
-from serving.local import LocalTriton, Ports, TritonStartError  # noqa: E402
+from serving.local import LocalTriton, Ports, TritonStartError, stub_regions  # noqa: E402
 from serving.repository import write_model  # noqa: E402
 from gpufleet.contracts.triton import BatchingConfig  # noqa: E402
 from serving.triton_config import ModelSpec, TensorSpec, onnx_tensors  # noqa: E402
@@ -41,7 +41,7 @@ def served(tmp_path_factory):
     server.start(timeout_s=90)
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     yield server, session
-    server.stop()
+    server.kill()  # its shutdown is not under test here (test_sigterm_stops_triton_cleanly is)
 
 
 def group_gone(pgid: int, within_s: float = 10.0) -> bool:
@@ -137,21 +137,30 @@ def test_dynamic_batcher_groups_concurrent_requests(served):
 
 
 def test_sigterm_stops_triton_cleanly(tmp_path):
-    import tempfile
-
-    def leftovers() -> set[str]:
-        return {p.name for p in Path(tempfile.gettempdir()).glob("gpufleet-triton-*")}
-
-    before = leftovers()
     model = tmp_path / "tiny.onnx"
     write_onnx("tiny", model)
     write_model(tmp_path / "repo", ModelSpec("tiny", "python", *onnx_tensors(model), BATCHING), model)
     server = LocalTriton(tmp_path / "repo", extra_args=["--exit-timeout-secs=5"]).start(timeout_s=90)
     pid = server._proc.pid
+    workdir = server.log_path.parent  # its copy of the server and its log (other tests' servers have their own)
+    assert workdir.is_dir()
     assert server.stop() == 0
     assert group_gone(pid)  # no stub or server left in its process group
     assert not server.ready()
-    assert leftovers() <= before  # no server copy and no log left under /tmp (a log is kept only when asked)
+    assert not workdir.exists()  # no server copy and no log left under /tmp (a log is kept only when asked)
+
+
+def test_a_killed_server_leaves_no_process_and_no_shared_memory(tmp_path):
+    model = tmp_path / "tiny.onnx"
+    write_onnx("tiny", model)
+    write_model(tmp_path / "repo", ModelSpec("tiny", "python", *onnx_tensors(model), BATCHING), model)
+    server = LocalTriton(tmp_path / "repo").start(timeout_s=90)
+    pid = server._proc.pid
+    regions = stub_regions(pid)
+    assert regions and all(r.exists() for r in regions)  # one per stub while it serves
+    assert server.kill() == -signal.SIGKILL
+    assert group_gone(pid)
+    assert [r.name for r in regions if r.exists()] == []  # what only Triton's own shutdown removes
 
 
 def test_a_config_that_does_not_match_the_model_fails_to_start_with_one_line(tmp_path):
