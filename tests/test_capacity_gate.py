@@ -124,3 +124,17 @@ def test_a_mix_with_a_narrow_calibration_plans(fitted):
     run = run_cli("planner", ["recommend", "--mix", "mix-ok.csv", "--profile", "det-L4.json", "--gpu", "L4",
                               "--format", "json"], cwd=fitted)
     assert run.returncode == 0, run.stderr
+
+
+def test_a_mix_over_a_day_is_gated(fitted, tmp_path):
+    """Each model's day plan is made in a worker process; the refusal still ends the command as one line."""
+    out = tmp_path / "plan.json"
+    (fitted / "curves.csv").write_text("time,model,qps\n" + "".join(
+        f"{h:02d}:00,{m},{q}\n" for m, qs in (("det", (100, 300, 200)), ("yolov8n-640", (50, 150, 100)))
+        for h, q in zip((0, 6, 12), qs)))
+    (fitted / "mix-day.csv").write_text("model,curve,p99_ms,calibration\ndet,curves.csv,100,guessed.cal.json\n"
+                                        "yolov8n-640,curves.csv,50,\n")
+    run = run_cli("planner", ["recommend", "--mix", "mix-day.csv", "--profile", "det-L4.json", "--gpu", "L4",
+                              "--format", "json", "--output", str(out)], cwd=fitted)
+    refused(run, out)
+    assert "guessed.cal.json: 'det' on L4" in run.stderr
