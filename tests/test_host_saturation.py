@@ -33,3 +33,15 @@ def test_loadtests_show_does_not_flag_a_calm_host(tmp_path):
     show = run_cli("loadtests", ["show", str(path)], env={"COLUMNS": "250"})
     assert show.returncode == 0, show.stderr
     assert "40 (40)" in show.stdout and "SATURATED" not in show.stdout and "Host CPU saturated" not in show.stdout
+
+
+def test_a_page_with_two_gpus_gives_the_host_cpu_and_the_busiest_gpu():
+    """Triton's exposition (core r24.10 src/metrics.cc: one nv_gpu_utilization per gpu_uuid, nv_cpu_utilization
+    unlabelled); no device here, so the GPU form is checked on a page written as Triton writes it."""
+    from loadtests.triton_metrics import parse_gauges
+    page = ("# HELP nv_gpu_utilization GPU utilization rate [0.0 - 1.0)\n# TYPE nv_gpu_utilization gauge\n"
+            'nv_gpu_utilization{gpu_uuid="GPU-a"} 0.25\nnv_gpu_utilization{gpu_uuid="GPU-b"} 0.75\n'
+            "# HELP nv_cpu_utilization CPU utilization rate [0.0 - 1.0]\n# TYPE nv_cpu_utilization gauge\n"
+            "nv_cpu_utilization 0.5\n"
+            'nv_inference_count{model="m",version="1"} 7\n')
+    assert parse_gauges(page) == {"nv_gpu_utilization": 0.75, "nv_cpu_utilization": 0.5}
