@@ -20,6 +20,7 @@ from gpufleet.contracts.io import check_output_file, write_atomic
 from loadtests import shapes
 from loadtests.errors import LoadTestInputError
 from gpufleet.contracts.model import default_of
+from gpufleet.contracts.stress_result import HOST_CPU_SATURATED
 from loadtests.settings import StressSettings, build, settings_error
 
 app = typer.Typer(help="Open-loop stress runs against Triton, with Locust.", no_args_is_help=True,
@@ -176,7 +177,18 @@ _COLUMNS = (
     ("batch", lambda s: _fmt(s.server.mean_batch_size if s.server else None, ".2f")),
     ("queue µs", lambda s: _fmt(s.server.queue_us_per_request if s.server else None, ".0f")),
     ("infer µs", lambda s: _fmt(s.server.compute_infer_us_per_request if s.server else None, ".0f")),
+    ("host CPU %", lambda s: _utilization(s, "cpu") + (" SATURATED" if s.server and s.server.host_cpu_saturated
+                                                       else "")),
+    ("GPU %", lambda s: _utilization(s, "gpu")),
 )
+
+
+def _utilization(step, which: str) -> str:
+    """Mean and max of Triton's utilization gauge over the step, percent: "62 (71)"; "-" where not sampled."""
+    mean = getattr(step.server, f"{which}_utilization_mean", None) if step.server else None
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.0f} ({100 * getattr(step.server, f'{which}_utilization_max'):.0f})"
 
 
 def _heading(result) -> str:
@@ -222,6 +234,11 @@ def _show(result) -> None:
     columns = [Column("step")] + [Column(header, justify="right") for header, _ in _COLUMNS]
     rows = [[s.name + (" (discarded)" if s.warmup else "")] + [get(s) for _, get in _COLUMNS] for s in result.steps]
     print_table(console, "Steps", columns, rows)
+    saturated = [s.name for s in result.reported_steps() if s.server and s.server.host_cpu_saturated]
+    if saturated:
+        console.print(f"Host CPU saturated (Triton's nv_cpu_utilization, all cores, {HOST_CPU_SATURATED:.0%} or more "
+                      f"on average) in {', '.join(saturated)}: the machine, not the model, set the pace there; "
+                      "planner fit leaves those steps out.", highlight=False)
     outcome = _outcome(result)
     if outcome:
         console.print(outcome, highlight=False)

@@ -1,6 +1,7 @@
 """The master's (or single process's) side of a stress run: step boundaries, early stops, the result.
 
-At each step boundary the controller scrapes Triton's ``/metrics``; for a shape that stops early (a ramp) it asks
+At each step boundary the controller scrapes Triton's ``/metrics``, and in between it samples Triton's utilization
+gauges (:data:`loadtests.triton_metrics.GAUGE_INTERVAL_S`); for a shape that stops early (a ramp) it asks
 the shape for a verdict on the finished step, once the step's last responses have had time to arrive; when every
 user (or worker) is done it writes the stress-result JSON (:mod:`gpufleet.contracts.stress_result`) and quits.
 """
@@ -40,6 +41,7 @@ def run(environment) -> None:
     runner = environment.runner
     distributed = isinstance(runner, MasterRunner)
     RUN.scrapes = [_scrape()]
+    sampler = gevent.spawn(_sample_gauges) if s.scrape_url else None
     settle = MASTER_SETTLE_S if distributed else min(LOCAL_SETTLE_S, s.timeout_s)
     bound = s.shape.judge_after_s() + (MASTER_SETTLE_S if distributed else JUDGE_MARGIN_S)
     judge_at = sorted({settle, bound} if s.shape.judge_after_s() > 0 else {settle})
@@ -56,6 +58,8 @@ def run(environment) -> None:
         if RUN.all_workers_reported(expected_workers) if distributed else RUN.done.is_set():
             break
         gevent.sleep(DONE_POLL_S)
+    if sampler is not None:
+        sampler.kill()
     write_result(environment)
     runner.quit()
 
@@ -63,6 +67,16 @@ def run(environment) -> None:
 def _scrape():
     url = RUN.settings.scrape_url
     return triton_metrics.scrape(url, RUN.settings.model, time.time()) if url else None
+
+
+def _sample_gauges() -> None:
+    """Sample the utilization gauges until killed: a gauge read at the boundaries says nothing of the step between."""
+    url = RUN.settings.scrape_url
+    while True:
+        sample = triton_metrics.gauges(url, time.time())
+        if sample is not None:
+            RUN.gauges.append(sample)
+        gevent.sleep(triton_metrics.GAUGE_INTERVAL_S)
 
 
 def _judge_step(environment, i: int, judge_at: list[float]) -> None:
@@ -107,7 +121,7 @@ def write_result(environment) -> None:
             break  # partly run after the stop decision: not a measurement of its rate
         stats = RUN.recorder.steps.get(i) or StepStats()
         scr = RUN.scrapes
-        server = triton_metrics.step_figures(scr[i], scr[i + 1]) if i + 1 < len(scr) else None
+        server = triton_metrics.step_figures(scr[i], scr[i + 1], RUN.gauges) if i + 1 < len(scr) else None
         lag99 = stats.lag.get_value_at_percentile(99) / 1000.0 if stats.lag.get_total_count() else None
         steps.append(StepResult(
             index=i, name=planned.name, warmup=planned.warmup, start_s=planned.start_s,

@@ -41,6 +41,7 @@ class ProcessState:
     stop: Event = field(default_factory=Event)
     done: Event = field(default_factory=Event)
     scrapes: list = field(default_factory=list)  # Triton's counters at each step boundary (None: not scraped)
+    gauges: list = field(default_factory=list)  # Triton's utilization gauges, sampled through the run
     stopped: dict = field(default_factory=lambda: {"reason": "completed", "at_step": None})
     merged: dict = field(default_factory=dict)  # worker id -> payloads merged
     announced: dict = field(default_factory=dict)  # worker id -> payloads it sent in all (from its MSG_DONE)

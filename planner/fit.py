@@ -38,7 +38,7 @@ from gpufleet.contracts.autoscaling import AutoscalingSpec
 from gpufleet.contracts.calibration import (PARAMETER_NAMES, Calibration, Excluded, FitReport, Parameter, Parameters,
                                             StepFit, Threshold, Uncertainty)
 from gpufleet.contracts.profile import LatencyProfile
-from gpufleet.contracts.stress_result import StressResult, read_stress_result
+from gpufleet.contracts.stress_result import HOST_CPU_SATURATED, StressResult, read_stress_result
 from gpufleet.contracts.triton import BatchingConfig
 from planner.capacity import CapacitySearch
 from planner.errors import PlannerInputError
@@ -83,6 +83,8 @@ class Observation:
     measured_compute_ms: float | None  # Triton's compute input+infer+output per request
     late_share: float = 0.0
     lag_p99_ms: float = 0.0
+    host_cpu: float | None = None  # Triton's nv_cpu_utilization over the step, mean (the whole host, 0-1)
+    host_cpu_saturated: bool = False  # gpufleet.contracts.stress_result.HOST_CPU_SATURATED
 
 
 def _config_of(result: StressResult, source: str, fallback: BatchingConfig | None) -> BatchingConfig:
@@ -136,7 +138,9 @@ def observations(paths: list[Path], fallback: BatchingConfig | None = None,
             obs.append(Observation(source, s.name, cfg, float(s.offered_rate), s.duration_s, s.ok,
                                    {"p50": lat.p50, "p90": lat.p90, "p99": lat.p99},
                                    s.server.mean_batch_size if s.server else None, _compute_ms(s.server),
-                                   s.late_sends / max(s.sent, 1), s.lag_p99_ms or 0.0))
+                                   s.late_sends / max(s.sent, 1), s.lag_p99_ms or 0.0,
+                                   s.server.cpu_utilization_mean if s.server else None,
+                                   bool(s.server and s.server.host_cpu_saturated)))
     if not obs:
         why = "; ".join(f"{e.source} {e.step}: {e.reason}" for e in excluded[:3])
         raise PlannerInputError(f"no usable open-loop step in the stress results{': ' + why if why else ''}")
@@ -148,6 +152,9 @@ def host_bound(obs: list[Observation], profile: LatencyProfile) -> dict[int, str
 
     * The load generator fell behind its schedule (more than ``LATE_SHARE`` of sends late): the arrivals were not
       the Poisson process the step reports.
+    * The host's CPU was saturated over the step (Triton's ``nv_cpu_utilization``, sampled through the step, at
+      :data:`gpufleet.contracts.stress_result.HOST_CPU_SATURATED` or more on average): Triton's threads queued for a
+      CPU, a cost of this machine, not of the model.
     * Triton's execution time per request exceeds what the run's lightest step implies at this step's mean batch
       size (scaled along the profile's median batch curve) by more than ``HOST_INFLATION``: the same batch took
       longer because the CPU that feeds it was saturated.
@@ -157,6 +164,9 @@ def host_bound(obs: list[Observation], profile: LatencyProfile) -> dict[int, str
         if o.late_share > LATE_SHARE and o.lag_p99_ms > LAG_SHARE_OF_P99 * o.measured_ms["p99"]:
             flagged[i] = (f"host-bound: {o.late_share:.1%} of sends left late, send lag P99 {o.lag_p99_ms:.1f} ms "
                           "(the load generator fell behind)")
+        elif o.host_cpu_saturated:
+            flagged[i] = (f"host-bound: the host's CPU was {o.host_cpu:.0%} busy over the step (Triton's "
+                          f"nv_cpu_utilization, all cores; saturated from {HOST_CPU_SATURATED:.0%})")
     groups: dict[tuple[str, BatchingConfig], list[int]] = {}
     for i, o in enumerate(obs):
         if o.measured_compute_ms is not None and o.measured_mean_batch is not None:

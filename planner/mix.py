@@ -29,7 +29,7 @@ from planner.optimize import Infeasible
 from planner.profiles import load_profiles
 from planner.mig import slice_profiles
 from planner.pipeline import (DEFAULT_OVERHEAD_MS, OVERHEAD_ASSUMED, RecommendRequest, autoscaling_spec,
-                              planned_gpus, pool_plan, request_pairing)
+                              check_capacity_spread, planned_gpus, pool_plan, request_pairing)
 from planner.sizing import FleetConstraints, calibrated_model, fleet_pools, replica_model, size_gpu
 
 MIX_COLUMNS = ("model", "qps", "p99_ms")
@@ -234,6 +234,8 @@ def _solo_sizing(req: RecommendRequest, demands: list[ModelDemand], profiles: di
             continue
         d = by_name[k[0]]
         z = size_gpu(searches[k], cap, spec, d.p99_ms, None, d.overhead_ms, False, calibrated[k])
+        check_capacity_spread(req.max_capacity_spread_pct, cals[k[0]][0] if k[0] in cals else None, k[0],
+                              d.p99_ms, z)
         if z.sizing_rate > 0:
             solo[k] = z
     return replicas, solo

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
-from gpufleet.contracts.calibration import Calibration, read_calibration
+from gpufleet.contracts.calibration import Calibration, capacity_spread, read_calibration
 from gpufleet.contracts.catalog import CapacityType, check_gpu_type
 from gpufleet.contracts.model import Strict
 from gpufleet.contracts.plan import (Alternative, Autoscaling, Binding, Cost, Deployment, Environment,
@@ -75,6 +75,10 @@ class RecommendRequest(Strict):
     overhead_source: str = OVERHEAD_ASSUMED
     calibration: Path | None = None
     confidence: float | None = Field(None, gt=0.5, lt=1)  # None: the calibration's
+    # How far a calibrated capacity's interval at the target may reach from its estimate, percent (the farther end:
+    # gpufleet.contracts.calibration.capacity_spread); a wider one is refused (check_capacity_spread). 15%: the
+    # plan then sizes within 15% of what the fit believes; the issue's three guessed rates gave a factor of six.
+    max_capacity_spread_pct: float = Field(15.0, gt=0)
     scale_up_lag_s: float | None = Field(None, ge=0)  # with ramp_per_min: lag-aware HPA targets
     ramp_per_min: float | None = Field(None, ge=0)  # None for both: the calibration's, else the autoscaling defaults
     min_replicas: int = Field(1, ge=1)
@@ -319,6 +323,8 @@ def prepare(req: RecommendRequest) -> Sized:
     sizing = {g: size_gpu(searches[g], c, spec, req.p99_ms, req.survival_p99_ms, req.overhead_ms, req.spot_survival,
                           calibrated[g]) for g, c in caps.items()}
 
+    for z in sizing.values():
+        check_capacity_spread(req.max_capacity_spread_pct, req.calibration, req.model, req.p99_ms, z)
     if all(z.sizing_rate <= 0 for z in sizing.values()):
         raise PlannerInputError(f"{req.calibration}: at {100 * (req.confidence or cal.uncertainty.confidence):g}% "
                                 "confidence the calibration cannot promise any capacity at this target; add stress "
@@ -332,6 +338,29 @@ def prepare(req: RecommendRequest) -> Sized:
                                 f"ms (the fastest, {fastest.gpu}, holds {fastest.sizing_rate:,.0f} req/s each); the "
                                 f"planner sizes fleets of up to {MAX_FLEET_REPLICAS:,} replicas")
     return Sized(cal, spec, catalog, profiles, caps, searches, sizing, constraints, pools)
+
+
+def check_capacity_spread(bound_pct: float, calibration: Path | None, model: str, p99_ms: float,
+                          z: GpuSizing) -> None:
+    """Fail closed on a calibration that cannot promise: :class:`PlannerInputError` when the capacity interval the
+    plan would size ``model`` with (the Triton config chosen for ``z.gpu`` at ``p99_ms``, at the confidence in force)
+    reaches further than ``bound_pct`` percent from its estimate. Sizing at the interval's safe end does not make a
+    wide interval safe: the end itself is an extrapolation from steps far from the knee (issue 27: a factor-of-six
+    interval over-promised capacity by 40%). An uncalibrated GPU type (no interval) is not judged."""
+    ci = z.interval
+    if ci is None:
+        return
+    spread = capacity_spread(ci.nominal, ci.low, ci.high)
+    if 100.0 * spread <= bound_pct:
+        return
+    accept = f"pass --max-capacity-spread-pct {math.ceil(100.0 * spread)} to accept it" if math.isfinite(spread) \
+        else "it cannot be accepted"
+    raise PlannerInputError(
+        f"{calibration}: '{model}' on {z.gpu} ({z.config.short()}, the config the plan would deploy) holds "
+        f"{ci.nominal:,.1f} req/s per replica at P99 <= {p99_ms:g} ms as fitted, {ci.low:,.1f}-{ci.high:,.1f} at "
+        f"{ci.confidence:.0%} confidence: ±{100.0 * spread:.1f}% of the estimate, wider than "
+        f"--max-capacity-spread-pct {bound_pct:g}; run `loadtests calibrate --model {model} --p99-ms {p99_ms:g} ...` "
+        f"to narrow it, or {accept}")
 
 
 def verify_at(sized: Sized, problem: Problem, sol: Solution, verify: Workload, req: RecommendRequest):

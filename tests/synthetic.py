@@ -33,7 +33,9 @@ def affine_profile(model: str = "synthetic", gpu: str = "T4", base_ms: float = 8
 
 def stress_result(profile: LatencyProfile, cfg: BatchingConfig, rates: list[float], *, overhead_ms: float,
                   cost: ServerCost, duration_s: float, seed: int, path: Path,
-                  warmup_rate: float | None = None, late_share: float = 0.0) -> StressResult:
+                  warmup_rate: float | None = None, late_share: float = 0.0,
+                  host_cpu: float | None = None) -> StressResult:
+    """``host_cpu``: every step's Triton nv_cpu_utilization, mean and max (None: not sampled, as an older run)."""
     model = ReplicaModel.from_profile(profile, cost)
     rng = np.random.default_rng(seed)
     steps = []
@@ -56,7 +58,10 @@ def stress_result(profile: LatencyProfile, cfg: BatchingConfig, rates: list[floa
                                  "mean_batch_size": res.mean_batch_size, "queue_us_per_request": None,
                                  "compute_input_us_per_request": 0.0,
                                  "compute_infer_us_per_request": float((res.latency_s - res.queue_s).mean() * 1e6),
-                                 "compute_output_us_per_request": 0.0, "request_us_per_request": None}})
+                                 "compute_output_us_per_request": 0.0, "request_us_per_request": None,
+                                 **({} if host_cpu is None else {
+                                     "utilization_samples": int(duration_s), "cpu_utilization_mean": host_cpu,
+                                     "cpu_utilization_max": host_cpu})}})
     result = StressResult.model_validate({
         "schema_version": 1, "tool": {"name": "tests/synthetic.py"}, "mode": "open-loop", "arrival": "poisson",
         "schedule_kind": "steps", "seed": seed, "started_at": "2026-11-21T00:00:00+00:00", "start_epoch_s": 0.0,

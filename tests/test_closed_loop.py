@@ -72,9 +72,11 @@ def loop(tmp_path_factory, project):
     cal_path = work / "calibration.json"
     assert planner_main(["fit", str(run.result_path), "--profile", str(work / "profile.json"), "--output",
                          str(cal_path), "--p99-ms", "50", "--scale-up-lag-min", "5", "--ramp-pct-per-min", "3"]) == 0
+    # Two 4 s steps pin capacity only loosely, far past the gate's default ±15% (tests/test_capacity_gate.py): this
+    # test is about the plan reaching the stack, so it accepts any width.
     assert planner_main(["recommend", "--qps", "3000", "--p99-ms", "50", "--model", MODEL, "--gpu", "L4",
                          "--profile", str(work / "profile.json"), "--calibration", str(cal_path),
-                         "--stack", "dev", "--project-dir", str(project)]) == 0
+                         "--max-capacity-spread-pct", "1000", "--stack", "dev", "--project-dir", str(project)]) == 0
     settings = settings_from_config(stack_file_config("dev", project), "dev")
     plan = load_plan(settings, project)
     return read_calibration(cal_path), plan, settings, preview(settings, plan)

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from gpufleet.contracts.calibration import read_calibration
+from gpufleet.contracts.stress_result import HOST_CPU_SATURATED
 from gpufleet.errors import ContractError
 from planner.capacity import CapacitySearch, ReplicaModel
 from planner.cli import main
@@ -121,8 +122,11 @@ def test_recommend_uses_the_calibration(runs, calibration, tmp_path):
     _, prof_path, _ = runs
     cal_path = tmp_path / "cal.json"
     cal_path.write_text(calibration.model_dump_json())
+    # The plan deploys batch 16, which the runs (batch 8 and 4) never served: its capacity interval is ±15.4%, just
+    # past the gate's default. This test is about how a calibration is used; the gate has tests/test_capacity_gate.py.
+    wide = 20.0
     req = RecommendRequest(qps=2000, p99_ms=100, model="synthetic", gpus=["T4"], profiles=[prof_path],
-                           calibration=cal_path)
+                           calibration=cal_path, max_capacity_spread_pct=wide)
     plan = recommend(req)
     assert plan.request.overhead_ms == calibration.overhead_ms
     assert "planner fit" in plan.request.overhead_source and plan.request.calibration == str(cal_path)
@@ -141,7 +145,7 @@ def test_recommend_uses_the_calibration(runs, calibration, tmp_path):
     assert ci.low <= record.max_rate_per_replica <= ci.nominal <= ci.high
     assert "the safe end" in plan.why
     surer = recommend(RecommendRequest(qps=2000, p99_ms=100, model="synthetic", gpus=["T4"], profiles=[prof_path],
-                                       calibration=cal_path, confidence=0.6))
+                                       calibration=cal_path, confidence=0.6, max_capacity_spread_pct=wide))
     assert surer.sizing[0].max_rate_per_replica > record.max_rate_per_replica  # less confidence asked, less margin
     uncalibrated = recommend(RecommendRequest(qps=2000, p99_ms=100, model="synthetic", gpus=["T4"],
                                               profiles=[prof_path]))
@@ -181,12 +185,12 @@ def test_runs_without_a_recorded_config_need_one_given(runs, tmp_path, capsys):
 BATCH_ONE = BatchingConfig(max_batch_size=1, max_queue_delay_microseconds=0, preferred_batch_sizes=(), instance_count=1)
 
 
-def _runs(tmp_path, cost, cfg=BATCH_ONE, loads=(0.3, 0.55, 0.8), late_share=0.0, seed=7):
+def _runs(tmp_path, cost, cfg=BATCH_ONE, loads=(0.3, 0.55, 0.8), late_share=0.0, seed=7, host_cpu=None):
     profile = affine_profile()
     sat = ReplicaModel.from_profile(profile, cost).saturation_rate(cfg)
     path = tmp_path / f"run-{seed}.stress.json"
     stress_result(profile, cfg, [round(f * sat, 1) for f in loads], overhead_ms=3.0, cost=cost, duration_s=30,
-                  seed=seed, path=path, late_share=late_share)
+                  seed=seed, path=path, late_share=late_share, host_cpu=host_cpu)
     return profile, path
 
 
@@ -222,6 +226,19 @@ def test_steps_where_the_load_generator_fell_behind_are_flagged_and_left_out(tmp
     assert any("host-bound" in w for w in cal.warnings)
 
 
+def test_steps_where_the_hosts_cpu_was_saturated_are_flagged_and_left_out(tmp_path):
+    """Issue 27, item 4: Triton's nv_cpu_utilization over a step at the saturation mark or above, though the load
+    generator kept its schedule: the step is left out like one where the generator fell behind, with the reason."""
+    profile, calm = _runs(tmp_path, TRUE_COST, cfg=CONFIGS[1], host_cpu=0.55)
+    _, busy = _runs(tmp_path, TRUE_COST, cfg=CONFIGS[0], seed=8, host_cpu=HOST_CPU_SATURATED + 0.05)
+    cal = fit(profile, [calm, busy], p99_ms=100.0, lag=AutoscalingSpec(scale_up_lag_s=360, ramp_per_min=0.02))
+    flagged = [e for e in cal.fit.excluded if e.reason.startswith("host-bound")]
+    assert len(flagged) == 3 and all(e.source == str(busy) for e in flagged)
+    assert "the host's CPU was 95% busy" in flagged[0].reason
+    assert {s.source for s in cal.steps} == {str(calm)}
+    assert any("host-bound" in w for w in cal.warnings)
+
+
 def test_a_step_whose_server_time_inflated_is_host_bound():
     """Triton's own execution time per request rising beyond what the batch curve explains: the CPU set the pace."""
     from planner.fit import Observation, host_bound
@@ -243,3 +260,4 @@ def test_a_calibration_of_schema_one_is_refused_with_the_command_that_makes_a_ne
     old.write_text(json.dumps({"schema_version": 1, "overhead_ms": 1.0, "service_scale": 1.2}))
     with pytest.raises(ContractError, match="run planner fit again"):
         read_calibration(old)
+

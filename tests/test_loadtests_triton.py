@@ -58,3 +58,15 @@ def test_step_run_against_local_triton_with_server_metrics(triton, protocol, tmp
         assert srv.compute_infer_us_per_request > 0
     # 20 ms of queue delay at 80 req/s: the batcher groups requests, so executions fall behind inferences.
     assert reported[1].server.mean_batch_size > 1.0
+
+
+def test_each_step_records_the_hosts_cpu_utilization_sampled_through_it(triton, tmp_path):
+    """Issue 27, item 4: Triton's nv_cpu_utilization is a gauge, so it is sampled through each step (about once a
+    second), not read at the boundaries: every step has its own mean and max, each a share of the whole host."""
+    run = StressSettings(host=f"http://{triton.http_url}", model="tiny", out=tmp_path,
+                         shape=Steps(rates=[40, 80], step_duration=3, warmup=0), metrics_url=triton.metrics_url,
+                         timeout_s=10, name="gauges")
+    for s in run_stress(run).reported_steps():
+        srv = s.server
+        assert srv.utilization_samples >= 2, s
+        assert 0 < srv.cpu_utilization_mean <= srv.cpu_utilization_max <= 1, s

@@ -27,6 +27,18 @@ SCHEMA_VERSION = 2
 PARAMETER_NAMES = ("overhead_ms", "batch_overhead_ms", "item_overhead_ms", "spread")
 
 
+def capacity_spread(nominal: float, low: float, high: float) -> float:
+    """How far capacity's interval reaches from its estimate, as a fraction of it:
+    ``max(nominal - low, high - nominal) / nominal``. An interval is "within ±X%" when this is at most X/100, i.e.
+    both ends lie within X% of the estimate. The farther end is judged, not the half-width ``(high - low) / 2 /
+    nominal``: capacity's interval is lopsided (the draws' capacities are bounded above by saturation), and the half
+    width would let the low end, the side a plan sizes on, sit twice the bound away. Infinite when the estimate is
+    0 (nothing to be sure of)."""
+    if nominal <= 0:
+        return float("inf")
+    return max(nominal - low, high - nominal, 0.0) / nominal
+
+
 class StepFit(Strict):
     """One stress step: what was measured and what the calibrated model predicts for it."""
 

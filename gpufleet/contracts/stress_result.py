@@ -16,6 +16,12 @@ from gpufleet.contracts.model import Strict
 from gpufleet.contracts.triton import BatchingConfig
 
 SCHEMA_VERSION = 1
+# A step whose host CPU was busy this share of the time on average (Triton's nv_cpu_utilization: every core and every
+# process on the machine, 0-1; see loadtests.triton_metrics) is host-saturated. At 0.9 a 2-core host has a fifth of a
+# core idle on average, so the bursts of Triton's HTTP, batcher and backend threads (and a load generator sharing the
+# host) queue for a CPU: the step measures the machine, not the model. The repository's validation run found such
+# contention by hand (docs/validation/README.md: two capacity runs disturbed by CPU-heavy work beside the server).
+HOST_CPU_SATURATED = 0.9
 
 
 class LatencySummary(Strict):
@@ -44,6 +50,19 @@ class ServerFigures(Strict):
     compute_infer_us_per_request: float | None
     compute_output_us_per_request: float | None
     request_us_per_request: float | None
+    utilization_samples: int = Field(default=0, ge=0, description="samples of the utilization gauges taken during "
+                                     "the step (about one a second); 0 in results written before they were sampled")
+    cpu_utilization_mean: float | None = Field(default=None, ge=0, le=1, description="nv_cpu_utilization over the "
+                                               "step: the whole host's CPU busy share, all cores, every process")
+    cpu_utilization_max: float | None = Field(default=None, ge=0, le=1)
+    gpu_utilization_mean: float | None = Field(default=None, ge=0, le=1, description="nv_gpu_utilization over the "
+                                               "step, the busiest GPU's; null without a GPU")
+    gpu_utilization_max: float | None = Field(default=None, ge=0, le=1)
+
+    @property
+    def host_cpu_saturated(self) -> bool:
+        """The host's CPU was saturated over the step (:data:`HOST_CPU_SATURATED`); False when not sampled."""
+        return self.cpu_utilization_mean is not None and self.cpu_utilization_mean >= HOST_CPU_SATURATED
 
 
 class StepResult(Strict):
