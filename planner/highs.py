@@ -73,6 +73,11 @@ def solve(c: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: np.ndarray,
     lp.integrality_ = [highspy.HighsVarType(int(i)) for i in integral]
     h = highspy.Highs()
     h.setOptionValue("log_to_console", False)
+    # HiGHS 1.12 runs the feasibility-jump heuristic at every MIP's root before branching. The planner's MIPs are
+    # small (tens of columns, at most a few hundred rows): the 73 of a 4-model point mix took 0.83 s with it and 0.31 s
+    # without, the same objective every time (bench/highs_bench.py, 2026-12-03). Where several answers cost the same,
+    # which one comes back can differ from scipy.optimize.milp's (it leaves the option on): 9 of the 73 here.
+    h.setOptionValue("mip_heuristic_run_feasibility_jump", False)
     if time_limit_s is not None:
         h.setOptionValue("time_limit", float(time_limit_s))
     if mip_rel_gap is not None:
