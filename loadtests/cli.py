@@ -202,6 +202,10 @@ def calibrate_cmd(
     from loadtests.calibrate import Plan, Ticker, calibrate, check_config
     from loadtests.run import preflight, run_stress
 
+    for option, value in (("--p99-ms", p99_ms), ("--tolerance-pct", tolerance_pct), ("--budget-s", budget_s),
+                          ("--window-s", window_s), ("--stability-pct", stability_pct)):
+        if not (math.isfinite(value) and value > 0):
+            raise LoadTestInputError(f"{option} {value}: must be a finite number > 0")
     if not (math.isfinite(factor) and factor > 1):
         raise LoadTestInputError(f"--factor {factor}: must be above 1")
     if start_rate is not None and not (math.isfinite(start_rate) and start_rate > 0):
