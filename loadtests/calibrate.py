@@ -154,6 +154,14 @@ class Plan:
     def window_for(self, rate: float) -> float:
         return max(self.window_s, MIN_WINDOW_REQUESTS / rate)
 
+    def check_budget(self) -> None:
+        """One line when the budget cannot hold even the first step."""
+        window = self.window_for(self.first_rate())
+        if self.budget_s < STABILITY_WINDOWS * window + STEP_OVERHEAD_GUESS_S:
+            raise LoadTestInputError(f"--budget-s {self.budget_s:g}: too short for one step ({STABILITY_WINDOWS} "
+                                     f"windows of {window:.3g} s plus about {STEP_OVERHEAD_GUESS_S:g} s to start and "
+                                     "drain)")
+
 
 def check_config(profile: LatencyProfile, config: BatchingConfig | None, model: str, host: str) -> BatchingConfig:
     """The served config, checked against what the fit can model; one line when it cannot."""
@@ -330,8 +338,7 @@ def calibrate(plan: Plan, run_step, say=None, show=None) -> Outcome:
         cal, fit_error = run_fit(plan)  # the knee was never bracketed: the fit extrapolates, and says so below
         interval = interval_of(cal) if cal else None
     if not plan.steps:
-        raise LoadTestInputError(f"--budget-s {plan.budget_s:g}: too short for one step ({STABILITY_WINDOWS} windows "
-                                 f"of {plan.window_for(plan.first_rate()):g} s plus about {overhead_s:g} s)")
+        plan.check_budget()
     stress = merged(plan)
     line = summary(plan, reason, interval, fit_error, time.monotonic() - started)
     stress = stress.model_copy(update={"stopped": {

@@ -219,6 +219,7 @@ def calibrate_cmd(
     plan = Plan(settings=common, profile_path=profile, profile=prof, p99_ms=p99_ms, out=out, name=name,
                 start_rate=start_rate, factor=factor, tolerance_pct=tolerance_pct, budget_s=budget_s,
                 window_s=window_s, max_trials=max_trials, stability_pct=stability_pct, confidence=confidence)
+    plan.check_budget()
     rate = plan.first_rate()
     first = build(**common, out=plan.steps_dir, shape=dict(kind="stable", rate=rate, window_s=plan.window_for(rate),
                                                           max_trials=max_trials, stability_pct=stability_pct))

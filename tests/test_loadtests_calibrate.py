@@ -36,7 +36,7 @@ P99_MS = 30.0
 FAST = ["--window-s", "1", "--max-trials", "4", "--stability-pct", "100", "--start-rate", "60", "--factor", "1.3",
         "--p99-ms", f"{P99_MS:g}"]
 WIDTH = ["--tolerance-pct", "100", "--budget-s", "40"]  # any interval from three bracketing steps is within it
-BUDGET_S = 8.0
+BUDGET_S = 9.0
 BUDGET = ["--tolerance-pct", "0.1", "--budget-s", f"{BUDGET_S:g}"]  # no interval is this narrow
 
 
@@ -145,6 +145,7 @@ def test_it_stops_at_the_budget_and_says_what_would_narrow_the_interval(served):
     (["--max-trials", "2"], "--max-trials"),
     (["--window-s", "0"], "--window-s"),
     (["--budget-s", "0"], "--budget-s"),
+    (["--budget-s", "5"], "too short for one step"),
     (["--other-model"], "not 'standin'"),
     (["--host", "http://127.0.0.1:9"], "127.0.0.1:9"),
 ])
