@@ -42,7 +42,9 @@ from loadtests.settings import StressSettings
 # only). Under a quarter of what a batch-1 server sustains, a step is well below any knee, yet busy enough to
 # measure the per-request cost.
 START_SHARE = 0.25
-DEFAULT_FACTOR = 1.5
+# Each bracketing rate doubles the last: the knee is then bracketed within a factor of two in log2(knee / start)
+# steps, and bisection, which halves the bracket's log-width a step, takes it from there.
+DEFAULT_FACTOR = 2.0
 DEFAULT_TOLERANCE_PCT = 5.0
 DEFAULT_BUDGET_S = 900.0
 # A step's measurement (its last three windows) must hold enough requests for planner fit to use its P99
@@ -323,7 +325,7 @@ def calibrate(plan: Plan, run_step, say=None, show=None) -> Outcome:
         p99 = "no answers" if m.p99_ms is None else f"P99 {m.p99_ms:.1f} ms"
         verdict = "over" if m.over(plan.p99_ms) else "under"
         line = (f"step {n + 1} ({phase}): {rate:.1f} req/s, {p99} ({verdict} {plan.p99_ms:g} ms), "
-                f"{'stable' if m.stable else m.reason} after {m.windows} window(s) of {window:g} s")
+                f"{'stable' if m.stable else m.reason} after {m.windows} window(s) of {window:.3g} s")
         if bracketed and sum(s.stable for s in plan.steps) >= MIN_FIT_STEPS:
             t = time.monotonic()
             cal, fit_error = run_fit(plan)
