@@ -213,10 +213,11 @@ def bracket(steps: list[Measured], target_ms: float) -> tuple[float, float] | No
 
 
 def agrees(plan: Plan, interval: Interval, tolerance: float) -> bool:
-    """The fitted capacity lies in the measured bracket (within the tolerance): a fit that contradicts the steps'
-    own verdicts is not pinned, however narrow its interval."""
+    """The fitted capacity lies in the measured bracket: not above the lowest rate measured over the target (a
+    capacity there would be a promise a step already broke), nor more than the tolerance below the highest rate
+    under it. A fit that contradicts the steps' own verdicts is not pinned, however narrow its interval."""
     b = bracket(plan.steps, plan.p99_ms)
-    return b is not None and b[0] * (1 - tolerance) <= interval.nominal <= b[1] * (1 + tolerance)
+    return b is not None and b[0] * (1 - tolerance) <= interval.nominal < b[1]
 
 
 def pinned(plan: Plan, interval: Interval | None, tolerance: float) -> bool:

@@ -105,6 +105,15 @@ def test_the_steps_it_chose_bracket_the_knee(served):
     assert any(p is None or p > P99_MS for p in p99s), p99s
 
 
+def test_the_capacity_it_pins_is_below_every_rate_it_measured_over_the_target(served):
+    run, _, out = served["width"]
+    stress, _ = _files(out)
+    over = [s.offered_rate for s in stress.steps
+            if "-step@" in s.name and (s.latency_ms.p99 is None or s.latency_ms.p99 > P99_MS)]
+    assert stress.stopped["reason"] == "width", run.stdout
+    assert stress.stopped["capacity"] < min(over), (stress.stopped, over)
+
+
 def test_the_interval_it_prints_is_the_calibration_files(served):
     run, _, out = served["width"]
     stress, cal = _files(out)
