@@ -100,6 +100,15 @@ def write_result(environment) -> None:
 
     s, t = RUN.settings, RUN.target
     open_loop = s.shape.open_loop
+    plan = s.shape.plan()
+    if s.shape.measured_windows and RUN.stopped.get("at_step") is None and RUN.recorder.steps:
+        # The last window is never judged while the run goes on (nothing follows it); judged here, with every
+        # answer in, a measurement that settled in its last window says so.
+        i = min(max(RUN.recorder.steps), len(plan) - 1)
+        verdict = s.shape.verdict(RUN.recorder.steps[i], None,
+                                  [RUN.recorder.steps.get(j) or StepStats() for j in range(i)])
+        if verdict:
+            RUN.stopped = {"reason": verdict.split(":")[0], "detail": verdict, "at_step": i}
     last = RUN.stopped.get("at_step")
     users = max(1, environment.parsed_options.num_users or 1)
     scr = RUN.scrapes
@@ -117,7 +126,7 @@ def write_result(environment) -> None:
             server=ServerFigures(**server) if server else None)
 
     steps, ran = [], []
-    for i, planned in enumerate(s.shape.plan()):
+    for i, planned in enumerate(plan):
         if last is not None and i > last:
             break  # partly run after the stop decision: not a measurement of its rate
         stats = RUN.recorder.steps.get(i) or StepStats()
