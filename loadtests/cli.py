@@ -5,6 +5,7 @@ before any load is sent.
 """
 from __future__ import annotations
 
+import math
 import sys
 from enum import Enum
 from pathlib import Path
@@ -18,6 +19,7 @@ from gpufleet.cli import plural, require_extra, run_app, stdout_console
 from gpufleet.tables import Column, print_table
 from gpufleet.contracts.io import check_output_file, write_atomic
 from loadtests import shapes
+from loadtests.calibrate import DEFAULT_BUDGET_S, DEFAULT_FACTOR, DEFAULT_TOLERANCE_PCT, MIN_WINDOW_REQUESTS
 from loadtests.errors import LoadTestInputError
 from gpufleet.contracts.model import default_of
 from gpufleet.contracts.stress_result import HOST_CPU_SATURATED
@@ -153,6 +155,94 @@ def run_cmd(
     print(f"wrote {settings.result_path}")
 
 
+_STABLE = shapes.Stable
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    model: Annotated[str, typer.Option(help="Model name on the server.")],
+    profile: Annotated[Path, typer.Option(help="Latency profile of the model on the server's GPU (as planner fit "
+                                               "takes).")],
+    p99_ms: Annotated[float, typer.Option(min=0.001, help="P99 target, ms: the capacity pinned is the rate at it.")],
+    host: Annotated[str, typer.Option(help="KServe v2 HTTP endpoint; load goes only where you point it.")] =
+        default_of(_S, "host"),
+    metrics_url: Annotated[Optional[str], typer.Option(help="Triton /metrics to scrape per step (default "
+                                                            "http://<host>:8002/metrics; '' for none).")] =
+        default_of(_S, "metrics_url"),
+    tolerance_pct: Annotated[float, typer.Option(min=0.1, max=100, help="Stop when capacity's interval lies within "
+                                                 "± this percent of its estimate.")] = DEFAULT_TOLERANCE_PCT,
+    budget_s: Annotated[float, typer.Option(min=1, help="Stop when the next step would not end within this many "
+                                            "seconds of the start.")] = DEFAULT_BUDGET_S,
+    confidence: Annotated[Optional[float], typer.Option(help="Confidence of the interval (default planner fit's).")]
+        = None,
+    start_rate: Annotated[Optional[float], typer.Option(help="First rate, req/s (default a quarter of the "
+                                                        "profile's batch-1 throughput).")] = None,
+    factor: Annotated[float, typer.Option(help="Bracket: each rate this multiple of the last.")] = DEFAULT_FACTOR,
+    window_s: Annotated[float, typer.Option(help="Seconds per measurement window (longer at rates too low for "
+                                            f"{MIN_WINDOW_REQUESTS} requests).")] = default_of(_STABLE, "window_s"),
+    max_trials: Annotated[int, typer.Option(help="Most windows per step.")] = default_of(_STABLE, "max_trials"),
+    stability_pct: Annotated[float, typer.Option(help="A step is stable when its last three windows' P99s lie "
+                                                 "within this percent (max/min).")] =
+        default_of(_STABLE, "stability_pct"),
+    seed: Annotated[int, typer.Option(help="Seed of the first step's arrival times (then one more a step).")] =
+        default_of(_S, "seed"),
+    out: Annotated[Path, typer.Option(help="Folder for the stress result, the calibration and each step's files.")]
+        = default_of(_S, "out"),
+    name: Annotated[str, typer.Option(help="File name stem: <name>.stress.json, <name>.calibration.json.")] =
+        "calibrate",
+) -> None:
+    """Choose open-loop steps around the knee until planner fit pins capacity at the P99 target; write the stress
+    result and the calibration."""
+    require_extra("loadtests", "loadtests")
+    import time as _time
+
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from gpufleet.contracts.profile import read_profile
+    from gpufleet.triton import loaded_batching
+    from loadtests.calibrate import Plan, Ticker, calibrate, check_config
+    from loadtests.run import preflight, run_stress
+
+    for option, value in (("--p99-ms", p99_ms), ("--tolerance-pct", tolerance_pct), ("--budget-s", budget_s),
+                          ("--window-s", window_s), ("--stability-pct", stability_pct)):
+        if not (math.isfinite(value) and value > 0):
+            raise LoadTestInputError(f"{option} {value}: must be a finite number > 0")
+    if not (math.isfinite(factor) and factor > 1):
+        raise LoadTestInputError(f"--factor {factor}: must be above 1")
+    if start_rate is not None and not (math.isfinite(start_rate) and start_rate > 0):
+        raise LoadTestInputError(f"--start-rate {start_rate}: must be > 0")
+    if confidence is not None and not 0.5 < confidence < 1:
+        raise LoadTestInputError(f"--confidence {confidence}: must lie strictly between 0.5 and 1")
+    common = dict(model=model, host=host, metrics_url=metrics_url, seed=seed)
+    prof = read_profile(profile)
+    if prof.model != model:
+        raise LoadTestInputError(f"--profile {profile} is of model {prof.model!r}, not {model!r}")
+    plan = Plan(settings=common, profile_path=profile, profile=prof, p99_ms=p99_ms, out=out, name=name,
+                start_rate=start_rate, factor=factor, tolerance_pct=tolerance_pct, budget_s=budget_s,
+                window_s=window_s, max_trials=max_trials, stability_pct=stability_pct, confidence=confidence)
+    plan.check_budget()
+    rate = plan.first_rate()
+    first = build(**common, out=plan.steps_dir, shape=dict(kind="stable", rate=rate, window_s=plan.window_for(rate),
+                                                          max_trials=max_trials, stability_pct=stability_pct))
+    for path, what in ((plan.stress_path, "stress result"), (plan.calibration_path, "calibration")):
+        check_output_file(path, what, LoadTestInputError)
+    target = preflight(first)
+    config = check_config(prof, loaded_batching(target.base_url, model, first.version), model, host)
+    started = _time.monotonic()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+                  console=err, transient=False) as progress:
+        task = progress.add_task(f"calibrating {model} ({config.describe()}) at P99 {p99_ms:g} ms", total=budget_s)
+        progress.console.print(f"loadtests calibrate: {model} at {host}, Triton config {config.describe()}, P99 "
+                               f"{p99_ms:g} ms, ±{tolerance_pct:g}% or {budget_s:g} s", highlight=False)
+        with Ticker(progress, task, started):
+            outcome = calibrate(plan, run_stress, say=lambda line: progress.console.print(line, highlight=False),
+                                show=lambda text, elapsed: progress.update(task, description=text))
+        progress.update(task, completed=min(_time.monotonic() - started, budget_s))
+    _show(outcome.stress, outcome=False)  # the outcome is the line below
+    print(outcome.line)
+    print(f"wrote {plan.stress_path}" + (f" and {plan.calibration_path}" if outcome.calibration else ""))
+
+
 @app.command("show")
 def show_cmd(path: Annotated[Path, typer.Argument(help="A stress-result JSON.")]) -> None:
     """Print a stress result as a table."""
@@ -228,7 +318,7 @@ def _outcome(result) -> str | None:
     return f"Stopped: {reason}" + (f" ({detail})" if detail else "")
 
 
-def _show(result) -> None:
+def _show(result, outcome: bool = True) -> None:
     console = stdout_console()
     console.print(_heading(result), highlight=False)
     columns = [Column("step")] + [Column(header, justify="right") for header, _ in _COLUMNS]
@@ -239,9 +329,9 @@ def _show(result) -> None:
         console.print(f"Host CPU saturated (Triton's nv_cpu_utilization, all cores, {HOST_CPU_SATURATED:.0%} or more "
                       f"on average) in {', '.join(saturated)}: the machine, not the model, set the pace there; "
                       "planner fit leaves those steps out.", highlight=False)
-    outcome = _outcome(result)
-    if outcome:
-        console.print(outcome, highlight=False)
+    said = _outcome(result) if outcome else None
+    if said:
+        console.print(said, highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:

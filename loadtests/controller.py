@@ -17,7 +17,7 @@ from gpufleet.contracts.stress_result import (
     SCHEMA_VERSION, LatencySummary, ServerFigures, StepResult, StressResult, Target, write_stress_result)
 from loadtests import triton_metrics
 from loadtests.process import MSG_STOP, RUN
-from loadtests.recorder import StepStats
+from loadtests.recorder import StepStats, combined
 
 # After a step ends, its verdict waits this long for the step's responses (and, distributed, the workers' reports,
 # sent every 3 s by Locust) to arrive; one process waits at most 2 s, less with a shorter request timeout. A P99
@@ -90,7 +90,8 @@ def _judge_step(environment, i: int, judge_at: list[float]) -> None:
             return
         if stats is None:
             continue
-        verdict = RUN.settings.shape.verdict(stats, RUN.recorder.pending(i))
+        earlier = [RUN.recorder.steps.get(j) or StepStats() for j in range(i)]
+        verdict = RUN.settings.shape.verdict(stats, RUN.recorder.pending(i), earlier)
         if verdict:
             RUN.stopped = {"reason": verdict.split(":")[0], "detail": verdict, "at_step": i}
             RUN.stop.set()
@@ -113,23 +114,49 @@ def write_result(environment) -> None:
 
     s, t = RUN.settings, RUN.target
     open_loop = s.shape.open_loop
+    plan = s.shape.plan()
+    if s.shape.measured_windows and RUN.stopped.get("at_step") is None and RUN.recorder.steps:
+        # The last window is never judged while the run goes on (nothing follows it); judged here, with every
+        # answer in, a measurement that settled in its last window says so.
+        i = min(max(RUN.recorder.steps), len(plan) - 1)
+        verdict = s.shape.verdict(RUN.recorder.steps[i], None,
+                                  [RUN.recorder.steps.get(j) or StepStats() for j in range(i)])
+        if verdict:
+            RUN.stopped = {"reason": verdict.split(":")[0], "detail": verdict, "at_step": i}
     last = RUN.stopped.get("at_step")
     users = max(1, environment.parsed_options.num_users or 1)
-    steps = []
-    for i, planned in enumerate(s.shape.plan()):
+    scr = RUN.scrapes
+
+    def step_result(index, name, warmup, start_s, duration_s, rate, stats, first, end):
+        """Steps ``first`` .. ``end - 1`` of the plan as one reported step."""
+        server = triton_metrics.step_figures(scr[first], scr[end], RUN.gauges) if end < len(scr) else None
+        lag99 = stats.lag.get_value_at_percentile(99) / 1000.0 if stats.lag.get_total_count() else None
+        return StepResult(
+            index=index, name=name, warmup=warmup, start_s=start_s,
+            duration_s=duration_s, offered_rate=rate, concurrency=None if open_loop else users,
+            achieved_rate=stats.ok / duration_s, sent=stats.sent, ok=stats.ok, errors=stats.errors,
+            rejected=stats.rejected, error_kinds=stats.error_kinds, late_sends=stats.late if open_loop else 0,
+            dropped=stats.dropped, lag_p99_ms=lag99 if open_loop else None, latency_ms=_summary(stats),
+            server=ServerFigures(**server) if server else None)
+
+    steps, ran = [], []
+    for i, planned in enumerate(plan):
         if last is not None and i > last:
             break  # partly run after the stop decision: not a measurement of its rate
         stats = RUN.recorder.steps.get(i) or StepStats()
-        scr = RUN.scrapes
-        server = triton_metrics.step_figures(scr[i], scr[i + 1], RUN.gauges) if i + 1 < len(scr) else None
-        lag99 = stats.lag.get_value_at_percentile(99) / 1000.0 if stats.lag.get_total_count() else None
-        steps.append(StepResult(
-            index=i, name=planned.name, warmup=planned.warmup, start_s=planned.start_s,
-            duration_s=planned.duration_s, offered_rate=planned.rate, concurrency=None if open_loop else users,
-            achieved_rate=stats.ok / planned.duration_s, sent=stats.sent, ok=stats.ok, errors=stats.errors,
-            rejected=stats.rejected, error_kinds=stats.error_kinds, late_sends=stats.late if open_loop else 0, dropped=stats.dropped,
-            lag_p99_ms=lag99 if open_loop else None, latency_ms=_summary(stats),
-            server=ServerFigures(**server) if server else None))
+        ran.append((planned, stats))
+        steps.append(step_result(i, planned.name, planned.warmup, planned.start_s, planned.duration_s, planned.rate,
+                                 stats, i, i + 1))
+    windows = s.shape.measured_windows
+    if windows and ran:
+        # The measurement is the last windows together (perf_analyzer reports its stable windows so); the windows
+        # themselves stay in the file, marked for readers to skip.
+        tail = ran[-windows:]
+        first = len(ran) - len(tail)
+        steps = [st.model_copy(update={"warmup": True}) for st in steps]
+        steps.append(step_result(len(ran), f"step@{tail[0][0].rate:g}rps", False, tail[0][0].start_s,
+                                 sum(p.duration_s for p, _ in tail), tail[0][0].rate,
+                                 combined([st for _, st in tail]), first, len(ran)))
     result = StressResult(
         schema_version=SCHEMA_VERSION, tool={"name": "gpufleet loadtests", "locust": locust.__version__},
         mode="open-loop" if open_loop else "closed-loop", arrival=s.arrival if open_loop else None,

@@ -46,6 +46,19 @@ class StepStats:
         return self.latency.get_value_at_percentile(q * 100) / 1000.0
 
 
+def combined(parts: list[StepStats]) -> StepStats:
+    """Several steps' figures as one step's: histograms added, counts summed."""
+    out = StepStats()
+    for p in parts:
+        out.latency.add(p.latency)
+        out.lag.add(p.lag)
+        for name in ("sent", "ok", "errors", "late", "dropped", "rejected"):
+            setattr(out, name, getattr(out, name) + getattr(p, name))
+        for k, v in p.error_kinds.items():
+            out.error_kinds[k] = out.error_kinds.get(k, 0) + v
+    return out
+
+
 def _us(seconds: float) -> int:
     return min(max(int(round(seconds * 1e6)), LOWEST_US), HIGHEST_US)
 

@@ -10,6 +10,8 @@ settings, the locustfile and the result writer only call the methods below.
   whose P99 or error share passes its bound.
 - :class:`Replay`: a QPS curve (a day from a CSV) compressed in time, a row per ``seconds_per_row``.
 - :class:`ClosedLoop`: ``users`` back-to-back senders for ``duration`` s, for the maximum throughput.
+- :class:`Stable`: one rate in measurement windows until the last three windows' P99 agree (perf_analyzer's
+  stability rule), at most ``max_trials`` windows; ``loadtests calibrate`` runs one per step.
 """
 from __future__ import annotations
 
@@ -37,6 +39,16 @@ MAX_REPLAY_ROWS = 10_000
 # A replayed row at zero QPS is held at this rate, so the curve's shape survives without an idle generator.
 REPLAY_FLOOR_RATE = 0.1
 WARMUP_STEP = "warmup"
+# perf_analyzer's stability rule, read at triton-inference-server/perf_analyzer@263c5f6e: a measurement is stable when
+# the max/min ratio of its last `stability_window` (3, src/inference_profiler.cc, InferenceProfiler's constructor)
+# windows' latencies is within 1 + stability_threshold (IsLatencyWindowStable); defaults in src/command_line_parser.h:
+# measurement_window_ms 5000, stability_threshold 0.1, max_trials 10. perf_analyzer also asks the windows'
+# throughputs to agree; an open-loop window's throughput is the Poisson count of our own arrivals, whose noise (about
+# 1/sqrt(requests)) says nothing about the server, so only the P99s are compared here.
+STABILITY_WINDOWS = 3
+DEFAULT_WINDOW_S = 5.0
+DEFAULT_STABILITY_PCT = 10.0
+DEFAULT_MAX_TRIALS = 10
 
 
 class PlannedStep(NamedTuple):
@@ -99,12 +111,18 @@ class LoadShape(Strict):
     def stops_early(self) -> bool:
         return False
 
-    def verdict(self, stats: StepStats, pending: HdrHistogram | None = None) -> str | None:
+    def verdict(self, stats: StepStats, pending: HdrHistogram | None = None,
+                earlier: list[StepStats] | tuple = ()) -> str | None:
         """Why the run stops after a finished step with these figures (``"<reason>: <detail>"``), or None.
 
         ``pending``: how long the step's still unanswered requests have waited so far (lower bounds of their
-        latencies)."""
+        latencies); ``earlier``: the figures of the steps before it, in order."""
         return None
+
+    @property
+    def measured_windows(self) -> int:
+        """How many of the last steps run make one measurement, reported as one step (0: each step is its own)."""
+        return 0
 
     def judge_after_s(self) -> float:
         """How long after a step ends its verdict can be final (0: a shape that is never judged)."""
@@ -177,28 +195,42 @@ class Ramp(LoadShape):
         # it has answered. Judged then, the count over the bound is the step's own, whatever the server's speed.
         return self.p99_bound_ms / 1000.0
 
-    def verdict(self, stats: StepStats, pending: HdrHistogram | None = None) -> str | None:
+    def verdict(self, stats: StepStats, pending: HdrHistogram | None = None,
+                earlier: list[StepStats] | tuple = ()) -> str | None:
         # A request still unanswered counts with its wait so far, a lower bound of its latency: the P99 so
         # computed is at most the step's own, so when it passes the bound the step's did.
-        from loadtests.recorder import new_histogram  # the loadtests extra, needed only once a run judges a step
+        return _past_bounds(stats, pending, self.p99_bound_ms, self.max_error_share)
 
-        latencies = new_histogram()
-        latencies.add(stats.latency)
-        unanswered = pending.get_total_count() if pending is not None else 0
-        if unanswered:
-            latencies.add(pending)
-        p99 = latencies.get_value_at_percentile(99) / 1000.0 if latencies.get_total_count() else None
-        # A request turned away at the server's queue bound was not served either: past the knee a bounded queue
-        # sheds load instead of letting P99 grow, so the ramp stops on the shed share.
-        done = stats.ok + stats.errors + stats.dropped + stats.rejected
-        share = (stats.errors + stats.dropped + stats.rejected) / done if done else 0.0
-        if self.p99_bound_ms > 0 and p99 is not None and p99 > self.p99_bound_ms:
-            late = (f" ({unanswered} of {stats.sent} requests unanswered, counted at their wait so far)"
-                    if unanswered else "")
-            return f"p99-bound: {'at least ' if unanswered else ''}{p99:.1f} ms > {self.p99_bound_ms:g} ms{late}"
-        if share > self.max_error_share:
-            return f"error-share: {share:.3f} > {self.max_error_share:g}"
-        return None
+
+def _p99_with_pending(stats: StepStats, pending: HdrHistogram | None) -> tuple[float | None, int]:
+    """The step's P99 (ms) counting each unanswered request at its wait so far (a lower bound of its latency, so the
+    P99 so computed is at most the step's own), and how many were unanswered."""
+    from loadtests.recorder import new_histogram  # the loadtests extra, needed only once a run judges a step
+
+    latencies = new_histogram()
+    latencies.add(stats.latency)
+    unanswered = pending.get_total_count() if pending is not None else 0
+    if unanswered:
+        latencies.add(pending)
+    p99 = latencies.get_value_at_percentile(99) / 1000.0 if latencies.get_total_count() else None
+    return p99, unanswered
+
+
+def _past_bounds(stats: StepStats, pending: HdrHistogram | None, p99_bound_ms: float,
+                 max_error_share: float) -> str | None:
+    """``p99-bound: ...`` or ``error-share: ...`` when the step passed a bound (``p99_bound_ms`` 0: none), else None."""
+    p99, unanswered = _p99_with_pending(stats, pending)
+    # A request turned away at the server's queue bound was not served either: past the knee a bounded queue
+    # sheds load instead of letting P99 grow, so the ramp stops on the shed share.
+    done = stats.ok + stats.errors + stats.dropped + stats.rejected
+    share = (stats.errors + stats.dropped + stats.rejected) / done if done else 0.0
+    if p99_bound_ms > 0 and p99 is not None and p99 > p99_bound_ms:
+        late = (f" ({unanswered} of {stats.sent} requests unanswered, counted at their wait so far)"
+                if unanswered else "")
+        return f"p99-bound: {'at least ' if unanswered else ''}{p99:.1f} ms > {p99_bound_ms:g} ms{late}"
+    if share > max_error_share:
+        return f"error-share: {share:.3f} > {max_error_share:g}"
+    return None
 
 
 class Replay(LoadShape):
@@ -248,4 +280,57 @@ class ClosedLoop(LoadShape):
         return self.users
 
 
-Shape = Annotated[Union[Steps, Ramp, Replay, ClosedLoop], Field(discriminator="kind")]
+class Stable(LoadShape):
+    """One rate, measured in windows until the last :data:`STABILITY_WINDOWS` windows' P99s lie within
+    ``stability_pct`` of each other (max/min), at most ``max_trials`` windows; a window past ``p99_bound_ms`` or
+    ``max_error_share`` ends it early (the rate is past the knee, however long it runs). The run reports each window
+    (marked discarded) and, as its one measured step, the last three windows together."""
+
+    kind: Literal["stable"] = "stable"
+    rate: float = Field(gt=0, description="Requests/s.")
+    window_s: float = Field(DEFAULT_WINDOW_S, gt=0, description="Seconds per measurement window.")
+    max_trials: int = Field(DEFAULT_MAX_TRIALS, ge=STABILITY_WINDOWS, le=MAX_RAMP_STEPS,
+                            description="Most windows before the rate is reported unstable.")
+    stability_pct: float = Field(DEFAULT_STABILITY_PCT, gt=0, description="Largest max/min spread of the last "
+                                 "three windows' P99, percent.")
+    p99_bound_ms: float = Field(0.0, ge=0, description="End after a window whose P99 exceeds this (0: none).")
+    max_error_share: float = Field(0.01, ge=0, le=1, description="End after a window with a larger error share.")
+
+    def describe(self) -> str:
+        return (f"{self.rate:g} req/s in {self.window_s:g} s windows until {STABILITY_WINDOWS} in a row have P99s "
+                f"within {self.stability_pct:g}% (at most {self.max_trials})")
+
+    def schedule(self) -> Schedule:
+        return Schedule(tuple(Step(float(self.rate), self.window_s, f"window{n:02d}@{self.rate:g}rps", False)
+                              for n in range(self.max_trials)), self.kind)
+
+    @property
+    def stops_early(self) -> bool:
+        return True
+
+    @property
+    def measured_windows(self) -> int:
+        return STABILITY_WINDOWS
+
+    def judge_after_s(self) -> float:
+        # As a ramp's: once the bound has passed, each request over it is recorded or unanswered past it.
+        return self.p99_bound_ms / 1000.0
+
+    def verdict(self, stats: StepStats, pending: HdrHistogram | None = None,
+                earlier: list[StepStats] | tuple = ()) -> str | None:
+        past = _past_bounds(stats, pending, self.p99_bound_ms, self.max_error_share)
+        if past:
+            return past
+        _, unanswered = _p99_with_pending(stats, pending)
+        if unanswered or len(earlier) < STABILITY_WINDOWS - 1:
+            return None  # a window still waiting for answers has no P99 yet
+        p99s = [w.quantile_ms(0.99) for w in [*earlier[-(STABILITY_WINDOWS - 1):], stats]]
+        if any(p is None or p <= 0 for p in p99s):
+            return None
+        if max(p99s) / min(p99s) <= 1 + self.stability_pct / 100.0:
+            return (f"stable: P99 {', '.join(f'{p:.1f}' for p in p99s)} ms in the last {STABILITY_WINDOWS} windows, "
+                    f"within {self.stability_pct:g}%")
+        return None
+
+
+Shape = Annotated[Union[Steps, Ramp, Replay, ClosedLoop, Stable], Field(discriminator="kind")]

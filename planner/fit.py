@@ -38,7 +38,8 @@ from gpufleet.contracts.autoscaling import AutoscalingSpec
 from gpufleet.contracts.calibration import (PARAMETER_NAMES, Calibration, Excluded, FitReport, Parameter, Parameters,
                                             StepFit, Threshold, Uncertainty)
 from gpufleet.contracts.profile import LatencyProfile
-from gpufleet.contracts.stress_result import HOST_CPU_SATURATED, StressResult, read_stress_result
+from gpufleet.contracts.stress_result import (
+    HOST_CPU_SATURATED, MIN_REQUESTS_FOR_P99, StressResult, read_stress_result)
 from gpufleet.contracts.triton import BatchingConfig
 from planner.capacity import CapacitySearch
 from planner.errors import PlannerInputError
@@ -48,7 +49,7 @@ from planner.uncertainty import DEFAULT_CONFIDENCE, CalibratedModel
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 REPLICATIONS = 6
 MAX_REQUESTS_PER_REPLICATION = 20_000
-MIN_OK = 200  # fewer successful requests than this give no usable P99
+MIN_OK = MIN_REQUESTS_FOR_P99  # fewer successful requests than this give no usable P99
 OVERLOADED = 0.9  # achieved / offered below this: the queue was still growing
 # Host-bound steps. The load generator fell behind: more than this share of sends left late, by enough (send lag P99
 # over this share of the step's measured P99) that its own delay is a visible part of the tail.

@@ -24,6 +24,7 @@ import pytest
 ALONE = frozenset({
     "test_closed_loop.py", "test_colocate_local.py", "test_first_deploy_local.py", "test_loadtests_ground_truth.py",
     "test_loadtests_knee.py", "test_loadtests_triton.py", "test_readme_loadtests.py", "test_serving_rollout.py",
+    "test_loadtests_calibrate.py",
 })
 
 

@@ -22,6 +22,9 @@ SCHEMA_VERSION = 1
 # host) queue for a CPU: the step measures the machine, not the model. The repository's validation run found such
 # contention by hand (docs/validation/README.md: two capacity runs disturbed by CPU-heavy work beside the server).
 HOST_CPU_SATURATED = 0.9
+# A step with fewer successful requests gives no usable P99 (its 99th percentile rests on one or two requests):
+# `planner fit` leaves such steps out, and `loadtests calibrate` sizes its measurements to hold more.
+MIN_REQUESTS_FOR_P99 = 200
 
 
 class LatencySummary(Strict):
@@ -107,7 +110,7 @@ class StressResult(Strict):
     tool: dict[str, str]
     mode: Literal["open-loop", "closed-loop"]
     arrival: Literal["poisson", "constant"] | None
-    schedule_kind: Literal["steps", "ramp", "replay", "closed-loop"]
+    schedule_kind: Literal["steps", "ramp", "replay", "closed-loop", "stable"]
     seed: int | None
     started_at: str = Field(description="ISO 8601, UTC")
     start_epoch_s: float = Field(description="Unix time of the schedule's zero")
@@ -117,7 +120,8 @@ class StressResult(Strict):
     target: Target
     steps: list[StepResult]
     stopped: dict[str, str | int | float | None] = Field(description="reason (completed, p99-bound, error-share, "
-                                                                     "interrupted) and the step it stopped at")
+                                                                     "stable, interrupted; loadtests calibrate: "
+                                                                     "width, budget) and the step it stopped at")
     locust_files: dict[str, str] = Field(default_factory=dict, description="Locust's own CSVs and JSON, beside this")
 
     def reported_steps(self) -> list[StepResult]:
