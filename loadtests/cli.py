@@ -222,7 +222,7 @@ def verify_cmd(
           "CALIBRATION refines the calibration with these runs (with the stress results it was fitted on)")
     failed = [v for v in verdicts if not v.holds]
     if failed:
-        print(f"{plural(len(failed), 'promise')} of {len(verdicts)} do not hold: " + "; ".join(
+        print(f"{len(failed)} of {plural(len(verdicts), 'promise')} {'does' if len(failed) == 1 else 'do'} not hold: " + "; ".join(
             f"{v.deployment} ({v.model}) {v.promise}" for v in failed))
         raise typer.Exit(1)
     print(f"every promise holds ({len(verdicts)})")
