@@ -5,6 +5,7 @@ before any load is sent.
 """
 from __future__ import annotations
 
+import math
 import sys
 from enum import Enum
 from pathlib import Path
@@ -187,6 +188,8 @@ def verify_cmd(
     from gpufleet.contracts.plan import read_plan
     from loadtests import verify
 
+    if not math.isfinite(band_pct):
+        raise LoadTestInputError(f"--band-pct {band_pct}: give a finite percent")
     band = band_pct / 100
     p = read_plan(plan)
     units = verify.units(p, gpu)
