@@ -24,6 +24,7 @@ from loadtests.errors import LoadTestInputError
 from gpufleet.contracts.model import default_of
 from gpufleet.contracts.stress_result import HOST_CPU_SATURATED
 from loadtests.settings import StressSettings, build, settings_error
+from loadtests.verify import PREDICTION_BAND, STEP_S as VERIFY_STEP_S, WARMUP_S as VERIFY_WARMUP_S
 
 app = typer.Typer(help="Open-loop stress runs against Triton, with Locust.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -241,6 +242,95 @@ def calibrate_cmd(
     _show(outcome.stress, outcome=False)  # the outcome is the line below
     print(outcome.line)
     print(f"wrote {plan.stress_path}" + (f" and {plan.calibration_path}" if outcome.calibration else ""))
+
+
+@app.command("verify")
+def verify_cmd(
+    plan: Annotated[Path, typer.Argument(help="Plan JSON (planner recommend --output).")],
+    host: Annotated[str, typer.Option(help="KServe v2 HTTP endpoint already serving the plan's Triton config: a "
+                                           "staging server, or `serving local --standin PROFILE --plan PLAN`.")] =
+        default_of(_S, "host"),
+    metrics_url: Annotated[Optional[str], typer.Option(help="Triton /metrics to scrape per step (default "
+                                                            "http://<host>:8002/metrics; '' for none).")] =
+        default_of(_S, "metrics_url"),
+    gpu: Annotated[Optional[str], typer.Option(help="The plan's GPU type the host stands for (needed when the plan "
+                                                    "deploys on several).")] = None,
+    standin: Annotated[bool, typer.Option("--standin", help="The host is `serving local --standin`: its instances "
+                                                            "run on the CPU by design; the instance kind is not "
+                                                            "compared with the plan's.")] = False,
+    step_duration: Annotated[float, typer.Option(min=0.1, help="Seconds per rate.")] = VERIFY_STEP_S,
+    warmup: Annotated[float, typer.Option(min=0, help="Seconds of discarded warm-up at the planned rate.")] =
+        VERIFY_WARMUP_S,
+    band_pct: Annotated[float, typer.Option(min=0, help="How far the measured P99 at the planned rate "
+                                                                  "may be from the plan's prediction, percent.")] =
+        100 * PREDICTION_BAND,
+    arrival: Annotated[Arrival, typer.Option(help="Open-loop arrival process.")] = Arrival(default_of(_S, "arrival")),
+    seed: Annotated[int, typer.Option(help="Seed of the arrival times.")] = default_of(_S, "seed"),
+    timeout_s: Annotated[float, typer.Option(help="Request timeout, seconds.")] = default_of(_S, "timeout_s"),
+    out: Annotated[Path, typer.Option(help="Folder for the stress results (one per model).")] = Path("verify"),
+) -> None:
+    """Serve-check, then drive each Deployment of PLAN open loop at its planned rate, max_rate and 1.1 x max_rate;
+    print whether each promise holds (exit 1 when one fails) and write the runs as stress results for planner fit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gpufleet.contracts.io import check_output_dir
+    from gpufleet.contracts.plan import read_plan
+    from loadtests import verify
+
+    if not math.isfinite(band_pct):
+        raise LoadTestInputError(f"--band-pct {band_pct}: give a finite percent")
+    band = band_pct / 100
+    p = read_plan(plan)
+    units = verify.units(p, gpu)
+    check_output_dir(out, "verification runs", LoadTestInputError)
+    runs = []  # (unit, deployment, target, settings): every one built and its host checked before any load
+    for unit in units:
+        for d in unit.members:
+            settings = build(model=d.model, host=host, metrics_url=metrics_url, arrival=arrival.value, seed=seed,
+                             timeout_s=timeout_s, out=out, name=verify.run_name(d),
+                             shape={"kind": "steps", "rates": verify.rates(d), "step_duration": step_duration,
+                                    "warmup": warmup})
+            verify.check_served(host, d, standin)
+            runs.append((unit, d, verify.target_ms(p, d), settings))
+    require_extra("loadtests", "loadtests")
+    from loadtests.run import run_stress
+
+    verdicts, written = [], []
+    for unit in units:
+        mine = [r for r in runs if r[0] is unit]
+        err.print(f"verify: {unit.name} at {host}, " + "; ".join(
+            f"{d.model} at {', '.join(f'{r:.1f}' for r in verify.rates(d))} req/s" for _, d, _, _ in mine) +
+            f", {step_duration:g} s each after a {warmup:g} s warm-up", highlight=False, soft_wrap=True)
+        # A shared Deployment's models share one server: they are driven at once, as they will be served.
+        with ThreadPoolExecutor(len(mine)) as pool:
+            results = list(pool.map(lambda r: run_stress(r[3]), mine))
+        for (_, d, target, settings), result in zip(mine, results):
+            written.append(settings.result_path)
+            verdicts += verify.judge(unit.name, d, target, result, band)
+    _verdicts(verdicts)
+    for path in written:
+        print(f"wrote {path}")
+    print(f"planner fit {' '.join(map(str, written))} --profile PROFILE --p99-ms {p.request.p99_ms:g} --output "
+          "CALIBRATION refines the calibration with these runs (with the stress results it was fitted on)")
+    failed = [v for v in verdicts if not v.holds]
+    if failed:
+        print(f"{len(failed)} of {plural(len(verdicts), 'promise')} {'does' if len(failed) == 1 else 'do'} not hold: " + "; ".join(
+            f"{v.deployment} ({v.model}) {v.promise}" for v in failed))
+        raise typer.Exit(1)
+    print(f"every promise holds ({len(verdicts)})")
+
+
+def _verdicts(verdicts) -> None:
+    console = stdout_console()
+    columns = [Column("deployment"), Column("model"), Column("promise"), Column("req/s", justify="right"),
+               Column("P99 ms", justify="right"), Column("predicted", justify="right"),
+               Column("target", justify="right"), Column("not served", justify="right"), Column("verdict"),
+               Column("why", prose=True)]
+    rows = [[v.deployment, v.model, v.promise, f"{v.rate:.1f}", _fmt(v.step.latency_ms.p99, ".1f"),
+             _fmt(v.predicted_ms, ".1f"), f"{v.target_ms:g}",
+             f"{v.step.rejected + v.step.errors + v.step.dropped}/{v.step.sent + v.step.dropped}",
+             "holds" if v.holds else "DOES NOT HOLD", v.why] for v in verdicts]
+    print_table(console, "Promises", columns, rows)
 
 
 @app.command("show")

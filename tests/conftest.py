@@ -23,8 +23,8 @@ import pytest
 # latency (its bounds are generous deadlines and a lower bound), so it is one of them.
 ALONE = frozenset({
     "test_closed_loop.py", "test_colocate_local.py", "test_first_deploy_local.py", "test_loadtests_ground_truth.py",
-    "test_loadtests_knee.py", "test_loadtests_triton.py", "test_readme_loadtests.py", "test_serving_rollout.py",
-    "test_loadtests_calibrate.py",
+    "test_loadtests_calibrate.py", "test_loadtests_knee.py", "test_loadtests_triton.py", "test_loadtests_verify.py",
+    "test_readme_loadtests.py", "test_serving_rollout.py",
 })
 
 
