@@ -417,8 +417,8 @@ def _show(result, outcome: bool = True) -> None:
     saturated = [s.name for s in result.reported_steps() if s.server and s.server.host_cpu_saturated]
     if saturated:
         console.print(f"Host CPU saturated (Triton's nv_cpu_utilization, all cores, {HOST_CPU_SATURATED:.0%} or more "
-                      f"on average) in {', '.join(saturated)}: the machine, not the model, set the pace there; "
-                      "planner fit leaves those steps out.", highlight=False)
+                      f"on average) in {', '.join(saturated)}: "
+                      "the whole host's CPU, the load generator's too if it shares it.", highlight=False)
     said = _outcome(result) if outcome else None
     if said:
         console.print(said, highlight=False)

@@ -226,17 +226,18 @@ def test_steps_where_the_load_generator_fell_behind_are_flagged_and_left_out(tmp
     assert any("host-bound" in w for w in cal.warnings)
 
 
-def test_steps_where_the_hosts_cpu_was_saturated_are_flagged_and_left_out(tmp_path):
-    """Issue 27, item 4: Triton's nv_cpu_utilization over a step at the saturation mark or above, though the load
-    generator kept its schedule: the step is left out like one where the generator fell behind, with the reason."""
+def test_steps_where_the_hosts_cpu_was_saturated_are_kept_and_named_in_a_warning(tmp_path):
+    """Issue 27, item 4: Triton's nv_cpu_utilization over a step at the saturation mark or above is the whole host's
+    CPU (the load generator's too on a shared host), so it flags the step, in the fit's warnings, and leaves the
+    verdict to Triton's own execution time: a step it did not inflate is kept (on two shared cores every step near
+    the knee reads saturated, and leaving them out left `loadtests calibrate` nothing to fit)."""
     profile, calm = _runs(tmp_path, TRUE_COST, cfg=CONFIGS[1], host_cpu=0.55)
     _, busy = _runs(tmp_path, TRUE_COST, cfg=CONFIGS[0], seed=8, host_cpu=HOST_CPU_SATURATED + 0.05)
     cal = fit(profile, [calm, busy], p99_ms=100.0, lag=AutoscalingSpec(scale_up_lag_s=360, ramp_per_min=0.02))
-    flagged = [e for e in cal.fit.excluded if e.reason.startswith("host-bound")]
-    assert len(flagged) == 3 and all(e.source == str(busy) for e in flagged)
-    assert "the host's CPU was 95% busy" in flagged[0].reason
-    assert {s.source for s in cal.steps} == {str(calm)}
-    assert any("host-bound" in w for w in cal.warnings)
+    assert not [e for e in cal.fit.excluded if e.reason.startswith("host-bound")]
+    assert {s.source for s in cal.steps} == {str(calm), str(busy)}
+    (warning,) = [w for w in cal.warnings if "host's CPU" in w]
+    assert f"{HOST_CPU_SATURATED:.0%} or more busy" in warning and str(busy) in warning and str(calm) not in warning
 
 
 def test_a_step_whose_server_time_inflated_is_host_bound():

@@ -19,8 +19,9 @@ SCHEMA_VERSION = 1
 # A step whose host CPU was busy this share of the time on average (Triton's nv_cpu_utilization: every core and every
 # process on the machine, 0-1; see loadtests.triton_metrics) is host-saturated. At 0.9 a 2-core host has a fifth of a
 # core idle on average, so the bursts of Triton's HTTP, batcher and backend threads (and a load generator sharing the
-# host) queue for a CPU: the step measures the machine, not the model. The repository's validation run found such
-# contention by hand (docs/validation/README.md: two capacity runs disturbed by CPU-heavy work beside the server).
+# host) queue for a CPU. The repository's validation run found such contention by hand (docs/validation/README.md:
+# two capacity runs disturbed by CPU-heavy work beside the server). The gauge is the whole host's, so a saturated step
+# is flagged (loadtests show, planner fit's warnings), not left out: Triton's own execution time decides that.
 HOST_CPU_SATURATED = 0.9
 # A step with fewer successful requests gives no usable P99 (its 99th percentile rests on one or two requests):
 # `planner fit` leaves such steps out, and `loadtests calibrate` sizes its measurements to hold more.
