@@ -262,11 +262,11 @@ def record(case_dir: Path) -> dict:
         res = read_stress_result(stress_path)
         windows = [s for s in res.steps if s.warmup]
         row.update(stopped=res.stopped.get("reason"), stopped_detail=res.stopped.get("detail"),
-                   calibrate_steps=len(res.reported_steps()), calibrate_window_s=round(sum(s.duration_s for s in windows), 1))
+                   calibrate_steps=sum("-step@" in s.name for s in res.steps), calibrate_window_s=round(sum(s.duration_s for s in windows), 1))
     steps, saturated = [], 0
     for p in capacity_paths(case_dir):
         steps += long_steps(p)
-        saturated += sum(s.host_cpu_saturated for s in read_stress_result(p).reported_steps())
+        saturated += sum(bool(s.server and s.server.host_cpu_saturated) for s in read_stress_result(p).reported_steps())
     cap, how = measured_capacity(steps, target) if steps else (None, "no capacity run")
     row.update(measured=None if cap is None else round(cap, 1), measured_how=how,
                measured_steps=[[r, round(p, 2), n] for r, p, n in sorted(steps)], host_saturated_steps=saturated)
@@ -323,7 +323,7 @@ def plot(meta: dict, path: Path) -> None:
     ax.axhline(1.0, color="grey", lw=1)
     for i, r in enumerate(rows):
         if r["ratio"] is None:
-            ax.plot([i], [1.0], "x", color="tab:red", ms=10, mew=2)
+            ax.text(i, 1.0, "no\nfigure", ha="center", va="center", color="tab:red", fontsize=8)
             continue
         lo, hi = (x / r["measured"] for x in r["interval"])
         color = "tab:red" if r["ratio"] > 1 + TOLERANCE else "tab:blue"
