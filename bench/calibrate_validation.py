@@ -52,6 +52,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -214,7 +215,8 @@ def run_calibrate(case: Case, d: Path, args, seed: int) -> dict:
         cmd = loadtests_console() + [
             "calibrate", "--model", case.key, "--profile", str(d / "profile.json"), "--p99-ms", f"{case.target_ms:g}",
             "--host", f"http://{server.http_url}", "--metrics-url", server.metrics_url, "--budget-s",
-            f"{args.budget_s:g}", "--seed", str(seed), "--out", str(d), "--name", "calibrate"]
+            f"{args.budget_s:g}", "--seed", str(seed), "--out", str(d), "--name", "calibrate",
+            *shlex.split(args.calibrate_args)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         t = time.monotonic()
         with open(d / "calibrate.log", "w") as log:
@@ -260,9 +262,11 @@ def record(case_dir: Path) -> dict:
     stress_path = case_dir / "calibrate.stress.json"
     if stress_path.exists():
         res = read_stress_result(stress_path)
-        windows = [s for s in res.steps if s.warmup]
+        # calibrate's record: each step's windows ("sNN-windowMM@...") and the step they make ("sNN-step@...").
+        windows = [s for s in res.steps if "-window" in s.name]
         row.update(stopped=res.stopped.get("reason"), stopped_detail=res.stopped.get("detail"),
-                   calibrate_steps=sum("-step@" in s.name for s in res.steps), calibrate_window_s=round(sum(s.duration_s for s in windows), 1))
+                   calibrate_steps=sum("-step@" in s.name for s in res.steps),
+                   calibrate_window_s=round(sum(s.duration_s for s in windows), 1))
     steps, saturated = [], 0
     for p in capacity_paths(case_dir):
         steps += long_steps(p)
@@ -348,6 +352,8 @@ def main() -> int:
     ap.add_argument("--capacity-step-s", type=float, default=DEFAULT_STEP_S, help="seconds per long capacity step")
     ap.add_argument("--multiples", type=float, nargs="+", default=list(DEFAULT_MULTIPLES),
                     help="capacity steps as multiples of calibrate's estimate")
+    ap.add_argument("--calibrate-args", default="", help="more options for loadtests calibrate, one string (e.g. "
+                    "'--stability-pct 20'); they are in each profile's run.json")
     ap.add_argument("--analyze-only", action="store_true", help="analyze the runs already in --out")
     ap.add_argument("--resume", action="store_true", help="keep what is already in --out; measure the rest")
     args = ap.parse_args()
@@ -355,7 +361,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
             "command": " ".join(["python", "bench/calibrate_validation.py"] + sys.argv[1:]), "seed": args.seed,
-            "budget_s": args.budget_s, "capacity_step_s": args.capacity_step_s, "multiples": args.multiples}
+            "budget_s": args.budget_s, "calibrate_args": args.calibrate_args,
+            "capacity_step_s": args.capacity_step_s, "multiples": args.multiples}
     if args.analyze_only:
         old = out / "summary.json"
         if old.exists():
