@@ -169,8 +169,8 @@ def generate(n: int, seed: int) -> list[Case]:
 def verdict(ratios: list[float | None], tolerance: float = TOLERANCE) -> dict:
     """The done-when on calibrate/measured ratios (None: no estimate or no measurement, a miss)."""
     n = len(ratios)
-    within = sum(r is not None and abs(r - 1.0) <= tolerance + EPS for r in ratios)
-    above = sum(r is not None and r > 1.0 + tolerance + EPS for r in ratios)
+    within = sum(bool(r is not None and abs(r - 1.0) <= tolerance + EPS) for r in ratios)
+    above = sum(bool(r is not None and r > 1.0 + tolerance + EPS) for r in ratios)
     missing = sum(r is None for r in ratios)
     met = n >= NEED_PROFILES and within >= math.ceil(NEED_SHARE * n) and above == 0
     return {"profiles": n, "within": within, "above": above, "missing": missing, "met": met,
@@ -272,10 +272,10 @@ def record(case_dir: Path) -> dict:
         steps += long_steps(p)
         saturated += sum(bool(s.server and s.server.host_cpu_saturated) for s in read_stress_result(p).reported_steps())
     cap, how = measured_capacity(steps, target) if steps else (None, "no capacity run")
-    row.update(measured=None if cap is None else round(cap, 1), measured_how=how,
+    row.update(measured=None if cap is None else round(float(cap), 1), measured_how=how,
                measured_steps=[[r, round(p, 2), n] for r, p, n in sorted(steps)], host_saturated_steps=saturated)
-    row["ratio"] = None if est is None or cap is None else round(est / cap, 4)
-    row["low_over_measured"] = None if "interval" not in row or cap is None else round(row["interval"][0] / cap, 4)
+    row["ratio"] = None if est is None or cap is None else round(float(est / cap), 4)
+    row["low_over_measured"] = None if "interval" not in row or cap is None else round(float(row["interval"][0] / cap), 4)
     return row
 
 

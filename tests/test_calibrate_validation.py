@@ -1,8 +1,11 @@
 """bench/calibrate_validation.py's pure pieces: the generated profiles and the verdict. No server runs here."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -77,3 +80,9 @@ def test_verdict_counts_a_missing_figure_as_a_miss():
 
 def test_verdict_needs_ten_profiles():
     assert not verdict([1.0] * 9)["met"]
+
+
+def test_verdict_is_written_as_json_from_numpy_ratios():
+    # Measured capacities come out of numpy (isotonic regression): the counts must still be plain JSON numbers.
+    v = verdict([np.float64(1.0)] * 10)
+    assert json.loads(json.dumps(v))["within"] == 10
