@@ -29,6 +29,7 @@ Every run is on loopback and bounded by its schedule.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import platform
@@ -87,20 +88,28 @@ def predict(model: ReplicaModel, cfg: BatchingConfig, rate: float, duration_s: f
     return float(np.quantile(np.concatenate(lat), 0.99) * 1000.0 + overhead_ms), float(np.mean(batch))
 
 
-def stress(standin: StandIn, cfg: BatchingConfig, rates: list[float], duration_s: float, seed: int, out: Path,
-           name: str) -> Path:
+@contextlib.contextmanager
+def served(standin: StandIn, cfg: BatchingConfig):
+    """A local Triton serving the stand-in under ``cfg`` for the ``with`` block (bench/calibrate_validation.py
+    serves its calibrate runs with it too), stopped however the block ends."""
     with tempfile.TemporaryDirectory(prefix="gpufleet-validate-") as tmp:
         standin.write(Path(tmp) / "repo", cfg)
         server = LocalTriton(Path(tmp) / "repo", extra_args=["--exit-timeout-secs=5"]).start(timeout_s=120)
         try:
-            run = StressSettings(host=f"http://{server.http_url}", model=standin.name, out=out,
-                                 metrics_url=server.metrics_url,
-                                 shape=Steps(rates=rates, step_duration=duration_s, warmup=WARMUP_S),
-                                 seed=seed, timeout_s=30, name=name)
-            run_stress(run)
-            return run.result_path
+            yield server
         finally:
             server.stop()
+
+
+def stress(standin: StandIn, cfg: BatchingConfig, rates: list[float], duration_s: float, seed: int, out: Path,
+           name: str) -> Path:
+    with served(standin, cfg) as server:
+        run = StressSettings(host=f"http://{server.http_url}", model=standin.name, out=out,
+                             metrics_url=server.metrics_url,
+                             shape=Steps(rates=rates, step_duration=duration_s, warmup=WARMUP_S),
+                             seed=seed, timeout_s=30, name=name)
+        run_stress(run)
+        return run.result_path
 
 
 def calibrate(profile, out: Path, target_ms: float):
