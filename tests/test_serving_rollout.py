@@ -6,7 +6,7 @@ version handling and HTTP path are real while the two cores stay with the load g
 import importlib.util
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 import urllib.request
 
 import pytest
@@ -120,8 +120,10 @@ def test_at_three_times_capacity_the_queue_bound_sheds_load_and_keeps_p99_within
     # The two servers start together before the runs and stop together after them (start-up and shutdown are
     # waiting, not work); the runs stay one after the other, and an idle stand-in server takes nothing from a run.
     with ThreadPoolExecutor(len(tritons)) as pool:
+        starts = [pool.submit(LocalTriton.start, triton) for triton in tritons.values()]
         try:
-            list(pool.map(LocalTriton.start, tritons.values()))
+            for start in starts:
+                start.result()
             for name, served in served_by.items():  # bounded first: its run leaves no backlog behind
                 triton = tritons[name]
                 loaded = loaded_batching(f"http://{triton.http_url}", "standin")
@@ -131,6 +133,8 @@ def test_at_three_times_capacity_the_queue_bound_sheds_load_and_keeps_p99_within
                     host=f"http://{triton.http_url}", model="standin", out=tmp_path / name / "run", shape=surge,
                     metrics_url=triton.metrics_url, timeout_s=timeout_s[name], name=name))
         finally:
+            # A server still starting when the other failed to start is killed too, not left running after the test.
+            wait(starts)
             list(pool.map(LocalTriton.kill, tritons.values()))  # their shutdown is not under test
 
     (shed,) = results["bounded"].reported_steps()
