@@ -35,7 +35,9 @@ P99_MS = 30.0
 # machine, batch 1): a run brackets the knee in two or three steps.
 FAST = ["--window-s", "1", "--max-trials", "4", "--stability-pct", "100", "--start-rate", "60", "--factor", "1.3",
         "--p99-ms", f"{P99_MS:g}"]
-WIDTH = ["--tolerance-pct", "100", "--budget-s", "40"]  # any interval from three bracketing steps is within it
+# Any interval from three stable steps is within it. The budget allows about seven steps: on two shared cores a
+# step at the knee often never settles, and a full run once fitted only two of four steps in 40 s.
+WIDTH = ["--tolerance-pct", "100", "--budget-s", "70"]
 BUDGET_S = 9.0
 BUDGET = ["--tolerance-pct", "0.1", "--budget-s", f"{BUDGET_S:g}"]  # no interval is this narrow
 
