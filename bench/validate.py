@@ -112,9 +112,15 @@ def stress(standin: StandIn, cfg: BatchingConfig, rates: list[float], duration_s
         return run.result_path
 
 
+STANDIN_NAME = "standin"  # the model name the stand-in serves (and the runs record)
+
+
 def calibrate(profile, out: Path, target_ms: float):
     paths = sorted(out.glob("calibration-*.stress.json"))
-    cal = fit(profile, paths, p99_ms=target_ms, lag=AutoscalingSpec(scale_up_lag_s=360, ramp_per_min=0.02))
+    # The runs are of the stand-in, which serves this profile's timing under its own name; planner fit refuses a run
+    # of one model fitted with another's profile, so the profile is given the stand-in's name.
+    served = profile.model_copy(update={"model": STANDIN_NAME})
+    cal = fit(served, paths, p99_ms=target_ms, lag=AutoscalingSpec(scale_up_lag_s=360, ramp_per_min=0.02))
     write_calibration(cal, out / "calibration.json")
     return cal
 
@@ -246,7 +252,7 @@ def main() -> int:
         return 0
     profile = read_profile(args.standin)
     write_profile(profile, out / "profile.json")
-    standin = StandIn("standin", profile)
+    standin = StandIn(STANDIN_NAME, profile)
     raw = ReplicaModel.from_profile(profile)
     meta = {"date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
             "command": " ".join(["python", "bench/validate.py"] + sys.argv[1:]), "step_seconds": args.duration,
