@@ -118,7 +118,8 @@ def unit_rules(plan: Plan, namespace: str, deployment: str, unit: list[Deploymen
             f"{d.model} on {deployment}: a replica's P99 is over the plan's {_num(target)} ms",
             f"Triton's P99 for {d.model} on one pod of {deployment} ({d.gpu}) stayed over the plan's target "
             f"{_num(target)} ms for {w}. The plan predicted P99 {_num(d.predicted.p99_ms)} ms at "
-            f"{_num(d.rate_per_replica)} req/s per replica, and holds the target up to {_num(d.autoscaling.max_rate_per_replica)}.",
+            f"{_num(d.rate_per_replica)} req/s per replica, and holds the target up to "
+            f"{_num(d.autoscaling.max_rate_per_replica)}.",
             "If TritonRateOverPlannedCapacity fires too, the traffic outgrew the plan: re-plan at the observed peak. "
             "If the rate is within the plan, the service got slower (model version, driver, noisy neighbour, node): "
             "compare the pod with its peers, then refit the calibration (planner fit) and re-plan."))
@@ -131,8 +132,9 @@ def unit_rules(plan: Plan, namespace: str, deployment: str, unit: list[Deploymen
             w, deployment, d, plan,
             f"{d.model} on {deployment}: per-replica rate over the plan's capacity",
             f"Each replica of {deployment} serves more {d.model} requests than max_rate_per_replica "
-            f"{_num(d.autoscaling.max_rate_per_replica)} req/s, where the plan's simulated P99 reaches {_num(target)} ms. The "
-            f"HPA should have scaled at {_num(d.autoscaling.target_rate_per_replica)}: it lags (GPU nodes take minutes) or "
+            f"{_num(d.autoscaling.max_rate_per_replica)} req/s, where the plan's simulated P99 reaches {_num(target)} "
+            f"ms. The HPA should have scaled at {_num(d.autoscaling.target_rate_per_replica)}: it lags (GPU nodes take "
+            f"minutes) or "
             f"is at max_replicas {d.autoscaling.max_replicas}.",
             "Check TritonHpaAtMaxReplicas and the HPA's events (kubectl describe hpa). At max: re-plan at the observed "
             "peak (planner recommend) and raise the pools. Lagging: re-plan with the observed ramp (a calibration's "

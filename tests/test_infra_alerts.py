@@ -26,7 +26,8 @@ import yaml
 from gpufleet.contracts.plan import read_plan
 from infra.alerts import alert_groups
 from infra.settings import ROOT, settings_from_config, stack_file_config
-from infra.triton import app_name
+from infra.alerts import p99_target_ms
+from infra.triton import MIX_NAME, app_name, unit_name
 
 PROMTOOL_INSTALL = "apt-get install -y --no-install-recommends prometheus"
 METRICS_SAMPLE = Path(__file__).parent / "data" / "triton" / "metrics-summary.txt"
@@ -47,6 +48,13 @@ def dev():
     settings = settings_from_config(stack_file_config("dev"), "dev")
     plan = read_plan(ROOT / settings.plan_path)
     return settings, plan, alert_groups(plan, settings.namespace, app_name(plan.deployments[0].model))
+
+
+@pytest.fixture(scope="module")
+def mix():
+    settings = settings_from_config(stack_file_config("dev"), "dev")
+    plan = read_plan(ROOT / "infra" / "plans" / "mix.plan.json")
+    return settings, plan, alert_groups(plan, settings.namespace, app_name(MIX_NAME))
 
 
 def triton_labels(family: str, **extra: str) -> list[str]:
@@ -130,7 +138,7 @@ def test_p99_over_the_plans_target_fires_and_within_it_is_quiet(promtool, dev, t
         d = deployment_of(plan, rule)
         name = triton_series(settings, rule["labels"]["deployment"], d.model, "nv_inference_request_summary_us",
                              quantile="0.99")
-        target_us = plan.request.p99_ms * 1000
+        target_us = p99_target_ms(plan, d.model) * 1000
         loud = [{"series": name, "values": f"{target_us * 1.2!r}x80"}]
         quiet = [{"series": name, "values": f"{target_us * 0.9!r}x80"}]
         s = scrape(settings, rule["labels"]["deployment"])
@@ -145,7 +153,7 @@ def test_rate_per_replica_over_max_rate_fires_and_under_it_is_quiet(promtool, de
         d = deployment_of(plan, rule)
         dep = rule["labels"]["deployment"]
         name = triton_series(settings, dep, d.model, "nv_inference_request_success")
-        other = triton_series(settings, dep, d.model, "nv_inference_request_success").replace(POD_SUFFIX, "-5d8f9c7b6d-q7wz2")
+        other = name.replace(POD_SUFFIX, "-5d8f9c7b6d-q7wz2")
         top = d.autoscaling.max_rate_per_replica
         # Two replicas, the average over the HPA's window past max_rate: the plan's capacity is exceeded.
         loud = [{"series": name, "values": counter(top * 1.25, interval, 80)},
@@ -188,8 +196,9 @@ def test_queue_rejections_fire_and_none_is_quiet(promtool, dev, tmp_path):
         flat = {r: {"series": s, "values": "0x80"} for r, s in by_reason.items()}
         # Two requests a second turned away by the queue policy's timeout; the quiet case fails some for other
         # reasons (a backend error is not the queue's doing).
-        loud = [ok, *{**flat, "REJECTED": {"series": by_reason["REJECTED"], "values": counter(2, interval, 80)}}.values()]
-        quiet = [ok, *{**flat, "BACKEND": {"series": by_reason["BACKEND"], "values": counter(2, interval, 80)}}.values()]
+        failing = {r: {"series": s, "values": counter(2, interval, 80)} for r, s in by_reason.items()}
+        loud = [ok, *{**flat, "REJECTED": failing["REJECTED"]}.values()]
+        quiet = [ok, *{**flat, "BACKEND": failing["BACKEND"]}.values()]
         check(promtool, tmp_path, groups, rule, loud, quiet,
               dict(namespace=settings.namespace, service=dep), interval, "15m")
 
@@ -234,7 +243,8 @@ def test_gpu_far_under_the_predicted_utilization_for_an_hour_fires_and_near_it_i
         d = next(x for x in plan.deployments if rule["labels"]["gpu"] == x.gpu)
         pod = scrape(settings, dep)["pod"]
         dcgm = {"gpu": "0", "UUID": "GPU-3f1c2a77-0b5e-4c1d-9a43-5c7e1d2b9f10", "device": "nvidia0",
-                "modelName": "Tesla T4", "Hostname": "ip-10-40-12-7.ec2.internal", "DCGM_FI_DRIVER_VERSION": "570.133.20",
+                "modelName": "Tesla T4", "Hostname": "ip-10-40-12-7.ec2.internal",
+                "DCGM_FI_DRIVER_VERSION": "570.133.20",
                 # The exporter's own labels for the GPU's pod, renamed by a scrape that does not honour labels.
                 "exported_pod": pod, "exported_namespace": settings.namespace, "exported_container": "tritonserver",
                 # The scrape's target labels: the exporter's pod.
@@ -261,6 +271,33 @@ def test_every_rule_carries_the_plans_figures_and_a_runbook(dev):
         a = r["annotations"]
         assert a["runbook"] and a["summary"] and a["description"]
         assert a["deployment"] == r["labels"]["deployment"] and a["model"] == d.model
-        assert float(a["p99_target_ms"]) == plan.request.p99_ms
+        assert float(a["p99_target_ms"]) == p99_target_ms(plan, d.model) == plan.request.p99_ms
         assert float(a["max_rate_per_replica"]) == d.autoscaling.max_rate_per_replica
         assert float(a["predicted_utilization"]) == d.predicted.utilization
+
+
+def test_a_mix_alerts_each_model_at_its_own_p99_target(promtool, mix, tmp_path):
+    """In a mix, each model keeps its own target (MixPlan.models[].p99_ms): a model with a looser target than the
+    tightest stays quiet at a P99 the tightest would call late."""
+    settings, plan, groups = mix
+    interval = plan.autoscaling.scrape_interval_s
+    own = {m.model: m.p99_ms for m in plan.mix.models}
+    assert len(set(own.values())) > 1
+    rules = rules_named(groups, "TritonP99OverTarget")
+    assert sorted(r["labels"]["model"] for r in rules) == sorted(own)
+    for rule in rules:
+        dep, model = rule["labels"]["deployment"], rule["labels"]["model"]
+        name = triton_series(settings, dep, model, "nv_inference_request_summary_us", quantile="0.99")
+        loud = [{"series": name, "values": f"{own[model] * 1000 * 1.2!r}x80"}]
+        quiet = [{"series": name, "values": f"{own[model] * 1000 * 0.9!r}x80"}]
+        s = scrape(settings, dep)
+        check(promtool, tmp_path, groups, rule, loud, quiet,
+              dict(namespace=s["namespace"], service=dep, pod=s["pod"]), interval, "15m")
+
+
+def test_a_shared_deployment_has_one_hpa_and_one_gpu_rule(mix):
+    """The HPA and the GPU belong to the Deployment, not to each model it serves: one rule each per Deployment."""
+    _, plan, groups = mix
+    deployments = sorted(unit_name(app_name(MIX_NAME), u) for u in plan.units())
+    for alert in ("TritonHpaAtMaxReplicas", "GpuUnderPredictedUtilization"):
+        assert sorted(r["labels"]["deployment"] for r in rules_named(groups, alert)) == deployments
