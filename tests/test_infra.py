@@ -230,6 +230,24 @@ def test_the_plans_alert_rules_are_selected_by_the_charts_rule_selector(stack):
         assert spec["ruleNamespaceSelector"] == {} or m["metadata"]["namespace"] == release["namespace"]
 
 
+def test_the_prometheus_rule_is_admitted_by_the_operators_crd_schema(stack):
+    """The API server admits a PrometheusRule by its CRD's OpenAPI schema (prometheus-operator v0.83.0, the chart's
+    operator; tests/data/prometheus-operator): kubernetes-validate carries no custom resource's schema."""
+    import jsonschema  # kubernetes-validate's own dependency
+
+    _, _, records = stack
+    crd = yaml.safe_load((DATA / "prometheus-operator" / "monitoring.coreos.com_prometheusrules-v0.83.0.yaml")
+                         .read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    validator = jsonschema.Draft7Validator(version["schema"]["openAPIV3Schema"])
+    rules = [m for m in manifests(records) if m["kind"] == "PrometheusRule"]
+    assert rules
+    for m in rules:
+        assert m["apiVersion"] == f"{crd['spec']['group']}/v1" and m["kind"] == crd["spec"]["names"]["kind"]
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(m)]
+        assert not errors, errors
+
+
 def test_the_rendered_alert_rules_are_the_plans(stack):
     """The PrometheusRule holds what the pure function makes of this stack's plan, for the Triton pods it deploys."""
     settings, plan, records = stack
