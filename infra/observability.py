@@ -13,6 +13,9 @@ from infra.settings import StackSettings
 from infra.storage import GP3_CLASS
 
 NAMESPACE = "monitoring"
+# kube-prometheus-stack's Helm release. The chart's Prometheus selects ServiceMonitors and PrometheusRules carrying
+# ``release: <this>`` (its *SelectorNilUsesHelmValues defaults; see infra.alerts.PlanAlerts).
+PROMETHEUS_RELEASE = "monitoring"
 
 
 def adapter_rules(spec: AutoscalingSpec) -> list[dict]:
@@ -67,7 +70,8 @@ class Observability(pulumi.ComponentResource):
         after_cluster = pulumi.ResourceOptions(parent=self, provider=cluster.provider,
                                                depends_on=[*cluster.ready, ns])
         retention = "30d" if settings.environment == "prod" else "7d"
-        self.prometheus = k8s.helm.v3.Release(f"{name}-kube-prometheus-stack", name="monitoring", namespace=NAMESPACE,
+        self.prometheus = k8s.helm.v3.Release(f"{name}-kube-prometheus-stack", name=PROMETHEUS_RELEASE,
+                            namespace=NAMESPACE,
                             chart="kube-prometheus-stack", version="75.15.1",
                             repository_opts={"repo": "https://prometheus-community.github.io/helm-charts"},
                             values={
@@ -89,7 +93,8 @@ class Observability(pulumi.ComponentResource):
         k8s.helm.v3.Release(f"{name}-dcgm-exporter", name="dcgm-exporter", namespace=NAMESPACE,
                             chart="dcgm-exporter", version="4.1.1",
                             repository_opts={"repo": "https://nvidia.github.io/dcgm-exporter/helm-charts"},
-                            values={"serviceMonitor": {"enabled": True, "additionalLabels": {"release": "monitoring"}},
+                            values={"serviceMonitor": {"enabled": True,
+                                                       "additionalLabels": {"release": PROMETHEUS_RELEASE}},
                                     "nodeSelector": {"nvidia.com/gpu.present": "true"},
                                     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
                                                      "effect": "NoSchedule"}]},

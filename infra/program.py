@@ -9,6 +9,7 @@ import pulumi
 from gpufleet.contracts.autoscaling import HPA_SYNC_S, HPA_TOLERANCE
 from gpufleet.contracts.plan import Plan, read_plan
 from gpufleet.errors import ContractError
+from infra.alerts import PlanAlerts
 from infra.cluster import Cluster
 from infra.edge import Edge, hosted_zone
 from infra.gpu_pools import SAVINGS_PLAN_PAYMENT, GpuNodePools
@@ -68,6 +69,7 @@ def build(settings: StackSettings, plan: Plan) -> dict:
     edge = Edge(name, settings, cluster, network, zone)
     triton = TritonService(f"{name}-{settings.model_name}", settings, cluster, storage, plan, pools, observability,
                            edge)
+    PlanAlerts(f"{name}-alerts", plan, settings.namespace, triton.app, cluster, observability)
     outputs = {"cluster_name": cluster.eks.name, "models_bucket": storage.models.bucket, "endpoint": triton.endpoint,
                "gpu_node_groups": sorted(f"{g}/{c}" + (f"/{p}" if p else "") for g, c, p in pools.groups),
                "commitments": [{"savings_plan": "EC2Instance", "instance_family": c.instance_family, "term": c.term,

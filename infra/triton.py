@@ -23,7 +23,7 @@ from infra.cluster import Cluster
 from infra.edge import Edge
 from infra.gpu_pools import GPU_LABEL, GpuNodePools, canary_gpu, canary_replicas, gpu_resource
 from infra.iam import irsa_trust, role
-from infra.observability import NAMESPACE as MONITORING_NAMESPACE, Observability
+from infra.observability import NAMESPACE as MONITORING_NAMESPACE, PROMETHEUS_RELEASE, Observability
 from infra.settings import StackSettings
 from infra.storage import StorageTiers
 
@@ -80,6 +80,18 @@ SKIP_AWAIT = "pulumi.com/skipAwait"
 # would wait out its 10 minutes and fail the run, and a Service awaiter fails on any selected pod that is running but
 # unready (its notReadyAddresses: await/service.go:318-363,411-425). Readiness is the probes' and the ALB's business.
 UNTIL_THE_MODEL = {SKIP_AWAIT: "true"}
+# Triton's per-model latency summaries, which the P99 alert reads (infra.alerts). Off by default: core@r25.01
+# src/metric_model_reporter.h (latency_summaries_enabled_ = false), turned on by the global metrics setting
+# summary_latencies=true (src/metric_model_reporter.cc ParseConfig), given as --metrics-config=<setting>=<value>
+# (server@r25.01 src/command_line_parser.cc ParseMetricsConfigOption). Histograms are no alternative at this version:
+# histogram_latencies=true adds only the first-response histogram of decoupled models (InitializeHistograms). The
+# quantiles are set here, not left to Triton's default list, so the one the rule selects is always exported; pairs
+# <quantile>:<error> separated by ',' (ParseQuantiles). Each is over a sliding minute (prometheus-cpp v1.0.1 Summary
+# defaults, Triton's pin in triton-inference-server/third_party@r25.01). The request summary is left out when the
+# response cache is on (InitializeSummaries); the plan's configs never turn it on.
+P99_QUANTILE = "0.99"
+METRICS_ARGS = ["--metrics-config=summary_latencies=true",
+                f"--metrics-config=summary_quantiles=0.5:0.05,0.9:0.01,{P99_QUANTILE}:0.001"]
 PORTS = [{"name": "http", "containerPort": 8000}, {"name": "grpc", "containerPort": 8001},
          {"name": "metrics", "containerPort": 8002}]
 
@@ -92,6 +104,11 @@ def _weighted(backends: list[tuple[str, float]]) -> list[dict]:
     total = sum(w for _, w in backends)
     return [{"serviceName": svc, "servicePort": "8000", "weight": max(1, int(round(ALB_MAX_WEIGHT * w / total)))}
             for svc, w in backends]
+
+
+def app_name(model: str) -> str:
+    """The ``app`` label of a stack's Triton pods, and the prefix of its Deployments' names."""
+    return f"triton-{model}"
 
 
 def unit_name(app: str, unit) -> str:
@@ -144,7 +161,7 @@ class TritonService(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpufleet:triton:TritonService", name, None, opts)
         model, ns = settings.model_name, settings.namespace
-        app = f"triton-{model}"
+        app = self.app = app_name(model)
         models = sorted({d.model for d in plan.deployments})
         prefixes = [model_prefix(settings.environment, m) for m in models]
         mixed = plan.mix is not None
@@ -275,7 +292,7 @@ class TritonService(pulumi.ComponentResource):
         self.endpoint = edge.endpoint(hostname)
         k8s.apiextensions.CustomResource(f"{app}-monitor", api_version="monitoring.coreos.com/v1",
                                          kind="ServiceMonitor", metadata={"name": app, "namespace": ns,
-                                                                          "labels": {"release": "monitoring"}}, spec={
+                                                                          "labels": {"release": PROMETHEUS_RELEASE}}, spec={
             "selector": {"matchLabels": {"app": app, SCRAPE_LABEL: "true"}},
             "endpoints": [{"port": "metrics", "interval": plan.autoscaling.scrape_interval(), "path": "/metrics"}]},
             opts=pulumi.ResourceOptions(parent=self, provider=cluster.provider,
@@ -391,7 +408,7 @@ class TritonService(pulumi.ComponentResource):
                     "args": [*(r.apply(lambda r: f"--model-repository={r}") for r in repos), "--model-control-mode=poll",
                              f"--repository-poll-secs={REPOSITORY_POLL_S}", "--strict-readiness=true",
                              "--exit-on-error=false", f"--exit-timeout-secs={TRITON_EXIT_S}",
-                             "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"],
+                             "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002", *METRICS_ARGS],
                     "command": ["tritonserver"],
                     "ports": PORTS,
                     # Keep serving while the load balancer stops sending here; Triton's SIGTERM comes after.

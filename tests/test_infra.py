@@ -1,5 +1,7 @@
 """The Pulumi stacks under mocks: what each environment builds, sized by its plan, and valid Kubernetes."""
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +15,10 @@ from infra.gpu_pools import CAPACITY_LABEL, GPU_LABEL, capacity_group  # noqa: E
 from infra.preview import manifests, preview, releases  # noqa: E402
 from infra.program import load_plan  # noqa: E402
 from infra.settings import ROOT, InfraInputError, settings_from_config, stack_file_config  # noqa: E402
+from infra.alerts import alert_groups  # noqa: E402
 from infra.triton import quantity  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module", params=["dev", "prod"])
@@ -202,11 +207,89 @@ def test_observability_and_adapter_serve_the_hpa_metric(stack):
     assert len(dashboards) == 2
 
 
+def test_the_plans_alert_rules_are_selected_by_the_charts_rule_selector(stack):
+    """kube-prometheus-stack's operator loads a PrometheusRule only where the Prometheus it renders selects it: the
+    chart's template and defaults at the pinned version (tests/data/kube_prometheus_stack_75.15.1_rule_selector.json)
+    with the values the stack gives, evaluated here as Helm would."""
+    _, _, records = stack
+    chart = json.loads((DATA / "kube_prometheus_stack_75.15.1_rule_selector.json").read_text())
+    (release,) = [r for r in releases(records) if r["chart"] == "kube-prometheus-stack"]
+    assert release["version"] == "75.15.1"
+    spec = {**chart["defaults"], **release["values"]["prometheus"]["prometheusSpec"]}
+    # {{- if ruleSelector }} ... {{- else if ruleSelectorNilUsesHelmValues }} matchLabels release ... {{ else }} {}
+    selector = spec["ruleSelector"] or ({"matchLabels": {"release": release["name"]}}
+                                        if spec["ruleSelectorNilUsesHelmValues"] else {})
+    rules = [m for m in manifests(records) if m["kind"] == "PrometheusRule"]
+    assert rules, "the stack renders no PrometheusRule"
+    for m in rules:
+        labels = m["metadata"].get("labels") or {}
+        assert set(selector) <= {"matchLabels"} and all(
+            labels.get(k) == v for k, v in selector.get("matchLabels", {}).items()), (labels, selector)
+        # An empty ruleNamespaceSelector ({}, the chart's rendering when unset) selects every namespace; anything
+        # else: the rule must sit where it selects, which only Prometheus' own namespace is sure to be.
+        assert spec["ruleNamespaceSelector"] == {} or m["metadata"]["namespace"] == release["namespace"]
+
+
+def test_the_prometheus_rule_is_admitted_by_the_operators_crd_schema(stack):
+    """The API server admits a PrometheusRule by its CRD's OpenAPI schema (prometheus-operator v0.83.0, the chart's
+    operator; tests/data/prometheus-operator): kubernetes-validate carries no custom resource's schema."""
+    import jsonschema  # kubernetes-validate's own dependency
+
+    _, _, records = stack
+    crd = yaml.safe_load((DATA / "prometheus-operator" / "monitoring.coreos.com_prometheusrules-v0.83.0.yaml")
+                         .read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    validator = jsonschema.Draft7Validator(version["schema"]["openAPIV3Schema"])
+    rules = [m for m in manifests(records) if m["kind"] == "PrometheusRule"]
+    assert rules
+    for m in rules:
+        assert m["apiVersion"] == f"{crd['spec']['group']}/v1" and m["kind"] == crd["spec"]["names"]["kind"]
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(m)]
+        assert not errors, errors
+
+
+def test_the_rendered_alert_rules_are_the_plans(stack):
+    """The PrometheusRule holds what the pure function makes of this stack's plan, for the Triton pods it deploys."""
+    settings, plan, records = stack
+    objs = manifests(records)
+    apps = {d["metadata"]["labels"]["app"] for d in objs if d["kind"] == "Deployment"
+            and d["metadata"]["name"].startswith("triton-")}
+    (app,) = apps
+    rules = [m for m in objs if m["kind"] == "PrometheusRule"]
+    assert [g for m in rules for g in m["spec"]["groups"]] == alert_groups(plan, settings.namespace, app)
+
+
+def test_triton_exports_the_p99_summary_the_alert_reads(stack):
+    """Every Triton container turns on the latency summaries with the quantile the P99 rule selects, parsed as
+    tritonserver parses them (server@r25.01 src/command_line_parser.cc ParseMetricsConfigOption: <setting>=<value>;
+    core@r25.01 src/metric_model_reporter.cc ParseConfig/ParseQuantiles: summary_latencies=true, pairs split on ','
+    then ':'). The quantile label must be spelled as Triton prints it (tests/data/triton/metrics-summary.txt)."""
+    _, _, records = stack
+    objs = manifests(records)
+    p99 = [r for m in objs if m["kind"] == "PrometheusRule" for g in m["spec"]["groups"] for r in g["rules"]
+           if r["alert"] == "TritonP99OverTarget"]
+    assert p99
+    wanted = {re.search(r'(nv_inference_\w+)\{[^}]*quantile="([^"]+)"', r["expr"]).groups() for r in p99}
+    printed = set(re.findall(r'^(nv_inference_\w+)\{[^}]*quantile="([^"]+)"',
+                             (DATA / "triton" / "metrics-summary.txt").read_text(), re.M))
+    assert wanted <= printed, (wanted, printed)
+    tritons = [c for d in objs if d["kind"] == "Deployment" for c in d["spec"]["template"]["spec"]["containers"]
+               if c["name"] == "tritonserver"]
+    assert tritons
+    for c in tritons:
+        config = dict(a.removeprefix("--metrics-config=").split("=", 1) for a in c["args"]
+                      if a.startswith("--metrics-config="))
+        assert config.get("summary_latencies") == "true", c["args"]
+        quantiles = {float(pair.split(":")[0]) for pair in config.get("summary_quantiles", "").split(",") if pair}
+        assert {float(q) for _, q in wanted} <= quantiles, c["args"]
+
+
 def test_every_kubernetes_object_validates_strictly(stack):
     _, _, records = stack
     objs = manifests(records)
     verdicts = {(m["kind"], m["metadata"]["name"]): validate_manifest(m) for m in objs}
-    assert all(v is None for (kind, _), v in verdicts.items() if kind not in ("HTTPRoute", "ServiceMonitor")), \
+    assert all(v is None for (kind, _), v in verdicts.items()
+               if kind not in ("HTTPRoute", "ServiceMonitor", "PrometheusRule")), \
         {k: v for k, v in verdicts.items() if v}
     # Whole numbers are integers again (the mock monitor returns floats).
     assert all(isinstance(m["spec"]["replicas"], int) for m in objs if m["kind"] == "Deployment"
@@ -235,7 +318,7 @@ def test_a_plan_for_another_region_or_model_is_refused(tmp_path):
 def test_render_writes_valid_manifests_and_a_summary(tmp_path, capsys):
     assert infra_main(["render", "--stack", "prod", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "policy violations: 0" in out and "CRDs not schema-checked: ServiceMonitor" in out
+    assert "policy violations: 0" in out and "CRDs not schema-checked: PrometheusRule, ServiceMonitor" in out
     docs = list(yaml.safe_load_all((tmp_path / "prod/manifests.yaml").read_text()))
     assert {d["kind"] for d in docs} >= {"Deployment", "Service", "HorizontalPodAutoscaler",
                                          "DaemonSet", "StorageClass", "Ingress", "ServiceMonitor"}

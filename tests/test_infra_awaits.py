@@ -80,12 +80,13 @@ AWAITED = {
                       f"{PK}:provider/pkg/await/awaiters.go:431-462"),
 }
 # Kinds this stack creates that are immediate: listed with no await in awaiters.go:184-243 (ConfigMap, RBAC,
-# StorageClass), or absent from it (HPA autoscaling/v2, PDB, NetworkPolicy, Namespace, ServiceMonitor: a custom
-# resource), so immediate by overrides.go:113-115. A Namespace is Active on creation.
+# StorageClass), or absent from it (HPA autoscaling/v2, PDB, NetworkPolicy, Namespace, ServiceMonitor and
+# PrometheusRule: custom resources), so immediate by overrides.go:113-115. A Namespace is Active on creation.
 IMMEDIATE = {"v1/ConfigMap", "v1/Namespace", "rbac.authorization.k8s.io/v1/ClusterRole",
              "rbac.authorization.k8s.io/v1/ClusterRoleBinding", "storage.k8s.io/v1/StorageClass",
              "autoscaling/v2/HorizontalPodAutoscaler", "policy/v1/PodDisruptionBudget",
-             "networking.k8s.io/v1/NetworkPolicy", "monitoring.coreos.com/v1/ServiceMonitor"}
+             "networking.k8s.io/v1/NetworkPolicy", "monitoring.coreos.com/v1/ServiceMonitor",
+             "monitoring.coreos.com/v1/PrometheusRule"}
 # helm.sh/v3 Release: Helm's own wait (client.Wait = !skipAwait) with a 300 s default timeout
 # (provider/pkg/provider/helm_release.go:63-64,428-441,606-612), over the chart's rendered objects only: Deployments
 # (Ready replicas >= replicas - maxUnavailable), DaemonSets (Ready >= desired - maxUnavailable), StatefulSets, PVCs
@@ -112,7 +113,7 @@ RELEASE_RULE = Rule("the chart's pods Ready on nodes that exist (Helm's wait, 30
 # 4. Pods run only on nodes that have joined; a workload on the system nodes is ready in time only if it is created
 #    after them (and the CNI add-on); GPU node groups start at the plan's minimum (possibly 0), and a DaemonSet with no
 #    node to run on is ready at once (rule above).
-# 5. HPAs, PDBs, ServiceMonitors, ConfigMaps and Namespaces are ready on creation (immediate, above).
+# 5. HPAs, PDBs, ServiceMonitors, PrometheusRules, ConfigMaps and Namespaces are ready on creation (immediate, above).
 SYSTEM_POOL_LABEL = ("gpufleet.io/pool", "system")
 ALB_CONTROLLER_CHART = "aws-load-balancer-controller"
 CERTIFICATE_ARN = "alb.ingress.kubernetes.io/certificate-arn"

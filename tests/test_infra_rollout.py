@@ -91,9 +91,9 @@ def test_creation_order_follows_what_each_resource_needs(built):
     for release in of(records, RELEASE):
         assert graph.waits_for((release.type, release.name), system_nodes), release.name
         assert graph.waits_for((release.type, release.name), ebs), release.name
-    # The ServiceMonitor CRD comes with kube-prometheus-stack: its objects wait for it.
+    # The ServiceMonitor and PrometheusRule CRDs come with kube-prometheus-stack: their objects wait for it.
     for monitor in [r for r in records if r.type.endswith(":CustomResource") and
-                    r.inputs.get("kind") == "ServiceMonitor"]:
+                    r.inputs.get("kind") in ("ServiceMonitor", "PrometheusRule")]:
         assert graph.waits_for((monitor.type, monitor.name), prometheus), monitor.name
     dcgm = _key(records, RELEASE, "dcgm-exporter")
     assert graph.waits_for(dcgm, prometheus)  # its chart renders a ServiceMonitor
