@@ -60,15 +60,43 @@ def _cpu_lock(run_id: str, alone: bool):
         yield
 
 
+# The exclusive hold of the real-time file running on this worker: taken at its first test, given back after its
+# last (pytest's ``nextitem``), so the other worker waits once per file, not once per test. Each wait lasts until
+# the other worker's current test ends, one core idle meanwhile: per test, they added up to over a minute.
+_held_alone: contextlib.ExitStack | None = None
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """Setup, call and teardown (so module fixtures' servers too) inside the CPU lock, when xdist runs workers."""
+    global _held_alone
     run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
     if run_id is None:
         yield
         return
-    with _cpu_lock(run_id, item.path.name in ALONE):
+    if item.path.name not in ALONE:
+        with _cpu_lock(run_id, alone=False):
+            yield
+        return
+    if _held_alone is None:
+        _held_alone = contextlib.ExitStack()
+        _held_alone.enter_context(_cpu_lock(run_id, alone=True))
+    try:
         yield
+    finally:
+        if nextitem is None or nextitem.path != item.path:
+            _held_alone.close()
+            _held_alone = None
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Under xdist, the real-time files first: while they run, the other worker waits for the exclusive hold and
+    loses nothing (the file holding it has both cores), whereas one that comes due beside CPU-bound tests idles a
+    core until the test running there ends. The rest keep their order. The scheduler keeps this order only with
+    ``--no-loadscope-reorder`` (pyproject's addopts); by default it sorts files by their number of tests."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return
+    items.sort(key=lambda item: item.path.name not in ALONE)  # stable: each group keeps collection order
 
 
 def pytest_configure(config):
