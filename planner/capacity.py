@@ -22,6 +22,11 @@ TIE_TOLERANCE = 0.01
 # A heavy-traffic tail for the batch queue: P99 wait ~ ln(100)/2 mean service times per unit of rho/(1-rho),
 # the M/D/1 tail being about half the M/M/1 one. Used only to rank candidates before simulation.
 TAIL_FACTOR = math.log(100.0) / 2.0
+# The most of a replica's requests that the queue bound the plan writes (queue_bound) may turn away at any rate up to
+# its capacity. The error share the serving teams watch is under 0.1% (issue 28); a refusal is an error to the
+# client, so the planner's own share stays within it. (loadtests verify tolerates 1% not served per step, its
+# MAX_UNSERVED_SHARE: that is the P99 arithmetic, more than 1% lost and the 99th percentile is lost too.)
+REFUSED_SHARE_MAX = 0.001
 
 
 @dataclass(frozen=True)
