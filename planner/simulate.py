@@ -405,35 +405,6 @@ class Workload:
         return None if res.quantile_ms(P99) / 1000.0 > bound_s else res
 
 
-def refused_by_queue_policy(res: SimResult, arrivals_s: np.ndarray, cfg: BatchingConfig) -> np.ndarray:
-    """Which of ``res``'s requests (those after warm-up; ``arrivals_s`` is the whole run's) Triton's queue policy in
-    ``cfg`` (``max_queue_size``, ``queue_timeout_microseconds`` with REJECT) would turn away, judged on the run
-    without the policy.
-
-    Triton core (triton-inference-server/core at 84868f1, identical to r24.10 = server 2.51.0, the one
-    nvidia-pytriton 0.7.0 bundles, in these files: src/scheduler_utils.cc, src/dynamic_batch_scheduler.cc):
-    ``PolicyQueue::Enqueue`` refuses a request that finds ``max_queue_size`` requests queued (arrived, not yet taken
-    into a batch; a batch is taken only when an instance is free, since a queue policy turns off prefetching:
-    ``PriorityQueue`` ``support_prefetching_``), and stamps the others with enqueue time + timeout;
-    ``ApplyPolicy`` (called by ``GetDynamicBatch`` as it forms a batch) and ``RejectTimeoutRequests`` refuse a
-    request whose stamp has passed. So a request is refused when its wait from arrival to its batch's start
-    exceeds the timeout. Judged on the run without the policy, the count is conservative: every refusal shortens
-    the queue behind it."""
-    first = len(arrivals_s) - len(res.queue_s)
-    refused = np.zeros(len(res.queue_s), dtype=bool)
-    if cfg.queue_timeout_microseconds:
-        refused |= res.queue_s > cfg.queue_timeout_microseconds * 1e-6
-    if cfg.max_queue_size:
-        arrivals = np.asarray(arrivals_s[first:], dtype=np.float64)
-        # Batches start in arrival order, so the requests queued when request i arrives are those before it whose
-        # start is later than its arrival (warm-up requests are past by then, but for the first few).
-        started = np.maximum.accumulate(arrivals + res.queue_s)  # in order to the last bit, for the search
-        index = np.arange(len(arrivals))
-        waiting = index - np.minimum(np.searchsorted(started, arrivals, side="right"), index)
-        refused |= waiting >= cfg.max_queue_size
-    return refused
-
-
 def simulate_colocated(arrivals_s: Sequence[np.ndarray], cfgs: Sequence[BatchingConfig],
                        services: Sequence[ServiceTime], draws: Sequence[np.ndarray],
                        speedup: Sequence[float] | None = None,
