@@ -389,14 +389,20 @@ class Workload:
         """Whether ``run(rate, ...)``'s P99 (``quantile_ms(0.99) / 1000``) is above ``bound_s``: the same answer,
         sooner. A single-instance run stops once enough requests after warm-up have finished above the bound
         that the quantile's lower order statistic is above it (a search's failing probes stop early)."""
+        return self.run_within(rate, cfg, service, bound_s, speedup) is None
+
+    def run_within(self, rate: float, cfg: BatchingConfig, service: ServiceTime, bound_s: float,
+                   speedup: Sequence[float] | None = None) -> SimResult | None:
+        """``run(rate, ...)`` when its P99 is within ``bound_s``; None when it is above (:meth:`p99_exceeds`'s
+        answer, with the run for a caller that judges more of it)."""
         if cfg.instance_count == 1 and cfg.effective_max_batch <= service.max_batch_size:
             res = _simulate_one_instance(self.unit_arrivals / rate, cfg, service, self.draws, WARMUP_FRACTION,
                                          give_up_above_s=bound_s, picks=self.picks(len(service.tables[1])))
             if res is None:
-                return True
+                return None
         else:
             res = self.run(rate, cfg, service, speedup)
-        return res.quantile_ms(P99) / 1000.0 > bound_s
+        return None if res.quantile_ms(P99) / 1000.0 > bound_s else res
 
 
 def simulate_colocated(arrivals_s: Sequence[np.ndarray], cfgs: Sequence[BatchingConfig],

@@ -77,13 +77,21 @@ def test_intervals_contain_the_estimates_and_the_planned_capacity_is_their_safe_
         assert t.max_rate_per_replica < t.nominal_max_rate_per_replica  # uncertain data cost capacity
 
 
-def test_planned_capacity_is_within_ten_percent_of_the_truth_and_never_above_it(calibration, runs):
+# How far below the truth the planned capacity (the safe end of its 90% interval) may lie. Since issue 27 a capacity
+# also holds the queue bound's refusals within planner.capacity.REFUSED_SHARE_MAX, and that limit, not the P99,
+# binds here: it moves with the spread of a full batch (the timeout is the budget less a full batch's P99), which
+# these steps pin down less than P99 alone needed. Measured: 0.901 and 0.854 of the truth (0.946 and 0.926 before).
+PLANNED_SHORTFALL = 0.18
+
+
+def test_planned_capacity_is_near_the_truth_and_never_above_it(calibration, runs):
     """The issue's promise on known truth: capacity extrapolated from steps at 30-80% load holds at the target."""
     profile, _, _ = runs
     truth = CapacitySearch(ReplicaModel.from_profile(profile, TRUE_COST))
     for t in calibration.thresholds:
         true_rate = truth.max_rate(t.config, (t.p99_ms - TRUTH["overhead_ms"]) / 1000.0)
-        assert 0.9 * true_rate <= t.max_rate_per_replica <= true_rate, (t.config.describe(), true_rate)
+        assert (1 - PLANNED_SHORTFALL) * true_rate <= t.max_rate_per_replica <= true_rate, (t.config.describe(),
+                                                                                            true_rate)
 
 
 def test_overloaded_and_warmup_steps_are_left_out_with_the_reason(calibration):

@@ -23,6 +23,7 @@ if importlib.util.find_spec("locust") is None:
 from gpufleet.contracts.plan import read_plan  # noqa: E402
 from gpufleet.contracts.stress_result import read_stress_result  # noqa: E402
 from gpufleet.net import free_port  # noqa: E402
+from planner.capacity import REFUSED_SHARE_MAX  # noqa: E402
 
 from tests.cli_run import run_cli  # noqa: E402
 
@@ -100,6 +101,11 @@ def test_a_plan_true_for_the_server_holds_its_three_promises_and_leaves_stress_r
     top = d.autoscaling.max_rate_per_replica
     assert [s.offered_rate for s in result.reported_steps()] == pytest.approx([d.rate_per_replica, top, 1.1 * top])
     assert result.target.triton.max_queue_size == d.triton.max_queue_size  # the plan's config was served
+    # The queue bound the plan wrote turns away (almost) nobody at the planned rate: the planner's promise
+    # (planner.capacity.REFUSED_SHARE_MAX; at ~325 requests, none). At this target the wait bound also absorbs the
+    # batcher wake-ups Triton misses under a queue policy (planner.capacity.queue_bound); at 100 ms it does not.
+    planned = result.reported_steps()[0]
+    assert planned.rejected <= REFUSED_SHARE_MAX * planned.sent, (planned.rejected, planned.sent)
 
 
 def test_capacity_promised_40_percent_over_the_plan_fails_at_max_rate(served):

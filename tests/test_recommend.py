@@ -153,3 +153,36 @@ def test_a_development_plan_may_run_one_replica():
     assert plan.replicas == 1 and "Production" not in plan.why
     with pytest.raises(PlannerInputError, match="--environment"):
         recommend(RecommendRequest(qps=50, environment="staging"))
+
+
+def test_the_queue_bound_a_plan_writes_turns_away_almost_nobody_up_to_its_capacity(tmp_path):
+    """A tight target for a slow batch (20 ms + 4 ms per image, P99 100 ms): a full batch takes more than half the
+    budget, so the wait Triton's queue policy allows (the budget less a full batch) is shorter than a request may
+    wait behind a batch in progress at normal load. The Deployment's own config, simulated at its planned rate and
+    at its max_rate, with each request the written policy refuses counted (over the depth when it arrives, or
+    waiting past the timeout when its batch would start: Triton core PolicyQueue::Enqueue / ApplyPolicy), must
+    refuse at most REFUSED_SHARE_MAX: at max_rate on the search's own sample path (a capacity is judged on it, its P99
+    as well), at the planned rate on another. (Before the fix: 2.95% at max_rate.)"""
+    from planner.capacity import REFUSED_SHARE_MAX, SEARCH_REQUESTS, CapacitySearch
+    from planner.sizing import replica_model
+    from planner.simulate import Workload
+
+    base_ms, per_image_ms = 20.0, 4.0
+    path = tmp_path / "standin.json"
+    path.write_text(json.dumps({
+        "schema_version": 1, "model": "standin", "gpu": "T4", "precision": "fp16", "backend": "triton",
+        "origin": {"kind": "derived", "date": "2026-12-03", "derivation": "synthetic: base + per image"},
+        "batches": [{"batch_size": b, "mean_ms": base_ms + per_image_ms * b, "p50_ms": base_ms + per_image_ms * b,
+                     "p99_ms": 1.05 * (base_ms + per_image_ms * b)} for b in (1, 2, 4, 8)]}))
+    plan = recommend(RecommendRequest(model="standin", gpus=["T4"], profiles=[path], qps=50, p99_ms=100,
+                                      environment="development", capacity_types=["on-demand"]))
+    d = plan.deployments[0]
+    t = d.triton
+    model = replica_model(read_profile(path), None)
+    for rate, workload in ((d.rate_per_replica, Workload.poisson(40_000, seed=11)),
+                           (d.autoscaling.max_rate_per_replica, Workload.poisson(SEARCH_REQUESTS, seed=1))):
+        res = CapacitySearch(model, workload).simulate(rate, t.latency_shape)
+        arrivals = workload.unit_arrivals[-len(res.queue_s):] / rate
+        refused = (_queue_depth_at_arrival(arrivals, res.queue_s) >= t.max_queue_size) | (
+            res.queue_s * 1e6 > t.queue_timeout_microseconds)
+        assert refused.mean() <= REFUSED_SHARE_MAX, (rate, refused.mean(), t)
