@@ -1,0 +1,237 @@
+"""`planner check`, `planner fit --prometheus` and `planner demand` against a real Prometheus server (Debian's
+prometheus 2.42, /usr/bin/prometheus) holding synthetic Triton history backfilled with `promtool tsdb
+create-blocks-from openmetrics`.
+
+The history is the planner's own batcher simulation of one replica at chosen rates, scraped every 15 s the way
+Triton exposes it (core@r25.01: counters nv_inference_request_success, nv_inference_count, nv_inference_exec_count,
+nv_inference_queue_duration_us, nv_inference_compute_{input,infer,output}_duration_us,
+nv_inference_request_duration_us; nv_inference_request_failure by reason; the summary
+nv_inference_request_summary_us over a sliding minute with quantiles 0.5/0.9/0.99, infra.triton.METRICS_ARGS; the
+gauge nv_gpu_utilization): one server that matches the plan (job="matching") and one 20% slower in service time
+(job="slower"), scraped directly as the local stand-in is (no namespace or service label: --selector).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from gpufleet.contracts.calibration import read_calibration
+from gpufleet.contracts.demand import read_demand_curve
+from gpufleet.contracts.plan import read_plan
+from gpufleet.contracts.stress_result import read_stress_result
+from gpufleet.net import LOOPBACK, free_port
+from planner.capacity import ReplicaModel
+from planner.profiles import load_profiles
+from planner.service import ServiceTime
+from planner.simulate import simulate
+from tests.cli_run import run_cli
+
+PROMETHEUS, PROMTOOL = shutil.which("prometheus"), shutil.which("promtool")
+pytestmark = pytest.mark.skipif(not (PROMETHEUS and PROMTOOL), reason="needs Debian's prometheus (apt-get install "
+                                                                       "prometheus): the server and promtool")
+MODEL, GPU, QPS, P99_MS = "yolov8m-seg-1280x720", "T4", 60, 400
+WINDOW_S = 120
+# Per-replica rate in each window: each held for two windows, so the summary's sliding minute that opens a window is
+# mostly of its own rate, and low to high so the fit sees light and heavy load (batches of one and of several).
+RATES = (20.0, 20.0, 45.0, 45.0, 70.0, 70.0)
+SCRAPE_S = 15
+SUMMARY_AGE_S = 60  # prometheus-cpp's Summary max_age, Triton's (infra.alerts)
+SLOWER = 1.2
+READY_S = 20
+
+
+def history(job: str, service: ServiceTime, cfg, t0: float, seed: int) -> list[str]:
+    """OpenMetrics samples of one replica's Triton series over the windows of RATES, starting at ``t0``."""
+    rng = np.random.default_rng(seed)
+    done, lat, queue, batch_of = [], [], [], []
+    busy = []
+    for k, rate in enumerate(RATES):
+        start = t0 + k * WINDOW_S
+        n = rng.poisson(rate * WINDOW_S)
+        arrivals = np.sort(rng.uniform(0, WINDOW_S, n))
+        res = simulate(arrivals, cfg, service, rng.random(n), warmup_fraction=0.0)
+        done.append(start + arrivals + res.latency_s)
+        lat.append(res.latency_s)
+        queue.append(res.queue_s)
+        batch_of.append(np.full(n, res.mean_batch_size))
+        busy.append(res.busy_fraction)
+    done, lat, queue, batch = (np.concatenate(x) for x in (done, lat, queue, batch_of))
+    order = np.argsort(done)
+    done, lat, queue, batch = done[order], lat[order], queue[order], batch[order]
+    compute = lat - queue
+    end = t0 + len(RATES) * WINDOW_S
+    labels = f'job="{job}",instance="{job}:8002",model="{MODEL}",version="1"'
+    series: dict[str, list[str]] = {}
+
+    def add(name: str, extra: str, value: float, t: float):
+        series.setdefault(f"{name}\t{extra}", []).append(f"{value!r} {t:.3f}")
+
+    for t in np.arange(t0 + SCRAPE_S, end + 1e-9, SCRAPE_S):
+        upto = int(np.searchsorted(done, t, side="right"))
+        add("nv_inference_request_success", "", float(upto), t)
+        add("nv_inference_count", "", float(upto), t)
+        add("nv_inference_exec_count", "", float(np.sum(1.0 / batch[:upto])), t)
+        add("nv_inference_queue_duration_us", "", float(queue[:upto].sum() * 1e6), t)
+        add("nv_inference_compute_input_duration_us", "", 0.0, t)
+        add("nv_inference_compute_infer_duration_us", "", float(compute[:upto].sum() * 1e6), t)
+        add("nv_inference_compute_output_duration_us", "", 0.0, t)
+        add("nv_inference_request_duration_us", "", float(lat[:upto].sum() * 1e6), t)
+        add("nv_inference_request_failure", ',reason="REJECTED"', 0.0, t)
+        recent = lat[int(np.searchsorted(done, t - SUMMARY_AGE_S, side="right")):upto]
+        for q in ("0.5", "0.9", "0.99"):
+            if len(recent):
+                add("nv_inference_request_summary_us", f',quantile="{q}"', float(np.quantile(recent, float(q)) * 1e6),
+                    t)
+        k = min(int((t - t0 - 1e-9) // WINDOW_S), len(RATES) - 1)
+        series.setdefault(f'nv_gpu_utilization\tGPU', []).append(f"{busy[k]!r} {t:.3f}")
+    lines = []
+    for key, samples in series.items():
+        name, extra = key.split("\t")
+        sel = f'{{job="{job}",instance="{job}:8002",gpu_uuid="GPU-0"}}' if extra == "GPU" else "{" + labels + extra + "}"
+        lines += [f"{name}{sel} {s}" for s in samples]
+    return lines
+
+
+@pytest.fixture(scope="module")
+def stand(tmp_path_factory):
+    """The plan, and a Prometheus on loopback holding both servers' history; stopped whatever happens."""
+    tmp = tmp_path_factory.mktemp("production")
+    plan_path = tmp / "plan.json"
+    r = run_cli("planner", ["recommend", "--qps", QPS, "--model", MODEL, "--gpu", GPU, "--p99-ms", P99_MS,
+                            "--output", plan_path])
+    assert r.returncode == 0, r.stderr
+    plan = read_plan(plan_path)
+    d = plan.deployments[0]
+    profile = load_profiles()[(MODEL, GPU)]
+    service = ReplicaModel.from_profile(profile).service
+    slower = ServiceTime([t * SLOWER for t in service.tables])
+    t0 = float(int(time.time() // 60) * 60 - 60 - len(RATES) * WINDOW_S)
+    lines = history("matching", service, d.triton.latency_shape, t0, seed=1)
+    lines += history("slower", slower, d.triton.latency_shape, t0, seed=2)
+    # One family's samples together, as OpenMetrics asks; promtool keeps the names as written (untyped: no _total).
+    lines.sort(key=lambda line: line.split("{", 1)[0])
+    text = tmp / "history.om"
+    text.write_text("\n".join(lines) + "\n# EOF\n")
+    data = tmp / "tsdb"
+    subprocess.run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(text), str(data)], check=True,
+                   capture_output=True, timeout=60)
+    config = tmp / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 15s\n")
+    port = free_port()
+    proc = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={data}",
+                             f"--web.listen-address={LOOPBACK}:{port}", "--storage.tsdb.retention.time=30d"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://{LOOPBACK}:{port}"
+    try:
+        deadline = time.monotonic() + READY_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, f"prometheus not ready in {READY_S} s"
+            time.sleep(0.1)
+        yield {"url": url, "plan": plan_path, "t0": t0, "end": t0 + len(RATES) * WINDOW_S, "tmp": tmp,
+               "profile": profile, "deployment": d, "plan_model": plan}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def check(stand, job: str, *extra):
+    return run_cli("planner", ["check", "--prometheus", stand["url"], "--plan", stand["plan"], "--window",
+                               f"{WINDOW_S}s", "--range", f"{len(RATES) * WINDOW_S}s", "--end", f"{stand['end']:.0f}",
+                               "--selector", f'job="{job}"', *extra])
+
+
+def test_query_range_points_are_the_windows_ends(stand):
+    """Prometheus evaluates a range query at start, start + step, ... (so each point of rate(x[step]) is the window
+    that ends there), and the summary's P99 is a series of its own under quantile="0.99"."""
+    from gpufleet.prometheus import Prometheus
+    end, start = stand["end"], stand["end"] - (len(RATES) - 1) * WINDOW_S
+    got = Prometheus(stand["url"]).query_range(
+        f'nv_inference_request_summary_us{{job="matching",quantile="0.99"}}', start, end, WINDOW_S)
+    assert [t for t, _ in got[0].points] == [start + k * WINDOW_S for k in range(len(RATES))]
+    assert got[0].labels["quantile"] == "0.99"
+
+
+def test_check_matching_history_matches(stand):
+    r = check(stand, "matching")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "matches" in r.stdout and "nothing" in r.stdout
+
+
+def test_check_reports_drift_of_slower_service(stand):
+    r = check(stand, "slower")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "slower" in r.stdout and "refit" in r.stdout
+
+
+def test_check_after_the_history_is_stale(stand):
+    """Past the last sample by more than a window, rate() has no points (no series: not a made-up zero)."""
+    r = run_cli("planner", ["check", "--prometheus", stand["url"], "--plan", stand["plan"], "--window",
+                            f"{WINDOW_S}s", "--range", f"{WINDOW_S}s", "--end", f"{stand['end'] + 3 * WINDOW_S:.0f}",
+                            "--selector", 'job="matching"'])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "no traffic" in r.stdout
+
+
+def test_check_bad_selector_is_bad_input(stand):
+    r = check(stand, 'x",job=~"(')
+    assert r.returncode == 2 and "refused the query" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_check_unreachable_prometheus_is_a_runtime_failure(stand):
+    r = run_cli("planner", ["check", "--prometheus", f"http://{LOOPBACK}:{free_port()}", "--plan", stand["plan"]])
+    assert r.returncode == 1 and "cannot be reached" in r.stderr
+
+
+def test_fit_from_production_windows_recovers_capacity(stand):
+    """The windows become a stress result's steps; the fit's capacity at the plan's device budget is the matching
+    server's (the profile's own, which the plan sized with) within 10%."""
+    tmp, plan, d = stand["tmp"], stand["plan_model"], stand["deployment"]
+    profile = tmp / "profile.json"
+    profile.write_text(stand["profile"].model_dump_json())
+    out = tmp / "cal.json"
+    budget = plan.request.p99_ms - plan.request.overhead_ms
+    r = run_cli("planner", ["fit", "--prometheus", stand["url"], "--plan", stand["plan"], "--selector",
+                            'job="matching"', "--window", f"{WINDOW_S}s", "--range", f"{len(RATES) * WINDOW_S}s",
+                            "--end", f"{stand['end']:.0f}", "--profile", profile, "--p99-ms", f"{budget:g}",
+                            "--output", out])
+    assert r.returncode == 0, r.stdout + r.stderr
+    windows = read_stress_result(tmp / "cal.windows.json")
+    assert windows.schedule_kind == "production" and len(windows.steps) == len(RATES)
+    cal = read_calibration(out)
+    truth = next(s for s in plan.sizing if s.gpu == GPU).max_rate_per_replica
+    fitted = cal.thresholds[0].nominal_max_rate_per_replica
+    print(f"fitted capacity {fitted:.2f} req/s, plan's {truth:.2f}")
+    assert abs(fitted / truth - 1) < 0.10
+
+
+def test_demand_curve_plans(stand):
+    tmp = stand["tmp"]
+    curve = tmp / "curve.csv"
+    r = run_cli("planner", ["demand", "--prometheus", stand["url"], "--model", MODEL, "--selector", 'job="matching"',
+                            "--window", f"{WINDOW_S}s", "--range", f"{len(RATES) * WINDOW_S}s", "--end",
+                            f"{stand['end']:.0f}", "--output", curve])
+    assert r.returncode == 0, r.stdout + r.stderr
+    read = read_demand_curve(curve)
+    assert read.step_s == WINDOW_S and len(read.qps) == len(RATES)
+    assert np.allclose(read.qps, RATES, rtol=0.15)
+    r = run_cli("planner", ["recommend", "--qps-curve", curve, "--model", MODEL, "--gpu", GPU, "--p99-ms", P99_MS,
+                            "--period-min", f"{2 * WINDOW_S / 60:g}", "--format", "json"])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["request"]["qps"] == pytest.approx(max(read.qps))
