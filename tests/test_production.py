@@ -25,6 +25,7 @@ from gpufleet.contracts.calibration import read_calibration
 from gpufleet.contracts.demand import read_demand_curve
 from gpufleet.contracts.plan import read_plan
 from gpufleet.contracts.stress_result import read_stress_result
+from gpufleet.deployed import DEFAULT_NAMESPACE, stack_app, unit_name
 from gpufleet.net import LOOPBACK, free_port
 from planner.capacity import ReplicaModel
 from planner.profiles import load_profiles
@@ -62,8 +63,9 @@ def traffic(t_end: float, seed: int) -> list[str]:
     return out
 
 
-def history(job: str, service: ServiceTime, cfg, t0: float, seed: int) -> list[str]:
-    """OpenMetrics samples of one replica's Triton series over the windows of RATES, starting at ``t0``."""
+def history(job: str, service: ServiceTime, cfg, t0: float, seed: int, scrape: str = "") -> list[str]:
+    """OpenMetrics samples of one replica's Triton series over the windows of RATES, starting at ``t0``; ``scrape``:
+    more labels, as a ServiceMonitor's scrape adds them."""
     rng = np.random.default_rng(seed)
     done, lat, queue, batch_of = [], [], [], []
     busy = []
@@ -82,7 +84,7 @@ def history(job: str, service: ServiceTime, cfg, t0: float, seed: int) -> list[s
     done, lat, queue, batch = done[order], lat[order], queue[order], batch[order]
     compute = lat - queue
     end = t0 + len(RATES) * WINDOW_S
-    labels = f'job="{job}",instance="{job}:8002",model="{MODEL}",version="1"'
+    labels = f'job="{job}",instance="{job}:8002"{scrape},model="{MODEL}",version="1"'
     series: dict[str, list[str]] = {}
 
     def add(name: str, extra: str, value: float, t: float):
@@ -109,7 +111,7 @@ def history(job: str, service: ServiceTime, cfg, t0: float, seed: int) -> list[s
     lines = []
     for key, samples in series.items():
         name, extra = key.split("\t")
-        sel = f'{{job="{job}",instance="{job}:8002",gpu_uuid="GPU-0"}}' if extra == "GPU" else "{" + labels + extra + "}"
+        sel = f'{{job="{job}",instance="{job}:8002"{scrape},gpu_uuid="GPU-0"}}' if extra == "GPU" else "{" + labels + extra + "}"
         lines += [f"{name}{sel} {s}" for s in samples]
     return lines
 
@@ -128,7 +130,10 @@ def stand(tmp_path_factory):
     service = ReplicaModel.from_profile(profile).service
     slower = ServiceTime([t * SLOWER for t in service.tables])
     t0 = float(int(time.time() // 60) * 60 - 60 - len(RATES) * WINDOW_S)
-    lines = history("matching", service, d.triton.latency_shape, t0, seed=1)
+    # The matching server as the cluster's ServiceMonitor labels it too (namespace, the pool Service, the pod).
+    deployment = unit_name(stack_app(plan), plan.units()[0])
+    lines = history("matching", service, d.triton.latency_shape, t0, seed=1,
+                    scrape=f',namespace="{DEFAULT_NAMESPACE}",service="{deployment}",pod="{deployment}-7d9f-x2k4q"')
     lines += history("slower", slower, d.triton.latency_shape, t0, seed=2)
     lines += traffic(t0 + len(RATES) * WINDOW_S, seed=3)
     # One family's samples together, as OpenMetrics asks; promtool keeps the names as written (untyped: no _total).
@@ -195,6 +200,15 @@ def test_check_reports_drift_of_slower_service(stand):
     r = check(stand, "slower")
     assert r.returncode == 3, r.stdout + r.stderr
     assert "slower" in r.stdout and "refit" in r.stdout
+
+
+def test_check_finds_the_deployment_by_the_clusters_labels(stand):
+    """Without --selector, the Deployment's series are found by namespace and its pool Service, as infra names
+    them (the alerts select them the same way)."""
+    r = run_cli("planner", ["check", "--prometheus", stand["url"], "--plan", stand["plan"], "--window",
+                            f"{WINDOW_S}s", "--range", f"{len(RATES) * WINDOW_S}s", "--end", f"{stand['end']:.0f}"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "matches" in r.stdout and "too little traffic" not in r.stdout
 
 
 def test_check_after_the_history_is_stale(stand):
