@@ -173,10 +173,10 @@ def stand(tmp_path_factory):
             proc.wait()
 
 
-def check(stand, job: str, *extra):
+def check(stand, job: str, *extra, windows: int = len(RATES), end: float | None = None):
     return run_cli("planner", ["check", "--prometheus", stand["url"], "--plan", stand["plan"], "--window",
-                               f"{WINDOW_S}s", "--range", f"{len(RATES) * WINDOW_S}s", "--end", f"{stand['end']:.0f}",
-                               "--selector", f'job="{job}"', *extra])
+                               f"{WINDOW_S}s", "--range", f"{windows * WINDOW_S}s", "--end",
+                               f"{stand['end'] if end is None else end:.0f}", "--selector", f'job="{job}"', *extra])
 
 
 def test_query_range_points_are_the_windows_ends(stand):
@@ -191,15 +191,22 @@ def test_query_range_points_are_the_windows_ends(stand):
 
 
 def test_check_matching_history_matches(stand):
+    """Every window of the matching server, light load to heavy, within the band at its own rate: exit 0."""
     r = check(stand, "matching")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "matches" in r.stdout and "nothing" in r.stdout
+    assert "slower" not in r.stdout and "faster" not in r.stdout, r.stdout
 
 
 def test_check_reports_drift_of_slower_service(stand):
+    """20% slower in service time: the whole range reports it (exit 3, the finding's status), and so does its first
+    window alone, at the lightest load: the drift is reported within one window."""
     r = check(stand, "slower")
     assert r.returncode == 3, r.stdout + r.stderr
     assert "slower" in r.stdout and "refit" in r.stdout
+    first = check(stand, "slower", windows=1, end=stand["t0"] + WINDOW_S)
+    assert first.returncode == 3, first.stdout + first.stderr
+    assert "slower" in first.stdout
 
 
 def test_check_finds_the_deployment_by_the_clusters_labels(stand):
@@ -223,6 +230,12 @@ def test_check_after_the_history_is_stale(stand):
 def test_check_bad_selector_is_bad_input(stand):
     r = check(stand, 'x",job=~"(')
     assert r.returncode == 2 and "refused the query" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_check_a_url_that_is_no_prometheus_is_a_runtime_failure(stand):
+    """A server that answers, but not the API (here Prometheus under a wrong path prefix): one line, exit 1."""
+    r = run_cli("planner", ["check", "--prometheus", f"{stand['url']}/not-prometheus", "--plan", stand["plan"]])
+    assert r.returncode == 1 and "has no Prometheus API" in r.stderr, r.stderr
 
 
 def test_check_unreachable_prometheus_is_a_runtime_failure(stand):
