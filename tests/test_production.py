@@ -243,10 +243,11 @@ def test_check_unreachable_prometheus_is_a_runtime_failure(stand):
     assert r.returncode == 1 and "cannot be reached" in r.stderr
 
 
-def test_fit_from_production_windows_recovers_capacity(stand):
-    """The windows become a stress result's steps; the fit's capacity at the plan's device budget is the matching
-    server's (the profile's own, which the plan sized with) within 10%."""
-    tmp, plan, d = stand["tmp"], stand["plan_model"], stand["deployment"]
+@pytest.fixture(scope="module")
+def fitted(stand):
+    """`planner fit --prometheus` on the matching server's windows, at the plan's device budget (Triton's P99 starts
+    at its frontend, so the fitted overhead is Triton's own and the budget leaves the plan's overhead out)."""
+    tmp, plan = stand["tmp"], stand["plan_model"]
     profile = tmp / "profile.json"
     profile.write_text(stand["profile"].model_dump_json())
     out = tmp / "cal.json"
@@ -256,13 +257,25 @@ def test_fit_from_production_windows_recovers_capacity(stand):
                             "--end", f"{stand['end']:.0f}", "--profile", profile, "--p99-ms", f"{budget:g}",
                             "--output", out])
     assert r.returncode == 0, r.stdout + r.stderr
-    windows = read_stress_result(tmp / "cal.windows.json")
+    return out
+
+
+def test_fit_from_production_windows_recovers_capacity(stand, fitted):
+    """The windows become a stress result's steps; the fit's capacity is the matching server's (the profile's own,
+    which the plan sized with) within 10%."""
+    windows = read_stress_result(fitted.with_name("cal.windows.json"))
     assert windows.schedule_kind == "production" and len(windows.steps) == len(RATES)
-    cal = read_calibration(out)
-    truth = next(s for s in plan.sizing if s.gpu == GPU).max_rate_per_replica
-    fitted = cal.thresholds[0].nominal_max_rate_per_replica
-    print(f"fitted capacity {fitted:.2f} req/s, plan's {truth:.2f}")
-    assert abs(fitted / truth - 1) < 0.10
+    truth = next(s for s in stand["plan_model"].sizing if s.gpu == GPU).max_rate_per_replica
+    fitted_rate = read_calibration(fitted).thresholds[0].nominal_max_rate_per_replica
+    print(f"fitted capacity {fitted_rate:.2f} req/s, plan's {truth:.2f}")
+    assert abs(fitted_rate / truth - 1) < 0.10
+
+
+def test_check_with_the_fitted_calibration(stand, fitted):
+    """With the calibration fitted on production (its band carried through the P99's gradient), the server it was
+    fitted on matches and the 20%-slower one is still reported."""
+    assert check(stand, "matching", "--calibration", fitted).returncode == 0
+    assert check(stand, "slower", "--calibration", fitted).returncode == 3
 
 
 def test_demand_curve_plans(stand):
