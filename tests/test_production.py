@@ -48,7 +48,7 @@ READY_S = 20
 # A day's worth for the demand curve is more than the planner needs: it plans a curve of an hour or more. Requests/s
 # over an hour in windows of five minutes (served counts only).
 TRAFFIC_WINDOW_S = 300
-TRAFFIC = (10.0, 12.0, 15.0, 20.0, 30.0, 45.0, 60.0, 70.0, 60.0, 40.0, 25.0, 15.0)
+TRAFFIC = (10.0, 12.0, 15.0, 20.0, 30.0, 45.0, 60.0, 95.0, 60.0, 40.0, 25.0, 15.0)
 
 
 def traffic(t_end: float, seed: int) -> list[str]:
@@ -241,6 +241,31 @@ def test_check_a_url_that_is_no_prometheus_is_a_runtime_failure(stand):
 def test_check_unreachable_prometheus_is_a_runtime_failure(stand):
     r = run_cli("planner", ["check", "--prometheus", f"http://{LOOPBACK}:{free_port()}", "--plan", stand["plan"]])
     assert r.returncode == 1 and "cannot be reached" in r.stderr
+
+
+def traffic_check(stand, first: int, count: int):
+    """`planner check` over windows first..first+count-1 of TRAFFIC (rates only: no P99 to judge)."""
+    end = stand["end"] - (len(TRAFFIC) - first - count) * TRAFFIC_WINDOW_S
+    return run_cli("planner", ["check", "--prometheus", stand["url"], "--plan", stand["plan"], "--window", "5m",
+                               "--range", f"{count * 5}m", "--end", f"{end:.0f}", "--selector", 'job="traffic"'])
+
+
+def test_check_names_a_rate_over_the_plans_capacity(stand):
+    """A window whose per-replica rate passes max_rate_per_replica: over capacity, re-plan at the peak (exit 3)."""
+    d = stand["deployment"]
+    assert max(TRAFFIC) > d.autoscaling.max_rate_per_replica > sorted(TRAFFIC)[-2]
+    r = traffic_check(stand, TRAFFIC.index(max(TRAFFIC)) - 1, 3)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "over capacity" in r.stdout and "re-plan at the observed peak" in r.stdout
+
+
+def test_check_names_a_fleet_bought_too_large(stand):
+    """Peak traffic under half of what the Deployment was sized for: over-bought (exit 3)."""
+    d = stand["deployment"]
+    assert max(TRAFFIC[:3]) < 0.5 * d.rate_per_replica * d.replicas
+    r = traffic_check(stand, 0, 3)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "over-bought" in r.stdout and "re-plan at the observed peak" in r.stdout
 
 
 @pytest.fixture(scope="module")
