@@ -12,12 +12,16 @@ What is compared, and why:
 * Triton's summary measures a request from its HTTP/gRPC frontend to the response (core@r25.01
   src/infer_stats.cc: request duration), so it is compared with the simulated queue + service time, the plan's
   per-request ``overhead_ms`` (network, client, pre/post-processing outside Triton) left out.
-* The band: the calibration's, where the plan was made with one (its parameter draws carried through the P99's
-  gradient at the observed rate, central at the calibration's confidence), never narrower than
-  :data:`DRIFT_TOLERANCE` either side, which covers a window's own sampling noise in a P99 (Triton's summary is over
-  a sliding minute, averaged over the window).
-* Per window, ``slower`` (above the band), ``faster`` (below) or ``matches``; a Deployment's verdict is its most
-  recent judged window's, so a scheduled check every window reports a drift within one window of its start.
+* Two signals per window: the P99 (the promise) and the mean service time per request, Triton's compute
+  input + infer + output durations per request (each request of a batch counts the batch's execution, as the
+  simulation's time in batch does; planner.fit compares the same), far less noisy than a tail.
+* Each against a band: the spread of that figure over simulated windows of the same rate and length
+  (:data:`SAMPLING_SIGMAS` standard deviations), widened by the calibration's parameter uncertainty where the plan
+  was made with one (its draws carried through the P99's gradient at the observed rate), never narrower than
+  :data:`DRIFT_TOLERANCE` either side.
+* Per window, ``slower`` (a signal above its band), ``faster`` (one below, none above) or ``matches``; a
+  Deployment's verdict is its most recent judged window's, so a check every window reports a drift within one
+  window of its start. A shared Deployment's P99 depends on its other models' traffic and is shown, not judged.
 """
 from __future__ import annotations
 
