@@ -38,7 +38,7 @@ from gpufleet.contracts.demand import write_demand_curve
 from gpufleet.contracts.plan import Deployment, Plan
 from gpufleet.contracts.profile import LatencyProfile
 from gpufleet.contracts.stress_result import (MIN_REQUESTS_FOR_P99, LatencySummary, ServerFigures, StepResult,
-                                              StressResult, Target, write_stress_result)
+                                              StressResult, Target)
 from gpufleet.contracts.triton import BatchingConfig
 from gpufleet.deployed import P99_QUANTILE, stack_app, unit_name
 from gpufleet.prometheus import Prometheus
@@ -76,6 +76,9 @@ QUANTILES = {"p50": "0.5", "p90": "0.9", "p99": P99_QUANTILE}
 # A shared Deployment's P99 depends on its other models' batches on the same GPU: the one-replica model here predicts
 # a model alone, so those windows are shown, their rates and capacity judged, their P99 not.
 SHARED = "shared: P99 not judged"
+# A Deployment with no series in the range: not deployed, not scraped, or labelled otherwise. Where every Deployment
+# of the plan has none, the labels are wrong (bad input, exit 2); where some have, the others are a finding.
+NO_SERIES = "no series"
 # Counters per request, as loadtests.triton_metrics differences them over a step.
 COMPUTE = ("input", "infer", "output")
 
@@ -298,7 +301,7 @@ class Finding:
     gpu: str
     plan: Deployment
     judged: list[Judged]
-    verdict: str  # of the latest judged window, or "no traffic"
+    verdict: str  # of the latest judged window; NO_SERIES: Prometheus holds none for it in the range
     ratio: float | None  # observed / predicted P99 in that window
     capacity: str  # "within", "over capacity", "over-bought"
     peak_rate: float | None  # per replica
@@ -347,13 +350,15 @@ def check_deployment(deployment: str, d: Deployment, windows: list[Window], pred
         capacity = "over-bought"
     else:
         capacity = "within"
-    verdict = last.verdict if last else ("no traffic" if not rates else judged[-1].verdict)
+    verdict = last.verdict if last else (NO_SERIES if not windows else judged[-1].verdict)
     ratio = last.window.quantiles_ms["p99"] / last.predicted.p99[0] if last else None
     actions = []
     if verdict in ("slower", "faster"):
         actions.append("refit (planner fit --prometheus), then re-plan")
     if capacity != "within":
         actions.append("re-plan at the observed peak (planner demand, then recommend --qps-curve)")
+    if verdict == NO_SERIES:
+        actions.append("find its series: is it deployed and scraped, under these labels?")
     return Finding(deployment, d.model, d.gpu, d, judged, verdict, ratio, capacity, peak, peak_total,
                    "; ".join(actions) or "nothing")
 
@@ -383,7 +388,18 @@ def check_plan(plan: Plan, telemetry: Telemetry, profiles: dict[tuple[str, str],
                                                              d.triton.latency_shape,
                                                              calibration_for(calibrations, d.model, d.gpu))
             out.append(check_deployment(name, d, telemetry.windows(matchers, d.model), predictor))
+    if all(f.verdict == NO_SERIES for f in out):
+        s = telemetry.span
+        where = base if base is not None else f'namespace="{namespace}",service=<Deployment>'
+        raise PlannerInputError(
+            f"Prometheus at {telemetry.prom.url} holds no nv_inference_request_success{{{where},model=...}} for any "
+            f"Deployment of the plan between {_utc(s.start - s.window_s)} and {_utc(s.end)}: check --namespace or "
+            "--selector against the series' labels, and --end/--range")
     return out
+
+
+def _utc(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
 
 def windows_result(windows: list[Window], model: str, cfg: BatchingConfig, source: str, query: str) -> StressResult:
@@ -428,10 +444,6 @@ def windows_result(windows: list[Window], model: str, cfg: BatchingConfig, sourc
         users=1, target=Target(host=source, protocol="http", model=model, model_version="", input_name="",
                                input_shape=[], datatype="", request_batch=1, metrics_url=None, triton=cfg),
         steps=steps, stopped={"reason": "completed", "step": len(steps) - 1})
-
-
-def write_windows(result: StressResult, path: Path) -> None:
-    write_stress_result(result, path)
 
 
 def write_demand(rows: list[tuple[float, float]], path: Path) -> None:
