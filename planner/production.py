@@ -14,7 +14,10 @@ What is compared, and why:
   per-request ``overhead_ms`` (network, client, pre/post-processing outside Triton) left out.
 * Two signals per window: the P99 (the promise) and the mean service time per request, Triton's compute
   input + infer + output durations per request (each request of a batch counts the batch's execution, as the
-  simulation's time in batch does; planner.fit compares the same), far less noisy than a tail.
+  simulation's time in batch does: triton-inference-server/core src/infer_stats.cc UpdateSuccessWithDuration adds
+  each successful request's compute durations, and nv_inference_exec_count once per batch in
+  UpdateInferBatchStatsWithDuration; read at commit 05295b7, the snapshot's, r25.01 not in it), far less noisy than
+  a tail.
 * Each against a band: the spread of that figure over simulated windows of the same rate and length
   (:data:`SAMPLING_SIGMAS` standard deviations), widened by the calibration's parameter uncertainty where the plan
   was made with one (its draws carried through the P99's gradient at the observed rate), never narrower than
