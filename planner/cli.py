@@ -197,6 +197,11 @@ def fit_cmd(
     stress = list(stress or [])
     if (prometheus is None) == (not stress):
         raise PlannerInputError("give stress-result files or --prometheus, not both and not neither")
+    if prometheus is None:
+        given = [o for o, v in (("--plan", plan), ("--end", end), ("--selector", selector),
+                                ("--windows-output", windows_output)) if v is not None]
+        if given:
+            raise PlannerInputError(f"{given[0]} reads production windows: it goes with --prometheus")
     for path in stress:
         if not path.is_file():
             raise PlannerInputError(f"{path}: stress result not found")

@@ -107,11 +107,13 @@ def history(job: str, service: ServiceTime, cfg, t0: float, seed: int, scrape: s
                 add("nv_inference_request_summary_us", f',quantile="{q}"', float(np.quantile(recent, float(q)) * 1e6),
                     t)
         k = min(int((t - t0 - 1e-9) // WINDOW_S), len(RATES) - 1)
-        series.setdefault(f'nv_gpu_utilization\tGPU', []).append(f"{busy[k]!r} {t:.3f}")
+        series.setdefault("nv_gpu_utilization\tGPU", []).append(f"{busy[k]!r} {t:.3f}")
     lines = []
     for key, samples in series.items():
         name, extra = key.split("\t")
-        sel = f'{{job="{job}",instance="{job}:8002"{scrape},gpu_uuid="GPU-0"}}' if extra == "GPU" else "{" + labels + extra + "}"
+        # Triton's GPU gauges carry gpu_uuid, no model (core@r25.01 src/metrics.cc).
+        gpu = f'{{job="{job}",instance="{job}:8002"{scrape},gpu_uuid="GPU-0"}}'
+        sel = gpu if extra == "GPU" else "{" + labels + extra + "}"
         lines += [f"{name}{sel} {s}" for s in samples]
     return lines
 
