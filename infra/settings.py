@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gpufleet.contracts.stack import PROJECT_ROOT
+from gpufleet.deployed import DEFAULT_NAMESPACE
 from gpufleet.contracts.stack import stack_file_config as read_stack_file
 from gpufleet.errors import InputError
 from infra.versions import calendar
@@ -42,7 +43,7 @@ class StackSettings(BaseModel):
     # None: the stack serves the model its plan is for (dev: try any model); set it to pin the stack to one model,
     # so that a plan for another model is refused (prod).
     model_name: str | None = Field(default=None, alias="modelName")
-    namespace: str = "inference"
+    namespace: str = DEFAULT_NAMESPACE
     canary_weight: int = Field(default=0, alias="canaryWeight", ge=0, le=50)
     canary_image: str | None = Field(default=None, alias="canaryImage")
     triton_image: str = Field(default="nvcr.io/nvidia/tritonserver:25.01-py3", alias="tritonImage")

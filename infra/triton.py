@@ -12,13 +12,14 @@ KServe path to the Deployments serving it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from gpufleet.deployed import (  # noqa: F401 (re-exported: the names infra deploys under)
+    K8S_NAME_MAX, MIX_NAME, P99_QUANTILE, app_name, unit_name)
 from infra.cluster import Cluster
 from infra.edge import Edge
 from infra.gpu_pools import GPU_LABEL, GpuNodePools, canary_gpu, canary_replicas, gpu_resource
@@ -63,11 +64,8 @@ WEIGHTED_ACTION = "weighted"
 SCRAPE_LABEL = "gpufleet.io/scrape"
 # Kubernetes labels every namespace with its own name (NamespaceDefaultLabelName).
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
-# A mix stack (planner recommend --mix) is named this where one model's stack takes the model's name.
-MIX_NAME = "mix"
 # A shared Deployment's pods carry its name under this label, so that its Service, PDB and HPA select only them.
 UNIT_LABEL = "gpufleet.io/deployment"
-K8S_NAME_MAX = 63
 POD_CPU = "2"  # a Triton pod on a whole GPU
 POD_MEMORY = "8Gi"
 NODE_RESERVED_CPU = 4  # vCPUs left on a partitioned node for kubelet, the device plugin and the node's DaemonSets
@@ -89,7 +87,6 @@ UNTIL_THE_MODEL = {SKIP_AWAIT: "true"}
 # <quantile>:<error> separated by ',' (ParseQuantiles). Each is over a sliding minute (prometheus-cpp v1.0.1 Summary
 # defaults, Triton's pin in triton-inference-server/third_party@r25.01). The request summary is left out when the
 # response cache is on (InitializeSummaries); the plan's configs never turn it on.
-P99_QUANTILE = "0.99"
 METRICS_ARGS = ["--metrics-config=summary_latencies=true",
                 f"--metrics-config=summary_quantiles=0.5:0.05,0.9:0.01,{P99_QUANTILE}:0.001"]
 PORTS = [{"name": "http", "containerPort": 8000}, {"name": "grpc", "containerPort": 8001},
@@ -104,25 +101,6 @@ def _weighted(backends: list[tuple[str, float]]) -> list[dict]:
     total = sum(w for _, w in backends)
     return [{"serviceName": svc, "servicePort": "8000", "weight": max(1, int(round(ALB_MAX_WEIGHT * w / total)))}
             for svc, w in backends]
-
-
-def app_name(model: str) -> str:
-    """The ``app`` label of a stack's Triton pods, and the prefix of its Deployments' names."""
-    return f"triton-{model}"
-
-
-def unit_name(app: str, unit) -> str:
-    """The Kubernetes name of one serving unit: ``<app>-<gpu>`` for one model's stack (unchanged since the first
-    release: a Deployment's selector cannot change in place); in a mix, its models and GPU, shortened with a digest
-    where a DNS label would be too long."""
-    gpu = unit[0].gpu.lower()
-    if unit[0].shared is None and len({d.model for d in unit}) == 1 and not app.endswith(f"-{MIX_NAME}"):
-        return f"{app}-{gpu}"
-    name = f"{app}-{'-'.join(d.model for d in unit)}-{gpu}".lower().replace(".", "-").replace("_", "-")
-    if len(name) > K8S_NAME_MAX:
-        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-        name = f"{name[:K8S_NAME_MAX - len(gpu) - 10].rstrip('-')}-{digest}-{gpu}"
-    return name
 
 
 def pod_resources(plan, gpu: str) -> dict | None:

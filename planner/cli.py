@@ -30,6 +30,7 @@ from gpufleet.contracts.triton import BatchingConfig
 from gpufleet.contracts.io import check_output_dir, check_output_file
 from gpufleet.contracts.profile import read_profile
 from gpufleet.net import check_url
+from gpufleet.deployed import DEFAULT_NAMESPACE
 
 
 app = typer.Typer(help="Capacity planner for GPU inference behind Triton.", no_args_is_help=True,
@@ -172,18 +173,35 @@ def _triton_config(text: str | None) -> BatchingConfig | None:
 
 @app.command("fit")
 def fit_cmd(
-    stress: Annotated[list[Path], typer.Argument(help="Stress-result JSON files (loadtests run), one Triton replica each.")],
-    profile: Annotated[Path, typer.Option(help="Latency profile of the model on the GPU the runs used.")],
-    output: Annotated[Path, typer.Option(help="Where to write the calibration JSON (for recommend --calibration).")],
+    stress: Annotated[Optional[list[Path]], typer.Argument(help="Stress-result JSON files (loadtests run), one Triton replica each; or --prometheus.", show_default=False)] = None,
+    profile: Annotated[Path, typer.Option(help="Latency profile of the model on the GPU the runs used.")] = ...,
+    output: Annotated[Path, typer.Option(help="Where to write the calibration JSON (for recommend --calibration).")] = ...,
     p99_ms: Annotated[float, typer.Option(help="P99 target the HPA thresholds are fitted for, ms.")] = default_of(_R, "p99_ms"),
     scale_up_lag_min: Annotated[float, typer.Option(help="Minutes from the HPA's decision to a new GPU replica serving (4-8 typical).")] = DEFAULT_SCALE_UP_LAG_S / 60.0,
     ramp_pct_per_min: Annotated[float, typer.Option(help="Fastest traffic growth to absorb, percent per minute.")] = DEFAULT_RAMP_PER_MIN * 100.0,
     triton_config: Annotated[Optional[str], typer.Option(help="MAX_BATCH:QUEUE_DELAY_US:INSTANCES for runs that did not record it.")] = None,
     confidence: Annotated[float, typer.Option(help="Confidence of the parameter and capacity intervals; thresholds take capacity's lower end at it.")] = DEFAULT_CONFIDENCE,
+    prometheus: Annotated[Optional[str], typer.Option(help="Fit on production instead: this Prometheus server's windows of the Deployment's traffic (each window one step). With --plan (its Deployment of the profile's model and GPU) or --selector and --triton-config.")] = None,
+    plan: Annotated[Optional[Path], typer.Option(help="With --prometheus: the deployed plan (names the Deployment and its Triton config).")] = None,
+    window: Annotated[str, typer.Option(help="With --prometheus: one step per window of this length (Prometheus duration).")] = "5m",
+    range_: Annotated[str, typer.Option("--range", help="With --prometheus: how far back to read.")] = "1h",
+    end: Annotated[Optional[str], typer.Option(help="With --prometheus: the range's end (ISO 8601 or Unix seconds); default now.")] = None,
+    namespace: Annotated[str, typer.Option(help="With --prometheus and --plan: the stack's Kubernetes namespace.")] = DEFAULT_NAMESPACE,
+    selector: Annotated[Optional[str], typer.Option(help="With --prometheus: label matchers for the replica's series instead of namespace and the Deployment's Service, e.g. 'job=\"triton\"' (a server scraped directly).")] = None,
+    windows_output: Annotated[Optional[Path], typer.Option(help="With --prometheus: where to keep the windows as a stress result; default beside --output as <name>.windows.json.")] = None,
 ) -> None:
-    """Calibrate the latency model on stress runs and fit lag-aware HPA thresholds."""
+    """Calibrate the latency model on stress runs (or production windows from Prometheus) and fit lag-aware HPA
+    thresholds."""
     lag = scaling_spec(scale_up_lag_min, ramp_pct_per_min)
     check_output_file(output, "calibration", PlannerInputError)
+    stress = list(stress or [])
+    if (prometheus is None) == (not stress):
+        raise PlannerInputError("give stress-result files or --prometheus, not both and not neither")
+    if prometheus is None:
+        given = [o for o, v in (("--plan", plan), ("--end", end), ("--selector", selector),
+                                ("--windows-output", windows_output)) if v is not None]
+        if given:
+            raise PlannerInputError(f"{given[0]} reads production windows: it goes with --prometheus")
     for path in stress:
         if not path.is_file():
             raise PlannerInputError(f"{path}: stress result not found")
@@ -192,6 +210,10 @@ def fit_cmd(
 
     prof = read_profile(profile)
     console = _console()
+    if prometheus is not None:
+        stress = [_production_windows(prometheus, plan, prof, window, range_, end, namespace, selector,
+                                      _triton_config(triton_config), windows_output
+                                      or output.with_name(f"{output.stem}.windows.json"), console)]
     with console.status(f"fitting {len(stress)} stress result(s) by simulation"):
         cal = fit(prof, stress, p99_ms, lag, _triton_config(triton_config), confidence=confidence)
     try:
@@ -221,6 +243,137 @@ def report_cmd(
     with _console().status("simulating and optimizing the report's curves"):
         path = write_report(inputs, out)
     print(f"wrote {path}")
+
+
+def _span(window: str, range_: str, end: str | None):
+    from gpufleet.contracts.demand import parse_time
+    from gpufleet.prometheus import duration_s
+    from planner.production import Span
+
+    at = None
+    if end is not None:
+        at = parse_time(end)
+        if at is None or ":" in end and "T" not in end:
+            raise PlannerInputError(f"--end {end!r}: expected an ISO 8601 date-time or Unix seconds")
+    return Span.of(duration_s(window, "--window"), duration_s(range_, "--range"), at)
+
+
+def _prometheus(url: str):
+    from gpufleet.prometheus import Prometheus
+
+    return Prometheus(check_url(url, "--prometheus"))
+
+
+def _matchers(selector: str | None) -> str | None:
+    from gpufleet.prometheus import matchers
+
+    return None if selector is None else matchers(selector, "--selector")
+
+
+def _production_windows(prometheus: str, plan_path: Path | None, prof, window: str, range_: str, end: str | None,
+                        namespace: str, selector: str | None, cfg: BatchingConfig | None, out: Path, console) -> Path:
+    """`fit --prometheus`: the Deployment's windows written as a stress result; its path."""
+    from gpufleet.contracts.plan import read_plan
+    from gpufleet.contracts.stress_result import write_stress_result
+    from planner.production import Telemetry, deployment_matchers, selector as promql_selector, windows_result
+
+    check_output_file(out, "stress result of the windows", PlannerInputError)
+    span, prom, base = _span(window, range_, end), _prometheus(prometheus), _matchers(selector)
+    if plan_path is not None:
+        plan = read_plan(plan_path)
+        unit = next((u for u in plan.units() for d in u if (d.model, d.gpu) == (prof.model, prof.gpu)), None)
+        if unit is None:
+            raise PlannerInputError(f"{plan_path}: no Deployment serves {prof.model} on {prof.gpu} (the profile's)")
+        d = next(d for d in unit if d.model == prof.model)
+        cfg = cfg or d.triton.latency_shape
+        base = base if base is not None else deployment_matchers(plan, unit, namespace)
+    elif base is None or cfg is None:
+        raise PlannerInputError("--prometheus needs --plan, or --selector and --triton-config")
+    with console.status(f"reading {span.count} windows from {prom.url}"):
+        windows = Telemetry(prom, span).windows(base, prof.model)
+    result = windows_result(windows, prof.model, cfg, prom.url, promql_selector(base, prof.model))
+    try:
+        write_stress_result(result, out)
+    except OSError as exc:
+        raise PlannerInputError(f"{out}: cannot write the windows: {exc.strerror}") from None
+    console.print(f"{len(result.steps)} production windows written to {out}", highlight=False)
+    return out
+
+
+@app.command("check", epilog="Exit status: 0 every Deployment matches its plan and nothing is to be done; 3 a "
+             "finding (drift, over capacity or over-bought: the table says what to do); 1 the check could not run "
+             "(Prometheus unreachable or failing); 2 bad input.")
+def check_cmd(
+    prometheus: Annotated[str, typer.Option(help="Prometheus server's URL (a cluster's: kubectl -n monitoring port-forward svc/monitoring-kube-prometheus-prometheus 9090, then http://127.0.0.1:9090).")],
+    plan: Annotated[Path, typer.Option(help="The deployed plan (recommend --output).")],
+    window: Annotated[str, typer.Option(help="Judge each window of this length (Prometheus duration: 30s, 5m, 1h).")] = "5m",
+    range_: Annotated[str, typer.Option("--range", help="How far back to read; the latest window decides a Deployment's verdict.")] = "1h",
+    end: Annotated[Optional[str], typer.Option(help="The range's end (ISO 8601 or Unix seconds); default now.")] = None,
+    namespace: Annotated[str, typer.Option(help="The stack's Kubernetes namespace.")] = DEFAULT_NAMESPACE,
+    selector: Annotated[Optional[str], typer.Option(help="Label matchers for Triton's series instead of namespace and the Deployment's Service, e.g. 'job=\"triton\"' (a server scraped directly); the model label is added.")] = None,
+    profile: Annotated[Optional[list[Path]], typer.Option(help="The latency profiles the plan was made with (repeat); default the embedded ones.")] = None,
+    calibration: Annotated[Optional[list[Path]], typer.Option(help="The calibrations the plan was made with (repeat; each applies to its model and GPU); default the plan's own, if it names one.")] = None,
+) -> None:
+    """Compare live Triton telemetry with the plan's prediction at the rate actually seen, per Deployment: matches,
+    slower or faster; over capacity or over-bought; and what to do."""
+    from gpufleet.contracts.calibration import read_calibration
+    from gpufleet.contracts.plan import read_plan
+    from planner.production import EXIT_FINDING, Telemetry, check_plan, render_check
+    from planner.profiles import load_profiles
+
+    span, prom, base = _span(window, range_, end), _prometheus(prometheus), _matchers(selector)
+    the_plan = read_plan(plan)
+    paths = list(calibration or [])
+    if not paths:
+        named = [the_plan.request.calibration] + [m.calibration for m in (the_plan.mix.models if the_plan.mix else [])]
+        for name in dict.fromkeys(n for n in named if n):
+            found = next((p for p in (Path(name), plan.parent / name) if p.is_file()), None)
+            if found is None:
+                raise PlannerInputError(f"{plan}: planned with calibration {name}, which is not here; pass it with "
+                                        "--calibration")
+            paths.append(found)
+    profiles = load_profiles(list(profile or []))
+    cals = [read_calibration(p) for p in paths]
+    if base is not None and len(the_plan.units()) > 1:
+        raise PlannerInputError("--selector names one Deployment's series; this plan has "
+                                f"{len(the_plan.units())}: check them against the cluster's labels (--namespace)")
+    console = _console()
+    with console.status(f"reading {span.count} windows per Deployment from {prom.url} and simulating"):
+        findings = check_plan(the_plan, Telemetry(prom, span), profiles, cals, namespace, base)
+    render_check(findings, span, console)
+    if any(f.acts for f in findings):
+        raise typer.Exit(EXIT_FINDING)
+
+
+@app.command("demand")
+def demand_cmd(
+    prometheus: Annotated[str, typer.Option(help="Prometheus server's URL.")],
+    model: Annotated[str, typer.Option(help="The model whose traffic to read (Triton's model label).")],
+    output: Annotated[Path, typer.Option(help="Demand curve CSV to write (for recommend --qps-curve).")],
+    window: Annotated[str, typer.Option(help="One row per window of this length.")] = "5m",
+    range_: Annotated[str, typer.Option("--range", help="How far back to read.")] = "24h",
+    end: Annotated[Optional[str], typer.Option(help="The range's end (ISO 8601 or Unix seconds); default now.")] = None,
+    namespace: Annotated[str, typer.Option(help="The stack's Kubernetes namespace (every Deployment of the model in it).")] = DEFAULT_NAMESPACE,
+    selector: Annotated[Optional[str], typer.Option(help="Label matchers instead of the namespace, e.g. 'job=\"triton\"'.")] = None,
+) -> None:
+    """Write the observed traffic of a model (served plus failed, all replicas) as the demand curve `planner
+    recommend --qps-curve` plans from."""
+    from planner.production import Telemetry, write_demand
+
+    check_output_file(output, "demand curve", PlannerInputError)
+    span, prom, base = _span(window, range_, end), _prometheus(prometheus), _matchers(selector)
+    base = base if base is not None else f'namespace="{namespace}"'
+    rows = Telemetry(prom, span).demand(base, model)
+    if not any(q > 0 for _, q in rows):
+        raise PlannerInputError(f"no traffic for model {model!r} matching {{{base}}} in the range: check --model, "
+                                "--namespace or --selector")
+    try:
+        write_demand(rows, output)
+    except OSError as exc:
+        raise PlannerInputError(f"{output}: cannot write the demand curve: {exc.strerror}") from None
+    peak = max(q for _, q in rows)
+    _console().print(f"{len(rows)} rows of {span.window_s:g} s, peak {peak:,.1f} req/s; wrote {output}; plan with "
+                     f"`planner recommend --qps-curve {output} --model {model}`", highlight=False)
 
 
 catalog_app = typer.Typer(help="The instance catalog: GPU instance types and their prices.", no_args_is_help=True)

@@ -26,6 +26,7 @@ from typing import Optional, Union
 import numpy as np
 from pydantic import Field
 
+from gpufleet.contracts.io import write_atomic
 from gpufleet.contracts.model import Strict
 from gpufleet.errors import ContractError
 
@@ -229,3 +230,15 @@ def read_demand_curve(path: Path | str, step_min: float | None = None, *, error:
     if len(curves) > 1:
         raise error(f"{path}: holds a curve per model ({', '.join(curves)}); one curve is read here")
     return next(iter(curves.values()))
+
+
+def write_demand_curve(path: Path | str, times: list[str], qps: list[float]) -> None:
+    """One model's curve as this module reads it back: ``time,qps`` rows at the caller's regular step, atomically."""
+    if len(times) != len(qps) or not times:
+        raise ValueError("a demand curve needs one rate per time, and at least one row")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([TIME_COLUMNS[0], QPS_COLUMN])
+    for t, q in zip(times, qps):
+        writer.writerow([t, repr(float(DemandRow(time=t, qps=q).qps))])
+    write_atomic(path, out.getvalue())

@@ -111,7 +111,9 @@ class StressResult(Strict):
     tool: dict[str, str]
     mode: Literal["open-loop", "closed-loop"]
     arrival: Literal["poisson", "constant"] | None
-    schedule_kind: Literal["steps", "ramp", "replay", "closed-loop", "stable"]
+    schedule_kind: Literal["steps", "ramp", "replay", "closed-loop", "stable", "production"] = Field(
+        description="how the load was shaped; production: windows of live traffic read from Prometheus (planner fit "
+                    "--prometheus), nobody's schedule")
     seed: int | None
     started_at: str = Field(description="ISO 8601, UTC")
     start_epoch_s: float = Field(description="Unix time of the schedule's zero")
