@@ -113,6 +113,22 @@ def pytest_unconfigure(config):
             path.unlink(missing_ok=True)
 
 
+# Debian's prometheus package brings the server and promtool (README command 2 and .ci/run install it).
+PROMETHEUS_INSTALL = "apt-get install -y --no-install-recommends prometheus"
+
+
+def prometheus_tool(name: str) -> str:
+    """The installed ``prometheus`` or ``promtool``: a test that needs Prometheus' own engine fails without it, in one
+    line naming the install (never skips: CI installs it, and a skip would pass what was never tested)."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: Prometheus' own engine runs these tests. Install Debian's prometheus "
+                    f"package: `{PROMETHEUS_INSTALL}` (README command 2 and .ci/run do)", pytrace=False)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

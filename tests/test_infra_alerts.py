@@ -16,7 +16,6 @@ Where the series come from (the rules cite the same sources):
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -29,18 +28,15 @@ from infra.settings import ROOT, settings_from_config, stack_file_config
 from infra.alerts import p99_target_ms
 from infra.triton import MIX_NAME, app_name, unit_name
 
-PROMTOOL_INSTALL = "apt-get install -y --no-install-recommends prometheus"
+from .conftest import prometheus_tool
+
 METRICS_SAMPLE = Path(__file__).parent / "data" / "triton" / "metrics-summary.txt"
 POD_SUFFIX = "-5d8f9c7b6d-x2k4q"  # a ReplicaSet pod's name: <deployment>-<pod-template-hash>-<random>
 
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail(f"promtool is not installed: the alert rules are tested by Prometheus' own rule engine. Install "
-                    f"Debian's prometheus package: `{PROMTOOL_INSTALL}` (CI's .ci/run does)", pytrace=False)
-    return path
+    return prometheus_tool("promtool")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ gauge nv_gpu_utilization): one server that matches the plan (job="matching") and
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -33,9 +32,8 @@ from planner.service import ServiceTime
 from planner.simulate import simulate
 from tests.cli_run import run_cli
 
-PROMETHEUS, PROMTOOL = shutil.which("prometheus"), shutil.which("promtool")
-pytestmark = pytest.mark.skipif(not (PROMETHEUS and PROMTOOL), reason="needs Debian's prometheus (apt-get install "
-                                                                       "prometheus): the server and promtool")
+from .conftest import prometheus_tool
+
 MODEL, GPU, QPS, P99_MS = "yolov8m-seg-1280x720", "T4", 60, 400
 WINDOW_S = 60
 # Per-replica rate in each window: each held for two windows, so the summary's sliding minute that opens a window is
@@ -143,12 +141,12 @@ def stand(tmp_path_factory):
     text = tmp / "history.om"
     text.write_text("\n".join(lines) + "\n# EOF\n")
     data = tmp / "tsdb"
-    subprocess.run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(text), str(data)], check=True,
+    subprocess.run([prometheus_tool("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(text), str(data)], check=True,
                    capture_output=True, timeout=60)
     config = tmp / "prometheus.yml"
     config.write_text("global:\n  scrape_interval: 15s\n")
     port = free_port()
-    proc = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={data}",
+    proc = subprocess.Popen([prometheus_tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={data}",
                              f"--web.listen-address={LOOPBACK}:{port}", "--storage.tsdb.retention.time=30d"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://{LOOPBACK}:{port}"
