@@ -270,3 +270,53 @@ def test_a_calibration_of_schema_one_is_refused_with_the_command_that_makes_a_ne
     with pytest.raises(ContractError, match="run planner fit again"):
         read_calibration(old)
 
+
+
+# A profile whose batch time grows mostly with the batch (2 ms + 4 ms per image), as a GPU model's does: the spread of
+# batch sizes at a step then moves Triton's compute per request far from the time of a batch of the mean size.
+STEEP = dict(base_ms=2.0, per_image_ms=4.0)
+DELAYED = CONFIGS[0]  # max batch 8, 2 ms queue delay
+LOADS = (0.2, 0.4, 0.6, 0.8, 0.9, 0.95)  # of saturation: light to near the knee
+
+
+def _triton_step(profile, cfg, load, seed, service_factor=1.0):
+    """One step of a server whose batches take ``service_factor`` x the profile's time, as Triton reports it: the
+    mean batch is nv_inference_count / nv_inference_exec_count (requests / batches), and the compute time per
+    request is each batch's execution added once per request in it, over the requests (core@84868f1
+    src/infer_stats.cc UpdateSuccessWithDuration), which is the simulation's time in batch per request."""
+    import numpy as np
+    from planner.fit import Observation
+    from planner.service import ServiceTime
+    from planner.simulate import simulate
+    model = ReplicaModel.from_profile(profile)
+    service = ServiceTime([t * service_factor for t in model.service.tables])
+    rate = load * model.saturation_rate(cfg)
+    rng = np.random.default_rng(seed)
+    n = int(rate * 60)
+    arrivals = np.cumsum(rng.exponential(1.0 / rate, n))
+    res = simulate(arrivals, cfg, service, rng.random(n), model.speedup, warmup_fraction=0.0)
+    compute_ms = float((res.latency_s - res.queue_s).mean() * 1000.0)
+    return Observation("run", f"{load:g}", cfg, rate, 60.0, n, {"p50": 20.0, "p90": 30.0, "p99": 40.0},
+                       res.mean_batch_size, compute_ms)
+
+
+@pytest.mark.parametrize("cfg", [DELAYED, CONFIGS[1].model_copy(update={"max_batch_size": 8})],
+                         ids=["delay-2ms", "no-delay"])
+def test_a_server_that_matches_its_profile_is_never_host_bound(cfg):
+    """Light to near-knee steps of a server whose every batch takes exactly the profile's time: Triton's compute per
+    request is a mean over requests, so a step's larger batches weigh more in it than in the mean batch size; that
+    is how Triton counts, not the host setting the pace, and no step may be left out for it."""
+    from planner.fit import host_bound
+    profile = affine_profile(**STEEP)
+    obs = [_triton_step(profile, cfg, load, seed=i) for i, load in enumerate(LOADS)]
+    assert host_bound(obs, profile) == {}
+
+
+def test_a_heavy_step_whose_batches_took_40_percent_longer_is_host_bound():
+    """The rule's purpose: the same batches took longer (a saturated CPU feeding them) on one heavy step."""
+    from planner.fit import host_bound
+    profile = affine_profile(**STEEP)
+    obs = [_triton_step(profile, DELAYED, load, seed=i, service_factor=1.4 if load == 0.8 else 1.0)
+           for i, load in enumerate(LOADS[:4])]
+    flagged = host_bound(obs, profile)
+    assert list(flagged) == [3] and "above the" in flagged[3]
