@@ -248,22 +248,6 @@ def test_steps_where_the_hosts_cpu_was_saturated_are_kept_and_named_in_a_warning
     assert f"{HOST_CPU_SATURATED:.0%} or more busy" in warning and str(busy) in warning and str(calm) not in warning
 
 
-def test_a_step_whose_server_time_inflated_is_host_bound():
-    """Triton's own execution time per request rising beyond what the batch curve explains: the CPU set the pace."""
-    from planner.fit import Observation, host_bound
-    profile = affine_profile()
-    cfg = CONFIGS[0]
-
-    def step(rate, batch, compute_ms):
-        return Observation("run", f"{rate}", cfg, rate, 30.0, 1000, {"p50": 20.0, "p90": 30.0, "p99": 40.0}, batch,
-                           compute_ms)
-    # Profile p50: 8 + 2b ms. Lightest step: batch 1.2 at 12 ms -> 1.154 x the profile.
-    steady = [step(50, 1.2, 12.0), step(100, 2.0, 13.85)]
-    assert host_bound(steady, profile) == {}
-    flagged = host_bound(steady + [step(150, 2.0, 20.0)], profile)
-    assert list(flagged) == [2] and "above the" in flagged[2]
-
-
 def test_a_calibration_of_schema_one_is_refused_with_the_command_that_makes_a_new_one(tmp_path):
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"schema_version": 1, "overhead_ms": 1.0, "service_scale": 1.2}))
@@ -313,10 +297,11 @@ def test_a_server_that_matches_its_profile_is_never_host_bound(cfg):
 
 
 def test_a_heavy_step_whose_batches_took_40_percent_longer_is_host_bound():
-    """The rule's purpose: the same batches took longer (a saturated CPU feeding them) on one heavy step."""
+    """The rule's purpose: on one heavy step (60% of saturation, 84% for a server 40% slower, still stable) the same
+    batches took 40% longer, as when a saturated CPU feeds them; that step alone is left out, with the reason."""
     from planner.fit import host_bound
     profile = affine_profile(**STEEP)
-    obs = [_triton_step(profile, DELAYED, load, seed=i, service_factor=1.4 if load == 0.8 else 1.0)
-           for i, load in enumerate(LOADS[:4])]
+    obs = [_triton_step(profile, DELAYED, load, seed=i, service_factor=1.4 if load == 0.6 else 1.0)
+           for i, load in enumerate(LOADS)]
     flagged = host_bound(obs, profile)
-    assert list(flagged) == [3] and "above the" in flagged[3]
+    assert list(flagged) == [2] and "above the" in flagged[2]
