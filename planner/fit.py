@@ -57,8 +57,9 @@ OVERLOADED = 0.9  # achieved / offered below this: the queue was still growing
 LATE_SHARE = 0.01
 LAG_SHARE_OF_P99 = 0.1
 MIN_CLEAN_STEPS = 2  # fewer steps than this left after the host-bound ones: fit on all, with a warning
-# Triton's execution time per request above what the run's lightest step and the profile's batch curve imply, by
-# more than this factor: the host's CPU (the backend, the frontend), not the model, set the pace.
+# Triton's execution time per request above what a server matching the profile at the run's lightest step's scale
+# reports at the same mean batch, by more than this factor: the host's CPU (the backend, the frontend), not the model,
+# set the pace.
 HOST_INFLATION = 1.25
 # What a server matching its profile reports per request at a given mean batch is read off simulated steps at these
 # shares of the config's saturation rate (the last past it: batches all full), each this many Poisson requests.
