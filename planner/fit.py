@@ -41,9 +41,10 @@ from gpufleet.contracts.profile import LatencyProfile
 from gpufleet.contracts.stress_result import (
     HOST_CPU_SATURATED, MIN_REQUESTS_FOR_P99, StressResult, read_stress_result)
 from gpufleet.contracts.triton import BatchingConfig
-from planner.capacity import CapacitySearch
+from planner.capacity import CapacitySearch, ReplicaModel
 from planner.errors import PlannerInputError
-from planner.simulate import simulate
+from planner.service import ServiceTime
+from planner.simulate import Workload, simulate
 from planner.uncertainty import DEFAULT_CONFIDENCE, CalibratedModel
 
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
@@ -56,9 +57,14 @@ OVERLOADED = 0.9  # achieved / offered below this: the queue was still growing
 LATE_SHARE = 0.01
 LAG_SHARE_OF_P99 = 0.1
 MIN_CLEAN_STEPS = 2  # fewer steps than this left after the host-bound ones: fit on all, with a warning
-# Triton's execution time per request above what the run's lightest step and the profile's batch curve imply, by
-# more than this factor: the host's CPU (the backend, the frontend), not the model, set the pace.
+# Triton's execution time per request above what a server matching the profile at the run's lightest step's scale
+# reports at the same mean batch, by more than this factor: the host's CPU (the backend, the frontend), not the model,
+# set the pace.
 HOST_INFLATION = 1.25
+# What a server matching its profile reports per request at a given mean batch is read off simulated steps at these
+# shares of the config's saturation rate (the last past it: batches all full), each this many Poisson requests.
+EXPECTED_LOADS = (0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.2)
+EXPECTED_REQUESTS = 4000
 NEUTRAL = {"overhead_ms": 0.0, "batch_overhead_ms": 0.0, "item_overhead_ms": 0.0, "spread": 1.0}
 # When parameters are confounded, the one held at its neutral value, first to last: a cost the server pays in the
 # model instance is kept over one paid outside it, so capacity is not overstated.
@@ -153,9 +159,12 @@ def host_bound(obs: list[Observation], profile: LatencyProfile) -> dict[int, str
 
     * The load generator fell behind its schedule (more than ``LATE_SHARE`` of sends late): the arrivals were not
       the Poisson process the step reports.
-    * Triton's execution time per request exceeds what the run's lightest step implies at this step's mean batch
-      size (scaled along the profile's median batch curve) by more than ``HOST_INFLATION``: the same batch took
-      longer because the CPU that feeds it was saturated.
+    * Triton's execution time per request exceeds what a server matching the profile, at the scale of the run's
+      lightest step, reports at this step's mean batch size by more than ``HOST_INFLATION``: the same batches took
+      longer because the CPU that feeds them was saturated. Triton adds a batch's execution once per request in it
+      and divides by the requests, while the mean batch is requests over executions (see :func:`_triton_compute`),
+      so the expectation is the simulation's figure counted the same way, not the profile's time of a batch of the
+      mean size: at a mean batch near 2 with batches of 1 to 8 the two differ by more than ``HOST_INFLATION``.
 
     A busy host alone (Triton's ``nv_cpu_utilization`` at :data:`HOST_CPU_SATURATED` or more) is not a reason: that
     gauge is the whole host's CPU, the load generator's too when it shares the host (on this 2-core machine every
@@ -171,22 +180,24 @@ def host_bound(obs: list[Observation], profile: LatencyProfile) -> dict[int, str
     for i, o in enumerate(obs):
         if o.measured_compute_ms is not None and o.measured_mean_batch is not None:
             groups.setdefault((o.source, o.config), []).append(i)
-    sizes = np.array(profile.batch_sizes, dtype=float)
-    medians = np.array([b.p50_ms for b in profile.batches])
-
-    def device_ms(batch: float) -> float:
-        return float(np.interp(batch, sizes, medians))
-
-    for members in groups.values():
-        base = min(members, key=lambda i: obs[i].rate)
-        ref = obs[base].measured_compute_ms / device_ms(obs[base].measured_mean_batch)
+    replica = ReplicaModel.from_profile(profile)
+    for (_, cfg), members in groups.items():
+        if cfg.effective_max_batch > replica.service.max_batch_size or cfg.instance_count > replica.max_instances:
+            continue  # the profile cannot describe this config; StepModel refuses it with the reason
+        base = obs[min(members, key=lambda i: obs[i].rate)]
+        # The lightest step's scale, then the curve of a server at that scale (the queue delay does not scale with
+        # the service, so it moves the batches a little), anchored on the lightest step again.
+        curve = _triton_compute(replica, cfg, 1.0)
+        curve = _triton_compute(replica, cfg, base.measured_compute_ms / curve(base.measured_mean_batch))
+        anchor = base.measured_compute_ms / curve(base.measured_mean_batch)
         for i in members:
-            expected = ref * device_ms(obs[i].measured_mean_batch)
-            ratio = obs[i].measured_compute_ms / expected
+            o = obs[i]
+            expected = anchor * curve(o.measured_mean_batch)
+            ratio = o.measured_compute_ms / expected
             if ratio > HOST_INFLATION and i not in flagged:
-                flagged[i] = (f"host-bound: Triton's execution time per request {obs[i].measured_compute_ms:.2f} ms "
-                              f"is {ratio - 1:.0%} above the {expected:.2f} ms the lightest step implies at mean "
-                              f"batch {obs[i].measured_mean_batch:.2f}")
+                flagged[i] = (f"host-bound: Triton's execution time per request {o.measured_compute_ms:.2f} ms is "
+                              f"{ratio - 1:.0%} above the {expected:.2f} ms a server like the lightest step reports "
+                              f"at mean batch {o.measured_mean_batch:.2f}")
     return flagged
 
 
@@ -199,6 +210,37 @@ def busy_host_warning(obs: list[Observation], flagged: dict[int, str]) -> str | 
             f"nv_cpu_utilization: the whole host, the load generator too if it shares it): "
             f"{', '.join(f'{o.source}:{o.step}' for o in busy[:4])}{' ...' if len(busy) > 4 else ''}; kept, since "
             "Triton's own execution time did not inflate; measure with the load generator on other cores to be sure")
+
+
+def _triton_compute(replica: ReplicaModel, cfg: BatchingConfig, scale: float):
+    """Mean batch size -> execution time per request (ms), as Triton reports them for a server whose batches take
+    ``scale`` x the profile's time, read off simulated Poisson steps from light load to saturation.
+
+    Triton counts both per request: the backend reports each request of a batch with the batch's start and end
+    (python_backend@r24.10 src/pb_metric_reporter.cc, ~PbMetricReporter: TRITONBACKEND_ModelInstanceReportStatistics
+    per request with the batch's exec_start/compute_start/compute_end/exec_end, ReportBatchStatistics once), and
+    core adds each request's compute durations to nv_inference_compute_{input,infer,output}_duration_us and 1 to
+    nv_inference_request_success (core@84868f1, r24.10 as nvidia-pytriton's Triton 2.51.0 bundles it,
+    src/infer_stats.cc lines 96-133 UpdateSuccessWithDuration), but nv_inference_exec_count once per batch (lines
+    401-431 UpdateInferBatchStatsWithDuration). So compute per request is sum(n_b d_b) / sum(n_b), a mean over
+    batches weighted by their size, while the mean batch is sum(n_b) / batches: the simulation's time in batch per
+    request and its mean batch size are the same two figures."""
+    service = ServiceTime([t * scale for t in replica.service.tables])
+    top = cfg.effective_max_batch
+    saturation = top * replica.speedup[cfg.instance_count] / service.mean(top)
+    work = Workload.poisson(EXPECTED_REQUESTS, seed=20261203)
+    points = []
+    for load in EXPECTED_LOADS:
+        res = simulate(work.unit_arrivals / (load * saturation), cfg, service, work.draws, replica.speedup,
+                       warmup_fraction=0.0)
+        points.append((res.mean_batch_size, float(np.mean(res.latency_s - res.queue_s)) * 1000.0))
+    points.sort()
+    batches = np.array([b for b, _ in points])
+    compute = np.maximum.accumulate([c for _, c in points])  # more batching never reports less: no sampling dips
+
+    def at(mean_batch: float) -> float:
+        return float(np.interp(mean_batch, batches, compute))
+    return at
 
 
 def _compute_ms(server) -> float | None:

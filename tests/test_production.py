@@ -297,6 +297,15 @@ def test_fit_from_production_windows_recovers_capacity(stand, fitted):
     assert abs(fitted_rate / truth - 1) < 0.10
 
 
+def test_fit_from_production_windows_leaves_no_window_of_the_matching_server_out(fitted):
+    """Each window's compute per request is Triton's (a batch counted once per request in it), so a heavy window's
+    larger batches weigh more in it than in its mean batch; the matching server's windows are all fitted, none
+    called host-bound."""
+    cal = read_calibration(fitted)
+    assert [e.reason for e in cal.fit.excluded if e.reason.startswith("host-bound")] == []
+    assert len(cal.steps) == len(RATES)
+
+
 def test_check_with_the_fitted_calibration(stand, fitted):
     """With the calibration fitted on production (its band carried through the P99's gradient), the server it was
     fitted on matches and the 20%-slower one is still reported."""
