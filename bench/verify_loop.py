@@ -293,7 +293,7 @@ def main() -> int:
     line = (f"Calibrated plan: {'every promise holds' if cal_ok else 'NOT every promise holds'}; guessed plan: "
             + (f"fails at {', '.join(guess_fails)}" if guess_fails else "every promise holds (no failure found)"))
     meta = {"date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
-            "command": " ".join(["python", "bench/verify_loop.py"] + sys.argv[1:]), "seed": args.seed,
+            "command": shlex.join(["python", "bench/verify_loop.py"] + sys.argv[1:]), "seed": args.seed,
             "index": args.index, "profile": model, "kind": case.kind, "derivation": case.profile.origin.derivation,
             "target_ms": target, "qps": args.qps, "served_config": cfg.describe(), "guessed_rates": guessed,
             "budget_s": args.budget_s, "calibrate_args": args.calibrate_args, "verify_step_s": args.verify_step_s,
