@@ -86,7 +86,7 @@ class Log:
 
     def run(self, tag: str, words: list[str], env: dict) -> dict:
         t = time.monotonic()
-        with open(self.out / "logs" / f"{tag}.log", "w") as log:
+        with open(self.out / "logs" / f"{tag}.txt", "w") as log:
             done = subprocess.run([console(words[0]), *words[1:]], cwd=self.out, stdout=log,
                                   stderr=subprocess.STDOUT, env=env)
         rec = {"tag": tag, "command": self.typed(words), "exit": done.returncode,
@@ -96,7 +96,7 @@ class Log:
         return rec
 
     def last_line(self, tag: str) -> str:
-        lines = [x for x in (self.out / "logs" / f"{tag}.log").read_text().splitlines() if x.strip()]
+        lines = [x for x in (self.out / "logs" / f"{tag}.txt").read_text().splitlines() if x.strip()]
         return lines[-1].strip() if lines else ""
 
 
@@ -107,7 +107,7 @@ class Server:
         self.ports = [free_port() for _ in range(3)]
         self.words = words + ["--http-port", str(self.ports[0]), "--grpc-port", str(self.ports[1]),
                               "--metrics-port", str(self.ports[2])]
-        self.path = log.out / "logs" / f"{tag}.log"
+        self.path = log.out / "logs" / f"{tag}.txt"
         self.file = open(self.path, "w")
         log.commands.append({"tag": tag, "command": log.typed(self.words), "exit": None, "wall_s": None,
                              "note": "shell 1, stopped with Ctrl-C after the next command"})
