@@ -27,7 +27,8 @@ ALONE = frozenset({
     "test_serving_rollout.py",
 })
 # Not here: test_readme_loadtests.py runs the README's commands for what they leave behind (files, exit statuses,
-# no errors), judging no latency; its fit runs with the calibration-width gate opened, as the README's does.
+# no errors), judging no latency; its calibrate is cut to seconds, so its recommend opens the width gate and its
+# verify may find a promise broken (that verdict is not its subject).
 
 
 @contextlib.contextmanager

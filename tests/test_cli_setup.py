@@ -21,7 +21,7 @@ from infra.settings import ROOT
 
 from tests.cli_run import run_cli
 
-from .test_infra_gates import _console
+from .conftest import console
 
 # Runs the console script (the file pip wrote) with some top-level modules made unimportable.
 BLOCKED_RUN = """
@@ -39,8 +39,8 @@ runpy.run_path(script, run_name="__main__")
 """
 
 
-def _blocked(modules: str, console: str, *args: str, cwd: Path, timeout: float = 120):
-    return subprocess.run([sys.executable, "-c", BLOCKED_RUN, modules, _console(console), *args],
+def _blocked(modules: str, entry: str, *args: str, cwd: Path, timeout: float = 120):
+    return subprocess.run([sys.executable, "-c", BLOCKED_RUN, modules, console(entry), *args],
                           capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
@@ -98,7 +98,7 @@ UNWRITABLE = "/proc/gpufleet-no-such/out"
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
     path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    run = subprocess.run([_console("serving"), "demo-model", "tiny", str(path)], capture_output=True, text=True,
+    run = subprocess.run([console("serving"), "demo-model", "tiny", str(path)], capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 0, run.stderr
     return path

@@ -6,9 +6,6 @@ monkeypatch and undone after; a good stack renders through the installed ``infra
 import json
 import shutil
 import subprocess
-import sys
-from pathlib import Path
-
 
 from gpufleet.contracts.plan import read_plan, write_plan
 from infra.preview import manifests, preview
@@ -16,13 +13,7 @@ from infra.program import load_plan
 from infra.settings import ROOT, settings_from_config, stack_file_config
 from tests.cli_run import run_cli
 
-BIN = Path(sys.executable).parent
-
-
-def _console(name: str) -> str:
-    exe = shutil.which(name, path=str(BIN))
-    assert exe, f"console entry {name} not installed: pip install -e '.[test]'"
-    return exe
+from .conftest import console
 
 
 def test_render_exits_1_on_a_policy_violation(tmp_path):
@@ -64,7 +55,7 @@ def test_render_exits_1_on_an_aws_input_aws_refuses(tmp_path, monkeypatch):
 
 
 def test_render_exits_0_on_a_good_stack(tmp_path):
-    run = subprocess.run([_console("infra"), "render", "--stack", "dev", "--out", str(tmp_path / "r")],
+    run = subprocess.run([console("infra"), "render", "--stack", "dev", "--out", str(tmp_path / "r")],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "r" / "dev" / "manifests.yaml").is_file()

@@ -30,7 +30,7 @@ from loadtests.verify import BEYOND_FACTOR
 
 from tests.cli_run import run_cli
 
-from .test_infra_gates import _console
+from .conftest import console
 
 CONSOLE = ("planner", "serving", "infra", "loadtests")
 NOT_HERE = {
@@ -94,7 +94,7 @@ class _Triton:
 
     def __init__(self, words: list[str], cwd: Path):
         self.ports = [free_port() for _ in range(3)]
-        argv = [_console("serving"), *words[1:], "--http-port", str(self.ports[0]), "--grpc-port",
+        argv = [console("serving"), *words[1:], "--http-port", str(self.ports[0]), "--grpc-port",
                 str(self.ports[1]), "--metrics-port", str(self.ports[2])]
         self.log = open(cwd / "serving-local.out", "w")
         self.proc = subprocess.Popen(argv, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT)

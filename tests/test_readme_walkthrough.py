@@ -20,7 +20,7 @@ from infra.settings import ROOT, settings_from_config, stack_file_config
 from serving.triton_config import parse_config
 
 from .conftest import fresh_bucket
-from .test_infra_gates import _console
+from .conftest import console
 
 SECTION = "### A first deploy, from an empty account"
 CONSOLE = ("planner", "serving", "infra", "loadtests")
@@ -96,7 +96,7 @@ def test_the_walkthrough_runs_as_written(project, moto_endpoint, aws_env):
                 if c not in NOT_HERE and c.split(" ", 1)[0] in CONSOLE]
     for engine, onnx in ENGINES.items():
         seed = "1" if "v2" in onnx else "0"
-        made = subprocess.run([_console("serving"), "demo-model", "tiny", onnx, "--seed", seed], cwd=project,
+        made = subprocess.run([console("serving"), "demo-model", "tiny", onnx, "--seed", seed], cwd=project,
                               capture_output=True, text=True, timeout=120)
         assert made.returncode == 0, made.stderr
     failures, bucket = [], None
@@ -111,7 +111,7 @@ def test_the_walkthrough_runs_as_written(project, moto_endpoint, aws_env):
         if any("$(" in a or "<" in a for a in argv):
             failures.append(f"{command}: a substitution or placeholder this test cannot fill")
             continue
-        run = subprocess.run([_console(argv[0]), *argv[1:]], cwd=project, capture_output=True, text=True,
+        run = subprocess.run([console(argv[0]), *argv[1:]], cwd=project, capture_output=True, text=True,
                              timeout=300)
         if run.returncode != 0:
             failures.append(f"{command} -> exit {run.returncode}: {run.stderr.strip()[-300:]}")
