@@ -78,7 +78,8 @@ class RecommendRequest(Strict):
     # How far a calibrated capacity's interval at the target may reach from its estimate, percent (the farther end:
     # gpufleet.contracts.calibration.capacity_spread); a wider one is refused (check_capacity_spread). 15%: the
     # plan then sizes within 15% of what the fit believes; the three guessed rates gave a factor of six.
-    max_capacity_spread_pct: float = Field(15.0, gt=0)
+    # inf accepts any calibration, even one whose width is unknown (an interval of one point).
+    max_capacity_spread_pct: float = Field(15.0, gt=0, allow_inf_nan=True)
     scale_up_lag_s: float | None = Field(None, ge=0)  # with ramp_per_min: lag-aware HPA targets
     ramp_per_min: float | None = Field(None, ge=0)  # None for both: the calibration's, else the autoscaling defaults
     min_replicas: int = Field(1, ge=1)
@@ -350,17 +351,26 @@ def check_capacity_spread(bound_pct: float, calibration: Path | None, model: str
     ci = z.interval
     if ci is None:
         return
-    spread = capacity_spread(ci.nominal, ci.low, ci.high)
+    # An interval of one point is no certainty: the fit's draws did not move (fewer than two fitted steps to
+    # resample, or every parameter held), so the width is unknown, not zero. Only an unbounded gate accepts it.
+    unknown = ci.nominal > 0 and ci.high <= ci.low
+    spread = float("inf") if unknown else capacity_spread(ci.nominal, ci.low, ci.high)
     if 100.0 * spread <= bound_pct:
         return
+    narrow = f"run `loadtests calibrate --model {model} --p99-ms {p99_ms:g} ...` to narrow it"
+    if unknown:
+        raise PlannerInputError(
+            f"{calibration}: '{model}' on {z.gpu} ({z.config.short()}, the config the plan would deploy) holds "
+            f"{ci.nominal:,.1f} req/s per replica at P99 <= {p99_ms:g} ms as fitted, with no interval: the fit "
+            f"measured no uncertainty (fewer than two fitted steps, or every parameter held); {narrow}, or pass "
+            f"--max-capacity-spread-pct inf to accept it")
     accept = f"pass --max-capacity-spread-pct {math.ceil(100.0 * spread)} to accept it" if math.isfinite(spread) \
         else "it cannot be accepted"
     raise PlannerInputError(
         f"{calibration}: '{model}' on {z.gpu} ({z.config.short()}, the config the plan would deploy) holds "
         f"{ci.nominal:,.1f} req/s per replica at P99 <= {p99_ms:g} ms as fitted, {ci.low:,.1f}-{ci.high:,.1f} at "
         f"{ci.confidence:.0%} confidence: ±{100.0 * spread:.1f}% of the estimate, wider than "
-        f"--max-capacity-spread-pct {bound_pct:g}; run `loadtests calibrate --model {model} --p99-ms {p99_ms:g} ...` "
-        f"to narrow it, or {accept}")
+        f"--max-capacity-spread-pct {bound_pct:g}; {narrow}, or {accept}")
 
 
 def verify_at(sized: Sized, problem: Problem, sol: Solution, verify: Workload, req: RecommendRequest):

@@ -5,7 +5,8 @@ the bound and the command that narrows it; nothing is written. Every plan mode t
 
 The calibrations are fitted through the console entry on stress results whose truth is known (tests/synthetic.py):
 "guessed" is three short steps at rates a user might guess (10-30% of saturation, 5 s each: the issue's loop, far
-from the knee); "measured" is three 60 s steps at 30-80% of saturation.
+from the knee); "measured" is three 60 s steps at 30-80% of saturation; "one-step" is one 60 s step at half of it (what
+`loadtests calibrate` leaves when only one step was stable).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from tests.synthetic import affine_profile, stress_result
 CONFIG = BatchingConfig(max_batch_size=8, max_queue_delay_microseconds=2000, preferred_batch_sizes=(),
                         instance_count=1)
 COST = ServerCost(2.0, 0.5, 1.2)
-STEPS = {"guessed": ((0.1, 0.2, 0.3), 5), "measured": ((0.3, 0.55, 0.8), 60)}
+STEPS = {"guessed": ((0.1, 0.2, 0.3), 5), "measured": ((0.3, 0.55, 0.8), 60), "one-step": ((0.5,), 60)}
 WIDTH = re.compile(r"±(\d+\.\d)% of the estimate, wider than --max-capacity-spread-pct (\S+);")
 
 
@@ -73,6 +74,25 @@ def test_a_calibration_from_three_guessed_rates_is_refused_with_the_command_that
     assert width > 15.0 and bound == "15"
     assert "run `loadtests calibrate --model det --p99-ms 100 ...` to narrow it" in run.stderr
     assert f"pass --max-capacity-spread-pct {int(width) + 1} to accept it" in run.stderr
+
+
+def test_a_calibration_fitted_on_one_step_is_refused_its_width_is_unknown_not_zero(fitted, tmp_path):
+    """One step gives the bootstrap nothing to resample: the interval collapses to the estimate, which read as a
+    width of 0% and planned (the README's tiny-model loop, 2026-12-03: 48.0-48.0 req/s, then 82% of requests turned
+    away by verify)."""
+    out = tmp_path / "plan.json"
+    run = recommend(fitted, out, "--calibration", "one-step.cal.json", "--max-capacity-spread-pct", "1000")
+    assert run.returncode == 2, run.stderr
+    assert run.stdout == "" and len(run.stderr.strip().splitlines()) == 1 and not out.exists(), run.stderr
+    assert "with no interval: the fit measured no uncertainty" in run.stderr
+    assert "pass --max-capacity-spread-pct inf to accept it" in run.stderr
+
+
+def test_an_unbounded_gate_accepts_a_calibration_of_unknown_width(fitted, tmp_path):
+    out = tmp_path / "plan.json"
+    run = recommend(fitted, out, "--calibration", "one-step.cal.json", "--max-capacity-spread-pct", "inf")
+    assert run.returncode == 0, run.stderr
+    assert out.is_file()
 
 
 def test_a_calibration_measured_near_the_knee_plans(fitted, tmp_path):
