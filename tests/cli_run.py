@@ -162,3 +162,12 @@ def run_console(cli: str, argv: list[str] | tuple[str, ...], *, cwd: str | Path 
     """``<cli> *argv`` as a user types it: the installed script, in its own interpreter, stdin closed."""
     return subprocess.run([console(cli), *map(str, argv)], capture_output=True, text=True, timeout=timeout_s, cwd=cwd,
                           env=None if env is None else dict(os.environ, **env), stdin=subprocess.DEVNULL)
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def run_loadtests(*argv, timeout_s: float = 120) -> Result:
+    """``loadtests ARGV`` from the repository's root, as the README types it: the console's main(argv) in-process;
+    Locust runs in its own processes either way, and they inherit PYTHONPATH from the environment set for the call."""
+    return run_cli("loadtests", argv, env={"PYTHONPATH": str(REPOSITORY)}, cwd=REPOSITORY, timeout_s=timeout_s)

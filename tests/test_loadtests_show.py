@@ -17,7 +17,7 @@ if importlib.util.find_spec("locust") is None:
     pytest.skip("locust is not installed (pip install -e '.[loadtests]')", allow_module_level=True)
 
 from gpufleet.contracts.stress_result import read_stress_result  # noqa: E402
-from tests.cli_run import run_cli  # noqa: E402
+from tests.cli_run import run_loadtests  # noqa: E402
 
 from .conftest import console, start_stub  # noqa: E402
 
@@ -25,8 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def _loadtests(*args, timeout=120):
-    return run_cli("loadtests", args, env={"PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout_s=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +36,16 @@ def fast_server():
 
 
 def test_closed_loop_table_names_its_mode_once(fast_server, tmp_path):
-    run = _loadtests("run", "--model", "cam", "--host", fast_server, "--closed-loop", "1", "--duration", "1",
-                     "--timeout-s", "5", "--metrics-url", "", "--out", str(tmp_path))
+    run = run_loadtests("run", "--model", "cam", "--host", fast_server, "--closed-loop", "1", "--duration", "1",
+                        "--timeout-s", "5", "--metrics-url", "", "--out", str(tmp_path))
     assert run.returncode == 0, run.stderr
     assert "closed-loop, closed-loop" not in run.stdout
     assert "closed loop, 1 user," in run.stdout, run.stdout
 
 
 def test_run_banner_says_what_is_offered(fast_server, tmp_path):
-    run = _loadtests("run", "--model", "cam", "--host", fast_server, "--rates", "20,40", "--step-duration", "1",
-                     "--warmup", "0", "--timeout-s", "5", "--metrics-url", "", "--out", str(tmp_path))
+    run = run_loadtests("run", "--model", "cam", "--host", fast_server, "--rates", "20,40", "--step-duration", "1",
+                        "--warmup", "0", "--timeout-s", "5", "--metrics-url", "", "--out", str(tmp_path))
     assert run.returncode == 0, run.stderr
     first = run.stderr.splitlines()[0]
     assert "20, 40 req/s" in first and "1 s each" in first, first
@@ -56,8 +54,8 @@ def test_run_banner_says_what_is_offered(fast_server, tmp_path):
 @pytest.fixture(scope="module")
 def steps_result(fast_server, tmp_path_factory):
     out = tmp_path_factory.mktemp("show")
-    run = _loadtests("run", "--model", "cam", "--host", fast_server, "--rates", "20,40,80", "--step-duration", "1",
-                     "--warmup", "0.5", "--timeout-s", "5", "--metrics-url", "", "--out", str(out))
+    run = run_loadtests("run", "--model", "cam", "--host", fast_server, "--rates", "20,40,80", "--step-duration", "1",
+                        "--warmup", "0.5", "--timeout-s", "5", "--metrics-url", "", "--out", str(out))
     assert run.returncode == 0, run.stderr
     return out / "run.stress.json"
 
@@ -67,7 +65,8 @@ def _show_in_terminal(path: Path, columns: int) -> list[str]:
     width, as a shell exports it: rich 15.0.0, rich/console.py, Console.__init__ and Console.size read COLUMNS)."""
     leader, follower = pty.openpty()
     proc = subprocess.Popen([console("loadtests"), "show", str(path)], stdout=follower, stderr=subprocess.PIPE,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS=str(columns), LINES="50", TERM="xterm"), cwd=ROOT)
+                            env=dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS=str(columns), LINES="50", TERM="xterm"),
+                            cwd=ROOT)
     os.close(follower)
     chunks = []
     while True:
