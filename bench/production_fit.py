@@ -11,10 +11,14 @@ second; one open-loop Locust run sends, in this order:
 1. calibration: CALIBRATION_RATES, STEP_S each (light to heavy load). `planner fit --prometheus` (the console entry)
    reads them back as windows of STEP_S aligned to the steps' ends and fits the calibration at TARGET_MS (Triton's
    own P99: its summary starts at its frontend, so the target is the server's share);
-2. capacity: CAPACITY_MULTIPLES x the profile's own capacity at TARGET_MS, CAPACITY_STEP_S each. Triton's P99 of
-   each step is its summary (a sliding minute, prometheus-cpp's max_age) averaged over the step's last 15 s of
-   scrapes, so its minute lies inside the step; the measured capacity is where that P99, made monotone in the rate
-   (bench/validate.measured_capacity), crosses TARGET_MS. Locust's end-to-end P99 per step is recorded beside it.
+2. capacity: the planner's capacity is of the config as the plan writes it, with the queue bound
+   (planner.capacity.queue_bound) of the calibrated model, refusing at most REFUSED_SHARE_MAX. That config is
+   published into the polling Triton (version 2), and Locust sends CAPACITY_MULTIPLES x the fitted capacity,
+   CAPACITY_STEP_S each. Triton's P99 of each step is its summary (a sliding minute, prometheus-cpp's max_age)
+   averaged over the step's last 15 s of scrapes, so its minute lies inside the step; the refused share is Locust's
+   (Triton answers a full queue 503 without counting it). The measured capacity is the first rate where either
+   breaks the promise, each made monotone in the rate and interpolated (bench/validate.measured_capacity). Locust's
+   end-to-end P99 per step is recorded beside it.
 
 Writes to --out: profile.json, prometheus.yml, the Locust run (run/), calibration.json with its windows
 (calibration.windows.json), the fit's console output (fit.txt), results.json and table.md.
@@ -44,7 +48,9 @@ from gpufleet.net import LOOPBACK, free_port  # noqa: E402
 from loadtests.run import run_stress  # noqa: E402
 from loadtests.settings import StressSettings  # noqa: E402
 from loadtests.shapes import Steps  # noqa: E402
-from planner.capacity import CapacitySearch, ReplicaModel  # noqa: E402
+from gpufleet.triton import loaded_batching  # noqa: E402
+from planner.capacity import REFUSED_SHARE_MAX, CapacitySearch, ReplicaModel, queue_bound  # noqa: E402
+from planner.uncertainty import CalibratedModel  # noqa: E402
 from serving.local import LocalTriton  # noqa: E402
 from serving.standin import StandIn  # noqa: E402
 
@@ -56,8 +62,8 @@ TARGET_MS = 150.0  # the profile's own capacity here is ~63 req/s, ~56% of its s
 CALIBRATION_RATES = (15.0, 30.0, 45.0, 60.0)
 STEP_S = 60.0
 WARMUP_S = 5.0
-CAPACITY_MULTIPLES = (0.9, 1.05, 1.2, 1.35)
-CAPACITY_STEP_S = 75.0
+CAPACITY_MULTIPLES = (0.8, 0.9, 1.0, 1.1, 1.2)  # of the fitted capacity
+CAPACITY_STEP_S = 60.0
 SCRAPE_S = 1
 SUMMARY_TAIL_S = 15  # the scrapes whose minute lies inside a capacity step
 JOB = "triton"
@@ -122,8 +128,10 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="gpufleet-prodfit-") as tmp:
         repo = Path(tmp) / "repo"
-        StandIn(MODEL, prof).write(repo, CFG)
-        triton = LocalTriton(repo, extra_args=["--exit-timeout-secs=5"]).start()
+        StandIn(MODEL, prof).write(repo, CFG, version=1)
+        # Polling, so the capacity part's config (the queue bound the fitted model writes) is published as version 2.
+        triton = LocalTriton(repo, extra_args=["--model-control-mode=poll", "--repository-poll-secs=1",
+                                               "--exit-on-error=false", "--exit-timeout-secs=5"]).start()
         prom = None
         try:
             config = out / "prometheus.yml"
@@ -133,17 +141,14 @@ def main() -> int:
             port = free_port()
             prom = start_prometheus(prometheus, config, Path(tmp) / "tsdb", port)
             url = f"http://{LOOPBACK}:{port}"
-            # One step per rate, each its own duration: Steps holds one duration, so the run is sequential shapes in
-            # one Locust run would need; instead the calibration and capacity parts are two runs back to back.
-            results = []
-            for part, (part_rates, dur) in {"calibration": (list(CALIBRATION_RATES), STEP_S),
-                                            "capacity": (capacity_rates, CAPACITY_STEP_S)}.items():
-                settings = StressSettings(host=f"http://{triton.http_url}", model=MODEL, out=out / "run",
-                                          metrics_url=triton.metrics_url,
-                                          shape=Steps(rates=part_rates, step_duration=dur, warmup=WARMUP_S),
-                                          seed=20261203, timeout_s=30, name=part)
-                results.append((part, run_stress(settings)))
-            cal_run, cap_run = results[0][1], results[1][1]
+
+            def run(name: str, rates: list[float], duration_s: float):
+                return run_stress(StressSettings(host=f"http://{triton.http_url}", model=MODEL, out=out / "run",
+                                                 metrics_url=triton.metrics_url,
+                                                 shape=Steps(rates=rates, step_duration=duration_s, warmup=WARMUP_S),
+                                                 seed=20261203, timeout_s=30, name=name))
+
+            cal_run = run("calibration", list(CALIBRATION_RATES), STEP_S)
             cal_steps = cal_run.reported_steps()
             cal_end = cal_run.start_epoch_s + cal_steps[-1].start_s + cal_steps[-1].duration_s
             time.sleep(2 * SCRAPE_S)  # the last scrapes are in
@@ -158,14 +163,36 @@ def main() -> int:
             (out / "fit.txt").write_text(" ".join(fit_cmd) + f"\n# exit {fit.returncode}, {fit_s:.1f} s\n"
                                          + fit.stdout + fit.stderr)
             print(fit.stdout[-3000:], fit.stderr[-2000:], flush=True)
+            if fit.returncode != 0:
+                return 1
+            cal = read_calibration(out / "calibration.json")
+            fitted = cal.thresholds[0].nominal_max_rate_per_replica
+            # The planner's capacity is the config AS IT WRITES IT: with the queue bound (planner.capacity.queue_bound)
+            # of the calibrated model at the budget the fit sized with (planner.fit.threshold: target less the fitted
+            # overhead), refusing at most REFUSED_SHARE_MAX. So the stand-in serves that bound for the capacity steps.
+            calibrated = CalibratedModel.from_calibration(prof, cal)
+            bounded = queue_bound(calibrated.replica(), CFG, (TARGET_MS - float(calibrated.values[0])) / 1000)
+            StandIn(MODEL, prof).write(repo, bounded, version=2)
+            deadline = time.monotonic() + 30
+            while (getattr(loaded_batching(f"http://{triton.http_url}", MODEL), "queue_timeout_microseconds", None)
+                   != bounded.queue_timeout_microseconds or not triton.ready()):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the bounded config did not load within 30 s")
+                time.sleep(0.5)
+            capacity_rates = [round(m * fitted, 1) for m in CAPACITY_MULTIPLES]
+            print(f"fitted capacity {fitted:.1f} req/s; bound {bounded.max_queue_size} / "
+                  f"{bounded.queue_timeout_microseconds} us; capacity steps {capacity_rates}", flush=True)
+            cap_run = run("capacity", capacity_rates, CAPACITY_STEP_S)
+            time.sleep(2 * SCRAPE_S)
             steps = []
             for s in cap_run.reported_steps():
                 end = cap_run.start_epoch_s + s.start_s + s.duration_s
                 res = query(url, f'avg_over_time(nv_inference_request_summary_us{{job="{JOB}",model="{MODEL}",'
-                                 f'quantile="0.99"}}[{SUMMARY_TAIL_S}s]) / 1000', end)
+                                 f'version="2",quantile="0.99"}}[{SUMMARY_TAIL_S}s]) / 1000', end)
                 triton_p99 = float(res[0]["value"][1]) if res else None
-                steps.append({"offered": s.offered_rate, "achieved": s.achieved_rate, "ok": s.ok,
+                steps.append({"offered": s.offered_rate, "achieved": s.achieved_rate, "sent": s.sent, "ok": s.ok,
                               "rejected": s.rejected, "errors": s.errors, "late_sends": s.late_sends,
+                              "refused_share": s.rejected / s.sent if s.sent else None,
                               "locust_p99_ms": s.latency_ms.p99, "triton_p99_ms": triton_p99,
                               "server_batch": s.server.mean_batch_size if s.server else None})
         finally:
@@ -173,19 +200,21 @@ def main() -> int:
                 prom.terminate()
                 prom.wait(timeout=15)
             triton.stop()
-    if fit.returncode != 0:
-        print(f"planner fit exited {fit.returncode}", file=sys.stderr)
-        return 1
-    cal = read_calibration(out / "calibration.json")
-    fitted = cal.thresholds[0].nominal_max_rate_per_replica
-    pts = [(st["achieved"], st["triton_p99_ms"], st["ok"]) for st in steps if st["triton_p99_ms"] is not None]
-    truth, how = measured_capacity(pts, TARGET_MS)
+    pts = [(st["offered"], st["triton_p99_ms"], st["ok"]) for st in steps if st["triton_p99_ms"] is not None]
+    p99_cap, p99_how = measured_capacity(pts, TARGET_MS)
     raw = first_crossing(pts, TARGET_MS)
-    locust_pts = [(st["achieved"], st["locust_p99_ms"], st["ok"]) for st in steps if st["locust_p99_ms"] is not None]
+    refused = [(st["offered"], st["refused_share"], st["sent"]) for st in steps]
+    refused_cap, refused_how = measured_capacity(refused, REFUSED_SHARE_MAX)
+    # The stand-in holds the promise up to the first rate where either breaks (None: not within the steps).
+    found = [c for c in (p99_cap, refused_cap) if c is not None]
+    truth = min(found) if found else None
+    how = f"P99: {p99_how} ({p99_cap}); refused share: {refused_how} ({refused_cap})"
+    locust_pts = [(st["offered"], st["locust_p99_ms"], st["ok"]) for st in steps if st["locust_p99_ms"] is not None]
     locust_truth, locust_how = measured_capacity(locust_pts, TARGET_MS)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.platform(),
             "cpus": __import__("os").cpu_count(), "target_ms": TARGET_MS, "config": CFG.model_dump(mode="json"),
-            "profile_capacity": planned, "calibration_rates": list(CALIBRATION_RATES), "step_s": STEP_S,
+            "profile_capacity": planned, "bound": {"max_queue_size": bounded.max_queue_size,
+                                                   "queue_timeout_microseconds": bounded.queue_timeout_microseconds}, "calibration_rates": list(CALIBRATION_RATES), "step_s": STEP_S,
             "capacity_step_s": CAPACITY_STEP_S, "fit_seconds": fit_s,
             "load_average_after": __import__("os").getloadavg(),
             "parameters": json.loads(cal.model_dump_json())["parameters"],
@@ -194,7 +223,10 @@ def main() -> int:
             "ratio": None if truth is None else fitted / truth, "capacity_steps": steps}
     (out / "results.json").write_text(json.dumps(meta, indent=2) + "\n")
     lines = [f"# planner fit --prometheus vs measured capacity ({meta['date']})", "",
-             f"Target: Triton's P99 {TARGET_MS:g} ms; config max batch 8, no queue delay, no queue bound.", "",
+             f"Target: Triton's P99 {TARGET_MS:g} ms, at most {REFUSED_SHARE_MAX:.1%} refused; calibration steps "
+             f"{list(CALIBRATION_RATES)} req/s x {STEP_S:g} s, max batch 8, no queue delay, no bound; capacity steps "
+             f"{CAPACITY_STEP_S:g} s each with the fitted model's queue bound {bounded.max_queue_size} / "
+             f"{bounded.queue_timeout_microseconds} us.", "",
              "| capacity step req/s (offered / achieved) | ok | rejected | late sends | Triton P99 ms | Locust P99 ms |",
              "|---|---|---|---|---|---|"]
     for st in steps:
@@ -205,8 +237,11 @@ def main() -> int:
               f"| profile alone (planner simulation, no server cost) | {planned:.1f} |",
               f"| **fitted** (`planner fit --prometheus`, nominal) | **{fitted:.1f}** |",
               f"| fitted, the threshold's lower end ({cal.uncertainty.confidence:.0%}) | {cal.thresholds[0].max_rate_per_replica:.1f} |",
-              f"| **measured** (Triton P99 crossing, isotonic; {how}) | **{truth if truth is None else round(truth, 1)}** |",
-              f"| measured, raw first crossing | {raw if raw is None else round(raw, 1)} |",
+              f"| **measured** (first of: Triton P99 over the target, refused share over {REFUSED_SHARE_MAX:.1%}; isotonic, "
+              f"interpolated) | **{truth if truth is None else round(truth, 1)}** |",
+              f"| measured: P99 crossing / refused-share crossing | {p99_cap if p99_cap is None else round(p99_cap, 1)} / "
+              f"{refused_cap if refused_cap is None else round(refused_cap, 1)} |",
+              f"| measured, raw first P99 crossing | {raw if raw is None else round(raw, 1)} |",
               f"| measured with Locust's end-to-end P99 ({locust_how}) | "
               f"{locust_truth if locust_truth is None else round(locust_truth, 1)} |",
               f"| fitted / measured | {'-' if truth is None else f'{fitted / truth:.3f}'} |"]
