@@ -58,7 +58,7 @@ MODEL, GPU = "standin", "T4"
 # A service time large beside what the stand-in's Python backend adds per batch (about a millisecond here,
 # docs/validation), so the profile is what the server serves.
 BASE_MS, PER_IMAGE_MS = 30.0, 5.0
-QPS, P99_MS = 40, 200
+QPS, P99_MS = 50, 200
 SLOWER = 1.2  # the issue's drift: 20% in service time
 # Phase C: slow enough that Triton's own P99 passes the whole target (a batch of one takes 175 ms, of eight 350).
 ALERTING = 5.0
@@ -173,8 +173,12 @@ def test_check_and_the_p99_alert_on_a_live_stand_in(tmp_path):
     rules.write_text(yaml.safe_dump({"groups": alert_groups(short, DEFAULT_NAMESPACE, stack_app(plan),
                                                             labels={"job": JOB})}))
 
+    # The plan's batching without its queue bound: under any queue policy Triton 2.51 (the one bundled here) misses
+    # batcher wake-ups, which the planner does not model (README, "Known limit, measured"): a stand-in that matches
+    # the profile would read slower. The bound decides only which requests are turned away in overload.
+    batching = d.triton.latency_shape
     repo = tmp_path / "repo"
-    StandIn(MODEL, profile()).write(repo, d.triton, version=1)
+    StandIn(MODEL, profile()).write(repo, batching, version=1)
     triton = LocalTriton(repo, extra_args=["--model-control-mode=poll", f"--repository-poll-secs={POLL_S}",
                                            "--exit-on-error=false", "--exit-timeout-secs=5"])
     prom_port = free_port()
@@ -183,23 +187,33 @@ def test_check_and_the_p99_alert_on_a_live_stand_in(tmp_path):
     load = {}
     loader = None
     try:
-        triton.start()
         config = tmp_path / "prometheus.yml"
-        config.write_text(yaml.safe_dump({
-            "global": {"scrape_interval": f"{SCRAPE_S}s", "evaluation_interval": f"{SCRAPE_S}s"},
-            "rule_files": [str(rules)],
-            "scrape_configs": [{"job_name": JOB, "static_configs": [
-                {"targets": [f"{LOOPBACK}:{triton.ports.metrics}"]}]}]}))
+
+        def scrape_config():
+            config.write_text(yaml.safe_dump({
+                "global": {"scrape_interval": f"{SCRAPE_S}s", "evaluation_interval": f"{SCRAPE_S}s"},
+                "rule_files": [str(rules)],
+                "scrape_configs": [{"job_name": JOB, "static_configs": [
+                    {"targets": [f"{LOOPBACK}:{triton.ports.metrics}"]}]}]}))
+
+        # Prometheus first: its discovery hands targets to the scrape manager at most every 5 s (prometheus/prometheus
+        # discovery/manager.go, updatert), so its first scrape comes seconds after it starts; Triton starts meanwhile.
+        scrape_config()
+        metrics_port = triton.ports.metrics
         prom = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                  f"--web.listen-address={LOOPBACK}:{prom_port}"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        triton.start()
+        if triton.ports.metrics != metrics_port:  # a port taken meanwhile: Triton started on new ones
+            scrape_config()
+            prom.send_signal(signal.SIGHUP)  # Prometheus reloads its configuration
         settings = StressSettings(host=f"http://{triton.http_url}", model=MODEL, out=tmp_path / "run",
                                   shape=Steps(rates=[QPS], step_duration=LOAD_S, warmup=0), timeout_s=5, name="live")
 
         def drive():
             try:
                 load["result"] = run_stress(settings)
-            except BaseException as exc:  # reported by the test, not lost in the thread
+            except Exception as exc:  # killed at the end: it wrote no result
                 load["error"] = exc
 
         loader = threading.Thread(target=drive)
@@ -223,7 +237,7 @@ def test_check_and_the_p99_alert_on_a_live_stand_in(tmp_path):
         scraping = wait_scraped(url, READY_S)
         end_a = max(loaded, scraping) + 1 + WINDOW_S
         sleep_until(end_a + SCRAPE_S + 0.2)  # the window's last scrape is in
-        StandIn(MODEL, profile(SLOWER)).write(repo, d.triton, version=2)
+        StandIn(MODEL, profile(SLOWER)).write(repo, batching, version=2)
         a = check(url, plan_path, profile_path, end_a)
         print(a.stdout)
         assert a.returncode == 0, a.stdout + a.stderr
@@ -233,7 +247,7 @@ def test_check_and_the_p99_alert_on_a_live_stand_in(tmp_path):
         at_b = wait_served(triton.metrics_url, "2", SERVED_S)
         end_b = at_b + WINDOW_S
         sleep_until(end_b + SCRAPE_S + 0.2)
-        StandIn(MODEL, profile(ALERTING)).write(repo, d.triton, version=3)
+        StandIn(MODEL, profile(ALERTING)).write(repo, batching, version=3)
         b = check(url, plan_path, profile_path, end_b)
         print(b.stdout)
         assert b.returncode == 3, b.stdout + b.stderr
@@ -253,11 +267,12 @@ def test_check_and_the_p99_alert_on_a_live_stand_in(tmp_path):
         assert fired["annotations"]["p99_target_ms"] == repr(float(P99_MS))
     finally:
         if loader is not None:
-            # Locust runs in its own sessions; SIGINT is how run_stress itself stops them (it then reads the result).
+            # Locust runs in its own sessions, started by run_stress in this process; its result is not needed, so
+            # it is killed rather than interrupted (which waits out its users' timeout).
             for pid in descendants(os.getpid()):
                 try:
                     if b"locust" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                        os.kill(pid, signal.SIGINT)
+                        os.kill(pid, signal.SIGKILL)
                 except (OSError, ProcessLookupError):
                     pass
             loader.join(30)
@@ -269,4 +284,3 @@ def test_check_and_the_p99_alert_on_a_live_stand_in(tmp_path):
                 prom.kill()
                 prom.wait()
         triton.kill()  # its shutdown is not under test
-    assert "error" not in load or isinstance(load["error"], Exception), load
