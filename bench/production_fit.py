@@ -255,7 +255,7 @@ def main() -> int:
                      f"{st['late_sends']} | {st['triton_p99_ms'] if st['triton_p99_ms'] is None else round(st['triton_p99_ms'], 1)} | "
                      f"{st['locust_p99_ms'] if st['locust_p99_ms'] is None else round(st['locust_p99_ms'], 1)} |")
     lines += ["", "| | req/s |", "|---|---|",
-              f"| profile alone (planner simulation, no server cost) | {planned:.1f} |",
+              f"| profile alone, as the planner sizes it (P99 and the queue bound refusing at most 0.1%; no server cost) | {planned:.1f} |",
               f"| **fitted** (`planner fit --prometheus`, nominal) | **{fitted:.1f}** |",
               f"| fitted, the threshold's lower end ({cal.uncertainty.confidence:.0%}) | {cal.thresholds[0].max_rate_per_replica:.1f} |",
               f"| **fitted, P99 alone** (the calibrated model's P99 + overhead at the target, no bound) | **{p99_fitted:.1f}** |",
