@@ -72,6 +72,8 @@ WINDOW_S = 6
 # The alert rules' window (the HPA's rate window in a deployed plan, a minute) shortened like the check's.
 RULE_WINDOW_S = 5
 POLL_S = 1
+# Locust's first seconds run behind its schedule and catch up (a burst, bigger batches): phase A's window starts after.
+LOCUST_STEADY_S = 3
 READY_S = 20
 SERVED_S = 15  # bound on a published version's first answers (Triton polls every POLL_S, then loads it)
 FIRING_S = 30  # bound on the alert's firing after the alerting version serves
@@ -239,7 +241,7 @@ def test_check_and_the_p99_alert_on_a_live_stand_in(tmp_path):
         # The window starts once Locust sends and Prometheus scrapes (rate() over a window the series covers only
         # in part would extrapolate).
         scraping = wait_scraped(url, READY_S)
-        end_a = max(loaded, scraping) + 1 + WINDOW_S
+        end_a = max(loaded + LOCUST_STEADY_S, scraping + SCRAPE_S) + WINDOW_S
         sleep_until(end_a + SCRAPE_S + 0.2)  # the window's last scrape is in
         StandIn(MODEL, profile(SLOWER)).write(repo, batching, version=2)
         a = check(url, plan_path, profile_path, end_a)
@@ -272,6 +274,7 @@ def test_check_and_the_p99_alert_on_a_live_stand_in(tmp_path):
         (fired,) = [x for x in alerts(url) if x["labels"]["alertname"] == "TritonP99OverTarget"]
         assert fired["annotations"]["p99_target_ms"] == repr(float(P99_MS))
     finally:
+        t_down = time.monotonic()
         if loader is not None:
             # Locust runs in its own sessions, started by run_stress in this process; its result is not needed, so
             # it is killed rather than interrupted (which waits out its users' timeout).
@@ -290,3 +293,4 @@ def test_check_and_the_p99_alert_on_a_live_stand_in(tmp_path):
                 prom.kill()
                 prom.wait()
         triton.kill()  # its shutdown is not under test
+        print(f"teardown {time.monotonic() - t_down:.1f} s")
