@@ -14,8 +14,20 @@ DEFAULT_NAMESPACE = "inference"
 # A mix stack (planner recommend --mix) is named this where one model's stack takes the model's name.
 MIX_NAME = "mix"
 K8S_NAME_MAX = 63
-# The P99 of Triton's per-model latency summaries (infra.triton.METRICS_ARGS turns them on with this quantile).
+# The P99 of Triton's per-model latency summaries (METRICS_ARGS turns them on with this quantile).
 P99_QUANTILE = "0.99"
+# Triton's per-model latency summaries, which the P99 alert (infra.alerts) and planner check read; the stack's Triton
+# runs with them (infra.triton) and so does the local one (serving.local), so a local server exposes what a deployed
+# one does. Off by default: core@r25.01 src/metric_model_reporter.h (latency_summaries_enabled_ = false), turned on by
+# the global metrics setting summary_latencies=true (src/metric_model_reporter.cc ParseConfig), given as
+# --metrics-config=<setting>=<value> (server@r25.01 src/command_line_parser.cc ParseMetricsConfigOption). Histograms
+# are no alternative at this version: histogram_latencies=true adds only the first-response histogram of decoupled
+# models (InitializeHistograms). The quantiles are set here, not left to Triton's default list, so the one the rule
+# selects is always exported; pairs <quantile>:<error> separated by ',' (ParseQuantiles). Each is over a sliding minute
+# (prometheus-cpp v1.0.1 Summary defaults, Triton's pin in triton-inference-server/third_party@r25.01). The request
+# summary is left out when the response cache is on (InitializeSummaries); the plan's configs never turn it on.
+METRICS_ARGS = ["--metrics-config=summary_latencies=true",
+                f"--metrics-config=summary_quantiles=0.5:0.05,0.9:0.01,{P99_QUANTILE}:0.001"]
 
 
 def app_name(model: str) -> str:

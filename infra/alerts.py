@@ -93,12 +93,13 @@ def _rule(alert: str, expr: str, for_: str, deployment: str, d: Deployment, plan
                 "plan_created_at": plan.created_at}}
 
 
-def unit_rules(plan: Plan, namespace: str, deployment: str, unit: list[Deployment]) -> list[dict]:
+def unit_rules(plan: Plan, namespace: str, deployment: str, unit: list[Deployment],
+               labels: dict[str, str] | None = None) -> list[dict]:
     """The rules for one Deployment (a serving unit): the Triton ones per model it serves, the HPA and GPU ones once
-    (the HPA and the GPU are the Deployment's, shared by its models)."""
+    (the HPA and the GPU are the Deployment's, shared by its models). ``labels``: see :func:`alert_groups`."""
     spec = plan.autoscaling
     w = spec.promql_window()
-    pods = dict(namespace=namespace, service=deployment)
+    pods = dict(labels) if labels is not None else dict(namespace=namespace, service=deployment)
     rules = []
     for d in unit:
         m = dict(**pods, model=d.model)
@@ -217,14 +218,18 @@ def unit_rules(plan: Plan, namespace: str, deployment: str, unit: list[Deploymen
     return rules
 
 
-def alert_groups(plan: Plan, namespace: str, app: str) -> list[dict]:
+def alert_groups(plan: Plan, namespace: str, app: str, labels: dict[str, str] | None = None) -> list[dict]:
     """One rule group per Deployment the stack deploys (``infra.triton``'s names), evaluated at the scrape
-    interval the plan assumed."""
+    interval the plan assumed.
+
+    ``labels``: the matchers that select the Triton series instead of the ServiceMonitor's namespace and Service (a
+    server Prometheus scrapes directly, such as ``serving local``: e.g. ``{"job": "triton"}``; planner check's
+    ``--selector``). They select every Deployment alike, so they suit a plan of one Deployment."""
     groups = []
     for unit in sorted(plan.units(), key=lambda u: (u[0].gpu, [d.model for d in u])):
         deployment = unit_name(app, unit)
         groups.append({"name": f"gpufleet-{deployment}", "interval": plan.autoscaling.scrape_interval(),
-                       "rules": unit_rules(plan, namespace, deployment, unit)})
+                       "rules": unit_rules(plan, namespace, deployment, unit, labels)})
     return groups
 
 

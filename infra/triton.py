@@ -19,7 +19,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from gpufleet.deployed import (  # noqa: F401 (re-exported: the names infra deploys under)
-    K8S_NAME_MAX, MIX_NAME, P99_QUANTILE, app_name, unit_name)
+    K8S_NAME_MAX, METRICS_ARGS, MIX_NAME, P99_QUANTILE, app_name, unit_name)
 from infra.cluster import Cluster
 from infra.edge import Edge
 from infra.gpu_pools import GPU_LABEL, GpuNodePools, canary_gpu, canary_replicas, gpu_resource
@@ -78,17 +78,6 @@ SKIP_AWAIT = "pulumi.com/skipAwait"
 # would wait out its 10 minutes and fail the run, and a Service awaiter fails on any selected pod that is running but
 # unready (its notReadyAddresses: await/service.go:318-363,411-425). Readiness is the probes' and the ALB's business.
 UNTIL_THE_MODEL = {SKIP_AWAIT: "true"}
-# Triton's per-model latency summaries, which the P99 alert reads (infra.alerts). Off by default: core@r25.01
-# src/metric_model_reporter.h (latency_summaries_enabled_ = false), turned on by the global metrics setting
-# summary_latencies=true (src/metric_model_reporter.cc ParseConfig), given as --metrics-config=<setting>=<value>
-# (server@r25.01 src/command_line_parser.cc ParseMetricsConfigOption). Histograms are no alternative at this version:
-# histogram_latencies=true adds only the first-response histogram of decoupled models (InitializeHistograms). The
-# quantiles are set here, not left to Triton's default list, so the one the rule selects is always exported; pairs
-# <quantile>:<error> separated by ',' (ParseQuantiles). Each is over a sliding minute (prometheus-cpp v1.0.1 Summary
-# defaults, Triton's pin in triton-inference-server/third_party@r25.01). The request summary is left out when the
-# response cache is on (InitializeSummaries); the plan's configs never turn it on.
-METRICS_ARGS = ["--metrics-config=summary_latencies=true",
-                f"--metrics-config=summary_quantiles=0.5:0.05,0.9:0.01,{P99_QUANTILE}:0.001"]
 PORTS = [{"name": "http", "containerPort": 8000}, {"name": "grpc", "containerPort": 8001},
          {"name": "metrics", "containerPort": 8002}]
 

@@ -328,7 +328,10 @@ def judge(win: Window, predictor: Predictor) -> Judged:
     service = sum(win.compute_us.values()) / 1000.0 if len(win.compute_us) == len(COMPUTE) else None
     if win.rate is None or win.requests < MIN_REQUESTS_FOR_P99:
         return Judged(win, None, "too little traffic")
-    if p99 is None:
+    # No P99 in the window but the service time: judged on that alone. A model version published moments ago has a
+    # summary with no observation yet, whose quantiles read NaN (prometheus-cpp), and a NaN scrape makes the window's
+    # average NaN: a check run right after a rollout must still see the new version's service time.
+    if p99 is None and service is None:
         return Judged(win, None, "no P99 (summary_latencies off?)")
     pred = predictor.predict(win.rate, win.requests)
     if pred is None:
@@ -354,7 +357,8 @@ def check_deployment(deployment: str, d: Deployment, windows: list[Window], pred
     else:
         capacity = "within"
     verdict = last.verdict if last else (NO_SERIES if not windows else judged[-1].verdict)
-    ratio = last.window.quantiles_ms["p99"] / last.predicted.p99[0] if last else None
+    p99 = last.window.quantiles_ms.get("p99") if last else None
+    ratio = p99 / last.predicted.p99[0] if p99 is not None else None
     actions = []
     if verdict in ("slower", "faster"):
         actions.append("refit (planner fit --prometheus), then re-plan")

@@ -28,6 +28,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpufleet.deployed import METRICS_ARGS
 from gpufleet.errors import RunFailure
 from gpufleet.net import LOOPBACK, free_port, listens_on
 from serving.errors import ServingInputError
@@ -170,7 +171,8 @@ class LocalTriton:
                 f"--grpc-address={LOOPBACK}", f"--grpc-port={self.ports.grpc}",
                 f"--metrics-address={LOOPBACK}", f"--metrics-port={self.ports.metrics}",
                 "--allow-metrics=true", "--allow-cpu-metrics=true", "--exit-on-error=true",
-                *self._extra]
+                # The latency summaries the stack's Triton exports (P99 alert, planner check): the same series here.
+                *METRICS_ARGS, *self._extra]
 
     def _prepare(self) -> tuple[Path, dict[str, str]]:
         return bundled_server(self._workdir / "tritonserver")

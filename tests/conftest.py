@@ -24,7 +24,7 @@ import pytest
 ALONE = frozenset({
     "test_closed_loop.py", "test_colocate_local.py", "test_first_deploy_local.py", "test_loadtests_ground_truth.py",
     "test_loadtests_calibrate.py", "test_loadtests_knee.py", "test_loadtests_triton.py", "test_loadtests_verify.py",
-    "test_serving_rollout.py",
+    "test_serving_rollout.py", "test_production_live.py",
 })
 # Not here: test_readme_loadtests.py runs the README's commands for what they leave behind (files, exit statuses,
 # no errors), judging no latency; its calibrate is cut to seconds, so its recommend opens the width gate and its
