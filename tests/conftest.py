@@ -130,6 +130,22 @@ def prometheus_tool(name: str) -> str:
     return path
 
 
+def wait_prometheus_ready(proc: subprocess.Popen, url: str, timeout_s: float) -> None:
+    """Until the Prometheus server ``proc`` at ``url`` answers its readiness endpoint; fails with its stderr's tail if
+    it exits, or when ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, f"prometheus not ready in {timeout_s} s"
+        time.sleep(0.1)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

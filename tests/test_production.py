@@ -32,7 +32,7 @@ from planner.service import ServiceTime
 from planner.simulate import simulate
 from tests.cli_run import run_cli
 
-from .conftest import prometheus_tool
+from .conftest import prometheus_tool, wait_prometheus_ready
 
 MODEL, GPU, QPS, P99_MS = "yolov8m-seg-1280x720", "T4", 60, 400
 WINDOW_S = 60
@@ -151,17 +151,7 @@ def stand(tmp_path_factory):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://{LOOPBACK}:{port}"
     try:
-        deadline = time.monotonic() + READY_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, f"prometheus not ready in {READY_S} s"
-            time.sleep(0.1)
+        wait_prometheus_ready(proc, url, READY_S)
         yield {"url": url, "plan": plan_path, "t0": t0, "end": t0 + len(RATES) * WINDOW_S, "tmp": tmp,
                "profile": profile, "deployment": d, "plan_model": plan}
     finally:

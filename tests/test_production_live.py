@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -53,9 +52,8 @@ from serving.local import LocalTriton  # noqa: E402
 from serving.standin import StandIn  # noqa: E402
 from tests.cli_run import run_cli  # noqa: E402
 
-PROMETHEUS, PROMTOOL = shutil.which("prometheus"), shutil.which("promtool")
-pytestmark = pytest.mark.skipif(not (PROMETHEUS and PROMTOOL), reason="needs Debian's prometheus (apt-get install "
-                                                                       "prometheus): the server and promtool")
+from .conftest import prometheus_tool, wait_prometheus_ready  # noqa: E402
+
 
 MODEL, GPU = "standin", "T4"
 # A service time large beside what the stand-in's Python backend adds per batch (about a millisecond here,
@@ -206,7 +204,7 @@ def test_check_and_the_p99_alert_on_a_live_stand_in(tmp_path):
         # discovery/manager.go, updatert), so its first scrape comes seconds after it starts; Triton starts meanwhile.
         scrape_config()
         metrics_port = triton.ports.metrics
-        prom = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        prom = subprocess.Popen([prometheus_tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                  f"--web.listen-address={LOOPBACK}:{prom_port}"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         triton.start()
@@ -224,17 +222,7 @@ def test_check_and_the_p99_alert_on_a_live_stand_in(tmp_path):
 
         loader = threading.Thread(target=drive)
         loader.start()
-        deadline = time.monotonic() + READY_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert prom.poll() is None, prom.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, f"prometheus not ready in {READY_S} s"
-            time.sleep(0.1)
+        wait_prometheus_ready(prom, url, READY_S)
 
         # A: the stand-in matches the plan.
         loaded = wait_served(triton.metrics_url, "1", READY_S)
