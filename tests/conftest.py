@@ -4,6 +4,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
+import signal
 import socket
 import subprocess
 import sys
@@ -128,6 +129,19 @@ def prometheus_tool(name: str) -> str:
         pytest.fail(f"{name} is not installed: Prometheus' own engine runs these tests. Install Debian's prometheus "
                     f"package: `{PROMETHEUS_INSTALL}` (README command 2 and .ci/run do)", pytrace=False)
     return path
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace_s: float = 10.0) -> None:
+    """Stop a server the test started: ``sig`` (SIGINT for the user's Ctrl-C), up to ``grace_s`` to exit, then
+    SIGKILL."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def wait_prometheus_ready(proc: subprocess.Popen, url: str, timeout_s: float) -> None:

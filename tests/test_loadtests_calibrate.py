@@ -6,7 +6,6 @@ and budgets small so the module stays well under a minute; the capacities they g
 validation bench is where they are measured)."""
 import importlib.util
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from loadtests.recorder import StepStats  # noqa: E402
 from loadtests.shapes import Stable  # noqa: E402
 from tests.cli_run import run_cli  # noqa: E402
 
-from .conftest import free_port  # noqa: E402
+from .conftest import free_port, stop_process  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "standin"
@@ -85,12 +84,7 @@ def served(tmp_path_factory):
         budget = _calibrate([*common, *BUDGET], tmp / "budget")
         yield {"width": (*width, tmp / "width"), "budget": (*budget, tmp / "budget"), "common": common, "tmp": tmp}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, grace_s=30)
 
 
 def _files(out: Path):

@@ -27,6 +27,8 @@ from planner.capacity import REFUSED_SHARE_MAX  # noqa: E402
 
 from tests.cli_run import run_cli  # noqa: E402
 
+from .conftest import stop_process  # noqa: E402
+
 SERVED = (20.0, 4.0)  # the stand-in's sleep per batch: base + per image, ms
 PLANNED = (22.0, 4.3)  # the same plus the Python backend's cost per batch (module docstring)
 TARGET_MS = 300.0
@@ -69,12 +71,7 @@ def served(tmp_path_factory):
             time.sleep(0.1)
         yield plan, f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[2]}/metrics", tmp
     finally:
-        proc.send_signal(signal.SIGINT)  # the user's Ctrl-C
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, signal.SIGINT, grace_s=30)  # the user's Ctrl-C
         log.close()
 
 

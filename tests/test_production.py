@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import urllib.request
 
 import numpy as np
 import pytest
@@ -32,7 +31,7 @@ from planner.service import ServiceTime
 from planner.simulate import simulate
 from tests.cli_run import run_cli
 
-from .conftest import prometheus_tool, wait_prometheus_ready
+from .conftest import prometheus_tool, stop_process, wait_prometheus_ready
 
 MODEL, GPU, QPS, P99_MS = "yolov8m-seg-1280x720", "T4", 60, 400
 WINDOW_S = 60
@@ -141,8 +140,8 @@ def stand(tmp_path_factory):
     text = tmp / "history.om"
     text.write_text("\n".join(lines) + "\n# EOF\n")
     data = tmp / "tsdb"
-    subprocess.run([prometheus_tool("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(text), str(data)], check=True,
-                   capture_output=True, timeout=60)
+    subprocess.run([prometheus_tool("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(text), str(data)],
+                   check=True, capture_output=True, timeout=60)
     config = tmp / "prometheus.yml"
     config.write_text("global:\n  scrape_interval: 15s\n")
     port = free_port()
@@ -155,12 +154,7 @@ def stand(tmp_path_factory):
         yield {"url": url, "plan": plan_path, "t0": t0, "end": t0 + len(RATES) * WINDOW_S, "tmp": tmp,
                "profile": profile, "deployment": d, "plan_model": plan}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def check(stand, job: str, *extra, windows: int = len(RATES), end: float | None = None):

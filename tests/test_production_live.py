@@ -52,7 +52,7 @@ from serving.local import LocalTriton  # noqa: E402
 from serving.standin import StandIn  # noqa: E402
 from tests.cli_run import run_cli  # noqa: E402
 
-from .conftest import prometheus_tool, wait_prometheus_ready  # noqa: E402
+from .conftest import prometheus_tool, stop_process, wait_prometheus_ready  # noqa: E402
 
 
 MODEL, GPU = "standin", "T4"
@@ -204,7 +204,8 @@ def test_check_and_the_p99_alert_on_a_live_stand_in(tmp_path):
         # discovery/manager.go, updatert), so its first scrape comes seconds after it starts; Triton starts meanwhile.
         scrape_config()
         metrics_port = triton.ports.metrics
-        prom = subprocess.Popen([prometheus_tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        prom = subprocess.Popen([prometheus_tool("prometheus"), f"--config.file={config}",
+                                 f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                  f"--web.listen-address={LOOPBACK}:{prom_port}"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         triton.start()
@@ -274,11 +275,6 @@ def test_check_and_the_p99_alert_on_a_live_stand_in(tmp_path):
                     pass
             loader.join(30)
         if prom is not None:
-            prom.terminate()
-            try:
-                prom.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                prom.kill()
-                prom.wait()
+            stop_process(prom)
         triton.kill()  # its shutdown is not under test
         print(f"teardown {time.monotonic() - t_down:.1f} s")

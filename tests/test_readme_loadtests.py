@@ -30,7 +30,7 @@ from loadtests.verify import BEYOND_FACTOR
 
 from tests.cli_run import run_cli
 
-from .conftest import console
+from .conftest import console, stop_process
 
 CONSOLE = ("planner", "serving", "infra", "loadtests")
 NOT_HERE = {
@@ -111,13 +111,7 @@ class _Triton:
         return words + ["--metrics-url", f"http://127.0.0.1:{self.ports[2]}/metrics"]
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGINT, grace_s=60)
         self.log.close()
 
 
