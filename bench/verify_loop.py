@@ -57,7 +57,7 @@ from gpufleet.contracts.calibration import read_calibration  # noqa: E402
 from gpufleet.contracts.plan import read_plan  # noqa: E402
 from gpufleet.contracts.profile import write_profile  # noqa: E402
 from gpufleet.contracts.stress_result import read_stress_result  # noqa: E402
-from gpufleet.net import free_port  # noqa: E402
+from gpufleet.net import free_ports  # noqa: E402
 from loadtests import verify  # noqa: E402
 from loadtests.calibrate import interval_of  # noqa: E402
 
@@ -104,7 +104,7 @@ class Server:
     """``serving local --standin ...`` in its own process on free ports, stopped with SIGINT (the user's Ctrl-C)."""
 
     def __init__(self, log: Log, tag: str, words: list[str], env: dict):
-        self.ports = [free_port() for _ in range(3)]
+        self.ports = free_ports(3)
         self.words = words + ["--http-port", str(self.ports[0]), "--grpc-port", str(self.ports[1]),
                               "--metrics-port", str(self.ports[2])]
         self.path = log.out / "logs" / f"{tag}.txt"

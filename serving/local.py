@@ -30,7 +30,7 @@ from pathlib import Path
 
 from gpufleet.deployed import METRICS_ARGS
 from gpufleet.errors import RunFailure
-from gpufleet.net import LOOPBACK, free_port, listens_on
+from gpufleet.net import LOOPBACK, free_ports, listens_on
 from serving.errors import ServingInputError
 
 
@@ -88,7 +88,7 @@ class Ports:
 
     @classmethod
     def free(cls) -> "Ports":
-        return cls(free_port(), free_port(), free_port())
+        return cls(*free_ports(3))
 
 
 def _pytriton_dist() -> tuple[Path, Path, Path]:
@@ -128,6 +128,9 @@ def bundled_server(server_dir: Path) -> tuple[Path, dict[str, str]]:
     shutil.copy2(stub, target)
     target.chmod(0o755)
     return server_dir, triton_environment(libs)
+
+
+ARGUMENTS_REFUSED = "Usage: tritonserver"  # how its log begins when it refuses its command line
 
 
 class LocalTriton:
@@ -264,6 +267,11 @@ class LocalTriton:
         """The log line that explains a failed start, on one line (a model's load failure first, then the server's),
         or None when the log holds none."""
         lines = self._log_lines()
+        if lines and lines[0].startswith(ARGUMENTS_REFUSED):
+            # Triton refused its command line: it prints its usage, then the reason, and no error line (seen with
+            # the bundled v2.51 given one port for two endpoints).
+            reason = next((ln for ln in reversed(lines) if ln.strip()), "")
+            return f"it refused its arguments: {self._one_line(reason)}"
         benign = ("CudaDriverHelper", "NVML", "DCGM", "pinned memory")  # a CPU-only machine logs these at every start
         ranked = ([ln for ln in lines if "failed to load '" in ln],
                   [ln for ln in lines if ln.startswith("error:")],

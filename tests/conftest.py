@@ -5,7 +5,6 @@ import fcntl
 import os
 import tempfile
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from gpufleet.net import free_port
 
 # Files whose tests measure in real time: Locust runs whose latencies, rates or verdicts are judged against
 # predictions, bounds or the fit's needs, and Triton's readiness within a probe's period. The suite runs under
@@ -158,12 +159,6 @@ def wait_prometheus_ready(proc: subprocess.Popen, url: str, timeout_s: float) ->
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
         assert time.monotonic() < deadline, f"prometheus not ready in {timeout_s} s"
         time.sleep(0.1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ from planner.colocate import ModelDemand, bundle_share
 from planner.service import ServerCost
 from planner.simulate import simulate_colocated
 
-from .conftest import free_port
+from gpufleet.net import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("yolov8m-seg-640", "yolov8n-640")
@@ -105,7 +105,7 @@ def _within(measured, predicted, targets) -> bool:
 def _serve_and_drive(paths: list[Path], rates: list[float], out: Path) -> tuple[list[float], "HostLoad"]:
     """The two stand-ins in one local Triton, both driven at once: each model's measured P99, and what the host's
     CPUs did over the drive."""
-    ports = [free_port() for _ in range(3)]
+    ports = free_ports(3)
     cmd = [sys.executable, "-m", "serving.cli", "local", "--standin", str(paths[0]), "--standin", str(paths[1]),
            "--max-batch-size", "4", "--max-queue-delay-us", "1000", "--http-port", str(ports[0]),
            "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]

@@ -34,7 +34,9 @@ from serving.repository import parse_s3_url, upload_repository  # noqa: E402
 from serving.standin import StandIn  # noqa: E402
 
 from .alb_eval import target_group_services, target_group_setting  # noqa: E402
-from .conftest import free_port, fresh_bucket  # noqa: E402
+from gpufleet.net import free_ports  # noqa: E402
+
+from .conftest import fresh_bucket  # noqa: E402
 
 # The shortened poll period (the manifest's is 30 s) and what a Python-backend stand-in takes to load on two shared
 # cores after Triton has seen it; both bound the test, neither is a claim about speed.
@@ -74,7 +76,7 @@ def local_command(container: dict, server_dir: Path, s3_endpoint: str) -> tuple[
     - added ``--backend-directory``: the bundle's Python backend (the image's default folder does not exist here).
 
     Every other flag stays as rendered. Returns the command and the port each named container port got."""
-    ports = {p["name"]: free_port() for p in container["ports"]}
+    ports = dict(zip((p["name"] for p in container["ports"]), free_ports(len(container["ports"]))))
     flag_port = {"--http-port": "http", "--grpc-port": "grpc", "--metrics-port": "metrics"}
     args = []
     for arg in container["args"]:

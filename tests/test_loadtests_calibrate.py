@@ -25,7 +25,9 @@ from loadtests.recorder import StepStats  # noqa: E402
 from loadtests.shapes import Stable  # noqa: E402
 from tests.cli_run import run_cli  # noqa: E402
 
-from .conftest import free_port, stop_process  # noqa: E402
+from gpufleet.net import free_ports  # noqa: E402
+
+from .conftest import stop_process  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "standin"
@@ -62,7 +64,7 @@ def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("calibrate")
     path = tmp / "profile.json"
     write_profile(profile(), path)
-    ports = [free_port() for _ in range(3)]
+    ports = free_ports(3)
     cmd = [sys.executable, "-m", "serving.cli", "local", "--standin", str(path), "--max-batch-size", "1",
            "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -97,7 +97,7 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, needle, stalling_server, t
 
 
 def test_unreachable_host_is_one_line(tmp_path, capsys):
-    from .conftest import free_port
+    from gpufleet.net import free_port
 
     assert loadtests_main(["run", "--host", f"http://127.0.0.1:{free_port()}", "--model", "m", "--rates", "5",
                            "--out", str(tmp_path)]) == 2

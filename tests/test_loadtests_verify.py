@@ -22,7 +22,7 @@ if importlib.util.find_spec("locust") is None:
 
 from gpufleet.contracts.plan import read_plan  # noqa: E402
 from gpufleet.contracts.stress_result import read_stress_result  # noqa: E402
-from gpufleet.net import free_port  # noqa: E402
+from gpufleet.net import free_ports  # noqa: E402
 from planner.capacity import REFUSED_SHARE_MAX  # noqa: E402
 
 from tests.cli_run import run_cli  # noqa: E402
@@ -59,7 +59,7 @@ def served(tmp_path_factory):
                                "--qps", QPS, "--p99-ms", TARGET_MS, "--environment", "development",
                                "--capacity-type", "on-demand", "--output", plan])
     assert made.returncode == 0, made.stderr
-    ports = [free_port() for _ in range(3)]
+    ports = free_ports(3)
     log = open(tmp / "serving.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "local", "--standin", str(tmp / "served.json"),
                              "--plan", str(plan), "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),

@@ -24,7 +24,7 @@ from pathlib import Path
 from gpufleet.contracts.calibration import read_calibration
 from gpufleet.contracts.plan import read_plan
 from gpufleet.contracts.stress_result import read_stress_result
-from gpufleet.net import free_port
+from gpufleet.net import free_ports
 from infra.settings import ROOT
 from loadtests.verify import BEYOND_FACTOR
 
@@ -94,7 +94,7 @@ class _Triton:
     """`serving local` as the README types it, on free ports, stopped with SIGINT (the README's Ctrl-C)."""
 
     def __init__(self, words: list[str], cwd: Path):
-        self.ports = [free_port() for _ in range(3)]
+        self.ports = free_ports(3)
         argv = [console("serving"), *words[1:], "--http-port", str(self.ports[0]), "--grpc-port",
                 str(self.ports[1]), "--metrics-port", str(self.ports[2])]
         self.log = open(cwd / "serving-local.out", "w")

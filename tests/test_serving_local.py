@@ -24,7 +24,7 @@ from serving.repository import write_model  # noqa: E402
 from gpufleet.contracts.triton import BatchingConfig  # noqa: E402
 from serving.triton_config import ModelSpec, TensorSpec, onnx_tensors  # noqa: E402
 
-from .conftest import free_port  # noqa: E402
+from gpufleet.net import free_ports  # noqa: E402
 
 BATCHING = BatchingConfig(max_batch_size=8, max_queue_delay_microseconds=100_000, preferred_batch_sizes=(8,),
                             instance_count=2, instance_kind="KIND_CPU")
@@ -192,9 +192,23 @@ def test_a_server_that_crashes_before_logging_why_is_named_with_its_signal_and_m
     assert "SIGSEGV" in message and "tiny" in message and "pinned" not in message, message
 
 
+def test_a_server_refusing_its_arguments_is_named_with_triton_s_reason(tmp_path):
+    # Triton prints its usage and the reason, no error line, and exits 1 when two endpoints share a port; the message
+    # said "exited with 1 while loading ..., before it logged why" (a CI run's fixture), hiding the reason.
+    model = tmp_path / "tiny.onnx"
+    write_onnx("tiny", model)
+    write_model(tmp_path / "repo", ModelSpec("tiny", "python", *onnx_tensors(model), BATCHING), model)
+    port, other = free_ports(2)
+    server = LocalTriton(tmp_path / "repo", Ports(http=port, grpc=other, metrics=port))
+    with pytest.raises(TritonStartError) as info:
+        server.start(timeout_s=60)
+    message = str(info.value)
+    assert "\n" not in message and "same address and port" in message and str(port) in message, message
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_serving_local_command_serves_then_stops_on_signal(sig, tmp_path):
-    ports = [free_port() for _ in range(3)]
+    ports = free_ports(3)
     cmd = [sys.executable, "-m", "serving.cli", "local", "--demo", "tiny", "--max-batch-size", "4",
            "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -230,7 +244,7 @@ def test_serving_local_standin_serves_a_profile_by_sleeping(tmp_path):
     prof = read_profile(resources.files("planner.data").joinpath("profiles/yolov8x-1280x720-T4.json"))
     path = tmp_path / "profile.json"
     write_profile(prof, path)
-    ports = [free_port() for _ in range(3)]
+    ports = free_ports(3)
     cmd = [sys.executable, "-m", "serving.cli", "local", "--standin", str(path), "--max-batch-size", "4",
            "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -292,7 +306,7 @@ def test_serving_local_refuses_a_port_another_server_holds(taken, tmp_path):
     stub, _ = start_stub(model="tiny", input_shape="3,32,32")
     other = _listening_socket()
     try:
-        ports = {"--http-port": free_port(), "--grpc-port": free_port(), "--metrics-port": free_port()}
+        ports = dict(zip(("--http-port", "--grpc-port", "--metrics-port"), free_ports(3)))
         ports[taken] = int(stub.args[stub.args.index("--port") + 1]) if taken == "--http-port" \
             else other.getsockname()[1]
         args = ["local", "--demo", "tiny"]
@@ -320,7 +334,7 @@ def test_local_triton_is_ready_only_when_its_own_server_is(tmp_path):
     stub, _ = start_stub(model="tiny", input_shape="3,32,32")
     try:
         http = int(stub.args[stub.args.index("--port") + 1])
-        server = LocalTriton(tmp_path / "repo", Ports(http, free_port(), free_port()),
+        server = LocalTriton(tmp_path / "repo", Ports(http, *free_ports(2)),
                              extra_args=["--exit-timeout-secs=5"])
         try:
             with pytest.raises(TritonStartError) as info:
@@ -342,7 +356,7 @@ def test_serving_local_exits_1_when_triton_dies(tmp_path):
     """Triton going away with an error status (here killed) is a run failure: one line, exit 1."""
     from .conftest import console
 
-    ports = [free_port() for _ in range(3)]
+    ports = free_ports(3)
     proc = subprocess.Popen([console("serving"), "local", "--demo", "tiny", "--http-port", str(ports[0]),
                              "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -384,7 +398,7 @@ def test_readme_hot_reload_serving_repo_publishes_version_2_into_the_local_trito
     serving = console("serving")
     made = run_cli("serving", ["demo-model", "tiny", "tiny.onnx"], cwd=tmp_path)
     assert made.returncode == 0, made.stderr
-    ports = [free_port() for _ in range(3)]
+    ports = free_ports(3)
     proc = subprocess.Popen([serving, "local", "tiny.onnx", "--repository", "hrepo/", "--poll-s", "1",
                              "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
                              "--metrics-port", str(ports[2])],
