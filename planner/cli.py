@@ -301,8 +301,8 @@ def _production_windows(prometheus: str, plan_path: Path | None, prof, window: s
 
 
 @app.command("check", epilog="Exit status: 0 every Deployment matches its plan and nothing is to be done; 3 a "
-             "finding (drift, over capacity or over-bought: the table says what to do); 1 the check could not run "
-             "(Prometheus unreachable or failing); 2 bad input.")
+             "finding (drift, over capacity, over-bought, or a Deployment none of whose windows could be judged: "
+             "the table says what to do); 1 the check could not run (Prometheus unreachable or failing); 2 bad input.")
 def check_cmd(
     prometheus: Annotated[str, typer.Option(help="Prometheus server's URL (a cluster's: kubectl -n monitoring port-forward svc/monitoring-kube-prometheus-prometheus 9090, then http://127.0.0.1:9090).")],
     plan: Annotated[Path, typer.Option(help="The deployed plan (recommend --output).")],

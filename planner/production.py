@@ -1,7 +1,7 @@
 """The plan against production: Triton's series in Prometheus, in windows, compared with what the plan predicts.
 
 ``planner check`` reads, per Deployment of a plan and per model it serves, each window's per-replica request rate,
-Triton's P50/P90/P99 (its latency summary, ``infra.triton.METRICS_ARGS``), mean queue time, mean batch size
+Triton's P50/P90/P99 (its latency summary, ``gpufleet.deployed.METRICS_ARGS``), mean queue time, mean batch size
 (``nv_inference_count / nv_inference_exec_count``), rejections and GPU utilization, and compares the P99 with the
 planner's own simulation of that replica AT THE RATE SEEN in the window: a replica that runs below the plan's rate is
 faster than the plan's P99 by design, so only the prediction at the observed rate can say whether the service itself
@@ -43,7 +43,7 @@ from gpufleet.contracts.profile import LatencyProfile
 from gpufleet.contracts.stress_result import (MIN_REQUESTS_FOR_P99, LatencySummary, ServerFigures, StepResult,
                                               StressResult, Target)
 from gpufleet.contracts.triton import BatchingConfig
-from gpufleet.deployed import P99_QUANTILE, stack_app, unit_name
+from gpufleet.deployed import METRICS_ARGS, P99_QUANTILE, stack_app, unit_name
 from gpufleet.prometheus import Prometheus
 from planner.capacity import CapacitySearch
 from planner.simulate import Workload
@@ -82,6 +82,14 @@ SHARED = "shared: P99 not judged"
 # A Deployment with no series in the range: not deployed, not scraped, or labelled otherwise. Where every Deployment
 # of the plan has none, the labels are wrong (bad input, exit 2); where some have, the others are a finding.
 NO_SERIES = "no series"
+# Windows that cannot confirm the promise: too few requests for a P99, or none exported (the summaries off). A
+# Deployment whose windows are all such is not passed as matching its plan; the action says what would judge it.
+TOO_LITTLE_TRAFFIC = "too little traffic"
+NO_P99 = "no P99 (summary_latencies off?)"
+UNJUDGED_ACTIONS = {
+    TOO_LITTLE_TRAFFIC: f"judge over longer windows (--window): each needs {MIN_REQUESTS_FOR_P99} requests",
+    NO_P99: f"turn on Triton's latency summaries ({' '.join(METRICS_ARGS)})",
+}
 # Counters per request, as loadtests.triton_metrics differences them over a step.
 COMPUTE = ("input", "infer", "output")
 
@@ -327,12 +335,12 @@ def judge(win: Window, predictor: Predictor) -> Judged:
     p99 = win.quantiles_ms.get("p99")
     service = sum(win.compute_us.values()) / 1000.0 if len(win.compute_us) == len(COMPUTE) else None
     if win.rate is None or win.requests < MIN_REQUESTS_FOR_P99:
-        return Judged(win, None, "too little traffic")
+        return Judged(win, None, TOO_LITTLE_TRAFFIC)
     # No P99 in the window but the service time: judged on that alone. A model version published moments ago has a
     # summary with no observation yet, whose quantiles read NaN (prometheus-cpp), and a NaN scrape makes the window's
     # average NaN: a check run right after a rollout must still see the new version's service time.
     if p99 is None and service is None:
-        return Judged(win, None, "no P99 (summary_latencies off?)")
+        return Judged(win, None, NO_P99)
     pred = predictor.predict(win.rate, win.requests)
     if pred is None:
         return Judged(win, None, "over capacity")
@@ -366,6 +374,8 @@ def check_deployment(deployment: str, d: Deployment, windows: list[Window], pred
         actions.append("re-plan at the observed peak (planner demand, then recommend --qps-curve)")
     if verdict == NO_SERIES:
         actions.append("find its series: is it deployed and scraped, under these labels?")
+    if verdict in UNJUDGED_ACTIONS:
+        actions.append(UNJUDGED_ACTIONS[verdict])
     return Finding(deployment, d.model, d.gpu, d, judged, verdict, ratio, capacity, peak, peak_total,
                    "; ".join(actions) or "nothing")
 

@@ -253,6 +253,19 @@ def test_check_names_a_fleet_bought_too_large(stand):
     assert "over-bought" in r.stdout and "re-plan at the observed peak" in r.stdout
 
 
+def test_check_that_judged_no_p99_is_a_finding_not_a_match(stand):
+    """Windows within the plan's capacity, not over-bought, but with no P99 (the traffic job exports rates only, as a
+    Triton without its latency summaries does): nothing confirms the promise, so the check does not pass it (it
+    exited 0 here, "nothing to do"); it names the server flag that would let it judge (exit 3)."""
+    d = stand["deployment"]
+    first, count = 5, 2
+    peak = max(TRAFFIC[first:first + count])
+    assert d.autoscaling.max_rate_per_replica > peak >= 0.5 * d.rate_per_replica * d.replicas
+    r = traffic_check(stand, first, count)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "within" in r.stdout and "summary_latencies=true" in r.stdout, r.stdout
+
+
 @pytest.fixture(scope="module")
 def fitted(stand):
     """`planner fit --prometheus` on the matching server's windows, at the plan's device budget (Triton's P99 starts
