@@ -25,12 +25,14 @@ from gpufleet.net import free_port
 # latency (its bounds are generous deadlines and a lower bound), so it is one of them.
 ALONE = frozenset({
     "test_closed_loop.py", "test_colocate_local.py", "test_first_deploy_local.py", "test_loadtests_ground_truth.py",
-    "test_loadtests_calibrate.py", "test_loadtests_knee.py", "test_loadtests_triton.py", "test_loadtests_verify.py",
-    "test_serving_rollout.py", "test_production_live.py",
+    "test_loadtests_calibrate.py", "test_loadtests_knee.py", "test_loadtests_verify.py", "test_serving_rollout.py",
+    "test_production_live.py",
 })
 # Not here: test_readme_loadtests.py runs the README's commands for what they leave behind (files, exit statuses,
 # no errors), judging no latency; its calibrate is cut to seconds, so its recommend opens the width gate and its
-# verify may find a promise broken (that verdict is not its subject).
+# verify may find a promise broken (that verdict is not its subject). test_loadtests_triton.py checks what a step
+# records from Triton (counts, batches over one, utilization samples), and test_serving_reload.py that a version
+# published under load fails no request: counts and states, no time judged.
 
 
 @contextlib.contextmanager

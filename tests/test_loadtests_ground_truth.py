@@ -33,7 +33,7 @@ def true_latencies_ms(schedule, seed, start_epoch, config, step):
 
 def test_open_loop_p99_matches_ground_truth_and_closed_loop_under_reports(stalling_server, tmp_path):
     config = json.loads(urllib.request.urlopen(stalling_server + "/stub/config").read())
-    shape = Steps(rates=[300], step_duration=14, warmup=1)
+    shape = Steps(rates=[300], step_duration=10, warmup=1)  # the truth is of the same requests
     sched = shape.schedule()
     opened = run_stress(StressSettings(host=stalling_server, model="cam", out=tmp_path, shape=shape, seed=11,
                                        metrics_url="", name="open", timeout_s=10))
@@ -49,7 +49,7 @@ def test_open_loop_p99_matches_ground_truth_and_closed_loop_under_reports(stalli
     assert true_p99 > 200  # the stalls are in the tail: 10% of arrivals land in one
 
     closed = run_stress(StressSettings(host=stalling_server, model="cam", out=tmp_path,
-                                       shape=ClosedLoop(users=2, duration=10), metrics_url="", name="closed",
+                                       shape=ClosedLoop(users=2, duration=6), metrics_url="", name="closed",
                                        timeout_s=10))
     (cstep,) = closed.steps
     assert cstep.ok > 1000
