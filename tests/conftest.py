@@ -28,6 +28,10 @@ ALONE = frozenset({
     "test_loadtests_calibrate.py", "test_loadtests_knee.py", "test_loadtests_verify.py", "test_serving_rollout.py",
     "test_production_live.py",
 })
+# The files that run beside others and take longest, longest first (seconds of a quiet run at 2026-12-04: 63, 47,
+# 25, 24, 23): started first among those files, so none of them is left running alone at the end.
+LONGEST_SHARED = ("test_readme_loadtests.py", "test_serving_local.py", "test_loadtests_triton.py",
+                  "test_serving_reload.py", "test_loadtests_overdue.py")
 # Not here: test_readme_loadtests.py runs the README's commands for what they leave behind (files, exit statuses,
 # no errors), judging no latency; its calibrate is cut to seconds, so its recommend opens the width gate and its
 # verify may find a promise broken (that verdict is not its subject). test_loadtests_triton.py checks what a step
@@ -97,11 +101,18 @@ def pytest_runtest_protocol(item, nextitem):
 def pytest_collection_modifyitems(session, config, items):
     """Under xdist, the real-time files first: while they run, the other worker waits for the exclusive hold and
     loses nothing (the file holding it has both cores), whereas one that comes due beside CPU-bound tests idles a
-    core until the test running there ends. The rest keep their order. The scheduler keeps this order only with
-    ``--no-loadscope-reorder`` (pyproject's addopts); by default it sorts files by their number of tests."""
+    core until the test running there ends. Then the longest of the others (LONGEST_SHARED), so the run does not end
+    with one worker finishing a long file while the other idles (14 s of a 465 s run before). The rest keep their
+    order. The scheduler keeps this order only with ``--no-loadscope-reorder`` (pyproject's addopts); by default it
+    sorts files by their number of tests."""
     if os.environ.get("PYTEST_XDIST_WORKER") is None:
         return
-    items.sort(key=lambda item: item.path.name not in ALONE)  # stable: each group keeps collection order
+
+    def rank(item) -> tuple[bool, int]:
+        name = item.path.name
+        return name not in ALONE, LONGEST_SHARED.index(name) if name in LONGEST_SHARED else len(LONGEST_SHARED)
+
+    items.sort(key=rank)  # stable: each group keeps collection order
 
 
 def pytest_configure(config):
