@@ -1,8 +1,10 @@
 """Several models, one fleet, end to end: `planner recommend --mix` through its console entry point, the plan it
 writes, and the co-location planner against brute force on small cases."""
 import itertools
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
@@ -112,3 +114,42 @@ def test_a_mix_plan_reports_every_models_p99_against_its_target(tmp_path):
     assert f"{plan.mix.saving:.1%} saved" in page
     for d in plan.deployments:
         assert d.model in page and f"{d.predicted.p99_ms:.2f}" in page
+
+
+def test_a_shared_replicas_written_queue_bounds_turn_away_almost_nobody_at_its_planned_rates(tmp_path):
+    """Two slow-batch models (20 ms + 4 ms per image, P99 100 ms) light enough to share one T4. Each model's queue
+    bound is written from the model alone (planner.capacity.queue_bound: the budget less its own full batch), while
+    on a shared GPU a request also waits behind the other model's batches; the share search holds each P99 within
+    its budget, which keeps those waits short of the timeout too. The shared replica, simulated at its planned rates
+    on fresh numbers (both ways an unmeasured co-run may go), refuses at most REFUSED_SHARE_MAX of each model's
+    requests by that timeout, as a replica of one model does (tests/test_recommend.py). Probed 2026-12-04 on
+    mixes of this profile and two others, at the planned rates and at max_rate: 0.003-0.068% refused."""
+    from planner.capacity import REFUSED_SHARE_MAX
+    from planner.colocate import simulate_runs
+    from planner.sizing import VERIFY_REQUESTS, VERIFY_SEED, replica_model
+    from gpufleet.contracts.profile import read_profile
+
+    args = []
+    for m in ("cam-a", "cam-b"):
+        path = tmp_path / f"{m}.json"
+        path.write_text(json.dumps({
+            "schema_version": 1, "model": m, "gpu": "T4", "precision": "fp16", "backend": "triton",
+            "origin": {"kind": "derived", "date": "2026-12-04", "derivation": "synthetic: 20 ms + 4 ms per image"},
+            "batches": [{"batch_size": b, "mean_ms": 20.0 + 4.0 * b, "p50_ms": 20.0 + 4.0 * b,
+                         "p99_ms": 1.05 * (20.0 + 4.0 * b)} for b in (1, 2, 4, 8)]}))
+        args += ["--profile", str(path)]
+    out = tmp_path / "plan.json"
+    mix = mix_file(tmp_path, "model,qps,p99_ms\ncam-a,30,100\ncam-b,30,100\n")
+    run = run_cli("planner", ["recommend", "--mix", str(mix), "--gpu", "T4", *args, "--output", str(out)])
+    assert run.returncode == 0, run.stderr
+    plan = read_plan(out)
+    shared = sorted((d for d in plan.deployments if d.shared), key=lambda d: d.model)
+    assert [d.model for d in shared] == ["cam-a", "cam-b"], plan.deployments
+    demands = [ModelDemand(d.model, d.rate_per_replica, 100.0, plan.request.overhead_ms) for d in shared]
+    models = [replica_model(read_profile(tmp_path / f"{d.model}.json"), None) for d in shared]
+    cfgs = [d.triton.latency_shape for d in shared]
+    for speed, turns in UNMEASURED_WAYS:
+        runs = simulate_runs(demands, models, cfgs, 1.0, speed, turns, seed=VERIFY_SEED, requests=VERIFY_REQUESTS)
+        for d, res in zip(shared, runs):
+            refused = float(np.mean(res.queue_s * 1e6 > d.triton.queue_timeout_microseconds))
+            assert refused <= REFUSED_SHARE_MAX, (d.model, "turns" if turns else "shared", refused, d.triton)
