@@ -24,7 +24,8 @@ What is compared, and why:
   :data:`DRIFT_TOLERANCE` either side.
 * Per window, ``slower`` (a signal above its band), ``faster`` (one below, none above) or ``matches``; a
   Deployment's verdict is its most recent judged window's, so a check every window reports a drift within one
-  window of its start. A shared Deployment's P99 depends on its other models' traffic and is shown, not judged.
+  window of its start. A shared Deployment's windows are predicted at every one of its models' rates in that
+  window (:class:`SharedPredictor`: the co-location simulation the mix planner sized it with).
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ from gpufleet.contracts.triton import BatchingConfig
 from gpufleet.deployed import METRICS_ARGS, P99_QUANTILE, stack_app, unit_name
 from gpufleet.prometheus import Prometheus
 from planner.capacity import CapacitySearch
+from planner.colocate import UNMEASURED_WAYS, ModelDemand, corun_speed, simulate_runs
 from planner.simulate import Workload
 from planner.errors import PlannerInputError
 from planner.uncertainty import CalibratedModel
@@ -76,9 +78,10 @@ LAST_SCRAPE_S = 15.0
 # The neutral parameters (no calibration): the profile as measured, nothing added.
 NEUTRAL = (0.0, 0.0, 0.0, 1.0)
 QUANTILES = {"p50": "0.5", "p90": "0.9", "p99": P99_QUANTILE}
-# A shared Deployment's P99 depends on its other models' batches on the same GPU: the one-replica model here predicts
-# a model alone, so those windows are shown, their rates and capacity judged, their P99 not.
-SHARED = "shared: P99 not judged"
+# A shared Deployment's P99 depends on its other models' batches on the same GPU: each window is predicted by the
+# co-location simulation the mix planner sizes it with (planner.colocate), at every model's rate in that window. A
+# window in which another model of the replica has no rate cannot be predicted: SHARED_UNKNOWN.
+SHARED_UNKNOWN = "shared: another model's rate unknown"
 # A Deployment with no series in the range: not deployed, not scraped, or labelled otherwise. Where every Deployment
 # of the plan has none, the labels are wrong (bad input, exit 2); where some have, the others are a finding.
 NO_SERIES = "no series"
@@ -89,6 +92,7 @@ NO_P99 = "no P99 (summary_latencies off?)"
 UNJUDGED_ACTIONS = {
     TOO_LITTLE_TRAFFIC: f"judge over longer windows (--window): each needs {MIN_REQUESTS_FOR_P99} requests",
     NO_P99: f"turn on Triton's latency summaries ({' '.join(METRICS_ARGS)})",
+    SHARED_UNKNOWN: "find the series of every model the Deployment serves: a shared replica's P99 depends on them all",
 }
 # Counters per request, as loadtests.triton_metrics differences them over a step.
 COMPUTE = ("input", "infer", "output")
@@ -251,6 +255,9 @@ class Predictor:
                 self.shifted.append((j, float(up[j] - down[j]), CapacitySearch(self.model.replica(up)),
                                      CapacitySearch(self.model.replica(down))))
 
+    def predict_window(self, win: "Window") -> "Prediction | None":
+        return self.predict(win.rate, win.requests)
+
     def predict(self, rate: float, requests: float) -> "Prediction | None":
         """Server-side P99 and mean service time per request at ``rate`` per replica, each with its band, for a
         window of ``requests``; None past saturation (no steady state to predict)."""
@@ -280,6 +287,81 @@ class Predictor:
         return Prediction(_band(p, low, high), _band(service, service - s_sampling, service + s_sampling))
 
 
+class SharedPredictor:
+    """The plan's model of one shared replica: each model's P99 and service time at the rates all of its models see
+    in one window, by the co-location simulation the mix planner sized it with (:func:`planner.colocate.simulate_runs`:
+    the co-run speed ``serving profile --corun`` measured, else both ways an unmeasured GPU may be shared, batches
+    taking turns and processor sharing at no gain, the higher P99 as the nominal and the band over both). The band is
+    the window's sampling (SAMPLING_SIGMAS standard deviations over SAMPLING_REPLICATIONS windows of its length) and
+    DRIFT_TOLERANCE at least; a calibration's parameter uncertainty is not carried here (its nominal costs are)."""
+
+    def __init__(self, models: list[str], profiles: list[LatencyProfile], cfgs: list[BatchingConfig],
+                 calibrations: list[Calibration | None], speed: list[float] | None):
+        self.models = models
+        self.replicas = [(CalibratedModel(p, NEUTRAL) if c is None else CalibratedModel.from_calibration(p, c))
+                         .replica() for p, c in zip(profiles, calibrations)]
+        self.cfgs = cfgs
+        self.ways = ((speed, False),) if speed is not None else UNMEASURED_WAYS
+        self._by_end: dict[float, list[Prediction | None]] = {}
+
+    def view(self, index: int, windows: list[list["Window"]]) -> "SharedView":
+        return SharedView(self, index, [{round(w.end, 3): w for w in ws} for ws in windows])
+
+    def predict_at(self, end: float, wins: list["Window"]) -> list["Prediction | None"]:
+        """Every model's prediction in the window ending at ``end`` (``wins``: each model's window there); None for
+        all past the GPU's saturation, where the device load of the rates seen sums to one or more."""
+        key = round(end, 3)
+        if key not in self._by_end:
+            self._by_end[key] = self._predict([w.rate for w in wins], max(w.requests for w in wins))
+        return self._by_end[key]
+
+    def _predict(self, rates: list[float], requests: float) -> list["Prediction | None"]:
+        """A model with no traffic in the window takes no GPU time: the others are simulated without it (and it
+        gets no prediction; :func:`judge` finds too little traffic first)."""
+        load = sum(r / m.saturation_rate(c) for r, m, c in zip(rates, self.replicas, self.cfgs))
+        if load >= 1.0:
+            return [None] * len(rates)
+        active = [i for i, r in enumerate(rates) if r > 0]
+        demands = [ModelDemand(self.models[i], rates[i], math.inf) for i in active]
+        replicas, cfgs = [self.replicas[i] for i in active], [self.cfgs[i] for i in active]
+        n = int(min(max(requests, MIN_REQUESTS_FOR_P99), MAX_WINDOW_REQUESTS))
+        p99, service, low, high, s_low, s_high = ({i: [] for i in active} for _ in range(6))
+        for speed, turns in self.ways:
+            nominal = simulate_runs(demands, replicas, cfgs, 1.0, speed, turns)
+            runs = [simulate_runs(demands, replicas, cfgs, 1.0, speed, turns, seed=20261203 + r, requests=n)
+                    for r in range(SAMPLING_REPLICATIONS)]
+            for k, res in enumerate(nominal):
+                i = active[k]
+                p, sv = res.quantile_ms(0.99), _service_ms(res)
+                sampling = SAMPLING_SIGMAS * float(np.std([way[k].quantile_ms(0.99) for way in runs], ddof=1))
+                s_sampling = SAMPLING_SIGMAS * float(np.std([_service_ms(way[k]) for way in runs], ddof=1))
+                p99[i].append(p)
+                service[i].append(sv)
+                low[i].append(p - sampling)
+                high[i].append(p + sampling)
+                s_low[i].append(sv - s_sampling)
+                s_high[i].append(sv + s_sampling)
+        return [Prediction(_band(max(p99[i]), min(low[i]), max(high[i])),
+                           _band(max(service[i]), min(s_low[i]), max(s_high[i]))) if i in p99 else None
+                for i in range(len(rates))]
+
+
+@dataclass
+class SharedView:
+    """One model's predictor on a shared replica: its window's prediction at every model's rate in that window."""
+
+    shared: SharedPredictor
+    index: int
+    by_end: list[dict[float, "Window"]]
+
+    def predict_window(self, win: "Window") -> "Prediction | None | str":
+        key = round(win.end, 3)
+        wins = [ws.get(key) for ws in self.by_end]
+        if any(w is None or w.rate is None for w in wins):
+            return SHARED_UNKNOWN
+        return self.shared.predict_at(win.end, wins)[self.index]
+
+
 def _service_ms(run) -> float:
     """Mean time a request spends in its batch (arrival to finish less the queue): what Triton's compute durations
     add up to per request (each request of a batch counts the batch's execution; planner.fit compares the same)."""
@@ -301,7 +383,7 @@ class Prediction:
 class Judged:
     window: Window
     predicted: Prediction | None
-    verdict: str  # matches / slower / faster / over capacity / too little traffic / no P99 / shared
+    verdict: str  # matches / slower / faster / over capacity / too little traffic / no P99 / shared: ... unknown
     service_ms: float | None = None  # observed: Triton's compute input + infer + output per request
 
 
@@ -341,18 +423,21 @@ def judge(win: Window, predictor: Predictor) -> Judged:
     # average NaN: a check run right after a rollout must still see the new version's service time.
     if p99 is None and service is None:
         return Judged(win, None, NO_P99)
-    pred = predictor.predict(win.rate, win.requests)
+    pred = predictor.predict_window(win)
     if pred is None:
         return Judged(win, None, "over capacity")
+    if isinstance(pred, str):
+        return Judged(win, None, pred)
     sides = (_side(p99, pred.p99), _side(service, pred.service))
     verdict = "slower" if 1 in sides else "faster" if -1 in sides else "matches"
     return Judged(win, pred, verdict, service)
 
 
-def check_deployment(deployment: str, d: Deployment, windows: list[Window], predictor: Predictor | None) -> Finding:
-    """One model on one Deployment; ``predictor`` None: a shared Deployment, whose P99 is not judged."""
+def check_deployment(deployment: str, d: Deployment, windows: list[Window],
+                     predictor: "Predictor | SharedView") -> Finding:
+    """One model on one Deployment (a shared one's through its view of the shared replica)."""
     a = d.autoscaling
-    judged = [judge(w, predictor) if predictor is not None else Judged(w, None, SHARED) for w in windows]
+    judged = [judge(w, predictor) for w in windows]
     drift = [j for j in judged if j.verdict in ("matches", "slower", "faster")]
     last = drift[-1] if drift else None
     rates = [w.rate for w in windows if w.rate is not None]
@@ -400,11 +485,23 @@ def check_plan(plan: Plan, telemetry: Telemetry, profiles: dict[tuple[str, str],
     for unit in plan.units():
         name = unit_name(stack_app(plan), unit)
         matchers = base if base is not None else deployment_matchers(plan, unit, namespace)
-        for d in unit:
-            predictor = None if len(unit) > 1 else Predictor(profile_for(profiles, d.model, d.gpu),
-                                                             d.triton.latency_shape,
-                                                             calibration_for(calibrations, d.model, d.gpu))
-            out.append(check_deployment(name, d, telemetry.windows(matchers, d.model), predictor))
+        windows = [telemetry.windows(matchers, d.model) for d in unit]
+        if len(unit) == 1:
+            d = unit[0]
+            views = [Predictor(profile_for(profiles, d.model, d.gpu), d.triton.latency_shape,
+                               calibration_for(calibrations, d.model, d.gpu))]
+        else:
+            gpu = unit[0].gpu
+            names = [d.model for d in unit]
+            for m in names:
+                profile_for(profiles, m, gpu)
+            speed = corun_speed(tuple(names), gpu, sum(d.triton.instance_count for d in unit), profiles)
+            shared = SharedPredictor(names, [profiles[(m, gpu)] for m in names],
+                                     [d.triton.latency_shape for d in unit],
+                                     [calibration_for(calibrations, m, gpu) for m in names], speed)
+            views = [shared.view(i, windows) for i in range(len(unit))]
+        for d, wins, view in zip(unit, windows, views):
+            out.append(check_deployment(name, d, wins, view))
     if all(f.verdict == NO_SERIES for f in out):
         s = telemetry.span
         where = base if base is not None else f'namespace="{namespace}",service=<Deployment>'

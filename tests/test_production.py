@@ -32,6 +32,7 @@ from planner.simulate import simulate
 from tests.cli_run import run_cli
 
 from .conftest import prometheus_tool, stop_process, wait_prometheus_ready
+from .triton_history import gpu_series, model_series, openmetrics
 
 MODEL, GPU, QPS, P99_MS = "yolov8m-seg-1280x720", "T4", 60, 400
 WINDOW_S = 60
@@ -39,7 +40,6 @@ WINDOW_S = 60
 # mostly of its own rate, and low to high so the fit sees light and heavy load (batches of one and of several).
 RATES = (20.0, 20.0, 45.0, 45.0, 70.0, 70.0)
 SCRAPE_S = 15
-SUMMARY_AGE_S = 60  # prometheus-cpp's Summary max_age, Triton's (infra.alerts)
 SLOWER = 1.2
 READY_S = 20
 # A day's worth for the demand curve is more than the planner needs: it plans a curve of an hour or more. Requests/s
@@ -76,43 +76,10 @@ def history(job: str, service: ServiceTime, cfg, t0: float, seed: int, scrape: s
         queue.append(res.queue_s)
         batch_of.append(np.full(n, res.mean_batch_size))
         busy.append(res.busy_fraction)
-    done, lat, queue, batch = (np.concatenate(x) for x in (done, lat, queue, batch_of))
-    order = np.argsort(done)
-    done, lat, queue, batch = done[order], lat[order], queue[order], batch[order]
-    compute = lat - queue
     end = t0 + len(RATES) * WINDOW_S
-    labels = f'job="{job}",instance="{job}:8002"{scrape},model="{MODEL}",version="1"'
-    series: dict[str, list[str]] = {}
-
-    def add(name: str, extra: str, value: float, t: float):
-        series.setdefault(f"{name}\t{extra}", []).append(f"{value!r} {t:.3f}")
-
-    for t in np.arange(t0 + SCRAPE_S, end + 1e-9, SCRAPE_S):
-        upto = int(np.searchsorted(done, t, side="right"))
-        add("nv_inference_request_success", "", float(upto), t)
-        add("nv_inference_count", "", float(upto), t)
-        add("nv_inference_exec_count", "", float(np.sum(1.0 / batch[:upto])), t)
-        add("nv_inference_queue_duration_us", "", float(queue[:upto].sum() * 1e6), t)
-        add("nv_inference_compute_input_duration_us", "", 0.0, t)
-        add("nv_inference_compute_infer_duration_us", "", float(compute[:upto].sum() * 1e6), t)
-        add("nv_inference_compute_output_duration_us", "", 0.0, t)
-        add("nv_inference_request_duration_us", "", float(lat[:upto].sum() * 1e6), t)
-        add("nv_inference_request_failure", ',reason="REJECTED"', 0.0, t)
-        recent = lat[int(np.searchsorted(done, t - SUMMARY_AGE_S, side="right")):upto]
-        for q in ("0.5", "0.9", "0.99"):
-            if len(recent):
-                add("nv_inference_request_summary_us", f',quantile="{q}"', float(np.quantile(recent, float(q)) * 1e6),
-                    t)
-        k = min(int((t - t0 - 1e-9) // WINDOW_S), len(RATES) - 1)
-        series.setdefault("nv_gpu_utilization\tGPU", []).append(f"{busy[k]!r} {t:.3f}")
-    lines = []
-    for key, samples in series.items():
-        name, extra = key.split("\t")
-        # Triton's GPU gauges carry gpu_uuid, no model (core@r25.01 src/metrics.cc).
-        gpu = f'{{job="{job}",instance="{job}:8002"{scrape},gpu_uuid="GPU-0"}}'
-        sel = gpu if extra == "GPU" else "{" + labels + extra + "}"
-        lines += [f"{name}{sel} {s}" for s in samples]
-    return lines
+    return (model_series(job, MODEL, *(np.concatenate(x) for x in (done, lat, queue, batch_of)), t0, end, SCRAPE_S,
+                         scrape)
+            + gpu_series(job, busy, t0, WINDOW_S, SCRAPE_S, scrape))
 
 
 @pytest.fixture(scope="module")
@@ -135,10 +102,8 @@ def stand(tmp_path_factory):
                     scrape=f',namespace="{DEFAULT_NAMESPACE}",service="{deployment}",pod="{deployment}-7d9f-x2k4q"')
     lines += history("slower", slower, d.triton.latency_shape, t0, seed=2)
     lines += traffic(t0 + len(RATES) * WINDOW_S, seed=3)
-    # One family's samples together, as OpenMetrics asks; promtool keeps the names as written (untyped: no _total).
-    lines.sort(key=lambda line: line.split("{", 1)[0])
     text = tmp / "history.om"
-    text.write_text("\n".join(lines) + "\n# EOF\n")
+    text.write_text(openmetrics(lines))
     data = tmp / "tsdb"
     subprocess.run([prometheus_tool("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(text), str(data)],
                    check=True, capture_output=True, timeout=60)
