@@ -173,9 +173,12 @@ class CapacitySearch:
         bound = bound or queue_bound(self.model, cfg, budget_s)
         return refused_wait_s(res) * 1e6 <= bound.queue_timeout_microseconds
 
-    def max_rate(self, cfg: BatchingConfig, budget_s: float, floor: float = 0.0) -> float:
+    def max_rate(self, cfg: BatchingConfig, budget_s: float, floor: float = 0.0,
+                 bound: BatchingConfig | None = None) -> float:
         """Largest rate that :meth:`holds` (simulated P99 <= budget, and the written queue bound refuses at most
-        :data:`REFUSED_SHARE_MAX`), to 1/512 of saturation; 0 if the config cannot beat ``floor``.
+        :data:`REFUSED_SHARE_MAX`), to 1/512 of saturation; 0 if the config cannot beat ``floor``. ``bound``: the
+        queue bound the replica runs, where it is not the one this budget would write (a degraded budget while a
+        spot pool is lost runs the normal target's).
 
         Saturation throughput bounds the rate from above, and ``floor`` (the best rate found so far) from below:
         a config that misses the budget at ``floor`` costs one simulation to discard.
@@ -183,7 +186,7 @@ class CapacitySearch:
         hi = self.model.saturation_rate(cfg)
         if hi <= floor or self.light_load_p99_s(cfg) > budget_s:
             return 0.0
-        bound = queue_bound(self.model, cfg, budget_s)
+        bound = bound or queue_bound(self.model, cfg, budget_s)
         if floor > 0 and not self.holds(floor, cfg, budget_s, bound):
             return 0.0
         lo = floor

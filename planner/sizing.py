@@ -15,7 +15,7 @@ from gpufleet.contracts.catalog import Catalog, CapacityType
 from gpufleet.contracts.plan import CapacityRange, SizingRecord
 from gpufleet.contracts.profile import LatencyProfile
 from gpufleet.contracts.triton import BatchingConfig
-from planner.capacity import Capacity, CapacitySearch, ReplicaModel
+from planner.capacity import Capacity, CapacitySearch, ReplicaModel, queue_bound
 from planner.catalog import Pool, pools_for
 from planner.mig import slice_pools, slices
 from planner.optimize import Problem, Routing
@@ -45,11 +45,14 @@ def replica_model(profile: LatencyProfile, calibration: Calibration | None) -> R
 
 def survival_rate(search: CapacitySearch, cap: Capacity, p99_ms: float, survival_p99_ms: float | None,
                   overhead_ms: float, spot_survival: bool) -> float:
-    """The rate one replica may carry while a spot pool is lost: at the degraded bound, with the deployed config."""
+    """The rate one replica may carry while a spot pool is lost: at the degraded bound, with the deployed config,
+    its queue bound included (written for the normal target: a request that waits past its timeout is turned away
+    however loose the degraded bound)."""
     if not spot_survival or survival_p99_ms is None or survival_p99_ms <= p99_ms:
         return cap.max_rate
     budget_s = (survival_p99_ms - overhead_ms) / 1000.0
-    return search.max_rate(cap.config, budget_s, floor=cap.max_rate) or cap.max_rate
+    deployed = queue_bound(search.model, cap.config, (p99_ms - overhead_ms) / 1000.0)
+    return search.max_rate(cap.config, budget_s, floor=cap.max_rate, bound=deployed) or cap.max_rate
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,36 @@ def _queue_depth_at_arrival(arrivals_s, queue_s):
     return index - np.minimum(started_by, index)
 
 
+def test_the_rate_a_replica_carries_while_a_spot_pool_is_lost_is_judged_with_the_queue_bound_it_runs(tmp_path):
+    """With --spot-survival and a looser degraded P99, a replica may carry more while a spot pool is lost
+    (sizing.survival_rate_per_replica). It still runs the queue bound the plan writes for the normal target (the
+    deployed config does not change when a pool is lost), so that rate must be judged with it: simulated at the
+    survival rate, the written bound turns away at most REFUSED_SHARE_MAX. It was judged with the bound of the
+    degraded budget, a longer wait than the one deployed."""
+    import numpy as np
+
+    from planner.capacity import REFUSED_SHARE_MAX, SEARCH_REQUESTS, CapacitySearch
+    from planner.simulate import Workload
+    from planner.sizing import replica_model
+
+    path = tmp_path / "standin.json"
+    path.write_text(json.dumps({
+        "schema_version": 1, "model": "standin", "gpu": "T4", "precision": "fp16", "backend": "triton",
+        "origin": {"kind": "derived", "date": "2026-12-04", "derivation": "synthetic: base + per image"},
+        "batches": [{"batch_size": b, "mean_ms": 20.0 + 4.0 * b, "p50_ms": 20.0 + 4.0 * b,
+                     "p99_ms": 1.05 * (20.0 + 4.0 * b)} for b in (1, 2, 4, 8)]}))
+    plan = recommend(RecommendRequest(model="standin", gpus=["T4"], profiles=[path], qps=400, p99_ms=100,
+                                      spot_survival=True, survival_p99_ms=200))
+    (sizing,) = [s for s in plan.sizing if s.gpu == "T4"]
+    t = plan.deployments[0].triton
+    assert sizing.triton.latency_shape == t.latency_shape
+    model = replica_model(read_profile(path), None)
+    workload = Workload.poisson(SEARCH_REQUESTS, seed=1)
+    res = CapacitySearch(model, workload).simulate(sizing.survival_rate_per_replica, t.latency_shape)
+    refused = float(np.mean(res.queue_s * 1e6 > t.queue_timeout_microseconds))
+    assert refused <= REFUSED_SHARE_MAX, (sizing.max_rate_per_replica, sizing.survival_rate_per_replica, refused)
+
+
 @pytest.mark.parametrize("name", ["plan_5k", "plan_50k"])
 def test_each_deployment_sheds_only_what_would_miss_the_target(name, request):
     """The queue policy is set per deployment; at the planned rate it turns away (almost) nobody, and an admitted
