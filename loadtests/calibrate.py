@@ -8,7 +8,11 @@ The loop, against the Triton config the server is running (read from Triton: GET
    over it), steps at fractions of the knee (light load, where batches hold one request, tells the per-batch cost
    from the per-request one), then steps either side of the fitted capacity, where capacity is decided.
 3. Each step is one :class:`loadtests.shapes.Stable` run: measurement windows until three in a row agree on P99
-   (perf_analyzer's rule), at most ``max_trials``; the step's measurement is its last three windows together.
+   (perf_analyzer's rule), at most ``max_trials``; the step's measurement is its last three windows together. A
+   step that used its trials without three agreeing is still measured (``settled``) when its windows' P99s show no
+   upward trend (:func:`rising`): near the knee a window's P99 rests on a few requests and moves by more than any
+   stability percentage from sampling alone, and those are the steps that decide capacity; a rising one is a queue
+   still building, not a steady state, and is left out.
 4. After each step once the knee is bracketed, ``planner fit`` runs on everything measured so far. The stages never
    import each other (pyproject's import-linter contracts), so the fit runs as its console (``python -m planner
    fit``) on the stress-result file, and its calibration file is read back through :mod:`gpufleet.contracts`. The
@@ -72,6 +76,10 @@ KNEE_SPREAD = 0.05
 MIN_FIT_STEPS = 3
 # What a step costs besides its windows (Locust's start and the drain), first guessed, then measured.
 STEP_OVERHEAD_GUESS_S = 4.0
+# A step's window P99s rise (a queue still building) when Kendall's tau against their order is positive at this
+# one-sided significance; fewer windows than TREND_MIN_WINDOWS cannot show one and do not settle a step.
+TREND_P = 0.05
+TREND_MIN_WINDOWS = 4
 
 
 @dataclass
@@ -83,13 +91,14 @@ class Measured:
     rate: float
     p99_ms: float | None
     windows: int
-    reason: str  # stable, p99-bound, error-share, completed (max trials without stability)
+    reason: str  # stable, settled (max trials, no trend), p99-bound, error-share, completed (max trials, rising)
     error_share: float
     result: StressResult
 
     @property
     def stable(self) -> bool:
-        return self.reason == "stable"
+        """The step's measurement goes to the fit: three windows agreed, or its windows settled without a trend."""
+        return self.reason in ("stable", "settled")
 
     def over(self, target_ms: float) -> bool:
         return (self.reason in ("p99-bound", "error-share") or self.error_share > MAX_ERROR_SHARE
@@ -226,6 +235,25 @@ def pinned(plan: Plan, interval: Interval | None, tolerance: float) -> bool:
             and agrees(plan, interval, tolerance))
 
 
+def rising(p99s: list[float | None]) -> bool:
+    """Whether a step's window P99s, in order, trend upwards (or cannot tell: a window without a P99, or too few
+    windows): Kendall's tau, one-sided at :data:`TREND_P` (scipy.stats.kendalltau)."""
+    from scipy.stats import kendalltau
+
+    if len(p99s) < TREND_MIN_WINDOWS or any(p is None for p in p99s):
+        return True
+    return bool(kendalltau(range(len(p99s)), p99s, alternative="greater").pvalue < TREND_P)
+
+
+def step_reason(result: StressResult) -> str:
+    """Why a step's run ended, as the loop reads it: the run's own reason, and ``settled`` for one that used its
+    trials without three windows agreeing (``completed``) whose window P99s do not rise."""
+    reason = str(result.stopped.get("reason"))
+    if reason == "completed" and not rising([w.latency_ms.p99 for w in result.steps if w.warmup]):
+        return "settled"
+    return reason
+
+
 def merged(plan: Plan) -> StressResult:
     """Every step's run as one stress result: windows (discarded) and each step's measurement, on one clock. A step
     that did not settle (no three windows agreeing, or ended past a bound) is kept but marked discarded, so the fit
@@ -317,7 +345,7 @@ def calibrate(plan: Plan, run_step, say=None, show=None) -> Outcome:
             raise RunFailure(f"step {n + 1} at {rate:.1f} req/s recorded no window; see {settings.log_path}")
         step = result.reported_steps()[-1]
         done = step.ok + step.errors + step.dropped + step.rejected
-        m = Measured(n, phase, rate, step.latency_ms.p99, len(windows), str(result.stopped.get("reason")),
+        m = Measured(n, phase, rate, step.latency_ms.p99, len(windows), step_reason(result),
                      (step.errors + step.dropped + step.rejected) / done if done else 1.0, result)
         plan.steps.append(m)
         write_stress_result(merged(plan), plan.stress_path)
@@ -326,7 +354,8 @@ def calibrate(plan: Plan, run_step, say=None, show=None) -> Outcome:
         p99 = "no answers" if m.p99_ms is None else f"P99 {m.p99_ms:.1f} ms"
         verdict = "over" if m.over(plan.p99_ms) else "under"
         line = (f"step {n + 1} ({phase}): {rate:.1f} req/s, {p99} ({verdict} {plan.p99_ms:g} ms), "
-                f"{'stable' if m.stable else m.reason} after {m.windows} window(s) of {window:.3g} s")
+                f"{m.reason if m.reason in ('stable', 'settled') else m.reason + ', left out'} after {m.windows} "
+                f"window(s) of {window:.3g} s")
         if bracketed and sum(s.stable for s in plan.steps) >= MIN_FIT_STEPS:
             t = time.monotonic()
             cal, fit_error = run_fit(plan)
