@@ -493,10 +493,9 @@ def check_plan(plan: Plan, telemetry: Telemetry, profiles: dict[tuple[str, str],
         else:
             gpu = unit[0].gpu
             names = [d.model for d in unit]
-            for m in names:
-                profile_for(profiles, m, gpu)
+            unit_profiles = [profile_for(profiles, m, gpu) for m in names]  # a missing one: one line, exit 2
             speed = corun_speed(tuple(names), gpu, sum(d.triton.instance_count for d in unit), profiles)
-            shared = SharedPredictor(names, [profiles[(m, gpu)] for m in names],
+            shared = SharedPredictor(names, unit_profiles,
                                      [d.triton.latency_shape for d in unit],
                                      [calibration_for(calibrations, m, gpu) for m in names], speed)
             views = [shared.view(i, windows) for i in range(len(unit))]
