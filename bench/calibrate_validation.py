@@ -258,7 +258,7 @@ def record(case_dir: Path) -> dict:
         iv = interval_of(read_calibration(cal_path))
         est = iv.nominal
         row.update(estimate=round(iv.nominal, 1), interval=[round(iv.low, 1), round(iv.high, 1)],
-                   confidence=iv.confidence, fit_steps=iv.steps)
+                   confidence=iv.confidence, fit_steps=iv.steps, plan_rate_at_estimates=iv.refusal_limited)
     stress_path = case_dir / "calibrate.stress.json"
     if stress_path.exists():
         res = read_stress_result(stress_path)
@@ -356,6 +356,9 @@ def main() -> int:
                     "'--stability-pct 20'); they are in each profile's run.json")
     ap.add_argument("--analyze-only", action="store_true", help="analyze the runs already in --out")
     ap.add_argument("--resume", action="store_true", help="keep what is already in --out; measure the rest")
+    ap.add_argument("--recalibrate", action="store_true", help="with --resume: run calibrate again on the profiles "
+                    "already done and keep their long runs (they measure the profile, not calibrate; they are "
+                    "extended when they do not bracket the new estimate's crossing)")
     args = ap.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -373,7 +376,18 @@ def main() -> int:
         print(f"{case.key} ({case.kind}, {case.config.describe()}, target {case.target_ms:g} ms, the profile's knee "
               f"{case.params['model_knee_rate']:g} req/s)", flush=True)
         if args.resume and (d / "run.json").exists() and (d / "done").exists():
-            print("   kept from an earlier run", flush=True)
+            if not args.recalibrate:
+                print("   kept from an earlier run", flush=True)
+                continue
+            run = json.loads((d / "run.json").read_text())
+            run["calibrate"] = run_calibrate(case, d, args, seed=1000 + 100 * i)
+            (d / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+            print(f"   calibrated again: exit {run['calibrate']['exit']}, {run['calibrate']['wall_s']:g} s; the long "
+                  "runs kept", flush=True)
+            cal_path = d / "calibrate.calibration.json"
+            if cal_path.exists():
+                measure(case, d, interval_of(read_calibration(cal_path)).nominal, args, seed=2000 + 10 * i,
+                        resume=True)
             continue
         d.mkdir(parents=True, exist_ok=True)
         write_profile(case.profile, d / "profile.json")

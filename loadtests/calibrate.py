@@ -42,9 +42,11 @@ from loadtests.errors import LoadTestInputError
 from loadtests.shapes import STABILITY_WINDOWS, Stable
 from loadtests.settings import StressSettings
 
-# The first rate when none is given: this share of the profile's batch-1 throughput (one instance, device time
-# only). Under a quarter of what a batch-1 server sustains, a step is well below any knee, yet busy enough to
-# measure the per-request cost.
+# The first rate when none is given: this share of what the served config sustains by the profile (full batches of
+# its largest size back to back, one instance, device time only). A quarter of saturation is well below any knee the
+# server's own costs leave, yet close enough that the ramp reaches the knee in two or three steps; batch-1
+# throughput, the start until issue 27's validation, left a config of batch 8 four or five ramp steps from its knee,
+# and a 300 s budget ended there (docs/validation/calibrate, 2026-12-04: gen00).
 START_SHARE = 0.25
 # Each bracketing rate doubles the last: the knee is then bracketed within a factor of two in log2(knee / start)
 # steps, and bisection, which halves the bracket's log-width a step, takes it from there.
@@ -112,6 +114,9 @@ class Interval:
     high: float
     confidence: float
     steps: int  # steps the fit used
+    # The plan's capacity at the estimates, when below this latency limit: the queue bound the plan writes refuses
+    # more than its share past it (gpufleet.contracts.calibration.Threshold.latency_max_rate).
+    refusal_limited: float | None = None
 
     @property
     def half_width(self) -> float:
@@ -143,6 +148,7 @@ class Plan:
     max_trials: int = Stable.model_fields["max_trials"].default
     stability_pct: float = Stable.model_fields["stability_pct"].default
     confidence: float | None = None
+    config: BatchingConfig | None = None  # what the server runs, once read from it
     steps: list[Measured] = field(default_factory=list)
 
     @property
@@ -160,7 +166,9 @@ class Plan:
     def first_rate(self) -> float:
         if self.start_rate is not None:
             return self.start_rate
-        return START_SHARE * 1000.0 / self.profile.batches[0].p50_ms
+        top = self.config.effective_max_batch if self.config is not None else 1
+        return START_SHARE * max(b.batch_size * 1000.0 / b.mean_ms for b in self.profile.batches
+                                 if b.batch_size <= top)
 
     def window_for(self, rate: float) -> float:
         return max(self.window_s, MIN_WINDOW_REQUESTS / rate)
@@ -292,9 +300,18 @@ def run_fit(plan: Plan) -> tuple[Calibration | None, str]:
 
 
 def interval_of(cal: Calibration) -> Interval:
+    """Capacity at the target as the steps measure it: the latency limit, where P99 crosses the target (the steps
+    run without a queue bound, so they bracket this rate and no other). The plan's capacity may lie below it, where
+    the queue bound it writes would refuse too many first; that rate rides along. A calibration written before the
+    latency limit was recorded gives the plan's capacity."""
     t = cal.thresholds[0]  # the one config the steps served
-    low, high = t.max_rate_interval
-    return Interval(t.nominal_max_rate_per_replica, low, high, cal.uncertainty.confidence, len(cal.steps))
+    if t.latency_max_rate is None or t.latency_max_rate_interval is None:
+        low, high = t.max_rate_interval
+        return Interval(t.nominal_max_rate_per_replica, low, high, cal.uncertainty.confidence, len(cal.steps))
+    low, high = t.latency_max_rate_interval
+    planned = t.nominal_max_rate_per_replica
+    return Interval(t.latency_max_rate, low, high, cal.uncertainty.confidence, len(cal.steps),
+                    planned if planned < t.latency_max_rate else None)
 
 
 @dataclass
@@ -389,6 +406,9 @@ def summary(plan: Plan, reason: str, interval: Interval | None, fit_error: str, 
         return (f"Stopped at the budget ({plan.budget_s:g} s) with no calibration: {fit_error or 'no stable step'}; "
                 f"a larger --budget-s, or a --window-s or --stability-pct the server's noise allows, would give one")
     head = f"Capacity at P99 {plan.p99_ms:g} ms: {interval.describe()}"
+    if interval.refusal_limited is not None:
+        head += (f" (the plan holds {interval.refusal_limited:.1f} req/s at the estimates: past that the queue bound "
+                 f"it writes refuses more than the planner allows)")
     if reason == "width":
         return f"{head}: within ±{plan.tolerance_pct:g}%, stopped after {len(plan.steps)} steps ({elapsed_s:.0f} s)."
     if not over:

@@ -221,7 +221,7 @@ def calibrate_cmd(
     plan = Plan(settings=common, profile_path=profile, profile=prof, p99_ms=p99_ms, out=out, name=name,
                 start_rate=start_rate, factor=factor, tolerance_pct=tolerance_pct, budget_s=budget_s,
                 window_s=window_s, max_trials=max_trials, stability_pct=stability_pct, confidence=confidence)
-    plan.check_budget()
+    plan.check_budget()  # at batch 1's rate, the slowest start the served config can give: before any connection
     rate = plan.first_rate()
     first = build(**common, out=plan.steps_dir, shape=dict(kind="stable", rate=rate, window_s=plan.window_for(rate),
                                                           max_trials=max_trials, stability_pct=stability_pct))
@@ -229,6 +229,7 @@ def calibrate_cmd(
         check_output_file(path, what, LoadTestInputError)
     target = preflight(first)
     config = check_config(prof, loaded_batching(target.base_url, model, first.version), model, host)
+    plan.config = config
     started = _time.monotonic()
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
                   console=err, transient=False) as progress:

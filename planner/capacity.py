@@ -162,23 +162,27 @@ class CapacitySearch:
     def p99_s(self, rate: float, cfg: BatchingConfig) -> float:
         return self.simulate(rate, cfg).quantile_ms(0.99) / 1000.0
 
-    def holds(self, rate: float, cfg: BatchingConfig, budget_s: float, bound: BatchingConfig | None = None) -> bool:
+    def holds(self, rate: float, cfg: BatchingConfig, budget_s: float, bound: BatchingConfig | None = None,
+              refusals: bool = True) -> bool:
         """``p99_s(rate, cfg) <= budget_s`` (decided without finishing a run that is sure to miss), and the queue
         bound the plan writes for ``cfg`` at this budget (:func:`queue_bound`) turns away at most
         :data:`REFUSED_SHARE_MAX` of the requests (:func:`refused_wait_s` within its timeout): a refusal breaks the
-        promise as surely as a late answer."""
+        promise as surely as a late answer. ``refusals=False`` judges the P99 alone: the latency limit, what open-loop
+        steps against a server without a queue bound measure."""
         res = self.workload.run_within(rate, cfg, self.model.service, budget_s, self.model.speedup)
         if res is None:
             return False
+        if not refusals:
+            return True
         bound = bound or queue_bound(self.model, cfg, budget_s)
         return refused_wait_s(res) * 1e6 <= bound.queue_timeout_microseconds
 
     def max_rate(self, cfg: BatchingConfig, budget_s: float, floor: float = 0.0,
-                 bound: BatchingConfig | None = None) -> float:
+                 bound: BatchingConfig | None = None, refusals: bool = True) -> float:
         """Largest rate that :meth:`holds` (simulated P99 <= budget, and the written queue bound refuses at most
         :data:`REFUSED_SHARE_MAX`), to 1/512 of saturation; 0 if the config cannot beat ``floor``. ``bound``: the
         queue bound the replica runs, where it is not the one this budget would write (a degraded budget while a
-        spot pool is lost runs the normal target's).
+        spot pool is lost runs the normal target's). ``refusals=False``: the latency limit alone (:meth:`holds`).
 
         Saturation throughput bounds the rate from above, and ``floor`` (the best rate found so far) from below:
         a config that misses the budget at ``floor`` costs one simulation to discard.
@@ -187,13 +191,13 @@ class CapacitySearch:
         if hi <= floor or self.light_load_p99_s(cfg) > budget_s:
             return 0.0
         bound = bound or queue_bound(self.model, cfg, budget_s)
-        if floor > 0 and not self.holds(floor, cfg, budget_s, bound):
+        if floor > 0 and not self.holds(floor, cfg, budget_s, bound, refusals):
             return 0.0
         lo = floor
         step_floor = hi / 2 ** BISECTION_STEPS
         while hi - lo > step_floor:
             mid = 0.5 * (lo + hi)
-            if self.holds(mid, cfg, budget_s, bound):
+            if self.holds(mid, cfg, budget_s, bound, refusals):
                 lo = mid
             else:
                 hi = mid

@@ -545,11 +545,14 @@ def threshold(model: CalibratedModel, cfg: BatchingConfig, p99_ms: float, lag: A
     that keeps it there."""
     overhead_ms = float(model.values[0])
     cap = model.capacity(cfg, p99_ms, overhead_ms)
+    latency = model.capacity(cfg, p99_ms, overhead_ms, refusals=False)
     target = lag.hpa_target(cap.planned)
     search = CapacitySearch(model.replica())
     queue_us = float(np.mean(search.simulate(target, cfg).queue_s)) * 1e6 if target > 0 else None
     return Threshold(config=cfg, p99_ms=p99_ms, max_rate_per_replica=round(cap.planned, 3),
                      nominal_max_rate_per_replica=round(cap.nominal, 3),
                      max_rate_interval=(round(cap.low, 3), round(cap.high, 3)),
+                     latency_max_rate=round(latency.nominal, 3),
+                     latency_max_rate_interval=(round(latency.low, 3), round(latency.high, 3)),
                      hpa_target_rate_per_replica=round(target, 3),
                      predicted_queue_us_at_target=None if queue_us is None else round(queue_us, 1))

@@ -56,19 +56,23 @@ class CalibratedModel:
     def replica(self, values=None) -> ReplicaModel:
         return ReplicaModel.from_profile(self.profile, self.cost(self.values if values is None else values))
 
-    def max_rate(self, values, cfg: BatchingConfig, p99_ms: float, overhead_ms: float) -> float:
+    def max_rate(self, values, cfg: BatchingConfig, p99_ms: float, overhead_ms: float,
+                 refusals: bool = True) -> float:
         """Capacity at ``values``; the overhead enters as its offset from the estimate, on top of ``overhead_ms``
-        (the plan's, which a user may have set apart from the calibration)."""
+        (the plan's, which a user may have set apart from the calibration). ``refusals=False``: the latency limit
+        alone (:meth:`planner.capacity.CapacitySearch.holds`)."""
         budget_s = (p99_ms - overhead_ms - (values[0] - self.values[0])) / 1000.0
         if budget_s <= 0:
             return 0.0
-        return CapacitySearch(self.replica(values)).max_rate(cfg, budget_s)
+        return CapacitySearch(self.replica(values)).max_rate(cfg, budget_s, refusals=refusals)
 
     def capacity(self, cfg: BatchingConfig, p99_ms: float, overhead_ms: float,
-                 nominal: float | None = None) -> CapacityInterval:
+                 nominal: float | None = None, refusals: bool = True) -> CapacityInterval:
+        """Capacity and its interval; ``refusals=False`` for the latency limit alone, where P99 crosses the target
+        with no queue bound turning requests away (what open-loop steps measure)."""
         c = self.confidence
         if nominal is None:
-            nominal = self.max_rate(self.values, cfg, p99_ms, overhead_ms)
+            nominal = self.max_rate(self.values, cfg, p99_ms, overhead_ms, refusals)
         offsets = self.draws - self.values
         spread = offsets.std(axis=0) if len(offsets) else np.zeros(len(self.values))
         if nominal <= 0 or not np.any(spread > 0):
@@ -77,8 +81,8 @@ class CalibratedModel:
         for j in np.flatnonzero(spread > 0):
             h = np.zeros(len(self.values))
             h[j] = spread[j]
-            up = self.max_rate(self.values + h, cfg, p99_ms, overhead_ms)
-            down = self.max_rate(self.values - h, cfg, p99_ms, overhead_ms)
+            up = self.max_rate(self.values + h, cfg, p99_ms, overhead_ms, refusals)
+            down = self.max_rate(self.values - h, cfg, p99_ms, overhead_ms, refusals)
             grad[j] = (up - down) / (2 * spread[j])
         rates = np.maximum(nominal + offsets @ grad, 0.0)
         # The gradient ranks the draws; capacity is not linear far from the estimate, so the draws at the one-sided
@@ -86,7 +90,7 @@ class CalibratedModel:
         order = np.argsort(rates)
         at = int(round((1 - c) * (len(rates) - 1)))
         near = order[max(at - EXACT_NEAR, 0):at + EXACT_NEAR + 1]
-        exact = [self.max_rate(self.draws[i], cfg, p99_ms, overhead_ms) for i in near]
+        exact = [self.max_rate(self.draws[i], cfg, p99_ms, overhead_ms, refusals) for i in near]
         planned = min(nominal, float(np.median(exact)))
         low, high = (float(np.quantile(rates, q)) for q in ((1 - c) / 2, (1 + c) / 2))
         return CapacityInterval(planned, nominal, min(low, planned), max(high, nominal), c)

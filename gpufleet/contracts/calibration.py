@@ -113,6 +113,14 @@ class Threshold(Strict):
                                                           "at the calibration's confidence")
     nominal_max_rate_per_replica: float = Field(ge=0, description="capacity at the parameters' estimates")
     max_rate_interval: tuple[float, float] = Field(description="central interval of capacity at the confidence")
+    latency_max_rate: float | None = Field(
+        default=None, ge=0, description="the latency limit at the parameters' estimates: the rate where the "
+        "simulated P99 reaches the target with no queue bound turning requests away, what open-loop steps against "
+        "the config measure. The planned capacity is the lesser of this and the rate at which the queue bound the "
+        "plan writes refuses more than 0.1% (planner.capacity.REFUSED_SHARE_MAX). Absent in files written before "
+        "it was recorded")
+    latency_max_rate_interval: tuple[float, float] | None = Field(
+        default=None, description="central interval of the latency limit at the confidence")
     hpa_target_rate_per_replica: float = Field(ge=0)
     predicted_queue_us_at_target: float | None = Field(
         description="mean Triton queue time per request at the HPA target (nv_inference_queue_duration_us / "
