@@ -21,7 +21,7 @@ from gpufleet.contracts.plan import (Autoscaling, Binding, Cost, Deployment, Lat
                                      MixPlan, Plan, PlanRequest, SolverReport)
 from gpufleet.contracts.calibration import Calibration, read_calibration
 from gpufleet.contracts.demand import DemandCurve
-from planner.capacity import CapacitySearch, queue_bound
+from planner.capacity import REFUSED_SHARE_MAX, CapacitySearch, queue_bound
 from planner.catalog import HOURS_PER_MONTH, read_catalog
 from planner.colocate import PARALLEL_AT_LEAST, ModelDemand, Part, SharedPool, corun_speed, plan_mix
 from planner.errors import PlannerInputError
@@ -297,6 +297,7 @@ def _deployments(part: Part, by_name: dict[str, ModelDemand], replicas: dict, po
                                             mean_batch_size=round(run.mean_batch_size, 2)),
                 autoscaling=Autoscaling(
                     target_rate_per_replica=round(target, 3), max_rate_per_replica=round(most, 3),
+                    refused_share_max=REFUSED_SHARE_MAX,
                     min_replicas=max(floor, 1), max_replicas=max(2 * reps, reps + 1),
                     basis=spec.basis(most) + (f" Co-located in {name}: max_rate is this model's share of the "
                                               "largest traffic share one replica holds with every model of it "

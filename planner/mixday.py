@@ -57,7 +57,7 @@ from gpufleet.contracts.profile import read_profile
 from gpufleet.contracts.plan import (Autoscaling, Binding, Cost, DayComparison, DayPeriod, DayPlan, DayPool,
                                      Deployment, LatencyPrediction, MixModel, MixPlan, Plan, PlanRequest, SolverReport)
 from gpufleet.contracts.autoscaling import AutoscalingSpec
-from planner.capacity import queue_bound
+from planner.capacity import REFUSED_SHARE_MAX, queue_bound
 from planner.catalog import HOURS_PER_MONTH, read_catalog
 from planner.colocate import (UNMEASURED_WAYS, ModelDemand, SharedPool, capacity_of, corun_speed, least_per_replica,
                               search_share, simulate_runs)
@@ -585,7 +585,7 @@ def _plan(req, catalog, pools, mix, names, chosen, sets, solo_plans, checks, spe
                                                 mean_batch_size=round(batch_top[i], 2)),
                     autoscaling=Autoscaling(
                         target_rate_per_replica=round(max(col.share[top] * float(peaks[m][top]), 1e-3), 3),
-                        max_rate_per_replica=round(max(most, 1e-3), 3),
+                        max_rate_per_replica=round(max(most, 1e-3), 3), refused_share_max=REFUSED_SHARE_MAX,
                         min_replicas=max(min(v for v in reps_all if v) if any(reps_all) else 1, 1),
                         max_replicas=max(max(reps_all), 1),
                         basis=f"co-located in {name}: this model's rate in the Deployment's busiest period at the share "

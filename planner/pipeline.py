@@ -27,7 +27,7 @@ from gpufleet.contracts.model import Strict
 from gpufleet.contracts.plan import (Alternative, Autoscaling, Binding, Cost, Deployment, Environment,
                                      LatencyPrediction, Plan, PlanRequest, PoolPlan, Routing, SolverReport,
                                      SurvivalCheck)
-from planner.capacity import Capacity, CapacitySearch, queue_bound
+from planner.capacity import REFUSED_SHARE_MAX, Capacity, CapacitySearch, queue_bound
 from planner.catalog import CAPACITY_TYPES, HOURS_PER_MONTH, Catalog, Pool, read_catalog
 from planner.errors import PlannerInputError
 from planner.optimize import Problem, Solution, binding_constraint, replicas_by_gpu, runner_up
@@ -495,12 +495,13 @@ def _build_plan(req, catalog: Catalog, problem, sol, traffic, reps, results, cap
                                         mean_batch_size=round(res.mean_batch_size, 2)),
             autoscaling=Autoscaling(
                 target_rate_per_replica=round(sizing[g].sizing_rate if spec.lag_aware else per_replica, 3),
-                max_rate_per_replica=round(sizing[g].max_rate, 3),
+                max_rate_per_replica=round(sizing[g].max_rate, 3), refused_share_max=REFUSED_SHARE_MAX,
                 min_replicas=max(floor, 1), max_replicas=max(2 * reps[g], reps[g] + 1),
                 basis=spec.basis(sizing[g].max_rate) if spec.lag_aware else (
                     f"target = the planned per-replica rate, at most max_rate / (1 + HPA tolerance "
                     f"{spec.tolerance:g}) so that scale-up starts before P99 passes the target; replicas scale in "
-                    "proportion to traffic. max_rate is where simulated P99 meets the target. Give a scale-up "
+                    "proportion to traffic. max_rate is where simulated P99 meets the target (or, lower, where the "
+                    "written queue bound would refuse more than refused_share_max). Give a scale-up "
                     "lag and ramp (or a `planner fit` calibration) for a target that allows for GPU node start-up.")),
             profile_origin=f"{profiles[(req.model, g)].origin.kind} ({profiles[(req.model, g)].origin.date})"))
     p50, p90, p99 = _fleet_quantiles(results, traffic, req.overhead_ms, (0.5, 0.9, 0.99))

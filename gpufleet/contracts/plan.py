@@ -99,7 +99,14 @@ class Autoscaling(Strict):
     plan's ``autoscaling`` spec) passes the target."""
 
     target_rate_per_replica: float = Field(gt=0)
-    max_rate_per_replica: float = Field(gt=0, description="the rate at which simulated P99 reaches the target")
+    max_rate_per_replica: float = Field(gt=0, description="the most a replica holds: simulated P99 within the "
+                                        "target, and the queue bound its Triton config writes refusing at most "
+                                        "refused_share_max of the requests (with a calibration, the safe end of "
+                                        "its interval)")
+    refused_share_max: float | None = Field(
+        default=None, ge=0, lt=1, description="the share of requests the config's queue bound (max_queue_size, "
+        "default_timeout_microseconds) may turn away at any rate up to max_rate_per_replica: part of the capacity "
+        "promise. Absent in plans written before it was recorded")
     min_replicas: int = Field(ge=1)
     max_replicas: int = Field(ge=1)
     basis: str
