@@ -14,7 +14,7 @@ import pytest
 from gpufleet.contracts.calibration import read_calibration
 from gpufleet.contracts.profile import read_profile
 from gpufleet.contracts.stress_result import read_stress_result
-from loadtests.calibrate import Measured, Plan, agrees, bracket, interval_of, summary
+from loadtests.calibrate import Measured, Plan, agrees, bracket, interval_of, narrowed, pinned, summary
 from tests.cli_run import run_console
 
 RUN = Path(__file__).resolve().parent / "data" / "calibrate-gen02"
@@ -62,3 +62,22 @@ def test_the_capacity_lies_in_the_bracket_its_own_steps_measured(fitted, plan):
 def test_the_summary_names_the_plans_lower_capacity(fitted, plan):
     line = summary(plan, "budget", interval_of(fitted), "", 300.0)
     assert f"the plan holds {fitted.thresholds[0].nominal_max_rate_per_replica:.1f} req/s" in line
+
+
+EARLY = Path(__file__).resolve().parent / "data" / "calibrate-gen00-early"
+
+
+def test_a_narrow_fit_over_a_wide_bracket_does_not_stop_the_run():
+    """Recorded: steps at 31.0 and 61.9 req/s under the target, 87.6 and 123.8 over; the fit said 68.5 req/s ±4.1%
+    and the run stopped there. Long runs measured 78.5 req/s. The steps pinned the crossing only within 41%."""
+    cal = read_calibration(EARLY / "calibrate.calibration.json")
+    p = Plan(settings={}, profile_path=EARLY / "profile.json", profile=read_profile(EARLY / "profile.json"),
+             p99_ms=294.7, out=EARLY, name="replay")
+    run = read_stress_result(EARLY / "calibrate.stress.json")
+    for n, s in enumerate(x for x in run.steps if not x.warmup):
+        p.steps.append(Measured(n, "replay", s.offered_rate, s.latency_ms.p99, 3, "stable", 0.0, run))
+    iv = interval_of(cal)
+    assert iv.half_width <= 0.05 and agrees(p, iv, 0.05)  # what stopped it
+    assert not narrowed(p, 0.05)
+    assert not pinned(p, iv, 0.05)
+    assert "bracket the crossing only within 61.9-87.6 req/s" in summary(p, "budget", iv, "", 140.0)
