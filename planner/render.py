@@ -198,10 +198,12 @@ def render_calibration(cal: Calibration, console: Console) -> None:
                      f"{t.max_rate_per_replica:,.1f}",
                      f"{t.max_rate_interval[0]:,.1f}-{t.max_rate_interval[1]:,.1f} "
                      f"(est. {t.nominal_max_rate_per_replica:,.1f})",
+                     "-" if t.latency_max_rate is None else f"{t.latency_max_rate:,.1f}",
                      f"{t.hpa_target_rate_per_replica:,.1f}",
                      "-" if t.predicted_queue_us_at_target is None else f"{t.predicted_queue_us_at_target:,.0f}"])
     print_table(console, f"HPA thresholds (scale-up lag {sc.scale_up_lag_s / 60:g} min, "
                          f"ramp {(sc.ramp_per_min or 0.0):.0%}/min)",
                 _columns(("config", "P99 target ms", "planned req/s per replica",
-                          f"{cal.uncertainty.confidence:.0%} interval", "HPA target req/s", "queue us at target"),
+                          f"{cal.uncertainty.confidence:.0%} interval", "P99 limit req/s", "HPA target req/s",
+                          "queue us at target"),
                          left=("config",)), rows)
