@@ -16,8 +16,11 @@ The loop, against the Triton config the server is running (read from Triton: GET
 4. After each step once the knee is bracketed, ``planner fit`` runs on everything measured so far. The stages never
    import each other (pyproject's import-linter contracts), so the fit runs as its console (``python -m planner
    fit``) on the stress-result file, and its calibration file is read back through :mod:`gpufleet.contracts`. The
-   run stops when the fit's capacity interval at the target lies within ``±tolerance`` of the estimate, or when the
-   next step would not fit in the time budget.
+   capacity is the fit's latency limit (``latency_max_rate``: where P99 crosses the target, what steps without a
+   queue bound measure; the plan's capacity, which the queue bound it writes may hold lower, is reported beside it).
+   The run stops when that capacity's interval lies within ``±tolerance`` of the estimate, the estimate lies in the
+   steps' own bracket, and the bracket is as narrow (:func:`pinned`), or when the next step would not fit in the
+   time budget.
 
 It writes ``<out>/<name>.stress.json`` (every step's windows, marked discarded, and its measured step) and
 ``<out>/<name>.calibration.json`` (``planner fit``'s output on it), plus each step's Locust files under
