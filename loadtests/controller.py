@@ -147,7 +147,7 @@ def write_result(environment) -> None:
         ran.append((planned, stats))
         steps.append(step_result(i, planned.name, planned.warmup, planned.start_s, planned.duration_s, planned.rate,
                                  stats, i, i + 1))
-    windows = s.shape.measured_windows
+    windows = s.shape.measurement_windows(len(ran), str(RUN.stopped.get("reason")))
     if windows and ran:
         # The measurement is the last windows together (perf_analyzer reports its stable windows so); the windows
         # themselves stay in the file, marked for readers to skip.
