@@ -331,7 +331,9 @@ def plot(meta: dict, path: Path) -> None:
             continue
         lo, hi = (x / r["measured"] for x in r["interval"])
         color = "tab:red" if r["ratio"] > 1 + TOLERANCE else "tab:blue"
-        ax.errorbar([i], [r["ratio"]], yerr=[[r["ratio"] - lo], [hi - r["ratio"]]], fmt="o", color=color, capsize=3)
+        # The interval is stored rounded to 0.1 req/s and the ratio is not: an end at the estimate can round past it.
+        ax.errorbar([i], [r["ratio"]], yerr=[[max(r["ratio"] - lo, 0.0)], [max(hi - r["ratio"], 0.0)]], fmt="o",
+                    color=color, capsize=3)
     ax.set_xticks(range(len(rows)), [f"{r['profile']}\n{r['kind']}" for r in rows], fontsize=7)
     ax.set_ylabel("calibrate's capacity / measured (bars: its interval)")
     ax.set_title(f"loadtests calibrate against long runs, stand-in ({meta['verdict']['within']}/"
