@@ -3,6 +3,8 @@
     python bench/calibrate_validation.py --out docs/validation/calibrate                 # measure, then analyze
     python bench/calibrate_validation.py --out docs/validation/calibrate --resume        # only profiles not done
     python bench/calibrate_validation.py --out docs/validation/calibrate --analyze-only  # analyze what is there
+    python bench/calibrate_validation.py --out docs/validation/calibrate --repeat gen08  # its long runs again
+    python bench/calibrate_validation.py --out docs/validation/calibrate --refit         # planner fit again, no load
 
 Issue 27's done-when: on the stand-in (``serving local --standin``) with at least ten latency profiles nobody tuned
 to, ``loadtests calibrate`` puts capacity at the P99 target within ±5% of the capacity measured by long runs in at
@@ -39,6 +41,12 @@ least 9 of 10, and never more than 5% above it, within a server-time budget per 
    ``table.md`` and ``calibrate_validation.png`` into ``--out``, beside the raw runs (``<profile>/``:
    ``profile.json``, calibrate's stress result, calibration, steps and log, the capacity runs, ``run.json``). Exit 1
    when the done-when fails.
+5. **The measurement's own reproducibility** (``--repeat PROFILE``): the profile's long runs again, at the rates they
+   ran, on a fresh server (``repeatN.stress.json``); each repeat's capacity is reported beside the one the ratio is
+   judged on ("measured again"), never merged into it. The pairs of steps at the same rate give one run's relative
+   spread of P99 (:func:`run_noise`), the figure ``planner fit --run-noise-pct`` takes.
+6. **The fit again** (``--refit``): ``planner fit`` on each profile's recorded calibrate steps as the fit stands now
+   (``refit.calibration.json``), no load run: what a change to the fit makes of the same measurements.
 
 Expected time with the defaults: per profile about 15 minutes (two server starts, calibrate's 300 s plus its
 start and fits, five 95 s capacity steps, more when a bracket is extended): about 2.5 hours for ten. Run it on a quiet
@@ -245,6 +253,35 @@ def measure(case: Case, d: Path, center: float, args, seed: int, resume: bool) -
         stress(standin, case.config, more, args.capacity_step_s, seed + k, d, f"capacity-ext{k}")
 
 
+def repeat_paths(d: Path) -> list[Path]:
+    return sorted(d.glob("repeat*.stress.json"))
+
+
+def repeat(case: Case, d: Path, args, seed: int) -> Path:
+    """The profile's long runs again, at the rates they ran, on a fresh server: how far the measured capacity itself
+    moves from one run to the next on this machine."""
+    rates = sorted({r for p in capacity_paths(d) for r, _, _ in long_steps(p)})
+    if not rates:
+        raise SystemExit(f"{case.key}: no long runs to repeat in {d}")
+    k = len(repeat_paths(d)) + 1
+    print(f"{case.key}: repeat {k} of the long runs at {rates} req/s, {args.capacity_step_s:g} s a step", flush=True)
+    return stress(StandIn(case.key, case.profile), case.config, rates, args.capacity_step_s, seed + k, d, f"repeat{k}")
+
+
+REFIT = "refit.calibration.json"
+
+
+def refit(case: Case, d: Path) -> dict:
+    """``planner fit`` again on calibrate's own steps, as its console stands now (``refit.calibration.json``): what a
+    change to the fit makes of the same measurements, none taken anew."""
+    cmd = [str(Path(sys.executable).with_name("planner")), "fit", str(d / "calibrate.stress.json"), "--profile",
+           str(d / "profile.json"), "--p99-ms", f"{case.target_ms:g}", "--output", str(d / REFIT)]
+    (d / REFIT).unlink(missing_ok=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    shown = [os.path.relpath(c, ROOT) if c.startswith(str(ROOT)) else c for c in cmd]
+    return {"command": " ".join(["planner", *shown[1:]]), "exit": done.returncode}
+
+
 def record(case_dir: Path) -> dict:
     """One profile's row, from its raw files."""
     profile = read_profile(case_dir / "profile.json")
@@ -274,15 +311,45 @@ def record(case_dir: Path) -> dict:
     cap, how = measured_capacity(steps, target) if steps else (None, "no capacity run")
     row.update(measured=None if cap is None else round(float(cap), 1), measured_how=how,
                measured_steps=[[r, round(p, 2), n] for r, p, n in sorted(steps)], host_saturated_steps=saturated)
+    if (case_dir / REFIT).exists():
+        cal = read_calibration(case_dir / REFIT)
+        iv, t = interval_of(cal), cal.thresholds[0]
+        row["refit"] = {"estimate": round(iv.nominal, 1), "interval": [round(iv.low, 1), round(iv.high, 1)],
+                        "run_noise": cal.uncertainty.run_noise, "plan_max_rate": t.max_rate_per_replica,
+                        "low_over_measured": None if cap is None else round(float(iv.low / cap), 4),
+                        "command": run.get("refit", {}).get("command")}
+    # Repeats are not in the measured capacity (which stays the one the ratio was judged on): each is its own.
+    repeats = [measured_capacity(long_steps(p), target) for p in repeat_paths(case_dir)]
+    row["repeats"] = [{"file": p.name, "measured": None if c is None else round(float(c), 1), "how": how,
+                       "steps": [[r, round(q, 2), n] for r, q, n in sorted(long_steps(p))]}
+                      for p, (c, how) in zip(repeat_paths(case_dir), repeats)]
     row["ratio"] = None if est is None or cap is None else round(float(est / cap), 4)
     row["low_over_measured"] = None if "interval" not in row or cap is None else round(float(row["interval"][0] / cap), 4)
     return row
 
 
+def run_noise(rows: list[dict]) -> dict | None:
+    """How far a run's P99 moves from one run to the next: every repeated step beside the first run's step at the
+    same offered rate. Two runs' log ratio has twice one run's variance, so one run's relative spread is the ratios'
+    root mean square over sqrt 2 (their mean is not taken out: a shared offset is part of what moves)."""
+    pairs = []
+    for r in rows:
+        first = {rate: p99 for rate, p99, _ in r["measured_steps"]}
+        for rep in r.get("repeats", []):
+            pairs += [(r["profile"], rate, first[rate], p99) for rate, p99, _ in rep["steps"] if rate in first]
+    if not pairs:
+        return None
+    logs = np.log([b / a for _, _, a, b in pairs])
+    return {"pairs": len(pairs), "profiles": sorted({p for p, *_ in pairs}),
+            "log_ratio_mean": round(float(logs.mean()), 4), "log_ratio_rms": round(float(np.sqrt((logs ** 2).mean())), 4),
+            "run_noise": round(float(np.sqrt((logs ** 2).mean() / 2)), 4),
+            "ratios": [[p, rate, round(b / a, 3)] for p, rate, a, b in pairs]}
+
+
 def analyze(out: Path, meta: dict) -> dict:
     rows = [record(d) for d in sorted(out.iterdir()) if (d / "run.json").exists()]
     v = verdict([r["ratio"] for r in rows])
-    meta = {**meta, "verdict": v, "profiles": rows}
+    meta = {**meta, "verdict": v, "profiles": rows, "run_noise": run_noise(rows)}
     (out / "summary.json").write_text(json.dumps(meta, indent=2) + "\n")
     (out / "table.md").write_text(table(meta))
     if rows:
@@ -295,21 +362,38 @@ def analyze(out: Path, meta: dict) -> dict:
 def table(meta: dict) -> str:
     lines = [f"Command: `{meta.get('command', '')}`", "",
              "| profile | kind | per-batch / overhead ms | per-item ms | P99/mean | Triton | target ms | calibrate "
-             "(interval) req/s | steps / server s / budget s | stopped | measured req/s | ratio | within ±5% | "
-             "above +5% | host-saturated steps |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "(interval) req/s | steps / server s / budget s | stopped | measured req/s | measured again req/s | ratio | "
+             "within ±5% | above +5% | host-saturated steps | refit (interval) req/s | refit low / measured |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in meta["profiles"]:
         p = r["params"]
         fixed = p.get("per_batch_ms", p.get("overhead_ms"))
         tails = list(p["p99_over_mean"].values())
         est = "-" if r.get("estimate") is None else f"{r['estimate']:.1f} ({r['interval'][0]:.1f}-{r['interval'][1]:.1f})"
         meas = r["measured_how"] if r["measured"] is None else f"{r['measured']:.1f}"
+        rf = r.get("refit")
+        refit_cells = ("- | -" if rf is None else f"{rf['estimate']:.1f} ({rf['interval'][0]:.1f}-{rf['interval'][1]:.1f})"
+                       f" | {'-' if rf['low_over_measured'] is None else format(rf['low_over_measured'], '.3f')}")
+        again = ", ".join(x["how"] if x["measured"] is None else f"{x['measured']:.1f}"
+                          for x in r.get("repeats", [])) or "-"
         ratio = r["ratio"]
         within = "-" if ratio is None else ("yes" if abs(ratio - 1) <= TOLERANCE + EPS else "no")
         above = "-" if ratio is None else ("**yes**" if ratio > 1 + TOLERANCE + EPS else "no")
         lines.append(f"| {r['profile']} | {r['kind']} | {fixed:.2f} | {p['per_item_ms']:.2f} | {min(tails):.2f}-"
                      f"{max(tails):.2f} | {r['triton']} | {r['target_ms']:g} | {est} | {r.get('calibrate_steps', '-')} / "
                      f"{r['calibrate']['wall_s']:g} / {r['calibrate']['budget_s']:g} | {r.get('stopped', '-')} | {meas} "
-                     f"| {'-' if ratio is None else f'{ratio:.3f}'} | {within} | {above} | {r['host_saturated_steps']} |")
+                     f"| {again} | {'-' if ratio is None else f'{ratio:.3f}'} | {within} | {above} | {r['host_saturated_steps']} | {refit_cells} |")
+    noises = {r["refit"]["run_noise"] for r in meta["profiles"] if r.get("refit")}
+    if noises:
+        lines += ["", "Refit: `planner fit` again on calibrate's own steps as it stands now (`--refit`, no new "
+                  f"measurement), with run-to-run P99 noise {', '.join(f'{x * 100:g}%' for x in sorted(noises))} in "
+                  "capacity's interval."]
+    noise = meta.get("run_noise")
+    if noise:
+        lines += ["", f"Run to run (`--repeat`): {noise['pairs']} steps of {', '.join(noise['profiles'])} repeated at "
+                  f"the same rate on a fresh server; P99 repeat / first {min(x[2] for x in noise['ratios']):.3f}-"
+                  f"{max(x[2] for x in noise['ratios']):.3f}, one run's relative spread (RMS of the log ratios / "
+                  f"sqrt 2) {noise['run_noise'] * 100:.1f}%."]
     lines += ["", meta["verdict"]["line"] + ".", "",
               "Server s: the wall time of `loadtests calibrate` against its server (start of its preflight to its "
               "exit; the server's own start not counted)."]
@@ -333,7 +417,14 @@ def plot(meta: dict, path: Path) -> None:
         color = "tab:red" if r["ratio"] > 1 + TOLERANCE else "tab:blue"
         # The interval is stored rounded to 0.1 req/s and the ratio is not: an end at the estimate can round past it.
         ax.errorbar([i], [r["ratio"]], yerr=[[max(r["ratio"] - lo, 0.0)], [max(hi - r["ratio"], 0.0)]], fmt="o",
-                    color=color, capsize=3)
+                    color=color, capsize=3, label="calibrate (its interval)" if i == 0 else None)
+        rf = r.get("refit")
+        if rf:
+            est = rf["estimate"] / r["measured"]
+            rlo, rhi = (x / r["measured"] for x in rf["interval"])
+            ax.errorbar([i + 0.25], [est], yerr=[[max(est - rlo, 0.0)], [max(rhi - est, 0.0)]], fmt="s",
+                        color="tab:grey", capsize=3, label=f"refit, run noise {rf['run_noise'] * 100:g}%"
+                        if not any(x.get("refit") for x in rows[:i]) else None)
     ax.set_xticks(range(len(rows)), [f"{r['profile']}\n{r['kind']}" for r in rows], fontsize=7)
     ax.set_ylabel("calibrate's capacity / measured (bars: its interval)")
     ax.set_title(f"loadtests calibrate against long runs, stand-in ({meta['verdict']['within']}/"
@@ -357,6 +448,11 @@ def main() -> int:
     ap.add_argument("--calibrate-args", default="", help="more options for loadtests calibrate, one string (e.g. "
                     "'--stability-pct 20'); they are in each profile's run.json")
     ap.add_argument("--analyze-only", action="store_true", help="analyze the runs already in --out")
+    ap.add_argument("--refit", action="store_true", help="planner fit again on each finished profile's calibrate "
+                    "steps (refit.calibration.json; no load runs), then analyze")
+    ap.add_argument("--repeat", nargs="+", default=[], metavar="PROFILE", help="run these profiles' long runs again "
+                    "(the same rates, a fresh server) as repeatN.stress.json, then analyze: the measurement's own "
+                    "reproducibility")
     ap.add_argument("--resume", action="store_true", help="keep what is already in --out; measure the rest")
     ap.add_argument("--recalibrate", action="store_true", help="with --resume: run calibrate again on the profiles "
                     "already done and keep their long runs (they measure the profile, not calibrate; they are "
@@ -372,6 +468,30 @@ def main() -> int:
         old = out / "summary.json"
         if old.exists():
             meta = {k: v for k, v in json.loads(old.read_text()).items() if k not in ("verdict", "profiles")}
+        return 0 if analyze(out, meta)["verdict"]["met"] else 1
+    if args.refit:
+        meta = {k: v for k, v in json.loads((out / "summary.json").read_text()).items()
+                if k not in ("verdict", "profiles")} if (out / "summary.json").exists() else meta
+        for i, case in enumerate(generate(args.profiles, args.seed)):
+            d = out / case.key
+            if (d / "done").exists() and (d / "calibrate.stress.json").exists():
+                run = json.loads((d / "run.json").read_text())
+                run["refit"] = refit(case, d)
+                (d / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+                print(f"{case.key}: refit exit {run['refit']['exit']}", flush=True)
+        return 0 if analyze(out, meta)["verdict"]["met"] else 1
+    if args.repeat:
+        cases = {c.key: (i, c) for i, c in enumerate(generate(args.profiles, args.seed))}
+        unknown = [k for k in args.repeat if k not in cases or not (out / k / "done").exists()]
+        if unknown:
+            print(f"error: --repeat: no finished profile {', '.join(unknown)} in {out}", file=sys.stderr)
+            return 2
+        old = out / "summary.json"
+        if old.exists():  # the command and settings that made the runs being repeated
+            meta = {k: v for k, v in json.loads(old.read_text()).items() if k not in ("verdict", "profiles")}
+        for key in args.repeat:
+            i, case = cases[key]
+            repeat(case, out / key, args, seed=3000 + 10 * i)
         return 0 if analyze(out, meta)["verdict"]["met"] else 1
     for i, case in enumerate(generate(args.profiles, args.seed)):
         d = out / case.key

@@ -120,6 +120,7 @@ class Interval:
     # The plan's capacity at the estimates, when below this latency limit: the queue bound the plan writes refuses
     # more than its share past it (gpufleet.contracts.calibration.Threshold.latency_max_rate).
     refusal_limited: float | None = None
+    run_noise: float = 0.0  # the run-to-run P99 noise the fit allows (Uncertainty.run_noise)
 
     @property
     def half_width(self) -> float:
@@ -151,6 +152,7 @@ class Plan:
     max_trials: int = Stable.model_fields["max_trials"].default
     stability_pct: float = Stable.model_fields["stability_pct"].default
     confidence: float | None = None
+    run_noise_pct: float | None = None  # planner fit's --run-noise-pct; None: its default
     config: BatchingConfig | None = None  # what the server runs, once read from it
     steps: list[Measured] = field(default_factory=list)
 
@@ -306,6 +308,8 @@ def run_fit(plan: Plan) -> tuple[Calibration | None, str]:
            "--output", str(plan.calibration_path), "--p99-ms", f"{plan.p99_ms:g}"]
     if plan.confidence is not None:
         cmd += ["--confidence", f"{plan.confidence:g}"]
+    if plan.run_noise_pct is not None:
+        cmd += ["--run-noise-pct", f"{plan.run_noise_pct:g}"]
     if plan.calibration_path.exists():
         plan.calibration_path.unlink()  # a stale calibration must not pass for this fit's
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -323,11 +327,12 @@ def interval_of(cal: Calibration) -> Interval:
     t = cal.thresholds[0]  # the one config the steps served
     if t.latency_max_rate is None or t.latency_max_rate_interval is None:
         low, high = t.max_rate_interval
-        return Interval(t.nominal_max_rate_per_replica, low, high, cal.uncertainty.confidence, len(cal.steps))
+        return Interval(t.nominal_max_rate_per_replica, low, high, cal.uncertainty.confidence, len(cal.steps),
+                        run_noise=cal.uncertainty.run_noise)
     low, high = t.latency_max_rate_interval
     planned = t.nominal_max_rate_per_replica
     return Interval(t.latency_max_rate, low, high, cal.uncertainty.confidence, len(cal.steps),
-                    planned if planned < t.latency_max_rate else None)
+                    planned if planned < t.latency_max_rate else None, cal.uncertainty.run_noise)
 
 
 @dataclass
@@ -448,8 +453,13 @@ def summary(plan: Plan, reason: str, interval: Interval | None, fit_error: str, 
         per_step = elapsed_s / max(len(plan.steps), 1)
         more = (f"about {k} more stable step(s) near {interval.nominal:.0f} req/s (the interval narrows about as "
                 f"1/sqrt(steps); roughly --budget-s {plan.budget_s + k * per_step:.0f})")
+    tail = ""
+    if interval.run_noise > 0:
+        # Steps of one run share its P99 level: only other runs average that error out.
+        tail = (f"; the {interval.run_noise * 100:.2g}% run-to-run P99 noise the fit allows narrows only with more "
+                f"runs fitted together (planner fit {plan.stress_path.name} LATER.stress.json)")
     return (f"{head}, wider than ±{plan.tolerance_pct:g}%: stopped at the budget ({plan.budget_s:g} s, "
-            f"{len(plan.steps)} steps); {more} would narrow it.")
+            f"{len(plan.steps)} steps); {more} would narrow it{tail}.")
 
 
 class Ticker:

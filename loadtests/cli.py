@@ -22,6 +22,7 @@ from loadtests import shapes
 from loadtests.calibrate import DEFAULT_BUDGET_S, DEFAULT_FACTOR, DEFAULT_TOLERANCE_PCT, MIN_WINDOW_REQUESTS
 from loadtests.errors import LoadTestInputError
 from gpufleet.contracts.model import default_of
+from gpufleet.contracts.calibration import MAX_RUN_NOISE
 from gpufleet.contracts.stress_result import HOST_CPU_SATURATED
 from loadtests.settings import StressSettings, build, settings_error
 from loadtests.verify import PREDICTION_BAND, STEP_S as VERIFY_STEP_S, WARMUP_S as VERIFY_WARMUP_S
@@ -176,8 +177,11 @@ def calibrate_cmd(
                                             "seconds of the start.")] = DEFAULT_BUDGET_S,
     confidence: Annotated[Optional[float], typer.Option(help="Confidence of the interval (default planner fit's).")]
         = None,
-    start_rate: Annotated[Optional[float], typer.Option(help="First rate, req/s (default a quarter of the "
-                                                        "profile's batch-1 throughput).")] = None,
+    run_noise_pct: Annotated[Optional[float], typer.Option(help="How far this host's P99 level moves from one run to "
+                                                           "the next, percent (planner fit --run-noise-pct; default "
+                                                           "planner fit's).")] = None,
+    start_rate: Annotated[Optional[float], typer.Option(help="First rate, req/s (default a quarter of what the "
+                                                        "served config sustains by the profile).")] = None,
     factor: Annotated[float, typer.Option(help="Bracket: each rate this multiple of the last.")] = DEFAULT_FACTOR,
     window_s: Annotated[float, typer.Option(help="Seconds per measurement window (longer at rates too low for "
                                             f"{MIN_WINDOW_REQUESTS} requests).")] = default_of(_STABLE, "window_s"),
@@ -214,13 +218,16 @@ def calibrate_cmd(
         raise LoadTestInputError(f"--start-rate {start_rate}: must be > 0")
     if confidence is not None and not 0.5 < confidence < 1:
         raise LoadTestInputError(f"--confidence {confidence}: must lie strictly between 0.5 and 1")
+    if run_noise_pct is not None and not (math.isfinite(run_noise_pct) and 0 <= run_noise_pct < MAX_RUN_NOISE * 100):
+        raise LoadTestInputError(f"--run-noise-pct {run_noise_pct}: must lie in [0, {MAX_RUN_NOISE * 100:g})")
     common = dict(model=model, host=host, metrics_url=metrics_url, seed=seed)
     prof = read_profile(profile)
     if prof.model != model:
         raise LoadTestInputError(f"--profile {profile} is of model {prof.model!r}, not {model!r}")
     plan = Plan(settings=common, profile_path=profile, profile=prof, p99_ms=p99_ms, out=out, name=name,
                 start_rate=start_rate, factor=factor, tolerance_pct=tolerance_pct, budget_s=budget_s,
-                window_s=window_s, max_trials=max_trials, stability_pct=stability_pct, confidence=confidence)
+                window_s=window_s, max_trials=max_trials, stability_pct=stability_pct, confidence=confidence,
+                run_noise_pct=run_noise_pct)
     plan.check_budget()  # at batch 1's rate, the slowest start the served config can give: before any connection
     rate = plan.first_rate()
     first = build(**common, out=plan.steps_dir, shape=dict(kind="stable", rate=rate, window_s=plan.window_for(rate),

@@ -45,7 +45,7 @@ from planner.capacity import CapacitySearch, ReplicaModel
 from planner.errors import PlannerInputError
 from planner.service import ServiceTime
 from planner.simulate import Workload, simulate
-from planner.uncertainty import DEFAULT_CONFIDENCE, CalibratedModel
+from planner.uncertainty import DEFAULT_CONFIDENCE, DEFAULT_RUN_NOISE, CalibratedModel, run_noise_error
 
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 REPLICATIONS = 6
@@ -456,12 +456,15 @@ def bootstrap(solution: _Solution, bounds: dict[str, tuple[float, float]], resam
 
 def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: AutoscalingSpec,
         fallback_config: BatchingConfig | None = None, replications: int = REPLICATIONS,
-        confidence: float = DEFAULT_CONFIDENCE, resamples: int = BOOTSTRAP_RESAMPLES) -> Calibration:
+        confidence: float = DEFAULT_CONFIDENCE, resamples: int = BOOTSTRAP_RESAMPLES,
+        run_noise: float = DEFAULT_RUN_NOISE) -> Calibration:
     """Calibrate on the stress results; thresholds for each measured config at ``p99_ms``."""
     if not (math.isfinite(p99_ms) and p99_ms > 0):
         raise PlannerInputError(f"--p99-ms must be a positive number, got {p99_ms}")
     if not (0.5 < confidence < 1):
         raise PlannerInputError(f"--confidence must lie strictly between 0.5 and 1, got {confidence}")
+    if run_noise_error(run_noise):
+        raise PlannerInputError(run_noise_error(run_noise))
     obs, excluded = observations(stress_paths, fallback_config, profile.model)
     flagged = host_bound(obs, profile)
     host_warning = None
@@ -503,7 +506,10 @@ def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: A
     if busy:
         warnings.append(busy)
     values = tuple(p.value for p in parameters.values())
-    calibrated = CalibratedModel(profile, values, draws, confidence)
+    # Each stress file is one run; the level error of several runs averages out as 1/sqrt(runs).
+    runs = len({o.source for o in kept})
+    noise = run_noise / math.sqrt(runs)
+    calibrated = CalibratedModel(profile, values, draws, confidence, noise)
     pred = model.predict(values)
     steps = []
     for o, (p, batch, _) in zip(kept, pred):
@@ -524,8 +530,11 @@ def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: A
         uncertainty=Uncertainty(
             method=(f"bootstrap over the {len(kept)} fitted steps ({resamples} resamples with replacement), each "
                     "resample moving the estimate by one Gauss-Newton step on its residuals; intervals central at "
-                    "the confidence"),
-            confidence=confidence, resamples=resamples, draws=[[round(float(v), 5) for v in d] for d in draws]),
+                    f"the confidence; capacity's draws also read the target off by a run-to-run P99 noise of "
+                    f"{run_noise * 100:g}% a run (one standard deviation) over {runs} run(s): "
+                    f"{noise * 100:.3g}%"),
+            confidence=confidence, resamples=resamples, draws=[[round(float(v), 5) for v in d] for d in draws],
+            run_noise=round(noise, 6)),
         warnings=warnings,
         sources=sorted({o.source for o in kept}),
         fit=FitReport(method="scipy.optimize.least_squares (trust region reflective, bounded)",

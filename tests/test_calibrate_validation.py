@@ -1,7 +1,10 @@
-"""bench/calibrate_validation.py's pure pieces: the generated profiles and the verdict. No server runs here."""
+"""bench/calibrate_validation.py's pure pieces: the generated profiles, the verdict, a profile's record from its
+recorded runs. No server runs here."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,7 +13,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from calibrate_validation import KINDS, generate, verdict  # noqa: E402
+from calibrate_validation import KINDS, generate, record, run_noise, verdict  # noqa: E402
+from gpufleet.contracts.stress_result import read_stress_result, write_stress_result  # noqa: E402
 from planner.capacity import ReplicaModel  # noqa: E402
 
 
@@ -86,3 +90,45 @@ def test_verdict_is_written_as_json_from_numpy_ratios():
     # Measured capacities come out of numpy (isotonic regression): the counts must still be plain JSON numbers.
     v = verdict([np.float64(1.0)] * 10)
     assert json.loads(json.dumps(v))["within"] == 10
+
+
+RECORDED = ROOT / "docs" / "validation" / "calibrate" / "gen04"  # a finished profile: calibrate and two long steps
+
+
+def test_a_repeat_is_measured_on_its_own_and_leaves_the_judged_capacity_alone(tmp_path):
+    d = tmp_path / "gen04"
+    shutil.copytree(RECORDED, d)
+    before = record(d)
+    # The repeat's steps read 5% slower than the long runs: its capacity moves, the judged one does not.
+    res = read_stress_result(d / "capacity.stress.json")
+    slower = [s.model_copy(update={"latency_ms": s.latency_ms.model_copy(update={"p99": s.latency_ms.p99 * 1.05})})
+              if s.latency_ms.p99 is not None else s for s in res.steps]
+    write_stress_result(res.model_copy(update={"steps": slower}), d / "repeat1.stress.json")
+    after = record(d)
+    assert after["measured"] == before["measured"] and after["ratio"] == before["ratio"]
+    assert [r["file"] for r in after["repeats"]] == ["repeat1.stress.json"]
+    assert after["repeats"][0]["measured"] < before["measured"]
+
+
+def test_repeat_of_an_unknown_profile_is_one_line_and_exit_2(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "calibrate_validation.py"), "--out", str(tmp_path),
+                           "--repeat", "gen99"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"error: --repeat: no finished profile gen99 in {tmp_path}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_noise_is_one_runs_spread_from_the_repeated_steps():
+    # Two steps repeated, one reading 10% slower and one 10% faster: log ratios +-ln 1.1, so one run's spread is
+    # ln(1.1) / sqrt(2); the step only the first run measured (90 req/s) pairs with nothing.
+    rows = [{"profile": "gen08", "measured_steps": [[70.0, 100.0, 6000], [80.0, 120.0, 7000], [90.0, 150.0, 8000]],
+             "repeats": [{"steps": [[70.0, 110.0, 6000], [80.0, 120.0 / 1.1, 7000]]}]},
+            {"profile": "gen01", "measured_steps": [[50.0, 80.0, 5000]], "repeats": []}]
+    noise = run_noise(rows)
+    assert noise["pairs"] == 2 and noise["profiles"] == ["gen08"]
+    assert abs(noise["run_noise"] - np.log(1.1) / np.sqrt(2)) < 1e-4
+    assert abs(noise["log_ratio_mean"]) < 1e-4
+
+
+def test_no_repeats_no_run_noise():
+    assert run_noise([{"profile": "gen01", "measured_steps": [[50.0, 80.0, 5000]]}]) is None

@@ -40,8 +40,9 @@ def fitted(tmp_path_factory) -> Path:
     for name, (fractions, seconds) in STEPS.items():
         stress_result(profile, CONFIG, [round(f * sat, 1) for f in fractions], overhead_ms=3.0, cost=COST,
                       duration_s=seconds, seed=1, path=root / f"{name}.stress.json")
-        fit = run_cli("planner", ["fit", f"{name}.stress.json", "--profile", "det-L4.json", "--output",
-                                  f"{name}.cal.json"], cwd=root)
+        # Simulated steps share no run-level error (the noise's own effect: tests/test_run_noise.py).
+        fit = run_cli("planner", ["fit", f"{name}.stress.json", "--profile", "det-L4.json", "--run-noise-pct", "0",
+                                  "--output", f"{name}.cal.json"], cwd=root)
         assert fit.returncode == 0, fit.stderr
     return root
 
@@ -73,7 +74,9 @@ def test_a_calibration_from_three_guessed_rates_is_refused_with_the_command_that
     width, bound = refused(run, out)
     assert width > 15.0 and bound == "15"
     assert "run `loadtests calibrate --model det --p99-ms 100 ...` to narrow it" in run.stderr
-    assert f"pass --max-capacity-spread-pct {int(width) + 1} to accept it" in run.stderr
+    # The bound it offers is the width rounded up (the width is printed to 0.1: 71.96 shows as 72.0 and offers 72).
+    offered = int(re.search(r"pass --max-capacity-spread-pct (\d+) to accept it", run.stderr)[1])
+    assert width - 0.05 <= offered < width + 1
 
 
 def test_a_calibration_fitted_on_one_step_is_refused_its_width_is_unknown_not_zero(fitted, tmp_path):

@@ -25,6 +25,7 @@ from gpufleet.contracts.triton import BatchingConfig
 
 SCHEMA_VERSION = 2
 PARAMETER_NAMES = ("overhead_ms", "batch_overhead_ms", "item_overhead_ms", "spread")
+MAX_RUN_NOISE = 0.5  # a run's P99 level spread this wide (Uncertainty.run_noise) says its runs measure nothing
 
 
 def capacity_spread(nominal: float, low: float, high: float) -> float:
@@ -102,6 +103,11 @@ class Uncertainty(Strict):
                                                            "take the lower end of capacity's one-sided interval")
     resamples: int = Field(ge=0)
     draws: list[list[float]] = Field(description=f"one row per resample: {', '.join(PARAMETER_NAMES)}")
+    run_noise: float = Field(
+        0.0, ge=0, lt=MAX_RUN_NOISE, description="relative standard deviation of the P99 level error the fitted runs share (one "
+        "run's spread over the square root of the runs fitted), an error every step of one "
+        "run shares and resampling its steps cannot see: each draw reads the target as if its run measured P99 off "
+        "by a normal factor of this spread (planner.uncertainty). 0 in files written before it was recorded")
 
 
 class Threshold(Strict):

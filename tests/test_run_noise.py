@@ -1,0 +1,136 @@
+"""Run-to-run P99 noise in capacity's interval (``planner fit --run-noise-pct``, ``Uncertainty.run_noise``).
+
+Resampling one run's steps cannot see an error all of them share. On docs/validation/calibrate's stand-in, every
+calibrate step of gen08 read P99 below the 90 s runs made minutes later at the same rates (6 of 6, by 4-10%), and
+there P99 is flat near the target (83-87 ms over 50-94 req/s against 89 ms): calibrate put capacity at 92.5 req/s,
+90% interval 85.5-94.9, where the long runs measured 72.1. gen04's P99 rises steeply there, so the same noise moves
+its capacity little. The recorded runs are tests/data/calibrate-gen08 and calibrate-gen04 (tests/data/SOURCES.md)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpufleet.contracts.calibration import read_calibration
+from gpufleet.contracts.profile import read_profile
+from gpufleet.contracts.stress_result import MIN_REQUESTS_FOR_P99, read_stress_result
+from planner.uncertainty import DEFAULT_RUN_NOISE, CalibratedModel
+from tests.cli_run import run_cli, run_console
+
+DATA = Path(__file__).resolve().parent / "data"
+FLAT, STEEP = DATA / "calibrate-gen08", DATA / "calibrate-gen04"
+sys.path.insert(0, str(DATA.parents[1] / "bench"))
+from validate import measured_capacity  # noqa: E402
+
+
+def latency_capacity(run: Path, noise: float | None):
+    """The latency limit and its interval from the recorded calibration, with ``noise`` (None: as recorded)."""
+    cal = read_calibration(run / "calibrate.calibration.json")
+    model = CalibratedModel.from_calibration(read_profile(run / "profile.json"), cal)
+    if noise is not None:
+        model = CalibratedModel(model.profile, model.values, model.draws, model.confidence, noise)
+    t = cal.thresholds[0]
+    return model.capacity(t.config, t.p99_ms, float(model.values[0]), refusals=False)
+
+
+def long_runs(run: Path) -> float:
+    steps = [(s.offered_rate, s.latency_ms.p99, s.ok) for p in sorted(run.glob("capacity*.stress.json"))
+             for s in read_stress_result(p).reported_steps() if s.ok >= MIN_REQUESTS_FOR_P99]
+    cap, how = measured_capacity(steps, read_calibration(run / "calibrate.calibration.json").thresholds[0].p99_ms)
+    assert cap is not None, how
+    return cap
+
+
+@pytest.fixture(scope="module")
+def flat():
+    return {noise: latency_capacity(FLAT, noise) for noise in (0.0, DEFAULT_RUN_NOISE)}
+
+
+@pytest.fixture(scope="module")
+def steep():
+    return {noise: latency_capacity(STEEP, noise) for noise in (0.0, DEFAULT_RUN_NOISE)}
+
+
+def test_a_calibration_written_before_run_noise_reads_as_none_and_gives_what_it_recorded():
+    cal = read_calibration(FLAT / "calibrate.calibration.json")
+    assert cal.uncertainty.run_noise == 0.0
+    cap = latency_capacity(FLAT, None)
+    t = cal.thresholds[0]
+    assert round(cap.nominal, 3) == t.latency_max_rate
+    # The file keeps its draws rounded (5 decimals), so the interval comes back within a rounding's reach.
+    assert (cap.low, cap.high) == pytest.approx(t.latency_max_rate_interval, rel=0.01)
+
+
+def test_the_estimate_stays_where_the_fit_put_it(flat):
+    assert flat[DEFAULT_RUN_NOISE].nominal == flat[0.0].nominal
+
+
+def test_where_p99_is_flat_the_noise_widens_capacity_far_more_than_where_it_rises(flat, steep):
+    def drop(c):
+        return 1 - c[DEFAULT_RUN_NOISE].low / c[0.0].low
+    assert drop(flat) > 0.1
+    assert drop(flat) > 3 * drop(steep)
+
+
+def test_with_the_default_noise_the_flat_run_no_longer_promises_more_than_the_long_runs_measured(flat):
+    measured = long_runs(FLAT)
+    assert flat[0.0].planned > 1.05 * measured  # the over-promise: one run's steps, trusted
+    assert flat[DEFAULT_RUN_NOISE].planned <= measured
+
+
+def test_the_same_calibration_gives_the_same_capacity():
+    a, b = latency_capacity(FLAT, DEFAULT_RUN_NOISE), latency_capacity(FLAT, DEFAULT_RUN_NOISE)
+    assert a == b
+
+
+def test_fit_records_the_noise_it_was_given(tmp_path):
+    out = tmp_path / "gen08.calibration.json"
+    done = run_console("planner", ["fit", FLAT / "calibrate.stress.json", "--profile", FLAT / "profile.json",
+                                   "--p99-ms", "89", "--run-noise-pct", "3", "--output", out])
+    assert done.returncode == 0, done.stderr
+    cal = read_calibration(out)
+    assert cal.uncertainty.run_noise == pytest.approx(0.03)  # one run: its own spread
+    assert "run-to-run P99 noise of 3% a run (one standard deviation) over 1 run(s)" in cal.uncertainty.method
+
+
+def test_runs_fitted_together_share_less_noise(tmp_path):
+    # The same run twice stands for two runs: the level error averages as 1/sqrt(2).
+    out = tmp_path / "two.calibration.json"
+    second = tmp_path / "again.stress.json"
+    second.write_bytes((FLAT / "calibrate.stress.json").read_bytes())
+    done = run_console("planner", ["fit", FLAT / "calibrate.stress.json", second, "--profile", FLAT / "profile.json",
+                                   "--p99-ms", "89", "--run-noise-pct", "3", "--output", out])
+    assert done.returncode == 0, done.stderr
+    assert read_calibration(out).uncertainty.run_noise == pytest.approx(0.03 / 2 ** 0.5, abs=1e-6)
+
+
+@pytest.mark.parametrize("pct", ["50", "-1", "nan"])
+def test_fit_refuses_a_noise_out_of_range_in_one_line(tmp_path, pct):
+    out = tmp_path / "c.json"
+    run = run_cli("planner", ["fit", str(FLAT / "calibrate.stress.json"), "--profile", str(FLAT / "profile.json"),
+                              "--p99-ms", "89", "--run-noise-pct", pct, "--output", str(out)])
+    assert run.returncode == 2, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and "--run-noise-pct" in run.stderr, run.stderr
+    assert not out.exists()
+
+
+def test_calibrate_refuses_a_noise_out_of_range_before_any_load(tmp_path):
+    run = run_cli("loadtests", ["calibrate", "--model", "gen08", "--profile", str(FLAT / "profile.json"),
+                                "--p99-ms", "89", "--run-noise-pct", "50", "--host", "http://127.0.0.1:9",
+                                "--out", str(tmp_path)])
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().splitlines() == ["loadtests: error: --run-noise-pct 50.0: must lie in [0, 50)"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_noise_does_not_give_a_calibration_of_unknown_width_one():
+    # A fit on one step has draws that never move (nothing to resample): its width is unknown, and recommend's gate
+    # refuses it as such (tests/test_capacity_gate.py). The run noise must not pass it off as measured.
+    cal = read_calibration(FLAT / "calibrate.calibration.json")
+    prof = read_profile(FLAT / "profile.json")
+    values = cal.parameters.values()
+    model = CalibratedModel(prof, values, [list(values)] * 50, 0.9, DEFAULT_RUN_NOISE)
+    t = cal.thresholds[0]
+    cap = model.capacity(t.config, t.p99_ms, float(values[0]), refusals=False)
+    assert cap.low == cap.nominal == cap.high
