@@ -26,7 +26,7 @@ import numpy as np
 from gpufleet.contracts.calibration import MAX_RUN_NOISE, Calibration
 from gpufleet.contracts.profile import LatencyProfile
 from gpufleet.contracts.triton import BatchingConfig
-from planner.capacity import CapacitySearch, ReplicaModel
+from planner.capacity import CapacitySearch, ReplicaModel, queue_bound
 from planner.service import ServerCost
 
 DEFAULT_CONFIDENCE = 0.9
@@ -86,14 +86,23 @@ class CalibratedModel:
         return ReplicaModel.from_profile(self.profile, self.cost(self.values if values is None else values))
 
     def max_rate(self, values, cfg: BatchingConfig, p99_ms: float, overhead_ms: float,
-                 refusals: bool = True) -> float:
+                 refusals: bool = True, plan_p99_ms: float | None = None) -> float:
         """Capacity at ``values``; the overhead enters as its offset from the estimate, on top of ``overhead_ms``
         (the plan's, which a user may have set apart from the calibration). ``refusals=False``: the latency limit
-        alone (:meth:`planner.capacity.CapacitySearch.holds`)."""
-        budget_s = (p99_ms - overhead_ms - (values[0] - self.values[0])) / 1000.0
+        alone (:meth:`planner.capacity.CapacitySearch.holds`). ``plan_p99_ms``: the target the plan writes its queue
+        bound for, where ``p99_ms`` is that target as a run with P99 noise reads it (the plan's bound does not move
+        with the noise; the server's latency does)."""
+        def budget(target_ms: float) -> float:
+            return (target_ms - overhead_ms - (values[0] - self.values[0])) / 1000.0
+
+        budget_s = budget(p99_ms)
         if budget_s <= 0:
             return 0.0
-        return CapacitySearch(self.replica(values)).max_rate(cfg, budget_s, refusals=refusals)
+        search = CapacitySearch(self.replica(values))
+        bound = None
+        if refusals and plan_p99_ms is not None and budget(plan_p99_ms) > 0:
+            bound = queue_bound(search.model, cfg, budget(plan_p99_ms))
+        return search.max_rate(cfg, budget_s, bound=bound, refusals=refusals)
 
     def capacity(self, cfg: BatchingConfig, p99_ms: float, overhead_ms: float,
                  nominal: float | None = None, refusals: bool = True) -> CapacityInterval:
@@ -121,8 +130,8 @@ class CalibratedModel:
             # A run that read P99 low by a factor (1 + e) holds the target where the fit's P99 reaches target / (1 + e).
             targets = p99_ms / (1.0 + self.noise)
             h = self.run_noise * p99_ms
-            up = self.max_rate(self.values, cfg, p99_ms + h, overhead_ms, refusals)
-            down = self.max_rate(self.values, cfg, max(p99_ms - h, 0.0), overhead_ms, refusals)
+            up = self.max_rate(self.values, cfg, p99_ms + h, overhead_ms, refusals, p99_ms)
+            down = self.max_rate(self.values, cfg, max(p99_ms - h, 0.0), overhead_ms, refusals, p99_ms)
             rates = rates + (up - down) / (2 * h) * (targets - p99_ms)
         rates = np.maximum(rates, 0.0)
         # The gradient ranks the draws; capacity is not linear far from the estimate, so the draws at the one-sided
@@ -130,7 +139,8 @@ class CalibratedModel:
         order = np.argsort(rates)
         at = int(round((1 - c) * (len(rates) - 1)))
         near = order[max(at - EXACT_NEAR, 0):at + EXACT_NEAR + 1]
-        exact = [self.max_rate(self.draws[i], cfg, float(targets[i]), overhead_ms, refusals) for i in near]
+        exact = [self.max_rate(self.draws[i], cfg, float(targets[i]), overhead_ms, refusals,
+                               p99_ms if self.noise is not None else None) for i in near]
         planned = min(nominal, float(np.median(exact)))
         low, high = (float(np.quantile(rates, q)) for q in ((1 - c) / 2, (1 + c) / 2))
         return CapacityInterval(planned, nominal, min(low, planned), max(high, nominal), c)

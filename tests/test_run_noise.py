@@ -134,3 +134,19 @@ def test_noise_does_not_give_a_calibration_of_unknown_width_one():
     t = cal.thresholds[0]
     cap = model.capacity(t.config, t.p99_ms, float(values[0]), refusals=False)
     assert cap.low == cap.nominal == cap.high
+
+
+def test_the_noise_moves_the_server_not_the_queue_bound_the_plan_writes():
+    # gen08's plan capacity is the refusal limit (its queue bound, written for 89 ms, refuses too many past ~2 req/s).
+    # Read at target / (1 + e), a bound rewritten for that tighter target left almost no wait and the draws fell off
+    # its cliff (1.5 against 1.9 req/s planned); the plan's bound is written once, for the target.
+    cal = read_calibration(FLAT / "calibrate.calibration.json")
+    prof = read_profile(FLAT / "profile.json")
+    t = cal.thresholds[0]
+    quiet = CalibratedModel.from_calibration(prof, cal)
+    noisy = CalibratedModel(prof, quiet.values, quiet.draws, quiet.confidence, DEFAULT_RUN_NOISE)
+    overhead = float(quiet.values[0])
+    a = quiet.capacity(t.config, t.p99_ms, overhead)
+    b = noisy.capacity(t.config, t.p99_ms, overhead)
+    assert a.nominal < 0.1 * t.latency_max_rate  # the refusal limit binds here
+    assert b.planned >= 0.95 * a.planned
