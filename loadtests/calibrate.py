@@ -447,19 +447,21 @@ def summary(plan: Plan, reason: str, interval: Interval | None, fit_error: str, 
         lo, hi = bracket(plan.steps, plan.p99_ms)
         more = (f"the steps bracket the crossing only within {lo:.1f}-{hi:.1f} req/s, wider than the interval "
                 f"claims: steps in that bracket")
+    elif interval.run_noise > 0:
+        # Steps of one run share its P99 level: more of them narrow only the part of the width the steps decide, and
+        # how much of it that is the calibration does not say, so no count of steps is promised.
+        return (f"{head}, wider than ±{plan.tolerance_pct:g}%: stopped at the budget ({plan.budget_s:g} s, "
+                f"{len(plan.steps)} steps); more stable steps near {interval.nominal:.0f} req/s would narrow the part "
+                f"the steps decide, and only more runs fitted together (planner fit {plan.stress_path.name} "
+                f"LATER.stress.json) the {interval.run_noise * 100:.2g}% run-to-run P99 noise the fit allows.")
     else:
         # A bootstrap over steps narrows about as 1/sqrt(steps).
         k = max(1, math.ceil(interval.steps * ((interval.half_width / tol) ** 2 - 1)))
         per_step = elapsed_s / max(len(plan.steps), 1)
         more = (f"about {k} more stable step(s) near {interval.nominal:.0f} req/s (the interval narrows about as "
                 f"1/sqrt(steps); roughly --budget-s {plan.budget_s + k * per_step:.0f})")
-    tail = ""
-    if interval.run_noise > 0:
-        # Steps of one run share its P99 level: only other runs average that error out.
-        tail = (f"; the {interval.run_noise * 100:.2g}% run-to-run P99 noise the fit allows narrows only with more "
-                f"runs fitted together (planner fit {plan.stress_path.name} LATER.stress.json)")
     return (f"{head}, wider than ±{plan.tolerance_pct:g}%: stopped at the budget ({plan.budget_s:g} s, "
-            f"{len(plan.steps)} steps); {more} would narrow it{tail}.")
+            f"{len(plan.steps)} steps); {more} would narrow it.")
 
 
 class Ticker:

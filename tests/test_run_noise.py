@@ -150,3 +150,17 @@ def test_the_noise_moves_the_server_not_the_queue_bound_the_plan_writes():
     b = noisy.capacity(t.config, t.p99_ms, overhead)
     assert a.nominal < 0.1 * t.latency_max_rate  # the refusal limit binds here
     assert b.planned >= 0.95 * a.planned
+
+
+def test_calibrate_says_more_steps_cannot_narrow_the_run_noise():
+    from loadtests.calibrate import Interval, Measured, Plan, summary
+    p = Plan(settings={}, profile_path=FLAT / "profile.json", profile=read_profile(FLAT / "profile.json"), p99_ms=89.0,
+             out=FLAT, name="calibrate")
+    run = read_stress_result(FLAT / "calibrate.stress.json")
+    for n, s in enumerate(x for x in run.steps if not x.warmup):
+        p.steps.append(Measured(n, "replay", s.offered_rate, s.latency_ms.p99, 3, "stable", 0.0, run))
+    # gen08 refitted with the default noise (docs/validation/calibrate/gen08/refit.calibration.json).
+    line = summary(p, "budget", Interval(92.5, 25.7, 159.3, 0.9, 8, None, DEFAULT_RUN_NOISE), "", 291.3)
+    assert "only more runs fitted together (planner fit calibrate.stress.json LATER.stress.json)" in line
+    assert "8.4% run-to-run P99 noise" in line
+    assert "1/sqrt(steps)" not in line  # no count of steps that would narrow what steps cannot
