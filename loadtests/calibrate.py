@@ -20,7 +20,9 @@ The loop, against the Triton config the server is running (read from Triton: GET
    queue bound measure; the plan's capacity, which the queue bound it writes may hold lower, is reported beside it).
    The run stops when that capacity's interval lies within ``±tolerance`` of the estimate, the estimate lies in the
    steps' own bracket, and the bracket is as narrow (:func:`pinned`), or when the next step would not fit in the
-   time budget.
+   time budget. The loop's fits leave out the run-to-run P99 noise (``--run-noise-pct 0``): more steps cannot narrow
+   an error all of them share, so it would keep every run going to its budget. The calibration it leaves is fitted
+   once more with the noise (``--run-noise-pct``, planner fit's default unless given), and the last line gives both.
 
 It writes ``<out>/<name>.stress.json`` (every step's windows, marked discarded, and its measured step) and
 ``<out>/<name>.calibration.json`` (``planner fit``'s output on it), plus each step's Locust files under
@@ -302,14 +304,16 @@ def merged(plan: Plan) -> StressResult:
         "locust_files": {f"step{m.n:02d}": str(plan.steps_dir / f"step{m.n:02d}.locust.json") for m in plan.steps}})
 
 
-def run_fit(plan: Plan) -> tuple[Calibration | None, str]:
-    """``planner fit`` on the stress result written so far: the calibration, or None and the fit's last line."""
+def run_fit(plan: Plan, run_noise_pct: float | None) -> tuple[Calibration | None, str]:
+    """``planner fit`` on the stress result written so far: the calibration, or None and the fit's last line.
+    ``run_noise_pct``: its --run-noise-pct (None: its default). The loop fits with 0, the steps' own width, which
+    more steps narrow; the calibration it leaves is fitted with the user's figure."""
     cmd = [sys.executable, "-m", "planner", "fit", str(plan.stress_path), "--profile", str(plan.profile_path),
            "--output", str(plan.calibration_path), "--p99-ms", f"{plan.p99_ms:g}"]
     if plan.confidence is not None:
         cmd += ["--confidence", f"{plan.confidence:g}"]
-    if plan.run_noise_pct is not None:
-        cmd += ["--run-noise-pct", f"{plan.run_noise_pct:g}"]
+    if run_noise_pct is not None:
+        cmd += ["--run-noise-pct", f"{run_noise_pct:g}"]
     if plan.calibration_path.exists():
         plan.calibration_path.unlink()  # a stale calibration must not pass for this fit's
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -362,7 +366,8 @@ def calibrate(plan: Plan, run_step, say=None, show=None) -> Outcome:
         rate, phase = next_rate(plan.steps, plan.p99_ms, plan.first_rate(), plan.factor,
                                 interval.nominal if interval else None)
         window = plan.window_for(rate)
-        left = plan.budget_s - (time.monotonic() - started) - overhead_s - fit_s
+        # Room for the step's fit and the last one, which adds the run-to-run noise.
+        left = plan.budget_s - (time.monotonic() - started) - overhead_s - 2 * fit_s
         trials = min(plan.max_trials, int(left // window))
         if trials < STABILITY_WINDOWS:
             break
@@ -396,7 +401,7 @@ def calibrate(plan: Plan, run_step, say=None, show=None) -> Outcome:
                 f"window(s) of {window:.3g} s")
         if bracketed and sum(s.stable for s in plan.steps) >= MIN_FIT_STEPS:
             t = time.monotonic()
-            cal, fit_error = run_fit(plan)
+            cal, fit_error = run_fit(plan, 0.0)
             fit_s = time.monotonic() - t
             interval = interval_of(cal) if cal else None
             line += f"; capacity {interval.describe()}" if interval else f"; fit: {fit_error}"
@@ -404,13 +409,16 @@ def calibrate(plan: Plan, run_step, say=None, show=None) -> Outcome:
         if pinned(plan, interval, tolerance):
             reason = "width"
             break
-    if cal is None and any(s.stable for s in plan.steps):
-        cal, fit_error = run_fit(plan)  # the knee was never bracketed: the fit extrapolates, and says so below
+    steps_interval = interval
+    if any(s.stable for s in plan.steps):
+        # The calibration left behind carries the run-to-run noise too (the knee never bracketed: it extrapolates,
+        # and the summary says so).
+        cal, fit_error = run_fit(plan, plan.run_noise_pct)
         interval = interval_of(cal) if cal else None
     if not plan.steps:
         plan.check_budget()
     stress = merged(plan)
-    line = summary(plan, reason, interval, fit_error, time.monotonic() - started)
+    line = summary(plan, reason, interval, fit_error, time.monotonic() - started, steps_interval)
     stress = stress.model_copy(update={"stopped": {
         "reason": reason, "detail": line, "at_step": None,
         **({"capacity": interval.nominal, "low": interval.low, "high": interval.high} if interval else {})}})
@@ -418,8 +426,10 @@ def calibrate(plan: Plan, run_step, say=None, show=None) -> Outcome:
     return Outcome(reason, line, interval, cal, stress)
 
 
-def summary(plan: Plan, reason: str, interval: Interval | None, fit_error: str, elapsed_s: float) -> str:
-    """One line: where capacity is, how sure, why the run stopped, and what more would narrow it."""
+def summary(plan: Plan, reason: str, interval: Interval | None, fit_error: str, elapsed_s: float,
+            steps_interval: Interval | None = None) -> str:
+    """One line: where capacity is, how sure, why the run stopped, and what more would narrow it. ``interval``: the
+    calibration's; ``steps_interval``: the steps' own (fitted without run-to-run noise), which the stop judged."""
     tol = plan.tolerance_pct / 100.0
     over = [s.rate for s in plan.steps if s.over(plan.p99_ms)]
     under = [s.rate for s in plan.steps if not s.over(plan.p99_ms)]
@@ -430,38 +440,40 @@ def summary(plan: Plan, reason: str, interval: Interval | None, fit_error: str, 
     if interval.refusal_limited is not None:
         head += (f" (the plan holds {interval.refusal_limited:.1f} req/s at the estimates: past that the queue bound "
                  f"it writes refuses more than the planner allows)")
+    steps = steps_interval or interval
+    noise = ""
+    if interval.run_noise > 0:
+        # Steps of one run share its P99 level: only other runs average that error out.
+        noise = (f"; the {interval.run_noise * 100:.2g}% run-to-run P99 noise the fit allows narrows only with more "
+                 f"runs fitted together (planner fit {plan.stress_path.name} LATER.stress.json)")
+        if steps_interval is not None:
+            noise = f"; its steps alone: {steps.low:.1f}-{steps.high:.1f} (±{steps.half_width * 100:.1f}%)" + noise
     if reason == "width":
-        return f"{head}: within ±{plan.tolerance_pct:g}%, stopped after {len(plan.steps)} steps ({elapsed_s:.0f} s)."
+        return (f"{head}: its steps pin it within ±{plan.tolerance_pct:g}%{noise}; stopped after {len(plan.steps)} "
+                f"steps ({elapsed_s:.0f} s).")
     if not over:
         more = f"steps above {max(under):.1f} req/s (no step passed the target yet)"
     elif not under:
         more = f"steps below {min(over):.1f} req/s (every step passed the target)"
-    elif interval.half_width <= tol and interval.steps < MIN_FIT_STEPS:
-        more = (f"the fit used {interval.steps} step(s), too few for its interval to mean anything: at least "
+    elif steps.half_width <= tol and steps.steps < MIN_FIT_STEPS:
+        more = (f"the fit used {steps.steps} step(s), too few for its interval to mean anything: at least "
                 f"{MIN_FIT_STEPS} stable steps with {MIN_REQUESTS_FOR_P99} requests each")
-    elif interval.half_width <= tol and not agrees(plan, interval, tol):
+    elif steps.half_width <= tol and not agrees(plan, steps, tol):
         lo, hi = bracket(plan.steps, plan.p99_ms)
         more = (f"the fitted capacity lies outside the measured bracket {lo:.1f}-{hi:.1f} req/s: more stable steps "
                 f"in that bracket")
-    elif interval.half_width <= tol:
+    elif steps.half_width <= tol:
         lo, hi = bracket(plan.steps, plan.p99_ms)
         more = (f"the steps bracket the crossing only within {lo:.1f}-{hi:.1f} req/s, wider than the interval "
                 f"claims: steps in that bracket")
-    elif interval.run_noise > 0:
-        # Steps of one run share its P99 level: more of them narrow only the part of the width the steps decide, and
-        # how much of it that is the calibration does not say, so no count of steps is promised.
-        return (f"{head}, wider than ±{plan.tolerance_pct:g}%: stopped at the budget ({plan.budget_s:g} s, "
-                f"{len(plan.steps)} steps); more stable steps near {interval.nominal:.0f} req/s would narrow the part "
-                f"the steps decide, and only more runs fitted together (planner fit {plan.stress_path.name} "
-                f"LATER.stress.json) the {interval.run_noise * 100:.2g}% run-to-run P99 noise the fit allows.")
     else:
-        # A bootstrap over steps narrows about as 1/sqrt(steps).
-        k = max(1, math.ceil(interval.steps * ((interval.half_width / tol) ** 2 - 1)))
+        # A bootstrap over steps narrows about as 1/sqrt(steps): this counts for the steps' own width only.
+        k = max(1, math.ceil(steps.steps * ((steps.half_width / tol) ** 2 - 1)))
         per_step = elapsed_s / max(len(plan.steps), 1)
-        more = (f"about {k} more stable step(s) near {interval.nominal:.0f} req/s (the interval narrows about as "
+        more = (f"about {k} more stable step(s) near {steps.nominal:.0f} req/s (the steps' interval narrows about as "
                 f"1/sqrt(steps); roughly --budget-s {plan.budget_s + k * per_step:.0f})")
     return (f"{head}, wider than ±{plan.tolerance_pct:g}%: stopped at the budget ({plan.budget_s:g} s, "
-            f"{len(plan.steps)} steps); {more} would narrow it.")
+            f"{len(plan.steps)} steps); {more} would narrow it{noise}.")
 
 
 class Ticker:

@@ -22,7 +22,7 @@ from loadtests import shapes
 from loadtests.calibrate import DEFAULT_BUDGET_S, DEFAULT_FACTOR, DEFAULT_TOLERANCE_PCT, MIN_WINDOW_REQUESTS
 from loadtests.errors import LoadTestInputError
 from gpufleet.contracts.model import default_of
-from gpufleet.contracts.calibration import MAX_RUN_NOISE
+from gpufleet.contracts.calibration import run_noise_error
 from gpufleet.contracts.stress_result import HOST_CPU_SATURATED
 from loadtests.settings import StressSettings, build, settings_error
 from loadtests.verify import PREDICTION_BAND, STEP_S as VERIFY_STEP_S, WARMUP_S as VERIFY_WARMUP_S
@@ -218,8 +218,8 @@ def calibrate_cmd(
         raise LoadTestInputError(f"--start-rate {start_rate}: must be > 0")
     if confidence is not None and not 0.5 < confidence < 1:
         raise LoadTestInputError(f"--confidence {confidence}: must lie strictly between 0.5 and 1")
-    if run_noise_pct is not None and not (math.isfinite(run_noise_pct) and 0 <= run_noise_pct < MAX_RUN_NOISE * 100):
-        raise LoadTestInputError(f"--run-noise-pct {run_noise_pct}: must lie in [0, {MAX_RUN_NOISE * 100:g})")
+    if run_noise_pct is not None and run_noise_error(run_noise_pct):
+        raise LoadTestInputError(run_noise_error(run_noise_pct))
     common = dict(model=model, host=host, metrics_url=metrics_url, seed=seed)
     prof = read_profile(profile)
     if prof.model != model:

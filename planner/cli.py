@@ -22,8 +22,8 @@ from gpufleet.contracts.plan import Environment, Routing
 from planner.day import DEFAULT_PERIOD_S, read_day_curve, recommend_day
 from planner.pipeline import DEFAULT_OVERHEAD_MS, PRODUCTION_MIN_REPLICAS_PER_GPU, RecommendRequest
 from planner.recommend import recommend
-from gpufleet.contracts.calibration import write_calibration
-from planner.uncertainty import DEFAULT_CONFIDENCE, DEFAULT_RUN_NOISE, run_noise_error
+from gpufleet.contracts.calibration import run_noise_error, write_calibration
+from planner.uncertainty import DEFAULT_CONFIDENCE, DEFAULT_RUN_NOISE
 from planner.render import render_calibration, render_plan
 from gpufleet.contracts.autoscaling import DEFAULT_RAMP_PER_MIN, DEFAULT_SCALE_UP_LAG_S, AutoscalingSpec
 from gpufleet.contracts.triton import BatchingConfig
@@ -181,7 +181,7 @@ def fit_cmd(
     ramp_pct_per_min: Annotated[float, typer.Option(help="Fastest traffic growth to absorb, percent per minute.")] = DEFAULT_RAMP_PER_MIN * 100.0,
     triton_config: Annotated[Optional[str], typer.Option(help="MAX_BATCH:QUEUE_DELAY_US:INSTANCES for runs that did not record it.")] = None,
     confidence: Annotated[float, typer.Option(help="Confidence of the parameter and capacity intervals; thresholds take capacity's lower end at it.")] = DEFAULT_CONFIDENCE,
-    run_noise_pct: Annotated[Optional[float], typer.Option(help=f"How far a run's P99 level moves from one run to the next at the same rate, percent (one standard deviation): an error all of a run's steps share, which resampling them cannot see. Capacity's interval carries it; where P99 is flat near the target it dominates. Measure it on your host by running the same rates twice; 0 trusts one run. Default {DEFAULT_RUN_NOISE * 100:g} for stress results, 0 with --prometheus (each window is a run of its own: their spread is in the resampling).", show_default=False)] = None,
+    run_noise_pct: Annotated[Optional[float], typer.Option(help=f"How far one run's P99 level moves from the next run's at the same rate, percent (one standard deviation of the log ratio): an error all of a run's steps share, which resampling them cannot see. Capacity's interval carries it, divided by the square root of the runs each config was measured in (a run told by its start time); where P99 is flat near the target it dominates. Measure it on your host: run the same rates twice (loadtests run --rates), take the root mean square of the log P99 ratios over sqrt 2; 0 trusts one run. Default {DEFAULT_RUN_NOISE * 100:g} (this project's 2-core test VM) for stress results, 0 with --prometheus (its windows span the range read: a drift of the level over it is in their spread).", show_default=False)] = None,
     prometheus: Annotated[Optional[str], typer.Option(help="Fit on production instead: this Prometheus server's windows of the Deployment's traffic (each window one step). With --plan (its Deployment of the profile's model and GPU) or --selector and --triton-config.")] = None,
     plan: Annotated[Optional[Path], typer.Option(help="With --prometheus: the deployed plan (names the Deployment and its Triton config).")] = None,
     window: Annotated[str, typer.Option(help="With --prometheus: one step per window of this length (Prometheus duration).")] = "5m",
@@ -194,9 +194,9 @@ def fit_cmd(
     """Calibrate the latency model on stress runs (or production windows from Prometheus) and fit lag-aware HPA
     thresholds."""
     lag = scaling_spec(scale_up_lag_min, ramp_pct_per_min)
+    if run_noise_pct is not None and run_noise_error(run_noise_pct):
+        raise PlannerInputError(run_noise_error(run_noise_pct))
     run_noise = (DEFAULT_RUN_NOISE if prometheus is None else 0.0) if run_noise_pct is None else run_noise_pct / 100.0
-    if run_noise_error(run_noise):
-        raise PlannerInputError(run_noise_error(run_noise))
     check_output_file(output, "calibration", PlannerInputError)
     stress = list(stress or [])
     if (prometheus is None) == (not stress):

@@ -36,7 +36,7 @@ from scipy.optimize import least_squares
 
 from gpufleet.contracts.autoscaling import AutoscalingSpec
 from gpufleet.contracts.calibration import (PARAMETER_NAMES, Calibration, Excluded, FitReport, Parameter, Parameters,
-                                            StepFit, Threshold, Uncertainty)
+                                            StepFit, Threshold, Uncertainty, run_noise_error)
 from gpufleet.contracts.profile import LatencyProfile
 from gpufleet.contracts.stress_result import (
     HOST_CPU_SATURATED, MIN_REQUESTS_FOR_P99, StressResult, read_stress_result)
@@ -45,7 +45,7 @@ from planner.capacity import CapacitySearch, ReplicaModel
 from planner.errors import PlannerInputError
 from planner.service import ServiceTime
 from planner.simulate import Workload, simulate
-from planner.uncertainty import DEFAULT_CONFIDENCE, DEFAULT_RUN_NOISE, CalibratedModel, run_noise_error
+from planner.uncertainty import DEFAULT_CONFIDENCE, DEFAULT_RUN_NOISE, CalibratedModel
 
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 REPLICATIONS = 6
@@ -92,6 +92,7 @@ class Observation:
     lag_p99_ms: float = 0.0
     host_cpu: float | None = None  # Triton's nv_cpu_utilization over the step, mean (the whole host, 0-1)
     host_cpu_saturated: bool = False  # gpufleet.contracts.stress_result.HOST_CPU_SATURATED
+    run: str = ""  # when the run started (its stress result's started_at): the run, whatever its file is called
 
 
 def _config_of(result: StressResult, source: str, fallback: BatchingConfig | None) -> BatchingConfig:
@@ -147,7 +148,7 @@ def observations(paths: list[Path], fallback: BatchingConfig | None = None,
                                    s.server.mean_batch_size if s.server else None, _compute_ms(s.server),
                                    s.late_sends / max(s.sent, 1), s.lag_p99_ms or 0.0,
                                    s.server.cpu_utilization_mean if s.server else None,
-                                   bool(s.server and s.server.host_cpu_saturated)))
+                                   bool(s.server and s.server.host_cpu_saturated), result.started_at))
     if not obs:
         why = "; ".join(f"{e.source} {e.step}: {e.reason}" for e in excluded[:3])
         raise PlannerInputError(f"no usable open-loop step in the stress results{': ' + why if why else ''}")
@@ -463,8 +464,8 @@ def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: A
         raise PlannerInputError(f"--p99-ms must be a positive number, got {p99_ms}")
     if not (0.5 < confidence < 1):
         raise PlannerInputError(f"--confidence must lie strictly between 0.5 and 1, got {confidence}")
-    if run_noise_error(run_noise):
-        raise PlannerInputError(run_noise_error(run_noise))
+    if run_noise_error(run_noise * 100):
+        raise PlannerInputError(run_noise_error(run_noise * 100))
     obs, excluded = observations(stress_paths, fallback_config, profile.model)
     flagged = host_bound(obs, profile)
     host_warning = None
@@ -506,9 +507,11 @@ def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: A
     if busy:
         warnings.append(busy)
     values = tuple(p.value for p in parameters.values())
-    # Each stress file is one run; the level error of several runs averages out as 1/sqrt(runs).
-    runs = len({o.source for o in kept})
-    noise = run_noise / math.sqrt(runs)
+    # The level error of several runs of a config averages out as 1/sqrt(runs). A run is told by its start (a file
+    # copied or named twice is one run); the noise is one figure, so the config measured in the fewest runs sets it.
+    runs = min(len({o.run for o in kept if o.config == cfg}) for cfg in {o.config for o in kept})
+    # Rounded down: the figure written must stay inside the contract's bound.
+    noise = math.floor(run_noise / math.sqrt(runs) * 1e6) / 1e6
     calibrated = CalibratedModel(profile, values, draws, confidence, noise)
     pred = model.predict(values)
     steps = []
@@ -531,10 +534,10 @@ def fit(profile: LatencyProfile, stress_paths: list[Path], p99_ms: float, lag: A
             method=(f"bootstrap over the {len(kept)} fitted steps ({resamples} resamples with replacement), each "
                     "resample moving the estimate by one Gauss-Newton step on its residuals; intervals central at "
                     f"the confidence; capacity's draws also read the target off by a run-to-run P99 noise of "
-                    f"{run_noise * 100:g}% a run (one standard deviation) over {runs} run(s): "
+                    f"{run_noise * 100:g}% a run (one standard deviation) over {runs} run(s) of each config: "
                     f"{noise * 100:.3g}%"),
             confidence=confidence, resamples=resamples, draws=[[round(float(v), 5) for v in d] for d in draws],
-            run_noise=round(noise, 6)),
+            run_noise=noise),
         warnings=warnings,
         sources=sorted({o.source for o in kept}),
         fit=FitReport(method="scipy.optimize.least_squares (trust region reflective, bounded)",

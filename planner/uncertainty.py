@@ -12,7 +12,8 @@ Run-to-run noise: resampling the steps of one run cannot see an error that all o
 is such an error: on docs/validation/calibrate's stand-in, P99 at a fixed rate moved by several percent from one run
 to the next, the same in every step of a run. A calibration that states it (``Uncertainty.run_noise``, the relative
 standard deviation of a run's P99 level) has each draw read the target as if the run had measured P99 off by a
-normal factor of that spread: capacity at ``target / (1 + e)``, carried through capacity's derivative in the target.
+log-normal factor of that spread: capacity at ``target / exp(e)``, carried through capacity's derivative in the
+target (the planned capacity simulated exactly, as for the parameters).
 Where P99 rises steeply near the target this moves capacity little; where it is flat, a few percent of P99 is a
 large share of the rate, which is where the steps of one run over-promised.
 """
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpufleet.contracts.calibration import MAX_RUN_NOISE, Calibration
+from gpufleet.contracts.calibration import Calibration
 from gpufleet.contracts.profile import LatencyProfile
 from gpufleet.contracts.triton import BatchingConfig
 from planner.capacity import CapacitySearch, ReplicaModel, queue_bound
@@ -40,13 +41,6 @@ EXACT_NEAR = 2  # draws either side of the quantile simulated exactly
 # sit at a cliff (batch 1 at saturation). A quieter host has less: measure yours the same way.
 DEFAULT_RUN_NOISE = 0.084
 NOISE_SEED = 20261204  # the run-noise factors are drawn from this seed: the same calibration gives the same capacity
-
-
-def run_noise_error(run_noise: float) -> str | None:
-    """Why ``run_noise`` (a fraction) cannot be used, or None."""
-    if math.isfinite(run_noise) and 0 <= run_noise < MAX_RUN_NOISE:
-        return None
-    return f"--run-noise-pct must lie in [0, {MAX_RUN_NOISE * 100:g}), got {run_noise * 100:g}"
 
 
 @dataclass(frozen=True)
@@ -68,9 +62,10 @@ class CalibratedModel:
         self.draws = np.zeros((0, len(values))) if draws is None or len(draws) == 0 else np.asarray(draws, float)
         self.confidence = confidence
         self.run_noise = run_noise
-        # Each draw's run-level P99 factor - 1; none without draws or noise.
-        noise = np.random.default_rng(NOISE_SEED).normal(0.0, run_noise, len(self.draws)) if run_noise > 0 else None
-        self.noise = None if noise is None else np.clip(noise, -0.5, 1.0)  # a factor stays positive
+        # Each draw's run-level P99 factor, as its log (normal: the spread is measured as log ratios); none without
+        # draws or noise.
+        self.noise = (np.random.default_rng(NOISE_SEED).normal(0.0, run_noise, len(self.draws)) if run_noise > 0
+                      else None)
 
     @classmethod
     def from_calibration(cls, profile: LatencyProfile, cal: Calibration,
@@ -127,20 +122,26 @@ class CalibratedModel:
         rates = nominal + offsets @ grad
         targets = np.full(len(self.draws), p99_ms)
         if self.noise is not None:
-            # A run that read P99 low by a factor (1 + e) holds the target where the fit's P99 reaches target / (1 + e).
-            targets = p99_ms / (1.0 + self.noise)
-            h = self.run_noise * p99_ms
-            up = self.max_rate(self.values, cfg, p99_ms + h, overhead_ms, refusals, p99_ms)
-            down = self.max_rate(self.values, cfg, max(p99_ms - h, 0.0), overhead_ms, refusals, p99_ms)
-            rates = rates + (up - down) / (2 * h) * (targets - p99_ms)
+            # A run that read P99 low by a factor exp(e) holds the target where the fit's P99 reaches target / exp(e).
+            targets = p99_ms * np.exp(-self.noise)
+            up_ms, down_ms = p99_ms * math.exp(self.run_noise), p99_ms * math.exp(-self.run_noise)
+            up = self.max_rate(self.values, cfg, up_ms, overhead_ms, refusals, p99_ms)
+            down = self.max_rate(self.values, cfg, down_ms, overhead_ms, refusals, p99_ms)
+            rates = rates + (up - down) / (up_ms - down_ms) * (targets - p99_ms)
         rates = np.maximum(rates, 0.0)
-        # The gradient ranks the draws; capacity is not linear far from the estimate, so the draws at the one-sided
-        # quantile are simulated themselves and their median is the planned capacity.
         order = np.argsort(rates)
-        at = int(round((1 - c) * (len(rates) - 1)))
-        near = order[max(at - EXACT_NEAR, 0):at + EXACT_NEAR + 1]
-        exact = [self.max_rate(self.draws[i], cfg, float(targets[i]), overhead_ms, refusals,
-                               p99_ms if self.noise is not None else None) for i in near]
-        planned = min(nominal, float(np.median(exact)))
+
+        def exact_at(q: float) -> float:
+            """The median of the draws ranked around quantile ``q``, each simulated: capacity is not linear far from
+            the estimate (a queue bound caps it on one side, saturation on the other), so the gradient only ranks."""
+            at = int(round(q * (len(rates) - 1)))
+            near = order[max(at - EXACT_NEAR, 0):at + EXACT_NEAR + 1]
+            return float(np.median([self.max_rate(self.draws[i], cfg, float(targets[i]), overhead_ms, refusals,
+                                                  p99_ms if self.noise is not None else None) for i in near]))
+
+        planned = min(nominal, exact_at(1 - c))
+        # The ends are read off the ranking itself: simulating the draws ranked there gave ends that crossed the
+        # estimate where capacity is not monotone in the draws (docs/validation/calibrate, gen02's refit), so only the
+        # planned capacity, which a plan sizes with, is simulated.
         low, high = (float(np.quantile(rates, q)) for q in ((1 - c) / 2, (1 + c) / 2))
         return CapacityInterval(planned, nominal, min(low, planned), max(high, nominal), c)

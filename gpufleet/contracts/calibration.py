@@ -12,6 +12,8 @@ its interval from a bootstrap over the steps; the thresholds plan on the interva
 """
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +28,13 @@ from gpufleet.contracts.triton import BatchingConfig
 SCHEMA_VERSION = 2
 PARAMETER_NAMES = ("overhead_ms", "batch_overhead_ms", "item_overhead_ms", "spread")
 MAX_RUN_NOISE = 0.5  # a run's P99 level spread this wide (Uncertainty.run_noise) says its runs measure nothing
+
+
+def run_noise_error(run_noise_pct: float) -> str | None:
+    """Why ``--run-noise-pct`` (percent) cannot be used, or None: the one check both stages' options make."""
+    if math.isfinite(run_noise_pct) and 0 <= run_noise_pct < MAX_RUN_NOISE * 100:
+        return None
+    return f"--run-noise-pct {run_noise_pct:g}: must lie in [0, {MAX_RUN_NOISE * 100:g})"
 
 
 def capacity_spread(nominal: float, low: float, high: float) -> float:
@@ -107,7 +116,7 @@ class Uncertainty(Strict):
         0.0, ge=0, lt=MAX_RUN_NOISE, description="relative standard deviation of the P99 level error the fitted runs share (one "
         "run's spread over the square root of the runs fitted), an error every step of one "
         "run shares and resampling its steps cannot see: each draw reads the target as if its run measured P99 off "
-        "by a normal factor of this spread (planner.uncertainty). 0 in files written before it was recorded")
+        "by a log-normal factor of this spread (planner.uncertainty). 0 in files written before it was recorded")
 
 
 class Threshold(Strict):
