@@ -168,7 +168,8 @@ def test_calibrate_says_more_steps_cannot_narrow_the_run_noise():
     assert "90% interval 25.4-149.6" in line and "its steps alone: 85.5-94.9 (±7.6%)" in line
     # More steps are counted against the steps' own width only; the rest needs other runs.
     assert "about 11 more stable step(s)" in line
-    assert "8.4% run-to-run P99 noise the fit allows narrows only with more runs fitted together" in line
+    assert (f"{DEFAULT_RUN_NOISE * 100:.2g}% run-to-run P99 noise the fit allows narrows only with more runs fitted "
+            "together") in line
     stopped = summary(p, "width", Interval(92.5, 25.4, 149.6, 0.9, 8, None, DEFAULT_RUN_NOISE), "", 291.3,
                       Interval(92.5, 90.0, 95.0, 0.9, 8))
     assert "its steps pin it within ±5%; its steps alone: 90.0-95.0" in stopped
