@@ -346,6 +346,15 @@ def run_noise(rows: list[dict]) -> dict | None:
             "ratios": [[p, rate, round(b / a, 3)] for p, rate, a, b in pairs]}
 
 
+def earlier_meta(out: Path, meta: dict) -> dict:
+    """The command and settings that made the runs in ``out`` (its summary.json), for a mode that only adds to them
+    or analyzes them; ``meta`` where there is none."""
+    old = out / "summary.json"
+    if not old.exists():
+        return meta
+    return {k: v for k, v in json.loads(old.read_text()).items() if k not in ("verdict", "profiles")}
+
+
 def analyze(out: Path, meta: dict) -> dict:
     rows = [record(d) for d in sorted(out.iterdir()) if (d / "run.json").exists()]
     v = verdict([r["ratio"] for r in rows])
@@ -465,13 +474,9 @@ def main() -> int:
             "budget_s": args.budget_s, "calibrate_args": args.calibrate_args,
             "capacity_step_s": args.capacity_step_s, "multiples": args.multiples}
     if args.analyze_only:
-        old = out / "summary.json"
-        if old.exists():
-            meta = {k: v for k, v in json.loads(old.read_text()).items() if k not in ("verdict", "profiles")}
-        return 0 if analyze(out, meta)["verdict"]["met"] else 1
+        return 0 if analyze(out, earlier_meta(out, meta))["verdict"]["met"] else 1
     if args.refit:
-        meta = {k: v for k, v in json.loads((out / "summary.json").read_text()).items()
-                if k not in ("verdict", "profiles")} if (out / "summary.json").exists() else meta
+        meta = earlier_meta(out, meta)
         for i, case in enumerate(generate(args.profiles, args.seed)):
             d = out / case.key
             if (d / "done").exists() and (d / "calibrate.stress.json").exists():
@@ -486,9 +491,7 @@ def main() -> int:
         if unknown:
             print(f"error: --repeat: no finished profile {', '.join(unknown)} in {out}", file=sys.stderr)
             return 2
-        old = out / "summary.json"
-        if old.exists():  # the command and settings that made the runs being repeated
-            meta = {k: v for k, v in json.loads(old.read_text()).items() if k not in ("verdict", "profiles")}
+        meta = earlier_meta(out, meta)
         for key in args.repeat:
             i, case = cases[key]
             repeat(case, out / key, args, seed=3000 + 10 * i)

@@ -410,9 +410,9 @@ def calibrate(plan: Plan, run_step, say=None, show=None) -> Outcome:
             reason = "width"
             break
     steps_interval = interval
-    if any(s.stable for s in plan.steps):
-        # The calibration left behind carries the run-to-run noise too (the knee never bracketed: it extrapolates,
-        # and the summary says so).
+    # The calibration left behind carries the run-to-run noise too (the knee never bracketed: it extrapolates, and the
+    # summary says so). With none asked for, the loop's last fit, on every step, is that calibration already.
+    if any(s.stable for s in plan.steps) and (cal is None or plan.run_noise_pct != 0):
         cal, fit_error = run_fit(plan, plan.run_noise_pct)
         interval = interval_of(cal) if cal else None
     if not plan.steps:
